@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+// Tandem: a sidecar that makes an unmodified service highly available.
+// The targets follow the layers of ARCHITECTURE.md, dependencies pointing one way:
+// C shims -> TandemNet -> TandemHTTP / TandemConfig -> TandemConsensus (no deps) -> TandemSidecar -> tandem.
+import PackageDescription
+
+let package = Package(
+    name: "Tandem",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tandem", targets: ["tandem"]),
+        .executable(name: "example-kv", targets: ["ExampleKV"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries, one system-library target each.
+        .systemLibrary(
+            name: "CLibevent", pkgConfig: "libevent",
+            providers: [.apt(["libevent-dev"])]),
+        .systemLibrary(
+            name: "CLibeventOpenSSL", pkgConfig: "libevent_openssl",
+            providers: [.apt(["libevent-dev", "libssl-dev"])]),
+        .systemLibrary(
+            name: "CLibeventPthreads", pkgConfig: "libevent_pthreads",
+            providers: [.apt(["libevent-dev"])]),
+
+        // Pure layers: no I/O, no clock, no C.
+        .target(name: "TandemHTTP"),
+        .target(name: "TandemConfig"),
+        .target(name: "TandemConsensus"),
+        .target(name: "TandemLinearizability"),
+        .target(name: "TandemStorage"),
+        .target(name: "TandemSimulator", dependencies: ["TandemConsensus", "TandemLinearizability"]),
+
+        // The only module that touches libevent.
+        .target(name: "TandemNet", dependencies: ["CLibevent", "CLibeventOpenSSL", "CLibeventPthreads"]),
+
+        // The sidecar: proxy, admin listener, metrics, and (later) the node runtime.
+        .target(
+            name: "TandemSidecar",
+            dependencies: [
+                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemStorage",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "tandem",
+            dependencies: [
+                "TandemSidecar", "TandemConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(name: "ExampleKV", dependencies: ["CLibevent"], path: "Examples/ExampleKV"),
+
+        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP"]),
+        .testTarget(name: "TandemConfigTests", dependencies: ["TandemConfig"]),
+        .testTarget(name: "TandemConsensusTests", dependencies: ["TandemConsensus"]),
+        .testTarget(name: "LinearizabilityTests", dependencies: ["TandemLinearizability"]),
+        .testTarget(name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
+        .testTarget(name: "TandemStorageTests", dependencies: ["TandemStorage"]),
+        .testTarget(name: "TandemNetTests", dependencies: ["TandemNet"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemHTTP"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
