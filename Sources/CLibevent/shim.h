@@ -3,6 +3,17 @@
 #ifndef TANDEM_CLIBEVENT_SHIM_H
 #define TANDEM_CLIBEVENT_SHIM_H
 
+// System headers first, before libevent's event-config.h defines _GNU_SOURCE, so that they are parsed with the
+// same feature macros as Swift's Glibc module (otherwise fd_set is defined two different ways).
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netdb.h>
+#include <stdint.h>
+#include <stdarg.h>
+
 #include <event2/event.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -11,15 +22,6 @@
 #include <event2/dns.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <errno.h>
-#include <string.h>
-#include <signal.h>
-#include <unistd.h>
 
 static inline struct event *tandem_evsignal_new(struct event_base *base, int signum,
                                                 event_callback_fn cb, void *arg) {
@@ -42,15 +44,6 @@ static inline int tandem_evtimer_del(struct event *ev) { return evtimer_del(ev);
 
 static inline int tandem_evtimer_pending(struct event *ev) {
     return evtimer_pending(ev, NULL);
-}
-
-static inline int tandem_errno(void) { return errno; }
-
-static inline int tandem_socket_error(int fd) { return evutil_socket_geterror(fd); }
-
-static inline void tandem_set_nodelay(int fd) {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static inline short tandem_bev_event_eof(void) { return BEV_EVENT_EOF; }

@@ -1,0 +1,310 @@
+import CLibevent
+import Glibc
+
+/// Why a connection ended.
+public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
+    /// The peer closed its side (EOF).
+    case peerClosed
+    /// A socket error (errno), including a refused or failed connect.
+    case socketError(Int32)
+    /// The name of an outbound connection could not be resolved.
+    case resolutionFailed(String)
+    /// This side closed it.
+    case closedLocally
+
+    public var description: String {
+        switch self {
+        case .peerClosed: return "peer closed"
+        case .socketError(let code): return String(cString: strerror(code))
+        case .resolutionFailed(let reason): return "cannot resolve: \(reason)"
+        case .closedLocally: return "closed locally"
+        }
+    }
+}
+
+/// Callbacks of a connection, all on the loop thread. A connection holds its delegate strongly until it closes,
+/// then drops it, so a session object may be owned by its connection alone.
+public protocol ConnectionDelegate: AnyObject {
+    /// An outbound connection is established.
+    func connectionDidConnect(_ connection: Connection)
+    /// New input is available (see `consumeInput`).
+    func connectionHasInput(_ connection: Connection)
+    /// The output buffer drained to the write low-water mark (0 unless set): room to write more.
+    func connectionDidDrainOutput(_ connection: Connection)
+    /// The connection is gone. Called at most once, never after `close()` was called by this side.
+    func connectionDidClose(_ connection: Connection, reason: CloseReason)
+}
+
+extension ConnectionDelegate {
+    public func connectionDidConnect(_ connection: Connection) {}
+    public func connectionDidDrainOutput(_ connection: Connection) {}
+}
+
+/// A TCP connection over a libevent bufferevent: buffered, non-blocking, with watermarks for backpressure.
+///
+/// Ownership rule: a connection retains itself while its bufferevent lives, and releases itself when it closes,
+/// so nothing else needs to keep it alive while it is open.
+public final class Connection {
+    private var bev: OpaquePointer?
+    private var retainedSelf: Unmanaged<Connection>?
+    public var delegate: ConnectionDelegate?
+    /// The peer's IP address as text ("127.0.0.1", "::1"), or the target host of an outbound connection.
+    public let peerAddress: String
+    /// True while `consumeInput` runs: closing then must wait, because the chunks point into the input buffer.
+    private var isConsumingInput = false
+    private var closeRequested = false
+    private var closeWhenFlushed = false
+    /// A free slot for the owner (e.g. the index of a pool entry). TandemNet never reads it.
+    public var tag: Int = 0
+
+    private static let onRead: bufferevent_data_cb = { _, context in
+        guard let context else { return }
+        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().readable()
+    }
+
+    private static let onWrite: bufferevent_data_cb = { _, context in
+        guard let context else { return }
+        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().drained()
+    }
+
+    private static let onEvent: bufferevent_event_cb = { _, events, context in
+        guard let context else { return }
+        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().event(events)
+    }
+
+    /// Wraps an accepted socket. Reading starts disabled; call `enableReading()` once a delegate is set.
+    init?(loop: EventLoop, acceptedFD fd: Int32, peerAddress: String, priority: EventPriority) {
+        self.peerAddress = peerAddress
+        guard let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            return nil
+        }
+        setNoDelay(fd)
+        adopt(bev, priority: priority)
+    }
+
+    private init(bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
+        self.peerAddress = peerAddress
+        adopt(bev, priority: priority)
+    }
+
+    private func adopt(_ bev: OpaquePointer, priority: EventPriority) {
+        self.bev = bev
+        retainedSelf = Unmanaged.passRetained(self)
+        bufferevent_setcb(bev, Connection.onRead, Connection.onWrite, Connection.onEvent, retainedSelf!.toOpaque())
+        bufferevent_priority_set(bev, priority.rawValue)
+        bufferevent_disable(bev, Int16(EV_READ))
+        bufferevent_enable(bev, Int16(EV_WRITE))
+    }
+
+    /// Starts an outbound connection; `host` may be a DNS name, resolved now (asynchronously, never blocking the
+    /// loop). The delegate hears `connectionDidConnect` or `connectionDidClose`. Writes made before the connection
+    /// is established are buffered and sent once it is.
+    public static func connect(
+        loop: EventLoop, host: String, port: UInt16, priority: EventPriority = .normal, delegate: ConnectionDelegate
+    ) -> Connection? {
+        guard let bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            return nil
+        }
+        let connection = Connection(bev: bev, peerAddress: host, priority: priority)
+        connection.delegate = delegate
+        let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        let result = bufferevent_socket_connect_hostname(bev, loop.dns, AF_UNSPEC, bareHost, Int32(port))
+        if result != 0 {
+            // libevent reports refused connects through the event callback later; a synchronous failure here
+            // means the socket could not even be created, which the caller treats like a refused connect.
+            connection.close()
+            return nil
+        }
+        return connection
+    }
+
+    public var isOpen: Bool { bev != nil && !closeRequested }
+
+    // MARK: reading
+
+    public func enableReading() {
+        if let bev { bufferevent_enable(bev, Int16(EV_READ)) }
+    }
+
+    /// Stops reading the socket: the kernel buffers fill and TCP pushes back on the sender.
+    public func disableReading() {
+        if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+    }
+
+    /// Above this many buffered input bytes libevent stops reading the socket (TCP backpressure). 0 = no limit.
+    public func setReadHighWatermark(bytes: Int) {
+        if let bev { bufferevent_setwatermark(bev, Int16(EV_READ), 0, bytes) }
+    }
+
+    /// `connectionDidDrainOutput` fires when the output buffer falls to this many bytes.
+    public func setWriteLowWatermark(bytes: Int) {
+        if let bev { bufferevent_setwatermark(bev, Int16(EV_WRITE), bytes, 0) }
+    }
+
+    public var inputCount: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_input(bev))
+    }
+
+    /// Offers the buffered input to `body` chunk by chunk, in order, without copying. `body` returns how many bytes
+    /// of the chunk it consumed; returning less than the chunk's size stops the walk. The consumed bytes are then
+    /// drained. Returns the total consumed. The chunks are valid only during the call.
+    @discardableResult
+    public func consumeInput(_ body: (UnsafeRawBufferPointer) -> Int) -> Int {
+        guard let bev, !isConsumingInput else { return 0 }
+        let input = bufferevent_get_input(bev)
+        isConsumingInput = true
+        var total = 0
+        var vectors = [iovec](repeating: iovec(), count: 16)
+        walk: while !closeRequested {
+            let count = Int(evbuffer_peek(input, -1, nil, &vectors, 16))
+            if count == 0 { break }
+            var consumedNow = 0
+            var stopped = false
+            for vector in vectors.prefix(min(count, 16)) {
+                let chunk = UnsafeRawBufferPointer(start: vector.iov_base, count: vector.iov_len)
+                let used = body(chunk)
+                precondition(used >= 0 && used <= chunk.count, "consumeInput body consumed outside its chunk")
+                consumedNow += used
+                if used < chunk.count || closeRequested {
+                    stopped = true
+                    break
+                }
+            }
+            evbuffer_drain(input, consumedNow)
+            total += consumedNow
+            // More than 16 chunks means another round; otherwise everything buffered was offered.
+            if stopped || count <= 16 { break walk }
+        }
+        isConsumingInput = false
+        if closeRequested { finishClose() }
+        return total
+    }
+
+    // MARK: writing
+
+    public var outputCount: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bev))
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let bev, !closeRequested, let base = bytes.baseAddress, bytes.count > 0 else { return }
+        evbuffer_add(bufferevent_get_output(bev), base, bytes.count)
+    }
+
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    public func write(_ text: String) {
+        var text = text
+        text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Moves up to `maxBytes` of this connection's input to `other`'s output without copying the bytes
+    /// (libevent relinks its buffer chains). Used by tunnels.
+    @discardableResult
+    public func moveInput(to other: Connection, maxBytes: Int = Int.max) -> Int {
+        guard let bev, let otherBev = other.bev, !other.closeRequested else { return 0 }
+        let input = bufferevent_get_input(bev)
+        let amount = min(evbuffer_get_length(input), maxBytes)
+        guard amount > 0 else { return 0 }
+        return Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
+    }
+
+    // MARK: closing
+
+    /// Closes now; buffered output is discarded. The delegate is not called back.
+    public func close() {
+        guard bev != nil, !closeRequested else { return }
+        closeRequested = true
+        if !isConsumingInput { finishClose() }
+    }
+
+    /// Stops reading and closes once the buffered output has been written.
+    public func closeAfterFlush() {
+        guard let bev, !closeRequested else { return }
+        bufferevent_disable(bev, Int16(EV_READ))
+        if outputCount == 0 {
+            close()
+        } else {
+            closeWhenFlushed = true
+            bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
+        }
+    }
+
+    /// Shuts down the sending side after the buffered output is written (half-close), for tunnels.
+    public func shutdownWriteAfterFlush() {
+        guard let bev else { return }
+        if outputCount == 0 {
+            shutdown(bufferevent_getfd(bev), Int32(SHUT_WR))
+        } else {
+            closeWhenFlushed = true
+        }
+    }
+
+    private func finishClose() {
+        guard let bev else { return }
+        bufferevent_free(bev)
+        self.bev = nil
+        delegate = nil
+        let retained = retainedSelf
+        retainedSelf = nil
+        retained?.release()
+    }
+
+    private func fail(_ reason: CloseReason) {
+        guard bev != nil, !closeRequested else { return }
+        let delegate = self.delegate
+        closeRequested = true
+        if !isConsumingInput { finishClose() }
+        delegate?.connectionDidClose(self, reason: reason)
+    }
+
+    // MARK: libevent callbacks
+
+    private func readable() {
+        guard !closeRequested else { return }
+        delegate?.connectionHasInput(self)
+    }
+
+    private func drained() {
+        guard !closeRequested else { return }
+        if closeWhenFlushed {
+            close()
+            return
+        }
+        delegate?.connectionDidDrainOutput(self)
+    }
+
+    private func event(_ events: Int16) {
+        guard let bev, !closeRequested else { return }
+        if events & tandem_bev_event_connected() != 0 {
+            if let fd = Optional(bufferevent_getfd(bev)), fd >= 0 { setNoDelay(fd) }
+            delegate?.connectionDidConnect(self)
+            return
+        }
+        if events & tandem_bev_event_error() != 0 {
+            let dnsError = bufferevent_socket_get_dns_error(bev)
+            if dnsError != 0 {
+                fail(.resolutionFailed(String(cString: evutil_gai_strerror(dnsError))))
+            } else {
+                let code = errno
+                fail(.socketError(code == 0 ? ECONNRESET : code))
+            }
+            return
+        }
+        if events & tandem_bev_event_eof() != 0 {
+            // Unread input may still hold a complete message: let the delegate see it first.
+            if inputCount > 0 { delegate?.connectionHasInput(self) }
+            fail(.peerClosed)
+        }
+    }
+}
+
+/// Disables Nagle's algorithm: Tandem writes whole messages and wants them sent at once.
+func setNoDelay(_ fd: Int32) {
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+}

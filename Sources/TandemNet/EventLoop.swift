@@ -1,0 +1,206 @@
+// TandemNet: the only module that touches libevent.
+//
+// It owns the event base, listeners, TCP connections (bufferevents), timers and signals, and exposes them as
+// small Swift classes with delegate callbacks. No C type crosses its public surface. It must never block the loop
+// thread, never parse a protocol, and never decide policy: the sidecar decides, this module moves bytes.
+//
+// Threading: one EventLoop per thread, created and run on that thread. Every object created from a loop is used
+// only on that loop's thread. C callbacks are non-capturing closures stored as `static let` on the owning class,
+// with the Swift object passed through libevent's context pointer (see STYLE.md, "Swift on libevent").
+
+import CLibevent
+import CLibeventPthreads
+import Glibc
+
+/// Errors the operating system or libevent can hand us. Everything here is an operating error, never a bug.
+public enum NetError: Error, CustomStringConvertible, Sendable {
+    case eventBaseCreationFailed
+    case invalidAddress(String)
+    case resolutionFailed(host: String, reason: String)
+    case bindFailed(address: String, errno: Int32)
+    case socketFailed(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .eventBaseCreationFailed: return "libevent could not create an event base"
+        case .invalidAddress(let text): return "invalid address \"\(text)\": expected host:port"
+        case .resolutionFailed(let host, let reason): return "cannot resolve \(host): \(reason)"
+        case .bindFailed(let address, let code): return "cannot listen on \(address): \(String(cString: strerror(code)))"
+        case .socketFailed(let code): return "socket error: \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+/// The priority classes of the loop. Admin traffic (health checks) is served before client traffic, so an
+/// orchestrator never kills a replica that is coping with load (PITFALLS.md, "Health checks queued behind ...").
+public enum EventPriority: Int32, Sendable {
+    case control = 0
+    case normal = 1
+}
+
+private let threadingInitialized: Bool = {
+    // Must run before any event base exists, so that cross-thread wakeups (event_active) are safe.
+    evthread_use_pthreads()
+    return true
+}()
+
+/// One libevent event base, run on the thread that created it.
+public final class EventLoop {
+    let base: OpaquePointer
+    let dns: OpaquePointer?
+
+    public init() throws(NetError) {
+        _ = threadingInitialized
+        guard let base = event_base_new() else { throw .eventBaseCreationFailed }
+        event_base_priority_init(base, 2)
+        self.base = base
+        // Names are resolved at connect time and again on every reconnect (Kubernetes headless services).
+        self.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE)
+    }
+
+    deinit {
+        if let dns { evdns_base_free(dns, 0) }
+        event_base_free(base)
+    }
+
+    /// Runs until `stop()` is called or no events remain.
+    public func run() {
+        event_base_dispatch(base)
+    }
+
+    /// Makes `run()` return after the callbacks of the current turn.
+    public func stop() {
+        event_base_loopexit(base, nil)
+    }
+
+    /// Monotonic milliseconds, as of the start of this loop turn (cheap: no system call).
+    public var nowMs: Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    /// Monotonic milliseconds with full precision (a system call).
+    public static func preciseNowMs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    /// Monotonic microseconds with full precision, for latency histograms.
+    public static func preciseNowMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+    }
+
+    /// Unix wall-clock milliseconds.
+    public static func wallClockMs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// A one-shot or repeating timer on a loop. The handler runs on the loop thread.
+public final class Timer {
+    private var event: OpaquePointer?
+    private var handler: (() -> Void)?
+    private var repeatingIntervalMs: Int64?
+
+    private static let fire: event_callback_fn = { _, _, context in
+        guard let context else { return }
+        let timer = Unmanaged<Timer>.fromOpaque(context).takeUnretainedValue()
+        timer.onFire()
+    }
+
+    /// Creates a stopped timer. `handler` may capture what it needs; call `cancel()` to break cycles.
+    public init(loop: EventLoop, priority: EventPriority = .normal, handler: @escaping () -> Void) {
+        self.handler = handler
+        self.event = tandem_evtimer_new(loop.base, Timer.fire, Unmanaged.passUnretained(self).toOpaque())
+        precondition(event != nil, "evtimer_new failed: out of memory")
+        event_priority_set(event, priority.rawValue)
+    }
+
+    deinit {
+        if let event { event_free(event) }
+    }
+
+    /// Fires once after `delayMs`, replacing any earlier schedule.
+    public func schedule(afterMs delayMs: Int64) {
+        repeatingIntervalMs = nil
+        arm(delayMs)
+    }
+
+    /// Fires every `intervalMs`, starting one interval from now.
+    public func scheduleRepeating(everyMs intervalMs: Int64) {
+        precondition(intervalMs > 0, "a repeating timer needs a positive interval")
+        repeatingIntervalMs = intervalMs
+        arm(intervalMs)
+    }
+
+    public var isScheduled: Bool {
+        guard let event else { return false }
+        return tandem_evtimer_pending(event) != 0
+    }
+
+    public func cancel() {
+        repeatingIntervalMs = nil
+        if let event { _ = tandem_evtimer_del(event) }
+    }
+
+    /// Cancels and drops the handler, so that anything it captured is released.
+    public func invalidate() {
+        cancel()
+        handler = nil
+    }
+
+    private func arm(_ delayMs: Int64) {
+        guard let event else { return }
+        _ = tandem_evtimer_add(event, max(0, delayMs) * 1000)
+    }
+
+    private func onFire() {
+        if let interval = repeatingIntervalMs { arm(interval) }
+        handler?()
+    }
+}
+
+/// Runs a handler on the loop thread when a POSIX signal arrives.
+public final class SignalWatcher {
+    private var event: OpaquePointer?
+    private var handler: ((Int32) -> Void)?
+    private let signalNumber: Int32
+
+    private static let fire: event_callback_fn = { signalNumber, _, context in
+        guard let context else { return }
+        let watcher = Unmanaged<SignalWatcher>.fromOpaque(context).takeUnretainedValue()
+        watcher.handler?(signalNumber)
+    }
+
+    public init(loop: EventLoop, signal signalNumber: Int32, handler: @escaping (Int32) -> Void) {
+        self.signalNumber = signalNumber
+        self.handler = handler
+        self.event = tandem_evsignal_new(
+            loop.base, signalNumber, SignalWatcher.fire, Unmanaged.passUnretained(self).toOpaque())
+        precondition(event != nil, "evsignal_new failed: out of memory")
+        event_priority_set(event, EventPriority.control.rawValue)
+        event_add(event, nil)
+    }
+
+    public func invalidate() {
+        if let event {
+            event_del(event)
+            event_free(event)
+        }
+        event = nil
+        handler = nil
+    }
+
+    deinit { invalidate() }
+}
+
+/// Ignores SIGPIPE process-wide: a peer closing its socket must be an error on that connection, not our death.
+public func ignoreBrokenPipeSignals() {
+    signal(SIGPIPE, SIG_IGN)
+}
