@@ -1,0 +1,125 @@
+// HTTPFraming: the header-level rules shared by requests and responses — which fields decide the framing,
+// and the strict checks that stop a front end and a back end from disagreeing on where a message ends.
+
+/// The fields of a head that matter to framing and connection management, gathered in one pass.
+struct FramingFields {
+    var contentLengthValues: [String] = []
+    var transferEncodingValues: [String] = []
+    var hostValues: [String] = []
+    var connectionClose = false
+    var connectionKeepAlive = false
+    var connectionUpgrade = false
+    var upgradeValue: String?
+    var expectValues: [String] = []
+
+    init(scanning headers: HTTPHeaders) {
+        for (name, value) in headers {
+            // Dispatch on the length first: most fields are none of these and cost one integer compare.
+            switch name.utf8.count {
+            case 4 where asciiCaseInsensitiveEquals(name, "host"): hostValues.append(value)
+            case 6 where asciiCaseInsensitiveEquals(name, "expect"): expectValues.append(value)
+            case 7 where asciiCaseInsensitiveEquals(name, "upgrade"): upgradeValue = upgradeValue ?? value
+            case 10 where asciiCaseInsensitiveEquals(name, "connection"): noteConnectionOptions(value)
+            case 14 where asciiCaseInsensitiveEquals(name, "content-length"): contentLengthValues.append(value)
+            case 17 where asciiCaseInsensitiveEquals(name, "transfer-encoding"):
+                transferEncodingValues.append(value)
+            default: break
+            }
+        }
+    }
+
+    private mutating func noteConnectionOptions(_ value: String) {
+        for option in value.split(separator: ",") {
+            let token = trimmingOptionalWhitespace(option)
+            if asciiCaseInsensitiveEquals(token, "close") { connectionClose = true }
+            if asciiCaseInsensitiveEquals(token, "keep-alive") { connectionKeepAlive = true }
+            if asciiCaseInsensitiveEquals(token, "upgrade") { connectionUpgrade = true }
+        }
+    }
+
+    /// Whether the connection stays open after this message (RFC 9112 section 9.3): HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    func keepAlive(version: HTTPVersion) -> Bool {
+        if connectionClose { return false }
+        return version == .http1_1 || connectionKeepAlive
+    }
+
+    /// The framing the headers declare: `.chunked`, `.contentLength(n)`, or nil when they declare none.
+    /// Throws on every ambiguous combination (RFC 9112 section 6.3 items 3 to 5, applied strictly).
+    func declaredFraming(version: HTTPVersion) throws(HTTPParseError) -> BodyPlan? {
+        if !transferEncodingValues.isEmpty {
+            // RFC 9112 section 6.1: HTTP/1.0 has no Transfer-Encoding, so a 1.0 message carrying one was framed
+            // by something that disagrees with us about the version; the framing is faulty.
+            guard version == .http1_1 else {
+                throw HTTPParseError(.transferEncodingInHTTP10, "Transfer-Encoding in an HTTP/1.0 message")
+            }
+            // CL.TE and TE.CL smuggling: never guess which one the other side used.
+            guard contentLengthValues.isEmpty else {
+                throw HTTPParseError(.conflictingFraming, "both Content-Length and Transfer-Encoding")
+            }
+            try checkChunkedOnly()
+            return .chunked
+        }
+        // Even two equal Content-Length fields (or a list "5, 5"), which RFC 9110 would let us merge, are rejected:
+        // a recipient that keeps the first and one that keeps the last field need not agree, and no honest
+        // client sends them.
+        guard contentLengthValues.count <= 1 else {
+            throw HTTPParseError(.duplicateContentLength, "more than one Content-Length field")
+        }
+        guard let value = contentLengthValues.first else { return nil }
+        return .contentLength(try parseContentLength(value))
+    }
+
+    /// Accepts exactly one `chunked` coding. RFC 9112 allows other codings before it, but the proxy re-frames
+    /// every body and drops Transfer-Encoding, so a coding it does not decode would be silently lost.
+    private func checkChunkedOnly() throws(HTTPParseError) {
+        var codings: [Substring] = []
+        for value in transferEncodingValues {
+            for element in value.split(separator: ",", omittingEmptySubsequences: false) {
+                codings.append(trimmingOptionalWhitespace(element))
+            }
+        }
+        let chunkedCount = codings.filter { asciiCaseInsensitiveEquals($0, "chunked") }.count
+        guard let last = codings.last, asciiCaseInsensitiveEquals(last, "chunked") else {
+            throw HTTPParseError(.unsupportedTransferEncoding, "Transfer-Encoding does not end in chunked")
+        }
+        guard chunkedCount == 1 else {
+            throw HTTPParseError(.unsupportedTransferEncoding, "chunked is applied more than once")
+        }
+        guard codings.count == 1 else {
+            throw HTTPParseError(.unsupportedTransferEncoding, "a transfer coding other than chunked")
+        }
+    }
+}
+
+/// Parses a Content-Length value: one or more digits, nothing else, no overflow.
+func parseContentLength(_ value: String) throws(HTTPParseError) -> Int64 {
+    if value.utf8.contains(UInt8(ascii: ",")) {
+        throw HTTPParseError(.duplicateContentLength, "Content-Length is a list")
+    }
+    guard !value.utf8.isEmpty else { throw HTTPParseError(.invalidContentLength, "Content-Length is empty") }
+    var length: Int64 = 0
+    for byte in value.utf8 {
+        guard ASCII.isDigit(byte) else {
+            throw HTTPParseError(.invalidContentLength, "Content-Length has a character that is not a digit")
+        }
+        let digit = Int64(byte - UInt8(ascii: "0"))
+        guard length <= (Int64.max - digit) / 10 else {
+            throw HTTPParseError(.invalidContentLength, "Content-Length overflows")
+        }
+        length = length * 10 + digit
+    }
+    return length
+}
+
+/// Parses `HTTP/1.0` or `HTTP/1.1`. Any other well-formed `HTTP/d.d` is a version Tandem does not speak (505);
+/// anything else is malformed (400).
+func parseHTTPVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTPParseError) -> HTTPVersion {
+    if bytes.equalsASCII("HTTP/1.1") { return .http1_1 }
+    if bytes.equalsASCII("HTTP/1.0") { return .http1_0 }
+    let wellFormed =
+        bytes.count == 8 && bytes.slice(0..<5).equalsASCII("HTTP/") && ASCII.isDigit(bytes[5])
+        && bytes[6] == UInt8(ascii: ".") && ASCII.isDigit(bytes[7])
+    if wellFormed { throw HTTPParseError(.unsupportedVersion, "only HTTP/1.0 and HTTP/1.1 are supported") }
+    throw HTTPParseError(.invalidVersion, "the HTTP version is malformed")
+}
