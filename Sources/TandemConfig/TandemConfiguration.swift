@@ -1,0 +1,209 @@
+// TandemConfig owns Tandem's configuration: the table of every TANDEM_* environment variable (names, defaults,
+// accepted values, descriptions), the parsers for their syntaxes, and the validated, typed TandemConfiguration.
+// It is pure: it reads the environment only as the dictionary it is handed, never opens sockets, never reads the
+// clock and never logs. It must never accept a value it cannot explain: every refusal is a ConfigError whose
+// description is one line naming the variable, the value and what is accepted.
+
+/// The application protocol Tandem speaks on the client listener and to the app.
+public enum AppProtocol: String, CaseIterable, Sendable {
+    /// HTTP/1.1.
+    case http
+    /// The Redis protocol; accepted by the configuration for a later release.
+    case resp
+}
+
+/// The default consistency of reads (PRODUCT.md "Reads").
+public enum ReadConsistency: String, CaseIterable, Sendable {
+    /// Served from whatever this replica has applied.
+    case local
+    /// Waits until this replica has applied the client's last seen position.
+    case session
+    /// ReadIndex: confirms leadership with a quorum round, then waits for the commit index to be applied.
+    case linearizable
+    /// Like linearizable, but skips the quorum round while the leader lease is valid.
+    case lease
+}
+
+/// Whether the app keeps its state across its own restarts (PRODUCT.md "Apply").
+public enum AppState: String, CaseIterable, Sendable {
+    /// Tandem resumes after the last applied index it recorded.
+    case durable
+    /// Tandem replays the retained log from the start when it sees the app restart.
+    case memory
+}
+
+/// Log severities, the same names and order as swift-log's `Logger.Level`.
+public enum LogLevel: String, CaseIterable, Comparable, Sendable {
+    case trace, debug, info, notice, warning, error, critical
+
+    /// Orders levels from least to most severe, as listed.
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool {
+        let order = LogLevel.allCases
+        return order.firstIndex(of: lhs)! < order.firstIndex(of: rhs)!
+    }
+}
+
+/// How log lines are written.
+public enum LogFormat: String, CaseIterable, Sendable {
+    /// One JSON object per line.
+    case json
+    /// Human-readable text.
+    case text
+    /// Text when standard error is a terminal, else JSON; see `resolved(standardErrorIsTerminal:)`.
+    case auto
+
+    /// The concrete format: `auto` becomes text on a terminal and JSON otherwise.
+    public func resolved(standardErrorIsTerminal: Bool) -> LogFormat {
+        guard self == .auto else { return self }
+        return standardErrorIsTerminal ? .text : .json
+    }
+}
+
+/// Peer mutual TLS material. Only the paths: the networking layer loads and checks the PEM contents.
+public struct TLSFiles: Hashable, Sendable {
+    /// PEM certificate this node presents.
+    public let certificatePath: String
+    /// PEM private key of the certificate.
+    public let privateKeyPath: String
+    /// PEM CA bundle that peers' certificates must chain to.
+    public let certificateAuthorityPath: String
+}
+
+/// Every setting of a Tandem node, parsed and validated. Build it with `load(environment:hostName:)`; a value of
+/// this type always satisfies the invariants listed beside its fields (checked by `checkInvariants()`).
+public struct TandemConfiguration: Hashable, Sendable {
+    // Listeners.
+    /// Client listener (`TANDEM_LISTEN`).
+    public var listen: HostPort
+    /// The local app (`TANDEM_UPSTREAM`). Invariant: port != 0.
+    public var upstream: HostPort
+    /// Peer listener (`TANDEM_PEER_LISTEN`).
+    public var peerListen: HostPort
+    /// Admin listener (`TANDEM_ADMIN_LISTEN`).
+    public var adminListen: HostPort
+    /// The app's protocol (`TANDEM_PROTOCOL`).
+    public var appProtocol: AppProtocol
+
+    // Cluster.
+    /// This node's id (`TANDEM_NODE_ID`, default the host name). Invariant: in `peers` when `peers` is not empty.
+    public var nodeID: String
+    /// All members, this node included (`TANDEM_PEERS`); empty means a one-node cluster.
+    /// Invariant: ids unique, addresses unique, at most `Peer.countMax`.
+    public var peers: [Peer]
+    /// Data directory (`TANDEM_DATA_DIR`).
+    public var dataDir: String
+
+    // Failure detection and elections.
+    /// `TANDEM_HEARTBEAT_INTERVAL`. Invariant: 0 < heartbeatIntervalMs < electionTimeoutMs.
+    public var heartbeatIntervalMs: Int64
+    /// `TANDEM_PHI_THRESHOLD`. Invariant: > 0.
+    public var phiThreshold: Double
+    /// `TANDEM_PHI_MIN_STDDEV`. Invariant: > 0.
+    public var phiMinStdDevMs: Int64
+    /// `TANDEM_PHI_ACCEPTABLE_PAUSE`. Invariant: >= 0.
+    public var phiAcceptablePauseMs: Int64
+    /// `TANDEM_ELECTION_TIMEOUT`, the lower end of the randomized range [1x, 2x).
+    public var electionTimeoutMs: Int64
+
+    // Writes and reads.
+    /// `TANDEM_WRITE_METHODS`: upper-case method tokens.
+    public var writeMethods: Set<String>
+    /// `TANDEM_READ_ROUTES`.
+    public var readRoutes: [RouteRule]
+    /// `TANDEM_WRITE_ROUTES`.
+    public var writeRoutes: [RouteRule]
+    /// `TANDEM_BYPASS_ROUTES`.
+    public var bypassRoutes: [RouteRule]
+    /// `TANDEM_WRITE_TIMEOUT`. Invariant: > queueTargetMs.
+    public var writeTimeoutMs: Int64
+    /// `TANDEM_READ_CONSISTENCY`.
+    public var readConsistency: ReadConsistency
+    /// `TANDEM_READ_WAIT_MAX`. Invariant: >= 0.
+    public var readWaitMaxMs: Int64
+    /// `TANDEM_IDEMPOTENCY_TTL`. Invariant: > 0.
+    public var idempotencyTTLMs: Int64
+    /// `TANDEM_MAX_BODY`. Invariant: 0 < maxBodyBytes <= maxUncommittedBytes.
+    public var maxBodyBytes: Int64
+    /// `TANDEM_APP_STATE`.
+    public var appState: AppState
+
+    // Overload and rate limiting.
+    /// `TANDEM_MAX_PENDING_WRITES`. Invariant: > 0.
+    public var maxPendingWrites: Int
+    /// `TANDEM_MAX_UNCOMMITTED`. Invariant: >= maxBodyBytes, so that one largest write always fits.
+    public var maxUncommittedBytes: Int64
+    /// `TANDEM_QUEUE_TARGET` (CoDel target). Invariant: 0 < queueTargetMs < writeTimeoutMs.
+    public var queueTargetMs: Int64
+    /// `TANDEM_MAX_CONNECTIONS`. Invariant: > 0.
+    public var maxConnections: Int
+    /// `TANDEM_HEADER_TIMEOUT`. Invariant: > 0.
+    public var headerTimeoutMs: Int64
+    /// `TANDEM_IDLE_TIMEOUT`. Invariant: > 0.
+    public var idleTimeoutMs: Int64
+    /// `TANDEM_RATE_LIMIT`; nil when off.
+    public var rateLimit: RateLimit?
+    /// `TANDEM_RATE_LIMIT_KEY`.
+    public var rateLimitKey: RateLimitKey
+    /// `TANDEM_RATE_LIMIT_GLOBAL`; nil when off.
+    public var rateLimitGlobal: RateLimit?
+
+    // Security.
+    /// Peer mutual TLS (`TANDEM_TLS_CERT`, `TANDEM_TLS_KEY`, `TANDEM_TLS_CA`), all three or none.
+    public var tls: TLSFiles?
+    /// `TANDEM_CLUSTER_SECRET`; nil when unset.
+    public var clusterSecret: String?
+    /// `TANDEM_ADMIN_TOKEN`; nil when unset (then /admin/* needs no token).
+    public var adminToken: String?
+
+    // Logs.
+    /// `TANDEM_LOG_LEVEL`.
+    public var logLevel: LogLevel
+    /// `TANDEM_LOG_FORMAT`.
+    public var logFormat: LogFormat
+
+    /// The request classifier for the configured write methods and route lists.
+    public var classifier: RequestClassifier {
+        RequestClassifier(
+            writeMethods: writeMethods, readRoutes: readRoutes, writeRoutes: writeRoutes, bypassRoutes: bypassRoutes)
+    }
+
+    /// The members other than this node.
+    public var otherPeers: [Peer] { peers.filter { $0.id != nodeID } }
+
+    /// Things that are allowed but probably not what the operator wants. The sidecar logs each at start with
+    /// level warning; they never stop the process.
+    public var warnings: [String] {
+        var result: [String] = []
+        if tls == nil && clusterSecret == nil {
+            result.append(
+                "peer connections are not authenticated: set TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, "
+                    + "or TANDEM_CLUSTER_SECRET")
+        }
+        if peers.count > 1 && peers.count % 2 == 0 {
+            result.append(
+                "TANDEM_PEERS lists \(peers.count) nodes: an even cluster tolerates no more failures than "
+                    + "\(peers.count - 1) nodes and needs a larger quorum")
+        }
+        if electionTimeoutMs < 5 * heartbeatIntervalMs {
+            result.append(
+                "TANDEM_ELECTION_TIMEOUT (\(electionTimeoutMs)ms) is less than 5 heartbeats "
+                    + "(\(heartbeatIntervalMs)ms each): a few lost heartbeats will start elections")
+        }
+        return result
+    }
+
+    /// Checks the invariants written beside the fields. `load` calls it on what it built; code that edits a
+    /// configuration by hand (tests, simulators) can call it too.
+    public func checkInvariants() {
+        precondition(upstream.port != 0, "upstream port is never 0")
+        precondition(peers.isEmpty || peers.contains { $0.id == nodeID }, "nodeID is a member of peers")
+        precondition(Set(peers.map(\.id)).count == peers.count && peers.count <= Peer.countMax, "peer ids unique")
+        precondition(heartbeatIntervalMs > 0 && heartbeatIntervalMs < electionTimeoutMs, "heartbeat < election")
+        precondition(phiThreshold > 0 && phiMinStdDevMs > 0 && phiAcceptablePauseMs >= 0, "phi parameters")
+        precondition(maxBodyBytes > 0 && maxBodyBytes <= maxUncommittedBytes, "one largest write fits")
+        precondition(queueTargetMs > 0 && queueTargetMs < writeTimeoutMs, "queue target below write timeout")
+        precondition(readWaitMaxMs >= 0 && idempotencyTTLMs > 0, "read wait and TTL")
+        precondition(maxPendingWrites > 0 && maxConnections > 0, "limits are positive")
+        precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")
+    }
+}

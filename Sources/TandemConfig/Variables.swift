@@ -1,0 +1,143 @@
+extension TandemConfiguration {
+    /// Every `TANDEM_*` variable Tandem reads, in the order `--help` lists them. `load` parses exactly these,
+    /// with these defaults and bounds; any other `TANDEM_*` variable in the environment is refused as a typo.
+    public static let variables: [ConfigVariable] = [
+        // Listeners.
+        ConfigVariable(
+            "TANDEM_LISTEN", .listeners, default: "0.0.0.0:8080", .listenAddress,
+            "Where clients connect; speaks the app's protocol."),
+        ConfigVariable(
+            "TANDEM_UPSTREAM", .listeners, default: "127.0.0.1:3000", .connectAddress,
+            "The local app Tandem forwards reads and applies writes to."),
+        ConfigVariable(
+            "TANDEM_PEER_LISTEN", .listeners, default: "0.0.0.0:7400", .listenAddress,
+            "Where other Tandem nodes connect (Tandem's own framed protocol)."),
+        ConfigVariable(
+            "TANDEM_ADMIN_LISTEN", .listeners, default: "0.0.0.0:9400", .listenAddress,
+            "Health, readiness, metrics, status and admin actions over HTTP."),
+        ConfigVariable(
+            "TANDEM_PROTOCOL", .listeners, default: "http", .keyword(AppProtocol.allCases.map(\.rawValue)),
+            "The app's protocol (resp is reserved for a later release)."),
+        // Cluster.
+        ConfigVariable(
+            "TANDEM_NODE_ID", .cluster, default: "", shown: "the host name", .nodeID,
+            "This node's id; must appear in TANDEM_PEERS when peers are listed."),
+        ConfigVariable(
+            "TANDEM_PEERS", .cluster, default: "", shown: "none (a one-node cluster)", .peers,
+            "Every member of the cluster, this node included."),
+        ConfigVariable(
+            "TANDEM_DATA_DIR", .cluster, default: "./tandem-data", .directory,
+            "Write-ahead log, hard state and applied index."),
+        // Failure detection and elections.
+        ConfigVariable(
+            "TANDEM_HEARTBEAT_INTERVAL", .failureDetection, default: "100ms", .duration(minMs: 1, maxMs: 10_000),
+            "How often the leader heartbeats; must be below TANDEM_ELECTION_TIMEOUT."),
+        ConfigVariable(
+            "TANDEM_PHI_THRESHOLD", .failureDetection, default: "8", .number(min: 0.1, max: 100),
+            "Phi above which a peer is suspected (phi-accrual failure detector)."),
+        ConfigVariable(
+            "TANDEM_PHI_MIN_STDDEV", .failureDetection, default: "50ms", .duration(minMs: 1, maxMs: 60_000),
+            "Floor of the heartbeat interval standard deviation used by phi."),
+        ConfigVariable(
+            "TANDEM_PHI_ACCEPTABLE_PAUSE", .failureDetection, default: "500ms", .duration(minMs: 0, maxMs: 60_000),
+            "Pause tolerated on top of the mean interval before phi rises (GC, network hiccups)."),
+        ConfigVariable(
+            "TANDEM_ELECTION_TIMEOUT", .failureDetection, default: "1s", .duration(minMs: 10, maxMs: 60_000),
+            "Election timeout, randomized to [1x, 2x)."),
+        // Writes and reads.
+        ConfigVariable(
+            "TANDEM_WRITE_METHODS", .writesAndReads, default: "POST,PUT,PATCH,DELETE", .methods,
+            "Methods that are replicated writes unless a route rule says otherwise."),
+        ConfigVariable(
+            "TANDEM_READ_ROUTES", .writesAndReads, default: "", .routes,
+            "Requests served as reads whatever their method."),
+        ConfigVariable(
+            "TANDEM_WRITE_ROUTES", .writesAndReads, default: "", .routes,
+            "Requests replicated as writes whatever their method; win over read routes."),
+        ConfigVariable(
+            "TANDEM_BYPASS_ROUTES", .writesAndReads, default: "", .routes,
+            "Requests proxied to the local app, never replicated (e.g. websockets); win over all."),
+        ConfigVariable(
+            "TANDEM_WRITE_TIMEOUT", .writesAndReads, default: "5s", .duration(minMs: 1, maxMs: 600_000),
+            "How long a write may take to commit and apply before 504 commit_timeout."),
+        ConfigVariable(
+            "TANDEM_READ_CONSISTENCY", .writesAndReads, default: "local",
+            .keyword(ReadConsistency.allCases.map(\.rawValue)),
+            "Default read level when a request has no Tandem-Consistency header."),
+        ConfigVariable(
+            "TANDEM_READ_WAIT_MAX", .writesAndReads, default: "2s", .duration(minMs: 0, maxMs: 600_000),
+            "Longest a session or linearizable read waits to catch up before 503 not_caught_up."),
+        ConfigVariable(
+            "TANDEM_IDEMPOTENCY_TTL", .writesAndReads, default: "24h", .duration(minMs: 1000, maxMs: 720 * 3_600_000),
+            "How long an Idempotency-Key is remembered."),
+        ConfigVariable(
+            "TANDEM_MAX_BODY", .writesAndReads, default: "16MiB", .size(minBytes: 1, maxBytes: 1 << 30),
+            "Largest request body; larger gets 413 body_too_large."),
+        ConfigVariable(
+            "TANDEM_APP_STATE", .writesAndReads, default: "durable", .keyword(AppState.allCases.map(\.rawValue)),
+            "durable: resume after the last applied index; memory: replay the log when the app restarts."),
+        // Overload and rate limiting.
+        ConfigVariable(
+            "TANDEM_MAX_PENDING_WRITES", .overload, default: "1024", .count(min: 1, max: 1_000_000),
+            "Writes waiting to commit before new ones get 503 overloaded."),
+        ConfigVariable(
+            "TANDEM_MAX_UNCOMMITTED", .overload, default: "64MiB", .size(minBytes: 1024, maxBytes: 64 << 30),
+            "Cap on uncommitted log bytes; at least TANDEM_MAX_BODY."),
+        ConfigVariable(
+            "TANDEM_QUEUE_TARGET", .overload, default: "5ms", .duration(minMs: 1, maxMs: 10_000),
+            "CoDel target queueing delay for writes; below TANDEM_WRITE_TIMEOUT."),
+        ConfigVariable(
+            "TANDEM_MAX_CONNECTIONS", .overload, default: "10000", .count(min: 1, max: 1_000_000),
+            "Open client connections beyond which new ones are refused."),
+        ConfigVariable(
+            "TANDEM_HEADER_TIMEOUT", .overload, default: "10s", .duration(minMs: 1, maxMs: 600_000),
+            "A request whose headers are not complete by then is closed."),
+        ConfigVariable(
+            "TANDEM_IDLE_TIMEOUT", .overload, default: "60s", .duration(minMs: 1, maxMs: 24 * 3_600_000),
+            "Idle keep-alive client connections are closed after this."),
+        ConfigVariable(
+            "TANDEM_RATE_LIMIT", .overload, default: "off", .rateLimit,
+            "Per-key GCRA rate limit; excess gets 429 rate_limited."),
+        ConfigVariable(
+            "TANDEM_RATE_LIMIT_KEY", .overload, default: "ip", .rateLimitKey,
+            "What TANDEM_RATE_LIMIT counts by."),
+        ConfigVariable(
+            "TANDEM_RATE_LIMIT_GLOBAL", .overload, default: "off", .rateLimit,
+            "One rate limit shared by all clients of this node."),
+        // Security.
+        ConfigVariable(
+            "TANDEM_TLS_CERT", .security, default: "", .file,
+            "PEM certificate for peer mutual TLS; needs TANDEM_TLS_KEY and TANDEM_TLS_CA."),
+        ConfigVariable(
+            "TANDEM_TLS_KEY", .security, default: "", .file,
+            "PEM private key of TANDEM_TLS_CERT."),
+        ConfigVariable(
+            "TANDEM_TLS_CA", .security, default: "", .file,
+            "PEM CA bundle that peer certificates must chain to."),
+        ConfigVariable(
+            "TANDEM_CLUSTER_SECRET", .security, default: "", .secret(minCharacters: 16),
+            "Shared secret for HMAC peer authentication when TLS is off."),
+        ConfigVariable(
+            "TANDEM_ADMIN_TOKEN", .security, default: "", .secret(minCharacters: 1),
+            "Bearer token required for /admin/* when set."),
+        // Logs.
+        ConfigVariable(
+            "TANDEM_LOG_LEVEL", .logs, default: "info", .keyword(LogLevel.allCases.map(\.rawValue)),
+            "Least severe level logged."),
+        ConfigVariable(
+            "TANDEM_LOG_FORMAT", .logs, default: "auto", shown: "text on a terminal, else json",
+            .keyword(LogFormat.allCases.map(\.rawValue)),
+            "Log line format."),
+    ]
+
+    /// The table entry for `name`; asking for a name that is not in the table is a programmer error.
+    public static func variable(named name: String) -> ConfigVariable {
+        guard let variable = variablesByName[name] else {
+            preconditionFailure("\(name) is not in TandemConfiguration.variables")
+        }
+        return variable
+    }
+
+    static let variablesByName: [String: ConfigVariable] = Dictionary(
+        uniqueKeysWithValues: variables.map { ($0.name, $0) })
+}

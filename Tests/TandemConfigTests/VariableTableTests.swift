@@ -1,0 +1,88 @@
+import XCTest
+
+@testable import TandemConfig
+
+/// The table is the single source of truth for help, docs and the parser; these tests keep the three in step.
+final class VariableTableTests: XCTestCase {
+    /// Every variable PRODUCT.md names, so a variable dropped from the table fails here.
+    static let productVariables: Set<String> = [
+        "TANDEM_LISTEN", "TANDEM_UPSTREAM", "TANDEM_PEER_LISTEN", "TANDEM_ADMIN_LISTEN", "TANDEM_PROTOCOL",
+        "TANDEM_NODE_ID", "TANDEM_PEERS", "TANDEM_DATA_DIR", "TANDEM_HEARTBEAT_INTERVAL", "TANDEM_PHI_THRESHOLD",
+        "TANDEM_PHI_MIN_STDDEV", "TANDEM_PHI_ACCEPTABLE_PAUSE", "TANDEM_ELECTION_TIMEOUT", "TANDEM_WRITE_METHODS",
+        "TANDEM_READ_ROUTES", "TANDEM_WRITE_ROUTES", "TANDEM_BYPASS_ROUTES", "TANDEM_WRITE_TIMEOUT",
+        "TANDEM_READ_CONSISTENCY", "TANDEM_READ_WAIT_MAX", "TANDEM_IDEMPOTENCY_TTL", "TANDEM_MAX_BODY",
+        "TANDEM_APP_STATE", "TANDEM_MAX_PENDING_WRITES", "TANDEM_MAX_UNCOMMITTED", "TANDEM_QUEUE_TARGET",
+        "TANDEM_MAX_CONNECTIONS", "TANDEM_HEADER_TIMEOUT", "TANDEM_IDLE_TIMEOUT", "TANDEM_RATE_LIMIT",
+        "TANDEM_RATE_LIMIT_KEY", "TANDEM_RATE_LIMIT_GLOBAL", "TANDEM_TLS_CERT", "TANDEM_TLS_KEY", "TANDEM_TLS_CA",
+        "TANDEM_CLUSTER_SECRET", "TANDEM_ADMIN_TOKEN", "TANDEM_LOG_LEVEL", "TANDEM_LOG_FORMAT",
+    ]
+
+    func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {
+        let names = TandemConfiguration.variables.map(\.name)
+        XCTAssertEqual(names.count, Set(names).count, "no duplicates")
+        XCTAssertEqual(Set(names), VariableTableTests.productVariables)
+    }
+
+    func testEveryVariableInTheTableIsReadByLoad() {
+        // A value no variable accepts must be refused with that variable named: proof that load reads it.
+        for variable in TandemConfiguration.variables {
+            let badValue = variable.kind == .directory ? String(repeating: "d", count: 5000) : "\u{1}bad"
+            XCTAssertThrowsError(
+                try TandemConfiguration.load(
+                    environment: [variable.name: badValue], hostName: "h", isReadableFile: { _ in false }),
+                variable.name
+            ) { error in
+                XCTAssertEqual((error as? ConfigError)?.variable, variable.name)
+            }
+        }
+    }
+
+    func testEveryDefaultInTheTableIsAcceptedOnItsOwn() {
+        for variable in TandemConfiguration.variables where !variable.defaultValue.isEmpty {
+            XCTAssertNoThrow(
+                try TandemConfiguration.load(environment: [variable.name: variable.defaultValue], hostName: "h"),
+                variable.name)
+        }
+    }
+
+    func testEveryVariableHasASummaryAndAnAcceptsText() {
+        for variable in TandemConfiguration.variables {
+            XCTAssertTrue(variable.summary.hasSuffix("."), variable.name)
+            XCTAssertFalse(variable.accepts.isEmpty, variable.name)
+            XCTAssertFalse(variable.shownDefault.isEmpty, variable.name)
+        }
+    }
+
+    func testHelpListsEveryVariableWithItsDefaultUnderItsGroup() {
+        let help = TandemConfiguration.helpText()
+        for group in ConfigGroup.allCases {
+            XCTAssertTrue(help.contains("\n\(group.rawValue):\n"), group.rawValue)
+        }
+        for variable in TandemConfiguration.variables {
+            XCTAssertTrue(help.contains("  \(variable.name)  (default: \(variable.shownDefault))"), variable.name)
+        }
+        XCTAssertTrue(help.contains("  TANDEM_HEARTBEAT_INTERVAL  (default: 100ms)"))
+        XCTAssertTrue(help.contains("  TANDEM_NODE_ID  (default: the host name)"))
+        XCTAssertTrue(help.contains("unknown TANDEM_* variable"))
+    }
+
+    func testTheMarkdownReferenceHasOneRowPerVariable() {
+        let markdown = TandemConfiguration.markdownTable()
+        let rows = markdown.split(separator: "\n").filter { $0.hasPrefix("| `TANDEM_") }
+        XCTAssertEqual(rows.count, TandemConfiguration.variables.count)
+        XCTAssertTrue(markdown.contains("| `TANDEM_MAX_BODY` | `16MiB` | size 1B...1GiB"))
+        XCTAssertTrue(markdown.contains("| `TANDEM_RATE_LIMIT_KEY` | `ip` | ip \\| header:NAME |"))
+        for row in rows {
+            // Five unescaped pipes make four cells; an escaped pipe inside a cell must not add a column.
+            let pipes = row.replacingOccurrences(of: "\\|", with: "").filter { $0 == "|" }.count
+            XCTAssertEqual(pipes, 5, String(row))
+        }
+    }
+
+    func testTheEditDistanceSuggestsOnlyCloseNames() {
+        XCTAssertEqual(TandemConfiguration.editDistance(Array("kitten".utf8), Array("sitting".utf8)), 3)
+        XCTAssertEqual(TandemConfiguration.closestVariableName(to: "TANDEM_LISTN"), "TANDEM_LISTEN")
+        XCTAssertEqual(TandemConfiguration.closestVariableName(to: "TANDEM_MAX_BODY_SIZE"), "TANDEM_MAX_BODY")
+        XCTAssertNil(TandemConfiguration.closestVariableName(to: "TANDEM_COMPLETELY_DIFFERENT_THING"))
+    }
+}
