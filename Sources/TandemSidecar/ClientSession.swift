@@ -1,0 +1,451 @@
+import TandemConfig
+import TandemHTTP
+import TandemNet
+
+/// One request/response exchange between a client and the local app. A class, because both connections'
+/// callbacks update it in place.
+final class Exchange {
+    let head: HTTPRequestHead
+    let requestClass: RequestClass
+    let startMicros: Int64
+    var upstream: UpstreamConnection?
+    /// The request body is re-framed as chunked towards the app (it arrived chunked).
+    let requestChunked: Bool
+    var requestComplete = false
+    var responseParser = HTTPResponseParser(limits: .upstreamResponse)
+    /// The response head was written to the client: from now on errors can only cut the connection.
+    var responseStarted = false
+    var responseChunked = false
+    var responseComplete = false
+    var responseKeepAlive = false
+    var status = 0
+    var clientKeepAlive: Bool
+    /// A bodiless GET or HEAD sent on a reused connection that the app closed before answering may be sent again
+    /// once on a fresh connection: nothing can have been applied twice (PITFALLS.md, "Retrying a non-idempotent ...").
+    var retriedOnFreshConnection = false
+    var isUpgrade: Bool
+
+    init(head: HTTPRequestHead, requestClass: RequestClass, startMicros: Int64) {
+        self.head = head
+        self.requestClass = requestClass
+        self.startMicros = startMicros
+        self.requestChunked = head.framing == .chunked
+        self.clientKeepAlive = head.keepAlive
+        self.isUpgrade = head.upgrade != nil && requestClass == .bypass
+        responseParser.expect(requestMethod: head.method)
+    }
+
+    var isRetriable: Bool {
+        !retriedOnFreshConnection && head.framing == .none && (head.method == "GET" || head.method == "HEAD")
+    }
+}
+
+/// A client connection: parses requests one at a time (pipelined requests wait in the input buffer, so responses
+/// leave in order), forwards each to the app through the pool, and streams the answer back, with backpressure in
+/// both directions through the connections' watermarks.
+final class ClientSession: ConnectionDelegate, UpstreamOwner {
+    enum State {
+        /// Waiting for (the rest of) a request head, or reading its body.
+        case reading
+        /// The request was sent whole; waiting for or streaming the response.
+        case responding
+        /// Bytes flow both ways unparsed (an Upgrade on a bypass route).
+        case tunnel
+        case closed
+    }
+
+    let connection: Connection
+    private unowned let proxy: ProxyServer
+    private var parser: HTTPRequestParser
+    private var state = State.reading
+    private var exchange: Exchange?
+    private var timer: Timer!
+    private var timerPurpose = TimerPurpose.idle
+
+    private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse }
+
+    init(connection: Connection, proxy: ProxyServer) {
+        self.connection = connection
+        self.proxy = proxy
+        self.parser = HTTPRequestParser(limits: proxy.settings.limits)
+        self.timer = Timer(loop: proxy.loop) { [weak self] in self?.onTimer() }
+        connection.setReadHighWatermark(bytes: proxy.settings.bufferHighWaterBytes)
+        connection.setWriteLowWatermark(bytes: proxy.settings.bufferHighWaterBytes / 2)
+        arm(.idle, proxy.settings.idleTimeoutMs)
+    }
+
+    var isIdle: Bool { exchange == nil && state == .reading && parser.phase == .idle }
+
+    // MARK: client side
+
+    func connectionHasInput(_ connection: Connection) {
+        switch state {
+        case .reading: readRequest()
+        case .tunnel: relay(from: connection, to: exchange?.upstream?.connection)
+        case .responding, .closed: break
+        }
+    }
+
+    private func readRequest() {
+        var failure: HTTPParseError?
+        connection.consumeInput { chunk in
+            guard state == .reading, failure == nil else { return 0 }
+            if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+                // The app is not taking the body as fast as the client sends it: stop reading the client.
+                connection.disableReading()
+                return 0
+            }
+            let phaseBefore = parser.phase
+            do throws(HTTPParseError) {
+                let used = try parser.parse(chunk) { event in onRequestEvent(event) }
+                if phaseBefore == .idle && parser.phase == .head { arm(.header, proxy.settings.headerTimeoutMs) }
+                return used
+            } catch {
+                failure = error
+                return 0
+            }
+        }
+        if let failure { rejectMalformed(failure) }
+    }
+
+    private func onRequestEvent(_ event: HTTPRequestEvent) {
+        switch event {
+        case .head(let head): beginExchange(head)
+        case .body(let bytes): forwardRequestBody(bytes)
+        case .end(let trailers): finishRequest(trailers: trailers)
+        }
+    }
+
+    private func beginExchange(_ head: HTTPRequestHead) {
+        let path = head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.target
+        let requestClass = proxy.classifier.classify(method: head.method, path: path)
+        let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
+        if proxy.isDraining { exchange.clientKeepAlive = false }
+        self.exchange = exchange
+        guard let upstream = proxy.pool.acquire(for: self) else {
+            respondWithError(.upstreamUnavailable("cannot open a socket to the app"))
+            return
+        }
+        exchange.upstream = upstream
+        if !upstream.isConnected { arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs) } else { timer.cancel() }
+        upstream.connection.write(proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
+        if head.expectsContinue && head.framing != .none {
+            // Tandem answers 100 Continue itself (and strips Expect), so that a client waiting for it sends the
+            // body without a round trip through the app.
+            connection.write(HTTPSerializer.continueResponse)
+        }
+    }
+
+    private func forwardRequestBody(_ bytes: UnsafeRawBufferPointer) {
+        guard let exchange, let upstream = exchange.upstream else { return }
+        if exchange.requestChunked {
+            upstream.connection.write(HTTPSerializer.chunkHeader(sizeBytes: bytes.count))
+            upstream.connection.write(bytes)
+            upstream.connection.write(HTTPSerializer.chunkTerminator)
+        } else {
+            upstream.connection.write(bytes)
+        }
+    }
+
+    private func finishRequest(trailers: HTTPHeaders?) {
+        guard let exchange else { return }
+        exchange.requestComplete = true
+        if exchange.requestChunked, let upstream = exchange.upstream {
+            upstream.connection.write(HTTPSerializer.lastChunk(trailers: trailers))
+        }
+        if exchange.isUpgrade {
+            // Nothing more is parsed from the client until the app answers the upgrade.
+            state = .responding
+        } else {
+            state = exchange.responseComplete ? state : .responding
+        }
+        if exchange.upstream?.isConnected == true { arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs) }
+        if exchange.responseComplete { finishExchange() }
+    }
+
+    private func rejectMalformed(_ error: HTTPParseError) {
+        proxy.metrics.recordParseError(error.code.rawValue)
+        proxy.log.debug("rejected malformed request", metadata: ["client": "\(connection.peerAddress)", "reason": "\(error)"])
+        if exchange?.responseStarted == true {
+            close()
+            return
+        }
+        respondWithError(TandemErrorResponse(parseError: error), forceClose: true)
+    }
+
+    func connectionDidDrainOutput(_ connection: Connection) {
+        switch state {
+        case .responding:
+            exchange?.upstream?.connection.enableReading()
+            if let upstream = exchange?.upstream { upstreamHasInput(upstream) }
+        case .tunnel:
+            exchange?.upstream?.connection.enableReading()
+        case .reading, .closed: break
+        }
+    }
+
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        // The client went away: an exchange in flight cannot be finished, and its app connection is mid-message.
+        teardown()
+    }
+
+    // MARK: app side
+
+    func upstreamConnected(_ upstream: UpstreamConnection) {
+        guard let exchange else { return }
+        if exchange.requestComplete {
+            arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
+        } else {
+            timer.cancel()
+        }
+    }
+
+    func upstreamDrained(_ upstream: UpstreamConnection) {
+        // The app took the buffered body: resume reading the client.
+        if state == .reading || state == .tunnel {
+            connection.enableReading()
+            if state == .reading { readRequest() }
+        }
+    }
+
+    func upstreamHasInput(_ upstream: UpstreamConnection) {
+        if state == .tunnel {
+            relay(from: upstream.connection, to: connection)
+            return
+        }
+        guard let exchange, exchange.upstream === upstream else { return }
+        var failure: HTTPParseError?
+        upstream.connection.consumeInput { chunk in
+            guard !exchange.responseComplete, failure == nil, state != .tunnel else { return 0 }
+            if connection.outputCount > proxy.settings.bufferHighWaterBytes {
+                // A slow client: stop reading the app until the client's buffer drains.
+                upstream.connection.disableReading()
+                return 0
+            }
+            do throws(HTTPParseError) {
+                return try exchange.responseParser.parse(chunk) { event in onResponseEvent(event, exchange) }
+            } catch {
+                failure = error
+                return 0
+            }
+        }
+        if let failure {
+            proxy.metrics.recordUpstreamError("bad_response")
+            failExchange(.badUpstreamResponse(failure.message))
+            return
+        }
+        if state == .tunnel {
+            relay(from: upstream.connection, to: connection)
+            if connection.inputCount > 0 { relay(from: connection, to: upstream.connection) }
+        } else if exchange.responseComplete && (exchange.requestComplete || !exchange.responseKeepAlive) {
+            finishExchange()
+        }
+    }
+
+    private func onResponseEvent(_ event: HTTPResponseEvent, _ exchange: Exchange) {
+        switch event {
+        case .head(let head): startResponse(head, exchange)
+        case .body(let bytes):
+            if exchange.responseChunked {
+                connection.write(HTTPSerializer.chunkHeader(sizeBytes: bytes.count))
+                connection.write(bytes)
+                connection.write(HTTPSerializer.chunkTerminator)
+            } else {
+                connection.write(bytes)
+            }
+        case .end(let trailers):
+            guard exchange.responseStarted else { return }  // an interim 1xx ended; the final head follows
+            if exchange.responseChunked { connection.write(HTTPSerializer.lastChunk(trailers: trailers)) }
+            exchange.responseComplete = true
+        }
+    }
+
+    private func startResponse(_ head: HTTPResponseHead, _ exchange: Exchange) {
+        if head.isInterim {
+            return  // interim responses are not relayed: Tandem already answered any Expect itself
+        }
+        timer.cancel()
+        exchange.status = head.status
+        exchange.responseStarted = true
+        exchange.responseKeepAlive = head.keepAlive
+        if head.status == 101 {
+            guard exchange.isUpgrade else {
+                failExchange(.badUpstreamResponse("the app switched protocols on a route that is not bypass"))
+                return
+            }
+            var upgraded = head.headers
+            ProxyHeaders.removeHopByHop(from: &upgraded, keepUpgrade: true)
+            connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: upgraded)))
+            state = .tunnel
+            exchange.responseComplete = true
+            return
+        }
+        var headers = head.headers
+        ProxyHeaders.removeHopByHop(from: &headers)
+        switch head.framing {
+        case .chunked:
+            exchange.responseChunked = true
+        case .untilClose:
+            exchange.responseKeepAlive = false
+            if exchange.head.version == .http1_1 { exchange.responseChunked = true } else { exchange.clientKeepAlive = false }
+        case .none, .contentLength:
+            break
+        }
+        if !exchange.requestComplete { exchange.clientKeepAlive = false }
+        if exchange.responseChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        if !exchange.clientKeepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if exchange.head.version == .http1_0 {
+            headers.add(name: "Connection", value: "keep-alive")
+        }
+        connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: headers)))
+    }
+
+    func upstreamClosed(_ upstream: UpstreamConnection, reason: CloseReason) {
+        guard let exchange, exchange.upstream === upstream else { return }
+        exchange.upstream = nil
+        if state == .tunnel {
+            connection.closeAfterFlush()
+            teardown()
+            return
+        }
+        if exchange.responseStarted {
+            if exchange.responseParser.phase == .body, (try? exchange.responseParser.finishAtEOF { event in onResponseEvent(event, exchange) }) != nil,
+                exchange.responseComplete
+            {
+                finishExchange()
+            } else {
+                proxy.metrics.recordUpstreamError("reset")
+                close()  // a truncated response must not look complete to the client
+            }
+            return
+        }
+        if upstream.isConnected && upstream.completedExchanges > 0 && exchange.isRetriable {
+            retryOnFreshConnection(exchange)
+            return
+        }
+        let connectFailed = !upstream.isConnected
+        proxy.metrics.recordUpstreamError(connectFailed ? "connect" : "reset")
+        failExchange(connectFailed ? .upstreamUnavailable("cannot connect to the app: \(reason)") : .upstreamUnavailable("the app closed the connection: \(reason)"))
+    }
+
+    private func retryOnFreshConnection(_ exchange: Exchange) {
+        exchange.retriedOnFreshConnection = true
+        guard let fresh = proxy.pool.acquire(for: self) else {
+            failExchange(.upstreamUnavailable("cannot open a socket to the app"))
+            return
+        }
+        exchange.upstream = fresh
+        fresh.connection.write(proxy.forwardedRequestHead(exchange.head, clientAddress: connection.peerAddress, keepUpgrade: false))
+        arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
+    }
+
+    // MARK: ending exchanges
+
+    private func finishExchange() {
+        guard let exchange else { return }
+        self.exchange = nil
+        proxy.metrics.recordRequest(
+            class: exchange.requestClass.rawValue, status: exchange.status,
+            latencyMicros: EventLoop.preciseNowMicros() - exchange.startMicros)
+        if let upstream = exchange.upstream {
+            if exchange.responseKeepAlive && exchange.requestComplete && !exchange.isUpgrade {
+                proxy.pool.release(upstream)
+            } else {
+                proxy.pool.discard(upstream)
+            }
+        }
+        guard exchange.clientKeepAlive && !proxy.isDraining else {
+            state = .closed
+            connection.closeAfterFlush()
+            proxy.sessionEnded(self)
+            timer.invalidate()
+            return
+        }
+        state = .reading
+        connection.enableReading()
+        arm(.idle, proxy.settings.idleTimeoutMs)
+        if connection.inputCount > 0 { readRequest() }  // a pipelined request is already waiting
+    }
+
+    /// Answers an exchange that failed before its response started with Tandem's own JSON error.
+    private func failExchange(_ error: TandemErrorResponse) {
+        guard let exchange, !exchange.responseStarted else {
+            close()
+            return
+        }
+        if let upstream = exchange.upstream { proxy.pool.discard(upstream) }
+        exchange.upstream = nil
+        respondWithError(error, forceClose: !exchange.requestComplete)
+    }
+
+    private func respondWithError(_ error: TandemErrorResponse, forceClose: Bool = false) {
+        let exchange = self.exchange
+        self.exchange = nil
+        if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
+        let keepAlive = !forceClose && (exchange?.clientKeepAlive ?? false) && (exchange?.requestComplete ?? false)
+            && !proxy.isDraining
+        var error = error
+        error.closeConnection = !keepAlive
+        connection.write(error.bytes)
+        proxy.metrics.recordRequest(
+            class: (exchange?.requestClass ?? .read).rawValue, status: error.status,
+            latencyMicros: exchange.map { EventLoop.preciseNowMicros() - $0.startMicros } ?? 0)
+        if keepAlive {
+            state = .reading
+            arm(.idle, proxy.settings.idleTimeoutMs)
+            if connection.inputCount > 0 { readRequest() }
+        } else {
+            state = .closed
+            connection.closeAfterFlush()
+            proxy.sessionEnded(self)
+            timer.invalidate()
+        }
+    }
+
+    // MARK: timers, tunnels, shutdown
+
+    private func arm(_ purpose: TimerPurpose, _ delayMs: Int64) {
+        timerPurpose = purpose
+        timer.schedule(afterMs: delayMs)
+    }
+
+    private func onTimer() {
+        switch timerPurpose {
+        case .idle:
+            if isIdle { close() }
+        case .header:
+            if exchange == nil {
+                proxy.metrics.recordParseError("header_timeout")
+                respondWithError(TandemErrorResponse(status: 408, code: "request_timeout", message: "request headers not complete within the header timeout", retryable: true), forceClose: true)
+            }
+        case .upstreamConnect:
+            proxy.metrics.recordUpstreamError("connect")
+            failExchange(.upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
+        case .upstreamResponse:
+            proxy.metrics.recordUpstreamError("timeout")
+            failExchange(TandemErrorResponse(status: 504, code: "upstream_timeout", message: "the app did not answer within \(proxy.settings.upstreamResponseTimeoutMs) ms", retryable: true))
+        }
+    }
+
+    private func relay(from source: Connection, to destination: Connection?) {
+        guard let destination, destination.isOpen else { return }
+        source.moveInput(to: destination)
+        if destination.outputCount > proxy.settings.bufferHighWaterBytes { source.disableReading() }
+    }
+
+    /// Stops a session with no request in flight (drain) or one that must end now.
+    func close() {
+        connection.close()
+        teardown()
+    }
+
+    private func teardown() {
+        guard state != .closed || exchange != nil || timer != nil else { return }
+        if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
+        exchange = nil
+        state = .closed
+        timer?.invalidate()
+        proxy.sessionEnded(self)
+    }
+}

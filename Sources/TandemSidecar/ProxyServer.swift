@@ -1,0 +1,124 @@
+import Logging
+import TandemConfig
+import TandemHTTP
+import TandemNet
+
+/// Settings of the proxy path, taken from the configuration by the executable (kept separate from
+/// `TandemConfiguration` so the sidecar can be driven by tests without environment variables).
+public struct ProxySettings: Sendable {
+    public var listenHost = "0.0.0.0"
+    public var listenPort: UInt16 = 8080
+    public var upstreamHost = "127.0.0.1"
+    public var upstreamPort: UInt16 = 3000
+    public var limits = HTTPLimits()
+    public var headerTimeoutMs: Int64 = 10_000
+    public var idleTimeoutMs: Int64 = 60_000
+    public var upstreamConnectTimeoutMs: Int64 = 2_000
+    public var upstreamResponseTimeoutMs: Int64 = 30_000
+    public var maxConnections = 10_000
+    /// Above this many buffered bytes on one side, the other side stops being read (TCP backpressure).
+    public var bufferHighWaterBytes = 256 * 1024
+    public var upstreamMaxIdle = 128
+    /// Read, write or bypass, by method and route rules (TANDEM_WRITE_METHODS, TANDEM_*_ROUTES).
+    public var classifier = TandemConfiguration.defaults().classifier
+
+    public init() {}
+}
+
+/// The client listener and its sessions: accepts connections up to the limit, and drains them on shutdown.
+final class ProxyServer: ListenerDelegate {
+    let loop: EventLoop
+    let settings: ProxySettings
+    let metrics: Metrics
+    let pool: UpstreamPool
+    let classifier: RequestClassifier
+    let log: Logger
+    private(set) var listener: Listener?
+    private var sessions: [ObjectIdentifier: ClientSession] = [:]
+    private(set) var isDraining = false
+    private var pausedAtLimit = false
+    var onAllSessionsEnded: (() -> Void)?
+
+    init(loop: EventLoop, settings: ProxySettings, metrics: Metrics, health: AppHealth, log: Logger) throws(NetError) {
+        self.loop = loop
+        self.settings = settings
+        self.metrics = metrics
+        self.log = log
+        self.classifier = settings.classifier
+        self.pool = UpstreamPool(
+            loop: loop, host: settings.upstreamHost, port: settings.upstreamPort, maxIdle: settings.upstreamMaxIdle,
+            bufferHighWaterBytes: settings.bufferHighWaterBytes, health: health, metrics: metrics)
+        let listener = try Listener(loop: loop, host: settings.listenHost, port: settings.listenPort)
+        self.listener = listener
+        listener.delegate = self
+    }
+
+    var port: UInt16 { listener?.port ?? 0 }
+    var sessionCount: Int { sessions.count }
+
+    func listener(_ listener: Listener, accepted connection: Connection) {
+        metrics.acceptedConnectionsTotal += 1
+        guard !isDraining else {
+            connection.close()
+            return
+        }
+        let session = ClientSession(connection: connection, proxy: self)
+        sessions[ObjectIdentifier(session)] = session
+        connection.delegate = session
+        connection.enableReading()
+        metrics.openClientConnections = sessions.count
+        if sessions.count >= settings.maxConnections {
+            // At the limit new connections wait in the kernel's backlog instead of being accepted and starved.
+            listener.pause()
+            pausedAtLimit = true
+        }
+    }
+
+    func sessionEnded(_ session: ClientSession) {
+        guard sessions.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
+        metrics.openClientConnections = sessions.count
+        if pausedAtLimit && sessions.count < settings.maxConnections && !isDraining {
+            pausedAtLimit = false
+            listener?.resume()
+        }
+        if isDraining && sessions.isEmpty { onAllSessionsEnded?() }
+    }
+
+    /// Stops accepting, closes idle connections now, and lets in-flight exchanges finish with `Connection: close`.
+    func beginDrain() {
+        isDraining = true
+        listener?.close()
+        listener = nil
+        for session in Array(sessions.values) where session.isIdle { session.close() }
+        if sessions.isEmpty { onAllSessionsEnded?() }
+    }
+
+    /// Ends everything now (the drain bound passed).
+    func closeAll() {
+        for session in Array(sessions.values) { session.close() }
+        pool.closeAll()
+    }
+
+    /// The request head as the app receives it: hop-by-hop fields removed, forwarding fields appended, body
+    /// framing restated (chunked bodies are re-chunked; Expect is answered by Tandem itself).
+    func forwardedRequestHead(_ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool) -> [UInt8] {
+        var headers = head.headers
+        ProxyHeaders.removeHopByHop(from: &headers, keepUpgrade: keepUpgrade)
+        headers.remove(name: "Expect")
+        ProxyHeaders.appendForwarding(to: &headers, clientAddress: clientAddress)
+        ProxyHeaders.setFraming(head.framing, in: &headers)
+        return HTTPSerializer.requestHead(HTTPRequestHead(method: head.method, target: head.target, headers: headers))
+    }
+}
+
+extension TandemErrorResponse {
+    static func upstreamUnavailable(_ message: String) -> TandemErrorResponse {
+        TandemErrorResponse(status: 502, code: "upstream_unavailable", message: message, retryable: true)
+    }
+
+    static func badUpstreamResponse(_ message: String) -> TandemErrorResponse {
+        TandemErrorResponse(
+            status: 502, code: "upstream_unavailable", message: "malformed response from the app: \(message)",
+            retryable: false)
+    }
+}

@@ -1,0 +1,213 @@
+import TandemHTTP
+import TandemNet
+
+/// What an upstream connection reports to the exchange that currently uses it.
+protocol UpstreamOwner: AnyObject {
+    func upstreamConnected(_ upstream: UpstreamConnection)
+    func upstreamHasInput(_ upstream: UpstreamConnection)
+    func upstreamDrained(_ upstream: UpstreamConnection)
+    func upstreamClosed(_ upstream: UpstreamConnection, reason: CloseReason)
+}
+
+/// One keep-alive connection to the local app. While it carries an exchange its owner hears every event; while it
+/// idles in the pool, any input is a protocol violation and any close just removes it (the app may close idle
+/// connections whenever it likes: PITFALLS.md, "Pooled upstream connections that the app already closed").
+final class UpstreamConnection: ConnectionDelegate {
+    private(set) var connection: Connection!
+    weak var owner: UpstreamOwner?
+    unowned let pool: UpstreamPool
+    private(set) var isConnected = false
+    /// Exchanges completed on this connection: a reused connection may have been closed by the app meanwhile.
+    var completedExchanges = 0
+
+    init(pool: UpstreamPool) {
+        self.pool = pool
+    }
+
+    func start(loop: EventLoop, host: String, port: UInt16) -> Bool {
+        guard let connection = Connection.connect(loop: loop, host: host, port: port, delegate: self) else {
+            return false
+        }
+        self.connection = connection
+        connection.setReadHighWatermark(bytes: pool.bufferHighWaterBytes)
+        connection.setWriteLowWatermark(bytes: pool.bufferHighWaterBytes / 2)
+        connection.enableReading()
+        return true
+    }
+
+    func connectionDidConnect(_ connection: Connection) {
+        isConnected = true
+        pool.health.markReachable()
+        owner?.upstreamConnected(self)
+    }
+
+    func connectionHasInput(_ connection: Connection) {
+        if let owner {
+            owner.upstreamHasInput(self)
+        } else {
+            // Bytes from an idle app connection can belong to no request: drop the connection.
+            pool.discard(self)
+        }
+    }
+
+    func connectionDidDrainOutput(_ connection: Connection) {
+        owner?.upstreamDrained(self)
+    }
+
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        pool.forget(self)
+        if !isConnected { pool.health.markUnreachable() }
+        owner?.upstreamClosed(self, reason: reason)
+    }
+}
+
+/// Keep-alive connections to the local app, most recently used first (warm connections, fewer idle timeouts).
+/// Bounded: at most `maxIdle` idle connections; busy ones are bounded by the client sessions that hold them.
+final class UpstreamPool {
+    private unowned let loop: EventLoop
+    let host: String
+    let port: UInt16
+    let maxIdle: Int
+    let bufferHighWaterBytes: Int
+    let health: AppHealth
+    private let metrics: Metrics
+    /// Idle connections, most recently released last. Invariant: every element has no owner and is open.
+    private var idle: [UpstreamConnection] = []
+    /// Every open connection, idle or busy, so that shutdown can close them all.
+    private var open: [ObjectIdentifier: UpstreamConnection] = [:]
+
+    init(
+        loop: EventLoop, host: String, port: UInt16, maxIdle: Int, bufferHighWaterBytes: Int, health: AppHealth,
+        metrics: Metrics
+    ) {
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.maxIdle = maxIdle
+        self.bufferHighWaterBytes = bufferHighWaterBytes
+        self.health = health
+        self.metrics = metrics
+    }
+
+    /// An idle connection if one is open, else a new one (connecting). Nil only when no socket can be made.
+    func acquire(for owner: UpstreamOwner) -> UpstreamConnection? {
+        while let candidate = idle.popLast() {
+            guard candidate.connection.isOpen else { continue }
+            candidate.owner = owner
+            publishGauges()
+            return candidate
+        }
+        let upstream = UpstreamConnection(pool: self)
+        upstream.owner = owner
+        guard upstream.start(loop: loop, host: host, port: port) else { return nil }
+        open[ObjectIdentifier(upstream)] = upstream
+        publishGauges()
+        return upstream
+    }
+
+    /// Returns a connection whose last exchange completed cleanly and that may be reused.
+    func release(_ upstream: UpstreamConnection) {
+        upstream.owner = nil
+        upstream.completedExchanges += 1
+        guard upstream.connection.isOpen, idle.count < maxIdle else {
+            discard(upstream)
+            return
+        }
+        idle.append(upstream)
+        publishGauges()
+    }
+
+    /// Closes a connection that must not be reused (an exchange failed or was abandoned half way).
+    func discard(_ upstream: UpstreamConnection) {
+        upstream.owner = nil
+        upstream.connection?.close()
+        forget(upstream)
+    }
+
+    func forget(_ upstream: UpstreamConnection) {
+        open.removeValue(forKey: ObjectIdentifier(upstream))
+        idle.removeAll { $0 === upstream }
+        publishGauges()
+    }
+
+    func closeAll() {
+        for upstream in Array(open.values) { discard(upstream) }
+    }
+
+    private func publishGauges() {
+        metrics.upstreamPoolIdle = idle.count
+        metrics.upstreamConnectionsOpen = open.count
+    }
+}
+
+/// Whether the local app answers, as seen from real traffic and from a periodic connect probe.
+final class AppHealth {
+    private(set) var isReachable = false
+    private(set) var lastChangeMs: Int64 = 0
+    var onChange: ((Bool) -> Void)?
+
+    func markReachable() { set(true) }
+    func markUnreachable() { set(false) }
+
+    private func set(_ reachable: Bool) {
+        guard reachable != isReachable else { return }
+        isReachable = reachable
+        lastChangeMs = EventLoop.preciseNowMs()
+        onChange?(reachable)
+    }
+}
+
+/// Opens a TCP connection to the app every interval; success marks it reachable, refusal unreachable.
+/// The probe does not send a request: any app-specific path could have side effects.
+final class AppProbe: ConnectionDelegate {
+    private unowned let loop: EventLoop
+    private let host: String
+    private let port: UInt16
+    private let health: AppHealth
+    private var timer: Timer?
+    private var inFlight: Connection?
+
+    init(loop: EventLoop, host: String, port: UInt16, health: AppHealth) {
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.health = health
+    }
+
+    func start(intervalMs: Int64) {
+        timer = Timer(loop: loop, priority: .control) { [weak self] in self?.probe() }
+        timer?.scheduleRepeating(everyMs: intervalMs)
+        probe()
+    }
+
+    func stop() {
+        timer?.invalidate()
+        timer = nil
+        inFlight?.close()
+        inFlight = nil
+    }
+
+    private func probe() {
+        // A probe still pending after a whole interval means the app accepts nothing: count it as down.
+        if let pending = inFlight {
+            pending.close()
+            inFlight = nil
+            health.markUnreachable()
+        }
+        inFlight = Connection.connect(loop: loop, host: host, port: port, priority: .control, delegate: self)
+        if inFlight == nil { health.markUnreachable() }
+    }
+
+    func connectionDidConnect(_ connection: Connection) {
+        health.markReachable()
+        connection.close()
+        inFlight = nil
+    }
+
+    func connectionHasInput(_ connection: Connection) {}
+
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        health.markUnreachable()
+        inFlight = nil
+    }
+}

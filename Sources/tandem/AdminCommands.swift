@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+
+/// `tandem status`: the cluster as this node's admin listener sees it, as a table.
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the cluster as a table (from /status).")
+
+    @Option(name: .long, help: "The admin listener to ask, host:port.")
+    var admin = "127.0.0.1:9400"
+
+    @Flag(name: .long, help: "Print the raw JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let (status, body) = try AdminClient.request(method: "GET", address: admin, path: "/status")
+        guard status == 200 else { throw ValidationError("\(admin) answered \(status): \(body)") }
+        if json {
+            print(body)
+            return
+        }
+        guard let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
+            throw ValidationError("\(admin) did not answer with a JSON object")
+        }
+        print(StatusTable.render(object))
+    }
+}
+
+/// `tandem transfer-leadership <id>`: a planned handoff.
+struct TransferLeadership: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Hand leadership to another node.")
+
+    @Argument(help: "The id of the node that should lead.")
+    var to: String
+
+    @Option(name: .long, help: "The admin listener to ask, host:port.")
+    var admin = "127.0.0.1:9400"
+
+    func run() throws {
+        let token = ProcessInfo.processInfo.environment["TANDEM_ADMIN_TOKEN"]
+        let (status, body) = try AdminClient.request(
+            method: "POST", address: admin, path: "/admin/transfer-leadership?to=\(to)", bearerToken: token)
+        print(body)
+        if status != 200 { throw ExitCode(1) }
+    }
+}
+
+enum StatusTable {
+    static func render(_ status: [String: Any]) -> String {
+        func text(_ value: Any?) -> String {
+            guard let value, !(value is NSNull) else { return "-" }
+            return "\(value)"
+        }
+        var lines = [
+            "node \(text(status["id"]))  role \(text(status["role"]))  term \(text(status["term"]))  leader \(text(status["leader"]))",
+            "commit \(text(status["commitIndex"]))  applied \(text(status["appliedIndex"]))  diverged \(text(status["diverged"]))",
+        ]
+        let peers = status["peers"] as? [[String: Any]] ?? []
+        if !peers.isEmpty {
+            lines.append("")
+            let header = ["PEER", "ADDRESS", "CONNECTED", "PHI", "MATCH", "LAG", "LAST CONTACT MS"]
+            var rows = [header]
+            for peer in peers {
+                rows.append([
+                    text(peer["id"]), text(peer["address"]), text(peer["connected"]), text(peer["phi"]),
+                    text(peer["matchIndex"]), text(peer["lagEntries"]), text(peer["lastContactMs"]),
+                ])
+            }
+            let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                lines.append(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A tiny blocking HTTP/1.1 client for the admin commands (one request, Connection: close).
+enum AdminClient {
+    static func request(method: String, address: String, path: String, bearerToken: String? = nil) throws -> (Int, String) {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            throw ValidationError("--admin must be host:port, not \(address)")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
+            throw ValidationError("cannot resolve \(host)")
+        }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, 0)
+        guard fd >= 0 else { throw ValidationError("cannot create a socket") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            throw ValidationError("cannot connect to \(address): \(String(cString: strerror(errno)))")
+        }
+        var request = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\nContent-Length: 0\r\n"
+        if let bearerToken { request += "Authorization: Bearer \(bearerToken)\r\n" }
+        request += "\r\n"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var response = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while response.count < 16 * 1024 * 1024 {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            response.append(contentsOf: buffer[0..<count])
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else { throw ValidationError("no HTTP response from \(address)") }
+        let statusLine = text[..<split.lowerBound].split(separator: "\r\n").first ?? ""
+        let parts = statusLine.split(separator: " ")
+        let status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        return (status, String(text[split.upperBound...]))
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import Glibc
+import XCTest
+
+/// The foundation's proxy path, proven with real processes: `example-kv` behind `tandem`, on free ports.
+final class ProxyTests: ProcessTestCase {
+    func testWritesAndReadsPassThroughToTheAppAndAreCountedByClass() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+
+        let put = try httpRequest(port: tandem.clientPort, method: "PUT", path: "/kv/greeting", body: "hello")
+        XCTAssertEqual(put.status, 200)
+        let get = try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/greeting")
+        XCTAssertEqual(get.status, 200)
+        XCTAssertEqual(get.bodyText, "hello")
+        let incr = try httpRequest(port: tandem.clientPort, method: "POST", path: "/counters/visits/incr")
+        XCTAssertEqual(incr.bodyText, "{\"name\":\"visits\",\"value\":1}")
+        let missing = try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/absent")
+        XCTAssertEqual(missing.status, 404)
+
+        let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertTrue(metrics.contains("tandem_requests_total{class=\"write\",code=\"200\"} 2"), metrics)
+        XCTAssertTrue(metrics.contains("tandem_requests_total{class=\"read\",code=\"200\"} 1"), metrics)
+        XCTAssertTrue(metrics.contains("tandem_requests_total{class=\"read\",code=\"404\"} 1"), metrics)
+        XCTAssertTrue(metrics.contains("tandem_request_duration_seconds_count{class=\"write\"} 2"), metrics)
+    }
+
+    func testForwardingHeadersAreAppendedAndHopByHopFieldsDropped() throws {
+        // The app echoes nothing about headers, so check what the app stored when the client sent a value that
+        // names a hop-by-hop field: the request still arrives intact and the response carries no hop-by-hop field.
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("PUT /kv/h HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok")
+        let response = try client.readResponse()
+        XCTAssertEqual(response.status, 200)
+        XCTAssertNil(response.headers.first(name: "Keep-Alive"))
+        client.send("GET /kv/h HTTP/1.1\r\nHost: x\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().bodyText, "ok")
+    }
+
+    func testKeepAliveServesManyRequestsOnOneConnection() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        for round in 0..<50 {
+            client.send("PUT /kv/k\(round) HTTP/1.1\r\nHost: x\r\nContent-Length: \(String(round).count)\r\n\r\n\(round)")
+            XCTAssertEqual(try client.readResponse().status, 200)
+            client.send("GET /kv/k\(round) HTTP/1.1\r\nHost: x\r\n\r\n")
+            XCTAssertEqual(try client.readResponse().bodyText, String(round))
+        }
+        let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertTrue(metrics.contains("tandem_connections_accepted_total 1\n"), "all 100 requests must share one client connection")
+    }
+
+    func testPipelinedRequestsAreAnsweredInOrder() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        var batch = ""
+        for index in 0..<10 {
+            batch += "PUT /kv/p HTTP/1.1\r\nHost: x\r\nContent-Length: \(String(index).count)\r\n\r\n\(index)"
+            batch += "GET /kv/p HTTP/1.1\r\nHost: x\r\n\r\n"
+        }
+        client.send(batch)
+        for index in 0..<10 {
+            XCTAssertEqual(try client.readResponse(method: "PUT").status, 200)
+            XCTAssertEqual(try client.readResponse().bodyText, String(index), "response \(index) out of order")
+        }
+    }
+
+    func testChunkedRequestBodyIsDeliveredWhole() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("PUT /kv/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().status, 200)
+        client.send("GET /kv/c HTTP/1.1\r\nHost: x\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().bodyText, "hello world")
+    }
+
+    func testExpectContinueIsAnsweredBeforeTheBodyIsSent() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("PUT /kv/e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        var interim = [UInt8](repeating: 0, count: 25)
+        let count = recv(client.fd, &interim, interim.count, 0)
+        XCTAssertEqual(String(decoding: interim.prefix(max(0, count)), as: UTF8.self), "HTTP/1.1 100 Continue\r\n\r\n")
+        client.send("data")
+        XCTAssertEqual(try client.readResponse().status, 200)
+    }
+
+    func testSmugglingPatternsGet400AndTheConnectionIsClosed() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let attacks = [
+            "POST /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            "POST /kv/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            "GET /kv/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+            "GET /kv/x HTTP/1.1\nHost: x\n\n",
+            "GET /kv/x HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+        ]
+        for attack in attacks {
+            let client = try RawClient(port: tandem.clientPort)
+            client.send(attack)
+            let response = try client.readResponse()
+            XCTAssertTrue([400, 501].contains(response.status), "\(attack.debugDescription) got \(response.status)")
+            XCTAssertTrue(response.bodyText.contains("\"error\":\"bad_request\""), response.bodyText)
+            XCTAssertTrue(client.isClosedByPeer(), "connection must close after \(attack.debugDescription)")
+        }
+        // Nothing of the attacks reached the app.
+        XCTAssertEqual(try httpRequest(port: appPort, method: "GET", path: "/kv/x").status, 404)
+    }
+
+    func testBodyOverTheLimitGets413() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort, environment: ["TANDEM_MAX_BODY": "1KiB"])
+        let response = try httpRequest(port: tandem.clientPort, method: "PUT", path: "/kv/big", body: String(repeating: "x", count: 2048))
+        XCTAssertEqual(response.status, 413)
+        XCTAssertTrue(response.bodyText.contains("body_too_large"), response.bodyText)
+    }
+
+    func testLargeResponseToSlowReaderKeepsTandemMemoryBounded() throws {
+        let (_, appPort) = try startApp()
+        // 48 MiB stored directly in the app, in 12 MiB appends.
+        let piece = String(repeating: "abcdefgh", count: 12 * 1024 * 1024 / 8)
+        for _ in 0..<4 {
+            XCTAssertEqual(try httpRequest(port: appPort, method: "POST", path: "/kv/huge/append", body: piece).status, 200)
+        }
+        let tandem = try startTandem(upstreamPort: appPort)
+        let baseline = tandem.process.residentBytes
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("GET /kv/huge HTTP/1.1\r\nHost: x\r\n\r\n")
+        var peak = 0
+        let sampler = DispatchQueue(label: "rss")
+        let sampling = DispatchGroup()
+        var keepSampling = true
+        let guardLock = NSLock()
+        sampler.async(group: sampling) {
+            while true {
+                guardLock.lock()
+                let go = keepSampling
+                guardLock.unlock()
+                if !go { break }
+                peak = max(peak, tandem.process.residentBytes)
+                usleep(20_000)
+            }
+        }
+        let response = try client.readResponse(readChunkBytes: 256 * 1024, pauseMicros: 5_000)
+        guardLock.lock()
+        keepSampling = false
+        guardLock.unlock()
+        sampling.wait()
+        XCTAssertEqual(response.status, 200)
+        XCTAssertEqual(response.body.count, 48 * 1024 * 1024)
+        XCTAssertLessThan(peak - baseline, 16 * 1024 * 1024, "tandem grew by \(peak - baseline) bytes relaying 48 MiB")
+    }
+
+    func testAppDownGives502AndFlipsReadinessThenRecovers() throws {
+        let (app, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort, environment: [:])
+        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        app.stop()
+        let failed = try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a")
+        XCTAssertEqual(failed.status, 502)
+        XCTAssertTrue(failed.bodyText.contains("\"error\":\"upstream_unavailable\""), failed.bodyText)
+        XCTAssertTrue(failed.bodyText.contains("\"retryable\":true"), failed.bodyText)
+        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 503 })
+        let reasons = try httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").bodyText
+        XCTAssertTrue(reasons.contains("app_unreachable"), reasons)
+        XCTAssertEqual(try httpRequest(port: tandem.adminPort, method: "GET", path: "/healthz").status, 200, "liveness never depends on the app")
+
+        _ = try startApp(port: appPort)
+        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a").status, 404)
+    }
+
+    func testSigtermDrainsTheRequestInFlightThenExitsZero() throws {
+        let (_, appPort) = try startApp(extraArguments: ["--delay-ms", "1500"])
+        let tandem = try startTandem(upstreamPort: appPort)
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
+        usleep(300_000)
+        tandem.process.signal(SIGTERM)
+        let response = try client.readResponse()
+        XCTAssertEqual(response.status, 200, "the request in flight must be answered")
+        XCTAssertEqual(response.headers.first(name: "Connection")?.lowercased(), "close")
+        XCTAssertEqual(tandem.process.waitForExit(), 0)
+        XCTAssertThrowsError(try RawClient(port: tandem.clientPort), "no longer accepting")
+    }
+
+    func testAdminEndpointsAnswer() throws {
+        let (_, appPort) = try startApp()
+        let tandem = try startTandem(upstreamPort: appPort)
+        let status = try httpRequest(port: tandem.adminPort, method: "GET", path: "/status")
+        XCTAssertEqual(status.status, 200)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(status.body)) as? [String: Any])
+        XCTAssertEqual(object["id"] as? String, "n1")
+        for key in ["role", "term", "leader", "commitIndex", "appliedIndex", "diverged", "peers"] {
+            XCTAssertTrue(object.keys.contains(key), "missing \(key)")
+        }
+        XCTAssertEqual(try httpRequest(port: tandem.adminPort, method: "GET", path: "/nope").status, 404)
+    }
+}
+
+/// Polls `condition` every 50 ms for up to `seconds`.
+func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(50_000)
+    }
+    return false
+}

@@ -1,0 +1,265 @@
+import Foundation
+import Glibc
+import TandemHTTP
+import XCTest
+
+/// Where `swift build` put the executables: next to this test bundle.
+enum BuiltProducts {
+    static let directory: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let path = String(decoding: buffer.prefix(max(0, count)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var url = URL(fileURLWithPath: path).deletingLastPathComponent()
+        // The bundle may be a directory (`*.xctest/...`) on some layouts: climb to the build products folder.
+        while url.path.contains(".xctest") { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static func path(_ name: String) -> String { directory + "/" + name }
+}
+
+/// A child process started by a test and stopped by PID when the test ends, also when it fails.
+final class ManagedProcess {
+    let process = Process()
+    let name: String
+    private let outputPipe = Pipe()
+    private let lock = NSLock()
+    private var captured = Data()
+
+    init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+        self.name = name
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TANDEM_") }
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        process.standardOutput = outputPipe
+        process.standardError = outputPipe
+        outputPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.captured.append(data)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    var output: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: captured, as: UTF8.self)
+    }
+
+    /// Waits until the output contains `text`; returns the output, or nil on timeout or early exit.
+    func waitForOutput(containing text: String, timeoutSeconds: Double = 20) -> String? {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            let now = output
+            if now.contains(text) { return now }
+            if !process.isRunning {
+                usleep(50_000)
+                return output.contains(text) ? output : nil
+            }
+            usleep(10_000)
+        }
+        return nil
+    }
+
+    func signal(_ number: Int32) {
+        if process.isRunning { kill(pid, number) }
+    }
+
+    /// Waits for the process to exit; returns its status, or nil on timeout.
+    func waitForExit(timeoutSeconds: Double = 20) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Stops the process by PID: SIGTERM, then SIGKILL if it lingers.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        if waitForExit(timeoutSeconds: 5) == nil {
+            kill(pid, SIGKILL)
+            _ = waitForExit(timeoutSeconds: 5)
+        }
+        outputPipe.fileHandleForReading.readabilityHandler = nil
+    }
+
+    /// Resident memory from /proc/<pid>/status, in bytes.
+    var residentBytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let digits = line.split(separator: " ").dropFirst().first ?? "0"
+            return (Int(digits) ?? 0) * 1024
+        }
+        return 0
+    }
+
+    deinit { stop() }
+}
+
+/// Processes a test started, stopped in reverse order at tear-down.
+class ProcessTestCase: XCTestCase {
+    private var processes: [ManagedProcess] = []
+
+    override func tearDown() {
+        for process in processes.reversed() { process.stop() }
+        processes.removeAll()
+        super.tearDown()
+    }
+
+    /// Starts `example-kv` on a free port and returns it with its port.
+    func startApp(extraArguments: [String] = [], port: UInt16 = 0) throws -> (ManagedProcess, UInt16) {
+        let app = try ManagedProcess(
+            name: "example-kv", executable: BuiltProducts.path("example-kv"),
+            arguments: ["--port", String(port)] + extraArguments)
+        processes.append(app)
+        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), "example-kv did not start: \(app.output)")
+        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
+        let chosen = try XCTUnwrap(UInt16(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)))
+        return (app, chosen)
+    }
+
+    /// Starts `tandem` in front of `upstreamPort` on free client and admin ports.
+    func startTandem(upstreamPort: UInt16, environment: [String: String] = [:]) throws -> TandemProcess {
+        var env = [
+            "TANDEM_LISTEN": "127.0.0.1:0",
+            "TANDEM_ADMIN_LISTEN": "127.0.0.1:0",
+            "TANDEM_PEER_LISTEN": "127.0.0.1:0",
+            "TANDEM_UPSTREAM": "127.0.0.1:\(upstreamPort)",
+            "TANDEM_LOG_FORMAT": "json",
+            "TANDEM_NODE_ID": "n1",
+            "TANDEM_DATA_DIR": NSTemporaryDirectory() + "tandem-test-\(UUID().uuidString)",
+        ]
+        env.merge(environment) { _, new in new }
+        let process = try ManagedProcess(name: "tandem", executable: BuiltProducts.path("tandem"), environment: env)
+        processes.append(process)
+        let output = try XCTUnwrap(process.waitForOutput(containing: "\"msg\":\"listening\""), "tandem did not start: \(process.output)")
+        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("\"msg\":\"listening\"") })
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        func port(_ key: String) throws -> UInt16 {
+            let address = try XCTUnwrap(object[key] as? String)
+            return try XCTUnwrap(UInt16(address.split(separator: ":").last!))
+        }
+        return TandemProcess(process: process, clientPort: try port("client"), adminPort: try port("admin"))
+    }
+
+    func track(_ process: ManagedProcess) { processes.append(process) }
+}
+
+struct TandemProcess {
+    let process: ManagedProcess
+    let clientPort: UInt16
+    let adminPort: UInt16
+}
+
+/// A parsed HTTP response as a test sees it.
+struct TestResponse {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: [UInt8]
+    var bodyText: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A blocking HTTP/1.1 client over a raw socket, so tests control every byte (pipelining, smuggling, trickling).
+final class RawClient {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: UInt16, timeoutSeconds: Int = 15) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .ECONNREFUSED)
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) { send(Array(text.utf8)) }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { return }
+            offset += sent
+        }
+    }
+
+    /// Reads one response (any framing). `readChunkBytes` and `pauseMicros` make a slow reader.
+    func readResponse(method: String = "GET", readChunkBytes: Int = 65536, pauseMicros: UInt32 = 0) throws -> TestResponse {
+        var parser = HTTPResponseParser(limits: .upstreamResponse)
+        parser.expect(requestMethod: method)
+        var head: HTTPResponseHead?
+        var body: [UInt8] = []
+        var done = false
+        func feed() throws {
+            let used = try buffer.withUnsafeBytes { raw in
+                try parser.parse(raw) { event in
+                    switch event {
+                    case .head(let h): if h.status >= 200 || h.status == 101 { head = h }
+                    case .body(let bytes): body.append(contentsOf: bytes)
+                    case .end: if head != nil { done = true }
+                    }
+                }
+            }
+            buffer.removeFirst(used)
+        }
+        try feed()
+        var chunk = [UInt8](repeating: 0, count: readChunkBytes)
+        while !done {
+            if pauseMicros > 0 { usleep(pauseMicros) }
+            let count = recv(fd, &chunk, chunk.count, 0)
+            if count <= 0 {
+                if count == 0, head != nil {
+                    _ = try? parser.finishAtEOF { event in if case .end = event { done = true } }
+                    if done { break }
+                }
+                throw POSIXError(count == 0 ? .ECONNRESET : (POSIXErrorCode(rawValue: errno) ?? .EIO))
+            }
+            buffer.append(contentsOf: chunk[0..<count])
+            try feed()
+        }
+        let final = try XCTUnwrap(head)
+        return TestResponse(status: final.status, headers: final.headers, body: body)
+    }
+
+    /// True when the server closed the connection (EOF) within the receive timeout.
+    func isClosedByPeer() -> Bool {
+        var byte = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &byte, byte.count, 0)
+            if count == 0 { return true }
+            if count < 0 { return errno == ECONNRESET }
+        }
+    }
+}
+
+/// One request on a fresh connection.
+func httpRequest(
+    port: UInt16, method: String, path: String, body: String? = nil, headers: [(String, String)] = []
+) throws -> TestResponse {
+    let client = try RawClient(port: port)
+    var text = "\(method) \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+    for (name, value) in headers { text += "\(name): \(value)\r\n" }
+    if let body { text += "Content-Length: \(body.utf8.count)\r\n" }
+    text += "\r\n" + (body ?? "")
+    client.send(text)
+    return try client.readResponse(method: method)
+}

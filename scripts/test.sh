@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what is missing, builds once, runs every test (unit, simulator,
+# integration with real processes). Extra arguments go to `swift test` (e.g. --filter Simulation).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+swift build --build-tests
+swift test --skip-build "$@"
