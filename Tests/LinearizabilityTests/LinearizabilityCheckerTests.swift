@@ -1,0 +1,154 @@
+import TandemLinearizability
+import XCTest
+
+/// The checker's verdicts on small histories whose answer is known by hand.
+final class LinearizabilityCheckerTests: XCTestCase {
+    func assertLinearizable(_ history: [KVOperation], file: StaticString = #filePath, line: UInt = #line) {
+        let result = checkLinearizability(history)
+        XCTAssertEqual(result, .linearizable, file: file, line: line)
+    }
+
+    /// Asserts a violation on `key` and returns its explanation.
+    @discardableResult
+    func assertViolation(_ history: [KVOperation], key: String, file: StaticString = #filePath, line: UInt = #line)
+        -> String
+    {
+        guard case .notLinearizable(let reportedKey, let explanation) = checkLinearizability(history) else {
+            XCTFail("expected a violation on \(key)", file: file, line: line)
+            return ""
+        }
+        XCTAssertEqual(reportedKey, key, file: file, line: line)
+        XCTAssertFalse(explanation.isEmpty, file: file, line: line)
+        return explanation
+    }
+
+    func testEmptyHistoryIsLinearizable() {
+        assertLinearizable([])
+    }
+
+    func testSequentialWritesAndReadsAreLinearizable() {
+        assertLinearizable([
+            get("x", nil, 0, 5), put("x", "1", 10, 20), get("x", "1", 30, 40), append("x", "2", returning: "12", 50, 60),
+            get("x", "12", 70, 80), delete("x", existed: true, 90, 95), get("x", nil, 100, 110),
+            delete("x", existed: false, 120, 130),
+        ])
+    }
+
+    func testStaleReadAfterCompletedWriteIsNotLinearizable() {
+        let explanation = assertViolation(
+            [put("x", "1", client: 1, 0, 10), put("x", "2", client: 1, 20, 30), get("x", "1", client: 2, 40, 50)],
+            key: "x")
+        XCTAssertTrue(explanation.contains("get(\"x\")"), explanation)
+        XCTAssertTrue(explanation.contains("#2"), explanation)
+    }
+
+    func testLostAcknowledgedWriteIsNotLinearizable() {
+        // The put was acknowledged, then a later read finds the key absent: the write was lost.
+        assertViolation([put("x", "1", client: 1, 0, 10), get("x", nil, client: 2, 20, 30)], key: "x")
+    }
+
+    func testReadOfAValueNeverWrittenIsNotLinearizable() {
+        assertViolation([put("x", "1", 0, 10), get("x", "ghost", 5, 15)], key: "x")
+    }
+
+    func testConcurrentWritesMayOrderEitherWay() {
+        // Two overlapping puts: readers may see either order, as long as they agree over time.
+        let writes = [put("x", "a", client: 1, 0, 100), put("x", "b", client: 2, 0, 100)]
+        assertLinearizable(writes + [get("x", "a", client: 3, 200, 210)])
+        assertLinearizable(writes + [get("x", "b", client: 3, 200, 210)])
+        assertLinearizable(writes + [get("x", "a", client: 3, 10, 20), get("x", "b", client: 3, 30, 40)])
+    }
+
+    func testReadsMayNotGoBackInTimeBetweenConcurrentWrites() {
+        // Having seen b then a, a third read cannot see b again: each put happens once.
+        assertViolation(
+            [put("x", "a", client: 1, 0, 100), put("x", "b", client: 2, 0, 100), get("x", "b", client: 3, 10, 20),
+             get("x", "a", client: 3, 30, 40), get("x", "b", client: 3, 50, 60)],
+            key: "x")
+    }
+
+    func testReadConcurrentWithWriteMaySeeOldOrNewValue() {
+        let base = [put("x", "old", 0, 10), put("x", "new", client: 1, 20, 60)]
+        assertLinearizable(base + [get("x", "old", client: 2, 30, 40)])
+        assertLinearizable(base + [get("x", "new", client: 2, 30, 40)])
+    }
+
+    func testOperationsTouchingInOneMillisecondAreConcurrent() {
+        // The read is called in the millisecond the put returns: it may still order before it.
+        assertLinearizable([put("x", "1", 0, 10), get("x", nil, 10, 12)])
+        assertViolation([put("x", "1", 0, 10), get("x", nil, 11, 12)], key: "x")
+    }
+
+    func testUnknownOutcomeWriteMayBeSeen() {
+        assertLinearizable([unknown(.put(key: "x", value: "1"), 0), get("x", "1", client: 2, 500, 510)])
+    }
+
+    func testUnknownOutcomeWriteMayNeverTakeEffect() {
+        assertLinearizable([unknown(.put(key: "x", value: "1"), 0), get("x", nil, client: 2, 500, 510)])
+    }
+
+    func testUnknownOutcomeWriteMayTakeEffectLongAfterItsClientGaveUp() {
+        // The client gave up at 50 ms (504), yet the write lands between the two reads much later.
+        let timedOut = KVOperation(clientID: 1, input: .put(key: "x", value: "1"), output: nil, callTimeMs: 0,
+                                 returnTimeMs: 50)
+        assertLinearizable([timedOut, get("x", nil, client: 2, 500, 510), get("x", "1", client: 2, 600, 610)])
+    }
+
+    func testUnknownOutcomeWriteTakesEffectAtMostOnce() {
+        assertViolation(
+            [unknown(.put(key: "x", value: "1"), 0), get("x", "1", client: 2, 100, 110), put("x", "2", 120, 130),
+             get("x", "1", client: 2, 140, 150)],
+            key: "x")
+    }
+
+    func testUnknownOutcomeWriteCannotTakeEffectBeforeItsCall() {
+        assertViolation([get("x", "1", client: 2, 0, 10), unknown(.put(key: "x", value: "1"), 20)], key: "x")
+    }
+
+    func testUnknownOutcomeAppendIsAppliedOnceOrNever() {
+        let timedOutAppend = unknown(.append(key: "x", suffix: "b"), client: 1, 20)
+        assertLinearizable([put("x", "a", 0, 10), timedOutAppend, get("x", "ab", 100, 110)])
+        assertLinearizable([put("x", "a", 0, 10), timedOutAppend, get("x", "a", 100, 110)])
+        assertViolation([put("x", "a", 0, 10), timedOutAppend, get("x", "abb", 100, 110)], key: "x")
+    }
+
+    func testDoubleAppliedAppendIsNotLinearizable() {
+        // A non-idempotent append applied twice (the failure Tandem's Idempotency-Key prevents) shows in the value.
+        assertViolation([append("x", "a", returning: "a", 0, 10), get("x", "aa", 20, 30)], key: "x")
+    }
+
+    func testDeleteReportingAbsenceOfAnAcknowledgedKeyIsNotLinearizable() {
+        assertViolation([put("x", "1", 0, 10), delete("x", existed: false, 20, 30)], key: "x")
+    }
+
+    func testCountersIncrementAndRead() {
+        assertLinearizable([
+            increment("c", returning: 1, client: 1, 0, 50), increment("c", returning: 2, client: 2, 0, 50),
+            readCounter("c", 2, 60, 70), readCounter("d", 0, 60, 70),
+        ])
+        assertViolation(
+            [increment("c", returning: 1, 0, 10), increment("c", returning: 1, 20, 30)], key: "counter:c")
+    }
+
+    func testCountersAndKeysAreSeparateNamespaces() {
+        assertLinearizable([put("c", "1", 0, 10), readCounter("c", 0, 20, 30), increment("c", returning: 1, 40, 50),
+                            get("c", "1", 60, 70)])
+    }
+
+    func testKeysAreCheckedIndependently() {
+        let explanation = assertViolation(
+            [put("a", "1", 0, 10), get("a", "1", 20, 30), put("b", "1", 0, 10), get("b", "2", 20, 30)], key: "b")
+        XCTAssertTrue(explanation.contains("\"b\""), explanation)
+    }
+
+    func testReadWithUnknownOutputConstrainsNothing() {
+        let lostRead = KVOperation(clientID: 1, input: .get(key: "x"), output: nil, callTimeMs: 0, returnTimeMs: nil)
+        assertLinearizable([lostRead, put("x", "1", 0, 10)])
+    }
+
+    func testExhaustedStepBudgetIsReportedAsTimedOutNeverAsPass() {
+        let history = generateTrueHistory(seed: 7, operationCount: 400, keys: ["x"])
+        XCTAssertEqual(checkLinearizability(history, maxSteps: 10), .timedOut)
+        XCTAssertEqual(checkLinearizability(history, timeoutMs: 0, maxSteps: 100_000_000), .timedOut)
+    }
+}
