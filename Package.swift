@@ -38,11 +38,14 @@ let package = Package(
         // The only module that touches libevent.
         .target(name: "TandemNet", dependencies: ["CLibevent", "CLibeventOpenSSL", "CLibeventPthreads"]),
 
+        // Peer links: framed, versioned, authenticated (HMAC challenge or mutual TLS), and the consensus codec.
+        .target(name: "TandemTransport", dependencies: ["TandemNet", "TandemConsensus"]),
+
         // The sidecar: proxy, admin listener, metrics, and (later) the node runtime.
         .target(
             name: "TandemSidecar",
             dependencies: [
-                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemStorage",
+                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemStorage", "TandemTransport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "LinearizabilityTests", dependencies: ["TandemLinearizability"]),
         .testTarget(name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
         .testTarget(name: "TandemStorageTests", dependencies: ["TandemStorage"]),
+        .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "TandemNet", "TandemConsensus"]),
         .testTarget(name: "TandemNetTests", dependencies: ["TandemNet"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TandemHTTP"]),
     ],

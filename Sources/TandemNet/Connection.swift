@@ -82,7 +82,8 @@ public final class Connection {
         adopt(bev, priority: priority)
     }
 
-    private init(bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
+    /// Adopts a bufferevent made elsewhere in TandemNet (TLS connections).
+    init(bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
         adopt(bev, priority: priority)
     }
