@@ -85,6 +85,9 @@ struct HTTPMessageParser<Role: HTTPMessageRole> {
         }
     }
 
+    /// Bytes of an unfinished line held between calls (never more than the current section's budget).
+    var bufferedLineBytes: Int { lineBuffer.count }
+
     /// Discards any partial message and returns to the idle state.
     mutating func reset() {
         state = .startLine

@@ -71,6 +71,9 @@ public struct HTTPRequestParser {
         try engine.finishAtEOF { _ in }
     }
 
+    /// Bytes of a partial line held between calls; bounded by the limit of the section being read.
+    public var bufferedLineBytes: Int { engine.bufferedLineBytes }
+
     /// Where the parser is: idle between requests, in a head, in a body, or failed.
     public var phase: HTTPParserPhase { engine.phase }
     /// True between requests with no byte of the next one consumed.

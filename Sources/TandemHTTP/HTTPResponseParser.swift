@@ -83,6 +83,9 @@ public struct HTTPResponseParser {
         try engine.finishAtEOF(onEvent)
     }
 
+    /// Bytes of a partial line held between calls; bounded by the limit of the section being read.
+    public var bufferedLineBytes: Int { engine.bufferedLineBytes }
+
     /// Where the parser is: idle between responses, in a head, in a body, tunnelling, or failed.
     public var phase: HTTPParserPhase { engine.phase }
     /// True between responses with no byte of the next one consumed.

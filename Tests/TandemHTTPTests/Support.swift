@@ -15,6 +15,8 @@ struct FeedOutcome<Head: Equatable>: Equatable {
     var messages: [ParsedMessage<Head>] = []
     var error: HTTPParseError.Code?
     var bytesConsumed = 0
+    /// The message in progress when input ran out (head and body so far).
+    var partial = ParsedMessage<Head>()
 }
 
 /// Feeds `input` to a request parser in pieces of `pieceBytes` (0 = all at once), calling parse again after
@@ -40,7 +42,7 @@ func feedResponses(
         return try parser.parse(bytes, onEvent)
     }
     if closeAtEnd, outcome.error == nil {
-        var current = ParsedMessage<HTTPResponseHead>()
+        var current = outcome.partial
         do {
             try parser.finishAtEOF { event in record(event, into: &current, outcome: &outcome) }
         } catch {
@@ -97,6 +99,7 @@ private func feed<Head: Equatable>(
         }
         if offset >= input.count { break }
     }
+    outcome.partial = current
     return outcome
 }
 

@@ -1,0 +1,87 @@
+// ProxyHeaders: what a proxy must change in the fields it forwards (RFC 9110 section 7.6.1 hop-by-hop fields,
+// RFC 7239 Forwarded, the de-facto X-Forwarded-For), and the framing fields of a re-framed body.
+
+/// Pure functions over `HTTPHeaders` for the forwarding path, for requests and responses alike.
+public enum ProxyHeaders {
+    /// Fields that describe one connection, never the message, and are always removed before forwarding.
+    /// Transfer-Encoding is among them because the proxy re-frames every body (see `setFraming`); Trailer
+    /// because a body re-framed with Content-Length carries no trailers.
+    public static let hopByHopFieldNames: [String] = [
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Transfer-Encoding", "Upgrade",
+        "Proxy-Authenticate", "Proxy-Authorization", "Trailer",
+    ]
+
+    /// Fields a client cannot make hop-by-hop by naming them in `Connection`: removing Host would change which
+    /// site the app serves, and the framing fields are rewritten by `setFraming` anyway. The Tandem fields the
+    /// proxy adds itself are appended after the removal, so they cannot be stripped by a client either.
+    public static let protectedFieldNames: [String] = ["Host", "Content-Length"]
+
+    /// Removes the hop-by-hop fields: every field named in `Connection`, then the fixed list above, keeping the
+    /// end-to-end fields in their order. When `keepUpgrade` (a tunnelled Upgrade request on a bypass route, or
+    /// the app's 101 answer), `Upgrade` is kept and `Connection: upgrade` re-added so the next hop upgrades too.
+    public static func removeHopByHop(from headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
+        let nominated = headers.tokens(name: "Connection").filter { option in
+            !protectedFieldNames.contains { asciiCaseInsensitiveEquals($0, option) }
+        }
+        headers.removeAll { field in
+            if keepUpgrade && asciiCaseInsensitiveEquals(field.name, "Upgrade") { return false }
+            return hopByHopFieldNames.contains { asciiCaseInsensitiveEquals($0, field.name) }
+                || nominated.contains { asciiCaseInsensitiveEquals($0, field.name) }
+        }
+        if keepUpgrade && headers.contains(name: "Upgrade") {
+            headers.add(name: "Connection", value: "upgrade")
+        }
+    }
+
+    /// Appends the client's address to `X-Forwarded-For` (to the last existing field, so the list stays one
+    /// comma-separated list) and to `Forwarded` as `for=<ip>;proto=<proto>`, quoting IPv6 as `for="[::1]"`
+    /// (RFC 7239 section 6). `clientAddress` is a numeric IPv4 or IPv6 address without port.
+    public static func appendForwarding(
+        to headers: inout HTTPHeaders, clientAddress: String, proto: String = "http"
+    ) {
+        precondition(
+            !clientAddress.isEmpty && clientAddress.utf8.allSatisfy(isAddressCharacter),
+            "client address must be a numeric IP address")
+        precondition(isValidFieldName(proto), "proto must be a token")
+        appendListElement(clientAddress, toField: "X-Forwarded-For", in: &headers)
+        appendListElement(forwardedElement(clientAddress: clientAddress, proto: proto), toField: "Forwarded", in: &headers)
+    }
+
+    /// The `Forwarded` element for one hop: `for=192.0.2.1;proto=http` or `for="[2001:db8::1]";proto=http`.
+    public static func forwardedElement(clientAddress: String, proto: String = "http") -> String {
+        let node = clientAddress.contains(":") ? "\"[\(clientAddress)]\"" : clientAddress
+        return "for=\(node);proto=\(proto)"
+    }
+
+    /// Removes `Content-Length` and `Transfer-Encoding` and declares `framing` instead: the proxy decides how it
+    /// frames what it sends, independently of how the bytes arrived.
+    public static func setFraming(_ framing: BodyFraming, in headers: inout HTTPHeaders) {
+        headers.remove(name: "Content-Length")
+        headers.remove(name: "Transfer-Encoding")
+        switch framing {
+        case .none: break
+        case .contentLength(let length): headers.add(name: "Content-Length", value: String(length))
+        case .chunked: headers.add(name: "Transfer-Encoding", value: "chunked")
+        }
+    }
+
+    private static func appendListElement(_ element: String, toField name: String, in headers: inout HTTPHeaders) {
+        var lastIndex: Int?
+        for index in 0..<headers.count where asciiCaseInsensitiveEquals(headers[index].name, name) {
+            lastIndex = index
+        }
+        guard let index = lastIndex else {
+            headers.add(name: name, value: element)
+            return
+        }
+        let existing = headers[index].value
+        headers.setValue(existing.isEmpty ? element : "\(existing), \(element)", at: index)
+    }
+
+    /// Digits, hex letters, dots, colons and the `%` of an IPv6 zone; nothing that could break a field.
+    private static func isAddressCharacter(_ byte: UInt8) -> Bool {
+        ASCII.isDigit(byte) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+            || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || byte == UInt8(ascii: ".")
+            || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "%")
+    }
+}
