@@ -61,6 +61,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private var exchange: Exchange?
     private var timer: Timer!
     private var timerPurpose = TimerPurpose.idle
+    /// The last response is written; the connection closes when its output buffer is empty.
+    private var isFlushingBeforeClose = false
 
     private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse }
 
@@ -174,6 +176,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     func connectionDidDrainOutput(_ connection: Connection) {
+        if isFlushingBeforeClose {
+            if connection.outputCount == 0 { close() }
+            return
+        }
         switch state {
         case .responding:
             exchange?.upstream?.connection.enableReading()
@@ -291,7 +297,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         case .none, .contentLength:
             break
         }
-        if !exchange.requestComplete { exchange.clientKeepAlive = false }
+        // A request whose body is still arriving cannot be followed by another; a draining process keeps none.
+        if !exchange.requestComplete || proxy.isDraining { exchange.clientKeepAlive = false }
         if exchange.responseChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         if !exchange.clientKeepAlive {
             headers.add(name: "Connection", value: "close")
@@ -356,10 +363,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             }
         }
         guard exchange.clientKeepAlive && !proxy.isDraining else {
-            state = .closed
-            connection.closeAfterFlush()
-            proxy.sessionEnded(self)
-            timer.invalidate()
+            closeAfterFlush()
             return
         }
         state = .reading
@@ -396,10 +400,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             arm(.idle, proxy.settings.idleTimeoutMs)
             if connection.inputCount > 0 { readRequest() }
         } else {
-            state = .closed
-            connection.closeAfterFlush()
-            proxy.sessionEnded(self)
-            timer.invalidate()
+            closeAfterFlush()
         }
     }
 
@@ -413,7 +414,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func onTimer() {
         switch timerPurpose {
         case .idle:
-            if isIdle { close() }
+            if isIdle || isFlushingBeforeClose { close() }
         case .header:
             if exchange == nil {
                 proxy.metrics.recordParseError("header_timeout")
@@ -432,6 +433,21 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         guard let destination, destination.isOpen else { return }
         source.moveInput(to: destination)
         if destination.outputCount > proxy.settings.bufferHighWaterBytes { source.disableReading() }
+    }
+
+    /// Ends the session once everything written has reached the socket. The session stays registered until
+    /// then, so a draining process does not exit with a response still in its buffers.
+    private func closeAfterFlush() {
+        state = .closed
+        timer.cancel()
+        connection.disableReading()
+        if connection.outputCount == 0 {
+            close()
+            return
+        }
+        isFlushingBeforeClose = true
+        connection.setWriteLowWatermark(bytes: 0)
+        arm(.idle, proxy.settings.idleTimeoutMs)  // a client that never reads is cut off by the idle timeout
     }
 
     /// Stops a session with no request in flight (drain) or one that must end now.

@@ -19,7 +19,7 @@ enum BuiltProducts {
 }
 
 /// A child process started by a test and stopped by PID when the test ends, also when it fails.
-final class ManagedProcess {
+final class ManagedProcess: @unchecked Sendable {  // output is guarded by `lock`
     let process = Process()
     let name: String
     private let outputPipe = Pipe()
@@ -203,7 +203,9 @@ final class RawClient {
     }
 
     /// Reads one response (any framing). `readChunkBytes` and `pauseMicros` make a slow reader.
-    func readResponse(method: String = "GET", readChunkBytes: Int = 65536, pauseMicros: UInt32 = 0) throws -> TestResponse {
+    func readResponse(
+        method: String = "GET", readChunkBytes: Int = 65536, pauseMicros: UInt32 = 0, afterEachRead: (() -> Void)? = nil
+    ) throws -> TestResponse {
         var parser = HTTPResponseParser(limits: .upstreamResponse)
         parser.expect(requestMethod: method)
         var head: HTTPResponseHead?
@@ -235,6 +237,7 @@ final class RawClient {
             }
             buffer.append(contentsOf: chunk[0..<count])
             try feed()
+            afterEachRead?()
         }
         let final = try XCTUnwrap(head)
         return TestResponse(status: final.status, headers: final.headers, body: body)
