@@ -1,0 +1,20 @@
+/// Valid requests used by the feeding-equivalence and fuzz tests: every feature the parser supports.
+let validRequestCorpus: [String] = [
+    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /kv/a?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nUser-Agent: t/1\r\n\r\n",
+    "PUT /kv/a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    "POST /counters/c/incr HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    "POST /kv/a/append HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\n\r\n",
+    "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 3\r\n\r\n",
+    "PUT /big HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n0123456789",
+    "GET /old HTTP/1.0\r\n\r\n",
+    "GET /old HTTP/1.0\r\nConnection: keep-alive\r\nHost: a\r\n\r\n",
+    "GET http://a/abs?q HTTP/1.1\r\nHost: a\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\n\r\n",
+    "DELETE /kv/a HTTP/1.1\r\nHost: a\r\nX-Tab:\tvalue\twith tabs\t\r\nX-Empty:\r\n\r\n",
+    "\r\nGET /after-empty-line HTTP/1.1\r\nHost: a\r\n\r\n",
+    "PATCH /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nIdempotency-Key: k-1\r\n\r\nxyz",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-Utf8: caf\u{e9}\r\n\r\n",
+]
