@@ -1,0 +1,127 @@
+// Thin POSIX wrappers: every call that can fail maps errno to a typed WALError at this edge.
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+enum FileIO {
+    static var lastErrno: Int32 { errno }
+
+    /// Opens `path` with `flags`, retrying on EINTR.
+    static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(WALError) -> Int32 {
+        while true {
+            let descriptor = open(path, flags | O_CLOEXEC, mode)
+            if descriptor >= 0 { return descriptor }
+            if errno != EINTR { throw .io(operation: "open", path: path, errno: errno) }
+        }
+    }
+
+    /// Writes all of `bytes` at the file's current offset, looping over short writes and EINTR.
+    static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(WALError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+            if written > 0 {
+                offset += written
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                throw .writeFailed(file: path, errno: written < 0 ? errno : EIO)
+            }
+        }
+    }
+
+    /// Makes the file's data (and the metadata needed to read it, such as its size) durable.
+    static func syncData(_ descriptor: Int32, path: String) throws(WALError) {
+        #if canImport(Glibc)
+            let result = fdatasync(descriptor)
+        #else
+            let result = fsync(descriptor)
+        #endif
+        // EINTR is not retried either: after any failed sync the dirty pages' fate is unknown.
+        if result != 0 { throw .fsyncFailed(file: path, errno: errno) }
+    }
+
+    /// Makes a directory's entries (created, renamed or removed files) durable.
+    static func syncDirectory(_ path: String) throws(WALError) {
+        let descriptor = try openFile(path, O_RDONLY | O_DIRECTORY)
+        defer { _ = close(descriptor) }
+        if fsync(descriptor) != 0 { throw .fsyncFailed(file: path, errno: errno) }
+    }
+
+    /// Reads the whole file at `path`, refusing files larger than `maxBytes`.
+    static func readAll(_ path: String, maxBytes: Int) throws(WALError) -> [UInt8] {
+        let descriptor = try openFile(path, O_RDONLY)
+        defer { _ = close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw .io(operation: "fstat", path: path, errno: errno) }
+        let size = Int(status.st_size)
+        guard size <= maxBytes else {
+            throw .corrupt(file: path, offset: Int64(maxBytes), reason: "segment of \(size) bytes is over the limit")
+        }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var offset = 0
+        while offset < size {
+            let count = bytes.withUnsafeMutableBytes { buffer in
+                read(descriptor, buffer.baseAddress! + offset, size - offset)
+            }
+            if count > 0 {
+                offset += count
+            } else if count < 0 && errno == EINTR {
+                continue
+            } else {
+                throw .io(operation: "read", path: path, errno: count < 0 ? errno : EIO)
+            }
+        }
+        return bytes
+    }
+
+    /// Cuts the file at `path` to `length` bytes and makes that durable.
+    static func truncateFile(_ path: String, length: Int64) throws(WALError) {
+        let descriptor = try openFile(path, O_WRONLY)
+        defer { _ = close(descriptor) }
+        guard ftruncate(descriptor, off_t(length)) == 0 else {
+            throw .io(operation: "ftruncate", path: path, errno: errno)
+        }
+        try syncData(descriptor, path: path)
+    }
+
+    /// The names of the entries of the directory at `path` (without "." and "..").
+    static func listDirectory(_ path: String) throws(WALError) -> [String] {
+        guard let directory = opendir(path) else { throw .io(operation: "opendir", path: path, errno: errno) }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Creates the directory at `path` unless it exists, and makes its creation durable in its parent.
+    static func ensureDirectory(_ path: String) throws(WALError) {
+        if mkdir(path, 0o755) == 0 {
+            try syncDirectory(parentDirectory(of: path))
+        } else if errno != EEXIST {
+            throw .io(operation: "mkdir", path: path, errno: errno)
+        }
+    }
+
+    static func parentDirectory(of path: String) -> String {
+        let trimmed = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
+    }
+
+    /// Takes an exclusive advisory lock on the open `descriptor`, without waiting; false when someone holds it.
+    static func tryLock(_ descriptor: Int32) -> Bool {
+        flock(descriptor, LOCK_EX | LOCK_NB) == 0
+    }
+
+    static func closeFile(_ descriptor: Int32) {
+        _ = close(descriptor)
+    }
+}

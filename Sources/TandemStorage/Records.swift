@@ -1,0 +1,180 @@
+// The on-disk record format and the rules that a sequence of records must obey.
+//
+// A record is `[length u32][crc32c u32][type u8][body]`, little-endian, where `length` is the byte count of the
+// body and the CRC covers the length field, the type byte and the body (so a flipped length bit is caught too).
+// Bodies:
+//   entry        (1): index u64, term u64, payload (the rest)
+//   hardState    (2): term u64, commit u64, voted u8 (0 none, 1 some), votedFor length u16, votedFor UTF-8
+//   appliedIndex (3): index u64
+//   truncate     (4): fromIndex u64 — every entry at or after fromIndex is void; later entries replace them
+// Type 0 never exists, so zero-filled space never parses as a record.
+
+/// The kinds of record.
+enum RecordType: UInt8 {
+    case entry = 1
+    case hardState = 2
+    case appliedIndex = 3
+    case truncate = 4
+}
+
+/// Bytes before a record's body: length, CRC and type.
+let recordHeaderBytes = 9
+/// The fixed part of an entry body: index and term.
+let entryFixedBytes = 16
+/// Bounds the votedFor string, which is a node id.
+let votedForMaxBytes = 1024
+
+/// A decoded record.
+enum Record: Equatable {
+    case entry(WALEntry)
+    case hardState(HardState)
+    case appliedIndex(UInt64)
+    case truncate(fromIndex: UInt64)
+}
+
+/// Appends encoded records to a byte buffer.
+struct RecordEncoder {
+    /// Encodes `record` onto the end of `buffer`.
+    static func append(_ record: Record, to buffer: inout [UInt8]) {
+        let start = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: 8))  // Length and CRC, filled in below.
+        switch record {
+        case .entry(let entry):
+            buffer.append(RecordType.entry.rawValue)
+            appendUInt64(entry.index, to: &buffer)
+            appendUInt64(entry.term, to: &buffer)
+            buffer.append(contentsOf: entry.payload)
+        case .hardState(let state):
+            buffer.append(RecordType.hardState.rawValue)
+            appendUInt64(state.term, to: &buffer)
+            appendUInt64(state.commit, to: &buffer)
+            let vote = Array((state.votedFor ?? "").utf8)
+            precondition(vote.count <= votedForMaxBytes, "votedFor is a node id, at most \(votedForMaxBytes) bytes")
+            buffer.append(state.votedFor == nil ? 0 : 1)
+            buffer.append(UInt8(vote.count & 0xFF))
+            buffer.append(UInt8(vote.count >> 8))
+            buffer.append(contentsOf: vote)
+        case .appliedIndex(let index):
+            buffer.append(RecordType.appliedIndex.rawValue)
+            appendUInt64(index, to: &buffer)
+        case .truncate(let fromIndex):
+            buffer.append(RecordType.truncate.rawValue)
+            appendUInt64(fromIndex, to: &buffer)
+        }
+        let bodyBytes = UInt32(buffer.count - start - recordHeaderBytes)
+        storeUInt32(bodyBytes, at: start, in: &buffer)
+        let crc = buffer.withUnsafeBytes { bytes in
+            let lengthAndCRC = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + 4)])
+            let typeAndBody = UnsafeRawBufferPointer(rebasing: bytes[(start + 8)...])
+            return CRC32C.update(CRC32C.checksum(lengthAndCRC), typeAndBody)
+        }
+        storeUInt32(crc, at: start + 4, in: &buffer)
+    }
+
+    /// The encoded size of an entry record with `payloadBytes` of payload.
+    static func entryRecordBytes(payloadBytes: Int) -> Int { recordHeaderBytes + entryFixedBytes + payloadBytes }
+
+    private static func appendUInt64(_ value: UInt64, to buffer: inout [UInt8]) {
+        for shift in stride(from: 0, to: 64, by: 8) { buffer.append(UInt8(truncatingIfNeeded: value >> shift)) }
+    }
+
+    private static func storeUInt32(_ value: UInt32, at offset: Int, in buffer: inout [UInt8]) {
+        for byte in 0..<4 { buffer[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * byte)) }
+    }
+}
+
+/// The outcome of reading one record.
+enum RecordRead: Equatable {
+    /// A valid record and the offset just after it.
+    case record(Record, nextOffset: Int)
+    /// No valid record starts here, and why.
+    case invalid(reason: String)
+}
+
+/// Reads records out of a segment's bytes, checking each one's bounds and CRC.
+struct RecordDecoder {
+    /// The largest body any valid record can have.
+    let maxBodyBytes: Int
+
+    init(maxEntryPayloadBytes: Int) {
+        maxBodyBytes = entryFixedBytes + maxEntryPayloadBytes
+    }
+
+    /// Reads the record at `offset` of `bytes`.
+    func read(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> RecordRead {
+        let remaining = bytes.count - offset
+        guard remaining >= recordHeaderBytes else { return .invalid(reason: "incomplete record header") }
+        let bodyBytes = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        guard bodyBytes <= maxBodyBytes else { return .invalid(reason: "record length \(bodyBytes) over the limit") }
+        guard bodyBytes <= remaining - recordHeaderBytes else {
+            return .invalid(reason: "record length \(bodyBytes) runs past the end of the file")
+        }
+        let storedCRC = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+        let end = offset + recordHeaderBytes + bodyBytes
+        let computedCRC = CRC32C.update(
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + 4)])),
+            UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<end]))
+        guard storedCRC == computedCRC else { return .invalid(reason: "CRC mismatch") }
+        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderBytes)..<end])
+        guard let record = decodeBody(type: bytes[offset + 8], body) else {
+            return .invalid(reason: "malformed record of type \(bytes[offset + 8])")
+        }
+        return .record(record, nextOffset: end)
+    }
+
+    private func decodeBody(type: UInt8, _ body: UnsafeRawBufferPointer) -> Record? {
+        switch RecordType(rawValue: type) {
+        case .entry:
+            guard body.count >= entryFixedBytes else { return nil }
+            return .entry(
+                WALEntry(index: loadUInt64(body, 0), term: loadUInt64(body, 8), payload: Array(body[16...])))
+        case .hardState:
+            guard body.count >= 19, body[16] <= 1 else { return nil }
+            let voteBytes = Int(body[17]) | Int(body[18]) << 8
+            guard body.count == 19 + voteBytes, voteBytes <= votedForMaxBytes else { return nil }
+            let votedFor = body[16] == 1 ? String(decoding: body[19...], as: UTF8.self) : nil
+            return .hardState(HardState(term: loadUInt64(body, 0), votedFor: votedFor, commit: loadUInt64(body, 8)))
+        case .appliedIndex:
+            guard body.count == 8 else { return nil }
+            return .appliedIndex(loadUInt64(body, 0))
+        case .truncate:
+            guard body.count == 8 else { return nil }
+            return .truncate(fromIndex: loadUInt64(body, 0))
+        case nil:
+            return nil
+        }
+    }
+
+    private func loadUInt64(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> UInt64 {
+        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+}
+
+/// The index rules of the log, as a value-type state machine shared by the write path (where a violation is a
+/// programmer error) and recovery (where it is corruption).
+struct LogIndexState: Equatable {
+    /// The index the next entry must have, or nil while the log has never held an entry (the first entry may
+    /// then have any index, so that a log can later start after a snapshot).
+    private(set) var nextIndex: UInt64?
+
+    /// Accepts an entry at `index`, or explains why it breaks the log's contiguity.
+    mutating func onAppend(index: UInt64) -> String? {
+        if let expected = nextIndex, index != expected {
+            return "entry index \(index) where \(expected) was expected"
+        }
+        guard index < UInt64.max else { return "entry index overflows" }
+        nextIndex = index + 1
+        return nil
+    }
+
+    /// Accepts a truncation from `fromIndex`, or explains why it is out of range. Truncating at the next index
+    /// is a no-op that is still recorded.
+    mutating func onTruncate(fromIndex: UInt64) -> String? {
+        guard fromIndex >= 1 else { return "truncation from index 0" }
+        if let expected = nextIndex, fromIndex > expected {
+            return "truncation from \(fromIndex) beyond the next index \(expected)"
+        }
+        nextIndex = fromIndex
+        return nil
+    }
+}

@@ -1,0 +1,91 @@
+// The values that cross the WAL's public boundary.
+
+/// One log entry as the WAL stores it. The WAL knows nothing of what the payload means: the node runtime encodes
+/// its consensus entries into it.
+public struct WALEntry: Sendable, Hashable {
+    /// The log index, starting wherever the caller's log starts; consecutive entries have consecutive indexes.
+    public var index: UInt64
+    /// The term the entry was created in.
+    public var term: UInt64
+    /// The encoded entry.
+    public var payload: [UInt8]
+
+    public init(index: UInt64, term: UInt64, payload: [UInt8]) {
+        self.index = index
+        self.term = term
+        self.payload = payload
+    }
+}
+
+/// The consensus hard state: what must be on disk before a vote is sent or an entry acknowledged.
+public struct HardState: Sendable, Hashable {
+    public var term: UInt64
+    /// The node voted for in `term`, nil when none.
+    public var votedFor: String?
+    /// The highest index known to be committed.
+    public var commit: UInt64
+
+    public init(term: UInt64, votedFor: String?, commit: UInt64) {
+        self.term = term
+        self.votedFor = votedFor
+        self.commit = commit
+    }
+}
+
+/// What `WriteAheadLog.open` found on disk.
+public struct RecoveredLog: Sendable, Hashable {
+    /// The latest hard state saved, nil when none ever was.
+    public var hardState: HardState?
+    /// The latest applied index saved, 0 when none ever was.
+    public var appliedIndex: UInt64
+    /// The entries, in index order, with every truncation already applied.
+    public var entries: [WALEntry]
+    /// Set when recovery cut off an incomplete or damaged tail (a crash in the middle of a write). The caller
+    /// should log it; nothing in that tail had been synced, so nothing acknowledged was in it.
+    public var tornTail: TornTail?
+    /// How many segment files the log has.
+    public var segmentCount: Int
+}
+
+/// The tail recovery removed from the last segment.
+public struct TornTail: Sendable, Hashable {
+    /// The segment's file name (not the full path).
+    public var file: String
+    /// Where the damaged tail started; the file now ends here.
+    public var offset: Int64
+    /// How many bytes were cut.
+    public var discardedBytes: Int64
+    /// Why the record at `offset` was not valid.
+    public var reason: String
+}
+
+/// Tunables of the log. The defaults suit production; tests shrink the segment size to exercise rolling.
+public struct WALOptions: Sendable, Hashable {
+    /// A segment is closed and a new one started when the next record would take it past this size.
+    public var segmentSizeBytes: Int = 64 << 20
+    /// The largest entry payload accepted; a record is bounded by this plus its headers.
+    public var maxEntryPayloadBytes: Int = 64 << 20
+    /// Appended records are buffered in memory and written out (without fsync) once this many bytes are waiting,
+    /// so the buffer stays bounded between syncs.
+    public var writeBufferBytes: Int = 1 << 20
+
+    public init() {}
+}
+
+/// Everything the disk can do to the WAL. All but `locked` and `recordTooLarge` are fatal for a node: after
+/// `fsyncFailed` or `writeFailed` the WAL refuses further work, because the page cache may have dropped data the
+/// process believed written (PostgreSQL's fsyncgate). Never retry an fsync.
+public enum WALError: Error, Sendable, Hashable {
+    /// A record before the tail is damaged, or the records do not form a valid log. The node must stop.
+    case corrupt(file: String, offset: Int64, reason: String)
+    /// fsync (or fdatasync) failed: the data's fate is unknown. Fatal; never retried.
+    case fsyncFailed(file: String, errno: Int32)
+    /// A write failed (for example ENOSPC): the file's tail is unknown. Fatal.
+    case writeFailed(file: String, errno: Int32)
+    /// Another operation on the file system failed (open, read, rename, mkdir...).
+    case io(operation: String, path: String, errno: Int32)
+    /// Another process holds the data directory.
+    case locked(directory: String)
+    /// An entry payload is larger than `WALOptions.maxEntryPayloadBytes`; nothing was appended.
+    case recordTooLarge(bytes: Int, limit: Int)
+}
