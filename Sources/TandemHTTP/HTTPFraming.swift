@@ -70,8 +70,10 @@ struct FramingFields {
         return .contentLength(try parseContentLength(value))
     }
 
-    /// Accepts exactly one `chunked` coding. RFC 9112 allows other codings before it, but the proxy re-frames
-    /// every body and drops Transfer-Encoding, so a coding it does not decode would be silently lost.
+    /// Accepts exactly one `chunked` coding. A list that does not end in chunked, or applies it twice, leaves
+    /// the body length undeterminable (400). RFC 9112 allows other codings before chunked, but the proxy
+    /// re-frames every body and drops Transfer-Encoding, so a coding it does not decode would be silently lost:
+    /// those are refused as not implemented (501).
     private func checkChunkedOnly() throws(HTTPParseError) {
         var codings: [Substring] = []
         for value in transferEncodingValues {
@@ -81,10 +83,14 @@ struct FramingFields {
         }
         let chunkedCount = codings.filter { asciiCaseInsensitiveEquals($0, "chunked") }.count
         guard let last = codings.last, asciiCaseInsensitiveEquals(last, "chunked") else {
-            throw HTTPParseError(.unsupportedTransferEncoding, "Transfer-Encoding does not end in chunked")
+            throw HTTPParseError(.invalidTransferEncoding, "Transfer-Encoding does not end in chunked")
         }
         guard chunkedCount == 1 else {
-            throw HTTPParseError(.unsupportedTransferEncoding, "chunked is applied more than once")
+            throw HTTPParseError(.invalidTransferEncoding, "chunked is applied more than once")
+        }
+        let allTokens = codings.allSatisfy { !$0.isEmpty && $0.utf8.allSatisfy(isTokenCharacter) }
+        guard allTokens else {
+            throw HTTPParseError(.invalidTransferEncoding, "Transfer-Encoding has an element that is not a token")
         }
         guard codings.count == 1 else {
             throw HTTPParseError(.unsupportedTransferEncoding, "a transfer coding other than chunked")

@@ -4,7 +4,7 @@
 // requests and responses (the start line and how the head decides the framing) is a `HTTPMessageRole`.
 
 /// How the body of the message whose head was just parsed is delimited.
-enum BodyPlan: Equatable {
+enum BodyPlan: Equatable, Sendable {
     case none
     case contentLength(Int64)
     case chunked
@@ -12,13 +12,13 @@ enum BodyPlan: Equatable {
 }
 
 /// What follows the end of the current message on the connection.
-enum AfterMessage: Equatable {
+enum AfterMessage: Equatable, Sendable {
     case nextMessage
     case tunnel
 }
 
 /// The part of parsing that differs between requests and responses.
-protocol HTTPMessageRole {
+protocol HTTPMessageRole: Sendable {
     associatedtype Head: Sendable
     /// Words naming the start line in error messages ("request line", "status line").
     static var startLineName: String { get }
@@ -41,8 +41,8 @@ enum StepOutcome {
     case messageEnded
 }
 
-struct HTTPMessageParser<Role: HTTPMessageRole> {
-    enum State {
+struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
+    enum State: Sendable {
         case startLine
         case headerLines
         case contentLengthBody(remainingBytes: Int64)
@@ -115,9 +115,11 @@ struct HTTPMessageParser<Role: HTTPMessageRole> {
                 case .proceed: continue
                 case .needMoreBytes:
                     assert(index == bytes.count, "the parser must consume all input before asking for more")
+                    assertInvariants()
                     return index
                 case .messageEnded:
-                    assert(index <= bytes.count)
+                    assert(index <= bytes.count, "the parser consumed more than it was given")
+                    assertInvariants()
                     return index
                 }
             }
@@ -142,6 +144,20 @@ struct HTTPMessageParser<Role: HTTPMessageRole> {
                 throw error
             }
         }
+    }
+
+    /// The invariants written beside the fields, checked after every call in debug builds.
+    private func assertInvariants() {
+        switch state {
+        case .startLine, .headerLines, .chunkSizeLine, .trailerLines:
+            assert(sectionBytesUsed >= 0 && sectionBytesUsed + lineBuffer.count <= sectionBudgetBytes)
+        case .tunnel, .failed:
+            assert(lineBuffer.isEmpty)
+        default:
+            assert(lineBuffer.isEmpty, "only line sections hold a partial line")
+        }
+        assert(fields.count <= limits.headerCountMax)
+        assert(bodyBytesSeen >= 0 && bodyBytesSeen <= limits.bodyMaxBytes)
     }
 
     // MARK: - Steps

@@ -29,6 +29,7 @@ public struct HTTPParseError: Error, Sendable, Hashable, CustomStringConvertible
         case conflictingFraming
         case duplicateContentLength
         case invalidContentLength
+        case invalidTransferEncoding
         case unsupportedTransferEncoding
         case transferEncodingInHTTP10
         case invalidChunkSize
@@ -56,8 +57,10 @@ public struct HTTPParseError: Error, Sendable, Hashable, CustomStringConvertible
 
     /// The status the proxy answers to a client whose request failed this way (then closes the connection):
     /// 414 for an over-long request line, 431 for over-large headers, 413 for an over-large body, 501 for a
-    /// transfer coding Tandem does not implement, 505 for an HTTP version it does not speak, 417 for an
-    /// unknown expectation, 400 for everything else. Errors parsing an upstream response become 502 instead.
+    /// well-formed transfer coding Tandem does not implement (`gzip, chunked`), 505 for an HTTP version it
+    /// does not speak, 417 for an unknown expectation, and 400 for everything else, including every framing
+    /// ambiguity (RFC 9112 section 6.3: a Transfer-Encoding that does not end in chunked is a 400 and close).
+    /// Errors parsing an upstream response become 502 instead; that is the proxy's decision, not this one.
     public var statusCode: Int {
         switch code {
         case .requestLineTooLong: return 414

@@ -45,7 +45,7 @@ public struct HTTPRequestHead: Sendable, Equatable {
 /// It reports `.head`, then `.body` slices, then `.end` through the callback, and stops at the end of each
 /// message so that a pipelined next request stays in the caller's buffer until the caller is ready for it.
 /// After a thrown error it is `.failed` for good: answer `error.statusCode` and close the connection.
-public struct HTTPRequestParser {
+public struct HTTPRequestParser: Sendable {
     private var engine: HTTPMessageParser<RequestRole>
 
     /// Creates a parser enforcing `limits`.

@@ -45,7 +45,7 @@ public struct HTTPResponseHead: Sendable, Equatable {
 /// Interim responses are reported as their own message (`.head` with `isInterim`, then `.end`); the final
 /// response to the same request follows. A response without framing is delimited by close (`.untilClose`): call
 /// `finishAtEOF` when the connection closes to receive its `.end`.
-public struct HTTPResponseParser {
+public struct HTTPResponseParser: Sendable {
     /// The most requests that may await a response on one connection (pipelining depth).
     public static let pendingRequestsMax = 256
     private var engine: HTTPMessageParser<ResponseRole>
@@ -99,7 +99,7 @@ public struct HTTPResponseParser {
 }
 
 /// What about a request decides how its response is framed.
-enum RequestKind: Equatable {
+enum RequestKind: Equatable, Sendable {
     case head
     case connect
     case other

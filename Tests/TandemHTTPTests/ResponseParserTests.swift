@@ -146,7 +146,7 @@ final class ResponseParserTests: XCTestCase {
         }
         XCTAssertEqual(error("Content-Length: 1\r\nTransfer-Encoding: chunked\r\n"), .conflictingFraming)
         XCTAssertEqual(error("Content-Length: 1\r\nContent-Length: 1\r\n"), .duplicateContentLength)
-        XCTAssertEqual(error("Transfer-Encoding: gzip\r\n"), .unsupportedTransferEncoding)
+        XCTAssertEqual(error("Transfer-Encoding: gzip\r\n"), .invalidTransferEncoding)
         XCTAssertEqual(error("Transfer-Encoding: chunked\r\n", version: "HTTP/1.0"), .transferEncodingInHTTP10)
         XCTAssertEqual(error("X: 1\r\n 2\r\n"), .obsFold)
         XCTAssertEqual(error("X: 1\n"), .bareLF)
