@@ -1,8 +1,10 @@
 // RouteMatcher: the `METHOD /path/glob*` rules of TANDEM_READ_ROUTES, TANDEM_WRITE_ROUTES and
 // TANDEM_BYPASS_ROUTES, and the path normalization that keeps a rule from being sidestepped by spelling.
+// The names carry an HTTP prefix because TandemConfig has its own `RouteRule` for validating configuration;
+// whichever matcher classifies requests, it should be given `normalizedRoutePath(requestPath(ofTarget:))`.
 
 /// A rule could not be parsed; the message says what is accepted (configuration validation quotes it).
-public struct RouteRuleError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct HTTPRouteRuleError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The rule text as given.
     public let rule: String
     /// What is wrong and what is accepted.
@@ -21,33 +23,33 @@ public struct RouteRuleError: Error, Sendable, Hashable, CustomStringConvertible
 /// - The request path is matched without its query, after decoding percent-encoded unreserved characters and
 ///   removing dot segments (RFC 3986 sections 2.3 and 5.2.4), so `/kv/%2E%2E/admin` is matched as `/admin`.
 ///   Encoded slashes (`%2F`) stay encoded: they are not path separators.
-public struct RouteRule: Sendable, Hashable, CustomStringConvertible {
+public struct HTTPRouteRule: Sendable, Hashable, CustomStringConvertible {
     /// The method, or nil for any.
     public let method: String?
     /// The path pattern.
     public let pathPattern: String
 
     /// Parses `METHOD PATTERN` (one or more spaces or tabs between them, none inside).
-    public init(parsing text: String) throws(RouteRuleError) {
+    public init(parsing text: String) throws(HTTPRouteRuleError) {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
         guard parts.count == 2 else {
-            throw RouteRuleError(rule: text, reason: "expected \"METHOD /path\", e.g. \"GET /kv/*\" or \"* /ws*\"")
+            throw HTTPRouteRuleError(rule: text, reason: "expected \"METHOD /path\", e.g. \"GET /kv/*\" or \"* /ws*\"")
         }
         let methodText = String(parts[0]).uppercased()
         if methodText == "*" {
             method = nil
         } else {
             guard isValidFieldName(methodText) else {
-                throw RouteRuleError(rule: text, reason: "the method must be a token such as GET, or *")
+                throw HTTPRouteRuleError(rule: text, reason: "the method must be a token such as GET, or *")
             }
             method = methodText
         }
         let pattern = String(parts[1])
         guard pattern == "*" || pattern.hasPrefix("/") else {
-            throw RouteRuleError(rule: text, reason: "the path pattern must start with / (or be *)")
+            throw HTTPRouteRuleError(rule: text, reason: "the path pattern must start with / (or be *)")
         }
         guard pattern.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw RouteRuleError(rule: text, reason: "the path pattern must be visible ASCII")
+            throw HTTPRouteRuleError(rule: text, reason: "the path pattern must be visible ASCII")
         }
         pathPattern = pattern
     }
@@ -62,34 +64,34 @@ public struct RouteRule: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// An ordered list of rules; the first that matches wins.
-public struct RouteTable: Sendable, Hashable {
+public struct HTTPRouteTable: Sendable, Hashable {
     /// Bound on the rules of one table, so that matching cost per request is bounded.
     public static let rulesMax = 256
     /// The rules, in configuration order.
-    public let rules: [RouteRule]
+    public let rules: [HTTPRouteRule]
 
     /// A table of these rules.
-    public init(rules: [RouteRule]) {
+    public init(rules: [HTTPRouteRule]) {
         precondition(rules.count <= Self.rulesMax, "at most \(Self.rulesMax) route rules")
         self.rules = rules
     }
 
     /// Parses a comma-separated list (`GET /a*, POST /b`); an empty or blank list is an empty table.
-    public init(parsingList list: String) throws(RouteRuleError) {
-        var rules: [RouteRule] = []
+    public init(parsingList list: String) throws(HTTPRouteRuleError) {
+        var rules: [HTTPRouteRule] = []
         for element in list.split(separator: ",") {
             let text = String(trimmingOptionalWhitespace(element))
             if text.isEmpty { continue }
-            rules.append(try RouteRule(parsing: text))
+            rules.append(try HTTPRouteRule(parsing: text))
             guard rules.count <= Self.rulesMax else {
-                throw RouteRuleError(rule: text, reason: "at most \(Self.rulesMax) rules are accepted")
+                throw HTTPRouteRuleError(rule: text, reason: "at most \(Self.rulesMax) rules are accepted")
             }
         }
         self.rules = rules
     }
 
     /// The first rule that matches, or nil.
-    public func firstMatch(method: String, target: String) -> RouteRule? {
+    public func firstMatch(method: String, target: String) -> HTTPRouteRule? {
         guard !rules.isEmpty else { return nil }
         let path = normalizedRoutePath(requestPath(ofTarget: target))
         return rules.first { rule in

@@ -4,7 +4,7 @@ import XCTest
 
 /// `METHOD /path/glob*` rules, as TANDEM_*_ROUTES use them.
 final class RouteMatcherTests: XCTestCase {
-    private func rule(_ text: String) -> RouteRule { try! RouteRule(parsing: text) }
+    private func rule(_ text: String) -> HTTPRouteRule { try! HTTPRouteRule(parsing: text) }
 
     func testASuffixWildcardMatchesEverythingBelowThePrefixAndTheQueryIsIgnored() {
         let ws = rule("GET /ws*")
@@ -57,19 +57,19 @@ final class RouteMatcherTests: XCTestCase {
     }
 
     func testAListIsParsedInOrderAndTheFirstMatchWins() throws {
-        let table = try RouteTable(parsingList: " GET /kv/special , * /kv/* ,POST /other ")
+        let table = try HTTPRouteTable(parsingList: " GET /kv/special , * /kv/* ,POST /other ")
         XCTAssertEqual(table.rules.count, 3)
         XCTAssertEqual(table.firstMatch(method: "GET", target: "/kv/special")?.description, "GET /kv/special")
         XCTAssertEqual(table.firstMatch(method: "DELETE", target: "/kv/special")?.description, "* /kv/*")
         XCTAssertNil(table.firstMatch(method: "GET", target: "/else"))
-        XCTAssertTrue(try RouteTable(parsingList: "").rules.isEmpty)
-        XCTAssertFalse(try RouteTable(parsingList: " , ").matches(method: "GET", target: "/"))
+        XCTAssertTrue(try HTTPRouteTable(parsingList: "").rules.isEmpty)
+        XCTAssertFalse(try HTTPRouteTable(parsingList: " , ").matches(method: "GET", target: "/"))
     }
 
     func testMalformedRulesAreRejectedWithAReason() {
         for text in ["/no-method", "GET", "GET no-slash", "GET /a /b", "G(T /a", "GET /caf\u{e9}"] {
-            XCTAssertThrowsError(try RouteRule(parsing: text), text) { error in
-                XCTAssertFalse((error as? RouteRuleError)?.reason.isEmpty ?? true)
+            XCTAssertThrowsError(try HTTPRouteRule(parsing: text), text) { error in
+                XCTAssertFalse((error as? HTTPRouteRuleError)?.reason.isEmpty ?? true)
             }
         }
     }
