@@ -44,7 +44,8 @@ public enum ProxyHeaders {
             "client address must be a numeric IP address")
         precondition(isValidFieldName(proto), "proto must be a token")
         appendListElement(clientAddress, toField: "X-Forwarded-For", in: &headers)
-        appendListElement(forwardedElement(clientAddress: clientAddress, proto: proto), toField: "Forwarded", in: &headers)
+        appendListElement(
+            forwardedElement(clientAddress: clientAddress, proto: proto), toField: "Forwarded", in: &headers)
     }
 
     /// The `Forwarded` element for one hop: `for=192.0.2.1;proto=http` or `for="[2001:db8::1]";proto=http`.

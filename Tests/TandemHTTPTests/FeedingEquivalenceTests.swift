@@ -20,7 +20,8 @@ final class FeedingEquivalenceTests: XCTestCase {
         let whole = feedRequests(pipelined)
         XCTAssertNil(whole.error)
         XCTAssertEqual(whole.messages.count, validRequestCorpus.count)
-        XCTAssertEqual(whole.messages.map { $0.head }, validRequestCorpus.map { feedRequests($0.bytes).messages[0].head })
+        XCTAssertEqual(
+            whole.messages.map { $0.head }, validRequestCorpus.map { feedRequests($0.bytes).messages[0].head })
         for pieceBytes in [1, 2, 3, 7, 16, 100, 1000] {
             XCTAssertEqual(feedRequests(pipelined, pieceBytes: pieceBytes), whole, "pieces of \(pieceBytes)")
         }

@@ -12,12 +12,13 @@ final class FuzzTests: XCTestCase {
         requestLineMaxBytes: 40, headerBlockMaxBytes: 64, headerCountMax: 4, bodyMaxBytes: 12,
         chunkLineMaxBytes: 10, trailerBlockMaxBytes: 16)
 
-    private static let fragments: [[UInt8]] = [
-        "\r\n", "\r", "\n", " ", "\t", ":", ",", ";", "=", "\"", "0", "f", "ffffffffffffffffff", "\u{0}", "\u{7F}",
-        "Content-Length: 5\r\n", "Content-Length: 0\r\n", "Transfer-Encoding: chunked\r\n", "Host: b\r\n",
-        "Connection: close\r\n", "Expect: 100-continue\r\n", " chunked", "\r\n\r\n", "0\r\n\r\n", "HTTP/1.0",
-        "\u{e9}", "%2e", "*",
-    ].map { Array($0.utf8) } + [[0xFF], [0xC3]]
+    private static let fragments: [[UInt8]] =
+        [
+            "\r\n", "\r", "\n", " ", "\t", ":", ",", ";", "=", "\"", "0", "f", "ffffffffffffffffff", "\u{0}", "\u{7F}",
+            "Content-Length: 5\r\n", "Content-Length: 0\r\n", "Transfer-Encoding: chunked\r\n", "Host: b\r\n",
+            "Connection: close\r\n", "Expect: 100-continue\r\n", " chunked", "\r\n\r\n", "0\r\n\r\n", "HTTP/1.0",
+            "\u{e9}", "%2e", "*",
+        ].map { Array($0.utf8) } + [[0xFF], [0xC3]]
 
     func testMutatedRequestsNeverCrashOverConsumeDisagreeOrExceedTightLimits() {
         fuzzRequests(seed: 0x7A4D_E11A, limits: tightLimits, iterations: 2000, acceptedMin: 50)
@@ -89,7 +90,8 @@ final class FuzzTests: XCTestCase {
                 let length = min(bytes.count - position, 1 + Int(random.next() % 40))
                 bytes.insert(contentsOf: bytes[position..<(position + length)], at: position)
             case 4:
-                bytes.insert(contentsOf: [UInt8](repeating: UInt8(ascii: "a"), count: Int(random.next() % 80)), at: position)
+                bytes.insert(
+                    contentsOf: [UInt8](repeating: UInt8(ascii: "a"), count: Int(random.next() % 80)), at: position)
             default:
                 bytes = Array(bytes.prefix(position))
             }
@@ -116,7 +118,8 @@ final class FuzzTests: XCTestCase {
         var pending: [UInt8] = []
         var offset = 0
         var bodyBytes = 0
-        let lineBudgetMax = max(limits.requestLineMaxBytes, limits.headerBlockMaxBytes, limits.chunkLineMaxBytes,
+        let lineBudgetMax = max(
+            limits.requestLineMaxBytes, limits.headerBlockMaxBytes, limits.chunkLineMaxBytes,
             limits.trailerBlockMaxBytes)
         while offset < input.count || !pending.isEmpty {
             let next = min(input.count, offset + max(1, pieceSizes(offset)))

@@ -36,7 +36,8 @@ final class ProxyHeadersTests: XCTestCase {
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: "::1")
         XCTAssertEqual(headers.first(name: "x-forwarded-for"), "::1")
         XCTAssertEqual(headers.first(name: "forwarded"), "for=\"[::1]\";proto=http")
-        XCTAssertEqual(ProxyHeaders.forwardedElement(clientAddress: "2001:db8::1", proto: "https"),
+        XCTAssertEqual(
+            ProxyHeaders.forwardedElement(clientAddress: "2001:db8::1", proto: "https"),
             "for=\"[2001:db8::1]\";proto=https")
     }
 

@@ -65,7 +65,8 @@ final class RequestParserTests: XCTestCase {
     func testManyPipelinedRequestsInOneBufferAreAllParsedInOrder() {
         var input: [UInt8] = []
         for index in 0..<50 {
-            input += "POST /kv/\(index) HTTP/1.1\r\nHost: a\r\nContent-Length: \(String(index).utf8.count)\r\n\r\n\(index)"
+            input +=
+                "POST /kv/\(index) HTTP/1.1\r\nHost: a\r\nContent-Length: \(String(index).utf8.count)\r\n\r\n\(index)"
                 .bytes
         }
         let outcome = feedRequests(input)

@@ -16,7 +16,8 @@ final class ResponseParserTests: XCTestCase {
 
     func testAResponseToHEADHasNoBodyWhateverItsContentLengthSays() throws {
         let first = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
-        let outcome = feedResponses((first + "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx").bytes, methods: ["HEAD", "GET"])
+        let outcome = feedResponses(
+            (first + "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx").bytes, methods: ["HEAD", "GET"])
         XCTAssertNil(outcome.error)
         XCTAssertEqual(outcome.messages.count, 2)
         XCTAssertEqual(outcome.messages[0].head?.framing, ResponseFraming.none)
@@ -95,7 +96,8 @@ final class ResponseParserTests: XCTestCase {
     }
 
     func testPipelinedResponsesAreMatchedToTheirRequestsInOrder() {
-        let text = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"  // HEAD: no body
+        let text =
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"  // HEAD: no body
             + "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" + "HTTP/1.1 204 No Content\r\n\r\n"
         let outcome = feedResponses(text.bytes, methods: ["HEAD", "GET", "DELETE"], pieceBytes: 5)
         XCTAssertNil(outcome.error)

@@ -76,7 +76,9 @@ final class SmugglingTests: XCTestCase {
     }
 
     func testAnObfuscatedTransferEncodingIsRejected() {
-        for value in ["xchunked", "chunked;x=1", "\"chunked\"", "", "chunked,", "chunk\u{e9}d", ", chunked", "g(z), chunked"] {
+        for value in [
+            "xchunked", "chunked;x=1", "\"chunked\"", "", "chunked,", "chunk\u{e9}d", ", chunked", "g(z), chunked",
+        ] {
             assertRejected(
                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \(value)\r\n\r\n", .invalidTransferEncoding)
         }
@@ -211,8 +213,10 @@ final class SmugglingTests: XCTestCase {
     }
 
     func testAConnectionThatNamesHostOrContentLengthCannotStripThem() {
-        var headers: HTTPHeaders = ["Host": "a", "Content-Length": "3", "Connection": "Host, Content-Length, X-Drop",
-            "X-Drop": "1", "X-Keep": "2"]
+        var headers: HTTPHeaders = [
+            "Host": "a", "Content-Length": "3", "Connection": "Host, Content-Length, X-Drop",
+            "X-Drop": "1", "X-Keep": "2",
+        ]
         ProxyHeaders.removeHopByHop(from: &headers)
         XCTAssertEqual(headers.map { $0.name }, ["Host", "Content-Length", "X-Keep"])
     }
