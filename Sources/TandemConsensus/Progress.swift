@@ -1,0 +1,141 @@
+/// The leader's view of one follower's replication, with flow control.
+struct Progress {
+    enum State: Equatable {
+        /// The leader is searching for the last matching index: one append at a time.
+        case probe
+        /// The follower is known to match: appends are pipelined within the inflight limits.
+        case replicate
+    }
+
+    /// Invariant: `matchIndex < nextIndex`.
+    var matchIndex: UInt64 = 0
+    var nextIndex: UInt64
+    var state: State = .probe
+    /// In probe state, when the single outstanding probe was sent; the next waits for an answer or a heartbeat.
+    var probeSentAtMs: Int64?
+    /// Appends in flight (replicate state). Bounded by the config's inflight limits.
+    var inflight = Inflights()
+    /// When the leader last received any message from the follower (check-quorum).
+    var lastHeardMs: Int64
+    /// The highest confirmation round the follower acknowledged in this term.
+    var ackedRound: UInt64 = 0
+
+    init(nextIndex: UInt64, nowMs: Int64) {
+        self.nextIndex = nextIndex
+        self.lastHeardMs = nowMs
+    }
+
+    func isPaused(nowMs: Int64, heartbeatIntervalMs: Int64, maxMessages: Int, maxBytes: Int) -> Bool {
+        switch state {
+        case .probe:
+            guard let sent = probeSentAtMs else { return false }
+            return nowMs - sent < heartbeatIntervalMs
+        case .replicate:
+            return inflight.isFull(maxMessages: maxMessages, maxBytes: maxBytes)
+        }
+    }
+
+    mutating func becomeProbe() {
+        state = .probe
+        nextIndex = matchIndex + 1
+        probeSentAtMs = nil
+        inflight.removeAll()
+    }
+
+    mutating func becomeReplicate() {
+        state = .replicate
+        nextIndex = matchIndex + 1
+        probeSentAtMs = nil
+        inflight.removeAll()
+    }
+
+    /// Records an acknowledged index; returns whether it moved the match forward.
+    mutating func acknowledge(_ index: UInt64) -> Bool {
+        inflight.free(through: index)
+        guard index > matchIndex else { return false }
+        matchIndex = index
+        nextIndex = max(nextIndex, index + 1)
+        probeSentAtMs = nil
+        precondition(matchIndex < nextIndex, "match must stay below next")
+        return true
+    }
+}
+
+/// Appends in flight to one follower, oldest first.
+struct Inflights {
+    /// The last index each in-flight append carried, with its entry bytes. Bounded by the caller's limits.
+    private(set) var items: [(lastIndex: UInt64, bytes: Int)] = []
+    private(set) var totalBytes = 0
+
+    var count: Int { items.count }
+
+    func isFull(maxMessages: Int, maxBytes: Int) -> Bool {
+        items.count >= maxMessages || totalBytes >= maxBytes
+    }
+
+    mutating func add(lastIndex: UInt64, bytes: Int) {
+        items.append((lastIndex, bytes))
+        totalBytes += bytes
+    }
+
+    /// Frees every append whose entries are all acknowledged.
+    mutating func free(through index: UInt64) {
+        var drop = 0
+        while drop < items.count && items[drop].lastIndex <= index {
+            totalBytes -= items[drop].bytes
+            drop += 1
+        }
+        if drop > 0 { items.removeFirst(drop) }
+    }
+
+    mutating func removeAll() {
+        items.removeAll(keepingCapacity: true)
+        totalBytes = 0
+    }
+}
+
+/// A map that forgets its oldest keys beyond a capacity. Used to remember the fate of forwarded proposals so that a
+/// duplicated forward gets the same answer as the original.
+struct BoundedFIFOMap<Key: Hashable, Value> {
+    /// Invariant: `storage.count <= capacity` and every key in `storage` is in `order`.
+    private(set) var storage: [Key: Value] = [:]
+    private var order: [Key] = []
+    private var head = 0
+    let capacity: Int
+
+    init(capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+    }
+
+    subscript(key: Key) -> Value? { storage[key] }
+
+    mutating func insert(_ value: Value, for key: Key) {
+        if storage.updateValue(value, forKey: key) != nil { return }
+        order.append(key)
+        if storage.count > capacity {
+            storage.removeValue(forKey: order[head])
+            head += 1
+        }
+        if head > capacity {  // Compact the consumed prefix so `order` stays bounded too.
+            order.removeFirst(head)
+            head = 0
+        }
+        precondition(storage.count <= capacity, "bounded map overflow")
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator. The core's only source of randomness, so runs replay exactly.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension BoundedFIFOMap: Sendable where Key: Sendable, Value: Sendable {}

@@ -1,0 +1,161 @@
+/// The node's log in memory, with the bookkeeping of what is committed, handed out for persistence and durable.
+///
+/// It is an in-memory array for now. Compaction will put a snapshot before `entries`: every access already goes
+/// through `offset` (the index before the first stored entry) and `term(at:)`, which is the seam for it.
+struct RaftLog {
+    /// Invariant: `entries[k].index == offset + 1 + k`, and terms never decrease along the array.
+    private(set) var entries: [Entry]
+    /// The index just before the first stored entry (a snapshot's index once compaction exists).
+    let offset: UInt64 = 0
+    /// Invariant: `appliedIndex <= committedIndex <= lastIndex`.
+    private(set) var committedIndex: UInt64
+    /// The last index handed to the runtime to apply (in a Ready's `committedEntries`).
+    /// Invariant: `appliedIndex <= committedIndex`.
+    private(set) var appliedIndex: UInt64
+    /// The last index known to be durable on this node's disk with the same content as `entries`.
+    /// Invariant: `persistedIndex <= lastIndex` and `persistedIndex < unstableFromIndex`.
+    private(set) var persistedIndex: UInt64
+    /// The first index not yet handed to the runtime for persistence. Invariant: `unstableFromIndex <= lastIndex + 1`.
+    private(set) var unstableFromIndex: UInt64
+    /// Set when entries already handed out were replaced: the next Ready must truncate from here.
+    private(set) var truncateFromIndex: UInt64?
+
+    init(recovered: RecoveredState) {
+        entries = recovered.entries
+        let last = recovered.entries.last?.index ?? 0
+        precondition(recovered.hardState.commitIndex <= last, "recovered commit index beyond the recovered log")
+        precondition(recovered.appliedIndex <= recovered.hardState.commitIndex, "applied beyond commit on disk")
+        for (k, entry) in entries.enumerated() {
+            precondition(entry.index == UInt64(k) + 1, "recovered log is not contiguous from index 1")
+        }
+        committedIndex = recovered.hardState.commitIndex
+        appliedIndex = recovered.appliedIndex
+        persistedIndex = last
+        unstableFromIndex = last + 1
+        checkInvariants()
+    }
+
+    var lastIndex: UInt64 { offset + UInt64(entries.count) }
+    var lastTerm: UInt64 { entries.last?.term ?? 0 }
+    var lastTimeMs: Int64 { entries.last?.timeMs ?? 0 }
+
+    /// The term of the entry at `index`; 0 for index 0; nil when the index is not in the log.
+    func term(at index: UInt64) -> UInt64? {
+        if index == offset { return 0 }
+        guard index > offset, index <= lastIndex else { return nil }
+        return entries[Int(index - offset - 1)].term
+    }
+
+    func entry(at index: UInt64) -> Entry? {
+        guard index > offset, index <= lastIndex else { return nil }
+        return entries[Int(index - offset - 1)]
+    }
+
+    /// Entries from `index` on, as many as fit in `maxBytes` but always at least one if any exist.
+    func entries(from index: UInt64, maxBytes: Int, maxCount: Int = Int.max) -> ArraySlice<Entry> {
+        guard index <= lastIndex else { return [] }
+        precondition(index > offset, "entries before the log start need a snapshot")
+        let start = Int(index - offset - 1)
+        var end = start
+        var bytes = 0
+        while end < entries.count && end - start < maxCount {
+            bytes += entries[end].sizeBytes
+            if bytes > maxBytes && end > start { break }
+            end += 1
+        }
+        return entries[start..<end]
+    }
+
+    /// Raft's election restriction: is a log ending at (lastIndex, lastTerm) at least as up to date as ours?
+    func isUpToDate(lastIndex candidateIndex: UInt64, lastTerm candidateTerm: UInt64) -> Bool {
+        candidateTerm > lastTerm || (candidateTerm == lastTerm && candidateIndex >= lastIndex)
+    }
+
+    /// The highest index at or below `index` whose term is at most `term` (0 if none): where a log that has `term`
+    /// at `index` could first agree with ours.
+    func lastIndex(atOrBelow index: UInt64, withTermAtMost term: UInt64) -> UInt64 {
+        var candidate = min(index, lastIndex)
+        while candidate > offset, let t = self.term(at: candidate), t > term { candidate -= 1 }
+        return candidate
+    }
+
+    /// Appends entries made by this node as leader.
+    mutating func append(_ entry: Entry) {
+        precondition(entry.index == lastIndex + 1 && entry.term >= lastTerm, "leader append out of order")
+        entries.append(entry)
+    }
+
+    /// Applies an append from the leader whose consistency check passed. Skips entries already present, truncates a
+    /// conflicting uncommitted suffix, and returns the index of the last entry the message covered.
+    mutating func appendFromLeader(prevIndex: UInt64, entries newEntries: [Entry]) -> UInt64 {
+        var k = 0
+        while k < newEntries.count {
+            let entry = newEntries[k]
+            precondition(entry.index == prevIndex + 1 + UInt64(k), "append batch not contiguous")
+            guard let existing = term(at: entry.index) else { break }
+            if existing != entry.term {
+                truncate(from: entry.index)
+                break
+            }
+            k += 1
+        }
+        for entry in newEntries[k...] { entries.append(entry) }
+        checkInvariants()
+        return prevIndex + UInt64(newEntries.count)
+    }
+
+    private mutating func truncate(from index: UInt64) {
+        precondition(index > committedIndex, "a committed entry may never be replaced")
+        entries.removeLast(Int(lastIndex - index + 1))
+        persistedIndex = min(persistedIndex, index - 1)
+        if index < unstableFromIndex {
+            truncateFromIndex = min(truncateFromIndex ?? index, index)
+            unstableFromIndex = index
+        }
+    }
+
+    mutating func commit(to index: UInt64) {
+        guard index > committedIndex else { return }
+        precondition(index <= lastIndex, "commit beyond the log")
+        committedIndex = index
+    }
+
+    // MARK: Ready bookkeeping
+
+    /// Entries not yet handed out for persistence.
+    var unstableEntries: ArraySlice<Entry> { entries(from: unstableFromIndex, maxBytes: Int.max) }
+    var hasUnstable: Bool { unstableFromIndex <= lastIndex }
+    var hasCommittedToApply: Bool { committedIndex > appliedIndex }
+
+    /// Hands out the unstable entries and the truncation point, marking them as handed out.
+    mutating func takeUnstable() -> (entries: [Entry], truncateFrom: UInt64?) {
+        let taken = Array(unstableEntries)
+        let truncate = truncateFromIndex
+        unstableFromIndex = lastIndex + 1
+        truncateFromIndex = nil
+        return (taken, truncate)
+    }
+
+    /// Hands out committed entries to apply, at most `maxCount`.
+    mutating func takeCommitted(maxCount: Int) -> [Entry] {
+        guard committedIndex > appliedIndex else { return [] }
+        let count = Int(min(committedIndex - appliedIndex, UInt64(maxCount)))
+        let taken = Array(entries(from: appliedIndex + 1, maxBytes: Int.max, maxCount: count))
+        appliedIndex += UInt64(taken.count)
+        return taken
+    }
+
+    /// The runtime made entries up to (index, term) durable. If a truncation since replaced that entry, the disk
+    /// holds a stale suffix that the next Ready deletes, so nothing is marked.
+    mutating func persisted(through index: UInt64, term entryTerm: UInt64) {
+        guard term(at: index) == entryTerm, index < unstableFromIndex else { return }
+        persistedIndex = max(persistedIndex, index)
+    }
+
+    func checkInvariants() {
+        precondition(appliedIndex <= committedIndex, "applied beyond committed")
+        precondition(committedIndex <= lastIndex, "committed beyond the log")
+        precondition(persistedIndex <= lastIndex && persistedIndex < unstableFromIndex, "persisted beyond the log")
+        precondition(unstableFromIndex <= lastIndex + 1, "unstable start beyond the log")
+    }
+}

@@ -1,0 +1,281 @@
+// Elections: term rules, pre-vote, votes, role changes, suspicion and check-quorum.
+
+extension RaftNode {
+    /// Applies Raft's term rules to a message; returns whether it should be handled further.
+    mutating func admitTerm(of message: Message) -> Bool {
+        if message.term > term {
+            switch message {
+            case .preVoteRequest:
+                return true  // A pre-vote never raises anyone's term.
+            case .preVoteResponse(let response) where response.granted:
+                return true  // A grant carries the term we would campaign for.
+            case .voteRequest(let request) where !request.leadershipTransfer && leaderSeemsAlive:
+                return false  // Sticky: a live leader is not deposed by a node that merely lost touch with it.
+            default:
+                becomeFollower(term: message.term, leader: message.isFromLeader ? message.from : nil)
+                return true
+            }
+        }
+        if message.term < term {
+            replyToStaleTerm(message)
+            return false
+        }
+        return true
+    }
+
+    /// Tells a stale leader or pre-candidate about the newer term, so a rejoining stale leader steps down.
+    mutating func replyToStaleTerm(_ message: Message) {
+        switch message {
+        case .appendEntries, .heartbeat:
+            send(.heartbeatResponse(HeartbeatResponse(from: config.id, to: message.from, term: term, round: 0)))
+        case .preVoteRequest:
+            send(.preVoteResponse(VoteResponse(from: config.id, to: message.from, term: term, granted: false)))
+        default:
+            break
+        }
+    }
+
+    mutating func dispatch(_ message: Message) {
+        switch message {
+        case .preVoteRequest(let m): onPreVoteRequest(m)
+        case .preVoteResponse(let m): onPreVoteResponse(m)
+        case .voteRequest(let m): onVoteRequest(m)
+        case .voteResponse(let m): onVoteResponse(m)
+        case .appendEntries(let m): onAppendEntries(m)
+        case .appendResponse(let m): onAppendResponse(m)
+        case .heartbeat(let m): onHeartbeat(m)
+        case .heartbeatResponse(let m): onHeartbeatResponse(m)
+        case .timeoutNow(let m): onTimeoutNow(m)
+        case .proposalForward(let m): onProposalForward(m)
+        case .proposalForwardResponse(let m): onProposalForwardResponse(m)
+        case .readIndexRequest(let m): onReadIndexRequest(m)
+        case .readIndexResponse(let m): onReadIndexResponse(m)
+        }
+    }
+
+    // MARK: Timers
+
+    mutating func tickElection(leaderVerdict: PhiAccrualDetector.Verdict?, stalled: Bool) {
+        if stalled {
+            // Our own silence is not evidence against anyone: give the leader a fresh chance to be heard.
+            electionDeadlineMs = max(electionDeadlineMs, nowMs + config.localPauseQuietMs)
+            phiElectionAtMs = nil
+            return
+        }
+        if nowMs >= electionDeadlineMs {
+            startPreVote()
+            return
+        }
+        if role == .preCandidate || role == .candidate {
+            resendVoteRequests()
+            return
+        }
+        guard role == .follower, leader != nil, case .suspected = leaderVerdict else {
+            phiElectionAtMs = nil
+            return
+        }
+        if phiElectionAtMs == nil {
+            let jitter = config.phiElectionJitterMs > 0 ? Int64(rng.next() % UInt64(config.phiElectionJitterMs)) : 0
+            phiElectionAtMs = nowMs + jitter
+        }
+        if let at = phiElectionAtMs, nowMs >= at { startPreVote() }
+    }
+
+    mutating func tickLeader(stalled: Bool) {
+        if stalled {
+            // Peers were not silent, we were: restart the check-quorum window instead of stepping down for it.
+            checkQuorumSinceMs = nowMs
+            for peer in others { progress[peer]!.lastHeardMs = max(progress[peer]!.lastHeardMs, nowMs) }
+        }
+        if nowMs - checkQuorumSinceMs >= config.electionTimeoutMs && !hasActiveQuorum() {
+            becomeFollower(term: term, leader: nil)
+            return
+        }
+        if let transfer, nowMs >= transfer.deadlineMs { self.transfer = nil }
+        if nowMs >= heartbeatDueMs { broadcastHeartbeat() }
+    }
+
+    /// Check-quorum: has a quorum (this node included) been heard from within the last election timeout?
+    func hasActiveQuorum() -> Bool {
+        var active = 1
+        for peer in others where nowMs - progress[peer]!.lastHeardMs < config.electionTimeoutMs { active += 1 }
+        return active >= config.quorum
+    }
+
+    // MARK: Role changes
+
+    mutating func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
+        precondition(newTerm >= term, "a node never goes back in term")
+        let wasLeader = role == .leader
+        if newTerm > term {
+            term = newTerm
+            votedFor = nil
+        }
+        role = .follower
+        leader = newLeader
+        votes = [:]
+        phiElectionAtMs = nil
+        electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+        if wasLeader { stepDownAsLeader() }
+    }
+
+    /// Clears leader-only state when leadership ends: pending reads fail, the lease and the transfer end.
+    mutating func stepDownAsLeader() {
+        progress = [:]
+        transfer = nil
+        heartbeatDueMs = .max
+        uncommittedBytes = 0
+        failLeaderReads(.notLeader)
+        reads.leaseExpiryMs = .min
+    }
+
+    mutating func startPreVote() {
+        role = .preCandidate
+        leader = nil
+        phiElectionAtMs = nil
+        votes = [config.id: true]
+        electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+        voteResendDueMs = nowMs + config.heartbeatIntervalMs
+        campaignIsTransfer = false
+        if config.quorum == 1 {
+            campaign(transfer: false)
+            return
+        }
+        for peer in others {
+            send(.preVoteRequest(VoteRequest(from: config.id, to: peer, term: term + 1, lastLogIndex: log.lastIndex,
+                                             lastLogTerm: log.lastTerm, leadershipTransfer: false)))
+        }
+    }
+
+    mutating func campaign(transfer: Bool) {
+        term += 1
+        votedFor = config.id
+        role = .candidate
+        leader = nil
+        votes = [config.id: true]
+        electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+        voteResendDueMs = nowMs + config.heartbeatIntervalMs
+        campaignIsTransfer = transfer
+        if config.quorum == 1 {
+            becomeLeader()
+            return
+        }
+        // The vote for ourselves is in the hard state of this Ready, so it is durable before these requests leave.
+        for peer in others {
+            send(.voteRequest(VoteRequest(from: config.id, to: peer, term: term, lastLogIndex: log.lastIndex,
+                                          lastLogTerm: log.lastTerm, leadershipTransfer: transfer)))
+        }
+    }
+
+    /// Asks again, every heartbeat interval, the members that have not answered: a lost request or answer would
+    /// otherwise cost a whole election timeout. Requests are idempotent within a term.
+    mutating func resendVoteRequests() {
+        guard nowMs >= voteResendDueMs else { return }
+        voteResendDueMs = nowMs + config.heartbeatIntervalMs
+        let preVote = role == .preCandidate
+        for peer in others where votes[peer] == nil {
+            let request = VoteRequest(from: config.id, to: peer, term: preVote ? term + 1 : term,
+                                      lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
+                                      leadershipTransfer: campaignIsTransfer)
+            send(preVote ? .preVoteRequest(request) : .voteRequest(request))
+        }
+    }
+
+    mutating func becomeLeader() {
+        precondition(role == .candidate, "only a candidate becomes leader")
+        role = .leader
+        leader = config.id
+        votes = [:]
+        phiElectionAtMs = nil
+        electionDeadlineMs = .max
+        progress = [:]
+        for peer in others { progress[peer] = Progress(nextIndex: log.lastIndex + 1, nowMs: nowMs) }
+        uncommittedBytes = 0
+        transfer = nil
+        leaseDisabledInTerm = false
+        reads.startTerm()
+        checkQuorumSinceMs = nowMs
+        // A new leader commits an entry of its own term before it serves reads or counts replicas for older entries.
+        log.append(Entry(term: term, index: log.lastIndex + 1, kind: .noop, timeMs: log.lastTimeMs, proposal: nil,
+                         data: []))
+        needsAppendBroadcast = true
+        broadcastHeartbeat()
+        maybeCommit()
+    }
+
+    /// Accepts `from` as the leader of the current term after hearing from it.
+    mutating func acceptLeader(_ from: NodeID) {
+        precondition(role != .leader, "two leaders in term \(term)")
+        if role != .follower || leader != from { becomeFollower(term: term, leader: from) }
+        lastLeaderContactMs = nowMs
+        phiElectionAtMs = nil
+        electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+    }
+
+    // MARK: Votes
+
+    mutating func onPreVoteRequest(_ request: VoteRequest) {
+        let upToDate = log.isUpToDate(lastIndex: request.lastLogIndex, lastTerm: request.lastLogTerm)
+        let grant = request.term > term && !leaderSeemsAlive && upToDate
+        send(.preVoteResponse(VoteResponse(from: config.id, to: request.from, term: grant ? request.term : term,
+                                           granted: grant)))
+        // Two followers that suspect the leader together would split the vote; the weaker claim steps aside.
+        if grant && role == .preCandidate && claimBeats(request) {
+            becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    /// Whether the requester's claim is stronger than ours: a longer log, or an equal log and a smaller id.
+    func claimBeats(_ request: VoteRequest) -> Bool {
+        if request.lastLogTerm != log.lastTerm { return request.lastLogTerm > log.lastTerm }
+        if request.lastLogIndex != log.lastIndex { return request.lastLogIndex > log.lastIndex }
+        return request.from < config.id
+    }
+
+    mutating func onVoteRequest(_ request: VoteRequest) {
+        let canVote = votedFor == request.from || (votedFor == nil && leader == nil)
+        let grant = canVote && log.isUpToDate(lastIndex: request.lastLogIndex, lastTerm: request.lastLogTerm)
+        if grant {
+            // Persisted in this Ready's hard state before the response is sent.
+            votedFor = request.from
+            electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+        }
+        send(.voteResponse(VoteResponse(from: config.id, to: request.from, term: term, granted: grant)))
+    }
+
+    mutating func onPreVoteResponse(_ response: VoteResponse) {
+        guard role == .preCandidate else { return }
+        if response.granted && response.term != term + 1 { return }
+        votes[response.from] = response.granted
+        switch tally() {
+        case .won: campaign(transfer: false)
+        case .lost: becomeFollower(term: term, leader: nil)
+        case .pending: break
+        }
+    }
+
+    mutating func onVoteResponse(_ response: VoteResponse) {
+        guard role == .candidate, response.term == term else { return }
+        votes[response.from] = response.granted
+        switch tally() {
+        case .won: becomeLeader()
+        case .lost: becomeFollower(term: term, leader: nil)
+        case .pending: break
+        }
+    }
+
+    enum Tally { case won, lost, pending }
+
+    func tally() -> Tally {
+        let granted = votes.values.filter { $0 }.count
+        if granted >= config.quorum { return .won }
+        if votes.count - granted >= config.quorum { return .lost }
+        return .pending
+    }
+
+    mutating func onTimeoutNow(_ message: TimeoutNow) {
+        guard role != .leader else { return }
+        // The leader caught us up and asked us to take over: campaign now, and voters skip their stickiness.
+        campaign(transfer: true)
+    }
+}

@@ -1,0 +1,139 @@
+// Proposals (appended on the leader, forwarded from followers) and leadership transfer.
+
+extension RaftNode {
+    /// Proposes a client write. On the leader it is appended at once and reported in `Ready.acceptedProposals`.
+    /// On a follower it is forwarded to the leader, whose answer arrives in a later Ready (accepted or rejected).
+    /// `wallTimeMs` is this node's wall clock, used to stamp `Entry.timeMs`.
+    /// - Throws: `.noLeader`, `.overloaded` (uncommitted bytes or pending forwards at their cap), `.tooLarge`,
+    ///   `.leadershipTransferInProgress`. A thrown proposal was not appended anywhere.
+    public mutating func propose(_ data: [UInt8], id: ProposalID, wallTimeMs: Int64, nowMs: Int64)
+        throws(ProposalError)
+    {
+        observeClock(nowMs)
+        wallOffsetMs = wallTimeMs - self.nowMs
+        defer { checkInvariants() }
+        guard data.count <= config.maxMessageBytes else { throw .tooLarge }
+        if role == .leader {
+            let placed = try appendProposal(data, id: id)
+            pending.acceptedProposals.append((id, placed.index, placed.term))
+            return
+        }
+        guard let leader else { throw .noLeader }
+        guard pendingForwards.count < config.maxPendingForwards else { throw .overloaded }
+        pendingForwards[id] = self.nowMs
+        outgoingForwards[leader, default: []].append(ForwardedProposal(id: id, data: data))
+    }
+
+    /// Appends a proposal to the leader's log; the broadcast is deferred to the next Ready so proposals batch.
+    mutating func appendProposal(_ data: [UInt8], id: ProposalID) throws(ProposalError) -> (index: UInt64, term: UInt64) {
+        precondition(role == .leader)
+        if transfer != nil { throw .leadershipTransferInProgress }
+        guard data.count <= config.maxMessageBytes else { throw .tooLarge }
+        let entry = Entry(term: term, index: log.lastIndex + 1, kind: .normal,
+                          timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: id, data: data)
+        // One entry is always admitted when nothing is uncommitted, so a large proposal cannot wedge the cap.
+        if uncommittedBytes > 0 && uncommittedBytes + entry.sizeBytes > config.maxUncommittedBytes {
+            throw .overloaded
+        }
+        log.append(entry)
+        uncommittedBytes += entry.sizeBytes
+        needsAppendBroadcast = true
+        if config.quorum == 1 { maybeCommit() }
+        return (entry.index, entry.term)
+    }
+
+    mutating func onProposalForward(_ forward: ProposalForward) {
+        var outcomes: [ProposalID: ProposalOutcome] = [:]
+        for proposal in forward.proposals {
+            if let known = forwardOutcomes[proposal.id] {
+                outcomes[proposal.id] = known  // A duplicate: the same fate as the original, never a second append.
+                continue
+            }
+            let outcome: ProposalOutcome
+            if role != .leader {
+                outcome = .rejected(.noLeader)
+            } else {
+                do throws(ProposalError) {
+                    let placed = try appendProposal(proposal.data, id: proposal.id)
+                    outcome = .accepted(index: placed.index, term: placed.term)
+                } catch {
+                    outcome = .rejected(error)
+                }
+            }
+            forwardOutcomes.insert(outcome, for: proposal.id)
+            outcomes[proposal.id] = outcome
+        }
+        send(.proposalForwardResponse(ProposalForwardResponse(from: config.id, to: forward.from, term: term,
+                                                              outcomes: outcomes)))
+    }
+
+    mutating func onProposalForwardResponse(_ response: ProposalForwardResponse) {
+        for (id, outcome) in response.outcomes.sorted(by: { $0.key.sequence < $1.key.sequence }) {
+            guard pendingForwards.removeValue(forKey: id) != nil else { continue }
+            switch outcome {
+            case .accepted(let index, let term): pending.acceptedProposals.append((id, index, term))
+            case .rejected(let error): pending.rejectedProposals.append((id, error))
+            }
+        }
+    }
+
+    /// Forgets forwards the leader never answered. Their outcome stays unknown: the runtime's commit timeout
+    /// answers the client, and the entry's proposal id tells it if the write commits after all.
+    mutating func expireForwards() {
+        guard !pendingForwards.isEmpty else { return }
+        let cutoff = nowMs - 2 * config.electionTimeoutMs
+        pendingForwards = pendingForwards.filter { $0.value > cutoff }
+    }
+
+    // MARK: Leadership transfer
+
+    /// Hands leadership to `target`: the leader stops accepting proposals, catches the target up, then tells it to
+    /// campaign at once (TimeoutNow). The transfer is abandoned after one election timeout.
+    public mutating func transferLeadership(to target: NodeID, nowMs: Int64) throws(TransferError) {
+        observeClock(nowMs)
+        defer { checkInvariants() }
+        guard role == .leader else { throw .notLeader }
+        guard target != config.id else { throw .targetIsSelf }
+        guard progress[target] != nil else { throw .unknownTarget }
+        guard transfer == nil else { throw .alreadyInProgress }
+        transfer = LeadershipTransfer(target: target, deadlineMs: self.nowMs + config.electionTimeoutMs)
+        if !maybeSendTimeoutNow(to: target) {
+            progress[target]!.probeSentAtMs = nil
+            sendAppends(to: target, allowEmpty: true)
+        }
+    }
+
+    /// Sends TimeoutNow once the transfer target holds our whole log; returns whether it was sent.
+    @discardableResult
+    mutating func maybeSendTimeoutNow(to peer: NodeID) -> Bool {
+        guard var pending = transfer, pending.target == peer, !pending.timeoutNowSent,
+              progress[peer]!.matchIndex == log.lastIndex
+        else { return false }
+        pending.timeoutNowSent = true
+        transfer = pending
+        // The target's election skips the voters' stickiness, so our lease must end here, for the rest of the term.
+        leaseDisabledInTerm = true
+        reads.leaseExpiryMs = .min
+        send(.timeoutNow(TimeoutNow(from: config.id, to: peer, term: term)))
+        return true
+    }
+
+    // MARK: Status
+
+    /// A snapshot of role, term, indexes and per-peer replication and suspicion (phi as of the last tick).
+    public var status: NodeStatus {
+        let phiTime = lastTickMs ?? nowMs
+        let peers = others.map { peer -> PeerStatus in
+            let replication = progress[peer]
+            return PeerStatus(id: peer, matchIndex: replication?.matchIndex ?? 0,
+                              nextIndex: replication?.nextIndex ?? 0,
+                              inflightMessages: replication?.inflight.count ?? 0,
+                              inflightBytes: replication?.inflight.totalBytes ?? 0,
+                              lastContactMs: detectors[peer]?.lastArrivalMs,
+                              phi: detectors[peer]?.phi(nowMs: phiTime) ?? 0)
+        }
+        return NodeStatus(id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
+                          appliedIndex: appliedIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
+                          leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
+    }
+}

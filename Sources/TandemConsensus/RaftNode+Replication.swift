@@ -1,0 +1,175 @@
+// Replication: appends with the consistency check, pipelining under flow control, heartbeats and commitment.
+
+extension RaftNode {
+    // MARK: Follower side
+
+    mutating func onAppendEntries(_ append: AppendEntries) {
+        acceptLeader(append.from)
+        if append.prevLogIndex < log.committedIndex {
+            // Everything up to our commit index matches any leader's log; tell the leader where to resume.
+            respondToAppend(append, success: true, matchIndex: log.committedIndex)
+            return
+        }
+        guard log.term(at: append.prevLogIndex) == append.prevLogTerm else {
+            let hintIndex = log.lastIndex(atOrBelow: append.prevLogIndex, withTermAtMost: append.prevLogTerm)
+            send(.appendResponse(AppendResponse(
+                from: config.id, to: append.from, term: term, success: false, matchIndex: 0,
+                rejectedIndex: append.prevLogIndex, hintIndex: hintIndex, hintTerm: log.term(at: hintIndex) ?? 0)))
+            return
+        }
+        let lastNewIndex = log.appendFromLeader(prevIndex: append.prevLogIndex, entries: append.entries)
+        log.commit(to: min(append.leaderCommit, lastNewIndex))
+        // The response leaves in the same Ready as the entries, so it is sent only after they are durable.
+        respondToAppend(append, success: true, matchIndex: lastNewIndex)
+    }
+
+    mutating func respondToAppend(_ append: AppendEntries, success: Bool, matchIndex: UInt64) {
+        send(.appendResponse(AppendResponse(from: config.id, to: append.from, term: term, success: success,
+                                            matchIndex: matchIndex, rejectedIndex: 0, hintIndex: 0, hintTerm: 0)))
+    }
+
+    mutating func onHeartbeat(_ heartbeat: Heartbeat) {
+        acceptLeader(heartbeat.from)
+        // The leader caps the commit index at what it knows we hold, so it never points past our matching prefix.
+        log.commit(to: min(heartbeat.commitIndex, log.lastIndex))
+        send(.heartbeatResponse(HeartbeatResponse(from: config.id, to: heartbeat.from, term: term,
+                                                  round: heartbeat.round)))
+    }
+
+    // MARK: Leader side
+
+    mutating func onAppendResponse(_ response: AppendResponse) {
+        guard role == .leader, var peer = progress[response.from] else { return }
+        if response.success {
+            let moved = peer.acknowledge(response.matchIndex)
+            if peer.state == .probe { peer.becomeReplicate() }
+            progress[response.from] = peer
+            if moved {
+                maybeCommit()
+                maybeSendTimeoutNow(to: response.from)
+            }
+            sendAppends(to: response.from, allowEmpty: false)
+            return
+        }
+        // A refusal below what is known to match is a stale answer to an old message.
+        guard response.rejectedIndex > peer.matchIndex else { return }
+        guard peer.state == .replicate || response.rejectedIndex == peer.nextIndex - 1 else { return }
+        let resume = log.lastIndex(atOrBelow: response.hintIndex, withTermAtMost: response.hintTerm) + 1
+        peer.becomeProbe()
+        peer.nextIndex = max(peer.matchIndex + 1, min(resume, response.rejectedIndex))
+        progress[response.from] = peer
+        sendAppends(to: response.from, allowEmpty: true)
+    }
+
+    mutating func onHeartbeatResponse(_ response: HeartbeatResponse) {
+        guard role == .leader, var peer = progress[response.from] else { return }
+        peer.ackedRound = max(peer.ackedRound, response.round)
+        let behind = peer.matchIndex < log.lastIndex
+        if behind {
+            // An append may have been lost: let one more through, which either fills the gap or is refused and
+            // sends the peer back to probing.
+            if peer.state == .replicate && peer.inflight.count > 0 { peer.inflight.removeAll() }
+            peer.probeSentAtMs = nil
+        }
+        progress[response.from] = peer
+        updateQuorumRound()
+        if behind { sendAppends(to: response.from, allowEmpty: true) }
+    }
+
+    /// Sends appends to one peer: one probe in probe state, or as many batches as flow control allows.
+    mutating func sendAppends(to peer: NodeID, allowEmpty: Bool) {
+        var first = true
+        for _ in 0..<config.maxInflightMessages {
+            guard sendAppend(to: peer, allowEmpty: allowEmpty && first) else { return }
+            first = false
+        }
+    }
+
+    /// Sends one append; returns whether another could follow at once (pipelining in replicate state).
+    mutating func sendAppend(to peerID: NodeID, allowEmpty: Bool) -> Bool {
+        guard var peer = progress[peerID] else { return false }
+        guard !peer.isPaused(nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
+                             maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
+        else { return false }
+        let batch = log.entries(from: peer.nextIndex, maxBytes: config.maxMessageBytes)
+        if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
+        let prevIndex = peer.nextIndex - 1
+        guard let prevTerm = log.term(at: prevIndex) else {
+            preconditionFailure("next index \(peer.nextIndex) outside the log: snapshots are not implemented")
+        }
+        send(.appendEntries(AppendEntries(from: config.id, to: peerID, term: term, prevLogIndex: prevIndex,
+                                          prevLogTerm: prevTerm, entries: Array(batch),
+                                          leaderCommit: log.committedIndex)))
+        var more = false
+        switch peer.state {
+        case .replicate:
+            if let last = batch.last {
+                peer.nextIndex = last.index + 1
+                peer.inflight.add(lastIndex: last.index, bytes: batch.reduce(0) { $0 + $1.sizeBytes })
+                more = peer.nextIndex <= log.lastIndex
+            }
+        case .probe:
+            peer.probeSentAtMs = nowMs
+        }
+        progress[peerID] = peer
+        return more
+    }
+
+    /// Starts a confirmation round: a heartbeat to every peer. Acknowledgements confirm leadership for reads
+    /// that arrived before the round and extend the lease from the round's sending time.
+    mutating func broadcastHeartbeat() {
+        heartbeatDueMs = nowMs + config.heartbeatIntervalMs
+        let round = reads.startRound(atMs: nowMs)
+        for peer in others {
+            let commit = min(progress[peer]!.matchIndex, log.committedIndex)
+            send(.heartbeat(Heartbeat(from: config.id, to: peer, term: term, commitIndex: commit, round: round)))
+        }
+        updateQuorumRound()
+    }
+
+    /// Commits the highest index a quorum holds, if it is of the current term (Raft's commitment rule).
+    mutating func maybeCommit() {
+        guard role == .leader else { return }
+        var matches = others.map { progress[$0]!.matchIndex }
+        matches.append(log.persistedIndex)  // Our own entries count only once durable.
+        matches.sort(by: >)
+        let candidate = matches[config.quorum - 1]
+        guard candidate > log.committedIndex, log.term(at: candidate) == term else { return }
+        let previous = log.committedIndex
+        log.commit(to: candidate)
+        releaseUncommittedBytes(from: previous + 1, through: candidate)
+        needsCommitBroadcast = true
+        if log.term(at: previous) != term { onFirstCommitInTerm() }
+    }
+
+    mutating func releaseUncommittedBytes(from start: UInt64, through end: UInt64) {
+        var index = start
+        while index <= end {
+            if let entry = log.entry(at: index), entry.term == term, entry.kind == .normal {
+                uncommittedBytes = max(0, uncommittedBytes - entry.sizeBytes)
+            }
+            index += 1
+        }
+    }
+
+    /// Sends what calls since the last Ready deferred, so that a burst of proposals or reads shares messages.
+    mutating func flushDeferredSends() {
+        if role == .leader {
+            if reads.roundNeeded { broadcastHeartbeat() }
+            if needsAppendBroadcast || needsCommitBroadcast {
+                for peer in others { sendAppends(to: peer, allowEmpty: needsCommitBroadcast) }
+            }
+        }
+        needsAppendBroadcast = false
+        needsCommitBroadcast = false
+        reads.roundNeeded = false
+        for (target, proposals) in outgoingForwards.sorted(by: { $0.key < $1.key }) {
+            send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: proposals)))
+        }
+        outgoingForwards = [:]
+        for (target, outcomes) in outgoingReadOutcomes.sorted(by: { $0.key < $1.key }) {
+            send(.readIndexResponse(ReadIndexResponse(from: config.id, to: target, term: term, outcomes: outcomes)))
+        }
+        outgoingReadOutcomes = [:]
+    }
+}

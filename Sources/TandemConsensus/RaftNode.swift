@@ -1,0 +1,280 @@
+// TandemConsensus: Tandem's quorum core.
+//
+// It owns the replicated log's protocol: leader election (pre-vote, check-quorum, phi-accrual suspicion with a
+// randomized election timeout as the fallback), log replication with flow control, commitment, ReadIndex and lease
+// reads, proposal forwarding and leadership transfer. It is a deterministic value: the runtime feeds it ticks,
+// messages and client requests with the time they happened, and takes back batches of effects (`Ready`).
+//
+// It must never do I/O, read a clock, sleep, spawn work, or draw randomness other than from the seeded generator
+// it is given; and it must never let one node's suspicion decide membership: suspicion only starts a pre-vote.
+
+/// One member's consensus state machine. See `Ready` for the order in which the runtime must carry out its effects.
+///
+/// Typical driving loop (one thread):
+/// ```
+/// node.tick(nowMs: clock.now)              // every ~10 ms
+/// node.step(message, nowMs: clock.now)     // for each message received
+/// while node.hasReady { let rd = node.ready(); persist(rd); send(rd); apply(rd); release(rd); node.advance(rd) }
+/// ```
+public struct RaftNode: Sendable {
+    public let config: RaftConfig
+    /// The other members, sorted. Static for now; configuration changes would replace it.
+    let others: [NodeID]
+    let detectorConfig: PhiAccrualDetector.Config
+
+    // MARK: Durable state (handed out in Ready.hardState)
+    /// Invariant: never decreases.
+    var term: UInt64
+    /// Invariant: a candidate has voted for itself.
+    var votedFor: NodeID?
+    var log: RaftLog
+
+    // MARK: Volatile state
+    /// Invariant: `role == .leader` exactly when `leader == config.id`.
+    var role: Role = .follower
+    var leader: NodeID?
+    var rng: SplitMix64
+    /// This node's clock as of the last call (monotonic: a smaller time passed in is ignored).
+    var nowMs: Int64 = .min
+    /// When this node first saw the clock; until `leaderStickinessMs` after it, it grants no vote (restart safety).
+    var startedAtMs: Int64?
+    var lastTickMs: Int64?
+    /// When this node last heard from the leader of its term (starts at `startedAtMs`).
+    var lastLeaderContactMs: Int64 = .min
+    /// The randomized fallback: a follower or candidate that hears nothing by then starts a pre-vote.
+    var electionDeadlineMs: Int64 = .max
+    /// Set when phi crossed the threshold for the leader: the pre-vote starts then (a small random delay later).
+    var phiElectionAtMs: Int64?
+    /// When a campaign next re-sends its requests to members that have not answered.
+    var voteResendDueMs: Int64 = .max
+    /// Whether the current campaign was asked for by the old leader (TimeoutNow).
+    var campaignIsTransfer = false
+    /// (Pre-)votes received in the current campaign: true for a grant.
+    var votes: [NodeID: Bool] = [:]
+    /// One detector per other member, fed by every message from it.
+    var detectors: [NodeID: PhiAccrualDetector] = [:]
+
+    // MARK: Leader state
+    /// Per-follower replication state; non-empty only on the leader.
+    var progress: [NodeID: Progress] = [:]
+    var heartbeatDueMs: Int64 = .max
+    /// Check-quorum window start; moved forward after a local stall so our own silence is not held against peers.
+    var checkQuorumSinceMs: Int64 = .min
+    /// Bytes of this leader's uncommitted proposals. Invariant: `0 <= uncommittedBytes`.
+    var uncommittedBytes = 0
+    var transfer: LeadershipTransfer?
+    /// Once TimeoutNow was sent in this term, no lease is granted again in it: the target's election skips stickiness.
+    var leaseDisabledInTerm = false
+    var reads = ReadState()
+    /// The fate of forwarded proposals this node answered, so a duplicated forward gets the same answer.
+    var forwardOutcomes: BoundedFIFOMap<ProposalID, ProposalOutcome>
+    /// The difference between the wall clock and `nowMs` as last told by `propose` (stamps `Entry.timeMs`).
+    var wallOffsetMs: Int64 = 0
+
+    // MARK: Follower state
+    /// Proposals forwarded to the leader and not yet answered, with when they were sent.
+    /// Invariant: `pendingForwards.count <= config.maxPendingForwards`.
+    var pendingForwards: [ProposalID: Int64] = [:]
+
+    // MARK: Effects not yet handed out
+    var pending = Ready()
+    /// Deferred sends, flushed when the Ready is taken so that many calls share one message.
+    var needsAppendBroadcast = false
+    var needsCommitBroadcast = false
+    var outgoingForwards: [NodeID: [ForwardedProposal]] = [:]
+    var outgoingReadOutcomes: [NodeID: [ReadID: ReadOutcome]] = [:]
+    var lastHandedHardState: HardState
+    var lastReportedRole: RoleChange
+    /// The Ready handed out and not yet advanced.
+    var outstanding: OutstandingReady?
+    /// The last index the runtime confirmed as applied.
+    var appliedIndex: UInt64
+
+    struct LeadershipTransfer {
+        var target: NodeID
+        var deadlineMs: Int64
+        var timeoutNowSent = false
+    }
+
+    struct OutstandingReady {
+        var lastPersisted: (index: UInt64, term: UInt64)?
+        var appliedThrough: UInt64
+    }
+
+    /// Creates a node from what its runtime recovered from disk. `seed` drives its election timeouts only.
+    public init(config: RaftConfig, recovered: RecoveredState, seed: UInt64) {
+        config.validate()
+        self.config = config
+        others = config.peers.filter { $0 != config.id }.sorted()
+        var detector = PhiAccrualDetector.Config()
+        detector.threshold = config.phiThreshold
+        detector.minStdDevMs = config.phiMinStdDevMs
+        detector.acceptablePauseMs = config.phiAcceptablePauseMs
+        detector.sampleWindow = config.phiSampleWindow
+        detector.warmUpMs = config.heartbeatIntervalMs
+        detector.localPauseThresholdMs = config.localPauseThresholdMs
+        detector.localPauseQuietMs = config.localPauseQuietMs
+        detectorConfig = detector
+        for peer in others { detectors[peer] = PhiAccrualDetector(config: detector) }
+        term = recovered.hardState.term
+        votedFor = recovered.hardState.votedFor
+        log = RaftLog(recovered: recovered)
+        rng = SplitMix64(seed: seed)
+        forwardOutcomes = BoundedFIFOMap(capacity: config.maxPendingForwards)
+        lastHandedHardState = recovered.hardState
+        appliedIndex = recovered.appliedIndex
+        lastReportedRole = RoleChange(role: .follower, term: recovered.hardState.term, leader: nil)
+    }
+
+    // MARK: Public API
+
+    /// This node's clock advanced (call every ~10 ms). Drives heartbeats, suspicion, timeouts and check-quorum.
+    public mutating func tick(nowMs: Int64) {
+        observeClock(nowMs)
+        let stalled = noteLocalStall()
+        var leaderVerdict: PhiAccrualDetector.Verdict?
+        for peer in others {
+            let verdict = detectors[peer]!.onTick(nowMs: self.nowMs)
+            if peer == leader { leaderVerdict = verdict }
+        }
+        if role == .leader {
+            tickLeader(stalled: stalled)
+        } else {
+            tickElection(leaderVerdict: leaderVerdict, stalled: stalled)
+        }
+        expireReads()
+        expireForwards()
+        checkInvariants()
+    }
+
+    /// A message from another member arrived. Messages not addressed to this node or from unknown senders are dropped.
+    public mutating func step(_ message: Message, nowMs: Int64) {
+        observeClock(nowMs)
+        let from = message.from
+        guard message.to == config.id, from != config.id, detectors[from] != nil else { return }
+        detectors[from]!.onHeartbeat(nowMs: self.nowMs)
+        progress[from]?.lastHeardMs = self.nowMs
+        if message.isTermAgnostic || admitTerm(of: message) {
+            dispatch(message)
+        }
+        checkInvariants()
+    }
+
+    /// Whether `ready()` has something to hand out. False while a Ready is outstanding (not yet advanced).
+    public var hasReady: Bool {
+        guard outstanding == nil else { return false }
+        return !pending.isEmpty || needsAppendBroadcast || needsCommitBroadcast || reads.roundNeeded
+            || !outgoingForwards.isEmpty || !outgoingReadOutcomes.isEmpty || hardState != lastHandedHardState
+            || log.hasUnstable || log.hasCommittedToApply || currentRoleChange != lastReportedRole
+    }
+
+    /// Takes the pending batch of effects. Carry it out in the order documented on `Ready`, then call `advance`.
+    public mutating func ready() -> Ready {
+        precondition(outstanding == nil, "advance the previous Ready before taking another")
+        flushDeferredSends()
+        var batch = pending
+        pending = Ready()
+        let state = hardState
+        if state != lastHandedHardState {
+            batch.hardState = state
+            lastHandedHardState = state
+        }
+        let unstable = log.takeUnstable()
+        batch.entriesToPersist = unstable.entries
+        batch.truncateFromIndex = unstable.truncateFrom
+        batch.committedEntries = log.takeCommitted(maxCount: config.maxCommittedEntriesPerReady)
+        let change = currentRoleChange
+        if change != lastReportedRole {
+            batch.roleChange = change
+            lastReportedRole = change
+        }
+        outstanding = OutstandingReady(
+            lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, appliedThrough: log.appliedIndex)
+        checkInvariants()
+        return batch
+    }
+
+    /// The runtime carried out everything in `ready` (persisted, sent, applied, released).
+    public mutating func advance(_ ready: Ready) {
+        guard let done = outstanding else { preconditionFailure("advance without an outstanding Ready") }
+        outstanding = nil
+        if let last = done.lastPersisted { log.persisted(through: last.index, term: last.term) }
+        appliedIndex = done.appliedThrough
+        // The leader counts its own log toward commit only once it is durable, so this may commit.
+        if role == .leader { maybeCommit() }
+        checkInvariants()
+    }
+
+    /// The state to persist: term, vote and commit index.
+    public var hardState: HardState { HardState(term: term, votedFor: votedFor, commitIndex: log.committedIndex) }
+
+    var currentRoleChange: RoleChange { RoleChange(role: role, term: term, leader: leader) }
+
+    /// The entry at `index` in this node's log, if present (for the runtime and the simulator's checks).
+    public func entry(at index: UInt64) -> Entry? { log.entry(at: index) }
+
+    /// The index of the last entry in this node's log.
+    public var lastIndex: UInt64 { log.lastIndex }
+
+    /// Phi for `peer` at `nowMs` (0 for self, unknown peers, and during warm-up or a local pause).
+    public func phi(for peer: NodeID, nowMs: Int64) -> Double {
+        detectors[peer]?.phi(nowMs: nowMs) ?? 0
+    }
+
+    // MARK: Clock
+
+    mutating func observeClock(_ now: Int64) {
+        if startedAtMs == nil {
+            startedAtMs = now
+            lastLeaderContactMs = now
+            nowMs = now
+            electionDeadlineMs = now + randomElectionTimeoutMs()
+        }
+        nowMs = max(nowMs, now)
+    }
+
+    /// Notices that this node's own ticks ran late; returns true after a stall.
+    mutating func noteLocalStall() -> Bool {
+        defer { lastTickMs = nowMs }
+        guard let last = lastTickMs, nowMs - last > config.localPauseThresholdMs else { return false }
+        return true
+    }
+
+    /// A timeout drawn from [electionTimeout, 2 x electionTimeout).
+    mutating func randomElectionTimeoutMs() -> Int64 {
+        config.electionTimeoutMs + Int64(rng.next() % UInt64(config.electionTimeoutMs))
+    }
+
+    /// Whether a leader is presumed alive, which makes this node refuse (pre-)votes. Also true for a while after
+    /// start, because a restarted node cannot remember whose lease it may have backed.
+    var leaderSeemsAlive: Bool {
+        role == .leader || nowMs - lastLeaderContactMs < config.leaderStickinessMs
+    }
+
+    mutating func send(_ message: Message) {
+        pending.messages.append(message)
+    }
+
+    func checkInvariants() {
+        log.checkInvariants()
+        precondition((role == .leader) == (leader == config.id), "leader field disagrees with role")
+        precondition(role != .leader || progress.count == others.count, "leader without progress for every peer")
+        precondition(role != .candidate || votedFor == config.id, "candidate has not voted for itself")
+        precondition(term >= lastHandedHardState.term, "term went backwards")
+        precondition(appliedIndex <= log.appliedIndex, "applied beyond handed out")
+        precondition(uncommittedBytes >= 0, "negative uncommitted bytes")
+        precondition(pendingForwards.count <= config.maxPendingForwards, "forward map overflow")
+        precondition(reads.pendingCount <= config.maxPendingReads + 1, "read queue overflow")
+    }
+}
+
+extension RaftNode {
+    /// The role in the current term (cheaper than `status`).
+    public var currentRole: Role { role }
+    /// The current term.
+    public var currentTerm: UInt64 { term }
+    /// The leader this node knows for its current term, if any.
+    public var knownLeader: NodeID? { leader }
+    /// The highest index this node knows to be committed.
+    public var commitIndex: UInt64 { log.committedIndex }
+}

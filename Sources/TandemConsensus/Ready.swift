@@ -1,0 +1,85 @@
+/// A batch of effects the runtime must carry out, taken with `RaftNode.ready()`.
+///
+/// The ORDER is part of the contract:
+/// 1. Persist durably (fsync) `entriesToPersist` and then `hardState`. If `truncateFromIndex` is set, first delete
+///    every stored entry with an index at or above it (the new entries replace a conflicting suffix). In general the
+///    entries replace any stored entry at the same or a higher index.
+/// 2. Then send `messages` (they may promise what step 1 made durable: votes, acknowledged entries).
+/// 3. Then apply `committedEntries` to the application, in order.
+/// 4. Then release `readyReads` (serve each once the local applied index reaches its index), fail `failedReads`,
+///    and report `acceptedProposals` / `rejectedProposals` to whoever waits for them.
+/// 5. Then call `RaftNode.advance(_:)` with this Ready. Only one Ready may be outstanding at a time.
+public struct Ready: Sendable {
+    /// Non-nil when term, vote or commit index changed since the last Ready.
+    public var hardState: HardState?
+    /// New or replacing entries, contiguous and in index order.
+    public var entriesToPersist: [Entry] = []
+    /// Set when `entriesToPersist` overwrites entries handed out before: delete stored entries from this index first.
+    public var truncateFromIndex: UInt64?
+    /// Messages to send after step 1.
+    public var messages: [Message] = []
+    /// Entries that are committed and not yet handed out, in index order.
+    public var committedEntries: [Entry] = []
+    /// Reads confirmed: each may be served once this node has applied `index`.
+    public var readyReads: [(id: ReadID, index: UInt64)] = []
+    /// Reads that failed; nothing was served for them.
+    public var failedReads: [(id: ReadID, error: ReadError)] = []
+    /// Proposals appended to the leader's log (possibly forwarded and answered by the leader). Not yet committed:
+    /// the client is answered when the entry with this proposal id is applied.
+    public var acceptedProposals: [(id: ProposalID, index: UInt64, term: UInt64)] = []
+    /// Proposals refused; none of them was appended.
+    public var rejectedProposals: [(id: ProposalID, error: ProposalError)] = []
+    /// Non-nil when the role, term or known leader changed (for logs and metrics).
+    public var roleChange: RoleChange?
+
+    public init() {}
+
+    /// True when the batch carries nothing.
+    public var isEmpty: Bool {
+        hardState == nil && entriesToPersist.isEmpty && messages.isEmpty && committedEntries.isEmpty
+            && readyReads.isEmpty && failedReads.isEmpty && acceptedProposals.isEmpty
+            && rejectedProposals.isEmpty && roleChange == nil
+    }
+}
+
+/// A change of role, term or leader.
+public struct RoleChange: Equatable, Sendable {
+    public var role: Role
+    public var term: UInt64
+    public var leader: NodeID?
+}
+
+/// What the node knows about one peer, for `/status` and metrics.
+public struct PeerStatus: Equatable, Sendable {
+    public var id: NodeID
+    /// Highest index known to be replicated on the peer (leader only, else 0).
+    public var matchIndex: UInt64
+    /// Next index the leader will send (leader only, else 0).
+    public var nextIndex: UInt64
+    /// Appends in flight and their entry bytes (leader only).
+    public var inflightMessages: Int
+    public var inflightBytes: Int
+    /// When this node last received any message from the peer, on this node's clock; nil if never.
+    public var lastContactMs: Int64?
+    /// Suspicion level of the peer as of this node's last tick.
+    public var phi: Double
+}
+
+/// A snapshot of the node's state.
+public struct NodeStatus: Equatable, Sendable {
+    public var id: NodeID
+    public var role: Role
+    public var term: UInt64
+    public var leader: NodeID?
+    public var commitIndex: UInt64
+    /// The last index the runtime has applied (advanced past).
+    public var appliedIndex: UInt64
+    public var lastIndex: UInt64
+    /// The last index this node knows to be on its own disk.
+    public var persistedIndex: UInt64
+    /// Whether lease reads are served right now without a round (leader only).
+    public var leaseValid: Bool
+    /// Uncommitted entry bytes counted against `maxUncommittedBytes` (leader only).
+    public var uncommittedBytes: Int
+    public var peers: [PeerStatus]
+}

@@ -1,0 +1,142 @@
+// The plain data the consensus core speaks in: identities, log entries, durable state, configuration and errors.
+
+/// The stable name of one cluster member (for example "n1").
+public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The name as configured.
+    public let rawValue: String
+    /// Wraps a configured member name.
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+    public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// Identifies one proposal across the cluster: the node that took it from a client and that node's sequence number.
+/// The origin uses it to answer its client once it applies the entry that carries it.
+public struct ProposalID: Hashable, Sendable, CustomStringConvertible {
+    public let origin: NodeID
+    public let sequence: UInt64
+    public init(origin: NodeID, sequence: UInt64) {
+        self.origin = origin
+        self.sequence = sequence
+    }
+    public var description: String { "\(origin)#\(sequence)" }
+}
+
+/// Identifies one read request; the node that took it from a client is its origin.
+public struct ReadID: Hashable, Sendable, CustomStringConvertible {
+    public let origin: NodeID
+    public let sequence: UInt64
+    public init(origin: NodeID, sequence: UInt64) {
+        self.origin = origin
+        self.sequence = sequence
+    }
+    public var description: String { "read \(origin)#\(sequence)" }
+}
+
+/// What an entry means to the runtime. Raw values are stable on disk; leave room for configuration changes.
+public enum EntryKind: UInt8, Sendable {
+    /// Appended by every new leader so that it commits an entry of its own term; the runtime applies nothing.
+    case noop = 0
+    /// A client write: `data` goes to the application.
+    case normal = 1
+}
+
+/// One replicated log entry.
+public struct Entry: Equatable, Sendable {
+    public var term: UInt64
+    public var index: UInt64
+    public var kind: EntryKind
+    /// The leader's wall clock when it appended the entry; never decreasing along the log (Tandem-Time).
+    public var timeMs: Int64
+    /// Who proposed it, so that the origin node can answer its client after applying. Nil for no-ops.
+    public var proposal: ProposalID?
+    /// Opaque payload (the HTTP request, encoded by the sidecar).
+    public var data: [UInt8]
+
+    public init(term: UInt64, index: UInt64, kind: EntryKind, timeMs: Int64, proposal: ProposalID?, data: [UInt8]) {
+        self.term = term
+        self.index = index
+        self.kind = kind
+        self.timeMs = timeMs
+        self.proposal = proposal
+        self.data = data
+    }
+
+    /// The bytes this entry costs in flow control and in the uncommitted-bytes cap (payload plus a fixed header).
+    public var sizeBytes: Int { data.count + 48 }
+}
+
+/// The state that must be durable before any message produced together with it is sent.
+public struct HardState: Equatable, Sendable {
+    public var term: UInt64
+    public var votedFor: NodeID?
+    public var commitIndex: UInt64
+    public init(term: UInt64 = 0, votedFor: NodeID? = nil, commitIndex: UInt64 = 0) {
+        self.term = term
+        self.votedFor = votedFor
+        self.commitIndex = commitIndex
+    }
+}
+
+/// What the runtime read back from disk when the node starts.
+public struct RecoveredState: Sendable {
+    public var hardState: HardState
+    /// The persisted log, contiguous and starting at index 1 (compaction will add a snapshot before it).
+    public var entries: [Entry]
+    /// The last index the application has durably applied; entries after it are handed out again.
+    public var appliedIndex: UInt64
+
+    public init(hardState: HardState = HardState(), entries: [Entry] = [], appliedIndex: UInt64 = 0) {
+        self.hardState = hardState
+        self.entries = entries
+        self.appliedIndex = appliedIndex
+    }
+}
+
+/// The role a node plays in its current term.
+public enum Role: String, Sendable {
+    case follower
+    /// Asking for pre-votes: the term is not raised until a quorum says it would vote.
+    case preCandidate
+    case candidate
+    case leader
+}
+
+/// How a read confirms that the leader's commit index is current.
+public enum ReadMode: Sendable {
+    /// The leader confirms its leadership with a quorum round sent after the read arrived.
+    case readIndex
+    /// The leader skips the round while its lease is valid; otherwise it falls back to a ReadIndex round.
+    case lease
+}
+
+/// Why a proposal was refused. A refused proposal was not appended to any log.
+public enum ProposalError: Error, Equatable, Sendable {
+    /// No leader is known; retry after an election.
+    case noLeader
+    /// The uncommitted bytes, or the number of forwarded proposals awaiting an answer, are at their cap.
+    case overloaded
+    /// The payload exceeds `RaftConfig.maxMessageBytes`.
+    case tooLarge
+    /// The leader is handing off leadership and accepts no writes until the transfer ends.
+    case leadershipTransferInProgress
+}
+
+/// Why a read could not be served.
+public enum ReadError: Error, Equatable, Sendable {
+    case noLeader
+    /// This node, or the leader the read went to, lost leadership before confirming it.
+    case notLeader
+    /// Too many reads are waiting for confirmation.
+    case overloaded
+    /// No confirmation arrived within `RaftConfig.readTimeoutMs`.
+    case timeout
+}
+
+/// Why a leadership transfer was refused.
+public enum TransferError: Error, Equatable, Sendable {
+    case notLeader
+    case unknownTarget
+    case targetIsSelf
+    case alreadyInProgress
+}

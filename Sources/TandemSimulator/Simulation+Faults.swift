@@ -1,0 +1,199 @@
+// The simulated network, crashes, restarts, stalls and partitions.
+
+import TandemConsensus
+
+/// A directed link between two nodes (by index).
+struct Link: Hashable {
+    var from: Int
+    var to: Int
+}
+
+extension Simulation {
+    // MARK: Network
+
+    func send(_ message: Message) {
+        let from = index(of: message.from), to = index(of: message.to)
+        if blocked.contains(Link(from: from, to: to)) { return }
+        if chaosActive && unit() < faults.dropRate { return }
+        let copies = chaosActive && unit() < faults.duplicateRate ? 2 : 1
+        for _ in 0..<copies {
+            let delayUs = faults.baseDelayMs * 1000 + randomUs(upToMs: faults.jitterMs)
+            queue.push(.deliver(message, to: to, incarnation: nodes[to].incarnation), atUs: nowUs + max(1, delayUs))
+        }
+    }
+
+    // MARK: Scripted faults (also used by tests)
+
+    /// Crashes a node: its process state, unsynced Ready and open connections are gone; its disk survives.
+    public func crash(_ id: NodeID) { crash(index(of: id)) }
+
+    /// Restarts a crashed node from what it persisted.
+    public func restart(_ id: NodeID) { restart(index(of: id)) }
+
+    /// Cuts every link between `group` and the other nodes, both ways.
+    public func isolate(_ group: Set<NodeID>) {
+        let inside = Set(group.map { index(of: $0) })
+        blocked = []
+        for a in nodes.indices where inside.contains(a) {
+            for b in nodes.indices where !inside.contains(b) {
+                blocked.insert(Link(from: a, to: b))
+                blocked.insert(Link(from: b, to: a))
+            }
+        }
+    }
+
+    /// Cuts one direction of one link.
+    public func block(from: NodeID, to: NodeID) { blocked.insert(Link(from: index(of: from), to: index(of: to))) }
+
+    /// Restores every link.
+    public func healPartition() {
+        if !blocked.isEmpty { note("heal") }
+        blocked = []
+    }
+
+    /// Freezes a node's process (no ticks, no message handling) for `ms`; its clock keeps running.
+    public func stall(_ id: NodeID, forMs ms: Int64) {
+        let i = index(of: id)
+        nodes[i].stalledUntilUs = max(nodes[i].stalledUntilUs, nowUs + ms * 1000)
+    }
+
+    func crash(_ index: Int) {
+        guard nodes[index].isUp else { return }
+        report.crashes += 1
+        note("crash \(nodes[index].id)")
+        nodes[index].raft = nil
+        nodes[index].readyInFlight = nil
+        nodes[index].waitingReads = []
+        nodes[index].incarnation += 1
+        nodes[index].stalledUntilUs = 0
+        abandonClientOperations(on: index)
+    }
+
+    func restart(_ index: Int) {
+        guard !nodes[index].isUp else { return }
+        note("restart \(nodes[index].id)")
+        boot(index)
+    }
+
+    // MARK: Random faults
+
+    func scheduleChaos() {
+        scheduleNext(.crash, rate: faults.crashesPerSecond)
+        scheduleNext(.partition, rate: faults.partitionsPerSecond)
+        scheduleNext(.stall, rate: faults.stallsPerSecond)
+    }
+
+    /// Schedules the next event of a Poisson process with `rate` per second.
+    func scheduleNext(_ event: SimEvent, rate: Double) {
+        guard chaosActive, rate > 0 else { return }
+        let waitS = -log(max(unit(), 1e-12)) / rate
+        queue.push(event, atUs: nowUs + Int64(waitS * 1_000_000))
+    }
+
+    func crashRandomNode() {
+        guard chaosActive else { return }
+        let up = nodes.indices.filter { nodes[$0].isUp }
+        if let victim = up.randomElement(using: &rng) {
+            crash(victim)
+            let downMs = 50 + Int64(rng.next() % 3000)
+            queue.push(.restart(node: victim), atUs: nowUs + downMs * 1000)
+        }
+        scheduleNext(.crash, rate: faults.crashesPerSecond)
+    }
+
+    func startRandomPartition() {
+        guard chaosActive else { return }
+        report.partitions += 1
+        let n = nodes.count
+        var order = Array(nodes.indices)
+        order.shuffle(using: &rng)
+        switch rng.next() % 3 {
+        case 0:  // Symmetric: a minority (or an even split) cut off.
+            let size = 1 + Int(rng.next() % UInt64(max(1, n / 2)))
+            isolate(Set(order.prefix(size).map { nodes[$0].id }))
+        case 1:  // Asymmetric: some directions of some links fail.
+            blocked = []
+            for _ in 0..<(1 + Int(rng.next() % UInt64(n))) {
+                let a = order[Int(rng.next() % UInt64(n))], b = order[Int(rng.next() % UInt64(n))]
+                if a != b { blocked.insert(Link(from: a, to: b)) }
+            }
+        default:  // Bridge: two sides that only one node can talk to.
+            blocked = []
+            let bridge = order[0]
+            let sideA = Set(order.dropFirst().prefix((n - 1) / 2))
+            for a in sideA {
+                for b in nodes.indices where b != bridge && !sideA.contains(b) {
+                    blocked.insert(Link(from: a, to: b))
+                    blocked.insert(Link(from: b, to: a))
+                }
+            }
+        }
+        note("partition \(blocked.map { "\(nodes[$0.from].id)->\(nodes[$0.to].id)" }.sorted())")
+        let healMs = 200 + Int64(rng.next() % 3000)
+        queue.push(.heal, atUs: nowUs + healMs * 1000)
+        scheduleNext(.partition, rate: faults.partitionsPerSecond)
+    }
+
+    func stallRandomNode() {
+        guard chaosActive else { return }
+        let up = nodes.indices.filter { nodes[$0].isUp }
+        if let victim = up.randomElement(using: &rng) {
+            let ms = 100 + Int64(rng.next() % 1500)
+            note("stall \(nodes[victim].id) for \(ms) ms")
+            stall(nodes[victim].id, forMs: ms)
+        }
+        scheduleNext(.stall, rate: faults.stallsPerSecond)
+    }
+
+    // MARK: Healing and liveness
+
+    /// Stops injecting faults: links heal, crashed nodes restart, messages are no longer lost or duplicated.
+    func healEverything() {
+        chaosActive = false
+        clientsActive = false
+        healPartition()
+        for index in nodes.indices where !nodes[index].isUp { restart(index) }
+        healedAtUs = nowUs
+    }
+
+    /// After healing: waits until a leader has committed an entry of its term and every node applied up to it.
+    func runUntilConverged() {
+        let startUs = nowUs
+        let deadlineMs = nowMs + options.livenessBoundMs
+        var converged = false
+        while !converged && report.violation == nil && nowMs < deadlineMs {
+            runUntil(ms: min(deadlineMs, nowMs + 20))
+            converged = isConverged()
+        }
+        if report.violation != nil { return }
+        guard converged else {
+            fail("liveness: no leader committed and converged within \(options.livenessBoundMs)ms after healing")
+            return
+        }
+        report.healToConvergedMs = (nowUs - startUs) / 1000
+        // Let in-flight client operations settle so their outcomes are recorded, then let every node catch up.
+        runUntil(ms: nowMs + 500)
+        let settleDeadlineMs = nowMs + 2000
+        while report.violation == nil && nowMs < settleDeadlineMs && !allApplicationsCaughtUp() {
+            runUntil(ms: nowMs + 20)
+        }
+        if report.violation == nil && !allApplicationsCaughtUp() {
+            fail("liveness: the nodes did not all apply the committed log within 2 s of converging")
+        }
+    }
+
+    func allApplicationsCaughtUp() -> Bool {
+        let commit = nodes.compactMap { $0.raft?.commitIndex }.max() ?? 0
+        return nodes.allSatisfy { $0.isUp && $0.app.appliedIndex == commit && $0.readyInFlight == nil }
+    }
+
+    func isConverged() -> Bool {
+        guard let leader = nodes.indices.first(where: { nodes[$0].raft?.currentRole == .leader }) else { return false }
+        let raft = nodes[leader].raft!
+        let commit = raft.commitIndex
+        guard raft.entry(at: commit)?.term == raft.currentTerm else { return false }
+        return nodes.allSatisfy { $0.isUp && $0.app.appliedIndex >= commit && $0.readyInFlight == nil }
+    }
+}
+
+import Foundation

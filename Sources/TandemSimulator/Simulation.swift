@@ -1,0 +1,338 @@
+// TandemSimulator: a deterministic simulator for the consensus core.
+//
+// It owns a virtual world: N `RaftNode`s in one thread, one seeded PRNG, virtual time in microseconds, a network that
+// delays, drops, duplicates, reorders and partitions messages, disks that hold exactly what each node persisted from
+// its Ready batches (a crash loses the rest), per-node clock drift and stalls, and clients whose history is checked
+// for linearizability. After every event it checks Raft's safety properties; a run is a pure function of its seed.
+//
+// It must never read the real clock, use unseeded randomness, or reach into a node's private state: it sees the core
+// only through its public API, exactly as the runtime will.
+
+import TandemConsensus
+import TandemLinearizability
+
+/// What one simulated run does.
+public struct SimulationOptions: Sendable {
+    public var seed: UInt64
+    public var nodeCount: Int = 3
+    /// How long faults are injected before everything heals.
+    public var chaosDurationMs: Int64 = 5000
+    /// After healing, a leader must commit and every node apply it within this.
+    public var livenessBoundMs: Int64 = 10_000
+    public var faults: FaultProfile
+    /// Each node's runtime ticks the core this often (on its own, possibly drifting, clock).
+    public var tickIntervalMs: Int64 = 10
+    public var clientCount: Int = 3
+    /// A client waits up to this long between operations.
+    public var clientThinkMs: Int64 = 30
+    public var keys: [String] = ["a", "b", "c"]
+    /// A client gives up on an operation after this; a write's outcome then stays unknown.
+    public var operationTimeoutMs: Int64 = 3000
+    /// Adjusts each node's consensus configuration (defaults otherwise).
+    public var tuning: @Sendable (inout RaftConfig) -> Void = { _ in }
+
+    public init(seed: UInt64, faults: FaultProfile = .none) {
+        self.seed = seed
+        self.faults = faults
+    }
+
+    /// The CI profile: a seed-drawn cluster size and fault profile in which every fault class is enabled.
+    public static func everyFault(seed: UInt64) -> SimulationOptions {
+        var rng = SplitMix64(seed: seed ^ 0x5EED_FA17)
+        var options = SimulationOptions(seed: seed, faults: .everyFault(&rng))
+        options.nodeCount = [3, 3, 5][Int(rng.next() % 3)]
+        return options
+    }
+}
+
+/// The outcome of a run.
+public struct SimulationReport: Sendable, CustomStringConvertible {
+    public var seed: UInt64
+    public var faults: FaultProfile
+    public var nodeCount: Int
+    /// The first safety or liveness property that failed, if any.
+    public var violation: String?
+    public var highestTerm: UInt64 = 0
+    public var committedEntries: Int = 0
+    public var acknowledgedWrites = 0
+    public var unknownWrites = 0
+    public var servedReads = 0
+    public var crashes = 0
+    public var partitions = 0
+    /// Time from healing to a leader committing in its term with every node applied up to it.
+    public var healToConvergedMs: Int64?
+    public var linearizability: CheckResult?
+    public var events = 0
+
+    public var description: String {
+        "seed \(seed) nodes=\(nodeCount) [\(faults)] term=\(highestTerm) committed=\(committedEntries) "
+            + "writes ok=\(acknowledgedWrites) unknown=\(unknownWrites) reads=\(servedReads) crashes=\(crashes) "
+            + "partitions=\(partitions) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
+            + "events=\(events) violation=\(violation ?? "none")"
+    }
+}
+
+enum SimEvent {
+    case tick(node: Int, incarnation: Int)
+    case deliver(Message, to: Int, incarnation: Int)
+    case diskDone(node: Int, incarnation: Int)
+    case crash
+    case restart(node: Int)
+    case partition
+    case heal
+    case stall
+    case clientStep(client: Int)
+    case clientTimeout(client: Int, operation: Int)
+    case livenessProbe
+}
+
+/// One simulated machine: the core, its disk, its application and its clock.
+struct SimNode {
+    let id: NodeID
+    var raft: RaftNode?
+    /// Bumped at each crash: messages and timers addressed to an older incarnation are dropped (TCP died with it).
+    var incarnation = 0
+    var disk = RecoveredState()
+    var app = KVApp()
+    var clockOffsetUs: Int64
+    var clockRate: Double
+    /// The Ready whose fsync is in progress; lost if the node crashes first.
+    var readyInFlight: Ready?
+    /// Confirmed reads waiting for the application to reach their index.
+    var waitingReads: [(id: ReadID, index: UInt64)] = []
+    var stalledUntilUs: Int64 = 0
+    var lastCommitSeen: UInt64 = 0
+    var lastRole: Role = .follower
+    var lastTerm: UInt64 = 0
+
+    var isUp: Bool { raft != nil }
+}
+
+/// A deterministic simulated cluster. `run()` performs a whole seeded run; the other methods let tests script one.
+public final class Simulation {
+    public let options: SimulationOptions
+    var rng: SplitMix64
+    var queue = EventQueue<SimEvent>(capacity: 2_000_000)
+    public internal(set) var nowUs: Int64 = 0
+    var nodes: [SimNode] = []
+    var faults: FaultProfile
+    var chaosActive = true
+    var clientsActive = true
+    var blocked: Set<Link> = []
+    var report: SimulationReport
+
+    // Safety registries (see Simulation+Checks.swift).
+    var leaderOfTerm: [UInt64: Int] = [:]
+    var committedLog: [Entry] = []
+    var entriesSeen: [EntryKey: (entry: Entry, prevTerm: UInt64)] = [:]
+
+    // Clients (see Simulation+Clients.swift).
+    var clients: [SimClient] = []
+    var history: [KVOperation] = []
+    var excludedOperations: Set<Int> = []
+    var pendingWrites: [ProposalID: Int] = [:]
+    var pendingReads: [ReadID: Int] = [:]
+    var nextSequence: UInt64 = 1
+
+    /// Role transitions observed after each event: (time, node, role, term). Bounded by the run's length.
+    public internal(set) var roleHistory: [(timeMs: Int64, node: NodeID, role: Role, term: UInt64)] = []
+    var healedAtUs: Int64?
+    /// When set, notable events are recorded in `trace` (for debugging one seed).
+    public var tracing = false
+    public internal(set) var trace: [String] = []
+
+    func note(_ text: @autoclosure () -> String) {
+        if tracing { trace.append("\(nowMs) ms: " + text()) }
+    }
+
+    public init(options: SimulationOptions) {
+        self.options = options
+        rng = SplitMix64(seed: options.seed)
+        faults = options.faults
+        report = SimulationReport(seed: options.seed, faults: options.faults, nodeCount: options.nodeCount)
+        let ids = (1...options.nodeCount).map { NodeID("n\($0)") }
+        for id in ids {
+            let drift = faults.maxClockDrift * (2 * unit() - 1)
+            let offset = Int64(rng.next() % 1_000_000_000)
+            nodes.append(SimNode(id: id, clockOffsetUs: offset, clockRate: 1 + drift))
+        }
+        for index in nodes.indices { boot(index) }
+        clients = (0..<options.clientCount).map { SimClient(id: $0) }
+    }
+
+    public var nowMs: Int64 { nowUs / 1000 }
+    public var nodeIDs: [NodeID] { nodes.map(\.id) }
+    public var violation: String? { report.violation }
+
+    // MARK: Whole run
+
+    /// Runs chaos, heals, checks liveness and the clients' history. Stops at the first violation.
+    public func run() -> SimulationReport {
+        scheduleChaos()
+        for client in clients.indices { queue.push(.clientStep(client: client), atUs: nowUs + randomUs(upToMs: 50)) }
+        runUntil(ms: options.chaosDurationMs)
+        if report.violation == nil { healEverything() }
+        if report.violation == nil { runUntilConverged() }
+        if report.violation == nil { finalChecks() }
+        report.events = max(report.events, 0)
+        return report
+    }
+
+    /// Processes events until virtual time reaches `ms`, a violation is found, or `until` returns true.
+    public func runUntil(ms: Int64, until stop: () -> Bool = { false }) {
+        let endUs = ms * 1000
+        while report.violation == nil, let next = queue.nextTimeUs, next <= endUs {
+            let (timeUs, event) = queue.pop()!
+            nowUs = timeUs
+            report.events += 1
+            handle(event)
+            if stop() { return }
+        }
+        if report.violation == nil { nowUs = max(nowUs, endUs) }
+    }
+
+    func handle(_ event: SimEvent) {
+        switch event {
+        case .tick(let node, let incarnation): onTick(node, incarnation)
+        case .deliver(let message, let node, let incarnation): onDeliver(message, node, incarnation)
+        case .diskDone(let node, let incarnation): onDiskDone(node, incarnation)
+        case .crash: crashRandomNode()
+        case .restart(let node): restart(node)
+        case .partition: startRandomPartition()
+        case .heal: healPartition()
+        case .stall: stallRandomNode()
+        case .clientStep(let client): clientStep(client)
+        case .clientTimeout(let client, let operation): clientTimeout(client, operation)
+        case .livenessProbe: break
+        }
+    }
+
+    // MARK: Nodes
+
+    func localMs(_ index: Int) -> Int64 {
+        (nodes[index].clockOffsetUs + Int64(Double(nowUs) * nodes[index].clockRate)) / 1000
+    }
+
+    func boot(_ index: Int) {
+        var config = RaftConfig(id: nodes[index].id, peers: nodes.map(\.id))
+        options.tuning(&config)
+        var recovered = nodes[index].disk
+        recovered.appliedIndex = 0  // The application keeps its state in memory and replays the log.
+        nodes[index].raft = RaftNode(config: config, recovered: recovered, seed: rng.next())
+        nodes[index].app = KVApp()
+        nodes[index].lastCommitSeen = 0
+        nodes[index].lastRole = .follower
+        nodes[index].lastTerm = recovered.hardState.term
+        scheduleTick(index, afterUs: randomUs(upToMs: options.tickIntervalMs))
+    }
+
+    func scheduleTick(_ index: Int, afterUs: Int64) {
+        queue.push(.tick(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + afterUs)
+    }
+
+    /// Defers an event for a stalled node to the end of its stall; returns true if it did.
+    func deferIfStalled(_ index: Int, _ event: SimEvent) -> Bool {
+        guard nodes[index].stalledUntilUs > nowUs else { return false }
+        queue.push(event, atUs: nodes[index].stalledUntilUs)
+        return true
+    }
+
+    func onTick(_ index: Int, _ incarnation: Int) {
+        guard nodes[index].isUp, nodes[index].incarnation == incarnation else { return }
+        if nodes[index].stalledUntilUs > nowUs {
+            // A stalled process misses its ticks; the next one fires when it wakes, late.
+            queue.push(.tick(node: index, incarnation: incarnation), atUs: nodes[index].stalledUntilUs)
+            return
+        }
+        nodes[index].raft!.tick(nowMs: localMs(index))
+        afterStep(index)
+        let intervalUs = Int64(Double(options.tickIntervalMs * 1000) / nodes[index].clockRate)
+        scheduleTick(index, afterUs: max(1, intervalUs))
+    }
+
+    func onDeliver(_ message: Message, _ index: Int, _ incarnation: Int) {
+        guard nodes[index].isUp, nodes[index].incarnation == incarnation else { return }
+        if deferIfStalled(index, .deliver(message, to: index, incarnation: incarnation)) { return }
+        nodes[index].raft!.step(message, nowMs: localMs(index))
+        afterStep(index)
+    }
+
+    /// After any input to a node: check the safety properties, then carry out its effects.
+    func afterStep(_ index: Int) {
+        observe(index)
+        pump(index)
+    }
+
+    /// Takes Ready batches while the node has them, carrying each out (at once, or after a simulated fsync).
+    func pump(_ index: Int) {
+        var rounds = 0
+        while report.violation == nil, nodes[index].isUp, nodes[index].readyInFlight == nil,
+              nodes[index].raft!.hasReady {
+            rounds += 1
+            precondition(rounds < 10_000, "a node keeps producing Ready batches without input")
+            let ready = nodes[index].raft!.ready()
+            checkReady(index, ready)
+            let latencyMs = faults.maxDiskLatencyMs > 0 ? Int64(rng.next() % UInt64(faults.maxDiskLatencyMs + 1)) : 0
+            if latencyMs == 0 {
+                complete(index, ready)
+            } else {
+                nodes[index].readyInFlight = ready
+                queue.push(.diskDone(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + latencyMs * 1000)
+            }
+        }
+    }
+
+    func onDiskDone(_ index: Int, _ incarnation: Int) {
+        guard nodes[index].isUp, nodes[index].incarnation == incarnation,
+              let ready = nodes[index].readyInFlight else { return }
+        nodes[index].readyInFlight = nil
+        complete(index, ready)
+        observe(index)
+        pump(index)
+    }
+
+    /// Carries out one Ready in the documented order: persist, send, apply, release reads and proposals, advance.
+    func complete(_ index: Int, _ ready: Ready) {
+        persist(index, ready)
+        for message in ready.messages { send(message) }
+        for entry in ready.committedEntries { apply(index, entry) }
+        for read in ready.readyReads { nodes[index].waitingReads.append(read) }
+        for (id, _) in ready.failedReads { readFailed(id) }
+        for (id, _) in ready.rejectedProposals { writeRejected(id) }
+        nodes[index].raft!.advance(ready)
+        serveWaitingReads(index)
+    }
+
+    func persist(_ index: Int, _ ready: Ready) {
+        if let first = ready.entriesToPersist.first {
+            let keep = Int(first.index - 1)
+            precondition(keep <= nodes[index].disk.entries.count, "a Ready left a gap in the log on disk")
+            nodes[index].disk.entries.removeSubrange(keep...)
+            nodes[index].disk.entries.append(contentsOf: ready.entriesToPersist)
+        } else if let truncate = ready.truncateFromIndex {
+            nodes[index].disk.entries.removeSubrange(min(Int(truncate - 1), nodes[index].disk.entries.count)...)
+        }
+        if let hardState = ready.hardState { nodes[index].disk.hardState = hardState }
+    }
+
+    func apply(_ index: Int, _ entry: Entry) {
+        checkApply(index, entry)
+        guard report.violation == nil else { return }
+        nodes[index].app.apply(entry)
+        if let proposal = entry.proposal, proposal.origin == nodes[index].id {
+            writeApplied(proposal, at: index)
+        }
+    }
+
+    // MARK: Helpers
+
+    func unit() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
+
+    func randomUs(upToMs ms: Int64) -> Int64 { ms <= 0 ? 0 : Int64(rng.next() % UInt64(ms * 1000)) }
+
+    func index(of id: NodeID) -> Int { nodes.firstIndex { $0.id == id }! }
+
+    func fail(_ message: String) {
+        if report.violation == nil { report.violation = "t=\(nowMs)ms: " + message }
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import TandemConsensus
+import TandemLinearizability
+import TandemSimulator
+import XCTest
+
+/// The seeded simulator as a test: every seed draws a cluster size and a fault profile with every fault class
+/// enabled, runs chaos, heals, and must show no safety violation, a linearizable history and timely recovery.
+///
+/// `TANDEM_SIM_SEEDS=<n>` sets how many seeds (default 500); `TANDEM_SIM_SEED=<s>` reruns one seed verbosely.
+final class SimulationSwarmTests: XCTestCase {
+    func testEverySeedKeepsSafetyLinearizabilityAndLiveness() {
+        let environment = ProcessInfo.processInfo.environment
+        let seeds: [UInt64]
+        if let one = environment["TANDEM_SIM_SEED"].flatMap(UInt64.init) {
+            seeds = [one]
+        } else {
+            let count = environment["TANDEM_SIM_SEEDS"].flatMap(Int.init) ?? 500
+            let base = environment["TANDEM_SIM_BASE"].flatMap(UInt64.init) ?? 1
+            seeds = (0..<UInt64(count)).map { base + $0 }
+        }
+        let started = Date()
+        var failures = 0
+        var worstHealMs: Int64 = 0
+        var timedOutChecks = 0
+        for seed in seeds {
+            let simulation = Simulation(options: .everyFault(seed: seed))
+            simulation.tracing = seeds.count == 1 && environment["TANDEM_SIM_VERBOSE"] != nil
+            let report = simulation.run()
+            if seeds.count == 1 {
+                print(report)
+                if environment["TANDEM_SIM_VERBOSE"] != nil {
+                    for line in simulation.trace { print("  " + line) }
+                }
+            }
+            worstHealMs = max(worstHealMs, report.healToConvergedMs ?? 0)
+            if report.linearizability == .timedOut { timedOutChecks += 1 }
+            if let violation = report.violation {
+                failures += 1
+                XCTFail("""
+                    seed \(seed) violated: \(violation)
+                    \(report)
+                    reproduce: TANDEM_SIM_SEED=\(seed) swift test --filter SimulationSwarmTests
+                    """)
+                if failures >= 5 { break }
+            }
+        }
+        let seconds = Date().timeIntervalSince(started)
+        print("simulation: \(seeds.count) seeds, \(failures) failing, worst heal-to-converged \(worstHealMs) ms, "
+              + "\(timedOutChecks) linearizability checks timed out, \(String(format: "%.1f", seconds)) s")
+    }
+}

@@ -1,0 +1,158 @@
+import TandemConsensus
+import XCTest
+
+/// A small deterministic harness for scenario tests: nodes tick every 10 ms, messages take `latencyMs`, every Ready
+/// is carried out at once in the documented order, and links can be cut. Time advances in 1 ms steps.
+struct TestCluster {
+    var nodes: [NodeID: RaftNode] = [:]
+    var disks: [NodeID: RecoveredState] = [:]
+    var applied: [NodeID: [Entry]] = [:]
+    var readyReads: [NodeID: [(id: ReadID, index: UInt64)]] = [:]
+    var failedReads: [NodeID: [(id: ReadID, error: ReadError)]] = [:]
+    var rejected: [NodeID: [(id: ProposalID, error: ProposalError)]] = [:]
+    var accepted: [NodeID: [ProposalID]] = [:]
+    /// Messages in flight with their delivery time, in sending order.
+    var inFlight: [(atMs: Int64, message: Message)] = []
+    var blocked: Set<[NodeID]> = []
+    var down: Set<NodeID> = []
+    var nowMs: Int64 = 0
+    var latencyMs: Int64 = 2
+    let ids: [NodeID]
+    let tune: (inout RaftConfig) -> Void
+    /// Every message sent, for assertions on what crossed the network.
+    var sent: [Message] = []
+
+    init(size: Int, tune: @escaping (inout RaftConfig) -> Void = { _ in }) {
+        ids = (1...size).map { NodeID("n\($0)") }
+        self.tune = tune
+        for (k, id) in ids.enumerated() {
+            disks[id] = RecoveredState()
+            nodes[id] = makeNode(id, seed: UInt64(k + 1) * 7919)
+        }
+    }
+
+    func makeNode(_ id: NodeID, seed: UInt64) -> RaftNode {
+        var config = RaftConfig(id: id, peers: ids)
+        tune(&config)
+        return RaftNode(config: config, recovered: disks[id]!, seed: seed)
+    }
+
+    // MARK: Time
+
+    mutating func run(forMs ms: Int64) {
+        for _ in 0..<ms { step() }
+    }
+
+    /// Runs until `condition` holds (checked every ms); returns the elapsed time, or nil after `limitMs`.
+    @discardableResult
+    mutating func run(untilWithinMs limitMs: Int64, _ condition: (TestCluster) -> Bool) -> Int64? {
+        let start = nowMs
+        while nowMs - start < limitMs {
+            if condition(self) { return nowMs - start }
+            step()
+        }
+        return condition(self) ? nowMs - start : nil
+    }
+
+    mutating func step() {
+        nowMs += 1
+        let due = inFlight.filter { $0.atMs <= nowMs }
+        inFlight.removeAll { $0.atMs <= nowMs }
+        for (_, message) in due where !down.contains(message.to) {
+            nodes[message.to]!.step(message, nowMs: nowMs)
+            drain(message.to)
+        }
+        if nowMs % 10 == 0 {
+            for id in ids where !down.contains(id) {
+                nodes[id]!.tick(nowMs: nowMs)
+                drain(id)
+            }
+        }
+    }
+
+    /// Carries out every pending Ready of `id` in the documented order.
+    mutating func drain(_ id: NodeID) {
+        while nodes[id]!.hasReady {
+            let ready = nodes[id]!.ready()
+            if let first = ready.entriesToPersist.first {
+                disks[id]!.entries.removeSubrange(Int(first.index - 1)...)
+                disks[id]!.entries.append(contentsOf: ready.entriesToPersist)
+            }
+            if let hardState = ready.hardState { disks[id]!.hardState = hardState }
+            for message in ready.messages {
+                sent.append(message)
+                if blocked.contains([message.from, message.to]) { continue }
+                inFlight.append((nowMs + latencyMs, message))
+            }
+            applied[id, default: []].append(contentsOf: ready.committedEntries)
+            readyReads[id, default: []].append(contentsOf: ready.readyReads)
+            failedReads[id, default: []].append(contentsOf: ready.failedReads)
+            rejected[id, default: []].append(contentsOf: ready.rejectedProposals)
+            accepted[id, default: []].append(contentsOf: ready.acceptedProposals.map(\.id))
+            nodes[id]!.advance(ready)
+        }
+    }
+
+    // MARK: Faults
+
+    /// Cuts every link between `group` and the rest, both ways.
+    mutating func isolate(_ group: Set<NodeID>) {
+        for a in ids where group.contains(a) {
+            for b in ids where !group.contains(b) {
+                blocked.insert([a, b])
+                blocked.insert([b, a])
+            }
+        }
+    }
+
+    mutating func heal() { blocked = [] }
+
+    mutating func crash(_ id: NodeID) {
+        down.insert(id)
+        inFlight.removeAll { $0.message.to == id }
+    }
+
+    mutating func restart(_ id: NodeID, seed: UInt64 = 99) {
+        down.remove(id)
+        nodes[id] = makeNode(id, seed: seed)
+        applied[id] = []
+    }
+
+    // MARK: Queries
+
+    var leaders: [NodeID] { ids.filter { !down.contains($0) && nodes[$0]!.currentRole == .leader } }
+
+    /// The single live leader with the highest term, if any.
+    var leader: NodeID? {
+        leaders.max { nodes[$0]!.currentTerm < nodes[$1]!.currentTerm }
+    }
+
+    mutating func electLeader(file: StaticString = #filePath, line: UInt = #line) -> NodeID {
+        let elapsed = run(untilWithinMs: 5000) { cluster in
+            guard let leader = cluster.leader else { return false }
+            let node = cluster.nodes[leader]!
+            return node.entry(at: node.commitIndex)?.term == node.currentTerm
+        }
+        XCTAssertNotNil(elapsed, "no leader committed within 5 s", file: file, line: line)
+        return leader!
+    }
+
+    func followers(of leader: NodeID) -> [NodeID] { ids.filter { $0 != leader } }
+
+    mutating func propose(_ text: String, at id: NodeID, sequence: UInt64) throws(ProposalError) {
+        try nodes[id]!.propose(Array(text.utf8), id: ProposalID(origin: id, sequence: sequence), wallTimeMs: nowMs,
+                               nowMs: nowMs)
+        drain(id)
+    }
+
+    mutating func read(_ sequence: UInt64, at id: NodeID, mode: ReadMode) -> ReadID {
+        let readID = ReadID(origin: id, sequence: sequence)
+        nodes[id]!.requestRead(id: readID, mode: mode, nowMs: nowMs)
+        drain(id)
+        return readID
+    }
+
+    func appliedPayloads(_ id: NodeID) -> [String] {
+        (applied[id] ?? []).filter { $0.kind == .normal }.map { String(decoding: $0.data, as: UTF8.self) }
+    }
+}
