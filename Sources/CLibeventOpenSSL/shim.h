@@ -14,3 +14,54 @@ static inline long tandem_ssl_set_tlsext_host_name(SSL *ssl, const char *name) {
 }
 
 #endif
+
+// Additions for TandemNet's TLS.swift and Crypto.swift (peer transport). Macros wrapped as prefixed functions.
+#ifndef TANDEM_CLIBEVENT_OPENSSL_SHIM_TRANSPORT_H
+#define TANDEM_CLIBEVENT_OPENSSL_SHIM_TRANSPORT_H
+
+#include <openssl/x509v3.h>
+#include <openssl/crypto.h>
+
+static inline int tandem_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+}
+
+static inline void tandem_ssl_ctx_require_peer_certificate(SSL_CTX *ctx) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+}
+
+static inline int tandem_ssl_filetype_pem(void) { return SSL_FILETYPE_PEM; }
+static inline int tandem_bufferevent_ssl_connecting(void) { return BUFFEREVENT_SSL_CONNECTING; }
+static inline int tandem_bufferevent_ssl_accepting(void) { return BUFFEREVENT_SSL_ACCEPTING; }
+static inline long tandem_x509_v_ok(void) { return X509_V_OK; }
+
+/// 1 when the peer's certificate names `name` (DNS subjectAltName, or the common name when there is no SAN).
+static inline int tandem_ssl_peer_certificate_matches(SSL *ssl, const char *name, size_t length) {
+    X509 *certificate = SSL_get1_peer_certificate(ssl);
+    if (certificate == NULL) return 0;
+    int result = X509_check_host(certificate, name, length, 0, NULL);
+    X509_free(certificate);
+    return result == 1;
+}
+
+/// Writes the peer certificate's subject as one line into `buffer`; returns 0 when there is no certificate.
+static inline int tandem_ssl_peer_subject(SSL *ssl, char *buffer, int capacity) {
+    X509 *certificate = SSL_get1_peer_certificate(ssl);
+    if (certificate == NULL) return 0;
+    X509_NAME_oneline(X509_get_subject_name(certificate), buffer, capacity);
+    X509_free(certificate);
+    return 1;
+}
+
+/// 1 once the TLS handshake has sent or received anything (a failure then is a TLS failure, not a refused dial).
+static inline int tandem_ssl_handshake_started(const SSL *ssl) {
+    return SSL_get_state(ssl) != TLS_ST_BEFORE;
+}
+
+static inline int tandem_hmac_sha256(const void *key, int keyLength, const unsigned char *data, size_t dataLength,
+                                     unsigned char *out32) {
+    unsigned int length = 0;
+    return HMAC(EVP_sha256(), key, keyLength, data, dataLength, out32, &length) != NULL && length == 32;
+}
+
+#endif

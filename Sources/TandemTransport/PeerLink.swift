@@ -1,0 +1,186 @@
+// One connection to (or from) a peer: its handshake, its frame parser, and the path of its bytes.
+
+import TandemConsensus
+import TandemNet
+
+/// A link is a connection plus the protocol state on it. The transport decides what becomes of it; the link only
+/// reports. It is the connection's delegate, so the connection keeps it alive while open (see the module header).
+final class PeerLink: ConnectionDelegate {
+    weak var transport: PeerTransport?
+    let role: LinkRole
+    /// The IP of an accepted connection or the host of a dialled one, for log lines.
+    let remoteAddress: String
+    private(set) var connection: Connection?
+    private(set) var tls: TLSConnection?
+    private var handshake: Handshake
+    private var parser = FrameParser(maxPayloadBytes: PeerProtocol.handshakeMaxPayloadBytes)
+    private let maxFramePayloadBytes: Int
+    private var handshakeTimer: Timer?
+    /// Set once the handshake completed and the transport kept this link.
+    private(set) var identity: PeerIdentity?
+    /// Set once this link is closed or closing; no callback reaches the transport after that.
+    private(set) var isClosed = false
+
+    init(transport: PeerTransport, handshake: Handshake, remoteAddress: String, maxFramePayloadBytes: Int) {
+        self.transport = transport
+        self.handshake = handshake
+        self.role = handshake.role
+        self.remoteAddress = remoteAddress
+        self.maxFramePayloadBytes = maxFramePayloadBytes
+    }
+
+    /// The node that dialled this link: the tie-breaker when both sides dialled at once.
+    func dialler(selfID: NodeID) -> NodeID? {
+        switch role {
+        case .dialer: return selfID
+        case .acceptor: return identity?.id
+        }
+    }
+
+    /// Starts the protocol on a connection: sends the hello, reads, and arms the handshake deadline.
+    func start(connection: Connection, tls: TLSConnection?, loop: EventLoop, handshakeTimeoutMs: Int64) {
+        precondition(self.connection == nil, "a link starts once")
+        self.connection = connection
+        self.tls = tls
+        connection.delegate = self
+        writeFrame(type: PeerProtocol.helloFrameType, payload: handshake.helloPayload())
+        connection.enableReading()
+        let timer = Timer(loop: loop, priority: .control) { [weak self] in self?.handshakeDeadlinePassed() }
+        timer.schedule(afterMs: handshakeTimeoutMs)
+        handshakeTimer = timer
+    }
+
+    var outputCount: Int { connection?.outputCount ?? 0 }
+
+    func writeFrame(type: UInt8, payload: [UInt8]) {
+        payload.withUnsafeBytes { writeFrame(type: type, payload: $0) }
+    }
+
+    /// Writes header and payload into the output buffer; libevent sends everything written in one loop turn
+    /// together, so many small frames cost one system call.
+    func writeFrame(type: UInt8, payload: UnsafeRawBufferPointer) {
+        guard let connection, !isClosed else { return }
+        let length = UInt32(payload.count)
+        var header = (
+            UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8),
+            UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 24), type
+        )
+        withUnsafeBytes(of: &header) { connection.write($0) }
+        connection.write(payload)
+    }
+
+    /// Closes without telling the transport (the transport decided it).
+    func closeLocally() {
+        guard !isClosed else { return }
+        isClosed = true
+        stopTimer()
+        connection?.close()
+    }
+
+    /// Tells the peer why it is refused, closes after that is flushed, and reports to the transport.
+    func refuse(_ failure: LinkFailure) {
+        guard !isClosed, let connection else { return }
+        isClosed = true
+        writeRefusal(failure, on: connection)
+        connection.closeAfterFlush()
+        // A peer that never reads would keep the refused connection open: force it shut after a short grace.
+        handshakeTimer?.schedule(afterMs: 1000)
+        transport?.linkRefused(self, failure: failure)
+    }
+
+    private func writeRefusal(_ failure: LinkFailure, on connection: Connection) {
+        let reason = Array(failure.description.utf8.prefix(512))
+        let length = UInt32(reason.count)
+        var header = (
+            UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8), UInt8(0), UInt8(0),
+            PeerProtocol.refusalFrameType
+        )
+        withUnsafeBytes(of: &header) { connection.write($0) }
+        connection.write(reason)
+    }
+
+    /// Closes on an error found on an established or handshaking link and reports it as a disconnect.
+    private func fail(_ failure: LinkFailure) {
+        guard !isClosed else { return }
+        isClosed = true
+        stopTimer()
+        connection?.close()
+        transport?.linkClosed(self, failure: failure)
+    }
+
+    private func stopTimer() {
+        handshakeTimer?.invalidate()
+        handshakeTimer = nil
+    }
+
+    private func handshakeDeadlinePassed() {
+        if isClosed {
+            connection?.close()  // the grace period after a refusal is over
+            stopTimer()
+            return
+        }
+        refuse(.handshakeTimeout)
+    }
+
+    // MARK: ConnectionDelegate
+
+    func connectionHasInput(_ connection: Connection) {
+        connection.consumeInput { chunk in
+            guard !isClosed else { return chunk.count }
+            do throws(FrameError) {
+                try parser.consume(chunk) { type, payload in onFrame(type: type, payload: payload) }
+            } catch {
+                fail(.frame(error))
+            }
+            return chunk.count
+        }
+    }
+
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        guard !isClosed else { return }
+        if identity == nil, let failure = tls?.handshakeFailureDescription {
+            isClosed = true
+            stopTimer()
+            transport?.linkRefused(self, failure: .tls(failure))
+            return
+        }
+        fail(.closed(reason))
+    }
+
+    private func onFrame(type: UInt8, payload: UnsafeRawBufferPointer) -> FrameVerdict {
+        guard !isClosed else { return .stop }
+        guard identity != nil else { return onHandshakeFrame(type: type, payload: payload) }
+        guard type >= PeerProtocol.firstApplicationFrameType else {
+            fail(.unexpectedFrame(type: type))
+            return .stop
+        }
+        transport?.linkReceived(self, type: type, payload: payload)
+        return isClosed ? .stop : .proceed
+    }
+
+    private func onHandshakeFrame(type: UInt8, payload: UnsafeRawBufferPointer) -> FrameVerdict {
+        switch handshake.onFrame(type: type, payload: payload) {
+        case .wait:
+            return .proceed
+        case .send(let replyType, let reply):
+            writeFrame(type: replyType, payload: reply)
+            return .proceed
+        case .refuse(let failure):
+            refuse(failure)
+            return .stop
+        case .established(let peer):
+            identity = peer
+            stopTimer()
+            guard let transport, transport.linkAuthenticated(self, peer: peer), !isClosed else { return .stop }
+            return .proceedWithLimit(maxPayloadBytes: maxFramePayloadBytes)
+        }
+    }
+
+    /// True when the verified TLS certificate names one of `names`. Always true without TLS.
+    func certificateNames(anyOf names: [String]) -> Bool {
+        guard let tls else { return true }
+        return names.contains { tls.peerCertificateNames($0) }
+    }
+
+    var certificateSubject: String { tls?.peerSubject ?? "(none)" }
+}

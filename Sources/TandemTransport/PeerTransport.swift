@@ -1,0 +1,368 @@
+// The set of links of one node: one authenticated connection per peer, kept up by dialing and reconnecting.
+
+import TandemConsensus
+import TandemNet
+
+/// Why a transport could not start. Operating errors: a port in use, unreadable TLS files, no random source.
+public enum TransportError: Error, CustomStringConvertible {
+    case listen(NetError)
+    case tls(TLSError)
+    case crypto(CryptoError)
+
+    public var description: String {
+        switch self {
+        case .listen(let error): return "peer listener: \(error)"
+        case .tls(let error): return "peer TLS: \(error)"
+        case .crypto(let error): return "peer authentication: \(error)"
+        }
+    }
+}
+
+/// Authenticated, framed links to every configured peer, on one event loop (see the module header for the
+/// threading and ownership rules).
+///
+/// One connection per pair: both sides dial; when both connections complete, the one dialled by the smaller node
+/// id is kept and the other closed, so both sides keep the same one. A link from a restarted peer (a new
+/// incarnation) replaces the old link at once.
+public final class PeerTransport {
+    public let selfID: NodeID
+    /// The peer port actually bound (the chosen one when 0 was asked for).
+    public let listenPort: UInt16
+    public weak var delegate: PeerTransportDelegate?
+
+    private struct PeerSlot {
+        let endpoint: PeerEndpoint
+        // Invariant: active, when set, is established (identity.id == endpoint.id) and not closed.
+        var active: PeerLink?
+        // Invariant: dialing, when set, is an outbound link still in its handshake.
+        var dialing: PeerLink?
+        var status: PeerStatus
+        var consecutiveFailures = 0
+        var hasEverConnected = false
+        var reconnectTimer: Timer?
+    }
+
+    private unowned let loop: EventLoop
+    private let options: PeerTransportOptions
+    private let handshakeAuth: HandshakeAuth
+    private let tlsContext: TLSContext?
+    private var listener: Listener?
+    private var tlsListener: TLSListener?
+    // Invariant: the keys are exactly the configured peers, never selfID.
+    private var slots: [NodeID: PeerSlot] = [:]
+    // Invariant: pendingInbound.count <= options.maxPendingInboundLinks; every entry is accepted and unauthenticated.
+    private var pendingInbound: [ObjectIdentifier: PeerLink] = [:]
+    /// Random per instance, sent in the hello: how peers tell a restart from a duplicate connection.
+    let incarnation: UInt64
+    private var isStopped = false
+
+    /// Binds the peer listener now (so `listenPort` is known); dialing starts with `start()`.
+    /// `peers` may include this node's own id (as TANDEM_PEERS does): it is ignored.
+    public init(
+        loop: EventLoop, selfID: NodeID, peers: [PeerEndpoint], listenHost: String, listenPort: UInt16,
+        auth: PeerAuth, options: PeerTransportOptions = PeerTransportOptions()
+    ) throws(TransportError) {
+        options.validate()
+        self.loop = loop
+        self.selfID = selfID
+        self.options = options
+        do {
+            let seed = try Crypto.secureRandomBytes(count: 8)
+            incarnation = seed.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        } catch {
+            throw .crypto(error)
+        }
+        switch auth {
+        case .none:
+            handshakeAuth = .none
+            tlsContext = nil
+        case .secret(let secret):
+            precondition(!secret.isEmpty, "an empty cluster secret is no authentication; use .none")
+            handshakeAuth = .secret(Array(secret.utf8))
+            tlsContext = nil
+        case .tls(let certPath, let keyPath, let caPath):
+            handshakeAuth = .tls
+            do {
+                tlsContext = try TLSContext(certificatePath: certPath, privateKeyPath: keyPath, trustedCAPath: caPath)
+            } catch {
+                throw .tls(error)
+            }
+        }
+        for peer in peers where peer.id != selfID {
+            precondition(slots[peer.id] == nil, "peer \(peer.id) is configured twice")
+            slots[peer.id] = PeerSlot(endpoint: peer, status: PeerStatus(id: peer.id, address: peer.address, connected: false))
+        }
+        do {
+            if let tlsContext {
+                let bound = try TLSListener(loop: loop, host: listenHost, port: listenPort, context: tlsContext, priority: .control)
+                self.listenPort = bound.port
+                tlsListener = bound
+            } else {
+                let bound = try Listener(loop: loop, host: listenHost, port: listenPort, priority: .control)
+                self.listenPort = bound.port
+                listener = bound
+            }
+        } catch {
+            throw .listen(error)
+        }
+        listener?.delegate = self
+        tlsListener?.delegate = self
+    }
+
+    deinit { stop() }
+
+    /// Dials every peer. Call once, after setting the delegate.
+    public func start() {
+        precondition(!isStopped, "a stopped transport does not restart")
+        for id in slots.keys.sorted() { dial(id) }
+    }
+
+    /// Closes the listener and every link, and stops reconnecting. No callback follows.
+    public func stop() {
+        guard !isStopped else { return }
+        isStopped = true
+        listener?.close()
+        tlsListener?.close()
+        for link in pendingInbound.values { link.closeLocally() }
+        pendingInbound.removeAll()
+        for id in slots.keys {
+            slots[id]?.reconnectTimer?.invalidate()
+            slots[id]?.reconnectTimer = nil
+            slots[id]?.active?.closeLocally()
+            slots[id]?.active = nil
+            slots[id]?.dialing?.closeLocally()
+            slots[id]?.dialing = nil
+            slots[id]?.status.connected = false
+        }
+    }
+
+    // MARK: sending
+
+    /// Queues one frame to `peer`. `type` must be an application type (>= 0x10) and the payload within this
+    /// transport's frame limit (a larger one is a programmer error: cap messages below it). Frames written in one
+    /// loop turn leave in one write. A frame to a peer without an authenticated link is dropped and counted.
+    @discardableResult
+    public func send(type: UInt8, payload: UnsafeRawBufferPointer, to peer: NodeID) -> SendOutcome {
+        precondition(type >= PeerProtocol.firstApplicationFrameType, "frame types below 0x10 are the transport's")
+        precondition(payload.count <= options.maxFramePayloadBytes, "frame payload above maxFramePayloadBytes")
+        guard var slot = slots[peer] else { preconditionFailure("send to \(peer), which is not a configured peer") }
+        defer { slots[peer] = slot }
+        guard let link = slot.active else {
+            slot.status.framesDropped += 1
+            return .droppedNotConnected
+        }
+        guard link.outputCount < options.outputHardLimitBytes else {
+            slot.status.framesDropped += 1
+            return .droppedOutputFull
+        }
+        link.writeFrame(type: type, payload: payload)
+        slot.status.framesOut += 1
+        slot.status.bytesOut += UInt64(FrameParser.headerBytes + payload.count)
+        return link.outputCount > options.outputHighWaterMarkBytes ? .queuedAboveHighWaterMark : .queued
+    }
+
+    /// `send(type:payload:to:)` for an array payload.
+    @discardableResult
+    public func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome {
+        payload.withUnsafeBytes { send(type: type, payload: $0, to: peer) }
+    }
+
+    // MARK: status
+
+    /// The figures of one peer, nil for an id that is not a configured peer.
+    public func status(of peer: NodeID) -> PeerStatus? {
+        guard var status = slots[peer]?.status else { return nil }
+        status.outputBufferedBytes = slots[peer]?.active?.outputCount ?? 0
+        return status
+    }
+
+    /// Every peer's figures, ordered by id.
+    public var peerStatuses: [PeerStatus] { slots.keys.sorted().compactMap { status(of: $0) } }
+
+    /// The configured peers, ordered by id.
+    public var peerIDs: [NodeID] { slots.keys.sorted() }
+
+    /// True while an authenticated link to `peer` is up.
+    public func isConnected(to peer: NodeID) -> Bool { slots[peer]?.active != nil }
+
+    /// Open links that concern `peer` (established or dialing), for tests of the one-connection rule.
+    func openLinkCount(to peer: NodeID) -> Int {
+        guard let slot = slots[peer] else { return 0 }
+        return (slot.active == nil ? 0 : 1) + (slot.dialing == nil ? 0 : 1)
+    }
+
+    /// Accepted links still in their handshake.
+    var pendingInboundCount: Int { pendingInbound.count }
+
+    // MARK: dialing
+
+    private func dial(_ id: NodeID) {
+        guard !isStopped, let slot = slots[id], slot.active == nil, slot.dialing == nil else { return }
+        let endpoint = slot.endpoint
+        let link = makeLink(role: .dialer(expected: id), remoteAddress: endpoint.host)
+        var tls: TLSConnection?
+        let connection: Connection?
+        if let tlsContext {
+            tls = tlsContext.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: .control, delegate: link)
+            connection = tls?.connection
+        } else {
+            connection = Connection.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: .control, delegate: link)
+        }
+        guard let connection else {
+            scheduleReconnect(id)
+            return
+        }
+        slots[id]?.dialing = link
+        link.start(connection: connection, tls: tls, loop: loop, handshakeTimeoutMs: options.handshakeTimeoutMs)
+    }
+
+    private func makeLink(role: LinkRole, remoteAddress: String) -> PeerLink {
+        let nonce: [UInt8]
+        do {
+            nonce = try Crypto.secureRandomBytes(count: Handshake.nonceBytes)
+        } catch {
+            // Without fresh nonces the secret handshake would be replayable; refusing to run is the safe answer.
+            preconditionFailure("no secure random bytes for a handshake nonce: \(error)")
+        }
+        let handshake = Handshake(
+            selfID: selfID, incarnation: incarnation, auth: handshakeAuth, role: role, knownPeers: Set(slots.keys),
+            nonce: nonce)
+        return PeerLink(
+            transport: self, handshake: handshake, remoteAddress: remoteAddress,
+            maxFramePayloadBytes: options.maxFramePayloadBytes)
+    }
+
+    /// Schedules the next dial with jittered exponential backoff: step = min * 2^failures, capped at max; the
+    /// wait is drawn from [step / 2, step].
+    private func scheduleReconnect(_ id: NodeID) {
+        guard !isStopped, var slot = slots[id], slot.active == nil else { return }
+        let shift = min(slot.consecutiveFailures, 20)
+        let stepMs = min(options.reconnectBackoffMaxMs, options.reconnectBackoffMinMs << Int64(shift))
+        let delayMs = stepMs / 2 + Int64.random(in: 0...(stepMs - stepMs / 2))
+        slot.consecutiveFailures += 1
+        if slot.reconnectTimer == nil {
+            slot.reconnectTimer = Timer(loop: loop, priority: .control) { [weak self] in self?.dial(id) }
+        }
+        slot.reconnectTimer?.schedule(afterMs: delayMs)
+        slots[id] = slot
+    }
+
+    // MARK: link reports (called by PeerLink)
+
+    /// The handshake of `link` completed. Returns false when the link is not kept (closed or refused here).
+    func linkAuthenticated(_ link: PeerLink, peer: PeerIdentity) -> Bool {
+        guard !isStopped, var slot = slots[peer.id] else {
+            link.closeLocally()
+            return false
+        }
+        guard link.certificateNames(anyOf: [peer.id.rawValue, slot.endpoint.host]) else {
+            link.refuse(.certificateMismatch(claimed: peer.id.rawValue, subject: link.certificateSubject))
+            return false
+        }
+        pendingInbound[ObjectIdentifier(link)] = nil
+        if slot.dialing === link { slot.dialing = nil }
+        defer { slots[peer.id] = slot }
+        guard let old = slot.active else {
+            activate(link, in: &slot)
+            return true
+        }
+        if old.identity?.incarnation != peer.incarnation {
+            // The peer restarted: whatever was in flight on the old link is lost; say so, then connect again.
+            old.closeLocally()
+            slot.active = nil
+            slot.status.connected = false
+            delegate?.peerTransport(self, peerDidDisconnect: peer.id, reason: .replacedByNewerConnection)
+            activate(link, in: &slot)
+            return !link.isClosed
+        }
+        guard prefers(link, over: old, peer: peer.id) else {
+            link.closeLocally()
+            return false
+        }
+        // Both sides dialled at once: swap to the link both sides keep. Raft retransmits anything lost on the old.
+        old.closeLocally()
+        slot.active = link
+        return true
+    }
+
+    private func activate(_ link: PeerLink, in slot: inout PeerSlot) {
+        slot.active = link
+        slot.consecutiveFailures = 0
+        slot.reconnectTimer?.cancel()
+        if slot.hasEverConnected { slot.status.reconnects += 1 }
+        slot.hasEverConnected = true
+        slot.status.connected = true
+        let id = slot.endpoint.id
+        // The slot is written back by the caller; the delegate may send from this callback, so write it now too.
+        slots[id] = slot
+        delegate?.peerTransport(self, peerDidConnect: id)
+        if let current = slots[id] { slot = current }
+    }
+
+    /// Of two links to the same incarnation of `peer`, the one dialled by the smaller id wins; between two of the
+    /// same direction, the newer (the other side evidently lost the older one).
+    private func prefers(_ new: PeerLink, over old: PeerLink, peer: NodeID) -> Bool {
+        let preferredDialler = min(selfID, peer)
+        let newPreferred = new.dialler(selfID: selfID) == preferredDialler
+        let oldPreferred = old.dialler(selfID: selfID) == preferredDialler
+        return newPreferred == oldPreferred ? true : newPreferred
+    }
+
+    /// A frame arrived on an established link.
+    func linkReceived(_ link: PeerLink, type: UInt8, payload: UnsafeRawBufferPointer) {
+        guard let id = link.identity?.id, slots[id]?.active === link else { return }
+        slots[id]?.status.framesIn += 1
+        slots[id]?.status.bytesIn += UInt64(FrameParser.headerBytes + payload.count)
+        slots[id]?.status.lastFrameReceivedMs = loop.nowMs
+        delegate?.peerTransport(self, didReceiveFrameFrom: id, type: type, payload: payload)
+    }
+
+    /// The link refused its peer during the handshake (or TLS did); it is closing.
+    func linkRefused(_ link: PeerLink, failure: LinkFailure) {
+        let dialedPeer = forget(link)
+        delegate?.peerTransport(self, authenticationFailedFrom: link.remoteAddress, reason: failure)
+        if let dialedPeer { scheduleReconnect(dialedPeer) }
+    }
+
+    /// The link's connection ended (peer closed, socket error, protocol error).
+    func linkClosed(_ link: PeerLink, failure: LinkFailure) {
+        if let id = link.identity?.id, slots[id]?.active === link {
+            slots[id]?.active = nil
+            slots[id]?.status.connected = false
+            delegate?.peerTransport(self, peerDidDisconnect: id, reason: failure)
+            scheduleReconnect(id)
+            return
+        }
+        if let dialedPeer = forget(link) { scheduleReconnect(dialedPeer) }
+    }
+
+    /// Removes a link that never became active; returns the peer when it was our dial (to retry).
+    private func forget(_ link: PeerLink) -> NodeID? {
+        pendingInbound[ObjectIdentifier(link)] = nil
+        guard case .dialer(let expected) = link.role, slots[expected]?.dialing === link else { return nil }
+        slots[expected]?.dialing = nil
+        return expected
+    }
+
+    private func accept(_ connection: Connection, tls: TLSConnection?) {
+        guard !isStopped, pendingInbound.count < options.maxPendingInboundLinks else {
+            connection.close()
+            return
+        }
+        let link = makeLink(role: .acceptor, remoteAddress: connection.peerAddress)
+        pendingInbound[ObjectIdentifier(link)] = link
+        link.start(connection: connection, tls: tls, loop: loop, handshakeTimeoutMs: options.handshakeTimeoutMs)
+    }
+}
+
+extension PeerTransport: ListenerDelegate {
+    public func listener(_ listener: Listener, accepted connection: Connection) {
+        accept(connection, tls: nil)
+    }
+}
+
+extension PeerTransport: TLSListenerDelegate {
+    public func tlsListener(_ listener: TLSListener, accepted connection: TLSConnection) {
+        accept(connection.connection, tls: connection)
+    }
+}

@@ -1,0 +1,191 @@
+// TandemTransport: authenticated, framed links between Tandem nodes, and the binary codec of consensus messages.
+//
+// It owns one TCP (or TLS) connection per pair of nodes: dialing, accepting, the hello/authentication handshake,
+// frame parsing with a size limit, the choice of one connection when both sides dial at once, and reconnection with
+// jittered backoff. It must never interpret consensus (it moves opaque typed frames; `ConsensusCodec` is the only
+// part that knows `Message`), never retransmit (a frame to a disconnected peer is dropped and counted: Raft
+// retransmits), never block the loop thread, and never touch a C module (TandemNet is its only window on libevent
+// and OpenSSL).
+//
+// Threading contract: a PeerTransport lives on one EventLoop. Create it, call every method, and receive every
+// delegate callback on that loop's thread only. The codec and the parsers are plain values, usable anywhere.
+//
+// Ownership of connections: each `Connection` retains itself while open and holds its link object as delegate; the
+// transport holds each link in exactly one place (`pendingLinks`, a peer's `dialing` slot or a peer's `active`
+// slot) and closes every link it holds when it stops or is deinitialized, so no callback outlives it.
+
+import TandemConsensus
+import TandemNet
+
+/// Wire constants of the peer protocol.
+public enum PeerProtocol {
+    /// The first bytes of every hello payload: "TNDM".
+    public static let magic: [UInt8] = [0x54, 0x4E, 0x44, 0x4D]
+    /// The protocol version this build speaks. A peer with another version is refused with both numbers logged.
+    public static let version: UInt16 = 1
+    /// Frame types below this are the transport's own (hello, proof, refusal); applications use the rest.
+    public static let firstApplicationFrameType: UInt8 = 0x10
+    /// The payload limit while the handshake runs: a stranger cannot make us buffer a large frame.
+    public static let handshakeMaxPayloadBytes = 1024
+
+    static let helloFrameType: UInt8 = 0x01
+    static let proofFrameType: UInt8 = 0x02
+    static let refusalFrameType: UInt8 = 0x03
+}
+
+/// One configured peer. `host` may be a DNS name: it is resolved again on every (re)connect.
+public struct PeerEndpoint: Equatable, Sendable {
+    public var id: NodeID
+    public var host: String
+    public var port: UInt16
+    public init(id: NodeID, host: String, port: UInt16) {
+        self.id = id
+        self.host = host
+        self.port = port
+    }
+    /// "host:port", bracketing IPv6 literals, for /status and logs.
+    public var address: String { host.contains(":") && !host.hasPrefix("[") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// How peers prove who they are.
+public enum PeerAuth: Sendable {
+    /// No authentication: any process that can reach the port and names a configured peer is accepted.
+    /// The caller must log a loud warning at start.
+    case none
+    /// HMAC-SHA256 challenge on a shared cluster secret: each side proves knowledge of the secret over both sides'
+    /// fresh nonces and its own node id. The secret itself never crosses the wire.
+    case secret(String)
+    /// Mutual TLS: both sides present certificates signed by the CA at `caPath`. The certificate must also name the
+    /// node (DNS subjectAltName or common name equal to its node id, or to its configured host).
+    case tls(certPath: String, keyPath: String, caPath: String)
+}
+
+/// Tunables of a transport. Defaults suit a LAN cluster with ~100 ms heartbeats.
+public struct PeerTransportOptions: Sendable {
+    /// The largest frame payload accepted from an authenticated peer; larger ones close the link.
+    public var maxFramePayloadBytes: Int = 16 * 1024 * 1024 + 4096
+    /// Reconnect backoff: the first retry waits about `reconnectBackoffMinMs`, doubling per failure up to the max;
+    /// each wait is drawn uniformly from [half, all] of the current step (jitter), so peers do not retry in lockstep.
+    public var reconnectBackoffMinMs: Int64 = 50
+    public var reconnectBackoffMaxMs: Int64 = 2000
+    /// Above this many buffered output bytes, `send` reports `.queuedAboveHighWaterMark` (apply flow control).
+    public var outputHighWaterMarkBytes: Int = 8 * 1024 * 1024
+    /// Above this many buffered output bytes, `send` drops the frame (counted) instead of buffering without bound.
+    public var outputHardLimitBytes: Int = 64 * 1024 * 1024
+    /// A link that has not completed its hello and authentication in this time is closed.
+    public var handshakeTimeoutMs: Int64 = 5000
+    /// Accepted links still in their handshake, at most; more are closed at once (a flood cannot exhaust memory).
+    public var maxPendingInboundLinks: Int = 64
+
+    public init() {}
+
+    func validate() {
+        precondition(maxFramePayloadBytes >= PeerProtocol.handshakeMaxPayloadBytes, "frame limit below handshake size")
+        precondition(maxFramePayloadBytes <= Int(UInt32.max), "frame limit above the u32 length field")
+        precondition(reconnectBackoffMinMs > 0 && reconnectBackoffMaxMs >= reconnectBackoffMinMs, "bad backoff range")
+        precondition(outputHighWaterMarkBytes > 0 && outputHardLimitBytes >= outputHighWaterMarkBytes, "bad marks")
+        precondition(handshakeTimeoutMs > 0 && maxPendingInboundLinks > 0, "bad handshake limits")
+    }
+}
+
+/// Why a link was refused or ended. `description` is one log-friendly sentence.
+public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    case frame(FrameError)
+    /// The first frame was not a Tandem hello (something else is talking to the peer port).
+    case badMagic
+    case versionMismatch(peerVersion: UInt16, ourVersion: UInt16)
+    case authModeMismatch(peerMode: String, ourMode: String)
+    case malformedHandshake(String)
+    /// The claimed node id is not one of the configured peers (or is this node's own id).
+    case unknownPeer(claimed: String)
+    /// We dialled one peer and another answered.
+    case unexpectedPeer(expected: NodeID, claimed: String)
+    /// The HMAC proof did not verify: a wrong cluster secret, or a replayed or forged proof.
+    case badProof(claimed: String)
+    /// The TLS certificate verified but does not name the claimed node.
+    case certificateMismatch(claimed: String, subject: String)
+    case tls(String)
+    case handshakeTimeout
+    /// The peer refused us and said why.
+    case refusedByPeer(String)
+    /// A frame type that is not allowed at this point (a transport frame after the handshake, or data before it).
+    case unexpectedFrame(type: UInt8)
+    case closed(CloseReason)
+    /// A newer connection from a restarted peer replaced this one.
+    case replacedByNewerConnection
+
+    public var description: String {
+        switch self {
+        case .frame(let error): return "malformed frame stream: \(error)"
+        case .badMagic: return "not a Tandem peer: the first frame is not a Tandem hello"
+        case .versionMismatch(let peer, let ours):
+            return "protocol version mismatch: the peer speaks version \(peer), this node speaks version \(ours)"
+        case .authModeMismatch(let peer, let ours):
+            return "authentication mismatch: the peer uses \(peer), this node uses \(ours)"
+        case .malformedHandshake(let what): return "malformed handshake: \(what)"
+        case .unknownPeer(let claimed): return "unknown node id \"\(claimed)\": not a configured peer"
+        case .unexpectedPeer(let expected, let claimed):
+            return "dialled \(expected) but the node there says it is \"\(claimed)\""
+        case .badProof(let claimed):
+            return "authentication failed for \"\(claimed)\": wrong cluster secret (HMAC proof does not verify)"
+        case .certificateMismatch(let claimed, let subject):
+            return "TLS certificate \(subject) does not name the claimed node \"\(claimed)\""
+        case .tls(let reason): return reason
+        case .handshakeTimeout: return "handshake not completed in time"
+        case .refusedByPeer(let reason): return "refused by the peer: \(reason)"
+        case .unexpectedFrame(let type): return "unexpected frame type \(type) at this point of the protocol"
+        case .closed(let reason): return "connection closed: \(reason)"
+        case .replacedByNewerConnection: return "replaced by a newer connection from the restarted peer"
+        }
+    }
+}
+
+/// What became of a frame handed to `PeerTransport.send`.
+public enum SendOutcome: Equatable, Sendable {
+    /// Buffered for sending.
+    case queued
+    /// Buffered, but the peer's output buffer is above its high-water mark: slow down for this peer.
+    case queuedAboveHighWaterMark
+    /// Dropped: no authenticated connection to the peer right now (Raft retransmits).
+    case droppedNotConnected
+    /// Dropped: the peer's output buffer is at its hard limit.
+    case droppedOutputFull
+
+    /// True when the frame was buffered.
+    public var isQueued: Bool { self == .queued || self == .queuedAboveHighWaterMark }
+}
+
+/// Per-peer figures for /status and /metrics.
+public struct PeerStatus: Equatable, Sendable {
+    public var id: NodeID
+    /// "host:port" as configured.
+    public var address: String
+    /// An authenticated link is up.
+    public var connected: Bool
+    /// Loop-clock milliseconds (`EventLoop.nowMs`) of the last frame received, nil before the first.
+    public var lastFrameReceivedMs: Int64?
+    public var bytesIn: UInt64 = 0
+    public var bytesOut: UInt64 = 0
+    public var framesIn: UInt64 = 0
+    public var framesOut: UInt64 = 0
+    /// Frames dropped by `send` (not connected, or output full).
+    public var framesDropped: UInt64 = 0
+    /// Links established after the first one (each is a reconnect).
+    public var reconnects: UInt64 = 0
+    /// Output bytes buffered right now.
+    public var outputBufferedBytes: Int = 0
+}
+
+/// The transport's callbacks, all on the loop thread.
+public protocol PeerTransportDelegate: AnyObject {
+    /// A frame from an authenticated peer. `payload` points into the connection's buffer and is valid only during
+    /// the call: copy what must outlive it (`ConsensusCodec.decode` does). The delegate may call `send` from here.
+    func peerTransport(_ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer)
+    /// An authenticated link to `peer` is up (first time, or after a disconnect).
+    func peerTransport(_ transport: PeerTransport, peerDidConnect peer: NodeID)
+    /// The link to `peer` is gone; the transport is already reconnecting.
+    func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure)
+    /// A connection was refused during its handshake (wrong secret, unknown node id, bad certificate, version
+    /// mismatch, garbage). `remoteAddress` is the IP of an accepted connection or the host of a dialled one.
+    func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
+}
