@@ -41,17 +41,25 @@ let package = Package(
         // Peer links: framed, versioned, authenticated (HMAC challenge or mutual TLS), and the consensus codec.
         .target(name: "TandemTransport", dependencies: ["TandemNet", "TandemConsensus"]),
 
+        // The node runtime: drives the core on the loop, persists through the WAL, talks through the transport.
+        .target(
+            name: "TandemNode",
+            dependencies: [
+                "TandemNet", "TandemConsensus", "TandemStorage", "TandemTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
         // The sidecar: proxy, admin listener, metrics, and (later) the node runtime.
         .target(
             name: "TandemSidecar",
             dependencies: [
-                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemStorage", "TandemTransport",
+                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemNode",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemSidecar", "TandemConfig",
+                "TandemSidecar", "TandemConfig", "TandemConsensus", "TandemNode", "TandemTransport", "TandemHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "ExampleKV", dependencies: ["CLibevent"], path: "Examples/ExampleKV"),

@@ -204,3 +204,42 @@ public final class SignalWatcher {
 public func ignoreBrokenPipeSignals() {
     signal(SIGPIPE, SIG_IGN)
 }
+
+/// Wakes a loop from another thread: `notify()` may be called from any thread; the handler runs on the loop's
+/// thread, once per wakeup (several notifications before it runs coalesce into one call, so the handler must
+/// drain whatever queue it serves).
+public final class LoopWakeup: @unchecked Sendable {
+    // Safety: `event` is created and freed on the loop thread; `event_active` is thread-safe once
+    // evthread_use_pthreads() ran (EventLoop.init guarantees that); `handler` is only touched on the loop thread.
+    private var event: OpaquePointer?
+    private var handler: (() -> Void)?
+
+    private static let fire: event_callback_fn = { _, _, context in
+        guard let context else { return }
+        Unmanaged<LoopWakeup>.fromOpaque(context).takeUnretainedValue().handler?()
+    }
+
+    public init(loop: EventLoop, priority: EventPriority = .normal, handler: @escaping () -> Void) {
+        self.handler = handler
+        self.event = event_new(loop.base, -1, 0, LoopWakeup.fire, Unmanaged.passUnretained(self).toOpaque())
+        precondition(event != nil, "event_new failed: out of memory")
+        event_priority_set(event, priority.rawValue)
+    }
+
+    /// Thread-safe.
+    public func notify() {
+        if let event { event_active(event, 0, 0) }
+    }
+
+    /// Loop thread only.
+    public func invalidate() {
+        if let event {
+            event_del(event)
+            event_free(event)
+        }
+        event = nil
+        handler = nil
+    }
+
+    deinit { invalidate() }
+}

@@ -24,6 +24,15 @@ final class Exchange {
     /// once on a fresh connection: nothing can have been applied twice (PITFALLS.md, "Retrying a non-idempotent ...").
     var retriedOnFreshConnection = false
     var isUpgrade: Bool
+    /// Body bytes that arrived while no app connection was attached: the whole body of a replicated write, or
+    /// the start of a read's body while the read waits for its consistency level. Bounded by the body limit.
+    var deferredBody: [UInt8] = []
+    /// The write goes through the log; the answer comes from the applier, not from an app connection.
+    var isReplicatedWrite = false
+    /// The read waits (session, linearizable, lease) before it is sent to the app.
+    var isWaitingForRead = false
+    /// The applied index a read was served at (`Tandem-Position`).
+    var readPosition: UInt64?
 
     init(head: HTTPRequestHead, requestClass: RequestClass, startMicros: Int64) {
         self.head = head
@@ -55,7 +64,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     let connection: Connection
-    private unowned let proxy: ProxyServer
+    unowned let proxy: ProxyServer
     private var parser: HTTPRequestParser
     private var state = State.reading
     private var exchange: Exchange?
@@ -77,6 +86,22 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     var isIdle: Bool { exchange == nil && state == .reading && parser.phase == .idle }
+
+    /// The exchange in flight, for callbacks that must check they still belong to it.
+    var currentExchange: Exchange? { exchange }
+
+    /// Continues a read that waited for its consistency level: now it goes to the app.
+    func resumeAfterReadWait(_ exchange: Exchange) {
+        attachUpstream(exchange)
+    }
+
+    func answerWithError(_ error: TandemErrorResponse) {
+        respondWithError(error)
+    }
+
+    func completeCurrentExchange() {
+        finishExchange()
+    }
 
     // MARK: client side
 
@@ -119,27 +144,67 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func beginExchange(_ head: HTTPRequestHead) {
-        let path = head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.target
-        let requestClass = proxy.classifier.classify(method: head.method, path: path)
+        let requestClass = proxy.classifier.classify(method: head.method, path: String(head.path))
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
         if proxy.isDraining { exchange.clientKeepAlive = false }
         self.exchange = exchange
-        guard let upstream = proxy.pool.acquire(for: self) else {
-            respondWithError(.upstreamUnavailable("cannot open a socket to the app"))
-            return
-        }
-        exchange.upstream = upstream
-        if !upstream.isConnected { arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs) } else { timer.cancel() }
-        upstream.connection.write(proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
+        timer.cancel()
         if head.expectsContinue && head.framing != .none {
             // Tandem answers 100 Continue itself (and strips Expect), so that a client waiting for it sends the
             // body without a round trip through the app.
             connection.write(HTTPSerializer.continueResponse)
         }
+        if let replication = proxy.replication {
+            if requestClass == .write {
+                exchange.isReplicatedWrite = true
+                return
+            }
+            if requestClass == .read {
+                do throws(ReadLevelError) {
+                    try startConsistentRead(exchange, replication: replication)
+                } catch {
+                    respondWithError(TandemErrorResponse(status: 400, code: "bad_request", message: error.message, retryable: false), forceClose: true)
+                    return
+                }
+                if exchange.isWaitingForRead { return }
+            }
+        }
+        attachUpstream(exchange)
+    }
+
+    /// Sends the request head (and any body that arrived meanwhile) to a pooled app connection.
+    private func attachUpstream(_ exchange: Exchange) {
+        guard let upstream = proxy.pool.acquire(for: self) else {
+            respondWithError(.upstreamUnavailable("cannot open a socket to the app"))
+            return
+        }
+        exchange.upstream = upstream
+        exchange.readPosition = proxy.replication?.appliedIndex
+        if !upstream.isConnected {
+            arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
+        } else if exchange.requestComplete {
+            arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
+        }
+        var head = exchange.head
+        if exchange.requestComplete && head.framing != .none {
+            head.framing = .contentLength(Int64(exchange.deferredBody.count))
+        }
+        upstream.connection.write(proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
+        if !exchange.deferredBody.isEmpty {
+            exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
+            exchange.deferredBody = []
+        }
+        if exchange.requestComplete && exchange.requestChunked && head.framing == .chunked {
+            upstream.connection.write(HTTPSerializer.lastChunk(trailers: nil))
+        }
     }
 
     private func forwardRequestBody(_ bytes: UnsafeRawBufferPointer) {
-        guard let exchange, let upstream = exchange.upstream else { return }
+        guard let exchange else { return }
+        guard let upstream = exchange.upstream else {
+            exchange.deferredBody.append(contentsOf: bytes)
+            return
+        }
         if exchange.requestChunked {
             upstream.connection.write(HTTPSerializer.chunkHeader(sizeBytes: bytes.count))
             upstream.connection.write(bytes)
@@ -152,15 +217,19 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func finishRequest(trailers: HTTPHeaders?) {
         guard let exchange else { return }
         exchange.requestComplete = true
+        if exchange.isReplicatedWrite {
+            state = .responding
+            submitWrite(exchange)
+            return
+        }
+        if exchange.isWaitingForRead {
+            state = .responding
+            return
+        }
         if exchange.requestChunked, let upstream = exchange.upstream {
             upstream.connection.write(HTTPSerializer.lastChunk(trailers: trailers))
         }
-        if exchange.isUpgrade {
-            // Nothing more is parsed from the client until the app answers the upgrade.
-            state = .responding
-        } else {
-            state = exchange.responseComplete ? state : .responding
-        }
+        if !exchange.responseComplete { state = .responding }
         if exchange.upstream?.isConnected == true { arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs) }
         if exchange.responseComplete { finishExchange() }
     }
@@ -300,6 +369,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         // A request whose body is still arriving cannot be followed by another; a draining process keeps none.
         if !exchange.requestComplete || proxy.isDraining { exchange.clientKeepAlive = false }
         if exchange.responseChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        if exchange.requestClass == .read, let position = exchange.readPosition {
+            headers.add(name: "Tandem-Position", value: String(position))
+        }
         if !exchange.clientKeepAlive {
             headers.add(name: "Connection", value: "close")
         } else if exchange.head.version == .http1_0 {

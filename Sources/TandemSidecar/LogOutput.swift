@@ -102,3 +102,9 @@ func jsonString(_ text: String) -> String {
 public func bootstrapLogging(level: Logger.Level, format: LogLineFormat) {
     LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level, format: format) }
 }
+
+/// A JSON number; JSON has no infinity or NaN, so those become null.
+func jsonNumber(_ value: Double) -> String {
+    guard value.isFinite else { return "null" }
+    return String(value)
+}

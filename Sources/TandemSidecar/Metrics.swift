@@ -29,13 +29,17 @@ public final class Metrics {
     private(set) var latencyByClass: [String: Histogram] = [:]
     private(set) var upstreamErrors: [String: UInt64] = [:]
     private(set) var parseErrors: [String: UInt64] = [:]
+    /// Requests answered 503 overloaded, by the limit that was reached.
+    private(set) var shedByReason: [String: UInt64] = [:]
+    private(set) var commitTimeouts: UInt64 = 0
     public var openClientConnections = 0
     public var openAdminConnections = 0
     public var acceptedConnectionsTotal: UInt64 = 0
     public var upstreamPoolIdle = 0
     public var upstreamConnectionsOpen = 0
-    /// Gauges that later layers (replication, apply) publish: name -> (help, value).
-    private var gauges: [String: (help: String, value: Double)] = [:]
+    /// Values that later layers (replication, apply) publish: family -> (help, type, label set -> value).
+    /// Label sets are bounded by the cluster's membership.
+    private var families: [String: (help: String, type: String, samples: [String: Double])] = [:]
 
     public init() {}
 
@@ -52,8 +56,26 @@ public final class Metrics {
         parseErrors[code, default: 0] += 1
     }
 
-    public func setGauge(_ name: String, help: String, value: Double) {
-        gauges[name] = (help, value)
+    public func recordShed(_ reason: String) {
+        shedByReason[reason, default: 0] += 1
+    }
+
+    public func recordCommitTimeout() {
+        commitTimeouts += 1
+    }
+
+    public func setGauge(_ name: String, help: String, value: Double, labels: String = "") {
+        set(name, help: help, type: "gauge", labels: labels, value: value)
+    }
+
+    /// A counter kept elsewhere (the runtime's), published as of now.
+    public func setCounter(_ name: String, help: String, value: Double, labels: String = "") {
+        set(name, help: help, type: "counter", labels: labels, value: value)
+    }
+
+    private func set(_ name: String, help: String, type: String, labels: String, value: Double) {
+        if families[name] == nil { families[name] = (help, type, [:]) }
+        families[name]!.samples[labels] = value
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -78,6 +100,13 @@ public final class Metrics {
         for code in parseErrors.keys.sorted() {
             out += "tandem_bad_requests_total{reason=\"\(code)\"} \(parseErrors[code]!)\n"
         }
+        out += "# HELP tandem_shed_total Requests answered 503 overloaded, by the limit reached.\n"
+        out += "# TYPE tandem_shed_total counter\n"
+        for reason in ["pending_writes", "uncommitted_bytes", "connections"] {
+            out += "tandem_shed_total{reason=\"\(reason)\"} \(shedByReason[reason, default: 0])\n"
+        }
+        out += "# HELP tandem_commit_timeouts_total Writes answered 504 commit_timeout (outcome unknown).\n"
+        out += "# TYPE tandem_commit_timeouts_total counter\ntandem_commit_timeouts_total \(commitTimeouts)\n"
         out += "# HELP tandem_open_connections Open connections, by listener.\n# TYPE tandem_open_connections gauge\n"
         out += "tandem_open_connections{listener=\"client\"} \(openClientConnections)\n"
         out += "tandem_open_connections{listener=\"admin\"} \(openAdminConnections)\n"
@@ -87,9 +116,13 @@ public final class Metrics {
         out += "# TYPE tandem_upstream_connections gauge\n"
         out += "tandem_upstream_connections{state=\"open\"} \(upstreamConnectionsOpen)\n"
         out += "tandem_upstream_connections{state=\"idle\"} \(upstreamPoolIdle)\n"
-        for name in gauges.keys.sorted() {
-            let gauge = gauges[name]!
-            out += "# HELP \(name) \(gauge.help)\n# TYPE \(name) gauge\n\(name) \(formatValue(gauge.value))\n"
+        for name in families.keys.sorted() {
+            let family = families[name]!
+            out += "# HELP \(name) \(family.help)\n# TYPE \(name) \(family.type)\n"
+            for labels in family.samples.keys.sorted() {
+                let suffix = labels.isEmpty ? "" : "{\(labels)}"
+                out += "\(name)\(suffix) \(formatValue(family.samples[labels]!))\n"
+            }
         }
         return out
     }
@@ -111,6 +144,8 @@ public final class Metrics {
     }
 
     private func formatValue(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
         return String(value)
     }

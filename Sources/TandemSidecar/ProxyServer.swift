@@ -36,6 +36,10 @@ final class ProxyServer: ListenerDelegate {
     private(set) var listener: Listener?
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
     private(set) var isDraining = false
+    /// The replicated write path and consistent reads; nil only in proxy-only tests.
+    var replication: Replication?
+    var replicationSettings = ReplicationSettings()
+    var nodeID = "tandem"
     private var pausedAtLimit = false
     var onAllSessionsEnded: (() -> Void)?
 

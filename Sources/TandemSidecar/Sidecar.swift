@@ -5,7 +5,9 @@
 
 import Glibc
 import Logging
+import TandemConsensus
 import TandemNet
+import TandemNode
 
 /// Everything the sidecar needs to run, resolved from configuration by the executable.
 public struct SidecarOptions: Sendable {
@@ -14,8 +16,11 @@ public struct SidecarOptions: Sendable {
     public var adminHost = "0.0.0.0"
     public var adminPort: UInt16 = 9400
     public var adminToken: String?
-    /// Configured peers (id, address), shown by /status until replication reports on them.
-    public var peers: [(id: String, address: String)] = []
+    /// The node runtime's configuration (consensus, peers, data directory, authentication).
+    public var replica: ReplicaConfig?
+    public var replication = ReplicationSettings()
+    /// Readiness fails when this replica's applied index trails the commit index by more than this many entries.
+    public var readyLagMaxEntries: UInt64 = 1000
     /// How long SIGTERM waits for in-flight requests before closing them.
     public var drainTimeoutMs: Int64 = 10_000
     public var appProbeIntervalMs: Int64 = 1_000
@@ -33,6 +38,8 @@ public final class Sidecar {
     private let proxy: ProxyServer
     private let admin: AdminServer
     private let probe: AppProbe
+    private let replication: Replication?
+    private var handoffTimer: TandemNet.Timer?
     private var signalWatchers: [SignalWatcher] = []
     private var drainTimer: TandemNet.Timer?
     private var isDraining = false
@@ -48,6 +55,23 @@ public final class Sidecar {
             adminToken: options.adminToken)
         proxy = try ProxyServer(loop: loop, settings: options.proxy, metrics: metrics, health: health, log: log)
         probe = AppProbe(loop: loop, host: options.proxy.upstreamHost, port: options.proxy.upstreamPort, health: health)
+        if let replicaConfig = options.replica {
+            let runtime = try ReplicaRuntime(loop: loop, config: replicaConfig, log: log)
+            if let note = runtime.recoveryNote { log.warning("\(note)") }
+            runtime.onFatalDiskError = { error in
+                log.critical("exiting: the disk failed", metadata: ["error": "\(error)"])
+                exit(74)
+            }
+            replication = Replication(
+                loop: loop, runtime: runtime, upstreamHost: options.proxy.upstreamHost,
+                upstreamPort: options.proxy.upstreamPort, settings: options.replication,
+                maxBodyBytes: Int(options.proxy.limits.bodyMaxBytes), metrics: metrics, log: log)
+        } else {
+            replication = nil
+        }
+        proxy.replication = replication
+        proxy.replicationSettings = options.replication
+        proxy.nodeID = options.nodeID
         admin.handler = { [unowned self] method, path, query in self.adminRoute(method: method, path: path, query: query) }
         health.onChange = { [unowned self] reachable in
             if reachable {
@@ -68,12 +92,19 @@ public final class Sidecar {
             })
         }
         probe.start(intervalMs: options.appProbeIntervalMs)
+        do {
+            try replication?.runtime.start()
+        } catch {
+            log.critical("cannot start the node runtime", metadata: ["error": "\(error)"])
+            return 1
+        }
         log.info(
             "listening",
             metadata: [
                 "node": "\(options.nodeID)",
                 "client": "\(options.proxy.listenHost):\(proxy.port)",
                 "admin": "\(options.adminHost):\(admin.port)",
+                "peer": "\(options.replica?.peerListenHost ?? "-"):\(replication?.runtime.peerPort ?? 0)",
                 "upstream": "\(upstreamAddress)",
             ])
         loop.run()
@@ -89,19 +120,49 @@ public final class Sidecar {
         }
         isDraining = true
         log.info("draining", metadata: ["signal": "\(number)", "inFlight": "\(proxy.sessionCount)"])
-        proxy.onAllSessionsEnded = { [unowned self] in self.finishShutdown() }
         drainTimer = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in
             self.log.warning("drain timeout: closing the remaining connections", metadata: ["open": "\(self.proxy.sessionCount)"])
             self.finishShutdown()
         }
         drainTimer?.schedule(afterMs: options.drainTimeoutMs)
-        proxy.beginDrain()
+        handOffLeadership { [unowned self] in
+            self.proxy.onAllSessionsEnded = { [unowned self] in self.finishShutdown() }
+            self.proxy.beginDrain()
+        }
+    }
+
+    /// A leader that is asked to stop hands leadership to its most caught-up peer first, so writes resume
+    /// without waiting for an election timeout. Waits at most two seconds, then drains anyway.
+    private func handOffLeadership(then next: @escaping () -> Void) {
+        guard let runtime = replication?.runtime, runtime.status.role == .leader,
+            let target = runtime.status.peers.max(by: { $0.matchIndex < $1.matchIndex })
+        else {
+            next()
+            return
+        }
+        do {
+            try runtime.transferLeadership(to: target.id)
+            log.info("handing leadership over before stopping", metadata: ["to": "\(target.id)"])
+        } catch {
+            log.warning("cannot hand leadership over", metadata: ["error": "\(error)"])
+            next()
+            return
+        }
+        let deadline = EventLoop.preciseNowMs() + 2_000
+        handoffTimer = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in
+            if runtime.status.role != .leader || EventLoop.preciseNowMs() >= deadline {
+                self.handoffTimer?.invalidate()
+                next()
+            }
+        }
+        handoffTimer?.scheduleRepeating(everyMs: 20)
     }
 
     private func finishShutdown() {
         proxy.onAllSessionsEnded = nil
         drainTimer?.invalidate()
         proxy.closeAll()
+        replication?.stop()
         probe.stop()
         admin.close()
         for watcher in signalWatchers { watcher.invalidate() }
@@ -124,9 +185,37 @@ public final class Sidecar {
         case ("GET", "/status"):
             return .json(200, statusJSON())
         case ("POST", "/admin/transfer-leadership"):
-            return .json(409, errorJSON("no_replication", "leadership transfer needs a replicated cluster; this build proxies only", false))
+            return transferLeadership(query: query)
         default:
             return .json(404, errorJSON("not_found", "no endpoint \(method) \(path)", false))
+        }
+    }
+
+    private func transferLeadership(query: String) -> AdminResponse {
+        guard let runtime = replication?.runtime else {
+            return .json(409, errorJSON("no_replication", "this node runs without replication", false))
+        }
+        let target = query.split(separator: "&").compactMap { pair -> String? in
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            return parts.count == 2 && parts[0] == "to" ? String(parts[1]) : nil
+        }.first
+        guard let target, !target.isEmpty else {
+            return .json(400, errorJSON("bad_request", "name the new leader: ?to=<node id>", false))
+        }
+        do {
+            try runtime.transferLeadership(to: NodeID(target))
+            log.info("leadership transfer requested", metadata: ["to": "\(target)"])
+            return .json(200, "{\"transferring\":true,\"to\":\(jsonString(target))}")
+        } catch {
+            let leader = runtime.status.leader?.rawValue
+            let text: String
+            switch error {
+            case .notLeader: text = "this node is not the leader" + (leader.map { "; ask \($0)" } ?? "")
+            case .unknownTarget: text = "\(target) is not a member"
+            case .targetIsSelf: text = "\(target) is already the leader"
+            case .alreadyInProgress: text = "a transfer is already in progress"
+            }
+            return .json(409, errorJSON("transfer_refused", text, true))
         }
     }
 
@@ -134,22 +223,93 @@ public final class Sidecar {
         var reasons: [String] = []
         if isDraining { reasons.append("draining") }
         if !health.isReachable { reasons.append("app_unreachable") }
+        if let replication {
+            let status = replication.runtime.status
+            if status.leader == nil { reasons.append("no_leader") }
+            if replication.applier.isStalled { reasons.append("apply_stalled") }
+            if status.commitIndex > replication.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
+        }
         return reasons
     }
 
     private func statusJSON() -> String {
-        let peers = options.peers.map { peer in
-            "{\"id\":\(jsonString(peer.id)),\"address\":\(jsonString(peer.address)),\"connected\":false}"
+        guard let replication else {
+            return "{\"id\":\(jsonString(options.nodeID)),\"role\":\"standalone\",\"term\":0,\"leader\":null,"
+                + "\"commitIndex\":0,\"appliedIndex\":0,\"digest\":null,\"diverged\":false,\"peers\":[]}"
+        }
+        let runtime = replication.runtime
+        let status = runtime.status
+        let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let now = EventLoop.preciseNowMs()
+        let peers = status.peers.map { peer -> String in
+            let link = links[peer.id]
+            let lastContact = peer.lastContactMs.map { String(max(0, now - $0)) } ?? "null"
+            let lag = status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0
+            return "{\"id\":\(jsonString(peer.id.rawValue)),\"address\":\(jsonString(link?.address ?? "")),"
+                + "\"connected\":\(link?.connected ?? false),\"phi\":\(jsonNumber(runtime.phi(for: peer.id))),"
+                + "\"matchIndex\":\(peer.matchIndex),\"lagEntries\":\(lag),\"lastContactMs\":\(lastContact)}"
         }.joined(separator: ",")
-        return "{\"id\":\(jsonString(options.nodeID)),\"role\":\"standalone\",\"term\":0,\"leader\":null,"
-            + "\"commitIndex\":0,\"appliedIndex\":0,\"diverged\":false,\"replication\":false,"
-            + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable)},"
+        let leader = status.leader.map { jsonString($0.rawValue) } ?? "null"
+        return "{\"id\":\(jsonString(options.nodeID)),\"role\":\(jsonString(Self.roleName(status.role))),"
+            + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
+            + "\"appliedIndex\":\(replication.appliedIndex),\"digest\":\(jsonString(replication.applier.digest.hex)),"
+            + "\"digestIndex\":\(replication.applier.digest.index),\"diverged\":false,"
+            + "\"lastIndex\":\(status.lastIndex),"
+            + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
+            + "\"applyStalled\":\(replication.applier.isStalled)},"
             + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
+    }
+
+    /// PRODUCT.md names three roles; a pre-candidate is still a follower to the outside.
+    static func roleName(_ role: Role) -> String {
+        switch role {
+        case .leader: return "leader"
+        case .candidate: return "candidate"
+        case .follower, .preCandidate: return "follower"
+        }
     }
 
     private func publishProcessGauges() {
         metrics.setGauge("tandem_app_reachable", help: "1 when the local app accepts connections.", value: health.isReachable ? 1 : 0)
         metrics.setGauge("tandem_process_resident_memory_bytes", help: "Resident set size of this process.", value: Double(residentMemoryBytes()))
+        guard let replication else { return }
+        let runtime = replication.runtime
+        let status = runtime.status
+        let counters = runtime.counters
+        for role in ["follower", "candidate", "leader"] {
+            metrics.setGauge("tandem_role", help: "1 for this node's current role.", value: Self.roleName(status.role) == role ? 1 : 0, labels: "role=\"\(role)\"")
+        }
+        metrics.setGauge("tandem_term", help: "The current term.", value: Double(status.term))
+        metrics.setGauge("tandem_commit_index", help: "The highest log index known committed.", value: Double(status.commitIndex))
+        metrics.setGauge("tandem_applied_index", help: "The highest log index applied to the local app.", value: Double(replication.appliedIndex))
+        metrics.setGauge("tandem_last_index", help: "The highest index in the local log.", value: Double(status.lastIndex))
+        metrics.setGauge("tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.", value: Double(replication.applier.backlog))
+        metrics.setGauge("tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.", value: 0)
+        metrics.setGauge("tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
+        metrics.setGauge("tandem_uncommitted_bytes", help: "Uncommitted entry bytes (leader).", value: Double(status.uncommittedBytes))
+        metrics.setCounter("tandem_elections_total", help: "Elections this node started.", value: Double(counters.elections))
+        metrics.setCounter("tandem_leader_changes_total", help: "Changes of the known leader.", value: Double(counters.leaderChanges))
+        metrics.setCounter("tandem_fsync_total", help: "fsync calls on the write-ahead log.", value: Double(counters.fsyncCount))
+        metrics.setCounter("tandem_fsync_seconds_total", help: "Time spent in write-ahead log syncs.", value: Double(counters.fsyncMicrosTotal) / 1e6)
+        metrics.setGauge("tandem_fsync_max_seconds", help: "The slowest write-ahead log sync so far.", value: Double(counters.fsyncMicrosMax) / 1e6)
+        for quantile in [0.5, 0.99] {
+            metrics.setGauge(
+                "tandem_commit_latency_seconds", help: "Leader commit latency over the last 1024 commits.",
+                value: Double(counters.commitLatencyMicros.quantile(quantile)) / 1e6, labels: "quantile=\"\(quantile)\"")
+        }
+        metrics.setCounter("tandem_applied_entries_total", help: "Entries applied to the local app.", value: Double(replication.applier.appliedCount))
+        metrics.setCounter("tandem_apply_retries_total", help: "Apply attempts retried because the app was unreachable.", value: Double(replication.applier.retryCount))
+        metrics.setCounter("tandem_peer_messages_dropped_total", help: "Consensus messages dropped (peer not connected or buffer full).", value: Double(counters.messagesDropped))
+        for peer in status.peers {
+            let label = "peer=\"\(peer.id.rawValue)\""
+            metrics.setGauge("tandem_peer_phi", help: "Phi-accrual suspicion of each peer.", value: runtime.phi(for: peer.id), labels: label)
+            metrics.setGauge("tandem_peer_match_index", help: "Highest index known replicated on each peer (leader).", value: Double(peer.matchIndex), labels: label)
+            let lag = status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0
+            metrics.setGauge("tandem_peer_lag_entries", help: "Entries each peer trails the commit index by (leader).", value: Double(lag), labels: label)
+        }
+        for link in runtime.transportStatus {
+            metrics.setGauge("tandem_peer_connected", help: "1 while an authenticated link to the peer is up.", value: link.connected ? 1 : 0, labels: "peer=\"\(link.id.rawValue)\"")
+        }
     }
 }
 

@@ -5,8 +5,11 @@ import ArgumentParser
 import Foundation
 import Logging
 import TandemConfig
+import TandemConsensus
 import TandemHTTP
+import TandemNode
 import TandemSidecar
+import TandemTransport
 
 @main
 struct Tandem: ParsableCommand {
@@ -70,6 +73,43 @@ extension SidecarOptions {
         adminHost = configuration.adminListen.host
         adminPort = configuration.adminListen.port
         adminToken = configuration.adminToken
-        peers = configuration.peers.map { (id: $0.id, address: $0.address.description) }
+        replica = Self.replicaConfig(configuration)
+        replication.writeTimeoutMs = configuration.writeTimeoutMs
+        replication.maxPendingWrites = configuration.maxPendingWrites
+        replication.readWaitMaxMs = configuration.readWaitMaxMs
+        replication.defaultReadConsistency = configuration.readConsistency
+        replication.idempotencyTTLMs = configuration.idempotencyTTLMs
+        replication.appState = configuration.appState
+    }
+
+    /// The consensus and peer settings. With no TANDEM_PEERS the cluster is this node alone (its own quorum).
+    static func replicaConfig(_ configuration: TandemConfiguration) -> ReplicaConfig {
+        let selfID = NodeID(configuration.nodeID)
+        let others = configuration.otherPeers
+        var raft = RaftConfig(id: selfID, peers: [selfID] + others.map { NodeID($0.id) })
+        raft.heartbeatIntervalMs = configuration.heartbeatIntervalMs
+        raft.electionTimeoutMs = configuration.electionTimeoutMs
+        raft.phiThreshold = configuration.phiThreshold
+        raft.phiMinStdDevMs = Double(configuration.phiMinStdDevMs)
+        raft.phiAcceptablePauseMs = Double(configuration.phiAcceptablePauseMs)
+        raft.maxUncommittedBytes = Int(configuration.maxUncommittedBytes)
+        // One write is one entry: the largest body plus its request line and fields must fit in a message.
+        raft.maxMessageBytes = max(raft.maxMessageBytes, Int(configuration.maxBodyBytes) + 256 * 1024)
+        let auth: PeerAuth
+        if let tls = configuration.tls {
+            auth = .tls(certPath: tls.certificatePath, keyPath: tls.privateKeyPath, caPath: tls.certificateAuthorityPath)
+        } else if let secret = configuration.clusterSecret, !secret.isEmpty {
+            auth = .secret(secret)
+        } else {
+            auth = .none
+        }
+        var replica = ReplicaConfig(
+            raft: raft,
+            peers: others.map { PeerEndpoint(id: NodeID($0.id), host: $0.address.host, port: $0.address.port) },
+            peerListenHost: configuration.peerListen.host, peerListenPort: configuration.peerListen.port, auth: auth,
+            dataDirectory: configuration.dataDir)
+        replica.replayWholeLogOnStart = configuration.appState == .memory
+        replica.transport.maxFramePayloadBytes = max(replica.transport.maxFramePayloadBytes, raft.maxMessageBytes + 64 * 1024)
+        return replica
     }
 }

@@ -126,7 +126,7 @@ class ProcessTestCase: XCTestCase {
     }
 
     /// Starts `tandem` in front of `upstreamPort` on free client and admin ports.
-    func startTandem(upstreamPort: UInt16, environment: [String: String] = [:]) throws -> TandemProcess {
+    func startTandem(upstreamPort: UInt16, environment: [String: String] = [:], waitUntilReady: Bool = true) throws -> TandemProcess {
         var env = [
             "TANDEM_LISTEN": "127.0.0.1:0",
             "TANDEM_ADMIN_LISTEN": "127.0.0.1:0",
@@ -146,7 +146,13 @@ class ProcessTestCase: XCTestCase {
             let address = try XCTUnwrap(object[key] as? String)
             return try XCTUnwrap(UInt16(address.split(separator: ":").last!))
         }
-        return TandemProcess(process: process, clientPort: try port("client"), adminPort: try port("admin"))
+        let tandem = TandemProcess(process: process, clientPort: try port("client"), adminPort: try port("admin"), peerPort: try port("peer"))
+        if waitUntilReady {
+            // Like an orchestrator, send traffic only once /readyz says so (a leader is known, the app answers).
+            let ready = waitUntil(seconds: 20) { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 }
+            XCTAssertTrue(ready, "tandem did not become ready: \(process.output)")
+        }
+        return tandem
     }
 
     func track(_ process: ManagedProcess) { processes.append(process) }
@@ -156,6 +162,7 @@ struct TandemProcess {
     let process: ManagedProcess
     let clientPort: UInt16
     let adminPort: UInt16
+    let peerPort: UInt16
 }
 
 /// A parsed HTTP response as a test sees it.

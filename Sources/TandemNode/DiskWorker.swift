@@ -1,0 +1,130 @@
+import Foundation
+import Synchronization
+import TandemNet
+import TandemStorage
+
+/// One batch of durable work: what a Ready requires on disk before its messages may be sent.
+struct PersistJob: Sendable {
+    /// Delete stored entries from this index on before appending (a conflicting suffix).
+    var truncateFrom: UInt64?
+    var entries: [WALEntry] = []
+    var hardState: TandemStorage.HardState?
+    var appliedIndex: UInt64?
+
+    var isEmpty: Bool { truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil }
+}
+
+/// What the disk thread reports back for a job.
+struct PersistOutcome: Sendable {
+    var error: WALError?
+    var fsyncMicros: Int64
+    var walBytes: Int64
+}
+
+/// Owns the write-ahead log on a thread of its own, so that write(2) and fsync(2) never block the loop.
+///
+/// Jobs are handled strictly in submission order and at most one is outstanding per submitter (the runtime
+/// submits the next Ready only after the previous one completed), which is what makes one fsync cover every
+/// entry proposed while the previous fsync ran: group commit without a timer.
+final class DiskWorker: @unchecked Sendable {
+    // Safety: `wal` is touched only by the worker thread after init; the queues are guarded by `state`;
+    // `completions` and `wakeup` are touched only on the loop thread.
+    private let wal: WriteAheadLog
+    private struct Shared {
+        var jobs: [PersistJob] = []
+        var results: [PersistOutcome] = []
+        var stopping = false
+    }
+    private let state = Mutex(Shared())
+    private let jobReady = NSCondition()
+    private var completions: [(PersistOutcome) -> Void] = []
+    private var wakeup: LoopWakeup!
+    private var thread: Thread?
+
+    init(wal: WriteAheadLog, loop: EventLoop) {
+        self.wal = wal
+        self.wakeup = LoopWakeup(loop: loop, priority: .normal) { [unowned self] in self.deliverResults() }
+    }
+
+    func start() {
+        let thread = Thread { [unowned self] in self.runWorker() }
+        thread.name = "tandem-disk"
+        thread.start()
+        self.thread = thread
+    }
+
+    /// Loop thread: queues a job; `completion` runs on the loop thread after the job is durable (or failed).
+    func submit(_ job: PersistJob, completion: @escaping (PersistOutcome) -> Void) {
+        completions.append(completion)
+        jobReady.lock()
+        state.withLock { $0.jobs.append(job) }
+        jobReady.signal()
+        jobReady.unlock()
+    }
+
+    /// Loop thread: asks the worker to finish its queue and close the log.
+    func stop() {
+        jobReady.lock()
+        state.withLock { $0.stopping = true }
+        jobReady.signal()
+        jobReady.unlock()
+    }
+
+    private func runWorker() {
+        while true {
+            jobReady.lock()
+            var next: PersistJob?
+            var stop = false
+            while next == nil && !stop {
+                state.withLock { shared in
+                    if !shared.jobs.isEmpty {
+                        next = shared.jobs.removeFirst()
+                    } else if shared.stopping {
+                        stop = true
+                    }
+                }
+                if next == nil && !stop { jobReady.wait() }
+            }
+            jobReady.unlock()
+            guard let job = next else {
+                try? wal.close()
+                return
+            }
+            let outcome = perform(job)
+            state.withLock { $0.results.append(outcome) }
+            wakeup.notify()
+        }
+    }
+
+    private func perform(_ job: PersistJob) -> PersistOutcome {
+        let start = EventLoop.preciseNowMicros()
+        do throws(WALError) {
+            if let index = job.truncateFrom, let next = wal.nextIndex, index < next {
+                try wal.truncate(from: index)
+            }
+            if let first = job.entries.first, let next = wal.nextIndex, first.index < next {
+                // The new entries replace a conflicting suffix (Raft's log truncation on conflict).
+                try wal.truncate(from: first.index)
+            }
+            if !job.entries.isEmpty { try wal.append(job.entries) }
+            if let hardState = job.hardState { try wal.saveHardState(hardState) }
+            if let applied = job.appliedIndex { try wal.saveAppliedIndex(applied) }
+            try wal.sync()
+            return PersistOutcome(error: nil, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
+        } catch {
+            return PersistOutcome(error: error, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
+        }
+    }
+
+    private func deliverResults() {
+        let results = state.withLock { shared in
+            let taken = shared.results
+            shared.results.removeAll()
+            return taken
+        }
+        for result in results {
+            let completion = completions.removeFirst()
+            completion(result)
+        }
+    }
+}

@@ -1,0 +1,366 @@
+// TandemNode: the node runtime. It drives the pure consensus core (TandemConsensus) on the event loop: ticks from
+// a timer, messages from the peer transport, proposals and reads from the sidecar; and it carries out the core's
+// effects in the order the core's `Ready` prescribes: persist (on the disk thread, one fsync per batch), then send,
+// then hand committed entries to the applier, then release reads and report proposals.
+//
+// It owns the WAL (through DiskWorker) and the peer transport. It must never apply anything itself (the sidecar's
+// applier does), never block the loop thread, and never send a message before what it promises is on disk.
+
+import Logging
+import TandemConsensus
+import TandemNet
+import TandemStorage
+import TandemTransport
+
+/// Everything the runtime needs, resolved from configuration.
+public struct ReplicaConfig: Sendable {
+    public var raft: RaftConfig
+    /// The other members, with their peer addresses.
+    public var peers: [PeerEndpoint]
+    public var peerListenHost: String
+    public var peerListenPort: UInt16
+    public var auth: PeerAuth
+    public var dataDirectory: String
+    /// True when the app keeps its state in memory: every committed entry is handed out again after a restart.
+    public var replayWholeLogOnStart = false
+    public var tickIntervalMs: Int64 = 10
+    public var transport = PeerTransportOptions()
+
+    public init(raft: RaftConfig, peers: [PeerEndpoint], peerListenHost: String, peerListenPort: UInt16, auth: PeerAuth, dataDirectory: String) {
+        self.raft = raft
+        self.peers = peers
+        self.peerListenHost = peerListenHost
+        self.peerListenPort = peerListenPort
+        self.auth = auth
+        self.dataDirectory = dataDirectory
+    }
+}
+
+/// What becomes of a proposal: appended at an index (it will be applied when committed), or refused.
+public enum ProposalResult: Sendable {
+    case accepted(index: UInt64, term: UInt64)
+    case rejected(ProposalError)
+}
+
+/// Receives what the runtime produces, on the loop thread.
+public protocol ReplicaDelegate: AnyObject {
+    /// Committed entries in log order, each handed out once per process lifetime.
+    func replica(_ replica: ReplicaRuntime, didCommit entries: [Entry])
+    /// Role, term or leader changed.
+    func replica(_ replica: ReplicaRuntime, didChangeRole change: RoleChange)
+}
+
+/// Counters the runtime keeps for /metrics.
+public struct ReplicaCounters: Sendable {
+    public var elections: UInt64 = 0
+    public var leaderChanges: UInt64 = 0
+    public var fsyncCount: UInt64 = 0
+    public var fsyncMicrosTotal: Int64 = 0
+    public var fsyncMicrosMax: Int64 = 0
+    public var walBytes: Int64 = 0
+    public var entriesPersisted: UInt64 = 0
+    public var messagesSent: UInt64 = 0
+    public var messagesDropped: UInt64 = 0
+    public var undecodableFrames: UInt64 = 0
+    /// Commit latency: proposal accepted on the leader to committed, in microseconds.
+    public var commitLatencyMicros = LatencySamples()
+}
+
+/// A fixed-size ring of recent latency samples, for quantiles in /metrics without unbounded memory.
+public struct LatencySamples: Sendable {
+    private var samples = [Int64](repeating: 0, count: 1024)
+    private var next = 0
+    public private(set) var count = 0
+
+    mutating func record(_ micros: Int64) {
+        samples[next] = micros
+        next = (next + 1) % samples.count
+        count += 1
+    }
+
+    public func quantile(_ q: Double) -> Int64 {
+        let filled = Array(samples.prefix(min(count, samples.count))).sorted()
+        guard !filled.isEmpty else { return 0 }
+        return filled[min(filled.count - 1, Int(Double(filled.count - 1) * q))]
+    }
+}
+
+public final class ReplicaRuntime: PeerTransportDelegate {
+    private let loop: EventLoop
+    public let config: ReplicaConfig
+    private let log: Logger
+    private var raft: RaftNode
+    private let disk: DiskWorker
+    private var transport: PeerTransport!
+    private var tickTimer: TandemNet.Timer!
+    private var appliedFlushTimer: TandemNet.Timer!
+    private var readyWakeup: LoopWakeup!
+    public weak var delegate: ReplicaDelegate?
+    /// True while a Ready's persistence runs on the disk thread. Invariant: at most one Ready is outstanding.
+    private var persistInFlight = false
+    private var readyScheduled = false
+    private var nextSequence: UInt64 = 1
+    /// Proposals waiting to hear whether they were appended (bounded by the core's own caps, plus a sweep).
+    private var pendingProposals: [ProposalID: (ProposalResult) -> Void] = [:]
+    private var pendingReads: [ReadID: (Result<UInt64, ReadError>) -> Void] = [:]
+    /// Leader-side accept times of proposals, to measure commit latency (bounded by the uncommitted cap).
+    private var acceptedAtMicros: [UInt64: Int64] = [:]
+    /// The highest index the applier reported applied, and the highest one made durable.
+    private var appliedIndex: UInt64 = 0
+    private var durableAppliedIndex: UInt64 = 0
+    public private(set) var counters = ReplicaCounters()
+    /// The applied index recorded on disk at start: a durable app has everything up to here.
+    public let recoveredAppliedIndex: UInt64
+    public let recoveryNote: String?
+    private var stopped = false
+    /// Called when the disk fails: a failed fsync is fatal (PITFALLS.md, "fsyncgate").
+    public var onFatalDiskError: ((WALError) -> Void)?
+
+    public init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {
+        self.loop = loop
+        self.config = config
+        self.log = log
+        let (wal, recovered) = try WriteAheadLog.open(directory: config.dataDirectory)
+        var entries: [Entry] = []
+        entries.reserveCapacity(recovered.entries.count)
+        for record in recovered.entries {
+            entries.append(try EntryPayload.decode(record))
+        }
+        let hard = recovered.hardState.map {
+            TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
+        } ?? TandemConsensus.HardState()
+        recoveredAppliedIndex = recovered.appliedIndex
+        let handOutAfter = config.replayWholeLogOnStart ? 0 : min(recovered.appliedIndex, hard.commitIndex)
+        raft = RaftNode(
+            config: config.raft, recovered: RecoveredState(hardState: hard, entries: entries, appliedIndex: handOutAfter),
+            seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs()) ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
+        appliedIndex = handOutAfter
+        durableAppliedIndex = recovered.appliedIndex
+        recoveryNote = recovered.tornTail.map {
+            "truncated a torn WAL tail in \($0.file) at offset \($0.offset) (\($0.discardedBytes) bytes): \($0.reason)"
+        }
+        counters.walBytes = wal.sizeBytes
+        disk = DiskWorker(wal: wal, loop: loop)
+    }
+
+    /// Starts the disk thread, the peer listener and dialers, and the tick timer.
+    public func start() throws {
+        disk.start()
+        readyWakeup = LoopWakeup(loop: loop) { [unowned self] in self.processReady() }
+        transport = try PeerTransport(
+            loop: loop, selfID: config.raft.id, peers: config.peers, listenHost: config.peerListenHost,
+            listenPort: config.peerListenPort, auth: config.auth, options: config.transport)
+        transport.delegate = self
+        transport.start()
+        tickTimer = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in self.onTick() }
+        tickTimer.scheduleRepeating(everyMs: config.tickIntervalMs)
+        appliedFlushTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.flushAppliedIndex() }
+        appliedFlushTimer.scheduleRepeating(everyMs: 1000)
+        scheduleReady()
+    }
+
+    /// The port the peer listener is bound to.
+    public var peerPort: UInt16 { transport?.listenPort ?? 0 }
+
+    public func stop() {
+        guard !stopped else { return }
+        stopped = true
+        tickTimer?.invalidate()
+        appliedFlushTimer?.invalidate()
+        flushAppliedIndex()
+        transport?.stop()
+        readyWakeup?.invalidate()
+        disk.stop()
+    }
+
+    // MARK: inputs
+
+    private func onTick() {
+        raft.tick(nowMs: EventLoop.preciseNowMs())
+        scheduleReady()
+    }
+
+    /// A fresh proposal id of this node (unique for the process lifetime; the origin id disambiguates nodes).
+    public func makeProposalID() -> ProposalID {
+        defer { nextSequence += 1 }
+        return ProposalID(origin: config.raft.id, sequence: nextSequence)
+    }
+
+    /// Proposes `data` under `id`. `completion` hears whether it was appended (on this node or, forwarded, on the
+    /// leader); it may run before `propose` returns (an immediate refusal). The entry itself reaches the delegate
+    /// when committed, carrying `id`.
+    public func propose(_ data: [UInt8], id: ProposalID, completion: @escaping (ProposalResult) -> Void) {
+        do throws(ProposalError) {
+            try raft.propose(data, id: id, wallTimeMs: EventLoop.wallClockMs(), nowMs: EventLoop.preciseNowMs())
+            pendingProposals[id] = completion
+            scheduleReady()
+        } catch {
+            completion(.rejected(error))
+        }
+    }
+
+    /// Asks for a read index (ReadIndex or lease). The completion gets the index to wait for before serving.
+    public func read(mode: ReadMode, completion: @escaping (Result<UInt64, ReadError>) -> Void) {
+        let id = ReadID(origin: config.raft.id, sequence: nextSequence)
+        nextSequence += 1
+        pendingReads[id] = completion
+        raft.requestRead(id: id, mode: mode, nowMs: EventLoop.preciseNowMs())
+        scheduleReady()
+    }
+
+    public func transferLeadership(to target: NodeID) throws(TransferError) {
+        try raft.transferLeadership(to: target, nowMs: EventLoop.preciseNowMs())
+        scheduleReady()
+    }
+
+    /// The applier finished `index` (in order). Persisted lazily: with the next batch, or within a second.
+    public func markApplied(_ index: UInt64) {
+        precondition(index >= appliedIndex, "applied index must not go back: \(index) < \(appliedIndex)")
+        appliedIndex = index
+    }
+
+    public var status: NodeStatus { raft.status }
+    public var transportStatus: [TandemTransport.PeerStatus] { transport?.peerStatuses ?? [] }
+    public var currentAppliedIndex: UInt64 { appliedIndex }
+
+    public func phi(for peer: NodeID) -> Double { raft.phi(for: peer, nowMs: EventLoop.preciseNowMs()) }
+
+    // MARK: the Ready loop
+
+    private func scheduleReady() {
+        guard !readyScheduled, !stopped else { return }
+        readyScheduled = true
+        readyWakeup?.notify()
+    }
+
+    private func processReady() {
+        readyScheduled = false
+        guard !persistInFlight, !stopped, raft.hasReady else { return }
+        let ready = raft.ready()
+        var job = PersistJob()
+        job.truncateFrom = ready.truncateFromIndex
+        job.entries = ready.entriesToPersist.map(EntryPayload.encode)
+        job.hardState = ready.hardState.map {
+            TandemStorage.HardState(term: $0.term, votedFor: $0.votedFor?.rawValue, commit: $0.commitIndex)
+        }
+        guard !job.isEmpty else {
+            carryOut(ready)
+            return
+        }
+        if appliedIndex > durableAppliedIndex { job.appliedIndex = appliedIndex }
+        let appliedInJob = job.appliedIndex
+        persistInFlight = true
+        counters.entriesPersisted += UInt64(job.entries.count)
+        disk.submit(job) { [unowned self] outcome in
+            self.persistInFlight = false
+            self.recordDisk(outcome)
+            if let applied = appliedInJob { self.durableAppliedIndex = max(self.durableAppliedIndex, applied) }
+            guard !self.stopped else { return }
+            self.carryOut(ready)
+        }
+    }
+
+    private func recordDisk(_ outcome: PersistOutcome) {
+        if let error = outcome.error {
+            log.critical("disk failure: stopping (a failed fsync is never retried)", metadata: ["error": "\(error)"])
+            onFatalDiskError?(error)
+            return
+        }
+        counters.fsyncCount += 1
+        counters.fsyncMicrosTotal += outcome.fsyncMicros
+        counters.fsyncMicrosMax = max(counters.fsyncMicrosMax, outcome.fsyncMicros)
+        counters.walBytes = outcome.walBytes
+    }
+
+    /// Steps 2-5 of the Ready contract, once step 1 (persistence) is done.
+    private func carryOut(_ ready: Ready) {
+        for message in ready.messages { send(message) }
+        if let change = ready.roleChange { noteRoleChange(change) }
+        if !ready.committedEntries.isEmpty {
+            noteCommitLatency(ready.committedEntries)
+            delegate?.replica(self, didCommit: ready.committedEntries)
+        }
+        for (id, index) in ready.readyReads { pendingReads.removeValue(forKey: id)?(.success(index)) }
+        for (id, error) in ready.failedReads { pendingReads.removeValue(forKey: id)?(.failure(error)) }
+        for (id, index, term) in ready.acceptedProposals {
+            if raft.currentRole == .leader { acceptedAtMicros[index] = EventLoop.preciseNowMicros() }
+            pendingProposals.removeValue(forKey: id)?(.accepted(index: index, term: term))
+        }
+        for (id, error) in ready.rejectedProposals { pendingProposals.removeValue(forKey: id)?(.rejected(error)) }
+        raft.advance(ready)
+        scheduleReady()
+    }
+
+    private func noteRoleChange(_ change: RoleChange) {
+        if change.role == .candidate { counters.elections += 1 }
+        if change.role == .leader || change.leader != nil { counters.leaderChanges += 1 }
+        if change.role != .leader { acceptedAtMicros.removeAll() }
+        log.info(
+            "role changed",
+            metadata: [
+                "role": "\(change.role.rawValue)", "term": "\(change.term)", "leader": "\(change.leader?.rawValue ?? "none")",
+            ])
+        delegate?.replica(self, didChangeRole: change)
+    }
+
+    private func noteCommitLatency(_ entries: [Entry]) {
+        guard !acceptedAtMicros.isEmpty else { return }
+        let now = EventLoop.preciseNowMicros()
+        for entry in entries {
+            if let start = acceptedAtMicros.removeValue(forKey: entry.index) {
+                counters.commitLatencyMicros.record(now - start)
+            }
+        }
+    }
+
+    private func flushAppliedIndex() {
+        guard appliedIndex > durableAppliedIndex, !persistInFlight else { return }
+        var job = PersistJob()
+        job.appliedIndex = appliedIndex
+        let target = appliedIndex
+        disk.submit(job) { [unowned self] outcome in
+            self.recordDisk(outcome)
+            self.durableAppliedIndex = max(self.durableAppliedIndex, target)
+        }
+    }
+
+    // MARK: transport
+
+    private func send(_ message: Message) {
+        let outcome = transport.send(message)
+        if outcome.isQueued {
+            counters.messagesSent += 1
+        } else {
+            counters.messagesDropped += 1
+        }
+    }
+
+    public func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer
+    ) {
+        do {
+            let message = try ConsensusCodec.decode(type: type, payload: payload)
+            guard message.from == peer else {
+                counters.undecodableFrames += 1
+                return
+            }
+            raft.step(message, nowMs: EventLoop.preciseNowMs())
+            scheduleReady()
+        } catch {
+            counters.undecodableFrames += 1
+            log.warning("undecodable frame from peer", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        }
+    }
+
+    public func peerTransport(_ transport: PeerTransport, peerDidConnect peer: NodeID) {
+        log.info("peer connected", metadata: ["peer": "\(peer)"])
+    }
+
+    public func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {
+        log.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+    }
+
+    public func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure) {
+        log.warning("refused a peer connection", metadata: ["remote": "\(remoteAddress)", "reason": "\(reason)"])
+    }
+}

@@ -1,0 +1,335 @@
+import Logging
+import TandemConsensus
+import TandemHTTP
+import TandemNet
+
+/// The app's answer to one applied entry (or Tandem's own deterministic answer, such as an idempotency conflict).
+struct AppliedResponse {
+    var status: Int
+    var reason: String
+    var headers: HTTPHeaders
+    var body: [UInt8]
+    /// The answer is replayed from the idempotency table: the entry was not applied again.
+    var replayed = false
+}
+
+/// Applies committed entries to the local app strictly in log order, one at a time, over one connection of its
+/// own. An unreachable app is retried with backoff and the entry is never skipped; meanwhile the node reports
+/// not-ready. Any HTTP response counts as applied: a 4xx is a deterministic outcome, the same on every replica.
+///
+/// A retry after a connection broke mid-request may deliver an entry twice; it carries the same `Tandem-Index`
+/// both times, which an app can use to deduplicate (PRODUCT.md, "Apply").
+final class Applier: ConnectionDelegate {
+    private unowned let loop: EventLoop
+    private let upstreamHost: String
+    private let upstreamPort: UInt16
+    private let log: Logger
+    /// Entries committed and not yet applied, in order. Bounded by what the log holds (the core caps uncommitted
+    /// bytes, and committed entries are handed out in bounded batches).
+    private var queue: [Entry] = []
+    private var queueHead = 0
+    private var current: Entry?
+    private var connection: Connection?
+    private var isConnected = false
+    private var parser = HTTPResponseParser(limits: .upstreamResponse)
+    private var responseHead: HTTPResponseHead?
+    private var responseBody: [UInt8] = []
+    private var retryTimer: TandemNet.Timer!
+    private var backoffMs: Int64 = 50
+    private let responseBodyMaxBytes: Int
+    /// Folds (index, status, body hash) of every applied entry: equal digests at equal indexes mean equal outcomes.
+    private(set) var digest = ApplyDigest()
+    private(set) var idempotency: IdempotencyTable
+    /// Invariant: appliedIndex only grows, and every index up to it was applied (or was a no-op).
+    private(set) var appliedIndex: UInt64
+    /// The app could not be reached for the current entry: the node is not ready until it applies again.
+    private(set) var isStalled = false
+    private(set) var appliedCount: UInt64 = 0
+    private(set) var retryCount: UInt64 = 0
+    /// Called after each entry is applied, with the answer the origin node gives its client.
+    var onApplied: ((Entry, AppliedResponse?) -> Void)?
+
+    init(
+        loop: EventLoop, upstreamHost: String, upstreamPort: UInt16, startAfter index: UInt64,
+        idempotencyTTLMs: Int64, responseBodyMaxBytes: Int, log: Logger
+    ) {
+        self.loop = loop
+        self.upstreamHost = upstreamHost
+        self.upstreamPort = upstreamPort
+        self.appliedIndex = index
+        self.idempotency = IdempotencyTable(ttlMs: idempotencyTTLMs)
+        self.responseBodyMaxBytes = responseBodyMaxBytes
+        self.log = log
+        self.retryTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.applyNext() }
+    }
+
+    var backlog: Int { queue.count - queueHead + (current == nil ? 0 : 1) }
+
+    /// Queues committed entries (in log order, continuing the queue).
+    func enqueue(_ entries: [Entry]) {
+        for entry in entries where entry.index > appliedIndex {
+            queue.append(entry)
+        }
+        if current == nil { applyNext() }
+    }
+
+    func stop() {
+        retryTimer.invalidate()
+        connection?.close()
+        connection = nil
+    }
+
+    private func applyNext() {
+        guard current == nil || isStalled else { return }
+        if queueHead > 1024 && queueHead * 2 > queue.count {
+            queue.removeFirst(queueHead)
+            queueHead = 0
+        }
+        guard let entry = current ?? (queueHead < queue.count ? queue[queueHead] : nil) else { return }
+        if current == nil { queueHead += 1 }
+        current = entry
+        guard entry.kind == .normal else {
+            finish(entry, response: nil, status: 0)
+            return
+        }
+        let command: WriteCommand
+        do {
+            command = try WriteCommand.decode(entry.data)
+        } catch {
+            // Every replica decodes the same bytes the same way, so this outcome is deterministic too.
+            log.error("undecodable log entry", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+            finish(entry, response: Self.tandemAnswer(500, "bad_entry", "the log entry cannot be decoded"), status: 500)
+            return
+        }
+        if let answer = idempotency.check(command: command, timeMs: entry.timeMs) {
+            finish(entry, response: answer, status: answer.status)
+            return
+        }
+        send(command, for: entry)
+    }
+
+    private func send(_ command: WriteCommand, for entry: Entry) {
+        if connection == nil || connection?.isOpen != true {
+            isConnected = false
+            connection = Connection.connect(loop: loop, host: upstreamHost, port: upstreamPort, delegate: self)
+            connection?.enableReading()
+            guard connection != nil else {
+                scheduleRetry(reason: "cannot create a socket")
+                return
+            }
+        }
+        var headers = command.headers
+        headers.add(name: "Tandem-Index", value: String(entry.index))
+        headers.add(name: "Tandem-Term", value: String(entry.term))
+        headers.add(name: "Tandem-Time", value: String(entry.timeMs))
+        headers.add(name: "Tandem-Request-Id", value: "\(entry.term)-\(entry.index)")
+        ProxyHeaders.setFraming(.contentLength(Int64(command.body.count)), in: &headers)
+        parser = HTTPResponseParser(limits: .upstreamResponse)
+        parser.expect(requestMethod: command.method)
+        responseHead = nil
+        responseBody.removeAll(keepingCapacity: true)
+        connection?.write(HTTPSerializer.requestHead(HTTPRequestHead(method: command.method, target: command.target, headers: headers)))
+        connection?.write(command.body)
+    }
+
+    // MARK: connection events
+
+    func connectionDidConnect(_ connection: Connection) {
+        isConnected = true
+    }
+
+    func connectionHasInput(_ connection: Connection) {
+        guard let entry = current else {
+            connection.close()  // bytes nobody asked for: the connection is out of step
+            self.connection = nil
+            return
+        }
+        var complete = false
+        var failure: HTTPParseError?
+        connection.consumeInput { chunk in
+            guard !complete, failure == nil else { return 0 }
+            do throws(HTTPParseError) {
+                return try parser.parse(chunk) { event in
+                    switch event {
+                    case .head(let head): if !head.isInterim { responseHead = head }
+                    case .body(let bytes):
+                        if responseBody.count + bytes.count <= responseBodyMaxBytes { responseBody.append(contentsOf: bytes) }
+                    case .end: if responseHead != nil { complete = true }
+                    }
+                }
+            } catch {
+                failure = error
+                return 0
+            }
+        }
+        if let failure {
+            log.warning("malformed response from the app while applying", metadata: ["index": "\(entry.index)", "error": "\(failure)"])
+            connection.close()
+            self.connection = nil
+            scheduleRetry(reason: "malformed response")
+            return
+        }
+        guard complete, let head = responseHead else { return }
+        if !head.keepAlive {
+            connection.close()
+            self.connection = nil
+        }
+        let response = AppliedResponse(status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
+        if let command = try? WriteCommand.decode(entry.data) {
+            idempotency.record(command: command, response: response, timeMs: entry.timeMs)
+        }
+        finish(entry, response: response, status: head.status)
+    }
+
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        self.connection = nil
+        guard current != nil else { return }
+        if responseHead != nil, parser.phase == .body {
+            var ended = false
+            try? parser.finishAtEOF { event in if case .end = event { ended = true } }
+            if ended {
+                connectionHasInputAfterEOF()
+                return
+            }
+        }
+        scheduleRetry(reason: "\(reason)")
+    }
+
+    private func connectionHasInputAfterEOF() {
+        guard let entry = current, let head = responseHead else { return }
+        let response = AppliedResponse(status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
+        if let command = try? WriteCommand.decode(entry.data) {
+            idempotency.record(command: command, response: response, timeMs: entry.timeMs)
+        }
+        finish(entry, response: response, status: head.status)
+    }
+
+    private func scheduleRetry(reason: String) {
+        retryCount += 1
+        if !isStalled {
+            log.warning("app unreachable while applying: retrying", metadata: ["index": "\(current?.index ?? 0)", "reason": "\(reason)"])
+        }
+        isStalled = true
+        retryTimer.schedule(afterMs: backoffMs)
+        backoffMs = min(backoffMs * 2, 2000)
+    }
+
+    private func finish(_ entry: Entry, response: AppliedResponse?, status: Int) {
+        precondition(entry.index > appliedIndex, "entries are applied once, in order")
+        current = nil
+        if isStalled { log.info("app reachable again: applying", metadata: ["index": "\(entry.index)"]) }
+        isStalled = false
+        backoffMs = 50
+        if entry.kind == .normal { digest.fold(index: entry.index, status: status, body: response?.body ?? []) }
+        appliedIndex = entry.index
+        appliedCount += 1
+        onApplied?(entry, response)
+        applyNext()
+    }
+
+    static func tandemAnswer(_ status: Int, _ code: String, _ message: String) -> AppliedResponse {
+        let body = TandemErrorResponse.jsonBody(code: code, message: message, retryable: false)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        return AppliedResponse(status: status, reason: HTTPStatus.reasonPhrase(status), headers: headers, body: body)
+    }
+}
+
+/// A rolling digest of applied outcomes (FNV-1a, 64 bit): stable across processes and machines, unlike Swift's
+/// seeded Hasher. It detects a non-deterministic app; it is not a defence against an adversary.
+struct ApplyDigest: Equatable {
+    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    private(set) var index: UInt64 = 0
+
+    mutating func fold(index: UInt64, status: Int, body: [UInt8]) {
+        var bodyHash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in body { bodyHash = (bodyHash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        for word in [index, UInt64(status), bodyHash] {
+            for shift in stride(from: 0, to: 64, by: 8) {
+                value = (value ^ ((word >> UInt64(shift)) & 0xff)) &* 0x0000_0100_0000_01b3
+            }
+        }
+        self.index = index
+    }
+
+    var hex: String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - text.count) + text
+    }
+}
+
+/// The replicated dedupe table of `Idempotency-Key`. It is a function of the log alone (keys, request
+/// fingerprints, the app's deterministic responses, and log time for the TTL), so every replica holds the same.
+struct IdempotencyTable {
+    struct Record {
+        var fingerprint: UInt64
+        var response: AppliedResponse
+        var expiresAtMs: Int64
+    }
+
+    let ttlMs: Int64
+    /// Hard cap on remembered keys; beyond it the oldest are forgotten early (documented in the README).
+    let capacity = 200_000
+    private var records: [String: Record] = [:]
+    /// Keys in the order they were recorded; log time never decreases, so expiry is first-in, first-out.
+    private var order: [(key: String, expiresAtMs: Int64)] = []
+    private var orderHead = 0
+
+    init(ttlMs: Int64) { self.ttlMs = ttlMs }
+
+    var count: Int { records.count }
+
+    static func key(of command: WriteCommand) -> String? {
+        guard let key = command.headers.first(name: "Idempotency-Key"), !key.isEmpty else { return nil }
+        return key
+    }
+
+    /// The answer for an entry whose key was seen before (replay, or 422 for a different request), or nil when
+    /// the entry must be applied.
+    mutating func check(command: WriteCommand, timeMs: Int64) -> AppliedResponse? {
+        expire(before: timeMs)
+        guard let key = Self.key(of: command), let record = records[key] else { return nil }
+        guard record.fingerprint == Self.fingerprint(command) else {
+            return Applier.tandemAnswer(
+                422, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
+        }
+        var replay = record.response
+        replay.replayed = true
+        return replay
+    }
+
+    mutating func record(command: WriteCommand, response: AppliedResponse, timeMs: Int64) {
+        guard let key = Self.key(of: command), records[key] == nil else { return }
+        let expiry = timeMs + ttlMs
+        records[key] = Record(fingerprint: Self.fingerprint(command), response: response, expiresAtMs: expiry)
+        order.append((key, expiry))
+        if records.count > capacity, orderHead < order.count {
+            records.removeValue(forKey: order[orderHead].key)
+            orderHead += 1
+        }
+    }
+
+    private mutating func expire(before timeMs: Int64) {
+        while orderHead < order.count && order[orderHead].expiresAtMs <= timeMs {
+            records.removeValue(forKey: order[orderHead].key)
+            orderHead += 1
+        }
+        if orderHead > 4096 && orderHead * 2 > order.count {
+            order.removeFirst(orderHead)
+            orderHead = 0
+        }
+    }
+
+    /// What makes two requests "the same" for a key: method, target and body.
+    static func fingerprint(_ command: WriteCommand) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
+            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+            hash = (hash ^ 0xff) &* 0x0000_0100_0000_01b3
+        }
+        mix(command.method.utf8)
+        mix(command.target.utf8)
+        mix(command.body)
+        return hash
+    }
+}

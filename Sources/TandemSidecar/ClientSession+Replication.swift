@@ -1,0 +1,139 @@
+import TandemConfig
+import TandemConsensus
+import TandemHTTP
+import TandemNet
+
+/// A `Tandem-Consistency` or `Tandem-After` value Tandem cannot use.
+struct ReadLevelError: Error {
+    let message: String
+}
+
+extension ClientSession {
+    // MARK: replicated writes
+
+    /// The request as the log carries it: end-to-end fields only, forwarding fields appended, framing restated
+    /// by the applier. Client-sent `Tandem-*` fields are dropped so no client can forge `Tandem-Index`.
+    func writeCommand(for exchange: Exchange) -> WriteCommand {
+        var headers = exchange.head.headers
+        ProxyHeaders.removeHopByHop(from: &headers)
+        headers.remove(name: "Expect")
+        headers.removeAll { $0.name.utf8.count > 7 && $0.name.lowercased().hasPrefix("tandem-") }
+        ProxyHeaders.appendForwarding(to: &headers, clientAddress: connection.peerAddress)
+        ProxyHeaders.setFraming(.none, in: &headers)
+        return WriteCommand(method: exchange.head.method, target: exchange.head.target, headers: headers, body: exchange.deferredBody)
+    }
+
+    func submitWrite(_ exchange: Exchange) {
+        guard let replication = proxy.replication else { return }
+        let command = writeCommand(for: exchange)
+        exchange.deferredBody = []
+        replication.submitWrite(command) { [weak self] outcome in
+            guard let self, self.currentExchange === exchange else { return }
+            switch outcome {
+            case .applied(let response, let index):
+                self.answerWrite(exchange, response: response, index: index, leader: replication.leader)
+            case .failed(let error):
+                self.answerWithError(error)
+            }
+        }
+    }
+
+    private func answerWrite(_ exchange: Exchange, response: AppliedResponse, index: UInt64, leader: TandemConsensus.NodeID?) {
+        var headers = response.headers
+        ProxyHeaders.removeHopByHop(from: &headers)
+        ProxyHeaders.setFraming(.contentLength(Int64(response.body.count)), in: &headers)
+        headers.add(name: "Tandem-Position", value: String(index))
+        headers.add(name: "Tandem-Leader", value: leader?.rawValue ?? proxy.nodeID)
+        if response.replayed { headers.add(name: "Tandem-Replayed", value: "true") }
+        headers.add(name: "Set-Cookie", value: "tandem_pos=\(index); Path=/; SameSite=Lax")
+        if proxy.isDraining { exchange.clientKeepAlive = false }
+        if !exchange.clientKeepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if exchange.head.version == .http1_0 {
+            headers.add(name: "Connection", value: "keep-alive")
+        }
+        connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: response.status, reason: response.reason, headers: headers)))
+        connection.write(response.body)
+        exchange.status = response.status
+        exchange.responseStarted = true
+        exchange.responseComplete = true
+        completeCurrentExchange()
+    }
+
+    // MARK: consistent reads
+
+    /// Starts the wait a read's consistency level asks for; leaves `isWaitingForRead` false when none is needed.
+    func startConsistentRead(_ exchange: Exchange, replication: Replication) throws(ReadLevelError) {
+        let level = try Self.consistency(of: exchange.head, default: proxy.replicationSettings.defaultReadConsistency)
+        let waitMs = proxy.replicationSettings.readWaitMaxMs
+        switch level {
+        case .local:
+            return
+        case .session:
+            guard let after = try Self.sessionIndex(of: exchange.head), after > replication.appliedIndex else { return }
+            exchange.isWaitingForRead = true
+            replication.waitUntilApplied(after, timeoutMs: waitMs) { [weak self] applied in
+                self?.readWaitEnded(exchange, applied: applied)
+            }
+        case .linearizable, .lease:
+            exchange.isWaitingForRead = true
+            replication.confirmRead(mode: level == .lease ? .lease : .readIndex) { [weak self] result in
+                switch result {
+                case .success(let index):
+                    replication.waitUntilApplied(index, timeoutMs: waitMs) { [weak self] applied in
+                        self?.readWaitEnded(exchange, applied: applied)
+                    }
+                case .failure(let error):
+                    self?.readConfirmationFailed(exchange, error)
+                }
+            }
+        }
+    }
+
+    private func readWaitEnded(_ exchange: Exchange, applied: Bool) {
+        guard currentExchange === exchange else { return }
+        exchange.isWaitingForRead = false
+        guard applied else {
+            answerWithError(Replication.error(
+                503, "not_caught_up", "this replica did not apply the requested position in time", retryAfter: 1))
+            return
+        }
+        resumeAfterReadWait(exchange)
+    }
+
+    private func readConfirmationFailed(_ exchange: Exchange, _ error: ReadError) {
+        guard currentExchange === exchange else { return }
+        let message: String
+        switch error {
+        case .noLeader, .notLeader: message = "no leader could confirm the read; retry shortly"
+        case .overloaded: message = "too many reads are waiting for confirmation"
+        case .timeout: message = "the leader did not confirm the read in time"
+        }
+        answerWithError(Replication.error(503, error == .overloaded ? "overloaded" : "no_leader", message, retryAfter: 1))
+    }
+
+    static func consistency(of head: HTTPRequestHead, default level: ReadConsistency) throws(ReadLevelError) -> ReadConsistency {
+        guard let text = head.headers.first(name: "Tandem-Consistency") else { return level }
+        guard let parsed = ReadConsistency(rawValue: text.lowercased()) else {
+            throw ReadLevelError(message: "Tandem-Consistency must be local, session, linearizable or lease, not \"\(text)\"")
+        }
+        return parsed
+    }
+
+    /// `Tandem-After`, else the `tandem_pos` cookie; nil when neither is present.
+    static func sessionIndex(of head: HTTPRequestHead) throws(ReadLevelError) -> UInt64? {
+        if let text = head.headers.first(name: "Tandem-After") {
+            guard let index = UInt64(text) else { throw ReadLevelError(message: "Tandem-After must be a log index, not \"\(text)\"") }
+            return index
+        }
+        for cookieHeader in head.headers.values(name: "Cookie") {
+            for pair in cookieHeader.split(separator: ";") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == "tandem_pos" {
+                    return UInt64(parts[1].trimmingCharacters(in: .whitespaces))
+                }
+            }
+        }
+        return nil
+    }
+}

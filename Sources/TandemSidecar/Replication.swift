@@ -1,0 +1,199 @@
+import Logging
+import TandemConfig
+import TandemConsensus
+import TandemHTTP
+import TandemNet
+import TandemNode
+
+/// How a replicated write ended for the client that sent it.
+enum WriteOutcome {
+    /// Applied locally: the answer is this node's app's response to the entry at `index`.
+    case applied(AppliedResponse, index: UInt64)
+    /// Tandem's own error; for `commit_timeout` the outcome is unknown (the entry may still commit).
+    case failed(TandemErrorResponse)
+}
+
+/// Settings of the replicated write and read paths.
+public struct ReplicationSettings: Sendable {
+    public var writeTimeoutMs: Int64 = 5_000
+    public var maxPendingWrites = 1024
+    public var readWaitMaxMs: Int64 = 2_000
+    public var defaultReadConsistency: ReadConsistency = .local
+    public var idempotencyTTLMs: Int64 = 24 * 3_600_000
+    public var appState: AppState = .durable
+    public init() {}
+}
+
+/// The write path and the consistent-read waits, between client sessions and the node runtime: proposes writes,
+/// matches applied entries back to the clients waiting for them, and wakes reads waiting for an applied index.
+final class Replication: ReplicaDelegate {
+    let runtime: ReplicaRuntime
+    let applier: Applier
+    private let settings: ReplicationSettings
+    private let loop: EventLoop
+    private let log: Logger
+    private let metrics: Metrics
+
+    private struct PendingWrite {
+        var completion: (WriteOutcome) -> Void
+        var deadlineMs: Int64
+    }
+    /// Writes proposed by this node and not yet answered. Bounded by `maxPendingWrites` (then 503 overloaded).
+    private var pendingWrites: [ProposalID: PendingWrite] = [:]
+    /// Reads waiting until this replica applies an index, by that index. Bounded by client connections.
+    private var appliedWaiters: [UInt64: [AppliedWaiter]] = [:]
+    private var allWaiters: [AppliedWaiter] = []
+    private var sweepTimer: TandemNet.Timer!
+    private(set) var role: Role = .follower
+    private(set) var leader: TandemConsensus.NodeID?
+    private(set) var term: UInt64 = 0
+    /// The commit index this node knew last (from the runtime), for readiness lag.
+    var commitIndex: UInt64 { runtime.status.commitIndex }
+    var appliedIndex: UInt64 { applier.appliedIndex }
+
+    init(
+        loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
+        settings: ReplicationSettings, maxBodyBytes: Int, metrics: Metrics, log: Logger
+    ) {
+        self.loop = loop
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+        self.log = log
+        let startAfter = settings.appState == .memory ? 0 : runtime.recoveredAppliedIndex
+        self.applier = Applier(
+            loop: loop, upstreamHost: upstreamHost, upstreamPort: upstreamPort, startAfter: startAfter,
+            idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
+        applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
+        runtime.delegate = self
+        sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweepDeadlines() }
+        sweepTimer.scheduleRepeating(everyMs: 50)
+    }
+
+    func stop() {
+        sweepTimer.invalidate()
+        applier.stop()
+        for (_, pending) in pendingWrites {
+            pending.completion(.failed(Self.error(503, "no_leader", "this node is shutting down", retryAfter: 1)))
+        }
+        pendingWrites.removeAll()
+        runtime.stop()
+    }
+
+    // MARK: writes
+
+    func submitWrite(_ command: WriteCommand, completion: @escaping (WriteOutcome) -> Void) {
+        guard pendingWrites.count < settings.maxPendingWrites else {
+            metrics.recordShed("pending_writes")
+            completion(.failed(Self.error(503, "overloaded", "too many writes waiting to commit", retryAfter: 1)))
+            return
+        }
+        let id = runtime.makeProposalID()
+        pendingWrites[id] = PendingWrite(completion: completion, deadlineMs: EventLoop.preciseNowMs() + settings.writeTimeoutMs)
+        runtime.propose(command.encoded(), id: id) { [unowned self] result in
+            // A refused proposal was appended nowhere: a definite failure, safe to report as such.
+            if case .rejected(let error) = result {
+                self.pendingWrites.removeValue(forKey: id)?.completion(.failed(Self.answer(for: error)))
+            }
+        }
+    }
+
+    private static func answer(for error: ProposalError) -> TandemErrorResponse {
+        switch error {
+        case .noLeader: return Self.error(503, "no_leader", "no leader is known; retry shortly", retryAfter: 1)
+        case .leadershipTransferInProgress:
+            return Self.error(503, "no_leader", "leadership is being handed over; retry shortly", retryAfter: 1)
+        case .overloaded: return Self.error(503, "overloaded", "the log has too many uncommitted bytes", retryAfter: 1)
+        case .tooLarge:
+            return TandemErrorResponse(status: 413, code: "body_too_large", message: "the write is too large for the log", retryable: false)
+        }
+    }
+
+    static func error(_ status: Int, _ code: String, _ message: String, retryAfter: Int? = nil) -> TandemErrorResponse {
+        TandemErrorResponse(status: status, code: code, message: message, retryable: true, retryAfterSeconds: retryAfter)
+    }
+
+    // MARK: reads
+
+    /// Calls `completion(true)` once this replica has applied `index`, or `false` after `timeoutMs`.
+    func waitUntilApplied(_ index: UInt64, timeoutMs: Int64, completion: @escaping (Bool) -> Void) {
+        if applier.appliedIndex >= index {
+            completion(true)
+            return
+        }
+        let waiter = AppliedWaiter(index: index, deadlineMs: EventLoop.preciseNowMs() + timeoutMs, completion: completion)
+        appliedWaiters[index, default: []].append(waiter)
+        allWaiters.append(waiter)
+    }
+
+    /// A linearizable (ReadIndex) or lease read: the index to wait for, confirmed by the leader.
+    func confirmRead(mode: ReadMode, completion: @escaping (Result<UInt64, ReadError>) -> Void) {
+        runtime.read(mode: mode, completion: completion)
+    }
+
+    // MARK: runtime callbacks
+
+    func replica(_ replica: ReplicaRuntime, didCommit entries: [Entry]) {
+        applier.enqueue(entries)
+    }
+
+    func replica(_ replica: ReplicaRuntime, didChangeRole change: RoleChange) {
+        role = change.role
+        leader = change.leader
+        term = change.term
+    }
+
+    private func onApplied(_ entry: Entry, _ response: AppliedResponse?) {
+        runtime.markApplied(entry.index)
+        if let id = entry.proposal, id.origin == runtime.config.raft.id,
+            let pending = pendingWrites.removeValue(forKey: id)
+        {
+            let answer = response ?? Applier.tandemAnswer(500, "bad_entry", "the entry carried no request")
+            pending.completion(.applied(answer, index: entry.index))
+        }
+        if let waiters = appliedWaiters.removeValue(forKey: entry.index) {
+            for waiter in waiters { waiter.fire(true) }
+        }
+    }
+
+    private func sweepDeadlines() {
+        let now = EventLoop.preciseNowMs()
+        for (id, pending) in pendingWrites where pending.deadlineMs <= now {
+            pendingWrites.removeValue(forKey: id)
+            metrics.recordCommitTimeout()
+            pending.completion(.failed(Self.error(
+                504, "commit_timeout",
+                "the write did not commit in time; it may still commit: retry with the same Idempotency-Key")))
+        }
+        guard !allWaiters.isEmpty else { return }
+        allWaiters.removeAll { waiter in
+            if waiter.isDone { return true }
+            guard waiter.deadlineMs <= now else { return false }
+            waiter.fire(false)
+            appliedWaiters[waiter.index]?.removeAll { $0 === waiter }
+            if appliedWaiters[waiter.index]?.isEmpty == true { appliedWaiters[waiter.index] = nil }
+            return true
+        }
+    }
+}
+
+/// A read waiting for this replica to apply an index; fired exactly once (applied, or timed out).
+final class AppliedWaiter {
+    let index: UInt64
+    let deadlineMs: Int64
+    private var completion: ((Bool) -> Void)?
+
+    init(index: UInt64, deadlineMs: Int64, completion: @escaping (Bool) -> Void) {
+        self.index = index
+        self.deadlineMs = deadlineMs
+        self.completion = completion
+    }
+
+    var isDone: Bool { completion == nil }
+
+    func fire(_ applied: Bool) {
+        let completion = self.completion
+        self.completion = nil
+        completion?(applied)
+    }
+}

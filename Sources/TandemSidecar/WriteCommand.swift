@@ -1,0 +1,82 @@
+import TandemHTTP
+
+/// A client's write as it travels through the log: the request exactly as every replica's app will receive it
+/// (method, target, end-to-end fields, body). Forwarding fields are added by the node that took the request,
+/// before it is proposed, so every replica sees the same bytes.
+///
+/// Layout (little-endian): [version u8 = 1][method u16+bytes][target u32+bytes][field count u16]
+/// {[name u16+bytes][value u32+bytes]}*[body u32+bytes]. Decoding is bounds-checked and never traps.
+struct WriteCommand: Equatable {
+    var method: String
+    var target: String
+    var headers: HTTPHeaders
+    var body: [UInt8]
+
+    static let formatVersion: UInt8 = 1
+
+    enum DecodeError: Error, Equatable { case truncated, unknownVersion(UInt8), invalidText }
+
+    func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + target.utf8.count + body.count + headers.count * 32)
+        out.append(Self.formatVersion)
+        Self.appendText(method, lengthBytes: 2, into: &out)
+        Self.appendText(target, lengthBytes: 4, into: &out)
+        Self.append(UInt64(headers.count), bytes: 2, into: &out)
+        for (name, value) in headers {
+            Self.appendText(name, lengthBytes: 2, into: &out)
+            Self.appendText(value, lengthBytes: 4, into: &out)
+        }
+        Self.append(UInt64(body.count), bytes: 4, into: &out)
+        out.append(contentsOf: body)
+        return out
+    }
+
+    static func decode(_ bytes: [UInt8]) throws(DecodeError) -> WriteCommand {
+        var reader = Reader(bytes: bytes)
+        let version = try reader.integer(1)
+        guard version == UInt64(formatVersion) else { throw .unknownVersion(UInt8(truncatingIfNeeded: version)) }
+        let method = try reader.text(lengthBytes: 2)
+        let target = try reader.text(lengthBytes: 4)
+        let count = try reader.integer(2)
+        var headers = HTTPHeaders()
+        for _ in 0..<count {
+            let name = try reader.text(lengthBytes: 2)
+            headers.add(name: name, value: try reader.text(lengthBytes: 4))
+        }
+        let body = try reader.bytes(Int(try reader.integer(4)))
+        return WriteCommand(method: method, target: target, headers: headers, body: Array(body))
+    }
+
+    private static func appendText(_ text: String, lengthBytes: Int, into out: inout [UInt8]) {
+        append(UInt64(text.utf8.count), bytes: lengthBytes, into: &out)
+        out.append(contentsOf: text.utf8)
+    }
+
+    private static func append(_ value: UInt64, bytes: Int, into out: inout [UInt8]) {
+        for shift in 0..<bytes { out.append(UInt8(truncatingIfNeeded: value >> (8 * shift))) }
+    }
+
+    private struct Reader {
+        let bytes: [UInt8]
+        var offset = 0
+
+        mutating func bytes(_ count: Int) throws(DecodeError) -> ArraySlice<UInt8> {
+            guard count >= 0, count <= bytes.count - offset else { throw .truncated }
+            defer { offset += count }
+            return bytes[offset..<offset + count]
+        }
+
+        mutating func integer(_ width: Int) throws(DecodeError) -> UInt64 {
+            var value: UInt64 = 0
+            for (shift, byte) in try bytes(width).enumerated() { value |= UInt64(byte) << (8 * shift) }
+            return value
+        }
+
+        mutating func text(lengthBytes: Int) throws(DecodeError) -> String {
+            let length = Int(try integer(lengthBytes))
+            guard let text = String(validating: try bytes(length), as: UTF8.self) else { throw .invalidText }
+            return text
+        }
+    }
+}
