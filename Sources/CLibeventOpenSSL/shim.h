@@ -53,9 +53,10 @@ static inline int tandem_ssl_peer_subject(SSL *ssl, char *buffer, int capacity) 
     return 1;
 }
 
-/// 1 once the TLS handshake has sent or received anything (a failure then is a TLS failure, not a refused dial).
-static inline int tandem_ssl_handshake_started(const SSL *ssl) {
-    return SSL_get_state(ssl) != TLS_ST_BEFORE;
+/// 1 once the peer has sent this side any TLS bytes (a failure then is a TLS failure, not a refused dial).
+static inline int tandem_ssl_peer_sent_bytes(const SSL *ssl) {
+    BIO *bio = SSL_get_rbio(ssl);
+    return bio != NULL && BIO_number_read(bio) > 0;
 }
 
 static inline int tandem_hmac_sha256(const void *key, int keyLength, const unsigned char *data, size_t dataLength,

@@ -153,15 +153,15 @@ public final class TLSConnection {
         return stringFromCBuffer(buffer)
     }
 
-    /// After a close: why the TLS handshake failed, or nil when it did not fail in TLS (it completed, or the TCP
-    /// connection never got as far as TLS, as with a refused dial).
+    /// After a close: why the TLS handshake failed, or nil when it did not fail in TLS (it completed, or the peer
+    /// never sent a TLS byte, as with a refused dial or a peer that went away before answering).
     public var handshakeFailureDescription: String? {
         if isHandshakeComplete { return nil }
         let verifyResult = SSL_get_verify_result(ssl)
         if verifyResult != tandem_x509_v_ok() {
             return "peer certificate rejected: \(String(cString: X509_verify_cert_error_string(verifyResult)))"
         }
-        if tandem_ssl_handshake_started(ssl) == 1 {
+        if tandem_ssl_peer_sent_bytes(ssl) == 1 {
             return "TLS handshake failed (the peer may have rejected this node's certificate)"
         }
         return nil

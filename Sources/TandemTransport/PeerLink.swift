@@ -130,7 +130,8 @@ final class PeerLink: ConnectionDelegate {
             do throws(FrameError) {
                 try parser.consume(chunk) { type, payload in onFrame(type: type, payload: payload) }
             } catch {
-                fail(.frame(error))
+                // Before the handshake completes, a bad frame is a refused stranger; after, a broken peer.
+                if identity == nil { refuse(.frame(error)) } else { fail(.frame(error)) }
             }
             return chunk.count
         }

@@ -55,6 +55,8 @@ public final class PeerTransport {
     /// Random per instance, sent in the hello: how peers tell a restart from a duplicate connection.
     let incarnation: UInt64
     private var isStopped = false
+    /// Links closed because the pair already had one (the simultaneous-dial race), for tests and metrics.
+    public private(set) var duplicateLinksClosed: UInt64 = 0
 
     /// Binds the peer listener now (so `listenPort` is known); dialing starts with `start()`.
     /// `peers` may include this node's own id (as TANDEM_PEERS does): it is ignored.
@@ -275,6 +277,7 @@ public final class PeerTransport {
             activate(link, in: &slot)
             return !link.isClosed
         }
+        duplicateLinksClosed += 1
         guard prefers(link, over: old, peer: peer.id) else {
             link.closeLocally()
             return false

@@ -50,8 +50,16 @@ func runLoop(_ loop: EventLoop, forMs durationMs: Int64) {
     runLoop(loop, timeoutMs: durationMs + 1000) { EventLoop.preciseNowMs() >= deadline }
 }
 
-/// A port that was free a moment ago (bound on port 0, then released), for configuring peers before they start.
+/// A port that was free a moment ago, for configuring peers before they start. It is drawn below the kernel's
+/// ephemeral range (32768 and up), so that no outbound connection of the tests can take it in the meantime.
 func freePort(_ loop: EventLoop) throws -> UInt16 {
+    for _ in 0..<200 {
+        let candidate = UInt16.random(in: 20_000...32_000)
+        if let listener = try? Listener(loop: loop, host: "127.0.0.1", port: candidate) {
+            listener.close()
+            return candidate
+        }
+    }
     let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
     defer { listener.close() }
     return listener.port

@@ -1,0 +1,243 @@
+// Real sockets on 127.0.0.1: transports dial, authenticate, exchange frames, race, restart and refuse.
+
+import TandemConsensus
+import TandemNet
+import XCTest
+
+@testable import TandemTransport
+
+final class PeerTransportTests: XCTestCase {
+    private var loop: EventLoop!
+
+    override func setUpWithError() throws {
+        ignoreBrokenPipeSignals()
+        loop = try EventLoop()
+    }
+
+    override func tearDown() {
+        loop = nil
+    }
+
+    private func fastOptions() -> PeerTransportOptions {
+        var options = PeerTransportOptions()
+        options.reconnectBackoffMinMs = 10
+        options.reconnectBackoffMaxMs = 100
+        options.handshakeTimeoutMs = 2000
+        return options
+    }
+
+    /// Builds nodes n1...nk on free ports, each configured with all the others (and itself, as TANDEM_PEERS does).
+    private func cluster(
+        _ count: Int, auth: (Int) -> PeerAuth = { _ in .secret("cluster-secret") },
+        options: (Int) -> PeerTransportOptions? = { _ in nil }, start: Bool = true
+    ) throws -> [TestNode] {
+        let ports = try (0..<count).map { _ in try freePort(loop) }
+        let endpoints = (0..<count).map { PeerEndpoint(id: NodeID("n\($0 + 1)"), host: "127.0.0.1", port: ports[$0]) }
+        return try (0..<count).map { index in
+            try makeNode(index, endpoints: endpoints, auth: auth(index), options: options(index) ?? fastOptions(), start: start)
+        }
+    }
+
+    private func makeNode(
+        _ index: Int, endpoints: [PeerEndpoint], auth: PeerAuth, options: PeerTransportOptions, start: Bool = true
+    ) throws -> TestNode {
+        let endpoint = endpoints[index]
+        let transport = try PeerTransport(
+            loop: loop, selfID: endpoint.id, peers: endpoints, listenHost: "127.0.0.1", listenPort: endpoint.port,
+            auth: auth, options: options)
+        let recorder = Recorder()
+        transport.delegate = recorder
+        if start { transport.start() }
+        return TestNode(transport: transport, recorder: recorder)
+    }
+
+    private func allConnected(_ nodes: [TestNode]) -> Bool {
+        nodes.allSatisfy { node in node.transport.peerIDs.allSatisfy { node.transport.isConnected(to: $0) } }
+    }
+
+    func testTwoTransportsExchangeFramesInBothDirections() throws {
+        let nodes = try cluster(2)
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        XCTAssertEqual(nodes[0].transport.send(type: 0x20, payload: [1, 2, 3], to: NodeID("n2")), .queued)
+        XCTAssertEqual(nodes[1].transport.send(type: 0x21, payload: Array(repeating: 9, count: 100_000), to: NodeID("n1")), .queued)
+        XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[1].recorder.frames.isEmpty })
+        XCTAssertEqual(nodes[1].recorder.frames, [Recorder.Frame(from: NodeID("n1"), type: 0x20, payload: [1, 2, 3])])
+        XCTAssertEqual(nodes[0].recorder.frames, [Recorder.Frame(from: NodeID("n2"), type: 0x21, payload: Array(repeating: 9, count: 100_000))])
+        let status = try XCTUnwrap(nodes[1].transport.status(of: NodeID("n1")))
+        XCTAssertTrue(status.connected)
+        XCTAssertEqual(status.framesIn, 1)
+        XCTAssertEqual(status.bytesIn, 8)
+        XCTAssertEqual(status.framesOut, 1)
+        XCTAssertNotNil(status.lastFrameReceivedMs)
+        XCTAssertTrue(nodes.allSatisfy { $0.recorder.authFailures.isEmpty && $0.recorder.disconnected.isEmpty })
+    }
+
+    func testThreeTransportsFormAFullMeshAndFramesArriveInOrder() throws {
+        let nodes = try cluster(3)
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        for (index, node) in nodes.enumerated() {
+            for peer in node.transport.peerIDs {
+                for sequence in 0..<50 { node.transport.send(type: 0x30, payload: [UInt8(index), UInt8(sequence)], to: peer) }
+            }
+        }
+        XCTAssertTrue(runLoop(loop) { nodes.allSatisfy { $0.recorder.frames.count == 100 } })
+        for node in nodes {
+            for peer in node.transport.peerIDs {
+                let fromPeer = node.recorder.frames.filter { $0.from == peer }.map { Int($0.payload[1]) }
+                XCTAssertEqual(fromPeer, Array(0..<50), "frames from \(peer) arrive once each, in order")
+            }
+            XCTAssertEqual(node.recorder.connected.count, 2)
+        }
+    }
+
+    func testAReplyFromTheFrameCallbackIsDelivered() throws {
+        let nodes = try cluster(2)
+        nodes[1].recorder.onFrame = { frame in
+            nodes[1].transport.send(type: 0x41, payload: frame.payload.reversed(), to: frame.from)
+        }
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        nodes[0].transport.send(type: 0x40, payload: [1, 2, 3], to: NodeID("n2"))
+        XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty })
+        XCTAssertEqual(nodes[0].recorder.frames.first?.payload, [3, 2, 1])
+    }
+
+    func testSimultaneousDialsLeaveExactlyOneConnectionPerPair() throws {
+        // Both nodes start in the same loop turn, so both dial before either accepts: the race every time.
+        var duplicatesClosed: UInt64 = 0
+        for round in 0..<5 {
+            let nodes = try cluster(3, start: false)
+            nodes.forEach { $0.transport.start() }
+            XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) }, "round \(round)")
+            runLoop(loop, forMs: 150)
+            for node in nodes {
+                for peer in node.transport.peerIDs {
+                    XCTAssertEqual(node.transport.openLinkCount(to: peer), 1, "round \(round): \(node.transport.selfID)->\(peer)")
+                    XCTAssertTrue(node.transport.isConnected(to: peer))
+                }
+                XCTAssertEqual(node.transport.pendingInboundCount, 0)
+            }
+            // The kept connection carries traffic both ways.
+            nodes[2].transport.send(type: 0x50, payload: [7], to: NodeID("n1"))
+            nodes[0].transport.send(type: 0x50, payload: [8], to: NodeID("n3"))
+            XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[2].recorder.frames.isEmpty }, "round \(round)")
+            XCTAssertTrue(nodes.allSatisfy { $0.recorder.disconnected.isEmpty }, "the swap is invisible to the delegate")
+            duplicatesClosed += nodes.reduce(0) { $0 + $1.transport.duplicateLinksClosed }
+            nodes.forEach { $0.transport.stop() }
+        }
+        XCTAssertGreaterThan(duplicatesClosed, 0, "the race happened (both sides completed a link) and was resolved")
+    }
+
+    func testARestartedPeerOnTheSamePortIsReconnectedTo() throws {
+        let ports = try (0..<2).map { _ in try freePort(loop) }
+        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
+                         PeerEndpoint(id: NodeID("n2"), host: "localhost", port: ports[1])]
+        let first = try makeNode(0, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
+        var second: TestNode? = try makeNode(1, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
+        XCTAssertTrue(runLoop(loop) { first.transport.isConnected(to: NodeID("n2")) && second!.transport.isConnected(to: NodeID("n1")) })
+        second = nil  // deinit closes the listener and every link
+        XCTAssertTrue(runLoop(loop) { !first.recorder.disconnected.isEmpty })
+        XCTAssertEqual(first.recorder.disconnected.first?.0, NodeID("n2"))
+        XCTAssertEqual(first.transport.send(type: 0x60, payload: [1], to: NodeID("n2")), .droppedNotConnected)
+        runLoop(loop, forMs: 100)  // a few refused redials, with backoff
+        let restarted = try makeNode(1, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
+        XCTAssertTrue(runLoop(loop) { first.transport.isConnected(to: NodeID("n2")) && restarted.transport.isConnected(to: NodeID("n1")) })
+        first.transport.send(type: 0x60, payload: [2], to: NodeID("n2"))
+        XCTAssertTrue(runLoop(loop) { !restarted.recorder.frames.isEmpty })
+        XCTAssertEqual(restarted.recorder.frames.first?.payload, [2])
+        let status = try XCTUnwrap(first.transport.status(of: NodeID("n2")))
+        XCTAssertEqual(status.reconnects, 1)
+        XCTAssertEqual(status.framesDropped, 1)
+        XCTAssertEqual(status.address, "localhost:\(ports[1])")
+    }
+
+    func testAWrongSecretIsRefusedOnBothSidesWithTheAuthFailureCallback() throws {
+        let nodes = try cluster(2, auth: { $0 == 0 ? .secret("right") : .secret("wrong") })
+        XCTAssertTrue(runLoop(loop) { nodes.allSatisfy { !$0.recorder.authFailures.isEmpty } })
+        runLoop(loop, forMs: 100)
+        for node in nodes {
+            XCTAssertTrue(node.recorder.connected.isEmpty, "never accepted")
+            XCTAssertFalse(node.transport.isConnected(to: node.transport.peerIDs[0]))
+            XCTAssertTrue(node.recorder.authFailures.contains { if case .badProof = $0.1 { return true } else { return false } },
+                          "\(node.recorder.authFailures)")
+            XCTAssertTrue(node.recorder.authFailures.allSatisfy { $0.0 == "127.0.0.1" })
+        }
+        XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [1], to: NodeID("n2")), .droppedNotConnected)
+    }
+
+    func testAnUnknownNodeIDIsRefused() throws {
+        let ports = try (0..<2).map { _ in try freePort(loop) }
+        let n1 = PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0])
+        let n2 = PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: ports[1])
+        let intruderEndpoint = PeerEndpoint(id: NodeID("intruder"), host: "127.0.0.1", port: ports[1])
+        let good = try makeNode(0, endpoints: [n1, n2], auth: .secret("s"), options: fastOptions())
+        let intruder = try makeNode(1, endpoints: [n1, intruderEndpoint], auth: .secret("s"), options: fastOptions())
+        XCTAssertTrue(runLoop(loop) {
+            good.recorder.authFailures.contains { $0.1 == .unknownPeer(claimed: "intruder") }
+                && good.recorder.authFailures.contains { $0.1 == .unexpectedPeer(expected: NodeID("n2"), claimed: "intruder") }
+        }, "\(good.recorder.authFailures)")
+        XCTAssertTrue(good.recorder.connected.isEmpty)
+        XCTAssertTrue(intruder.recorder.connected.isEmpty)
+    }
+
+    func testAnOversizedFrameClosesThatConnectionWithAReason() throws {
+        var small = fastOptions()
+        small.maxFramePayloadBytes = 64 * 1024
+        var large = fastOptions()
+        large.maxFramePayloadBytes = 1 << 20
+        let nodes = try cluster(2, options: { $0 == 0 ? large : small })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        nodes[0].transport.send(type: 0x70, payload: Array(repeating: 1, count: 64 * 1024 + 1), to: NodeID("n2"))
+        XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.disconnected.isEmpty })
+        XCTAssertEqual(nodes[1].recorder.disconnected.first?.1, .frame(.frameTooLarge(payloadBytes: 64 * 1024 + 1, maxPayloadBytes: 64 * 1024)))
+        XCTAssertTrue(nodes[1].recorder.frames.isEmpty, "the oversized frame is never delivered")
+        // The link comes back (Raft would then send smaller batches).
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        nodes[0].transport.send(type: 0x70, payload: [5], to: NodeID("n2"))
+        XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.frames.isEmpty })
+    }
+
+    func testGarbageOnThePeerPortIsRefusedAndReported() throws {
+        let nodes = try cluster(1)
+        final class Silent: ConnectionDelegate {
+            var closed = false
+            func connectionHasInput(_ connection: Connection) { connection.consumeInput { $0.count } }
+            func connectionDidClose(_ connection: Connection, reason: CloseReason) { closed = true }
+        }
+        let client = Silent()
+        let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: client))
+        connection.enableReading()
+        connection.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        XCTAssertTrue(runLoop(loop) { client.closed && !nodes[0].recorder.authFailures.isEmpty })
+        guard case .frame(.frameTooLarge(_, PeerProtocol.handshakeMaxPayloadBytes))? = nodes[0].recorder.authFailures.first?.1
+            ?? nodes[0].recorder.disconnected.first?.1 else {
+            return XCTFail("an HTTP request reads as a huge frame header: \(nodes[0].recorder.authFailures)")
+        }
+    }
+
+    func testSendReportsTheHighWaterMarkAndDropsAtTheHardLimit() throws {
+        var options = fastOptions()
+        options.outputHighWaterMarkBytes = 100_000
+        options.outputHardLimitBytes = 300_000
+        let nodes = try cluster(2, options: { _ in options })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        let payload = [UInt8](repeating: 0, count: 60_000)
+        // No loop turn runs between these sends, so the output buffer only grows.
+        let outcomes = (0..<8).map { _ in nodes[0].transport.send(type: 0x10, payload: payload, to: NodeID("n2")) }
+        XCTAssertEqual(outcomes[0], .queued)
+        XCTAssertEqual(outcomes[2], .queuedAboveHighWaterMark)
+        XCTAssertEqual(outcomes.last, .droppedOutputFull)
+        let queued = outcomes.filter(\.isQueued).count
+        XCTAssertTrue(runLoop(loop) { nodes[1].recorder.frames.count == queued })
+        XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDropped, UInt64(8 - queued))
+    }
+
+    func testConsensusMessagesTravelThroughTheCodec() throws {
+        let nodes = try cluster(2, auth: { _ in .none })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        let message = Message.heartbeat(Heartbeat(from: NodeID("n1"), to: NodeID("n2"), term: 3, commitIndex: 9, round: 4))
+        XCTAssertEqual(nodes[0].transport.send(message), .queued)
+        XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.frames.isEmpty })
+        let frame = nodes[1].recorder.frames[0]
+        XCTAssertEqual(try ConsensusCodec.decode(type: frame.type, payload: frame.payload), message)
+    }
+}
