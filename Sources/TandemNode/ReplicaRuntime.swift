@@ -6,6 +6,7 @@
 // It owns the WAL (through DiskWorker) and the peer transport. It must never apply anything itself (the sidecar's
 // applier does), never block the loop thread, and never send a message before what it promises is on disk.
 
+import Foundation
 import Logging
 import TandemConsensus
 import TandemNet
@@ -120,6 +121,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         self.loop = loop
         self.config = config
         self.log = log
+        // Like `mkdir -p`: a fresh volume mount or a nested path is normal for a data directory.
+        try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
         let (wal, recovered) = try WriteAheadLog.open(directory: config.dataDirectory)
         var entries: [Entry] = []
         entries.reserveCapacity(recovered.entries.count)

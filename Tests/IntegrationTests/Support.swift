@@ -263,9 +263,10 @@ final class RawClient {
 
 /// One request on a fresh connection.
 func httpRequest(
-    port: UInt16, method: String, path: String, body: String? = nil, headers: [(String, String)] = []
+    port: UInt16, method: String, path: String, body: String? = nil, headers: [(String, String)] = [],
+    timeoutSeconds: Int = 15
 ) throws -> TestResponse {
-    let client = try RawClient(port: port)
+    let client = try RawClient(port: port, timeoutSeconds: timeoutSeconds)
     var text = "\(method) \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
     for (name, value) in headers { text += "\(name): \(value)\r\n" }
     if let body { text += "Content-Length: \(body.utf8.count)\r\n" }

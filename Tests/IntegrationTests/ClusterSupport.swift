@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import XCTest
+
+/// A free TCP port on 127.0.0.1 (bound, read, released). Peers must know each other's ports before they start.
+func freePort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// One replica: an example-kv app and the tandem beside it, as in a pod.
+final class Replica {
+    let id: String
+    let peerPort: UInt16
+    let dataDir: String
+    var app: ManagedProcess?
+    var appPort: UInt16 = 0
+    var tandem: TandemProcess?
+
+    init(id: String, peerPort: UInt16, dataDir: String) {
+        self.id = id
+        self.peerPort = peerPort
+        self.dataDir = dataDir
+    }
+
+    var clientPort: UInt16 { tandem!.clientPort }
+    var adminPort: UInt16 { tandem!.adminPort }
+    var pid: Int32 { tandem!.process.pid }
+}
+
+/// Three (or five) replicas on loopback, started and stopped by the test.
+class ClusterTestCase: ProcessTestCase {
+    var replicas: [Replica] = []
+    var extraEnvironment: [String: String] = ["TANDEM_CLUSTER_SECRET": "integration-secret", "TANDEM_APP_STATE": "memory"]
+
+    func startCluster(size: Int = 3) throws {
+        let root = NSTemporaryDirectory() + "tandem-cluster-\(UUID().uuidString)"
+        replicas = (1...size).map { Replica(id: "n\($0)", peerPort: freePort(), dataDir: "\(root)/n\($0)") }
+        for replica in replicas { try start(replica) }
+        XCTAssertNotNil(waitForLeader(), "no leader elected")
+    }
+
+    var peersVariable: String {
+        replicas.map { "\($0.id)=127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+    }
+
+    /// Starts (or restarts) the replica's app and its tandem, with the same data directory and peer port.
+    func start(_ replica: Replica, waitUntilReady: Bool = false, environment: [String: String] = [:]) throws {
+        let (app, appPort) = try startApp()
+        replica.app = app
+        replica.appPort = appPort
+        var env = extraEnvironment
+        env["TANDEM_NODE_ID"] = replica.id
+        env["TANDEM_PEERS"] = peersVariable
+        env["TANDEM_PEER_LISTEN"] = "127.0.0.1:\(replica.peerPort)"
+        env["TANDEM_DATA_DIR"] = replica.dataDir
+        env.merge(environment) { _, new in new }
+        replica.tandem = try startTandem(upstreamPort: appPort, environment: env, waitUntilReady: waitUntilReady)
+    }
+
+    /// Kills the replica's tandem and app with SIGKILL (a crashed pod).
+    func crash(_ replica: Replica) {
+        if let tandem = replica.tandem { kill(tandem.process.pid, SIGKILL); _ = tandem.process.waitForExit() }
+        if let app = replica.app { kill(app.pid, SIGKILL); _ = app.waitForExit() }
+    }
+
+    func status(_ replica: Replica) -> [String: Any]? {
+        guard let response = try? httpRequest(port: replica.adminPort, method: "GET", path: "/status"),
+            response.status == 200
+        else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+    }
+
+    /// The replica every live node names as leader, once they agree.
+    func waitForLeader(among candidates: [Replica]? = nil, excluding excluded: String? = nil, seconds: Double = 15) -> Replica? {
+        let pool = candidates ?? replicas
+        var found: Replica?
+        _ = waitUntil(seconds: seconds) {
+            let statuses = pool.compactMap { status($0) }
+            guard statuses.count == pool.count else { return false }
+            let leaders = Set(statuses.compactMap { $0["leader"] as? String })
+            guard leaders.count == 1, let leader = leaders.first, leader != excluded,
+                let replica = pool.first(where: { $0.id == leader }),
+                (status(replica)?["role"] as? String) == "leader"
+            else { return false }
+            found = replica
+            return true
+        }
+        return found
+    }
+
+    /// Waits until every replica's app holds the same state, and returns it.
+    func waitForConvergence(seconds: Double = 20) -> String? {
+        var dump: String?
+        _ = waitUntil(seconds: seconds) {
+            let dumps = replicas.compactMap { try? httpRequest(port: $0.appPort, method: "GET", path: "/dump").bodyText }
+            guard dumps.count == replicas.count, Set(dumps).count == 1 else { return false }
+            dump = dumps[0]
+            return true
+        }
+        return dump
+    }
+}
+
+/// A client that retries a write with the same Idempotency-Key on every node until it is acknowledged.
+struct RetryingWriter {
+    let ports: () -> [UInt16]
+
+    /// Returns the response that acknowledged the write, or nil if none did before the deadline.
+    func write(method: String, path: String, body: String, key: String, seconds: Double = 30) -> TestResponse? {
+        let deadline = Date().addingTimeInterval(seconds)
+        var attempt = 0
+        while Date() < deadline {
+            let candidates = ports()
+            let port = candidates[attempt % candidates.count]
+            attempt += 1
+            if let response = try? httpRequest(
+                port: port, method: method, path: path, body: body, headers: [("Idempotency-Key", key)], timeoutSeconds: 8),
+                response.status < 500
+            {
+                return response
+            }
+            usleep(50_000)
+        }
+        return nil
+    }
+}
