@@ -78,6 +78,7 @@ extension Simulation {
     // MARK: Random faults
 
     func scheduleChaos() {
+        chaosActive = true
         scheduleNext(.crash, rate: faults.crashesPerSecond)
         scheduleNext(.partition, rate: faults.partitionsPerSecond)
         scheduleNext(.stall, rate: faults.stallsPerSecond)
@@ -130,7 +131,8 @@ extension Simulation {
         }
         note("partition \(blocked.map { "\(nodes[$0.from].id)->\(nodes[$0.to].id)" }.sorted())")
         let healMs = 200 + Int64(rng.next() % 3000)
-        queue.push(.heal, atUs: nowUs + healMs * 1000)
+        partitionGeneration += 1
+        queue.push(.heal(generation: partitionGeneration), atUs: nowUs + healMs * 1000)
         scheduleNext(.partition, rate: faults.partitionsPerSecond)
     }
 

@@ -22,14 +22,16 @@ public struct SimulationOptions: Sendable {
     public var faults: FaultProfile
     /// Each node's runtime ticks the core this often (on its own, possibly drifting, clock).
     public var tickIntervalMs: Int64 = 10
-    public var clientCount: Int = 3
+    public var clientCount: Int = 5
     /// A client waits up to this long between operations.
     public var clientThinkMs: Int64 = 30
-    public var keys: [String] = ["a", "b", "c"]
+    public var keys: [String] = ["a", "b"]
     /// A client gives up on an operation after this; a write's outcome then stays unknown.
-    public var operationTimeoutMs: Int64 = 3000
+    public var operationTimeoutMs: Int64 = 1500
     /// Adjusts each node's consensus configuration (defaults otherwise).
     public var tuning: @Sendable (inout RaftConfig) -> Void = { _ in }
+    /// A description of `tuning`, for reports.
+    public var timing = "defaults"
 
     public init(seed: UInt64, faults: FaultProfile = .none) {
         self.seed = seed
@@ -41,6 +43,15 @@ public struct SimulationOptions: Sendable {
         var rng = SplitMix64(seed: seed ^ 0x5EED_FA17)
         var options = SimulationOptions(seed: seed, faults: .everyFault(&rng))
         options.nodeCount = [3, 3, 5][Int(rng.next() % 3)]
+        // Vary the timing too: a longer check-quorum window widens the time a deposed leader believes it leads,
+        // and a low phi threshold makes elections frequent; both make read-safety bugs visible.
+        let electionTimeoutMs: Int64 = [1000, 1000, 1500, 3000][Int(rng.next() % 4)]
+        let phiThreshold: Double = [8, 8, 3][Int(rng.next() % 3)]
+        options.tuning = { config in
+            config.electionTimeoutMs = electionTimeoutMs
+            config.phiThreshold = phiThreshold
+        }
+        options.timing = "election=\(electionTimeoutMs)ms phi=\(phiThreshold)"
         return options
     }
 }
@@ -50,6 +61,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var seed: UInt64
     public var faults: FaultProfile
     public var nodeCount: Int
+    public var timing: String
     /// The first safety or liveness property that failed, if any.
     public var violation: String?
     public var highestTerm: UInt64 = 0
@@ -65,7 +77,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var events = 0
 
     public var description: String {
-        "seed \(seed) nodes=\(nodeCount) [\(faults)] term=\(highestTerm) committed=\(committedEntries) "
+        "seed \(seed) nodes=\(nodeCount) [\(faults)] [\(timing)] term=\(highestTerm) committed=\(committedEntries) "
             + "writes ok=\(acknowledgedWrites) unknown=\(unknownWrites) reads=\(servedReads) crashes=\(crashes) "
             + "partitions=\(partitions) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
             + "events=\(events) violation=\(violation ?? "none")"
@@ -79,7 +91,8 @@ enum SimEvent {
     case crash
     case restart(node: Int)
     case partition
-    case heal
+    /// Heals the partition numbered `generation`, unless a newer one replaced it.
+    case heal(generation: Int)
     case stall
     case clientStep(client: Int)
     case clientTimeout(client: Int, operation: Int)
@@ -116,9 +129,10 @@ public final class Simulation {
     public internal(set) var nowUs: Int64 = 0
     var nodes: [SimNode] = []
     var faults: FaultProfile
-    var chaosActive = true
+    var chaosActive = false
     var clientsActive = true
     var blocked: Set<Link> = []
+    var partitionGeneration = 0
     var report: SimulationReport
 
     // Safety registries (see Simulation+Checks.swift).
@@ -149,7 +163,8 @@ public final class Simulation {
         self.options = options
         rng = SplitMix64(seed: options.seed)
         faults = options.faults
-        report = SimulationReport(seed: options.seed, faults: options.faults, nodeCount: options.nodeCount)
+        report = SimulationReport(seed: options.seed, faults: options.faults, nodeCount: options.nodeCount,
+                                  timing: options.timing)
         let ids = (1...options.nodeCount).map { NodeID("n\($0)") }
         for id in ids {
             let drift = faults.maxClockDrift * (2 * unit() - 1)
@@ -168,15 +183,37 @@ public final class Simulation {
 
     /// Runs chaos, heals, checks liveness and the clients' history. Stops at the first violation.
     public func run() -> SimulationReport {
+        // Faults start once the first leader is up, so that every run spends its chaos with a working cluster.
+        runUntil(ms: nowMs + 10_000) { self.leaderID != nil }
         scheduleChaos()
+        startClients()
+        runUntil(ms: nowMs + options.chaosDurationMs)
+        return finish()
+    }
+
+    /// Starts the clients' closed loops (scripted runs call this, then `runUntil`, then `finish`).
+    public func startClients() {
         for client in clients.indices { queue.push(.clientStep(client: client), atUs: nowUs + randomUs(upToMs: 50)) }
-        runUntil(ms: options.chaosDurationMs)
+    }
+
+    /// Heals every fault, requires a leader to commit and every node to converge in time, then checks the history.
+    public func finish() -> SimulationReport {
         if report.violation == nil { healEverything() }
         if report.violation == nil { runUntilConverged() }
         if report.violation == nil { finalChecks() }
-        report.events = max(report.events, 0)
         return report
     }
+
+    /// The live leader with the highest term, if any.
+    public var leaderID: NodeID? {
+        nodes.filter { $0.raft?.currentRole == .leader }.max { $0.raft!.currentTerm < $1.raft!.currentTerm }?.id
+    }
+
+    /// The live node's core, for inspection.
+    public func node(_ id: NodeID) -> RaftNode? { nodes[index(of: id)].raft }
+
+    /// The report so far.
+    public var currentReport: SimulationReport { report }
 
     /// Processes events until virtual time reaches `ms`, a violation is found, or `until` returns true.
     public func runUntil(ms: Int64, until stop: () -> Bool = { false }) {
@@ -199,7 +236,7 @@ public final class Simulation {
         case .crash: crashRandomNode()
         case .restart(let node): restart(node)
         case .partition: startRandomPartition()
-        case .heal: healPartition()
+        case .heal(let generation): if generation == partitionGeneration { healPartition() }
         case .stall: stallRandomNode()
         case .clientStep(let client): clientStep(client)
         case .clientTimeout(let client, let operation): clientTimeout(client, operation)
