@@ -7,6 +7,7 @@ import TandemNet
 /// reports. It is the connection's delegate, so the connection keeps it alive while open (see the module header).
 final class PeerLink: ConnectionDelegate {
     weak var transport: PeerTransport?
+    private unowned let loop: EventLoop
     let role: LinkRole
     /// The IP of an accepted connection or the host of a dialled one, for log lines.
     let remoteAddress: String
@@ -20,9 +21,21 @@ final class PeerLink: ConnectionDelegate {
     private(set) var identity: PeerIdentity?
     /// Set once this link is closed or closing; no callback reaches the transport after that.
     private(set) var isClosed = false
+    /// True once the TCP (and TLS) connection is up: from the start for accepted links, on connect for dialled ones.
+    private var isConnected: Bool
+    /// Loop-clock times of the last frame received and sent, for keepalives and the idle timeout.
+    private var lastReceivedMs: Int64
+    private var lastSentMs: Int64
 
-    init(transport: PeerTransport, handshake: Handshake, remoteAddress: String, maxFramePayloadBytes: Int) {
+    init(
+        transport: PeerTransport, loop: EventLoop, handshake: Handshake, remoteAddress: String,
+        maxFramePayloadBytes: Int
+    ) {
         self.transport = transport
+        self.loop = loop
+        self.isConnected = handshake.role == .acceptor
+        self.lastReceivedMs = loop.nowMs
+        self.lastSentMs = loop.nowMs
         self.handshake = handshake
         self.role = handshake.role
         self.remoteAddress = remoteAddress
@@ -38,14 +51,14 @@ final class PeerLink: ConnectionDelegate {
     }
 
     /// Starts the protocol on a connection: sends the hello, reads, and arms the handshake deadline.
-    func start(connection: Connection, tls: TLSConnection?, loop: EventLoop, handshakeTimeoutMs: Int64) {
+    func start(connection: Connection, tls: TLSConnection?, handshakeTimeoutMs: Int64, priority: EventPriority) {
         precondition(self.connection == nil, "a link starts once")
         self.connection = connection
         self.tls = tls
         connection.delegate = self
         writeFrame(type: PeerProtocol.helloFrameType, payload: handshake.helloPayload())
         connection.enableReading()
-        let timer = Timer(loop: loop, priority: .control) { [weak self] in self?.handshakeDeadlinePassed() }
+        let timer = Timer(loop: loop, priority: priority) { [weak self] in self?.handshakeDeadlinePassed() }
         timer.schedule(afterMs: handshakeTimeoutMs)
         handshakeTimer = timer
     }
@@ -67,6 +80,7 @@ final class PeerLink: ConnectionDelegate {
         )
         withUnsafeBytes(of: &header) { connection.write($0) }
         connection.write(payload)
+        lastSentMs = loop.nowMs
     }
 
     /// Closes without telling the transport (the transport decided it).
@@ -119,12 +133,30 @@ final class PeerLink: ConnectionDelegate {
             stopTimer()
             return
         }
-        refuse(.handshakeTimeout)
+        // A dial that never connected is a dial failure (retried), not a peer that failed to authenticate.
+        if isConnected { refuse(.handshakeTimeout) } else { fail(.handshakeTimeout) }
+    }
+
+    /// Called periodically on established links: closes a silent link, or sends a keepalive on an idle one.
+    func checkLiveness(nowMs: Int64, keepaliveIntervalMs: Int64, idleTimeoutMs: Int64) {
+        guard !isClosed, identity != nil else { return }
+        let silentMs = nowMs - lastReceivedMs
+        if silentMs >= idleTimeoutMs {
+            fail(.idleTimeout(silentMs: silentMs))
+        } else if nowMs - lastSentMs >= keepaliveIntervalMs {
+            writeFrame(type: PeerProtocol.keepaliveFrameType, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+        }
     }
 
     // MARK: ConnectionDelegate
 
+    func connectionDidConnect(_ connection: Connection) {
+        isConnected = true
+    }
+
     func connectionHasInput(_ connection: Connection) {
+        // Any byte counts as a sign of life: a large frame can take longer than the idle timeout to arrive whole.
+        lastReceivedMs = loop.nowMs
         connection.consumeInput { chunk in
             guard !isClosed else { return chunk.count }
             do throws(FrameError) {
@@ -150,7 +182,9 @@ final class PeerLink: ConnectionDelegate {
 
     private func onFrame(type: UInt8, payload: UnsafeRawBufferPointer) -> FrameVerdict {
         guard !isClosed else { return .stop }
+        lastReceivedMs = loop.nowMs
         guard identity != nil else { return onHandshakeFrame(type: type, payload: payload) }
+        if type == PeerProtocol.keepaliveFrameType && payload.isEmpty { return .proceed }
         guard type >= PeerProtocol.firstApplicationFrameType else {
             fail(.unexpectedFrame(type: type))
             return .stop

@@ -55,6 +55,7 @@ public final class PeerTransport {
     /// Random per instance, sent in the hello: how peers tell a restart from a duplicate connection.
     let incarnation: UInt64
     private var isStopped = false
+    private var livenessTimer: Timer?
     /// Links closed because the pair already had one (the simultaneous-dial race), for tests and metrics.
     public private(set) var duplicateLinksClosed: UInt64 = 0
 
@@ -96,11 +97,11 @@ public final class PeerTransport {
         }
         do {
             if let tlsContext {
-                let bound = try TLSListener(loop: loop, host: listenHost, port: listenPort, context: tlsContext, priority: .control)
+                let bound = try TLSListener(loop: loop, host: listenHost, port: listenPort, context: tlsContext, priority: options.priority)
                 self.listenPort = bound.port
                 tlsListener = bound
             } else {
-                let bound = try Listener(loop: loop, host: listenHost, port: listenPort, priority: .control)
+                let bound = try Listener(loop: loop, host: listenHost, port: listenPort, priority: options.priority)
                 self.listenPort = bound.port
                 listener = bound
             }
@@ -117,12 +118,30 @@ public final class PeerTransport {
     public func start() {
         precondition(!isStopped, "a stopped transport does not restart")
         for id in slots.keys.sorted() { dial(id) }
+        if options.keepaliveIntervalMs > 0 {
+            let timer = Timer(loop: loop, priority: options.priority) { [weak self] in self?.checkLiveness() }
+            timer.scheduleRepeating(everyMs: max(10, options.keepaliveIntervalMs / 4))
+            livenessTimer = timer
+        }
+    }
+
+    /// Keepalives on idle links and the idle timeout on silent ones (see `PeerTransportOptions`).
+    private func checkLiveness() {
+        let nowMs = loop.nowMs
+        // A snapshot: closing a link below edits `slots`.
+        let links = slots.values.compactMap(\.active)
+        for link in links {
+            link.checkLiveness(
+                nowMs: nowMs, keepaliveIntervalMs: options.keepaliveIntervalMs, idleTimeoutMs: options.idleTimeoutMs)
+        }
     }
 
     /// Closes the listener and every link, and stops reconnecting. No callback follows.
     public func stop() {
         guard !isStopped else { return }
         isStopped = true
+        livenessTimer?.invalidate()
+        livenessTimer = nil
         listener?.close()
         tlsListener?.close()
         for link in pendingInbound.values { link.closeLocally() }
@@ -205,17 +224,17 @@ public final class PeerTransport {
         var tls: TLSConnection?
         let connection: Connection?
         if let tlsContext {
-            tls = tlsContext.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: .control, delegate: link)
+            tls = tlsContext.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
             connection = tls?.connection
         } else {
-            connection = Connection.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: .control, delegate: link)
+            connection = Connection.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
         }
         guard let connection else {
             scheduleReconnect(id)
             return
         }
         slots[id]?.dialing = link
-        link.start(connection: connection, tls: tls, loop: loop, handshakeTimeoutMs: options.handshakeTimeoutMs)
+        link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
     }
 
     private func makeLink(role: LinkRole, remoteAddress: String) -> PeerLink {
@@ -230,7 +249,7 @@ public final class PeerTransport {
             selfID: selfID, incarnation: incarnation, auth: handshakeAuth, role: role, knownPeers: Set(slots.keys),
             nonce: nonce)
         return PeerLink(
-            transport: self, handshake: handshake, remoteAddress: remoteAddress,
+            transport: self, loop: loop, handshake: handshake, remoteAddress: remoteAddress,
             maxFramePayloadBytes: options.maxFramePayloadBytes)
     }
 
@@ -243,7 +262,7 @@ public final class PeerTransport {
         let delayMs = stepMs / 2 + Int64.random(in: 0...(stepMs - stepMs / 2))
         slot.consecutiveFailures += 1
         if slot.reconnectTimer == nil {
-            slot.reconnectTimer = Timer(loop: loop, priority: .control) { [weak self] in self?.dial(id) }
+            slot.reconnectTimer = Timer(loop: loop, priority: options.priority) { [weak self] in self?.dial(id) }
         }
         slot.reconnectTimer?.schedule(afterMs: delayMs)
         slots[id] = slot
@@ -252,29 +271,30 @@ public final class PeerTransport {
     // MARK: link reports (called by PeerLink)
 
     /// The handshake of `link` completed. Returns false when the link is not kept (closed or refused here).
+    /// `slots` is written back before every delegate call, because the delegate may call `send` from it.
     func linkAuthenticated(_ link: PeerLink, peer: PeerIdentity) -> Bool {
-        guard !isStopped, var slot = slots[peer.id] else {
+        guard !isStopped, let endpoint = slots[peer.id]?.endpoint else {
             link.closeLocally()
             return false
         }
-        guard link.certificateNames(anyOf: [peer.id.rawValue, slot.endpoint.host]) else {
+        guard link.certificateNames(anyOf: [peer.id.rawValue, endpoint.host]) else {
             link.refuse(.certificateMismatch(claimed: peer.id.rawValue, subject: link.certificateSubject))
             return false
         }
         pendingInbound[ObjectIdentifier(link)] = nil
-        if slot.dialing === link { slot.dialing = nil }
-        defer { slots[peer.id] = slot }
-        guard let old = slot.active else {
-            activate(link, in: &slot)
-            return true
+        if slots[peer.id]?.dialing === link { slots[peer.id]?.dialing = nil }
+        guard let old = slots[peer.id]?.active else {
+            activate(link, peer: peer.id)
+            return !link.isClosed
         }
         if old.identity?.incarnation != peer.incarnation {
             // The peer restarted: whatever was in flight on the old link is lost; say so, then connect again.
             old.closeLocally()
-            slot.active = nil
-            slot.status.connected = false
+            slots[peer.id]?.active = nil
+            slots[peer.id]?.status.connected = false
             delegate?.peerTransport(self, peerDidDisconnect: peer.id, reason: .replacedByNewerConnection)
-            activate(link, in: &slot)
+            guard !isStopped, !link.isClosed else { return false }
+            activate(link, peer: peer.id)
             return !link.isClosed
         }
         duplicateLinksClosed += 1
@@ -284,22 +304,20 @@ public final class PeerTransport {
         }
         // Both sides dialled at once: swap to the link both sides keep. Raft retransmits anything lost on the old.
         old.closeLocally()
-        slot.active = link
+        slots[peer.id]?.active = link
         return true
     }
 
-    private func activate(_ link: PeerLink, in slot: inout PeerSlot) {
+    private func activate(_ link: PeerLink, peer: NodeID) {
+        guard var slot = slots[peer] else { return }
         slot.active = link
         slot.consecutiveFailures = 0
         slot.reconnectTimer?.cancel()
         if slot.hasEverConnected { slot.status.reconnects += 1 }
         slot.hasEverConnected = true
         slot.status.connected = true
-        let id = slot.endpoint.id
-        // The slot is written back by the caller; the delegate may send from this callback, so write it now too.
-        slots[id] = slot
-        delegate?.peerTransport(self, peerDidConnect: id)
-        if let current = slots[id] { slot = current }
+        slots[peer] = slot
+        delegate?.peerTransport(self, peerDidConnect: peer)
     }
 
     /// Of two links to the same incarnation of `peer`, the one dialled by the smaller id wins; between two of the
@@ -354,7 +372,7 @@ public final class PeerTransport {
         }
         let link = makeLink(role: .acceptor, remoteAddress: connection.peerAddress)
         pendingInbound[ObjectIdentifier(link)] = link
-        link.start(connection: connection, tls: tls, loop: loop, handshakeTimeoutMs: options.handshakeTimeoutMs)
+        link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
     }
 }
 

@@ -31,6 +31,7 @@ public enum PeerProtocol {
     static let helloFrameType: UInt8 = 0x01
     static let proofFrameType: UInt8 = 0x02
     static let refusalFrameType: UInt8 = 0x03
+    static let keepaliveFrameType: UInt8 = 0x04
 }
 
 /// One configured peer. `host` may be a DNS name: it is resolved again on every (re)connect.
@@ -72,8 +73,18 @@ public struct PeerTransportOptions: Sendable {
     public var outputHighWaterMarkBytes: Int = 8 * 1024 * 1024
     /// Above this many buffered output bytes, `send` drops the frame (counted) instead of buffering without bound.
     public var outputHardLimitBytes: Int = 64 * 1024 * 1024
-    /// A link that has not completed its hello and authentication in this time is closed.
-    public var handshakeTimeoutMs: Int64 = 5000
+    /// A link that has not connected and completed its hello and authentication in this time is closed (this is
+    /// also the connect timeout of a dial: a SYN to a vanished host is given up after it).
+    public var handshakeTimeoutMs: Int64 = 3000
+    /// An established link on which nothing was sent for this long gets a keepalive frame, so that links between
+    /// two followers (which carry no Raft traffic) stay provably alive. 0 disables keepalives and the idle timeout.
+    public var keepaliveIntervalMs: Int64 = 1000
+    /// An established link on which nothing at all arrived for this long is closed and redialled: the peer is gone
+    /// or the connection is half-open (a peer host that vanished never sends a FIN). Must exceed the interval.
+    public var idleTimeoutMs: Int64 = 5000
+    /// The loop priority of peer sockets and timers. `.control` (the default) keeps heartbeats ahead of client
+    /// traffic on a busy loop.
+    public var priority: EventPriority = .control
     /// Accepted links still in their handshake, at most; more are closed at once (a flood cannot exhaust memory).
     public var maxPendingInboundLinks: Int = 64
 
@@ -85,6 +96,8 @@ public struct PeerTransportOptions: Sendable {
         precondition(reconnectBackoffMinMs > 0 && reconnectBackoffMaxMs >= reconnectBackoffMinMs, "bad backoff range")
         precondition(outputHighWaterMarkBytes > 0 && outputHardLimitBytes >= outputHighWaterMarkBytes, "bad marks")
         precondition(handshakeTimeoutMs > 0 && maxPendingInboundLinks > 0, "bad handshake limits")
+        precondition(keepaliveIntervalMs >= 0, "a negative keepalive interval")
+        precondition(keepaliveIntervalMs == 0 || idleTimeoutMs > keepaliveIntervalMs, "idle timeout within keepalive")
     }
 }
 
@@ -106,6 +119,8 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case certificateMismatch(claimed: String, subject: String)
     case tls(String)
     case handshakeTimeout
+    /// Nothing arrived on an established link for the idle timeout.
+    case idleTimeout(silentMs: Int64)
     /// The peer refused us and said why.
     case refusedByPeer(String)
     /// A frame type that is not allowed at this point (a transport frame after the handshake, or data before it).
@@ -132,6 +147,7 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
             return "TLS certificate \(subject) does not name the claimed node \"\(claimed)\""
         case .tls(let reason): return reason
         case .handshakeTimeout: return "handshake not completed in time"
+        case .idleTimeout(let silentMs): return "nothing received for \(silentMs) ms: the peer is gone or the connection is half-open"
         case .refusedByPeer(let reason): return "refused by the peer: \(reason)"
         case .unexpectedFrame(let type): return "unexpected frame type \(type) at this point of the protocol"
         case .closed(let reason): return "connection closed: \(reason)"

@@ -240,4 +240,64 @@ final class PeerTransportTests: XCTestCase {
         let frame = nodes[1].recorder.frames[0]
         XCTAssertEqual(try ConsensusCodec.decode(type: frame.type, payload: frame.payload), message)
     }
+
+    func testIdleLinksStayUpThroughKeepalives() throws {
+        var options = fastOptions()
+        options.keepaliveIntervalMs = 40
+        options.idleTimeoutMs = 150
+        let nodes = try cluster(2, options: { _ in options })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        runLoop(loop, forMs: 600)  // four idle timeouts without a single application frame
+        XCTAssertTrue(self.allConnected(nodes))
+        XCTAssertTrue(nodes.allSatisfy { $0.recorder.disconnected.isEmpty && $0.recorder.frames.isEmpty })
+    }
+
+    func testAPeerThatFallsSilentIsDisconnectedAfterTheIdleTimeout() throws {
+        var options = fastOptions()
+        options.keepaliveIntervalMs = 40
+        options.idleTimeoutMs = 200
+        let ports = try (0..<2).map { _ in try freePort(loop) }
+        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
+                         PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: ports[1])]  // nobody listens there
+        let node = try makeNode(0, endpoints: endpoints, auth: .none, options: options)
+        // A fake n2 that says hello and then nothing ever again (a half-open connection looks the same).
+        final class Mute: ConnectionDelegate {
+            func connectionHasInput(_ connection: Connection) { connection.consumeInput { $0.count } }
+            func connectionDidClose(_ connection: Connection, reason: CloseReason) {}
+        }
+        let mute = Mute()
+        let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: ports[0], delegate: mute))
+        let hello = Handshake(
+            selfID: NodeID("n2"), incarnation: 1, auth: .none, role: .dialer(expected: NodeID("n1")),
+            knownPeers: [NodeID("n1")], nonce: [UInt8](repeating: 1, count: 32)).helloPayload()
+        connection.write(FrameParser.header(type: PeerProtocol.helloFrameType, payloadBytes: hello.count) + hello)
+        connection.enableReading()
+        XCTAssertTrue(runLoop(loop) { node.transport.isConnected(to: NodeID("n2")) })
+        let connectedAt = EventLoop.preciseNowMs()
+        XCTAssertTrue(runLoop(loop) { !node.recorder.disconnected.isEmpty })
+        XCTAssertGreaterThanOrEqual(EventLoop.preciseNowMs() - connectedAt, 150)
+        guard case .idleTimeout? = node.recorder.disconnected.first?.1 else {
+            return XCTFail("expected an idle timeout, got \(node.recorder.disconnected)")
+        }
+        connection.close()
+    }
+
+    func testAPeerPortThatNeverSaysHelloTimesOutAndIsRedialled() throws {
+        var options = fastOptions()
+        options.handshakeTimeoutMs = 100
+        final class Acceptor: ListenerDelegate {
+            var accepted: [Connection] = []
+            func listener(_ listener: Listener, accepted connection: Connection) { accepted.append(connection) }
+        }
+        let acceptor = Acceptor()
+        let silent = try Listener(loop: loop, host: "127.0.0.1", port: try freePort(loop))
+        silent.delegate = acceptor
+        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: try freePort(loop)),
+                         PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: silent.port)]
+        let node = try makeNode(0, endpoints: endpoints, auth: .secret("s"), options: options)
+        XCTAssertTrue(runLoop(loop) { acceptor.accepted.count >= 2 }, "the dial is retried after the timeout")
+        XCTAssertTrue(node.recorder.authFailures.contains { $0.1 == .handshakeTimeout }, "\(node.recorder.authFailures)")
+        XCTAssertTrue(node.recorder.connected.isEmpty)
+        acceptor.accepted.forEach { $0.close() }
+    }
 }
