@@ -7,36 +7,84 @@ protocol SequentialModel {
     var initialState: State { get }
     /// Applies `operation` to `state`: the next state if the model could have produced the observed output
     /// (a nil output, unknown, accepts anything the input can produce), nil if it could not.
-    func step(_ state: State, _ operation: KVOperation) -> State?
+    func step(_ state: State, _ operation: IndexedOperation) -> State?
+    /// True when `operation` sets the state without reading it and without an output that depends on it.
+    func isBlindWrite(_ operation: IndexedOperation) -> Bool
+    /// For an unknown-outcome operation with the same effect as every other one of its class in the partition,
+    /// that class (0 or 1), so that the search may count them instead of naming them; nil for the others.
+    func interchangeClass(_ operation: IndexedOperation) -> Int?
     /// The state written for a human in an explanation.
     func describe(_ state: State) -> String
 }
 
-/// One key of the key-value namespace; the state is its value, nil when absent.
-struct KeyValueModel: SequentialModel {
-    var initialState: String? { nil }
+/// The state of one key. `hidden` is a value that no completed operation can ever observe (see Abstraction.swift):
+/// the key exists, and any read or append output checked against it fails.
+enum KeyState: Hashable {
+    case absent
+    case value(String)
+    case hidden
+}
 
-    func step(_ state: String?, _ operation: KVOperation) -> String?? {
+/// One key of the key-value namespace.
+struct KeyValueModel: SequentialModel {
+    var initialState: KeyState { .absent }
+
+    func step(_ state: KeyState, _ indexed: IndexedOperation) -> KeyState? {
+        let operation = indexed.operation
+        if indexed.hidesValue { return .hidden }
         switch operation.input {
         case .put(_, let value):
-            return .some(value)
+            return .value(value)
         case .get:
-            guard case .value(let observed) = operation.output else { return .some(state) }
-            return observed == state ? .some(state) : nil
+            guard case .value(let observed) = operation.output else { return state }
+            return matches(state, observed) ? state : nil
         case .append(_, let suffix):
-            let newValue = (state ?? "") + suffix
-            if case .value(let observed) = operation.output, observed != newValue { return nil }
-            return .some(newValue)
+            let newState: KeyState
+            switch state {
+            case .absent: newState = .value(suffix)
+            case .value(let value): newState = .value(value + suffix)
+            case .hidden: newState = .hidden
+            }
+            if case .value(let observed) = operation.output, !matches(newState, observed) { return nil }
+            return newState
         case .delete:
-            if case .deleted(let existed) = operation.output, existed != (state != nil) { return nil }
-            return .some(nil)
+            if case .deleted(let existed) = operation.output, existed != (state != .absent) { return nil }
+            return .absent
         case .increment, .readCounter:
             preconditionFailure("a counter operation in a key partition")
         }
     }
 
-    func describe(_ state: String?) -> String {
-        state.map { "\"\($0)\"" } ?? "absent"
+    /// True when reading `state` could return `observed` (nil = absent).
+    private func matches(_ state: KeyState, _ observed: String?) -> Bool {
+        switch state {
+        case .absent: return observed == nil
+        case .value(let value): return observed == value
+        case .hidden: return false
+        }
+    }
+
+    func isBlindWrite(_ indexed: IndexedOperation) -> Bool {
+        if indexed.hidesValue { return true }
+        switch (indexed.operation.input, indexed.operation.output) {
+        case (.put, _), (.delete, .none), (.delete, .ok?): return true
+        default: return false
+        }
+    }
+
+    /// Writes of a hidden value are one class, unknown-outcome deletes the other.
+    func interchangeClass(_ indexed: IndexedOperation) -> Int? {
+        if indexed.hidesValue { return 0 }
+        if case .delete = indexed.operation.input, indexed.operation.output == nil { return 1 }
+        return nil
+    }
+
+    func describe(_ state: KeyState) -> String {
+        switch state {
+        case .absent: return "absent"
+        case .value(let value): return "\"\(value)\""
+        case .hidden: return "a value no read observed (from an unknown-outcome write)"
+        }
     }
 }
 
@@ -44,7 +92,8 @@ struct KeyValueModel: SequentialModel {
 struct CounterModel: SequentialModel {
     var initialState: Int64 { 0 }
 
-    func step(_ state: Int64, _ operation: KVOperation) -> Int64? {
+    func step(_ state: Int64, _ indexed: IndexedOperation) -> Int64? {
+        let operation = indexed.operation
         switch operation.input {
         case .increment:
             let newValue = state + 1
@@ -57,6 +106,11 @@ struct CounterModel: SequentialModel {
             preconditionFailure("a key operation in a counter partition")
         }
     }
+
+    func isBlindWrite(_ indexed: IndexedOperation) -> Bool { false }
+
+    /// Unknown-outcome increments all add 1 (unknown-outcome reads are dropped before the search).
+    func interchangeClass(_ indexed: IndexedOperation) -> Int? { indexed.operation.output == nil ? 0 : nil }
 
     func describe(_ state: Int64) -> String { String(state) }
 }
@@ -73,10 +127,13 @@ struct Partition {
     var operations: [IndexedOperation]
 }
 
-/// An operation and its index in the history the caller passed in.
+/// An operation, its index in the history the caller passed in, and what the search may assume about it.
 struct IndexedOperation {
     var historyIndex: Int
     var operation: KVOperation
+    /// True for an unknown-outcome put or append whose value no completed operation can observe: the search
+    /// treats it as setting the key to `KeyState.hidden` (see Abstraction.swift).
+    var hidesValue = false
 }
 
 /// The partition of `input`.
@@ -105,7 +162,7 @@ func partitionByKey(_ history: [KVOperation]) -> [Partition] {
             IndexedOperation(historyIndex: index, operation: operation))
     }
     return byKey.keys.sorted().map { key in
-        Partition(key: key, operations: droppingUnobservableUnknownWrites(byKey[key]!))
+        Partition(key: key, operations: markingUnobservableWrites(byKey[key]!))
     }
 }
 

@@ -1,24 +1,9 @@
-// The Wing–Gong–Lowe search over one partition, with Lowe's memoization of (linearized set, model state).
-//
-// The history becomes a doubly linked list of call and return events in time order. The search walks it from the
-// front: at a call it tries to linearize that operation now (apply it to the model, remove its call and return
-// from the list, remember the choice on a stack, restart from the front); at a return it has met an operation that
-// must already have been linearized but was not, so it undoes the most recent choice and tries the next call after
-// it. A (set of linearized operations, state) pair that was reached before is not explored again: whatever
-// followed it then fails the same way now. Unknown-outcome operations have no return event, so the search never
-// forces them; it succeeds as soon as every operation that returned is linearized.
+// Building blocks of the search: its budget, the operation bitset that keys the memo, and the event list.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-
-/// The result of searching one partition.
-enum PartitionOutcome {
-    case linearizable
-    case violation(key: String, explanation: String)
-    case budgetExhausted
-}
 
 /// The shared time and step budget of one check. It bounds the work of an exponential search.
 struct SearchBudget {
@@ -66,16 +51,19 @@ struct OperationSet: Hashable {
 
     mutating func insert(_ member: Int) { words[member >> 6] |= 1 << UInt64(member & 63) }
     mutating func remove(_ member: Int) { words[member >> 6] &= ~(1 << UInt64(member & 63)) }
+    func contains(_ member: Int) -> Bool { words[member >> 6] & (1 << UInt64(member & 63)) != 0 }
+    var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
+
+    /// True when every member of `self` is in `other` (both of the same capacity).
+    func isSubset(of other: OperationSet) -> Bool {
+        for (mine, theirs) in zip(words, other.words) where mine & ~theirs != 0 { return false }
+        return true
+    }
 }
 
-/// A memo entry: this set of operations linearized, leaving the model in this state.
-struct Configuration<State: Hashable>: Hashable {
-    var linearized: OperationSet
-    var state: State
-}
-
-/// The event list of one partition: nodes 0 (head) and 1 (tail) are sentinels, node 2 + 2i is the call of
-/// operation i and node 3 + 2i its return (linked only when the operation returned with a known output).
+/// The call and return events of the partition's completed operations, as a doubly linked list in time order.
+/// Nodes 0 (head) and 1 (tail) are sentinels; node 2 + 2i is the call of operation i and node 3 + 2i its return.
+/// Unknown-outcome operations are not in the list: the search tracks them apart (see Linearize.swift).
 struct EventList {
     static let head = 0
     static let tail = 1
@@ -88,16 +76,14 @@ struct EventList {
     static func operation(of node: Int) -> Int { (node - 2) / 2 }
     static func isCall(_ node: Int) -> Bool { node >= 2 && node % 2 == 0 }
 
-    /// Builds the list of `operations` in time order. Calls sort before returns at equal times, so operations
-    /// that touch in one millisecond are concurrent.
-    init(_ operations: [KVOperation]) {
+    /// Builds the list of the operations for which `isCompleted` is true, in time order. Calls sort before
+    /// returns at equal times, so operations that touch in one millisecond are concurrent.
+    init(_ operations: [KVOperation], isCompleted: [Bool]) {
         var events: [(timeMs: Int64, kind: Int, node: Int)] = []
         events.reserveCapacity(2 * operations.count)
-        for (index, operation) in operations.enumerated() {
+        for (index, operation) in operations.enumerated() where isCompleted[index] {
             events.append((operation.callTimeMs, 0, Self.callNode(index)))
-            if operation.output != nil, let returnTimeMs = operation.returnTimeMs {
-                events.append((returnTimeMs, 1, Self.returnNode(index)))
-            }
+            events.append((operation.returnTimeMs!, 1, Self.returnNode(index)))
         }
         events.sort { ($0.timeMs, $0.kind, $0.node) < ($1.timeMs, $1.kind, $1.node) }
         let nodeCount = 2 + 2 * operations.count
@@ -126,99 +112,4 @@ struct EventList {
     }
 
     func isLinked(_ node: Int) -> Bool { previous[node] >= 0 && next[previous[node]] == node }
-}
-
-/// The most memo entries one partition may create; beyond it the search gives up (it is exponential at worst).
-let memoEntriesMax = 2_000_000
-
-/// A choice the search made and may undo: the call node linearized and the state before it.
-private struct Choice<State> {
-    var callNode: Int
-    var stateBefore: State
-}
-
-/// What the deepest failed attempt looked like, kept for the explanation.
-private struct DeepestFailure<State> {
-    var linearizedCount = -1
-    var blockedOperation = 0
-    var stateAtBlock: State?
-    var recentOperations: [Int] = []
-}
-
-/// Searches for a linearization of `indexed` under `model`. See the file header for the algorithm.
-func searchLinearization<Model: SequentialModel>(
-    _ indexed: [IndexedOperation], model: Model, budget: inout SearchBudget, reportKey: String
-) -> PartitionOutcome {
-    let operations = indexed.map(\.operation)
-    var list = EventList(operations)
-    let returns = operations.map { $0.output != nil && $0.returnTimeMs != nil }
-    // Invariant: returnsLeft == number of return nodes still linked; the search succeeds when it reaches 0.
-    var returnsLeft = returns.filter { $0 }.count
-    var state = model.initialState
-    var linearized = OperationSet(capacity: operations.count)
-    var memo = Set<Configuration<Model.State>>()
-    var stack: [Choice<Model.State>] = []
-    var deepest = DeepestFailure<Model.State>()
-    var node = list.next[EventList.head]
-    while returnsLeft > 0 {
-        guard budget.spendStep(), memo.count < memoEntriesMax else { return .budgetExhausted }
-        if EventList.isCall(node) {
-            let operation = EventList.operation(of: node)
-            if let nextState = model.step(state, operations[operation]) {
-                linearized.insert(operation)
-                if memo.insert(Configuration(linearized: linearized, state: nextState)).inserted {
-                    stack.append(Choice(callNode: node, stateBefore: state))
-                    state = nextState
-                    list.unlink(node)
-                    if returns[operation] {
-                        list.unlink(EventList.returnNode(operation))
-                        returnsLeft -= 1
-                    }
-                    node = list.next[EventList.head]
-                    continue
-                }
-                linearized.remove(operation)
-            }
-            node = list.next[node]
-            continue
-        }
-        // A return (or the tail): its operation should have been linearized already. Undo the latest choice.
-        precondition(node != EventList.tail, "the tail is reached only when no return is left")
-        if stack.count > deepest.linearizedCount {
-            deepest = DeepestFailure(
-                linearizedCount: stack.count, blockedOperation: EventList.operation(of: node),
-                stateAtBlock: state, recentOperations: stack.suffix(5).map { EventList.operation(of: $0.callNode) })
-        }
-        guard let choice = stack.popLast() else {
-            return .violation(
-                key: reportKey, explanation: explain(deepest, indexed, model: model, key: reportKey))
-        }
-        let operation = EventList.operation(of: choice.callNode)
-        if returns[operation] {
-            list.relink(EventList.returnNode(operation))
-            returnsLeft += 1
-        }
-        list.relink(choice.callNode)
-        assert(list.isLinked(choice.callNode))
-        linearized.remove(operation)
-        state = choice.stateBefore
-        node = list.next[choice.callNode]
-    }
-    return .linearizable
-}
-
-/// A human explanation of the deepest point the search reached before it failed.
-private func explain<Model: SequentialModel>(
-    _ deepest: DeepestFailure<Model.State>, _ indexed: [IndexedOperation], model: Model, key: String
-) -> String {
-    let blocked = indexed[deepest.blockedOperation]
-    var text = "on \"\(key)\", history operation #\(blocked.historyIndex) (\(describe(blocked.operation)))"
-    text += " cannot be linearized: at best \(deepest.linearizedCount) of \(indexed.count) operations"
-    text += " fit before it returned, leaving the state "
-    text += deepest.stateAtBlock.map { model.describe($0) } ?? "unknown"
-    if !deepest.recentOperations.isEmpty {
-        let recent = deepest.recentOperations.map { "#\(indexed[$0].historyIndex) \(describe(indexed[$0].operation))" }
-        text += "; the last operations of that order were: " + recent.joined(separator: "; ")
-    }
-    return text
 }

@@ -152,3 +152,48 @@ final class LinearizabilityCheckerTests: XCTestCase {
         XCTAssertEqual(checkLinearizability(history, timeoutMs: 0, maxSteps: 100_000_000), .timedOut)
     }
 }
+
+/// Unknown-outcome writes pile up during failovers; the checker must stay fast and exact with many of them.
+final class UnknownOutcomeScalingTests: XCTestCase {
+    func testAnUnreadUnknownPutStillMakesTheKeyExistForADelete() {
+        XCTAssertEqual(
+            checkLinearizability([unknown(.put(key: "x", value: "ghost"), 0), delete("x", existed: true, 10, 20)]),
+            .linearizable)
+        XCTAssertNotEqual(
+            checkLinearizability([unknown(.put(key: "x", value: "ghost"), 30), delete("x", existed: true, 10, 20)]),
+            .linearizable)
+    }
+
+    func testAnUnreadUnknownAppendHidesTheValueFromLaterReads() {
+        // If the append happened the value became "aq", which no read saw; if it did not, "a" is still there.
+        // Either way "ab" was never readable.
+        let base = [put("x", "a", 0, 10), unknown(.append(key: "x", suffix: "q"), 20)]
+        XCTAssertEqual(checkLinearizability(base + [get("x", "a", 30, 40)]), .linearizable)
+        XCTAssertNotEqual(checkLinearizability(base + [get("x", "ab", 30, 40)]), .linearizable)
+    }
+
+    func testHundredsOfUnknownWritesDoNotStopAViolationFromBeingFound() {
+        // 200 timed-out puts and deletes (a long failover), then a read of a value nobody wrote.
+        var history: [KVOperation] = [put("x", "start", 0, 5)]
+        for index in 0..<200 {
+            let input: KVInput = index % 3 == 0 ? .delete(key: "x") : .put(key: "x", value: "lost-\(index)")
+            history.append(unknown(input, client: index, Int64(10 + index)))
+        }
+        history.append(get("x", "lost-1", 300, 310))
+        XCTAssertEqual(checkLinearizability(history), .linearizable)
+        history.append(get("x", "never", 320, 330))
+        guard case .notLinearizable = checkLinearizability(history, timeoutMs: 5_000) else {
+            return XCTFail("the violation was not found")
+        }
+    }
+
+    func testManyUnknownIncrementsAreCountedNotEnumerated() {
+        var history = (0..<300).map { index in unknown(.increment(counter: "c"), client: index, Int64(index)) }
+        history.append(readCounter("c", 150, 400, 410))
+        history.append(readCounter("c", 149, 420, 430))
+        guard case .notLinearizable(let key, _) = checkLinearizability(history, timeoutMs: 5_000) else {
+            return XCTFail("a counter going down was not found")
+        }
+        XCTAssertEqual(key, "counter:c")
+    }
+}
