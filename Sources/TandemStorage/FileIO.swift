@@ -6,8 +6,6 @@
 #endif
 
 enum FileIO {
-    static var lastErrno: Int32 { errno }
-
     /// Opens `path` with `flags`, retrying on EINTR.
     static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(WALError) -> Int32 {
         while true {
@@ -58,7 +56,8 @@ enum FileIO {
         guard fstat(descriptor, &status) == 0 else { throw .io(operation: "fstat", path: path, errno: errno) }
         let size = Int(status.st_size)
         guard size <= maxBytes else {
-            throw .corrupt(file: path, offset: Int64(maxBytes), reason: "segment of \(size) bytes is over the limit")
+            let name = String(path.split(separator: "/").last ?? Substring(path))
+            throw .corrupt(file: name, offset: Int64(maxBytes), reason: "segment of \(size) bytes is over the limit")
         }
         var bytes = [UInt8](repeating: 0, count: size)
         var offset = 0
@@ -77,14 +76,14 @@ enum FileIO {
         return bytes
     }
 
-    /// Cuts the file at `path` to `length` bytes and makes that durable.
+    /// Cuts the file at `path` to `length` bytes and makes that durable (a full fsync: the size is metadata).
     static func truncateFile(_ path: String, length: Int64) throws(WALError) {
         let descriptor = try openFile(path, O_WRONLY)
         defer { _ = close(descriptor) }
         guard ftruncate(descriptor, off_t(length)) == 0 else {
             throw .io(operation: "ftruncate", path: path, errno: errno)
         }
-        try syncData(descriptor, path: path)
+        if fsync(descriptor) != 0 { throw .fsyncFailed(file: path, errno: errno) }
     }
 
     /// The names of the entries of the directory at `path` (without "." and "..").

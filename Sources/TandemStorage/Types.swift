@@ -77,10 +77,11 @@ public struct WALOptions: Sendable, Hashable {
 /// process believed written (PostgreSQL's fsyncgate). Never retry an fsync.
 public enum WALError: Error, Sendable, Hashable {
     /// A record before the tail is damaged, or the records do not form a valid log. The node must stop.
+    /// `file` is the segment's name inside the data directory; `offset` is where the bad record starts.
     case corrupt(file: String, offset: Int64, reason: String)
-    /// fsync (or fdatasync) failed: the data's fate is unknown. Fatal; never retried.
+    /// fsync (or fdatasync) failed on the file at path `file`: the data's fate is unknown. Fatal; never retried.
     case fsyncFailed(file: String, errno: Int32)
-    /// A write failed (for example ENOSPC): the file's tail is unknown. Fatal.
+    /// A write to the file at path `file` failed (for example ENOSPC): the file's tail is unknown. Fatal.
     case writeFailed(file: String, errno: Int32)
     /// Another operation on the file system failed (open, read, rename, mkdir...).
     case io(operation: String, path: String, errno: Int32)

@@ -201,3 +201,26 @@ final class WriteAheadLogTests: XCTestCase {
         try again.close()
     }
 }
+
+/// A disk that fails: the log must report it and refuse all further work (never retry and pretend).
+final class DiskFailureTests: XCTestCase {
+    func testAFailedWritePoisonsTheLogForGood() throws {
+        let directory = makeTemporaryDirectory(self)
+        // The segment is a link to /dev/full, where every write fails with ENOSPC.
+        let segment = SegmentName(sequence: 1, firstIndex: 0).fileName
+        try FileManager.default.createSymbolicLink(atPath: directory + "/" + segment, withDestinationPath: "/dev/full")
+        let (log, recovered) = try XCTUnwrap(openLog(directory))
+        XCTAssertEqual(recovered.entries, [])
+        try log.append(makeEntries(from: 1, count: 3))
+        let expected = WALError.writeFailed(file: directory + "/" + segment, errno: ENOSPC)
+        XCTAssertThrowsError(try log.sync()) { XCTAssertEqual($0 as? WALError, expected) }
+        XCTAssertEqual(log.syncCount, 0)
+        // Every later call fails the same way, even one that would write nothing new.
+        XCTAssertThrowsError(try log.sync()) { XCTAssertEqual($0 as? WALError, expected) }
+        XCTAssertThrowsError(try log.append(makeEntries(from: 4, count: 1))) { XCTAssertEqual($0 as? WALError, expected) }
+        XCTAssertThrowsError(try log.saveHardState(HardState(term: 1, votedFor: nil, commit: 0))) {
+            XCTAssertEqual($0 as? WALError, expected)
+        }
+        XCTAssertNoThrow(try log.close(), "close releases the files without another write")
+    }
+}
