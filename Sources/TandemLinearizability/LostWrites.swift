@@ -25,13 +25,14 @@ public struct LostWrite: Sendable, Hashable {
 public func lostAcknowledgedWrites(
     _ history: [KVOperation], kv: [String: String], counters: [String: Int64]
 ) -> [LostWrite] {
+    var writesByPartition: [PartitionKey: [Int]] = [:]
+    for (index, operation) in history.enumerated() where !isRead(operation.input) {
+        writesByPartition[partitionKey(of: operation.input), default: []].append(index)
+    }
     var lost: [LostWrite] = []
     for (index, write) in history.enumerated() where write.isCompleted && !isRead(write.input) {
-        let followers = history.enumerated().filter { otherIndex, other in
-            otherIndex != index && !isRead(other.input)
-                && partitionKey(of: other.input) == partitionKey(of: write.input)
-                && mayFollow(other, write)
-        }.map(\.element)
+        let followers = writesByPartition[partitionKey(of: write.input)]!
+            .filter { $0 != index && mayFollow(history[$0], write) }.map { history[$0] }
         if let reason = contradiction(write, followers: followers, kv: kv, counters: counters) {
             lost.append(LostWrite(historyIndex: index, operation: write, reason: reason))
         }

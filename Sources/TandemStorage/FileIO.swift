@@ -120,6 +120,12 @@ enum FileIO {
         flock(descriptor, LOCK_EX | LOCK_NB) == 0
     }
 
+    /// The size of the open file, or -1 when fstat fails (used by debug assertions only).
+    static func size(of descriptor: Int32) -> Int64 {
+        var status = stat()
+        return fstat(descriptor, &status) == 0 ? Int64(status.st_size) : -1
+    }
+
     static func closeFile(_ descriptor: Int32) {
         _ = close(descriptor)
     }

@@ -41,8 +41,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     private var segmentBytes: Int64
     /// Bytes of every segment before the last.
     private var closedSegmentsBytes: Int64
-    /// Encoded records not yet written. Invariant: shorter than `writeBufferBytes` between calls, unless it holds
-    /// one record larger than that.
+    /// Encoded records not yet written. Invariant: shorter than `writeBufferBytes` between calls (a larger
+    /// record is written out at once).
     private var pending: [UInt8] = []
     /// True when bytes were written to the last segment since its last fsync.
     private var needsSync = false
@@ -186,6 +186,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         try checkUsable()
         try flushPending()
         guard needsSync else { return }
+        assert(FileIO.size(of: segmentDescriptor) == segmentBytes, "segmentBytes tracks the file's size")
         try guardingFailure { () throws(WALError) in
             try FileIO.syncData(segmentDescriptor, path: segmentPath)
         }
@@ -233,6 +234,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         RecordEncoder.append(record, to: &pending)
         assert(pending.count - before == encodedBytes, "record size estimate matches the encoding")
         if pending.count >= options.writeBufferBytes { try flushPending() }
+        assert(pending.count < options.writeBufferBytes, "the write buffer is bounded between calls")
     }
 
     private func hardStateRecordBytes(_ state: HardState) -> Int {
