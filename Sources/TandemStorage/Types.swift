@@ -90,3 +90,32 @@ public enum WALError: Error, Sendable, Hashable {
     /// An entry payload is larger than `WALOptions.maxEntryPayloadBytes`; nothing was appended.
     case recordTooLarge(bytes: Int, limit: Int)
 }
+
+extension WALError: CustomStringConvertible {
+    /// One line for the log, naming the file and what to do.
+    public var description: String {
+        switch self {
+        case .corrupt(let file, let offset, let reason):
+            return "write-ahead log corrupt in \(file) at offset \(offset): \(reason); refusing to start "
+                + "(restore this node's data directory or rebuild it from the other replicas)"
+        case .fsyncFailed(let file, let code):
+            return "fsync of \(file) failed (errno \(code)): data may be lost; exiting without retrying"
+        case .writeFailed(let file, let code):
+            return "write to \(file) failed (errno \(code)); exiting"
+        case .io(let operation, let path, let code):
+            return "\(operation) of \(path) failed (errno \(code))"
+        case .locked(let directory):
+            return "data directory \(directory) is in use by another process"
+        case .recordTooLarge(let bytes, let limit):
+            return "log entry of \(bytes) bytes is over the limit of \(limit) bytes"
+        }
+    }
+}
+
+extension TornTail: CustomStringConvertible {
+    /// One line for the log.
+    public var description: String {
+        "write-ahead log: cut a torn tail of \(discardedBytes) bytes off \(file) at offset \(offset) (\(reason)); "
+            + "it held nothing that had been synced"
+    }
+}
