@@ -191,6 +191,14 @@ public final class TLSListener {
         listener.accepted(fd: fd, address: address)
     }
 
+    private static let onError: evconnlistener_errorcb = { _, context in
+        // EMFILE and friends: pause briefly so a descriptor shortage does not spin the loop (as Listener does).
+        guard let context else { return }
+        Unmanaged<TLSListener>.fromOpaque(context).takeUnretainedValue().pauseAfterAcceptError()
+    }
+
+    private var resumeTimer: Timer?
+
     public init(
         loop: EventLoop, host: String, port: UInt16, context: TLSContext, priority: EventPriority = .normal,
         backlog: Int32 = 128
@@ -207,6 +215,7 @@ public final class TLSListener {
         }
         guard let created else { throw .bindFailed(address: "\(host):\(port)", errno: errno) }
         listener = created
+        evconnlistener_set_error_cb(created, TLSListener.onError)
         self.port = SocketAddress.localPort(of: evconnlistener_get_fd(created))
     }
 
@@ -214,8 +223,21 @@ public final class TLSListener {
 
     /// Stops accepting and closes the listening socket. Accepted connections are not affected.
     public func close() {
+        resumeTimer?.invalidate()
+        resumeTimer = nil
         if let listener { evconnlistener_free(listener) }
         listener = nil
+    }
+
+    private func pauseAfterAcceptError() {
+        guard let listener else { return }
+        evconnlistener_disable(listener)
+        if resumeTimer == nil {
+            resumeTimer = Timer(loop: loop, priority: .control) { [weak self] in
+                if let listener = self?.listener { evconnlistener_enable(listener) }
+            }
+        }
+        resumeTimer?.schedule(afterMs: 100)
     }
 
     private func accepted(fd: Int32, address: UnsafeMutablePointer<sockaddr>?) {

@@ -205,8 +205,9 @@ final class PeerLink: ConnectionDelegate {
             return .stop
         case .established(let peer):
             identity = peer
-            stopTimer()
+            // The deadline timer stays armed until the transport keeps the link: a refusal reuses it as a grace.
             guard let transport, transport.linkAuthenticated(self, peer: peer), !isClosed else { return .stop }
+            stopTimer()
             return .proceedWithLimit(maxPayloadBytes: maxFramePayloadBytes)
         }
     }
