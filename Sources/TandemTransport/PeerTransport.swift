@@ -159,15 +159,19 @@ public final class PeerTransport {
 
     // MARK: sending
 
-    /// Queues one frame to `peer`. `type` must be an application type (>= 0x10) and the payload within this
-    /// transport's frame limit (a larger one is a programmer error: cap messages below it). Frames written in one
-    /// loop turn leave in one write. A frame to a peer without an authenticated link is dropped and counted.
+    /// Queues one frame to `peer`. `type` must be an application type (>= 0x10) and `peer` a configured peer.
+    /// Frames written in one loop turn leave in one write. A frame to a peer without an authenticated link, or to a
+    /// peer whose output is at its hard limit, or larger than `maxFramePayloadBytes` (the peer would refuse it and
+    /// close the link), is dropped and counted; the outcome says which.
     @discardableResult
     public func send(type: UInt8, payload: UnsafeRawBufferPointer, to peer: NodeID) -> SendOutcome {
         precondition(type >= PeerProtocol.firstApplicationFrameType, "frame types below 0x10 are the transport's")
-        precondition(payload.count <= options.maxFramePayloadBytes, "frame payload above maxFramePayloadBytes")
         guard var slot = slots[peer] else { preconditionFailure("send to \(peer), which is not a configured peer") }
         defer { slots[peer] = slot }
+        guard payload.count <= options.maxFramePayloadBytes else {
+            slot.status.framesDropped += 1
+            return .droppedTooLarge
+        }
         guard let link = slot.active else {
             slot.status.framesDropped += 1
             return .droppedNotConnected

@@ -166,6 +166,9 @@ public enum SendOutcome: Equatable, Sendable {
     case droppedNotConnected
     /// Dropped: the peer's output buffer is at its hard limit.
     case droppedOutputFull
+    /// Dropped: the payload exceeds `maxFramePayloadBytes`. Resending it cannot help: the caller must make smaller
+    /// messages (RaftConfig.maxMessageBytes well below the frame limit) or raise the limit on every node.
+    case droppedTooLarge
 
     /// True when the frame was buffered.
     public var isQueued: Bool { self == .queued || self == .queuedAboveHighWaterMark }

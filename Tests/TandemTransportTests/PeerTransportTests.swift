@@ -231,6 +231,18 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDropped, UInt64(8 - queued))
     }
 
+    func testAFrameAboveTheSendersOwnLimitIsDroppedNotSent() throws {
+        var options = fastOptions()
+        options.maxFramePayloadBytes = 2048
+        let nodes = try cluster(2, options: { _ in options })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2049), to: NodeID("n2")), .droppedTooLarge)
+        XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2048), to: NodeID("n2")), .queued)
+        XCTAssertTrue(runLoop(loop) { nodes[1].recorder.frames.count == 1 })
+        XCTAssertTrue(self.allConnected(nodes), "the link survives")
+        XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDropped, 1)
+    }
+
     func testConsensusMessagesTravelThroughTheCodec() throws {
         let nodes = try cluster(2, auth: { _ in .none })
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
