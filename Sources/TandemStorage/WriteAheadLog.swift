@@ -26,7 +26,9 @@
 /// A write-ahead log in a data directory. See the module header for the format, durability and threading rules.
 ///
 /// Typical write path: `append(_:)` the batch's entries, `saveHardState(_:)` if it changed, then `sync()` once;
-/// only after `sync()` returns may the caller acknowledge, vote or send. Any `fsyncFailed` or `writeFailed` error
+/// only after `sync()` returns may the caller acknowledge, vote or send. After a crash, recovery returns
+/// everything synced plus some prefix of the records appended after the last sync (each entry, truncation, hard
+/// state and applied index is its own record, so a batch may survive in part), never a record after a lost one. Any `fsyncFailed` or `writeFailed` error
 /// is fatal: the log refuses all further work and the node must exit (never retry an fsync).
 public final class WriteAheadLog: @unchecked Sendable {
     /// The data directory.
