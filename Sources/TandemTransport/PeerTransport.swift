@@ -219,6 +219,21 @@ public final class PeerTransport {
     /// Accepted links still in their handshake.
     var pendingInboundCount: Int { pendingInbound.count }
 
+    /// Checks the invariants written beside `slots` and `pendingInbound` (debug builds only: it walks every peer).
+    private func assertInvariants() {
+        assert(pendingInbound.count <= options.maxPendingInboundLinks, "more pending inbound links than allowed")
+        assert(slots[selfID] == nil, "this node is not its own peer")
+        for (id, slot) in slots {
+            if let active = slot.active {
+                assert(active.identity?.id == id && !active.isClosed, "the active link to \(id) is established and open")
+                assert(slot.status.connected, "an active link means connected")
+            }
+            if let dialing = slot.dialing {
+                assert(dialing.identity == nil && dialing.role == .dialer(expected: id), "dialing is an outbound handshake")
+            }
+        }
+    }
+
     // MARK: dialing
 
     private func dial(_ id: NodeID) {
@@ -239,6 +254,7 @@ public final class PeerTransport {
         }
         slots[id]?.dialing = link
         link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
+        assertInvariants()
     }
 
     private func makeLink(role: LinkRole, remoteAddress: String) -> PeerLink {
@@ -309,6 +325,7 @@ public final class PeerTransport {
         // Both sides dialled at once: swap to the link both sides keep. Raft retransmits anything lost on the old.
         old.closeLocally()
         slots[peer.id]?.active = link
+        assertInvariants()
         return true
     }
 
@@ -321,6 +338,7 @@ public final class PeerTransport {
         slot.hasEverConnected = true
         slot.status.connected = true
         slots[peer] = slot
+        assertInvariants()
         delegate?.peerTransport(self, peerDidConnect: peer)
     }
 
@@ -345,6 +363,7 @@ public final class PeerTransport {
     /// The link refused its peer during the handshake (or TLS did); it is closing.
     func linkRefused(_ link: PeerLink, failure: LinkFailure) {
         let dialedPeer = forget(link)
+        assertInvariants()
         delegate?.peerTransport(self, authenticationFailedFrom: link.remoteAddress, reason: failure)
         if let dialedPeer { scheduleReconnect(dialedPeer) }
     }
@@ -354,6 +373,7 @@ public final class PeerTransport {
         if let id = link.identity?.id, slots[id]?.active === link {
             slots[id]?.active = nil
             slots[id]?.status.connected = false
+            assertInvariants()
             delegate?.peerTransport(self, peerDidDisconnect: id, reason: failure)
             scheduleReconnect(id)
             return
@@ -377,6 +397,7 @@ public final class PeerTransport {
         let link = makeLink(role: .acceptor, remoteAddress: connection.peerAddress)
         pendingInbound[ObjectIdentifier(link)] = link
         link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
+        assertInvariants()
     }
 }
 

@@ -140,3 +140,38 @@ extension HandshakeAction {
         return false
     }
 }
+
+final class HandshakeFuzzTests: XCTestCase {
+    /// Seeded mutation fuzzing of hellos and proofs: the handshake never traps, and whatever it establishes is a
+    /// configured peer that proved the secret (a mutated proof never passes).
+    func testMutatedHellosAndProofsNeverTrapNorAuthenticate() {
+        var random = SeededGenerator(seed: 0x4E110)
+        let n1 = NodeID("n1"), n2 = NodeID("n2")
+        let secret = HandshakeAuth.secret(Array("s".utf8))
+        var established = 0
+        for _ in 0..<5000 {
+            var dialer = Handshake(selfID: n1, incarnation: 1, auth: secret, role: .dialer(expected: n2), knownPeers: [n2], nonce: random.bytes(32))
+            var acceptor = Handshake(selfID: n2, incarnation: 2, auth: secret, role: .acceptor, knownPeers: [n1], nonce: random.bytes(32))
+            var hello = dialer.helloPayload()
+            let mutateHello = Bool.random(using: &random)
+            if mutateHello {
+                let at = Int.random(in: 0..<hello.count, using: &random)
+                if Bool.random(using: &random) { hello[at] ^= UInt8.random(in: 1...255, using: &random) } else { hello.removeSubrange(at...) }
+            }
+            let first = hello.withUnsafeBytes { acceptor.onFrame(type: PeerProtocol.helloFrameType, payload: $0) }
+            guard case .send = first else { continue }
+            guard case .send(_, var proof) = acceptor.helloPayload().withUnsafeBytes({ dialer.onFrame(type: PeerProtocol.helloFrameType, payload: $0) }) else {
+                return XCTFail("the dialer answers a valid hello with a proof")
+            }
+            let mutateProof = Bool.random(using: &random)
+            if mutateProof { proof[Int.random(in: 0..<proof.count, using: &random)] ^= UInt8.random(in: 1...255, using: &random) }
+            let outcome = proof.withUnsafeBytes { acceptor.onFrame(type: PeerProtocol.proofFrameType, payload: $0) }
+            if case .established(let identity) = outcome {
+                established += 1
+                XCTAssertFalse(mutateProof, "a mutated proof must never authenticate")
+                XCTAssertEqual(identity.id, n1)
+            }
+        }
+        XCTAssertGreaterThan(established, 0, "unmutated exchanges do authenticate")
+    }
+}

@@ -312,4 +312,34 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(node.recorder.connected.isEmpty)
         acceptor.accepted.forEach { $0.close() }
     }
+
+    /// Garbage from many strangers at once (seeded): every connection is refused, none is accepted as a peer, and
+    /// the pending-handshake table drains back to empty.
+    func testGarbageFromManyStrangersIsRefusedAndLeavesNothingBehind() throws {
+        var options = fastOptions()
+        options.handshakeTimeoutMs = 200
+        options.maxPendingInboundLinks = 16
+        let nodes = try cluster(1, options: { _ in options })
+        final class Stranger: ConnectionDelegate {
+            var closed = false
+            func connectionHasInput(_ connection: Connection) { connection.consumeInput { $0.count } }
+            func connectionDidClose(_ connection: Connection, reason: CloseReason) { closed = true }
+        }
+        var random = SeededGenerator(seed: 0xBAD)
+        var strangers: [(Stranger, Connection)] = []
+        for _ in 0..<40 {
+            let stranger = Stranger()
+            let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: stranger))
+            connection.enableReading()
+            var garbage = random.bytes(Int.random(in: 0...300, using: &random))
+            if Bool.random(using: &random), garbage.count >= 5 {
+                garbage.replaceSubrange(0..<5, with: FrameParser.header(type: PeerProtocol.helloFrameType, payloadBytes: garbage.count - 5))
+            }
+            connection.write(garbage)
+            strangers.append((stranger, connection))
+        }
+        XCTAssertTrue(runLoop(loop) { strangers.allSatisfy { $0.0.closed } && nodes[0].transport.pendingInboundCount == 0 })
+        XCTAssertTrue(nodes[0].recorder.connected.isEmpty)
+        XCTAssertGreaterThan(nodes[0].recorder.authFailures.count, 0)
+    }
 }
