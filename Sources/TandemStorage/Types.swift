@@ -63,8 +63,11 @@ public struct TornTail: Sendable, Hashable {
 public struct WALOptions: Sendable, Hashable {
     /// A segment is closed and a new one started when the next record would take it past this size.
     public var segmentSizeBytes: Int = 64 << 20
-    /// The largest entry payload accepted; a record is bounded by this plus its headers.
+    /// The largest entry payload accepted; at most `payloadBytesLimit`.
     public var maxEntryPayloadBytes: Int = 64 << 20
+    /// The hard bound on any entry payload. Recovery checks records against it rather than against the option, so
+    /// that lowering the option between runs can never make a valid record look corrupt (or, at the tail, torn).
+    public static let payloadBytesLimit = 64 << 20
     /// Appended records are buffered in memory and written out (without fsync) once this many bytes are waiting,
     /// so the buffer stays bounded between syncs.
     public var writeBufferBytes: Int = 1 << 20

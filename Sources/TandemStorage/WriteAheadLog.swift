@@ -91,7 +91,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     public static func open(directory: String, options: WALOptions = WALOptions()) throws(WALError)
         -> (WriteAheadLog, RecoveredLog)
     {
-        precondition(options.segmentSizeBytes > 0 && options.writeBufferBytes > 0 && options.maxEntryPayloadBytes > 0)
+        precondition(options.segmentSizeBytes > 0 && options.writeBufferBytes > 0)
+        precondition(options.maxEntryPayloadBytes > 0 && options.maxEntryPayloadBytes <= WALOptions.payloadBytesLimit)
         try FileIO.ensureDirectory(directory)
         let lockDescriptor = try FileIO.openFile(directory + "/LOCK", O_RDWR | O_CREAT)
         guard FileIO.tryLock(lockDescriptor) else {
@@ -99,10 +100,13 @@ public final class WriteAheadLog: @unchecked Sendable {
             throw .locked(directory: directory)
         }
         do {
-            let decoder = RecordDecoder(maxEntryPayloadBytes: options.maxEntryPayloadBytes)
+            // Bounds that do not depend on this run's options, so that a segment written under larger options
+            // is still read (a segment holds at most its size limit plus one record).
+            let decoder = RecordDecoder(maxEntryPayloadBytes: WALOptions.payloadBytesLimit)
+            let largestSegmentBytes = max(options.segmentSizeBytes, WALOptions().segmentSizeBytes)
             let recovery = Recovery(
                 directory: directory, decoder: decoder,
-                maxSegmentFileBytes: options.segmentSizeBytes + recordHeaderBytes + decoder.maxBodyBytes)
+                maxSegmentFileBytes: largestSegmentBytes + recordHeaderBytes + decoder.maxBodyBytes)
             var result = try recovery.replay(try recovery.listSegments())
             let segment: SegmentName
             if let last = result.segments.last {

@@ -14,7 +14,7 @@ final class ThroughputTests: XCTestCase {
             var syncLatenciesNs: [UInt64] = []
             let startNs = DispatchTime.now().uptimeNanoseconds
             var elapsedNs: UInt64 = 0
-            while elapsedNs < 500_000_000 {
+            while elapsedNs < 300_000_000 {
                 let batch = (0..<UInt64(batchSize)).map { WALEntry(index: nextIndex + $0, term: 1, payload: payload) }
                 nextIndex += UInt64(batchSize)
                 try log.append(batch)

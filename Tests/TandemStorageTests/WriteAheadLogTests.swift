@@ -224,3 +224,21 @@ final class DiskFailureTests: XCTestCase {
         XCTAssertNoThrow(try log.close(), "close releases the files without another write")
     }
 }
+
+final class OptionChangeTests: XCTestCase {
+    func testLoweringTheLimitsBetweenRunsNeverMakesValidRecordsLookDamaged() throws {
+        let directory = makeTemporaryDirectory(self)
+        do {
+            let (log, _) = try XCTUnwrap(openLog(directory))
+            try log.append(makeEntries(from: 1, count: 3, payloadBytes: 5_000))
+            try log.close()
+        }
+        var smaller = WALOptions()
+        smaller.maxEntryPayloadBytes = 1_000
+        smaller.segmentSizeBytes = 2_000
+        let (log, recovered) = try XCTUnwrap(openLog(directory, options: smaller))
+        XCTAssertEqual(recovered.entries, makeEntries(from: 1, count: 3, payloadBytes: 5_000))
+        XCTAssertNil(recovered.tornTail)
+        try log.close()
+    }
+}
