@@ -45,12 +45,24 @@ public enum ConsensusCodec {
         var writer = ByteWriter(reservingCapacity: estimatedSize(message))
         let type: FrameType
         switch message {
-        case .preVoteRequest(let m): type = .preVoteRequest; writeVoteRequest(m, into: &writer)
-        case .voteRequest(let m): type = .voteRequest; writeVoteRequest(m, into: &writer)
-        case .preVoteResponse(let m): type = .preVoteResponse; writeVoteResponse(m, into: &writer)
-        case .voteResponse(let m): type = .voteResponse; writeVoteResponse(m, into: &writer)
-        case .appendEntries(let m): type = .appendEntries; writeAppendEntries(m, into: &writer)
-        case .appendResponse(let m): type = .appendResponse; writeAppendResponse(m, into: &writer)
+        case .preVoteRequest(let m):
+            type = .preVoteRequest
+            writeVoteRequest(m, into: &writer)
+        case .voteRequest(let m):
+            type = .voteRequest
+            writeVoteRequest(m, into: &writer)
+        case .preVoteResponse(let m):
+            type = .preVoteResponse
+            writeVoteResponse(m, into: &writer)
+        case .voteResponse(let m):
+            type = .voteResponse
+            writeVoteResponse(m, into: &writer)
+        case .appendEntries(let m):
+            type = .appendEntries
+            writeAppendEntries(m, into: &writer)
+        case .appendResponse(let m):
+            type = .appendResponse
+            writeAppendResponse(m, into: &writer)
         case .heartbeat(let m):
             type = .heartbeat
             writeCommon(m.from, m.to, m.term, into: &writer)
@@ -60,11 +72,21 @@ public enum ConsensusCodec {
             type = .heartbeatResponse
             writeCommon(m.from, m.to, m.term, into: &writer)
             writer.u64(m.round)
-        case .timeoutNow(let m): type = .timeoutNow; writeCommon(m.from, m.to, m.term, into: &writer)
-        case .proposalForward(let m): type = .proposalForward; writeProposalForward(m, into: &writer)
-        case .proposalForwardResponse(let m): type = .proposalForwardResponse; writeForwardResponse(m, into: &writer)
-        case .readIndexRequest(let m): type = .readIndexRequest; writeReadRequest(m, into: &writer)
-        case .readIndexResponse(let m): type = .readIndexResponse; writeReadResponse(m, into: &writer)
+        case .timeoutNow(let m):
+            type = .timeoutNow
+            writeCommon(m.from, m.to, m.term, into: &writer)
+        case .proposalForward(let m):
+            type = .proposalForward
+            writeProposalForward(m, into: &writer)
+        case .proposalForwardResponse(let m):
+            type = .proposalForwardResponse
+            writeForwardResponse(m, into: &writer)
+        case .readIndexRequest(let m):
+            type = .readIndexRequest
+            writeReadRequest(m, into: &writer)
+        case .readIndexResponse(let m):
+            type = .readIndexResponse
+            writeReadResponse(m, into: &writer)
         }
         return (type.rawValue, writer.bytes)
     }
@@ -84,7 +106,8 @@ public enum ConsensusCodec {
         case .appendResponse: message = .appendResponse(try readAppendResponse(&reader))
         case .heartbeat:
             let (from, to, term) = try readCommon(&reader)
-            message = .heartbeat(Heartbeat(from: from, to: to, term: term, commitIndex: try reader.u64(), round: try reader.u64()))
+            message = .heartbeat(
+                Heartbeat(from: from, to: to, term: term, commitIndex: try reader.u64(), round: try reader.u64()))
         case .heartbeatResponse:
             let (from, to, term) = try readCommon(&reader)
             message = .heartbeatResponse(HeartbeatResponse(from: from, to: to, term: term, round: try reader.u64()))
@@ -103,7 +126,9 @@ public enum ConsensusCodec {
     /// `decode(type:payload:)` for an array payload.
     public static func decode(type: UInt8, payload: [UInt8]) throws(DecodeError) -> Message {
         let result: Result<Message, DecodeError> = payload.withUnsafeBytes { bytes in
-            do throws(DecodeError) { return .success(try decode(type: type, payload: bytes)) } catch { return .failure(error) }
+            do throws(DecodeError) { return .success(try decode(type: type, payload: bytes)) } catch {
+                return .failure(error)
+            }
         }
         return try result.get()
     }
@@ -112,7 +137,8 @@ public enum ConsensusCodec {
         let ids = message.from.rawValue.utf8.count + message.to.rawValue.utf8.count + 16
         switch message {
         case .appendEntries(let m):
-            return ids + 64 + m.entries.reduce(0) { $0 + $1.data.count + 48 + ($1.proposal?.origin.rawValue.utf8.count ?? 0) }
+            return ids + 64
+                + m.entries.reduce(0) { $0 + $1.data.count + 48 + ($1.proposal?.origin.rawValue.utf8.count ?? 0) }
         case .proposalForward(let m):
             return ids + 64 + m.proposals.reduce(0) { $0 + $1.data.count + 32 + $1.id.origin.rawValue.utf8.count }
         case .proposalForwardResponse(let m): return ids + 64 + m.outcomes.count * 48

@@ -80,7 +80,8 @@ public struct FrameParser {
     }
 
     /// The end offset of a whole frame starting at `offset`, or nil when the chunk holds only part of it.
-    private mutating func completeFrameEnd(in chunk: UnsafeRawBufferPointer, at offset: Int) throws(FrameError) -> Int? {
+    private mutating func completeFrameEnd(in chunk: UnsafeRawBufferPointer, at offset: Int) throws(FrameError) -> Int?
+    {
         guard chunk.count - offset >= FrameParser.headerBytes else { return nil }
         let payloadBytes = try checkedLength(chunk, at: offset)
         let end = offset + FrameParser.headerBytes + payloadBytes
@@ -138,7 +139,9 @@ public struct FrameParser {
     public static func header(type: UInt8, payloadBytes: Int) -> [UInt8] {
         precondition(payloadBytes >= 0 && payloadBytes <= Int(UInt32.max), "payload too large for a frame header")
         let length = UInt32(payloadBytes)
-        return [UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8),
-                UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 24), type]
+        return [
+            UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8),
+            UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 24), type,
+        ]
     }
 }

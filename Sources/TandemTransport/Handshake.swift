@@ -127,7 +127,9 @@ public struct Handshake {
         case (.awaitingProof(let peer, let peerNonce), PeerProtocol.proofFrameType):
             action = onProof(payload, peer: peer, peerNonce: peerNonce)
         case (.awaitingHello, _), (.awaitingProof, _):
-            action = .refuse(type == PeerProtocol.helloFrameType ? .malformedHandshake("second hello") : .unexpectedFrame(type: type))
+            action = .refuse(
+                type == PeerProtocol.helloFrameType ? .malformedHandshake("second hello") : .unexpectedFrame(type: type)
+            )
         case (.established, _), (.failed, _):
             preconditionFailure("the handshake got a frame after it ended")
         }
@@ -145,8 +147,10 @@ public struct Handshake {
             }
             let mode = try reader.u8()
             guard mode == auth.wireCode else {
-                return .refuse(.authModeMismatch(
-                    peerMode: HandshakeAuth.name(ofWireCode: mode), ourMode: HandshakeAuth.name(ofWireCode: auth.wireCode)))
+                return .refuse(
+                    .authModeMismatch(
+                        peerMode: HandshakeAuth.name(ofWireCode: mode),
+                        ourMode: HandshakeAuth.name(ofWireCode: auth.wireCode)))
             }
             let peerIncarnation = try reader.u64()
             let peerNonce = try reader.raw(Handshake.nonceBytes)
@@ -159,7 +163,8 @@ public struct Handshake {
                 return .established(peer)
             }
             state = .awaitingProof(peer: peer, peerNonce: peerNonce)
-            return .send(type: PeerProtocol.proofFrameType, payload: proof(by: selfID, role: role, peerNonce: peerNonce))
+            return .send(
+                type: PeerProtocol.proofFrameType, payload: proof(by: selfID, role: role, peerNonce: peerNonce))
         } catch {
             return .refuse(.malformedHandshake("hello: \(error)"))
         }

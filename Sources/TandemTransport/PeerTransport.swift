@@ -93,11 +93,13 @@ public final class PeerTransport {
         }
         for peer in peers where peer.id != selfID {
             precondition(slots[peer.id] == nil, "peer \(peer.id) is configured twice")
-            slots[peer.id] = PeerSlot(endpoint: peer, status: PeerStatus(id: peer.id, address: peer.address, connected: false))
+            slots[peer.id] = PeerSlot(
+                endpoint: peer, status: PeerStatus(id: peer.id, address: peer.address, connected: false))
         }
         do {
             if let tlsContext {
-                let bound = try TLSListener(loop: loop, host: listenHost, port: listenPort, context: tlsContext, priority: options.priority)
+                let bound = try TLSListener(
+                    loop: loop, host: listenHost, port: listenPort, context: tlsContext, priority: options.priority)
                 self.listenPort = bound.port
                 tlsListener = bound
             } else {
@@ -225,11 +227,14 @@ public final class PeerTransport {
         assert(slots[selfID] == nil, "this node is not its own peer")
         for (id, slot) in slots {
             if let active = slot.active {
-                assert(active.identity?.id == id && !active.isClosed, "the active link to \(id) is established and open")
+                assert(
+                    active.identity?.id == id && !active.isClosed, "the active link to \(id) is established and open")
                 assert(slot.status.connected, "an active link means connected")
             }
             if let dialing = slot.dialing {
-                assert(dialing.identity == nil && dialing.role == .dialer(expected: id), "dialing is an outbound handshake")
+                assert(
+                    dialing.identity == nil && dialing.role == .dialer(expected: id), "dialing is an outbound handshake"
+                )
             }
         }
     }
@@ -243,17 +248,21 @@ public final class PeerTransport {
         var tls: TLSConnection?
         let connection: Connection?
         if let tlsContext {
-            tls = tlsContext.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
+            tls = tlsContext.connect(
+                loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
             connection = tls?.connection
         } else {
-            connection = Connection.connect(loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
+            connection = Connection.connect(
+                loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
         }
         guard let connection else {
             scheduleReconnect(id)
             return
         }
         slots[id]?.dialing = link
-        link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
+        link.start(
+            connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority
+        )
         assertInvariants()
     }
 
@@ -396,7 +405,9 @@ public final class PeerTransport {
         }
         let link = makeLink(role: .acceptor, remoteAddress: connection.peerAddress)
         pendingInbound[ObjectIdentifier(link)] = link
-        link.start(connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority)
+        link.start(
+            connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority
+        )
         assertInvariants()
     }
 }

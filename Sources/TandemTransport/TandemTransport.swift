@@ -147,7 +147,8 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
             return "TLS certificate \(subject) does not name the claimed node \"\(claimed)\""
         case .tls(let reason): return reason
         case .handshakeTimeout: return "handshake not completed in time"
-        case .idleTimeout(let silentMs): return "nothing received for \(silentMs) ms: the peer is gone or the connection is half-open"
+        case .idleTimeout(let silentMs):
+            return "nothing received for \(silentMs) ms: the peer is gone or the connection is half-open"
         case .refusedByPeer(let reason): return "refused by the peer: \(reason)"
         case .unexpectedFrame(let type): return "unexpected frame type \(type) at this point of the protocol"
         case .closed(let reason): return "connection closed: \(reason)"
@@ -199,7 +200,8 @@ public struct PeerStatus: Equatable, Sendable {
 public protocol PeerTransportDelegate: AnyObject {
     /// A frame from an authenticated peer. `payload` points into the connection's buffer and is valid only during
     /// the call: copy what must outlive it (`ConsensusCodec.decode` does). The delegate may call `send` from here.
-    func peerTransport(_ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer)
+    func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer)
     /// An authenticated link to `peer` is up (first time, or after a disconnect).
     func peerTransport(_ transport: PeerTransport, peerDidConnect peer: NodeID)
     /// The link to `peer` is gone; the transport is already reconnecting.

@@ -19,36 +19,56 @@ final class ConsensusCodecTests: XCTestCase {
         return [
             .preVoteRequest(vote),
             .preVoteResponse(VoteResponse(from: n2, to: n1, term: 5, granted: true)),
-            .voteRequest(VoteRequest(from: n1, to: n2, term: 1, lastLogIndex: 9, lastLogTerm: 1, leadershipTransfer: false)),
+            .voteRequest(
+                VoteRequest(from: n1, to: n2, term: 1, lastLogIndex: 9, lastLogTerm: 1, leadershipTransfer: false)),
             .voteResponse(answer),
-            .appendEntries(AppendEntries(
-                from: n1, to: n2, term: 7, prevLogIndex: 10, prevLogTerm: 6,
-                entries: [entry(11, data: [1, 2, 3]), entry(12, data: [], proposal: false),
-                          Entry(term: 7, index: 13, kind: .normal, timeMs: -5, proposal: nil, data: [0xFF])],
-                leaderCommit: 10)),
-            .appendEntries(AppendEntries(from: n1, to: n2, term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0)),
-            .appendResponse(AppendResponse(
-                from: n2, to: n1, term: 7, success: false, matchIndex: 0, rejectedIndex: 10, hintIndex: 4, hintTerm: 2)),
+            .appendEntries(
+                AppendEntries(
+                    from: n1, to: n2, term: 7, prevLogIndex: 10, prevLogTerm: 6,
+                    entries: [
+                        entry(11, data: [1, 2, 3]), entry(12, data: [], proposal: false),
+                        Entry(term: 7, index: 13, kind: .normal, timeMs: -5, proposal: nil, data: [0xFF]),
+                    ],
+                    leaderCommit: 10)),
+            .appendEntries(
+                AppendEntries(from: n1, to: n2, term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0)),
+            .appendResponse(
+                AppendResponse(
+                    from: n2, to: n1, term: 7, success: false, matchIndex: 0, rejectedIndex: 10, hintIndex: 4,
+                    hintTerm: 2)),
             .heartbeat(Heartbeat(from: n1, to: n2, term: 7, commitIndex: 99, round: .max)),
             .heartbeatResponse(HeartbeatResponse(from: n2, to: n1, term: 7, round: 12)),
             .timeoutNow(TimeoutNow(from: n1, to: n2, term: 8)),
-            .proposalForward(ProposalForward(from: n2, to: n1, term: 7, proposals: [
-                ForwardedProposal(id: ProposalID(origin: n2, sequence: 1), data: Array("PUT /k".utf8)),
-                ForwardedProposal(id: ProposalID(origin: n2, sequence: 2), data: []),
-            ])),
-            .proposalForwardResponse(ProposalForwardResponse(from: n1, to: n2, term: 7, outcomes: [
-                ProposalID(origin: n2, sequence: 1): .accepted(index: 14, term: 7),
-                ProposalID(origin: n2, sequence: 2): .rejected(.overloaded),
-                ProposalID(origin: n2, sequence: 3): .rejected(.leadershipTransferInProgress),
-            ])),
-            .readIndexRequest(ReadIndexRequest(from: n2, to: n1, term: 7, reads: [
-                ReadID(origin: n2, sequence: 1), ReadID(origin: n2, sequence: 2)], mode: .lease)),
+            .proposalForward(
+                ProposalForward(
+                    from: n2, to: n1, term: 7,
+                    proposals: [
+                        ForwardedProposal(id: ProposalID(origin: n2, sequence: 1), data: Array("PUT /k".utf8)),
+                        ForwardedProposal(id: ProposalID(origin: n2, sequence: 2), data: []),
+                    ])),
+            .proposalForwardResponse(
+                ProposalForwardResponse(
+                    from: n1, to: n2, term: 7,
+                    outcomes: [
+                        ProposalID(origin: n2, sequence: 1): .accepted(index: 14, term: 7),
+                        ProposalID(origin: n2, sequence: 2): .rejected(.overloaded),
+                        ProposalID(origin: n2, sequence: 3): .rejected(.leadershipTransferInProgress),
+                    ])),
+            .readIndexRequest(
+                ReadIndexRequest(
+                    from: n2, to: n1, term: 7,
+                    reads: [
+                        ReadID(origin: n2, sequence: 1), ReadID(origin: n2, sequence: 2),
+                    ], mode: .lease)),
             .readIndexRequest(ReadIndexRequest(from: n2, to: n1, term: 7, reads: [], mode: .readIndex)),
-            .readIndexResponse(ReadIndexResponse(from: n1, to: n2, term: 7, outcomes: [
-                ReadID(origin: n2, sequence: 1): .ready(index: 14),
-                ReadID(origin: n2, sequence: 2): .failed(.timeout),
-                ReadID(origin: n2, sequence: 3): .failed(.notLeader),
-            ])),
+            .readIndexResponse(
+                ReadIndexResponse(
+                    from: n1, to: n2, term: 7,
+                    outcomes: [
+                        ReadID(origin: n2, sequence: 1): .ready(index: 14),
+                        ReadID(origin: n2, sequence: 2): .failed(.timeout),
+                        ReadID(origin: n2, sequence: 3): .failed(.notLeader),
+                    ])),
         ]
     }
 
@@ -65,10 +85,12 @@ final class ConsensusCodecTests: XCTestCase {
 
     func testALargeBatchOfEntriesRoundTrips() throws {
         var random = SeededGenerator(seed: 3)
-        let entries = (1...2000).map { entry(UInt64($0), data: random.bytes(Int.random(in: 0...512, using: &random))) }
+        let entries =
+            (1...2000).map { entry(UInt64($0), data: random.bytes(Int.random(in: 0...512, using: &random))) }
             + [entry(2001, data: random.bytes(4 << 20))]
-        let message = Message.appendEntries(AppendEntries(
-            from: n1, to: n2, term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: entries, leaderCommit: 1500))
+        let message = Message.appendEntries(
+            AppendEntries(
+                from: n1, to: n2, term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: entries, leaderCommit: 1500))
         let (type, payload) = ConsensusCodec.encode(message)
         XCTAssertEqual(try ConsensusCodec.decode(type: type, payload: payload), message)
     }
@@ -77,7 +99,9 @@ final class ConsensusCodecTests: XCTestCase {
         for message in everyCase() {
             let (type, payload) = ConsensusCodec.encode(message)
             for length in 0..<payload.count {
-                XCTAssertThrowsError(try ConsensusCodec.decode(type: type, payload: Array(payload.prefix(length))), "\(type) cut at \(length)")
+                XCTAssertThrowsError(
+                    try ConsensusCodec.decode(type: type, payload: Array(payload.prefix(length))),
+                    "\(type) cut at \(length)")
             }
             XCTAssertThrowsError(try ConsensusCodec.decode(type: type, payload: payload + [0])) { error in
                 XCTAssertEqual(error as? DecodeError, .trailingBytes(count: 1))
@@ -107,7 +131,9 @@ final class ConsensusCodecTests: XCTestCase {
         writer.u64(0)
         writer.u64(0)
         writer.u32(UInt32.max)  // four billion entries claimed, none present
-        XCTAssertThrowsError(try ConsensusCodec.decode(type: ConsensusCodec.FrameType.appendEntries.rawValue, payload: writer.bytes)) { error in
+        XCTAssertThrowsError(
+            try ConsensusCodec.decode(type: ConsensusCodec.FrameType.appendEntries.rawValue, payload: writer.bytes)
+        ) { error in
             guard case .invalidValue(field: "entry count", _) = error as? DecodeError else {
                 return XCTFail("expected an entry count error, got \(error)")
             }
@@ -126,7 +152,8 @@ final class ConsensusCodecTests: XCTestCase {
             writer.u8(0)
             writer.u64(5)
         }
-        XCTAssertThrowsError(try ConsensusCodec.decode(type: ConsensusCodec.FrameType.readIndexResponse.rawValue, payload: writer.bytes))
+        XCTAssertThrowsError(
+            try ConsensusCodec.decode(type: ConsensusCodec.FrameType.readIndexResponse.rawValue, payload: writer.bytes))
     }
 
     /// Seeded mutation fuzzing of the decoder: encoded messages with bytes flipped, inserted, removed and truncated,

@@ -34,10 +34,13 @@ final class FrameParserTests: XCTestCase {
             sizeIndex += 1
             let chunk = Array(stream[offset..<(offset + size)])
             offset += size
-            if let error = feed(&parser, chunk, { type, payload in
-                frames.append((type, [UInt8](payload)))
-                return .proceed
-            }) {
+            if let error = feed(
+                &parser, chunk,
+                { type, payload in
+                    frames.append((type, [UInt8](payload)))
+                    return .proceed
+                })
+            {
                 return (frames, error, parser)
             }
         }
@@ -119,7 +122,8 @@ final class FrameParserTests: XCTestCase {
         for round in 0..<3000 {
             var stream: [UInt8] = []
             for _ in 0..<Int.random(in: 1...6, using: &random) {
-                stream += frame(UInt8.random(in: 0...255, using: &random), random.bytes(Int.random(in: 0...600, using: &random)))
+                stream += frame(
+                    UInt8.random(in: 0...255, using: &random), random.bytes(Int.random(in: 0...600, using: &random)))
             }
             for _ in 0..<Int.random(in: 0...4, using: &random) where !stream.isEmpty {
                 let at = Int.random(in: 0..<stream.count, using: &random)

@@ -10,7 +10,8 @@ final class HandshakeTests: XCTestCase {
     private func handshake(
         _ id: NodeID, _ role: LinkRole, auth: HandshakeAuth, peers: Set<NodeID>, incarnation: UInt64 = 1
     ) -> Handshake {
-        Handshake(selfID: id, incarnation: incarnation, auth: auth, role: role, knownPeers: peers, nonce: random.bytes(32))
+        Handshake(
+            selfID: id, incarnation: incarnation, auth: auth, role: role, knownPeers: peers, nonce: random.bytes(32))
     }
 
     private func deliver(_ type: UInt8, _ payload: [UInt8], to handshake: inout Handshake) -> HandshakeAction {
@@ -18,7 +19,8 @@ final class HandshakeTests: XCTestCase {
     }
 
     /// Runs both sides to completion, as the network would: hellos cross, then proofs cross.
-    private func exchange(_ dialer: inout Handshake, _ acceptor: inout Handshake) -> (HandshakeAction, HandshakeAction) {
+    private func exchange(_ dialer: inout Handshake, _ acceptor: inout Handshake) -> (HandshakeAction, HandshakeAction)
+    {
         var dialerAction = deliver(PeerProtocol.helloFrameType, acceptor.helloPayload(), to: &dialer)
         var acceptorAction = deliver(PeerProtocol.helloFrameType, dialer.helloPayload(), to: &acceptor)
         if case .send(let type, let proof) = dialerAction, case .send(let type2, let proof2) = acceptorAction {
@@ -50,15 +52,21 @@ final class HandshakeTests: XCTestCase {
         var dialer = handshake(n1, .dialer(expected: n2), auth: secret, peers: [n2])
         var acceptor = handshake(n2, .acceptor, auth: secret, peers: [n1])
         let recordedHello = dialer.helloPayload()
-        guard case .send(_, let recordedProof) = deliver(PeerProtocol.helloFrameType, acceptor.helloPayload(), to: &dialer) else {
+        guard
+            case .send(_, let recordedProof) = deliver(
+                PeerProtocol.helloFrameType, acceptor.helloPayload(), to: &dialer)
+        else {
             return XCTFail("the dialer should answer the hello with its proof")
         }
         _ = deliver(PeerProtocol.helloFrameType, recordedHello, to: &acceptor)
-        XCTAssertEqual(deliver(PeerProtocol.proofFrameType, recordedProof, to: &acceptor), .established(PeerIdentity(id: n1, incarnation: 1)))
+        XCTAssertEqual(
+            deliver(PeerProtocol.proofFrameType, recordedProof, to: &acceptor),
+            .established(PeerIdentity(id: n1, incarnation: 1)))
         // An attacker replays the recorded hello and proof to a fresh acceptor (new nonce).
         var replayTarget = handshake(n2, .acceptor, auth: secret, peers: [n1])
         XCTAssertEqual(deliver(PeerProtocol.helloFrameType, recordedHello, to: &replayTarget).isSend, true)
-        XCTAssertEqual(deliver(PeerProtocol.proofFrameType, recordedProof, to: &replayTarget), .refuse(.badProof(claimed: "n1")))
+        XCTAssertEqual(
+            deliver(PeerProtocol.proofFrameType, recordedProof, to: &replayTarget), .refuse(.badProof(claimed: "n1")))
     }
 
     func testAProofCannotBeReflectedBackToItsAuthor() {
@@ -78,19 +86,24 @@ final class HandshakeTests: XCTestCase {
     func testAnAcceptorRefusesANodeIDThatIsNotAConfiguredPeer() {
         let dialer = handshake(n3, .dialer(expected: n2), auth: .none, peers: [n2])
         var acceptor = handshake(n2, .acceptor, auth: .none, peers: [n1])
-        XCTAssertEqual(deliver(PeerProtocol.helloFrameType, dialer.helloPayload(), to: &acceptor), .refuse(.unknownPeer(claimed: "n3")))
+        XCTAssertEqual(
+            deliver(PeerProtocol.helloFrameType, dialer.helloPayload(), to: &acceptor),
+            .refuse(.unknownPeer(claimed: "n3")))
     }
 
     func testAnAcceptorRefusesAPeerClaimingItsOwnID() {
         var acceptor = handshake(n2, .acceptor, auth: .none, peers: [n1])
         let impostor = handshake(n2, .dialer(expected: n1), auth: .none, peers: [n1]).helloPayload()
-        XCTAssertEqual(deliver(PeerProtocol.helloFrameType, impostor, to: &acceptor), .refuse(.unknownPeer(claimed: "n2")))
+        XCTAssertEqual(
+            deliver(PeerProtocol.helloFrameType, impostor, to: &acceptor), .refuse(.unknownPeer(claimed: "n2")))
     }
 
     func testADialerRefusesANodeOtherThanTheOneItDialled() {
         var dialer = handshake(n1, .dialer(expected: n2), auth: .none, peers: [n2, n3])
         let other = handshake(n3, .acceptor, auth: .none, peers: [n1]).helloPayload()
-        XCTAssertEqual(deliver(PeerProtocol.helloFrameType, other, to: &dialer), .refuse(.unexpectedPeer(expected: n2, claimed: "n3")))
+        XCTAssertEqual(
+            deliver(PeerProtocol.helloFrameType, other, to: &dialer),
+            .refuse(.unexpectedPeer(expected: n2, claimed: "n3")))
     }
 
     func testAnotherProtocolVersionIsRefusedNamingBothVersions() {
@@ -113,7 +126,8 @@ final class HandshakeTests: XCTestCase {
 
     func testGarbageInsteadOfAHelloIsRefused() {
         var acceptor = handshake(n2, .acceptor, auth: .none, peers: [n1])
-        XCTAssertEqual(deliver(PeerProtocol.helloFrameType, Array("GET / HTTP/1.1".utf8), to: &acceptor), .refuse(.badMagic))
+        XCTAssertEqual(
+            deliver(PeerProtocol.helloFrameType, Array("GET / HTTP/1.1".utf8), to: &acceptor), .refuse(.badMagic))
         var second = handshake(n2, .acceptor, auth: .none, peers: [n1])
         XCTAssertEqual(deliver(0x10, [1, 2, 3], to: &second), .refuse(.unexpectedFrame(type: 0x10)))
         var third = handshake(n2, .acceptor, auth: .none, peers: [n1])
@@ -150,21 +164,34 @@ final class HandshakeFuzzTests: XCTestCase {
         let secret = HandshakeAuth.secret(Array("s".utf8))
         var established = 0
         for _ in 0..<5000 {
-            var dialer = Handshake(selfID: n1, incarnation: 1, auth: secret, role: .dialer(expected: n2), knownPeers: [n2], nonce: random.bytes(32))
-            var acceptor = Handshake(selfID: n2, incarnation: 2, auth: secret, role: .acceptor, knownPeers: [n1], nonce: random.bytes(32))
+            var dialer = Handshake(
+                selfID: n1, incarnation: 1, auth: secret, role: .dialer(expected: n2), knownPeers: [n2],
+                nonce: random.bytes(32))
+            var acceptor = Handshake(
+                selfID: n2, incarnation: 2, auth: secret, role: .acceptor, knownPeers: [n1], nonce: random.bytes(32))
             var hello = dialer.helloPayload()
             let mutateHello = Bool.random(using: &random)
             if mutateHello {
                 let at = Int.random(in: 0..<hello.count, using: &random)
-                if Bool.random(using: &random) { hello[at] ^= UInt8.random(in: 1...255, using: &random) } else { hello.removeSubrange(at...) }
+                if Bool.random(using: &random) {
+                    hello[at] ^= UInt8.random(in: 1...255, using: &random)
+                } else {
+                    hello.removeSubrange(at...)
+                }
             }
             let first = hello.withUnsafeBytes { acceptor.onFrame(type: PeerProtocol.helloFrameType, payload: $0) }
             guard case .send = first else { continue }
-            guard case .send(_, var proof) = acceptor.helloPayload().withUnsafeBytes({ dialer.onFrame(type: PeerProtocol.helloFrameType, payload: $0) }) else {
+            guard
+                case .send(_, var proof) = acceptor.helloPayload().withUnsafeBytes({
+                    dialer.onFrame(type: PeerProtocol.helloFrameType, payload: $0)
+                })
+            else {
                 return XCTFail("the dialer answers a valid hello with a proof")
             }
             let mutateProof = Bool.random(using: &random)
-            if mutateProof { proof[Int.random(in: 0..<proof.count, using: &random)] ^= UInt8.random(in: 1...255, using: &random) }
+            if mutateProof {
+                proof[Int.random(in: 0..<proof.count, using: &random)] ^= UInt8.random(in: 1...255, using: &random)
+            }
             let outcome = proof.withUnsafeBytes { acceptor.onFrame(type: PeerProtocol.proofFrameType, payload: $0) }
             if case .established(let identity) = outcome {
                 established += 1

@@ -34,7 +34,8 @@ final class PeerTransportTests: XCTestCase {
         let ports = try (0..<count).map { _ in try freePort(loop) }
         let endpoints = (0..<count).map { PeerEndpoint(id: NodeID("n\($0 + 1)"), host: "127.0.0.1", port: ports[$0]) }
         return try (0..<count).map { index in
-            try makeNode(index, endpoints: endpoints, auth: auth(index), options: options(index) ?? fastOptions(), start: start)
+            try makeNode(
+                index, endpoints: endpoints, auth: auth(index), options: options(index) ?? fastOptions(), start: start)
         }
     }
 
@@ -59,10 +60,14 @@ final class PeerTransportTests: XCTestCase {
         let nodes = try cluster(2)
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
         XCTAssertEqual(nodes[0].transport.send(type: 0x20, payload: [1, 2, 3], to: NodeID("n2")), .queued)
-        XCTAssertEqual(nodes[1].transport.send(type: 0x21, payload: Array(repeating: 9, count: 100_000), to: NodeID("n1")), .queued)
+        XCTAssertEqual(
+            nodes[1].transport.send(type: 0x21, payload: Array(repeating: 9, count: 100_000), to: NodeID("n1")), .queued
+        )
         XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[1].recorder.frames.isEmpty })
         XCTAssertEqual(nodes[1].recorder.frames, [Recorder.Frame(from: NodeID("n1"), type: 0x20, payload: [1, 2, 3])])
-        XCTAssertEqual(nodes[0].recorder.frames, [Recorder.Frame(from: NodeID("n2"), type: 0x21, payload: Array(repeating: 9, count: 100_000))])
+        XCTAssertEqual(
+            nodes[0].recorder.frames,
+            [Recorder.Frame(from: NodeID("n2"), type: 0x21, payload: Array(repeating: 9, count: 100_000))])
         let status = try XCTUnwrap(nodes[1].transport.status(of: NodeID("n1")))
         XCTAssertTrue(status.connected)
         XCTAssertEqual(status.framesIn, 1)
@@ -77,7 +82,9 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
         for (index, node) in nodes.enumerated() {
             for peer in node.transport.peerIDs {
-                for sequence in 0..<50 { node.transport.send(type: 0x30, payload: [UInt8(index), UInt8(sequence)], to: peer) }
+                for sequence in 0..<50 {
+                    node.transport.send(type: 0x30, payload: [UInt8(index), UInt8(sequence)], to: peer)
+                }
             }
         }
         XCTAssertTrue(runLoop(loop) { nodes.allSatisfy { $0.recorder.frames.count == 100 } })
@@ -111,7 +118,8 @@ final class PeerTransportTests: XCTestCase {
             runLoop(loop, forMs: 150)
             for node in nodes {
                 for peer in node.transport.peerIDs {
-                    XCTAssertEqual(node.transport.openLinkCount(to: peer), 1, "round \(round): \(node.transport.selfID)->\(peer)")
+                    XCTAssertEqual(
+                        node.transport.openLinkCount(to: peer), 1, "round \(round): \(node.transport.selfID)->\(peer)")
                     XCTAssertTrue(node.transport.isConnected(to: peer))
                 }
                 XCTAssertEqual(node.transport.pendingInboundCount, 0)
@@ -119,8 +127,11 @@ final class PeerTransportTests: XCTestCase {
             // The kept connection carries traffic both ways.
             nodes[2].transport.send(type: 0x50, payload: [7], to: NodeID("n1"))
             nodes[0].transport.send(type: 0x50, payload: [8], to: NodeID("n3"))
-            XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[2].recorder.frames.isEmpty }, "round \(round)")
-            XCTAssertTrue(nodes.allSatisfy { $0.recorder.disconnected.isEmpty }, "the swap is invisible to the delegate")
+            XCTAssertTrue(
+                runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[2].recorder.frames.isEmpty },
+                "round \(round)")
+            XCTAssertTrue(
+                nodes.allSatisfy { $0.recorder.disconnected.isEmpty }, "the swap is invisible to the delegate")
             duplicatesClosed += nodes.reduce(0) { $0 + $1.transport.duplicateLinksClosed }
             nodes.forEach { $0.transport.stop() }
         }
@@ -129,18 +140,26 @@ final class PeerTransportTests: XCTestCase {
 
     func testARestartedPeerOnTheSamePortIsReconnectedTo() throws {
         let ports = try (0..<2).map { _ in try freePort(loop) }
-        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
-                         PeerEndpoint(id: NodeID("n2"), host: "localhost", port: ports[1])]
+        let endpoints = [
+            PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
+            PeerEndpoint(id: NodeID("n2"), host: "localhost", port: ports[1]),
+        ]
         let first = try makeNode(0, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
         var second: TestNode? = try makeNode(1, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
-        XCTAssertTrue(runLoop(loop) { first.transport.isConnected(to: NodeID("n2")) && second!.transport.isConnected(to: NodeID("n1")) })
+        XCTAssertTrue(
+            runLoop(loop) {
+                first.transport.isConnected(to: NodeID("n2")) && second!.transport.isConnected(to: NodeID("n1"))
+            })
         second = nil  // deinit closes the listener and every link
         XCTAssertTrue(runLoop(loop) { !first.recorder.disconnected.isEmpty })
         XCTAssertEqual(first.recorder.disconnected.first?.0, NodeID("n2"))
         XCTAssertEqual(first.transport.send(type: 0x60, payload: [1], to: NodeID("n2")), .droppedNotConnected)
         runLoop(loop, forMs: 100)  // a few refused redials, with backoff
         let restarted = try makeNode(1, endpoints: endpoints, auth: .secret("s"), options: fastOptions())
-        XCTAssertTrue(runLoop(loop) { first.transport.isConnected(to: NodeID("n2")) && restarted.transport.isConnected(to: NodeID("n1")) })
+        XCTAssertTrue(
+            runLoop(loop) {
+                first.transport.isConnected(to: NodeID("n2")) && restarted.transport.isConnected(to: NodeID("n1"))
+            })
         first.transport.send(type: 0x60, payload: [2], to: NodeID("n2"))
         XCTAssertTrue(runLoop(loop) { !restarted.recorder.frames.isEmpty })
         XCTAssertEqual(restarted.recorder.frames.first?.payload, [2])
@@ -157,8 +176,9 @@ final class PeerTransportTests: XCTestCase {
         for node in nodes {
             XCTAssertTrue(node.recorder.connected.isEmpty, "never accepted")
             XCTAssertFalse(node.transport.isConnected(to: node.transport.peerIDs[0]))
-            XCTAssertTrue(node.recorder.authFailures.contains { if case .badProof = $0.1 { return true } else { return false } },
-                          "\(node.recorder.authFailures)")
+            XCTAssertTrue(
+                node.recorder.authFailures.contains { if case .badProof = $0.1 { return true } else { return false } },
+                "\(node.recorder.authFailures)")
             XCTAssertTrue(node.recorder.authFailures.allSatisfy { $0.0 == "127.0.0.1" })
         }
         XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [1], to: NodeID("n2")), .droppedNotConnected)
@@ -171,10 +191,13 @@ final class PeerTransportTests: XCTestCase {
         let intruderEndpoint = PeerEndpoint(id: NodeID("intruder"), host: "127.0.0.1", port: ports[1])
         let good = try makeNode(0, endpoints: [n1, n2], auth: .secret("s"), options: fastOptions())
         let intruder = try makeNode(1, endpoints: [n1, intruderEndpoint], auth: .secret("s"), options: fastOptions())
-        XCTAssertTrue(runLoop(loop) {
-            good.recorder.authFailures.contains { $0.1 == .unknownPeer(claimed: "intruder") }
-                && good.recorder.authFailures.contains { $0.1 == .unexpectedPeer(expected: NodeID("n2"), claimed: "intruder") }
-        }, "\(good.recorder.authFailures)")
+        XCTAssertTrue(
+            runLoop(loop) {
+                good.recorder.authFailures.contains { $0.1 == .unknownPeer(claimed: "intruder") }
+                    && good.recorder.authFailures.contains {
+                        $0.1 == .unexpectedPeer(expected: NodeID("n2"), claimed: "intruder")
+                    }
+            }, "\(good.recorder.authFailures)")
         XCTAssertTrue(good.recorder.connected.isEmpty)
         XCTAssertTrue(intruder.recorder.connected.isEmpty)
     }
@@ -188,7 +211,9 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
         nodes[0].transport.send(type: 0x70, payload: Array(repeating: 1, count: 64 * 1024 + 1), to: NodeID("n2"))
         XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.disconnected.isEmpty })
-        XCTAssertEqual(nodes[1].recorder.disconnected.first?.1, .frame(.frameTooLarge(payloadBytes: 64 * 1024 + 1, maxPayloadBytes: 64 * 1024)))
+        XCTAssertEqual(
+            nodes[1].recorder.disconnected.first?.1,
+            .frame(.frameTooLarge(payloadBytes: 64 * 1024 + 1, maxPayloadBytes: 64 * 1024)))
         XCTAssertTrue(nodes[1].recorder.frames.isEmpty, "the oversized frame is never delivered")
         // The link comes back (Raft would then send smaller batches).
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
@@ -204,12 +229,16 @@ final class PeerTransportTests: XCTestCase {
             func connectionDidClose(_ connection: Connection, reason: CloseReason) { closed = true }
         }
         let client = Silent()
-        let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: client))
+        let connection = try XCTUnwrap(
+            Connection.connect(loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: client))
         connection.enableReading()
         connection.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         XCTAssertTrue(runLoop(loop) { client.closed && !nodes[0].recorder.authFailures.isEmpty })
-        guard case .frame(.frameTooLarge(_, PeerProtocol.handshakeMaxPayloadBytes))? = nodes[0].recorder.authFailures.first?.1
-            ?? nodes[0].recorder.disconnected.first?.1 else {
+        guard
+            case .frame(.frameTooLarge(_, PeerProtocol.handshakeMaxPayloadBytes))? = nodes[0].recorder.authFailures
+                .first?.1
+                ?? nodes[0].recorder.disconnected.first?.1
+        else {
             return XCTFail("an HTTP request reads as a huge frame header: \(nodes[0].recorder.authFailures)")
         }
     }
@@ -236,8 +265,11 @@ final class PeerTransportTests: XCTestCase {
         options.maxFramePayloadBytes = 2048
         let nodes = try cluster(2, options: { _ in options })
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
-        XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2049), to: NodeID("n2")), .droppedTooLarge)
-        XCTAssertEqual(nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2048), to: NodeID("n2")), .queued)
+        XCTAssertEqual(
+            nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2049), to: NodeID("n2")),
+            .droppedTooLarge)
+        XCTAssertEqual(
+            nodes[0].transport.send(type: 0x10, payload: [UInt8](repeating: 0, count: 2048), to: NodeID("n2")), .queued)
         XCTAssertTrue(runLoop(loop) { nodes[1].recorder.frames.count == 1 })
         XCTAssertTrue(self.allConnected(nodes), "the link survives")
         XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDropped, 1)
@@ -246,7 +278,8 @@ final class PeerTransportTests: XCTestCase {
     func testConsensusMessagesTravelThroughTheCodec() throws {
         let nodes = try cluster(2, auth: { _ in .none })
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
-        let message = Message.heartbeat(Heartbeat(from: NodeID("n1"), to: NodeID("n2"), term: 3, commitIndex: 9, round: 4))
+        let message = Message.heartbeat(
+            Heartbeat(from: NodeID("n1"), to: NodeID("n2"), term: 3, commitIndex: 9, round: 4))
         XCTAssertEqual(nodes[0].transport.send(message), .queued)
         XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.frames.isEmpty })
         let frame = nodes[1].recorder.frames[0]
@@ -269,8 +302,10 @@ final class PeerTransportTests: XCTestCase {
         options.keepaliveIntervalMs = 40
         options.idleTimeoutMs = 200
         let ports = try (0..<2).map { _ in try freePort(loop) }
-        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
-                         PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: ports[1])]  // nobody listens there
+        let endpoints = [
+            PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0]),
+            PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: ports[1]),
+        ]  // nobody listens there
         let node = try makeNode(0, endpoints: endpoints, auth: .none, options: options)
         // A fake n2 that says hello and then nothing ever again (a half-open connection looks the same).
         final class Mute: ConnectionDelegate {
@@ -278,10 +313,12 @@ final class PeerTransportTests: XCTestCase {
             func connectionDidClose(_ connection: Connection, reason: CloseReason) {}
         }
         let mute = Mute()
-        let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: ports[0], delegate: mute))
+        let connection = try XCTUnwrap(
+            Connection.connect(loop: loop, host: "127.0.0.1", port: ports[0], delegate: mute))
         let hello = Handshake(
             selfID: NodeID("n2"), incarnation: 1, auth: .none, role: .dialer(expected: NodeID("n1")),
-            knownPeers: [NodeID("n1")], nonce: [UInt8](repeating: 1, count: 32)).helloPayload()
+            knownPeers: [NodeID("n1")], nonce: [UInt8](repeating: 1, count: 32)
+        ).helloPayload()
         connection.write(FrameParser.header(type: PeerProtocol.helloFrameType, payloadBytes: hello.count) + hello)
         connection.enableReading()
         XCTAssertTrue(runLoop(loop) { node.transport.isConnected(to: NodeID("n2")) })
@@ -304,11 +341,14 @@ final class PeerTransportTests: XCTestCase {
         let acceptor = Acceptor()
         let silent = try Listener(loop: loop, host: "127.0.0.1", port: try freePort(loop))
         silent.delegate = acceptor
-        let endpoints = [PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: try freePort(loop)),
-                         PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: silent.port)]
+        let endpoints = [
+            PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: try freePort(loop)),
+            PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: silent.port),
+        ]
         let node = try makeNode(0, endpoints: endpoints, auth: .secret("s"), options: options)
         XCTAssertTrue(runLoop(loop) { acceptor.accepted.count >= 2 }, "the dial is retried after the timeout")
-        XCTAssertTrue(node.recorder.authFailures.contains { $0.1 == .handshakeTimeout }, "\(node.recorder.authFailures)")
+        XCTAssertTrue(
+            node.recorder.authFailures.contains { $0.1 == .handshakeTimeout }, "\(node.recorder.authFailures)")
         XCTAssertTrue(node.recorder.connected.isEmpty)
         acceptor.accepted.forEach { $0.close() }
     }
@@ -329,16 +369,20 @@ final class PeerTransportTests: XCTestCase {
         var strangers: [(Stranger, Connection)] = []
         for _ in 0..<40 {
             let stranger = Stranger()
-            let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: stranger))
+            let connection = try XCTUnwrap(
+                Connection.connect(
+                    loop: loop, host: "127.0.0.1", port: nodes[0].transport.listenPort, delegate: stranger))
             connection.enableReading()
             var garbage = random.bytes(Int.random(in: 0...300, using: &random))
             if Bool.random(using: &random), garbage.count >= 5 {
-                garbage.replaceSubrange(0..<5, with: FrameParser.header(type: PeerProtocol.helloFrameType, payloadBytes: garbage.count - 5))
+                garbage.replaceSubrange(
+                    0..<5, with: FrameParser.header(type: PeerProtocol.helloFrameType, payloadBytes: garbage.count - 5))
             }
             connection.write(garbage)
             strangers.append((stranger, connection))
         }
-        XCTAssertTrue(runLoop(loop) { strangers.allSatisfy { $0.0.closed } && nodes[0].transport.pendingInboundCount == 0 })
+        XCTAssertTrue(
+            runLoop(loop) { strangers.allSatisfy { $0.0.closed } && nodes[0].transport.pendingInboundCount == 0 })
         XCTAssertTrue(nodes[0].recorder.connected.isEmpty)
         XCTAssertGreaterThan(nodes[0].recorder.authFailures.count, 0)
     }

@@ -40,18 +40,24 @@ final class TLSTransportTests: XCTestCase {
     private func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
     private func makeCA(_ name: String) throws {
-        try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                     "-keyout", "\(name).key", "-out", "\(name).pem", "-days", "2", "-subj", "/CN=\(name)"])
+        try openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "\(name).key", "-out", "\(name).pem", "-days", "2", "-subj", "/CN=\(name)",
+        ])
     }
 
     /// A leaf certificate for `node`, signed by `ca`, naming `dnsNames`.
     private func makeCertificate(_ file: String, commonName: String, dnsNames: [String], ca: String) throws {
-        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                     "-keyout", "\(file).key", "-out", "\(file).csr", "-subj", "/CN=\(commonName)"])
+        try openssl([
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "\(file).key", "-out", "\(file).csr", "-subj", "/CN=\(commonName)",
+        ])
         let extensions = "subjectAltName=" + dnsNames.map { "DNS:\($0)" }.joined(separator: ",")
         try extensions.write(toFile: path("\(file).ext"), atomically: true, encoding: .utf8)
-        try openssl(["x509", "-req", "-in", "\(file).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key",
-                     "-CAcreateserial", "-out", "\(file).pem", "-days", "2", "-extfile", "\(file).ext"])
+        try openssl([
+            "x509", "-req", "-in", "\(file).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key",
+            "-CAcreateserial", "-out", "\(file).pem", "-days", "2", "-extfile", "\(file).ext",
+        ])
     }
 
     private func tls(_ file: String, ca: String = "ca") -> PeerAuth {
@@ -80,15 +86,20 @@ final class TLSTransportTests: XCTestCase {
         try makeCertificate("n1", commonName: "n1", dnsNames: ["n1"], ca: "ca")
         try makeCertificate("n2", commonName: "n2", dnsNames: ["n2"], ca: "ca")
         let nodes = try pair(tls("n1"), tls("n2"))
-        XCTAssertTrue(runLoop(loop) { nodes[0].transport.isConnected(to: NodeID("n2")) && nodes[1].transport.isConnected(to: NodeID("n1")) },
-                      "\(nodes.map { $0.recorder.authFailures })")
+        XCTAssertTrue(
+            runLoop(loop) {
+                nodes[0].transport.isConnected(to: NodeID("n2")) && nodes[1].transport.isConnected(to: NodeID("n1"))
+            },
+            "\(nodes.map { $0.recorder.authFailures })")
         nodes[0].transport.send(type: 0x10, payload: Array(repeating: 0xAB, count: 200_000), to: NodeID("n2"))
         nodes[1].transport.send(type: 0x11, payload: [1], to: NodeID("n1"))
-        XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[1].recorder.frames.isEmpty },
-                      "\(nodes.map { ($0.recorder.frames.count, $0.recorder.disconnected, $0.transport.peerStatuses) })")
+        XCTAssertTrue(
+            runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[1].recorder.frames.isEmpty },
+            "\(nodes.map { ($0.recorder.frames.count, $0.recorder.disconnected, $0.transport.peerStatuses) })")
         XCTAssertEqual(nodes[1].recorder.frames.first?.payload, Array(repeating: 0xAB, count: 200_000))
         XCTAssertEqual(nodes[0].recorder.frames.first?.payload, [1])
-        XCTAssertTrue(nodes.allSatisfy { $0.recorder.authFailures.isEmpty }, "\(nodes.map { $0.recorder.authFailures })")
+        XCTAssertTrue(
+            nodes.allSatisfy { $0.recorder.authFailures.isEmpty }, "\(nodes.map { $0.recorder.authFailures })")
     }
 
     func testACertificateFromAnotherCAIsRefused() throws {
@@ -98,7 +109,8 @@ final class TLSTransportTests: XCTestCase {
         try makeCertificate("n2", commonName: "n2", dnsNames: ["n2"], ca: "rogue-ca")
         // n2 trusts the cluster CA, but its own certificate comes from another CA.
         let nodes = try pair(tls("n1"), tls("n2"))
-        XCTAssertTrue(runLoop(loop) { !nodes[0].recorder.authFailures.isEmpty && !nodes[1].recorder.authFailures.isEmpty })
+        XCTAssertTrue(
+            runLoop(loop) { !nodes[0].recorder.authFailures.isEmpty && !nodes[1].recorder.authFailures.isEmpty })
         runLoop(loop, forMs: 100)
         XCTAssertTrue(nodes.allSatisfy { $0.recorder.connected.isEmpty }, "neither side ever accepts the link")
         let verifierReasons = nodes[0].recorder.authFailures.map { $0.1.description }
@@ -111,17 +123,22 @@ final class TLSTransportTests: XCTestCase {
         try makeCertificate("n3", commonName: "n3", dnsNames: ["n3"], ca: "ca")
         // A valid cluster certificate for n3, used by a process claiming to be n2.
         let nodes = try pair(tls("n1"), tls("n3"))
-        XCTAssertTrue(runLoop(loop) {
-            nodes[0].recorder.authFailures.contains { if case .certificateMismatch(claimed: "n2", _) = $0.1 { true } else { false } }
-        }, "\(nodes[0].recorder.authFailures)")
+        XCTAssertTrue(
+            runLoop(loop) {
+                nodes[0].recorder.authFailures.contains {
+                    if case .certificateMismatch(claimed: "n2", _) = $0.1 { true } else { false }
+                }
+            }, "\(nodes[0].recorder.authFailures)")
         XCTAssertTrue(nodes[0].recorder.connected.isEmpty)
     }
 
     func testUnreadableTLSFilesFailAtStartNamingTheFile() throws {
         try makeCA("ca")
-        XCTAssertThrowsError(try PeerTransport(
-            loop: loop, selfID: NodeID("n1"), peers: [], listenHost: "127.0.0.1", listenPort: 0,
-            auth: .tls(certPath: path("missing.pem"), keyPath: path("missing.key"), caPath: path("ca.pem")))) { error in
+        XCTAssertThrowsError(
+            try PeerTransport(
+                loop: loop, selfID: NodeID("n1"), peers: [], listenHost: "127.0.0.1", listenPort: 0,
+                auth: .tls(certPath: path("missing.pem"), keyPath: path("missing.key"), caPath: path("ca.pem")))
+        ) { error in
             XCTAssertTrue("\(error)".contains("missing.pem"), "\(error)")
         }
     }

@@ -79,7 +79,9 @@ final class Recorder: PeerTransportDelegate {
     /// Called for every frame, after it was recorded (to reply from the callback).
     var onFrame: ((Frame) -> Void)?
 
-    func peerTransport(_ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer) {
+    func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer
+    ) {
         let frame = Frame(from: peer, type: type, payload: [UInt8](payload))
         frames.append(frame)
         onFrame?(frame)
@@ -91,7 +93,8 @@ final class Recorder: PeerTransportDelegate {
         disconnected.append((peer, reason))
     }
 
-    func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure) {
+    func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
+    {
         authFailures.append((remoteAddress, reason))
     }
 }

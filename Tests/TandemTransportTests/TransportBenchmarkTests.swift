@@ -19,11 +19,15 @@ final class TransportBenchmarkTests: XCTestCase {
     func testCodecThroughputForBatchesOf64EntriesOf256Bytes() throws {
         var random = SeededGenerator(seed: 1)
         let entries = (1...64).map {
-            Entry(term: 3, index: UInt64($0), kind: .normal, timeMs: 1, proposal: ProposalID(origin: NodeID("n2"), sequence: UInt64($0)),
-                  data: random.bytes(256))
+            Entry(
+                term: 3, index: UInt64($0), kind: .normal, timeMs: 1,
+                proposal: ProposalID(origin: NodeID("n2"), sequence: UInt64($0)),
+                data: random.bytes(256))
         }
-        let message = Message.appendEntries(AppendEntries(
-            from: NodeID("n1"), to: NodeID("n2"), term: 3, prevLogIndex: 0, prevLogTerm: 0, entries: entries, leaderCommit: 0))
+        let message = Message.appendEntries(
+            AppendEntries(
+                from: NodeID("n1"), to: NodeID("n2"), term: 3, prevLogIndex: 0, prevLogTerm: 0, entries: entries,
+                leaderCommit: 0))
         let rounds = 20_000
         var bytes = 0
         let encodeStart = EventLoop.preciseNowMicros()
@@ -33,9 +37,12 @@ final class TransportBenchmarkTests: XCTestCase {
         let decodeStart = EventLoop.preciseNowMicros()
         for _ in 0..<rounds { _ = try ConsensusCodec.decode(type: type, payload: payload) }
         let decodeMicros = EventLoop.preciseNowMicros() - decodeStart
-        print(String(format: "BENCH codec: encode %.0f msgs/s (%.0f MB/s), decode %.0f msgs/s (%.0f MB/s), %d bytes per message",
-                     Double(rounds) / (Double(encodeMicros) / 1e6), Double(bytes) / Double(encodeMicros),
-                     Double(rounds) / (Double(decodeMicros) / 1e6), Double(bytes) / Double(decodeMicros), payload.count))
+        print(
+            String(
+                format:
+                    "BENCH codec: encode %.0f msgs/s (%.0f MB/s), decode %.0f msgs/s (%.0f MB/s), %d bytes per message",
+                Double(rounds) / (Double(encodeMicros) / 1e6), Double(bytes) / Double(encodeMicros),
+                Double(rounds) / (Double(decodeMicros) / 1e6), Double(bytes) / Double(decodeMicros), payload.count))
     }
 
     private func measureFrames(auth: PeerAuth, payloadBytes: Int, frames total: Int) throws {
@@ -45,8 +52,9 @@ final class TransportBenchmarkTests: XCTestCase {
         var options = PeerTransportOptions()
         options.outputHighWaterMarkBytes = 1 << 20
         let nodes = try (0..<2).map { index -> TestNode in
-            let transport = try PeerTransport(loop: loop, selfID: endpoints[index].id, peers: endpoints, listenHost: "127.0.0.1",
-                                              listenPort: ports[index], auth: auth, options: options)
+            let transport = try PeerTransport(
+                loop: loop, selfID: endpoints[index].id, peers: endpoints, listenHost: "127.0.0.1",
+                listenPort: ports[index], auth: auth, options: options)
             let recorder = Recorder()
             transport.delegate = recorder
             transport.start()
@@ -54,12 +62,18 @@ final class TransportBenchmarkTests: XCTestCase {
         }
         final class Counter: PeerTransportDelegate {
             var frames = 0
-            func peerTransport(_ t: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer) { frames += 1 }
+            func peerTransport(
+                _ t: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer
+            ) { frames += 1 }
             func peerTransport(_ t: PeerTransport, peerDidConnect peer: NodeID) {}
             func peerTransport(_ t: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {}
-            func peerTransport(_ t: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure) {}
+            func peerTransport(_ t: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
+            {}
         }
-        XCTAssertTrue(runLoop(loop) { nodes[0].transport.isConnected(to: NodeID("n2")) && nodes[1].transport.isConnected(to: NodeID("n1")) })
+        XCTAssertTrue(
+            runLoop(loop) {
+                nodes[0].transport.isConnected(to: NodeID("n2")) && nodes[1].transport.isConnected(to: NodeID("n1"))
+            })
         let counter = Counter()
         nodes[1].transport.delegate = counter
         let payload = [UInt8](repeating: 7, count: payloadBytes)
@@ -68,7 +82,10 @@ final class TransportBenchmarkTests: XCTestCase {
             // Send until the peer's buffer is above its high-water mark: the flow control a caller would apply.
             while sent < total {
                 sent += 1
-                if nodes[0].transport.send(type: 0x10, payload: payload, to: NodeID("n2")) == .queuedAboveHighWaterMark { break }
+                if nodes[0].transport.send(type: 0x10, payload: payload, to: NodeID("n2")) == .queuedAboveHighWaterMark
+                {
+                    break
+                }
             }
         }
         pacer.scheduleRepeating(everyMs: 1)
@@ -76,9 +93,11 @@ final class TransportBenchmarkTests: XCTestCase {
         XCTAssertTrue(runLoop(loop, timeoutMs: 60_000) { counter.frames == total })
         let micros = EventLoop.preciseNowMicros() - start
         pacer.invalidate()
-        print(String(format: "BENCH transport %@ %d-byte frames: %.0f frames/s, %.0f MB/s (both ends on one loop thread)",
-                     "\(auth)".prefix(6).description, payloadBytes, Double(total) / (Double(micros) / 1e6),
-                     Double(total * (payloadBytes + 5)) / Double(micros)))
+        print(
+            String(
+                format: "BENCH transport %@ %d-byte frames: %.0f frames/s, %.0f MB/s (both ends on one loop thread)",
+                "\(auth)".prefix(6).description, payloadBytes, Double(total) / (Double(micros) / 1e6),
+                Double(total * (payloadBytes + 5)) / Double(micros)))
     }
 
     func testFrameThroughputBetweenTwoTransportsOnLoopback() throws {
