@@ -21,10 +21,11 @@ func markingUnobservableWrites(_ operations: [IndexedOperation]) -> [IndexedOper
         }
         return (value, returnTimeMs)
     }
-    let appendSuffixes = Set(operations.compactMap { indexed -> String? in
-        guard case .append(_, let suffix) = indexed.operation.input, !suffix.isEmpty else { return nil }
-        return suffix
-    })
+    let appendSuffixes = Set(
+        operations.compactMap { indexed -> String? in
+            guard case .append(_, let suffix) = indexed.operation.input, !suffix.isEmpty else { return nil }
+            return suffix
+        })
     /// True when `output` could be `value` followed by appends (only appends extend a value).
     func extends(_ output: String, _ value: String) -> Bool {
         guard output.hasPrefix(value) else { return false }

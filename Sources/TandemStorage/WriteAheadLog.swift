@@ -63,8 +63,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// The index the next appended entry must have; nil while the log has never held an entry.
     public var nextIndex: UInt64? { indexState.nextIndex }
 
-    private init(directory: String, options: WALOptions, lockDescriptor: Int32, recovery: RecoveryResult,
-                 segmentDescriptor: Int32, segment: SegmentName) {
+    private init(
+        directory: String, options: WALOptions, lockDescriptor: Int32, recovery: RecoveryResult,
+        segmentDescriptor: Int32, segment: SegmentName
+    ) {
         self.directory = directory
         self.options = options
         self.lockDescriptor = lockDescriptor
@@ -259,7 +261,11 @@ public final class WriteAheadLog: @unchecked Sendable {
         segmentBytes += Int64(pending.count)
         needsSync = true
         // Keep the buffer's memory bounded after an unusually large record.
-        if pending.capacity > 2 * options.writeBufferBytes { pending = [] } else { pending.removeAll(keepingCapacity: true) }
+        if pending.capacity > 2 * options.writeBufferBytes {
+            pending = []
+        } else {
+            pending.removeAll(keepingCapacity: true)
+        }
     }
 
     /// Closes the full segment (fsynced, so that only the last segment can ever have a torn tail) and starts the

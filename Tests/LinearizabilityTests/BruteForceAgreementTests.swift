@@ -24,8 +24,9 @@ final class BruteForceAgreementTests: XCTestCase {
         var random = SeededGenerator(seed: 7)
         for round in 0..<1_000 {
             let history = randomCounterHistory(operationCount: Int.random(in: 1...7, using: &random), random: &random)
-            XCTAssertEqual(checkLinearizability(history) == .linearizable, bruteForceLinearizable(history),
-                           "round \(round): \(history)")
+            XCTAssertEqual(
+                checkLinearizability(history) == .linearizable, bruteForceLinearizable(history),
+                "round \(round): \(history)")
         }
     }
 
@@ -44,14 +45,22 @@ final class BruteForceAgreementTests: XCTestCase {
             switch Int.random(in: 0..<5, using: &random) {
             case 0: (input, output) = (.put(key: "k", value: value), .ok)
             case 1: (input, output) = (.get(key: "k"), .value(maybeValue))
-            case 2: (input, output) = (.append(key: "k", suffix: ["a", "b"].randomElement(using: &random)!),
-                                       Bool.random(using: &random) ? .ok : .value(value))
-            default: (input, output) = (.delete(key: "k"), [.ok, .deleted(existed: true), .deleted(existed: false)]
-                                        .randomElement(using: &random)!)
+            case 2:
+                (input, output) = (
+                    .append(key: "k", suffix: ["a", "b"].randomElement(using: &random)!),
+                    Bool.random(using: &random) ? .ok : .value(value)
+                )
+            default:
+                (input, output) = (
+                    .delete(key: "k"),
+                    [.ok, .deleted(existed: true), .deleted(existed: false)]
+                        .randomElement(using: &random)!
+                )
             }
             let isUnknown = !isReadInput(input) && Int.random(in: 0..<3, using: &random) == 0
-            return KVOperation(clientID: 0, input: input, output: isUnknown ? nil : output, callTimeMs: callMs,
-                               returnTimeMs: isUnknown ? nil : returnMs)
+            return KVOperation(
+                clientID: 0, input: input, output: isUnknown ? nil : output, callTimeMs: callMs,
+                returnTimeMs: isUnknown ? nil : returnMs)
         }
     }
 
@@ -63,8 +72,9 @@ final class BruteForceAgreementTests: XCTestCase {
                 return readCounter("c", value, callMs, returnMs)
             }
             let output: KVOutput? = [.counter(value), .ok, nil].randomElement(using: &random)!
-            return KVOperation(clientID: 0, input: .increment(counter: "c"), output: output, callTimeMs: callMs,
-                               returnTimeMs: output == nil ? nil : returnMs)
+            return KVOperation(
+                clientID: 0, input: .increment(counter: "c"), output: output, callTimeMs: callMs,
+                returnTimeMs: output == nil ? nil : returnMs)
         }
     }
 }

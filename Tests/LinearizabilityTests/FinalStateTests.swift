@@ -55,8 +55,9 @@ final class FinalStateTests: XCTestCase {
 
     func testIncrementsAcknowledgedWithoutValueAreCounted() {
         let ok = { (callMs: Int64) in
-            KVOperation(clientID: 0, input: .increment(counter: "c"), output: .ok, callTimeMs: callMs,
-                        returnTimeMs: callMs + 5)
+            KVOperation(
+                clientID: 0, input: .increment(counter: "c"), output: .ok, callTimeMs: callMs,
+                returnTimeMs: callMs + 5)
         }
         let history = [ok(0), ok(10), ok(20)]
         XCTAssertEqual(lostAcknowledgedWrites(history, kv: [:], counters: ["c": 3]), [])

@@ -53,14 +53,17 @@ final class GeneratedHistoryTests: XCTestCase {
         for seed: UInt64 in 1...20 {
             var history = generateTrueHistory(seed: seed, operationCount: 300, keys: ["a", "b", "c"])
             // Find a completed put whose unique value some completed read observed, then lose the put.
-            let observed = Set(history.compactMap { operation -> String? in
-                guard case .get = operation.input, case .value(let value)? = operation.output else { return nil }
-                return value
-            })
-            guard let index = history.indices.first(where: { index in
-                guard case .put(_, let value) = history[index].input else { return false }
-                return history[index].isCompleted && observed.contains(value)
-            }) else { continue }
+            let observed = Set(
+                history.compactMap { operation -> String? in
+                    guard case .get = operation.input, case .value(let value)? = operation.output else { return nil }
+                    return value
+                })
+            guard
+                let index = history.indices.first(where: { index in
+                    guard case .put(_, let value) = history[index].input else { return false }
+                    return history[index].isCompleted && observed.contains(value)
+                })
+            else { continue }
             history.remove(at: index)
             XCTAssertNotEqual(checkLinearizability(history), .linearizable, "seed \(seed)")
             mutated += 1
@@ -73,10 +76,12 @@ final class GeneratedHistoryTests: XCTestCase {
         for seed: UInt64 in 1...20 {
             var history = generateTrueHistory(seed: seed, operationCount: 300, keys: ["a", "b", "c"])
             // An acknowledged increment that returned n is altered to return n + 1, as if applied twice.
-            guard let index = history.indices.first(where: { index in
-                if case .increment = history[index].input { return history[index].isCompleted }
-                return false
-            }), case .counter(let value)? = history[index].output else { continue }
+            guard
+                let index = history.indices.first(where: { index in
+                    if case .increment = history[index].input { return history[index].isCompleted }
+                    return false
+                }), case .counter(let value)? = history[index].output
+            else { continue }
             history[index].output = .counter(value + 1)
             XCTAssertNotEqual(checkLinearizability(history), .linearizable, "seed \(seed)")
             mutated += 1

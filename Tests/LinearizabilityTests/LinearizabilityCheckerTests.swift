@@ -28,7 +28,8 @@ final class LinearizabilityCheckerTests: XCTestCase {
 
     func testSequentialWritesAndReadsAreLinearizable() {
         assertLinearizable([
-            get("x", nil, 0, 5), put("x", "1", 10, 20), get("x", "1", 30, 40), append("x", "2", returning: "12", 50, 60),
+            get("x", nil, 0, 5), put("x", "1", 10, 20), get("x", "1", 30, 40),
+            append("x", "2", returning: "12", 50, 60),
             get("x", "12", 70, 80), delete("x", existed: true, 90, 95), get("x", nil, 100, 110),
             delete("x", existed: false, 120, 130),
         ])
@@ -62,8 +63,10 @@ final class LinearizabilityCheckerTests: XCTestCase {
     func testReadsMayNotGoBackInTimeBetweenConcurrentWrites() {
         // Having seen b then a, a third read cannot see b again: each put happens once.
         assertViolation(
-            [put("x", "a", client: 1, 0, 100), put("x", "b", client: 2, 0, 100), get("x", "b", client: 3, 10, 20),
-             get("x", "a", client: 3, 30, 40), get("x", "b", client: 3, 50, 60)],
+            [
+                put("x", "a", client: 1, 0, 100), put("x", "b", client: 2, 0, 100), get("x", "b", client: 3, 10, 20),
+                get("x", "a", client: 3, 30, 40), get("x", "b", client: 3, 50, 60),
+            ],
             key: "x")
     }
 
@@ -89,15 +92,18 @@ final class LinearizabilityCheckerTests: XCTestCase {
 
     func testUnknownOutcomeWriteMayTakeEffectLongAfterItsClientGaveUp() {
         // The client gave up at 50 ms (504), yet the write lands between the two reads much later.
-        let timedOut = KVOperation(clientID: 1, input: .put(key: "x", value: "1"), output: nil, callTimeMs: 0,
-                                 returnTimeMs: 50)
+        let timedOut = KVOperation(
+            clientID: 1, input: .put(key: "x", value: "1"), output: nil, callTimeMs: 0,
+            returnTimeMs: 50)
         assertLinearizable([timedOut, get("x", nil, client: 2, 500, 510), get("x", "1", client: 2, 600, 610)])
     }
 
     func testUnknownOutcomeWriteTakesEffectAtMostOnce() {
         assertViolation(
-            [unknown(.put(key: "x", value: "1"), 0), get("x", "1", client: 2, 100, 110), put("x", "2", 120, 130),
-             get("x", "1", client: 2, 140, 150)],
+            [
+                unknown(.put(key: "x", value: "1"), 0), get("x", "1", client: 2, 100, 110), put("x", "2", 120, 130),
+                get("x", "1", client: 2, 140, 150),
+            ],
             key: "x")
     }
 
@@ -131,8 +137,10 @@ final class LinearizabilityCheckerTests: XCTestCase {
     }
 
     func testCountersAndKeysAreSeparateNamespaces() {
-        assertLinearizable([put("c", "1", 0, 10), readCounter("c", 0, 20, 30), increment("c", returning: 1, 40, 50),
-                            get("c", "1", 60, 70)])
+        assertLinearizable([
+            put("c", "1", 0, 10), readCounter("c", 0, 20, 30), increment("c", returning: 1, 40, 50),
+            get("c", "1", 60, 70),
+        ])
     }
 
     func testKeysAreCheckedIndependently() {

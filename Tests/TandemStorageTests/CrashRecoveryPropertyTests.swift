@@ -20,7 +20,7 @@ final class CrashRecoveryPropertyTests: XCTestCase {
         var options = WALOptions()
         options.segmentSizeBytes = 3_000
         options.writeBufferBytes = 700
-        for trial in 0..<40 {
+        for trial in 0..<30 {
             let directory = makeTemporaryDirectory(self)
             var states = [ModelState()]
             var lastSyncedState = 0
@@ -70,8 +70,9 @@ final class CrashRecoveryPropertyTests: XCTestCase {
                 payloadBytes: Int(random.next() % 300))
             try log.append(batch)
             let prefixes = (1..<batch.count).map { count in
-                ModelState(entries: state.entries + batch.prefix(count), hardState: state.hardState,
-                           appliedIndex: state.appliedIndex)
+                ModelState(
+                    entries: state.entries + batch.prefix(count), hardState: state.hardState,
+                    appliedIndex: state.appliedIndex)
             }
             state.entries += batch
             return prefixes

@@ -16,7 +16,9 @@ func makeEntries(from firstIndex: UInt64, count: Int, term: UInt64 = 1, payloadB
     (0..<count).map { offset in
         let index = firstIndex + UInt64(offset)
         var payload = Array("entry-\(index)-term-\(term)".utf8)
-        if payloadBytes > payload.count { payload += Array(repeating: UInt8(index % 251), count: payloadBytes - payload.count) }
+        if payloadBytes > payload.count {
+            payload += Array(repeating: UInt8(index % 251), count: payloadBytes - payload.count)
+        }
         return WALEntry(index: index, term: term, payload: payload)
     }
 }
@@ -61,8 +63,10 @@ func flipBit(_ path: String, at offset: Int) {
 }
 
 /// Opens, and fails the test rather than crash on an error.
-func openLog(_ directory: String, options: WALOptions = WALOptions(), file: StaticString = #filePath,
-             line: UInt = #line) -> (WriteAheadLog, RecoveredLog)? {
+func openLog(
+    _ directory: String, options: WALOptions = WALOptions(), file: StaticString = #filePath,
+    line: UInt = #line
+) -> (WriteAheadLog, RecoveredLog)? {
     do {
         return try WriteAheadLog.open(directory: directory, options: options)
     } catch {

@@ -30,9 +30,11 @@ final class ThroughputTests: XCTestCase {
             syncLatenciesNs.sort()
             let p50Us = syncLatenciesNs[syncLatenciesNs.count / 2] / 1_000
             let p99Us = syncLatenciesNs[syncLatenciesNs.count * 99 / 100] / 1_000
-            print(String(format: "WAL batch %2d x 256 B: %8.0f records/s, %6.0f syncs/s", batchSize,
-                         records / seconds, Double(syncLatenciesNs.count) / seconds),
-                  "(fdatasync p50 \(p50Us) us, p99 \(p99Us) us)")
+            print(
+                String(
+                    format: "WAL batch %2d x 256 B: %8.0f records/s, %6.0f syncs/s", batchSize,
+                    records / seconds, Double(syncLatenciesNs.count) / seconds),
+                "(fdatasync p50 \(p50Us) us, p99 \(p99Us) us)")
             XCTAssertEqual(log.syncCount, syncLatenciesNs.count, "exactly one fsync per batch")
         }
     }
@@ -48,9 +50,11 @@ final class ThroughputTests: XCTestCase {
         }
         try log.sync()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - startNs) / 1e9
-        print(String(format: "WAL append+encode+CRC+write of %d x 256 B entries, one sync: %.0f entries/s, %.0f MB/s",
-                     count - count % 64, Double(count - count % 64) / seconds,
-                     Double(log.sizeBytes) / seconds / 1e6))
+        print(
+            String(
+                format: "WAL append+encode+CRC+write of %d x 256 B entries, one sync: %.0f entries/s, %.0f MB/s",
+                count - count % 64, Double(count - count % 64) / seconds,
+                Double(log.sizeBytes) / seconds / 1e6))
         XCTAssertEqual(log.syncCount, 1)
         try log.close()
     }

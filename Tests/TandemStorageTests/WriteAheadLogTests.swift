@@ -113,7 +113,8 @@ final class WriteAheadLogTests: XCTestCase {
             try log.close()
         }
         let (log, recovered) = try XCTUnwrap(openLog(directory))
-        XCTAssertEqual(recovered.entries, makeEntries(from: 1, count: 5, term: 1) + makeEntries(from: 6, count: 2, term: 2))
+        XCTAssertEqual(
+            recovered.entries, makeEntries(from: 1, count: 5, term: 1) + makeEntries(from: 6, count: 2, term: 2))
         XCTAssertEqual(log.nextIndex, 8)
         // A truncation survives a later reopen too, and can reach back to the first entry.
         try log.truncate(from: 1)
@@ -133,11 +134,14 @@ final class WriteAheadLogTests: XCTestCase {
             let (log, _) = try XCTUnwrap(openLog(directory, options: options))
             try log.saveHardState(hardState)
             try log.saveAppliedIndex(140)
-            for batch in 0..<20 { try log.append(makeEntries(from: UInt64(batch * 10 + 1), count: 10, payloadBytes: 100)) }
+            for batch in 0..<20 {
+                try log.append(makeEntries(from: UInt64(batch * 10 + 1), count: 10, payloadBytes: 100))
+            }
             try log.truncate(from: 190)
             try log.append(makeEntries(from: 190, count: 3, term: 2, payloadBytes: 100))
             try log.sync()
-            XCTAssertEqual(log.sizeBytes, Int64(segmentFiles(directory).map { fileSize(directory + "/" + $0) }.reduce(0, +)))
+            XCTAssertEqual(
+                log.sizeBytes, Int64(segmentFiles(directory).map { fileSize(directory + "/" + $0) }.reduce(0, +)))
             try log.close()
         }
         let segments = segmentFiles(directory)
@@ -181,7 +185,8 @@ final class WriteAheadLogTests: XCTestCase {
         var options = WALOptions()
         options.maxEntryPayloadBytes = 1_000
         let (log, _) = try XCTUnwrap(openLog(directory, options: options))
-        let batch = makeEntries(from: 1, count: 1, payloadBytes: 10) + makeEntries(from: 2, count: 1, payloadBytes: 1_001)
+        let batch =
+            makeEntries(from: 1, count: 1, payloadBytes: 10) + makeEntries(from: 2, count: 1, payloadBytes: 1_001)
         XCTAssertThrowsError(try log.append(batch)) { error in
             XCTAssertEqual(error as? WALError, .recordTooLarge(bytes: 1_001, limit: 1_000))
         }
@@ -217,7 +222,9 @@ final class DiskFailureTests: XCTestCase {
         XCTAssertEqual(log.syncCount, 0)
         // Every later call fails the same way, even one that would write nothing new.
         XCTAssertThrowsError(try log.sync()) { XCTAssertEqual($0 as? WALError, expected) }
-        XCTAssertThrowsError(try log.append(makeEntries(from: 4, count: 1))) { XCTAssertEqual($0 as? WALError, expected) }
+        XCTAssertThrowsError(try log.append(makeEntries(from: 4, count: 1))) {
+            XCTAssertEqual($0 as? WALError, expected)
+        }
         XCTAssertThrowsError(try log.saveHardState(HardState(term: 1, votedFor: nil, commit: 0))) {
             XCTAssertEqual($0 as? WALError, expected)
         }
