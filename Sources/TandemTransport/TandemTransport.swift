@@ -184,6 +184,7 @@ public struct PeerStatus: Equatable, Sendable {
     public var connected: Bool
     /// Loop-clock milliseconds (`EventLoop.nowMs`) of the last frame received, nil before the first.
     public var lastFrameReceivedMs: Int64?
+    /// Application frames and their bytes (5-byte headers included); the handshake and keepalives are not counted.
     public var bytesIn: UInt64 = 0
     public var bytesOut: UInt64 = 0
     public var framesIn: UInt64 = 0

@@ -386,4 +386,18 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(nodes[0].recorder.connected.isEmpty)
         XCTAssertGreaterThan(nodes[0].recorder.authFailures.count, 0)
     }
+
+    func testAnUnresolvableHostIsRetriedQuietly() throws {
+        var options = fastOptions()
+        options.handshakeTimeoutMs = 100
+        let endpoints = [
+            PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: try freePort(loop)),
+            PeerEndpoint(id: NodeID("n2"), host: "no-such-node.invalid", port: 7400),
+        ]
+        let node = try makeNode(0, endpoints: endpoints, auth: .secret("s"), options: options)
+        runLoop(loop, forMs: 400)
+        XCTAssertFalse(node.transport.isConnected(to: NodeID("n2")))
+        XCTAssertTrue(node.recorder.authFailures.isEmpty, "a failed lookup is not an authentication failure")
+        XCTAssertEqual(node.transport.send(type: 0x10, payload: [1], to: NodeID("n2")), .droppedNotConnected)
+    }
 }
