@@ -196,8 +196,8 @@ extension RaftNode {
         reads.startTerm()
         checkQuorumSinceMs = nowMs
         // A new leader commits an entry of its own term before it serves reads or counts replicas for older entries.
-        log.append(Entry(term: term, index: log.lastIndex + 1, kind: .noop, timeMs: log.lastTimeMs, proposal: nil,
-                         data: []))
+        log.append(Entry(term: term, index: log.lastIndex + 1, kind: .noop,
+                         timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: nil, data: []))
         needsAppendBroadcast = true
         broadcastHeartbeat()
         maybeCommit()

@@ -129,8 +129,11 @@ public struct RaftNode: Sendable {
     // MARK: Public API
 
     /// This node's clock advanced (call every ~10 ms). Drives heartbeats, suspicion, timeouts and check-quorum.
-    public mutating func tick(nowMs: Int64) {
+    /// `wallTimeMs`, when given, is the wall clock at the same instant: a leader stamps entries it appends for
+    /// forwarded proposals and no-ops with it (otherwise with the wall clock last passed to `propose`).
+    public mutating func tick(nowMs: Int64, wallTimeMs: Int64? = nil) {
         observeClock(nowMs)
+        if let wallTimeMs { wallOffsetMs = wallTimeMs - self.nowMs }
         let stalled = noteLocalStall()
         var leaderVerdict: PhiAccrualDetector.Verdict?
         for peer in others {

@@ -81,7 +81,12 @@ extension Simulation {
     func checkReady(_ index: Int, _ ready: Ready) {
         let raft = nodes[index].raft!
         for entry in ready.entriesToPersist {
-            let prevTerm = entry.index == 1 ? 0 : (raft.entry(at: entry.index - 1)?.term ?? UInt64.max)
+            let previous = entry.index == 1 ? nil : raft.entry(at: entry.index - 1)
+            let prevTerm = entry.index == 1 ? 0 : (previous?.term ?? UInt64.max)
+            if let previous, previous.timeMs > entry.timeMs {
+                fail("Tandem-Time went backwards at index \(entry.index): \(previous.timeMs) then \(entry.timeMs)")
+                return
+            }
             let key = EntryKey(index: entry.index, term: entry.term)
             if let known = entriesSeen[key] {
                 if known.entry != entry || known.prevTerm != prevTerm {

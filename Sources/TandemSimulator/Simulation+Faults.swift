@@ -108,8 +108,10 @@ extension Simulation {
         let n = nodes.count
         var order = Array(nodes.indices)
         order.shuffle(using: &rng)
-        switch rng.next() % 3 {
-        case 0:  // Symmetric: a minority (or an even split) cut off.
+        switch rng.next() % 4 {
+        case 3 where leaderID != nil:  // The leader cut off: the case that tests stale reads and lease safety.
+            isolate([leaderID!])
+        case 0, 3:  // Symmetric: a minority (or an even split) cut off.
             let size = 1 + Int(rng.next() % UInt64(max(1, n / 2)))
             isolate(Set(order.prefix(size).map { nodes[$0].id }))
         case 1:  // Asymmetric: some directions of some links fail.
@@ -194,7 +196,12 @@ extension Simulation {
         let raft = nodes[leader].raft!
         let commit = raft.commitIndex
         guard raft.entry(at: commit)?.term == raft.currentTerm else { return false }
-        return nodes.allSatisfy { $0.isUp && $0.app.appliedIndex >= commit && $0.readyInFlight == nil }
+        // Every node follows this leader in its term: a stale leader that has not yet heard of a newer term
+        // does not count.
+        return nodes.allSatisfy {
+            $0.isUp && $0.raft!.currentTerm == raft.currentTerm && $0.raft!.knownLeader == nodes[leader].id
+                && $0.app.appliedIndex >= commit && $0.readyInFlight == nil
+        }
     }
 }
 

@@ -281,7 +281,7 @@ public final class Simulation {
             queue.push(.tick(node: index, incarnation: incarnation), atUs: nodes[index].stalledUntilUs)
             return
         }
-        nodes[index].raft!.tick(nowMs: localMs(index))
+        nodes[index].raft!.tick(nowMs: localMs(index), wallTimeMs: nowMs)
         afterStep(index)
         let intervalUs = Int64(Double(options.tickIntervalMs * 1000) / nodes[index].clockRate)
         scheduleTick(index, afterUs: max(1, intervalUs))
