@@ -16,7 +16,7 @@ final class ReadAndWriteScenarioTests: XCTestCase {
         XCTAssertEqual(ready.committedEntries.map(\.kind), [.noop], "committed once persisted")
         node.advance(ready)
 
-        try node.propose(Array("x".utf8), id: ProposalID(origin: id, sequence: 1), wallTimeMs: 77, nowMs: 2520)
+        try node.propose(Array("x".utf8), id: ProposalID(origin: id, sequence: 1), wallTimeMs: 1_700_000_000_000, nowMs: 2520)
         ready = node.ready()
         XCTAssertEqual(ready.acceptedProposals.map(\.index), [2])
         XCTAssertEqual(ready.entriesToPersist.map(\.index), [2])
@@ -24,7 +24,7 @@ final class ReadAndWriteScenarioTests: XCTestCase {
         node.advance(ready)
         ready = node.ready()
         XCTAssertEqual(ready.committedEntries.map(\.index), [2])
-        XCTAssertEqual(ready.committedEntries.first?.timeMs, 77, "entries carry the leader's wall clock")
+        XCTAssertEqual(ready.committedEntries.first?.timeMs, 1_700_000_000_000, "entries carry the leader's wall clock")
     }
 
     func testAProposalOnAFollowerIsForwardedCommittedAndAppliedEverywhere() throws {
