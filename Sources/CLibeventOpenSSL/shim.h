@@ -35,11 +35,13 @@ static inline int tandem_bufferevent_ssl_connecting(void) { return BUFFEREVENT_S
 static inline int tandem_bufferevent_ssl_accepting(void) { return BUFFEREVENT_SSL_ACCEPTING; }
 static inline long tandem_x509_v_ok(void) { return X509_V_OK; }
 
-/// 1 when the peer's certificate names `name` (DNS subjectAltName, or the common name when there is no SAN).
+/// 1 when the peer's certificate names `name`: a DNS subjectAltName (or the common name when there is no DNS
+/// SAN), or, when `name` is an IP address literal, an IP subjectAltName.
 static inline int tandem_ssl_peer_certificate_matches(SSL *ssl, const char *name, size_t length) {
     X509 *certificate = SSL_get1_peer_certificate(ssl);
     if (certificate == NULL) return 0;
     int result = X509_check_host(certificate, name, length, 0, NULL);
+    if (result != 1) result = X509_check_ip_asc(certificate, name, 0);
     X509_free(certificate);
     return result == 1;
 }

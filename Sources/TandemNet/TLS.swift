@@ -139,8 +139,8 @@ public final class TLSConnection {
     /// True once the TLS handshake has completed (the peer certificate chain was verified against the CA).
     public var isHandshakeComplete: Bool { SSL_is_init_finished(ssl) == 1 }
 
-    /// True when the verified peer certificate names `name` in a DNS subjectAltName (or, without SANs, its common
-    /// name). False before the handshake completed.
+    /// True when the verified peer certificate names `name` in a DNS subjectAltName (or, without DNS SANs, its
+    /// common name), or, for an IP address literal, in an IP subjectAltName. False before the handshake completed.
     public func peerCertificateNames(_ name: String) -> Bool {
         guard isHandshakeComplete, !name.isEmpty else { return false }
         return name.withCString { tandem_ssl_peer_certificate_matches(ssl, $0, strlen($0)) == 1 }

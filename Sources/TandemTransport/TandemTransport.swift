@@ -57,7 +57,8 @@ public enum PeerAuth: Sendable {
     /// fresh nonces and its own node id. The secret itself never crosses the wire.
     case secret(String)
     /// Mutual TLS: both sides present certificates signed by the CA at `caPath`. The certificate must also name the
-    /// node (DNS subjectAltName or common name equal to its node id, or to its configured host).
+    /// node: a DNS subjectAltName (or, without DNS SANs, the common name) equal to its node id or to its configured
+    /// host, or an IP subjectAltName equal to its configured host when that is an IP address.
     case tls(certPath: String, keyPath: String, caPath: String)
 }
 

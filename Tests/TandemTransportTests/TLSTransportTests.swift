@@ -46,13 +46,16 @@ final class TLSTransportTests: XCTestCase {
         ])
     }
 
-    /// A leaf certificate for `node`, signed by `ca`, naming `dnsNames`.
-    private func makeCertificate(_ file: String, commonName: String, dnsNames: [String], ca: String) throws {
+    /// A leaf certificate for `node`, signed by `ca`, naming `dnsNames` and `ipAddresses`.
+    private func makeCertificate(
+        _ file: String, commonName: String, dnsNames: [String], ipAddresses: [String] = [], ca: String
+    ) throws {
         try openssl([
             "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", "\(file).key", "-out", "\(file).csr", "-subj", "/CN=\(commonName)",
         ])
-        let extensions = "subjectAltName=" + dnsNames.map { "DNS:\($0)" }.joined(separator: ",")
+        let names = dnsNames.map { "DNS:\($0)" } + ipAddresses.map { "IP:\($0)" }
+        let extensions = "subjectAltName=" + names.joined(separator: ",")
         try extensions.write(toFile: path("\(file).ext"), atomically: true, encoding: .utf8)
         try openssl([
             "x509", "-req", "-in", "\(file).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key",
@@ -141,5 +144,16 @@ final class TLSTransportTests: XCTestCase {
         ) { error in
             XCTAssertTrue("\(error)".contains("missing.pem"), "\(error)")
         }
+    }
+
+    func testACertificateNamingTheConfiguredIPAddressIsAccepted() throws {
+        try makeCA("ca")
+        try makeCertificate("n1", commonName: "host-a", dnsNames: ["host-a"], ipAddresses: ["127.0.0.1"], ca: "ca")
+        try makeCertificate("n2", commonName: "host-b", dnsNames: ["host-b"], ipAddresses: ["127.0.0.1"], ca: "ca")
+        let nodes = try pair(tls("n1"), tls("n2"))
+        XCTAssertTrue(
+            runLoop(loop) {
+                nodes[0].transport.isConnected(to: NodeID("n2")) && nodes[1].transport.isConnected(to: NodeID("n1"))
+            }, "\(nodes.map { $0.recorder.authFailures })")
     }
 }
