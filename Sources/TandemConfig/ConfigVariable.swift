@@ -1,11 +1,19 @@
 /// The section of `--help` and of the README reference a variable belongs to.
+/// The raw value is the section title.
 public enum ConfigGroup: String, CaseIterable, Sendable {
+    /// Client, upstream, peer and admin addresses, and the protocol.
     case listeners = "Listeners"
+    /// Node id, members and data directory.
     case cluster = "Cluster"
+    /// Heartbeats, phi-accrual parameters and the election timeout.
     case failureDetection = "Failure detection and elections"
+    /// Request classification, timeouts, consistency, idempotency, body size, app state.
     case writesAndReads = "Writes and reads"
+    /// Bounds on queues, connections and rates.
     case overload = "Overload and rate limiting"
+    /// Peer TLS, the cluster secret and the admin token.
     case security = "Security"
+    /// Level and format of log lines.
     case logs = "Logs"
 }
 

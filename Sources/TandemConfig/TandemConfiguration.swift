@@ -32,9 +32,22 @@ public enum AppState: String, CaseIterable, Sendable {
     case memory
 }
 
-/// Log severities, the same names and order as swift-log's `Logger.Level`.
+/// Log severities, the same names and order as swift-log's `Logger.Level`, so the mapping is by raw value.
 public enum LogLevel: String, CaseIterable, Comparable, Sendable {
-    case trace, debug, info, notice, warning, error, critical
+    /// Everything, including per-message detail.
+    case trace
+    /// Diagnostic detail for developers.
+    case debug
+    /// Normal operation: start, stop, elections, peers coming and going.
+    case info
+    /// Noteworthy but expected events.
+    case notice
+    /// Something is off but Tandem carries on (e.g. unauthenticated peers).
+    case warning
+    /// An operation failed.
+    case error
+    /// The node cannot carry on (e.g. a failed fsync).
+    case critical
 
     /// Orders levels from least to most severe, as listed.
     public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool {

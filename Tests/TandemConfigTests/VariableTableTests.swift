@@ -86,3 +86,54 @@ final class VariableTableTests: XCTestCase {
         XCTAssertNil(TandemConfiguration.closestVariableName(to: "TANDEM_COMPLETELY_DIFFERENT_THING"))
     }
 }
+
+/// What the sidecar may log about its configuration, and that it says the truth.
+final class EffectiveValuesTests: XCTestCase {
+    private let environment = [
+        "TANDEM_LISTEN": "[::1]:0", "TANDEM_NODE_ID": "n2", "TANDEM_PEERS": "n1=a:7400, n2=b:7400 ,n3=c:7400",
+        "TANDEM_HEARTBEAT_INTERVAL": "0.05s", "TANDEM_PHI_THRESHOLD": "12.5", "TANDEM_ELECTION_TIMEOUT": "30s",
+        "TANDEM_WRITE_METHODS": "PUT, POST", "TANDEM_BYPASS_ROUTES": "* /ws/*, GET /x", "TANDEM_MAX_BODY": "1.5MiB",
+        "TANDEM_IDEMPOTENCY_TTL": "1440m", "TANDEM_RATE_LIMIT": "10/m", "TANDEM_RATE_LIMIT_KEY": "header:X-Key",
+        "TANDEM_TLS_CERT": "/c", "TANDEM_TLS_KEY": "/k", "TANDEM_TLS_CA": "/ca",
+        "TANDEM_CLUSTER_SECRET": "s3cr3t-s3cr3t-s3cr3t", "TANDEM_ADMIN_TOKEN": "adm1n-t0ken", "TANDEM_LOG_LEVEL": "ERROR",
+    ]
+
+    func testEffectiveValuesLoadBackToTheSameConfiguration() throws {
+        let original = try TandemConfiguration.load(environment: environment, hostName: "h", isReadableFile: { _ in true })
+        var rendered: [String: String] = [:]
+        for (name, value) in original.effectiveValues { rendered[name] = value }
+        XCTAssertEqual(rendered["TANDEM_HEARTBEAT_INTERVAL"], "50ms")
+        XCTAssertEqual(rendered["TANDEM_ELECTION_TIMEOUT"], "30s")
+        XCTAssertEqual(rendered["TANDEM_WRITE_METHODS"], "POST,PUT")
+        XCTAssertEqual(rendered["TANDEM_IDEMPOTENCY_TTL"], "24h")
+        XCTAssertEqual(rendered["TANDEM_MAX_BODY"], "1536KiB")
+        XCTAssertEqual(rendered["TANDEM_PEERS"], "n1=a:7400,n2=b:7400,n3=c:7400")
+        // Secrets are redacted, so put the real ones back before loading.
+        rendered["TANDEM_CLUSTER_SECRET"] = environment["TANDEM_CLUSTER_SECRET"]
+        rendered["TANDEM_ADMIN_TOKEN"] = environment["TANDEM_ADMIN_TOKEN"]
+        let reloaded = try TandemConfiguration.load(environment: rendered, hostName: "h", isReadableFile: { _ in true })
+        XCTAssertEqual(reloaded, original)
+    }
+
+    func testEachDefaultRendersToAValueMeaningTheSame() throws {
+        let defaults = TandemConfiguration.defaults(hostName: "h")
+        for ((name, value), variable) in zip(defaults.effectiveValues, TandemConfiguration.variables) {
+            XCTAssertEqual(name, variable.name)
+            XCTAssertEqual(try TandemConfiguration.load(environment: [name: value], hostName: "h"), defaults, name)
+        }
+        XCTAssertEqual(defaults.effectiveValues.first { $0.name == "TANDEM_WRITE_METHODS" }?.value, "POST,PUT,PATCH,DELETE")
+        XCTAssertEqual(defaults.effectiveValues.first { $0.name == "TANDEM_IDLE_TIMEOUT" }?.value, "1m")
+    }
+
+    func testNoWayOfPrintingTheConfigurationRevealsASecret() throws {
+        let c = try TandemConfiguration.load(environment: environment, hostName: "h", isReadableFile: { _ in true })
+        var dumped = ""
+        dump(c, to: &dumped)
+        for text in [c.description, c.debugDescription, "\(c)", String(reflecting: c), dumped] {
+            XCTAssertFalse(text.contains("s3cr3t"), text)
+            XCTAssertFalse(text.contains("adm1n"), text)
+        }
+        XCTAssertTrue(c.description.contains("TANDEM_CLUSTER_SECRET=<redacted>"))
+        XCTAssertTrue(TandemConfiguration.defaults().description.contains("TANDEM_ADMIN_TOKEN= "))
+    }
+}
