@@ -7,6 +7,13 @@
 //
 // What it must never do: any I/O, read a clock, allocate per byte on the hot path, copy body bytes, or buffer
 // more than its limits allow. It knows nothing of libevent, sockets or replication; the proxy drives it.
+//
+// How a connection drives a parser, one contiguous input chunk at a time:
+//
+//     let used = try parser.parse(chunk) { event in ... }   // .head, then .body slices, then .end
+//     drain `used` bytes from the input buffer. `used < chunk.count` means a message ended and the rest is the
+//     next (pipelined) message: call parse again when ready for it. On a thrown HTTPParseError answer
+//     `TandemErrorResponse(parseError:)` (error.statusCode) and close: the parser stays `.failed`.
 
 /// The HTTP version of a message. Only HTTP/1.0 and HTTP/1.1 are spoken.
 public enum HTTPVersion: Sendable, Hashable, CustomStringConvertible {
@@ -96,8 +103,8 @@ public enum ResponseFraming: Sendable, Hashable {
 public enum HTTPParserEvent<Head: Sendable> {
     /// The head is complete and valid; body events (if any) and then `end` follow.
     case head(Head)
-    /// Some body bytes (chunk framing removed). The buffer points into the caller's input and is valid only for
-    /// the duration of the callback: the parser never copies body bytes.
+    /// Some body bytes (chunk framing removed), never empty. The buffer points into the caller's input and is
+    /// valid only for the duration of the callback: the parser never copies body bytes.
     case body(UnsafeRawBufferPointer)
     /// The message is complete. `trailers` is non-nil only for a chunked body that carried trailer fields.
     case end(trailers: HTTPHeaders?)
