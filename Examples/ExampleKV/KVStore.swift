@@ -29,7 +29,8 @@ struct KVStore {
         case .health:
             return method.isRead ? .json(200, "{\"status\":\"ok\"}") : .methodNotAllowed("GET, HEAD")
         case .dump:
-            return method.isRead ? KVResponse(status: 200, contentType: .json, body: dump()) : .methodNotAllowed("GET, HEAD")
+            return method.isRead
+                ? KVResponse(status: 200, contentType: .json, body: dump()) : .methodNotAllowed("GET, HEAD")
         case .value(let key):
             switch method {
             case .get, .head: return get(key)
@@ -246,7 +247,8 @@ struct KVResponse: Equatable {
     }
 
     static func methodNotAllowed(_ allow: String) -> KVResponse {
-        KVResponse(status: 405, contentType: .json, body: Array("{\"error\":\"method_not_allowed\"}".utf8), allow: allow)
+        KVResponse(
+            status: 405, contentType: .json, body: Array("{\"error\":\"method_not_allowed\"}".utf8), allow: allow)
     }
 
     /// The reason phrase for the status line.

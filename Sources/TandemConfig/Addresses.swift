@@ -179,7 +179,8 @@ public struct Peer: Hashable, Sendable, CustomStringConvertible {
                 throw ConfigValueError(problem: "has for \(id) an address that \(error.problem)", expected: listSyntax)
             }
             guard address.port != 0 else {
-                throw ConfigValueError(problem: "has port 0 for \(id)", expected: "a port peers can connect to, 1...65535")
+                throw ConfigValueError(
+                    problem: "has port 0 for \(id)", expected: "a port peers can connect to, 1...65535")
             }
             if peers.contains(where: { $0.id == id }) {
                 throw ConfigValueError(problem: "lists node id \(id) twice", expected: "unique node ids")

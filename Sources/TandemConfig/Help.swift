@@ -33,8 +33,11 @@ extension TandemConfiguration {
             lines.append("| --- | --- | --- | --- |")
             for variable in variables where variable.group == group {
                 let cells = [
-                    "`\(variable.name)`", markdownCode(variable.shownDefault, isLiteral: !variable.defaultValue.isEmpty
-                        && variable.shownDefault == variable.defaultValue),
+                    "`\(variable.name)`",
+                    markdownCode(
+                        variable.shownDefault,
+                        isLiteral: !variable.defaultValue.isEmpty
+                            && variable.shownDefault == variable.defaultValue),
                     markdownEscape(variable.accepts), markdownEscape(variable.summary),
                 ]
                 lines.append("| " + cells.joined(separator: " | ") + " |")

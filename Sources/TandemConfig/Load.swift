@@ -67,7 +67,9 @@ extension TandemConfiguration {
             min(known.utf8.count, name.utf8.count) >= "TANDEM_".utf8.count + 4
                 && (known.hasPrefix(name) || name.hasPrefix(known))
         }
-        if let best = prefixMatches.min(by: { abs($0.utf8.count - name.utf8.count) < abs($1.utf8.count - name.utf8.count) }) {
+        if let best = prefixMatches.min(by: {
+            abs($0.utf8.count - name.utf8.count) < abs($1.utf8.count - name.utf8.count)
+        }) {
             return best
         }
         let scored = variables.map { ($0.name, editDistance(Array(name.utf8), Array($0.name.utf8))) }

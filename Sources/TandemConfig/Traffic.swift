@@ -34,12 +34,14 @@ public struct RouteRule: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: Substring) throws(ConfigValueError) {
         let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
         guard words.count == 2 else {
-            throw ConfigValueError(problem: "has a rule \"\(text)\" that is not METHOD /path", expected: RouteRule.syntax)
+            throw ConfigValueError(
+                problem: "has a rule \"\(text)\" that is not METHOD /path", expected: RouteRule.syntax)
         }
         let method = String(words[0])
         let path = String(words[1])
         guard method == "*" || HTTPMethod.isValid(method) else {
-            throw ConfigValueError(problem: "has an invalid method \"\(method)\"", expected: HTTPMethod.syntax + " or *")
+            throw ConfigValueError(
+                problem: "has an invalid method \"\(method)\"", expected: HTTPMethod.syntax + " or *")
         }
         guard path.hasPrefix("/"), path.utf8.count <= RouteRule.patternLengthMax,
             path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != 0x3F && $0 != 0x23 })
@@ -110,7 +112,9 @@ public enum HTTPMethod {
     /// would silently be served as reads. Only upper-case letters, digits, `-` and `_` are accepted.
     public static func isValid(_ method: String) -> Bool {
         (1...32).contains(method.utf8.count)
-            && method.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F }
+            && method.utf8.allSatisfy {
+                ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F
+            }
     }
 
     /// Parses a comma list of methods such as `POST,PUT,PATCH,DELETE`.
@@ -141,7 +145,8 @@ public struct RequestClassifier: Sendable {
     public let readRoutes: [RouteRule]
 
     /// Creates a classifier from the configured lists.
-    public init(writeMethods: Set<String>, readRoutes: [RouteRule], writeRoutes: [RouteRule], bypassRoutes: [RouteRule]) {
+    public init(writeMethods: Set<String>, readRoutes: [RouteRule], writeRoutes: [RouteRule], bypassRoutes: [RouteRule])
+    {
         self.writeMethods = writeMethods
         self.readRoutes = readRoutes
         self.writeRoutes = writeRoutes
@@ -207,7 +212,9 @@ public struct RateLimit: Hashable, Sendable, CustomStringConvertible {
         guard (1...10).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
             let value = Int(text), value >= 1, value <= countMax
         else {
-            throw ConfigValueError(problem: "has an invalid count \"\(text)\"", expected: "a count from 1 to \(countMax): " + RateLimit.syntax)
+            throw ConfigValueError(
+                problem: "has an invalid count \"\(text)\"",
+                expected: "a count from 1 to \(countMax): " + RateLimit.syntax)
         }
         return value
     }

@@ -67,7 +67,8 @@ extension TandemConfiguration {
     static func readDataDir(_ reader: EnvironmentReader) throws(ConfigError) -> String {
         let path = reader.text("TANDEM_DATA_DIR")
         guard path.utf8.count <= 4096, !path.utf8.contains(0) else {
-            throw reader.failure(.invalidValue, "TANDEM_DATA_DIR", path, "is not a usable path", "a path up to 4096 bytes")
+            throw reader.failure(
+                .invalidValue, "TANDEM_DATA_DIR", path, "is not a usable path", "a path up to 4096 bytes")
         }
         return path
     }
@@ -112,7 +113,8 @@ extension TandemConfiguration {
         if !peers.isEmpty && !peers.contains(where: { $0.id == nodeID }) {
             let origin = reader.isSet("TANDEM_NODE_ID") ? "TANDEM_NODE_ID" : "the host name (TANDEM_NODE_ID unset)"
             throw reader.failure(
-                .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"), "does not list this node \(nodeID) from \(origin)",
+                .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"),
+                "does not list this node \(nodeID) from \(origin)",
                 "every member including this node, or TANDEM_NODE_ID set to one of the ids")
         }
         try checkListenersDistinct(reader: reader)
@@ -121,7 +123,9 @@ extension TandemConfiguration {
     /// Two listeners on the same port would fail at bind time with a vaguer error, or worse, on a dual-stack
     /// host one could shadow the other; port 0 never clashes because each gets its own free port.
     func checkListenersDistinct(reader: EnvironmentReader) throws(ConfigError) {
-        let listeners = [("TANDEM_LISTEN", listen), ("TANDEM_PEER_LISTEN", peerListen), ("TANDEM_ADMIN_LISTEN", adminListen)]
+        let listeners = [
+            ("TANDEM_LISTEN", listen), ("TANDEM_PEER_LISTEN", peerListen), ("TANDEM_ADMIN_LISTEN", adminListen),
+        ]
         for (i, (name, address)) in listeners.enumerated() {
             for (otherName, other) in listeners[(i + 1)...] where address.port != 0 && address.port == other.port {
                 let hostsOverlap =

@@ -120,7 +120,8 @@ public enum ConfigParsers {
         _ text: String, syntax: String, noun: String
     ) throws(ConfigValueError) -> (DecimalNumber, Substring) {
         if text.hasPrefix("-") {
-            throw ConfigValueError(problem: "is negative", expected: "a \(noun) of zero or more: " + syntax.dropFirst(2))
+            throw ConfigValueError(
+                problem: "is negative", expected: "a \(noun) of zero or more: " + syntax.dropFirst(2))
         }
         let unitStart = text.firstIndex(where: { !($0.isASCII && ($0.isNumber || $0 == ".")) }) ?? text.endIndex
         let numberText = text[text.startIndex..<unitStart]

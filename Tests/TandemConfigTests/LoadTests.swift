@@ -106,7 +106,8 @@ final class LoadedValuesTests: XCTestCase {
             "TANDEM_READ_WAIT_MAX": "0ms", "TANDEM_IDEMPOTENCY_TTL": "1h", "TANDEM_MAX_BODY": "1MiB",
             "TANDEM_APP_STATE": "memory", "TANDEM_MAX_PENDING_WRITES": "10", "TANDEM_MAX_UNCOMMITTED": "1MiB",
             "TANDEM_QUEUE_TARGET": "10ms", "TANDEM_MAX_CONNECTIONS": "100", "TANDEM_HEADER_TIMEOUT": "1s",
-            "TANDEM_IDLE_TIMEOUT": "5m", "TANDEM_RATE_LIMIT": "200/s;burst=400", "TANDEM_RATE_LIMIT_KEY": "header:X-Key",
+            "TANDEM_IDLE_TIMEOUT": "5m", "TANDEM_RATE_LIMIT": "200/s;burst=400",
+            "TANDEM_RATE_LIMIT_KEY": "header:X-Key",
             "TANDEM_RATE_LIMIT_GLOBAL": "1000/s", "TANDEM_TLS_CERT": "/c.pem", "TANDEM_TLS_KEY": "/k.pem",
             "TANDEM_TLS_CA": "/ca.pem", "TANDEM_CLUSTER_SECRET": "0123456789abcdef", "TANDEM_ADMIN_TOKEN": "t0ken",
             "TANDEM_LOG_LEVEL": "Debug", "TANDEM_LOG_FORMAT": "json",
@@ -119,7 +120,8 @@ final class LoadedValuesTests: XCTestCase {
         XCTAssertEqual(c.nodeID, "n2")
         XCTAssertEqual(c.otherPeers.map(\.id), ["n1", "n3"])
         XCTAssertEqual(c.dataDir, "/var/lib/tandem")
-        XCTAssertEqual([c.heartbeatIntervalMs, c.phiMinStdDevMs, c.phiAcceptablePauseMs, c.electionTimeoutMs], [50, 20, 0, 1500])
+        XCTAssertEqual(
+            [c.heartbeatIntervalMs, c.phiMinStdDevMs, c.phiAcceptablePauseMs, c.electionTimeoutMs], [50, 20, 0, 1500])
         XCTAssertEqual(c.phiThreshold, 12.5)
         XCTAssertEqual(c.writeMethods, ["POST"])
         XCTAssertEqual(c.readRoutes, [RouteRule(method: "POST", pathPattern: "/search")])
@@ -135,7 +137,8 @@ final class LoadedValuesTests: XCTestCase {
         XCTAssertEqual(c.rateLimit, RateLimit(count: 200, periodMs: 1000, burst: 400))
         XCTAssertEqual(c.rateLimitKey, .header("X-Key"))
         XCTAssertEqual(c.rateLimitGlobal, RateLimit(count: 1000, periodMs: 1000, burst: 1000))
-        XCTAssertEqual(c.tls, TLSFiles(certificatePath: "/c.pem", privateKeyPath: "/k.pem", certificateAuthorityPath: "/ca.pem"))
+        XCTAssertEqual(
+            c.tls, TLSFiles(certificatePath: "/c.pem", privateKeyPath: "/k.pem", certificateAuthorityPath: "/ca.pem"))
         XCTAssertEqual(c.clusterSecret, "0123456789abcdef")
         XCTAssertEqual(c.adminToken, "t0ken")
         XCTAssertEqual(c.logLevel, .debug)
@@ -156,7 +159,8 @@ final class LoadedValuesTests: XCTestCase {
     }
 
     func testLogLevelsFollowSwiftLogsOrder() {
-        XCTAssertEqual(LogLevel.allCases.map(\.rawValue), ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        XCTAssertEqual(
+            LogLevel.allCases.map(\.rawValue), ["trace", "debug", "info", "notice", "warning", "error", "critical"])
         XCTAssertLessThan(LogLevel.debug, LogLevel.info)
         XCTAssertLessThan(LogLevel.error, LogLevel.critical)
     }
@@ -332,7 +336,10 @@ final class CombinationTests: XCTestCase {
         // Different hosts, or port 0 everywhere (each gets its own free port), do not clash.
         XCTAssertNoThrow(try load(["TANDEM_LISTEN": "127.0.0.1:9000", "TANDEM_ADMIN_LISTEN": "127.0.0.2:9000"]))
         XCTAssertNoThrow(
-            try load(["TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_PEER_LISTEN": "127.0.0.1:0", "TANDEM_ADMIN_LISTEN": "127.0.0.1:0"]))
+            try load([
+                "TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_PEER_LISTEN": "127.0.0.1:0",
+                "TANDEM_ADMIN_LISTEN": "127.0.0.1:0",
+            ]))
     }
 
     func testTLSNeedsCertificateKeyAndCATogether() throws {
@@ -352,7 +359,8 @@ final class CombinationTests: XCTestCase {
     func testTLSFilesMustBeReadable() {
         let environment = ["TANDEM_TLS_CERT": "/c", "TANDEM_TLS_KEY": "/missing/k", "TANDEM_TLS_CA": "/ca"]
         XCTAssertThrowsError(
-            try TandemConfiguration.load(environment: environment, hostName: "h", isReadableFile: { $0 != "/missing/k" })
+            try TandemConfiguration.load(
+                environment: environment, hostName: "h", isReadableFile: { $0 != "/missing/k" })
         ) { error in
             XCTAssertEqual((error as? ConfigError)?.kind, .unreadableFile)
             XCTAssertEqual(

@@ -95,11 +95,13 @@ final class EffectiveValuesTests: XCTestCase {
         "TANDEM_WRITE_METHODS": "PUT, POST", "TANDEM_BYPASS_ROUTES": "* /ws/*, GET /x", "TANDEM_MAX_BODY": "1.5MiB",
         "TANDEM_IDEMPOTENCY_TTL": "1440m", "TANDEM_RATE_LIMIT": "10/m", "TANDEM_RATE_LIMIT_KEY": "header:X-Key",
         "TANDEM_TLS_CERT": "/c", "TANDEM_TLS_KEY": "/k", "TANDEM_TLS_CA": "/ca",
-        "TANDEM_CLUSTER_SECRET": "s3cr3t-s3cr3t-s3cr3t", "TANDEM_ADMIN_TOKEN": "adm1n-t0ken", "TANDEM_LOG_LEVEL": "ERROR",
+        "TANDEM_CLUSTER_SECRET": "s3cr3t-s3cr3t-s3cr3t", "TANDEM_ADMIN_TOKEN": "adm1n-t0ken",
+        "TANDEM_LOG_LEVEL": "ERROR",
     ]
 
     func testEffectiveValuesLoadBackToTheSameConfiguration() throws {
-        let original = try TandemConfiguration.load(environment: environment, hostName: "h", isReadableFile: { _ in true })
+        let original = try TandemConfiguration.load(
+            environment: environment, hostName: "h", isReadableFile: { _ in true })
         var rendered: [String: String] = [:]
         for (name, value) in original.effectiveValues { rendered[name] = value }
         XCTAssertEqual(rendered["TANDEM_HEARTBEAT_INTERVAL"], "50ms")
@@ -121,7 +123,8 @@ final class EffectiveValuesTests: XCTestCase {
             XCTAssertEqual(name, variable.name)
             XCTAssertEqual(try TandemConfiguration.load(environment: [name: value], hostName: "h"), defaults, name)
         }
-        XCTAssertEqual(defaults.effectiveValues.first { $0.name == "TANDEM_WRITE_METHODS" }?.value, "POST,PUT,PATCH,DELETE")
+        XCTAssertEqual(
+            defaults.effectiveValues.first { $0.name == "TANDEM_WRITE_METHODS" }?.value, "POST,PUT,PATCH,DELETE")
         XCTAssertEqual(defaults.effectiveValues.first { $0.name == "TANDEM_IDLE_TIMEOUT" }?.value, "1m")
     }
 
