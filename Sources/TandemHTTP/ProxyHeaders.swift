@@ -33,6 +33,27 @@ public enum ProxyHeaders {
         }
     }
 
+    /// Fields that must not appear as trailers (RFC 9110 section 6.5.1): framing, routing, authentication,
+    /// request modifiers and content-processing fields. A recipient that merged them into the header section
+    /// would be smuggled a second, unchecked head.
+    public static let forbiddenTrailerFieldNames: [String] = [
+        "Content-Length", "Transfer-Encoding", "Host", "Trailer", "TE", "Connection", "Keep-Alive", "Upgrade",
+        "Proxy-Connection", "Authorization", "Proxy-Authorization", "Proxy-Authenticate", "WWW-Authenticate",
+        "Set-Cookie", "Cookie", "Content-Encoding", "Content-Type", "Content-Range", "Cache-Control", "Expect",
+        "Max-Forwards", "Pragma", "Range", "Age", "Expires", "Date", "Location", "Retry-After", "Vary",
+        "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range",
+    ]
+
+    /// Removes the fields that are not allowed as trailers before trailers are forwarded; returns how many.
+    @discardableResult
+    public static func removeForbiddenTrailers(from trailers: inout HTTPHeaders) -> Int {
+        let before = trailers.count
+        trailers.removeAll { field in
+            forbiddenTrailerFieldNames.contains { asciiCaseInsensitiveEquals($0, field.name) }
+        }
+        return before - trailers.count
+    }
+
     /// Appends the client's address to `X-Forwarded-For` (to the last existing field, so the list stays one
     /// comma-separated list) and to `Forwarded` as `for=<ip>;proto=<proto>`, quoting IPv6 as `for="[::1]"`
     /// (RFC 7239 section 6). `clientAddress` is a numeric IPv4 or IPv6 address without port.

@@ -68,3 +68,15 @@ final class ProxyHeadersTests: XCTestCase {
         XCTAssertEqual(headers, ["X": "1"])
     }
 }
+
+/// Trailers are forwarded only with fields a recipient may accept in a trailer section.
+final class TrailerRulesTests: XCTestCase {
+    func testFramingRoutingAndAuthenticationFieldsAreDroppedFromTrailersAndTheRestKept() {
+        var trailers: HTTPHeaders = [
+            "X-Checksum": "42", "content-length": "10", "Transfer-Encoding": "chunked", "Host": "evil",
+            "Authorization": "Bearer x", "Server-Timing": "app;dur=3", "Set-Cookie": "a=b",
+        ]
+        XCTAssertEqual(ProxyHeaders.removeForbiddenTrailers(from: &trailers), 5)
+        XCTAssertEqual(trailers, ["X-Checksum": "42", "Server-Timing": "app;dur=3"])
+    }
+}
