@@ -66,11 +66,12 @@ private struct UnknownsLinearized {
         class0Count <= other.class0Count && class1Count <= other.class1Count && distinct.isSubset(of: other.distinct)
     }
 
-    mutating func add(_ operation: Int, interchangeClass: Int?, _ delta: Int) {
+    /// Adds (`delta` 1) or removes (`delta` -1) `operation`, of `interchangeClass` (-1 for none).
+    mutating func add(_ operation: Int, interchangeClass: Int, _ delta: Int) {
         switch interchangeClass {
         case 0: class0Count += delta
         case 1: class1Count += delta
-        case nil: if delta > 0 { distinct.insert(operation) } else { distinct.remove(operation) }
+        case -1: if delta > 0 { distinct.insert(operation) } else { distinct.remove(operation) }
         default: preconditionFailure("interchangeable classes are 0 and 1")
         }
         assert(class0Count >= 0 && class1Count >= 0)
@@ -98,11 +99,18 @@ private extension Frame {
 private struct LinearizationSearch<Model: SequentialModel> {
     let operations: [IndexedOperation]
     let model: Model
+    // Per-operation facts computed once: the search consults them at every step.
     let isCompleted: [Bool]
+    let callTimeMs: [Int64]
+    let isBlindWrite: [Bool]
+    /// The interchangeable class of each operation, or -1 for none.
+    let interchangeClass: [Int]
     /// Unknown-outcome operations in call order.
     let unknownByCall: [Int]
     var list: EventList
     var completed: OperationSet
+    /// Invariant: the number of members of `completed`.
+    var completedCount = 0
     var unknown: UnknownsLinearized
     /// Which unknown operations are linearized, whether distinct or interchangeable (for `candidates()`).
     var unknownLinearized: OperationSet
@@ -121,8 +129,12 @@ private struct LinearizationSearch<Model: SequentialModel> {
         self.operations = operations
         self.model = model
         isCompleted = operations.map { $0.operation.output != nil && $0.operation.returnTimeMs != nil }
+        let callTimeMs = operations.map(\.operation.callTimeMs)
+        self.callTimeMs = callTimeMs
+        isBlindWrite = operations.map { model.isBlindWrite($0) }
+        interchangeClass = operations.map { model.interchangeClass($0) ?? -1 }
         unknownByCall = operations.indices.filter { operations[$0].operation.output == nil }
-            .sorted { (operations[$0].operation.callTimeMs, $0) < (operations[$1].operation.callTimeMs, $1) }
+            .sorted { callTimeMs[$0] != callTimeMs[$1] ? callTimeMs[$0] < callTimeMs[$1] : $0 < $1 }
         list = EventList(operations.map(\.operation), isCompleted: isCompleted)
         completed = OperationSet(capacity: operations.count)
         unknown = UnknownsLinearized(distinct: OperationSet(capacity: operations.count))
@@ -171,33 +183,52 @@ private struct LinearizationSearch<Model: SequentialModel> {
     }
 
     /// The operations that may be linearized now, except blind writes right after an unknown-outcome operation
-    /// (see the file header). Only called while a return is pending.
+    /// (see the file header), in call order. Only called while a return is pending.
     private func candidates(afterUnknown: Bool) -> [Int] {
-        var result: [Int] = []
+        var completedCalls: [Int] = []
         var node = list.next[EventList.head]
         while EventList.isCall(node) {
             let operation = EventList.operation(of: node)
-            if !(afterUnknown && model.isBlindWrite(operations[operation])) { result.append(operation) }
+            if !(afterUnknown && isBlindWrite[operation]) { completedCalls.append(operation) }
             node = list.next[node]
         }
         precondition(node != EventList.tail, "candidates are asked for only while a return is pending")
         let firstReturnMs = operations[EventList.operation(of: node)].operation.returnTimeMs!
-        var offeredClasses: Set<Int> = []
+        var unknownCalls: [Int] = []
+        var offeredClass = [false, false]
         for operation in unknownByCall {
-            if operations[operation].operation.callTimeMs > firstReturnMs { break }
-            if unknownLinearized.contains(operation) { continue }
-            if afterUnknown && model.isBlindWrite(operations[operation]) { continue }
-            if let interchangeClass = model.interchangeClass(operations[operation]) {
+            if callTimeMs[operation] > firstReturnMs { break }
+            if unknownLinearized.contains(operation) || (afterUnknown && isBlindWrite[operation]) { continue }
+            let interchangeClass = interchangeClass[operation]
+            if interchangeClass >= 0 {
                 // The earliest called of a class stands for all of them.
-                guard offeredClasses.insert(interchangeClass).inserted else { continue }
+                if offeredClass[interchangeClass] { continue }
+                offeredClass[interchangeClass] = true
             }
-            result.append(operation)
+            unknownCalls.append(operation)
         }
         // Trying candidates in call order follows the order the system most likely used, which finds a
-        // linearization of a correct history with little backtracking.
-        return result.sorted {
-            (operations[$0].operation.callTimeMs, $0) < (operations[$1].operation.callTimeMs, $1)
+        // linearization of a correct history with little backtracking. Both lists are in call order: merge them.
+        return mergedInCallOrder(completedCalls, unknownCalls)
+    }
+
+    private func mergedInCallOrder(_ left: [Int], _ right: [Int]) -> [Int] {
+        if right.isEmpty { return left }
+        var merged: [Int] = []
+        merged.reserveCapacity(left.count + right.count)
+        var (leftIndex, rightIndex) = (0, 0)
+        while leftIndex < left.count && rightIndex < right.count {
+            if callTimeMs[right[rightIndex]] < callTimeMs[left[leftIndex]] {
+                merged.append(right[rightIndex])
+                rightIndex += 1
+            } else {
+                merged.append(left[leftIndex])
+                leftIndex += 1
+            }
         }
+        merged += left[leftIndex...]
+        merged += right[rightIndex...]
+        return merged
     }
 
     private mutating func linearize(_ operation: Int) {
@@ -205,11 +236,12 @@ private struct LinearizationSearch<Model: SequentialModel> {
             list.unlink(EventList.callNode(operation))
             list.unlink(EventList.returnNode(operation))
             completed.insert(operation)
+            completedCount += 1
             returnsLeft -= 1
         } else {
             unknownLinearized.insert(operation)
             unknownCount += 1
-            unknown.add(operation, interchangeClass: model.interchangeClass(operations[operation]), 1)
+            unknown.add(operation, interchangeClass: interchangeClass[operation], 1)
         }
     }
 
@@ -219,31 +251,30 @@ private struct LinearizationSearch<Model: SequentialModel> {
             list.relink(EventList.returnNode(operation))
             list.relink(EventList.callNode(operation))
             completed.remove(operation)
+            completedCount -= 1
             returnsLeft += 1
             assert(list.isLinked(EventList.callNode(operation)))
         } else {
             unknownLinearized.remove(operation)
             unknownCount -= 1
-            unknown.add(operation, interchangeClass: model.interchangeClass(operations[operation]), -1)
+            unknown.add(operation, interchangeClass: interchangeClass[operation], -1)
         }
     }
 
     /// Records the current configuration; false when it, or a configuration dominating it, was explored before.
     private mutating func rememberIfNew() -> Bool {
         let key = MemoKey(completed: completed, state: state)
-        var explored = memo[key] ?? []
-        if explored.contains(where: { $0.isCovered(by: unknown) }) { return false }
-        if explored.count < exploredSetsPerKeyMax {
-            explored.append(unknown)
-            memo[key] = explored
-        }
+        let explored = memo[key]
+        if let explored, explored.contains(where: { $0.isCovered(by: unknown) }) { return false }
+        if (explored?.count ?? 0) < exploredSetsPerKeyMax { memo[key, default: []].append(unknown) }
         memoEntries += 1
         return true
     }
 
     /// Keeps the deepest dead end for the explanation: the operation whose return could not be met.
     private mutating func noteFailure() {
-        let depth = completed.count + unknownCount
+        assert(completedCount == completed.count)
+        let depth = completedCount + unknownCount
         guard depth > deepest.linearizedCount else { return }
         var node = list.next[EventList.head]
         while EventList.isCall(node) { node = list.next[node] }

@@ -54,10 +54,20 @@ struct OperationSet: Hashable {
     func contains(_ member: Int) -> Bool { words[member >> 6] & (1 << UInt64(member & 63)) != 0 }
     var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
 
-    /// True when every member of `self` is in `other` (both of the same capacity).
+    /// True when every member of `self` is in `other` (both of the same capacity). Written as a plain loop over
+    /// the buffers: it runs on every memo probe, and generic iteration is slow in debug builds.
     func isSubset(of other: OperationSet) -> Bool {
-        for (mine, theirs) in zip(words, other.words) where mine & ~theirs != 0 { return false }
-        return true
+        precondition(words.count == other.words.count, "sets of one partition have one capacity")
+        return words.withUnsafeBufferPointer { mine in
+            other.words.withUnsafeBufferPointer { theirs in
+                var index = 0
+                while index < mine.count {
+                    if mine[index] & ~theirs[index] != 0 { return false }
+                    index += 1
+                }
+                return true
+            }
+        }
     }
 }
 
