@@ -176,10 +176,14 @@ struct EnvironmentReader {
         return value
     }
 
+    /// One of the words the table lists for `name` (matched without regard to case), as a `K`.
     func keyword<K: RawRepresentable>(_ name: String, as type: K.Type) throws(ConfigError) -> K
     where K.RawValue == String {
         let value = text(name)
-        guard let keyword = K(rawValue: value.lowercased()) else {
+        guard case .keyword(let words) = TandemConfiguration.variable(named: name).kind else {
+            preconditionFailure("\(name) is not a keyword in the table")
+        }
+        guard words.contains(value.lowercased()), let keyword = K(rawValue: value.lowercased()) else {
             throw failure(
                 .invalidValue, name, value, "is not one of the accepted words",
                 TandemConfiguration.variable(named: name).accepts)

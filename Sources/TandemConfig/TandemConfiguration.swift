@@ -8,8 +8,12 @@
 public enum AppProtocol: String, CaseIterable, Sendable {
     /// HTTP/1.1.
     case http
-    /// The Redis protocol; accepted by the configuration for a later release.
+    /// The Redis protocol, for a later release; refused at start until `supported` includes it.
     case resp
+
+    /// The protocols this build serves. A protocol Tandem cannot serve is refused at start rather than
+    /// silently proxied as HTTP.
+    public static let supported: [AppProtocol] = [.http]
 }
 
 /// The default consistency of reads (PRODUCT.md "Reads").

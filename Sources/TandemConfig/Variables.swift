@@ -16,8 +16,8 @@ extension TandemConfiguration {
             "TANDEM_ADMIN_LISTEN", .listeners, default: "0.0.0.0:9400", .listenAddress,
             "Health, readiness, metrics, status and admin actions over HTTP."),
         ConfigVariable(
-            "TANDEM_PROTOCOL", .listeners, default: "http", .keyword(AppProtocol.allCases.map(\.rawValue)),
-            "The app's protocol (resp is reserved for a later release)."),
+            "TANDEM_PROTOCOL", .listeners, default: "http", .keyword(AppProtocol.supported.map(\.rawValue)),
+            "The app's protocol (resp will come in a later release)."),
         // Cluster.
         ConfigVariable(
             "TANDEM_NODE_ID", .cluster, default: "", shown: "the host name", .nodeID,

@@ -97,7 +97,7 @@ final class LoadedValuesTests: XCTestCase {
     func testEveryVariableIsParsedIntoItsTypedField() throws {
         let c = try load([
             "TANDEM_LISTEN": "[::]:0", "TANDEM_UPSTREAM": "app:3001", "TANDEM_PEER_LISTEN": "10.0.0.1:7401",
-            "TANDEM_ADMIN_LISTEN": "127.0.0.1:0", "TANDEM_PROTOCOL": "RESP", "TANDEM_NODE_ID": "n2",
+            "TANDEM_ADMIN_LISTEN": "127.0.0.1:0", "TANDEM_PROTOCOL": "HTTP", "TANDEM_NODE_ID": "n2",
             "TANDEM_PEERS": "n1=a:7400,n2=b:7400,n3=c:7400", "TANDEM_DATA_DIR": "/var/lib/tandem",
             "TANDEM_HEARTBEAT_INTERVAL": "50ms", "TANDEM_PHI_THRESHOLD": "12.5", "TANDEM_PHI_MIN_STDDEV": "20ms",
             "TANDEM_PHI_ACCEPTABLE_PAUSE": "0s", "TANDEM_ELECTION_TIMEOUT": "1.5s", "TANDEM_WRITE_METHODS": "POST",
@@ -116,7 +116,7 @@ final class LoadedValuesTests: XCTestCase {
         XCTAssertEqual(c.upstream.description, "app:3001")
         XCTAssertEqual(c.peerListen.description, "10.0.0.1:7401")
         XCTAssertEqual(c.adminListen.port, 0)
-        XCTAssertEqual(c.appProtocol, .resp)
+        XCTAssertEqual(c.appProtocol, .http)
         XCTAssertEqual(c.nodeID, "n2")
         XCTAssertEqual(c.otherPeers.map(\.id), ["n1", "n3"])
         XCTAssertEqual(c.dataDir, "/var/lib/tandem")
@@ -201,6 +201,12 @@ final class ErrorLineTests: XCTestCase {
         XCTAssertEqual(
             errorLine(["TANDEM_IDEMPOTENCY_TTL": "721h"]),
             "TANDEM_IDEMPOTENCY_TTL=\"721h\" is out of range; expected a duration from 1s to 720h")
+    }
+
+    func testAProtocolThisBuildCannotServeIsRefusedRatherThanProxiedAsHTTP() {
+        XCTAssertEqual(
+            errorLine(["TANDEM_PROTOCOL": "resp"]),
+            "TANDEM_PROTOCOL=\"resp\" is not one of the accepted words; expected http")
     }
 
     func testBadSizesAndAddressesAndWords() {
