@@ -136,6 +136,9 @@ public func checkLinearizability(
     var sawTimeout = false
     for partition in partitionByKey(history) {
         let outcome: PartitionOutcome
+        if let explanation = precheck(partition, reportKey: partition.reportKey) {
+            return .notLinearizable(key: partition.reportKey, explanation: explanation)
+        }
         switch partition.key {
         case .kv(let key):
             outcome = searchLinearization(

@@ -125,6 +125,14 @@ enum PartitionKey: Hashable, Comparable {
 struct Partition {
     var key: PartitionKey
     var operations: [IndexedOperation]
+
+    /// The key as `CheckResult` names it: the key itself, or `"counter:" + name`.
+    var reportKey: String {
+        switch key {
+        case .kv(let key): return key
+        case .counter(let name): return "counter:" + name
+        }
+    }
 }
 
 /// An operation, its index in the history the caller passed in, and what the search may assume about it.

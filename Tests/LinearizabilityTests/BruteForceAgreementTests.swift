@@ -37,7 +37,7 @@ final class BruteForceAgreementTests: XCTestCase {
 
     func testTheCheckerAgreesWithBruteForceOnSmallRandomCounterHistories() {
         var random = SeededGenerator(seed: 7)
-        for round in 0..<1_000 {
+        for round in 0..<2_000 {
             let history = randomCounterHistory(operationCount: Int.random(in: 1...7, using: &random), random: &random)
             XCTAssertEqual(
                 checkLinearizability(history) == .linearizable, bruteForceLinearizable(history),

@@ -205,3 +205,37 @@ final class UnknownOutcomeScalingTests: XCTestCase {
         XCTAssertEqual(key, "counter:c")
     }
 }
+
+/// Violations that need no search are found at once and explained in plain words.
+final class PrecheckTests: XCTestCase {
+    func explanation(_ history: [KVOperation]) -> String? {
+        if case .notLinearizable(_, let explanation) = checkLinearizability(history, maxSteps: 1) { return explanation }
+        return nil
+    }
+
+    func testAReadOfAValueNobodyPutIsExplainedWithoutSearching() throws {
+        // A one-step budget proves that no search was needed.
+        let text = try XCTUnwrap(explanation([put("x", "1", 0, 10), get("x", "2", 20, 30)]))
+        XCTAssertTrue(text.contains("no operation ever put"), text)
+    }
+
+    func testAReadOfAValuePutOnlyAfterTheReadReturnedIsExplained() throws {
+        let text = try XCTUnwrap(explanation([get("x", "1", 0, 10), unknown(.put(key: "x", value: "1"), 20)]))
+        XCTAssertTrue(text.contains("after the read returned"), text)
+    }
+
+    func testACounterAboveEveryPossibleIncrementIsExplained() throws {
+        let text = try XCTUnwrap(
+            explanation([increment("c", returning: 1, 0, 10), readCounter("c", 2, 20, 30)]))
+        XCTAssertTrue(text.contains("between 1 and 1 increments"), text)
+    }
+
+    func testACounterBelowTheIncrementsThatSurelyHappenedIsExplained() throws {
+        let text = try XCTUnwrap(
+            explanation([
+                increment("c", returning: 1, 0, 10), increment("c", returning: 2, 20, 30),
+                readCounter("c", 1, 40, 50),
+            ]))
+        XCTAssertTrue(text.contains("between 2 and 2 increments"), text)
+    }
+}
