@@ -133,13 +133,31 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
 // MARK: - ASCII helpers shared by the module
 
 /// Compares two strings ignoring ASCII case only (header names and tokens are ASCII), without allocating.
+/// Native strings take the fast path over their contiguous UTF-8; others fall back to the UTF-8 views.
 @inlinable
 func asciiCaseInsensitiveEquals<A: StringProtocol, B: StringProtocol>(_ lhs: A, _ rhs: B) -> Bool {
     let left = lhs.utf8
     let right = rhs.utf8
     guard left.count == right.count else { return false }
+    let fast = left.withContiguousStorageIfAvailable { leftBytes in
+        right.withContiguousStorageIfAvailable { rightBytes in
+            asciiCaseInsensitiveEquals(UnsafeRawBufferPointer(leftBytes), UnsafeRawBufferPointer(rightBytes))
+        }
+    }
+    if let fast, let result = fast { return result }
     for (a, b) in zip(left, right) where a != b {
         if asciiLowercased(a) != asciiLowercased(b) { return false }
+    }
+    return true
+}
+
+@inlinable
+func asciiCaseInsensitiveEquals(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Bool {
+    guard left.count == right.count else { return false }
+    for index in 0..<left.count {
+        let a = left[index]
+        let b = right[index]
+        if a != b && asciiLowercased(a) != asciiLowercased(b) { return false }
     }
     return true
 }

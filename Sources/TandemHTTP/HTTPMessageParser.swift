@@ -393,11 +393,12 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
     private func fieldValueString(_ value: UnsafeRawBufferPointer) throws(HTTPParseError) -> String {
         var sawNonASCII = false
         for byte in value {
-            if byte >= 0x80 {
-                sawNonASCII = true
-            } else if (byte < ASCII.space && byte != ASCII.tab) || byte == ASCII.delete {
+            // One compare for the common case, SP and visible ASCII (0x20...0x7E).
+            if byte &- ASCII.space < 0x5F || byte == ASCII.tab { continue }
+            guard byte >= 0x80 else {
                 throw HTTPParseError(.invalidHeaderValue, "a field value contains a control character")
             }
+            sawNonASCII = true
         }
         guard sawNonASCII else { return value.asciiString() }
         guard let decoded = String(validating: value, as: UTF8.self) else {
