@@ -77,7 +77,8 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
 
     var phase: HTTPParserPhase {
         switch state {
-        case .startLine: return lineBuffer.isEmpty && sectionBytesUsed == 0 ? .idle : .head
+        // Empty lines before a start line are ignored (they only use up its budget), so they leave it idle.
+        case .startLine: return lineBuffer.isEmpty ? .idle : .head
         case .headerLines: return .head
         case .tunnel: return .tunnel
         case .failed: return .failed
@@ -187,11 +188,13 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
             return .proceed
         case .untilCloseBody:
             guard index < bytes.count else { return .needMoreBytes }
+            // Deliver up to the limit first, so the outcome does not depend on how the input was split.
             let available = Int64(bytes.count - index)
-            guard available <= limits.bodyMaxBytes - bodyBytesSeen else {
+            let allowed = limits.bodyMaxBytes - bodyBytesSeen
+            if allowed > 0 { _ = deliverBody(bytes, &index, upTo: min(available, allowed), onEvent) }
+            guard available <= allowed else {
                 throw HTTPParseError(.bodyTooLarge, "the body exceeds \(limits.bodyMaxBytes) bytes")
             }
-            _ = deliverBody(bytes, &index, upTo: available, onEvent)
             return .proceed
         case .tunnel, .failed:
             preconditionFailure("step in a terminal state")

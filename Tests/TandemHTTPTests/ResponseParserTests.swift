@@ -163,3 +163,38 @@ final class ResponseParserTests: XCTestCase {
         XCTAssertEqual(parser.pendingRequestCount, 0)
     }
 }
+
+/// Edge cases of close-delimited bodies and of empty lines between messages.
+final class ResponseEdgeTests: XCTestCase {
+    func testACloseDelimitedBodyOverItsLimitDeliversExactlyTheLimitWhateverTheSplit() {
+        let text = "HTTP/1.1 200 OK\r\n\r\n" + String(repeating: "x", count: 20)
+        for pieceBytes in [0, 1, 7] {
+            var parser = HTTPResponseParser(limits: HTTPLimits(bodyMaxBytes: 12))
+            parser.expect(requestMethod: "GET")
+            var delivered = 0
+            var failure: HTTPParseError.Code?
+            var offset = 0
+            let bytes = text.bytes
+            while offset < bytes.count, failure == nil {
+                let end = pieceBytes == 0 ? bytes.count : min(bytes.count, offset + pieceBytes)
+                do {
+                    offset += try bytes[offset..<end].withUnsafeBytes { raw in
+                        try parser.parse(raw) { if case .body(let body) = $0 { delivered += body.count } }
+                    }
+                } catch {
+                    failure = (error as? HTTPParseError)?.code
+                }
+            }
+            XCTAssertEqual(delivered, 12, "pieces of \(pieceBytes)")
+            XCTAssertEqual(failure, .bodyTooLarge, "pieces of \(pieceBytes)")
+        }
+    }
+
+    func testEmptyLinesAfterAMessageLeaveTheParserIdleSoACloseIsClean() throws {
+        var parser = HTTPRequestParser()
+        _ = try "GET / HTTP/1.1\r\nHost: a\r\n\r\n".bytes.withUnsafeBytes { try parser.parse($0) { _ in } }
+        _ = try "\r\n".bytes.withUnsafeBytes { try parser.parse($0) { _ in } }
+        XCTAssertTrue(parser.isIdle)
+        XCTAssertNoThrow(try parser.finishAtEOF())
+    }
+}
