@@ -32,6 +32,16 @@ enum PartitionOutcome {
 
 /// The most memo entries one partition may create; beyond it the search gives up (it is exponential at worst).
 let memoEntriesMax = 2_000_000
+/// The memory the memo of one partition may use, roughly. An entry holds two operation sets of one bit per
+/// operation plus fixed overheads, so long partitions get fewer entries: the machine is shared.
+let memoBytesMax = 256 << 20
+
+/// The memo entry limit for a partition of `operationCount` operations (see `memoBytesMax`).
+func memoEntriesLimit(operationCount: Int) -> Int {
+    let setBytes = 8 * ((operationCount + 63) / 64) + 32
+    let entryBytes = 2 * setBytes + 96
+    return min(memoEntriesMax, memoBytesMax / entryBytes)
+}
 /// The most unknown-operation sets kept per (completed set, state); more are explored but not remembered.
 let exploredSetsPerKeyMax = 64
 
@@ -122,6 +132,7 @@ private struct LinearizationSearch<Model: SequentialModel> {
     /// which failed, or the search would have ended).
     var memo: [MemoKey<Model.State>: [UnknownsLinearized]] = [:]
     var memoEntries = 0
+    let memoEntriesLimit: Int
     var frames: [Frame<Model.State>] = []
     var deepest = DeepestFailure<Model.State>()
 
@@ -141,6 +152,7 @@ private struct LinearizationSearch<Model: SequentialModel> {
         unknownLinearized = OperationSet(capacity: operations.count)
         returnsLeft = isCompleted.filter { $0 }.count
         state = model.initialState
+        memoEntriesLimit = TandemLinearizability.memoEntriesLimit(operationCount: operations.count)
     }
 
     /// True when a linearization exists, false when none does, nil when the budget ran out first.
@@ -149,7 +161,7 @@ private struct LinearizationSearch<Model: SequentialModel> {
         _ = rememberIfNew()
         frames = [Frame(candidates: candidates(afterUnknown: false), state: state)]
         while true {
-            guard budget.spendStep(), memoEntries < memoEntriesMax else { return nil }
+            guard budget.spendStep(), memoEntries < memoEntriesLimit else { return nil }
             let top = frames.count - 1
             guard frames[top].nextCandidate < frames[top].candidates.count else {
                 if !backtrack() { return false }

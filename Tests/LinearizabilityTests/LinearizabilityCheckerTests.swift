@@ -1,5 +1,6 @@
-import TandemLinearizability
 import XCTest
+
+@testable import TandemLinearizability
 
 /// The checker's verdicts on small histories whose answer is known by hand.
 final class LinearizabilityCheckerTests: XCTestCase {
@@ -237,5 +238,14 @@ final class PrecheckTests: XCTestCase {
                 readCounter("c", 1, 40, 50),
             ]))
         XCTAssertTrue(text.contains("between 2 and 2 increments"), text)
+    }
+}
+
+final class MemoryBoundTests: XCTestCase {
+    func testTheMemoOfALongPartitionIsBoundedByMemoryNotOnlyByCount() {
+        XCTAssertGreaterThan(memoEntriesLimit(operationCount: 10), 1_000_000)
+        let longPartitionEntries = memoEntriesLimit(operationCount: 10_000)
+        XCTAssertLessThan(longPartitionEntries, 2_000_000)
+        XCTAssertLessThanOrEqual(longPartitionEntries * 2 * (10_000 / 8), 256 << 20)
     }
 }
