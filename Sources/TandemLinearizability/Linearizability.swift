@@ -124,8 +124,9 @@ public enum CheckResult: Sendable, Hashable {
 /// Checks whether `history` is linearizable with respect to the key-value model of the module header.
 ///
 /// Each key (and each counter) is checked on its own, which is sound because linearizability is compositional.
-/// Partitions are checked in sorted key order, so the first violation reported is deterministic. A violation found
-/// in any partition is reported even when another partition timed out.
+/// Partitions are checked smallest first (ties in key order), so the first violation reported is deterministic and
+/// a shared budget settles as many partitions as it can. Each partition's linear-time prechecks run even after the
+/// budget is spent, and any violation found is reported even when another partition timed out.
 /// - Parameters:
 ///   - history: the operations, in any order.
 ///   - timeoutMs: wall-clock budget for the whole check.

@@ -160,7 +160,8 @@ func isRead(_ input: KVInput) -> Bool {
     }
 }
 
-/// Splits `history` into partitions in sorted key order. Reads with unknown outcome are dropped: they constrain
+/// Splits `history` into partitions, smallest first (ties in key order), so that a shared budget settles as many
+/// partitions as it can before a large one consumes it. Reads with unknown outcome are dropped: they constrain
 /// nothing and would only slow the search.
 func partitionByKey(_ history: [KVOperation]) -> [Partition] {
     var byKey: [PartitionKey: [IndexedOperation]] = [:]
@@ -169,9 +170,11 @@ func partitionByKey(_ history: [KVOperation]) -> [Partition] {
         byKey[partitionKey(of: operation.input), default: []].append(
             IndexedOperation(historyIndex: index, operation: operation))
     }
-    return byKey.keys.sorted().map { key in
-        Partition(key: key, operations: markingUnobservableWrites(byKey[key]!))
+    let order = byKey.keys.sorted { left, right in
+        let (leftCount, rightCount) = (byKey[left]!.count, byKey[right]!.count)
+        return leftCount != rightCount ? leftCount < rightCount : left < right
     }
+    return order.map { key in Partition(key: key, operations: markingUnobservableWrites(byKey[key]!)) }
 }
 
 /// Every key of the key-value namespace that `history` touches.

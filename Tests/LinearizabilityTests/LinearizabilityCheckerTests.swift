@@ -249,3 +249,18 @@ final class MemoryBoundTests: XCTestCase {
         XCTAssertLessThanOrEqual(longPartitionEntries * 2 * (10_000 / 8), 256 << 20)
     }
 }
+
+final class SharedBudgetTests: XCTestCase {
+    func testAViolationFoundByPrecheckIsReportedEvenAfterTheBudgetRanOut() {
+        let needsSearch = [put("b", "1", 0, 10), put("b", "2", 0, 10), get("b", "2", 20, 30)]
+        let plainlyWrong = [
+            put("c", "1", 0, 10), put("c", "2", 20, 30), get("c", "2", 40, 50),
+            put("c", "3", 60, 70), get("c", "9", 80, 90),
+        ]
+        XCTAssertEqual(checkLinearizability(needsSearch, maxSteps: 1), .timedOut)
+        guard case .notLinearizable(let key, _) = checkLinearizability(needsSearch + plainlyWrong, maxSteps: 1) else {
+            return XCTFail("the precheck violation was not reported")
+        }
+        XCTAssertEqual(key, "c")
+    }
+}

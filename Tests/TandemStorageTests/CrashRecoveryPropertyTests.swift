@@ -20,7 +20,7 @@ final class CrashRecoveryPropertyTests: XCTestCase {
         var options = WALOptions()
         options.segmentSizeBytes = 3_000
         options.writeBufferBytes = 700
-        for trial in 0..<30 {
+        for trial in 0..<20 {
             let directory = makeTemporaryDirectory(self)
             var states = [ModelState()]
             var lastSyncedState = 0
