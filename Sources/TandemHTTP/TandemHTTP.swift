@@ -29,21 +29,22 @@ public enum HTTPVersion: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Bounds on everything the parsers buffer or accept. Each bound has a defined answer at the bound: the parser
-/// throws an `HTTPParseError` whose `statusCode` is what the proxy answers (414, 431, 413, 400).
+/// Bounds on everything the parsers buffer or accept, checked once at creation (the fields are constants). Each
+/// bound has a defined answer at the bound: the parser throws an `HTTPParseError` whose `statusCode` is what the
+/// proxy answers (414, 431, 413, 400).
 public struct HTTPLimits: Sendable, Hashable {
     /// Maximum bytes of the request line or status line, including its CRLF (and any empty lines before it).
-    public var requestLineMaxBytes: Int
+    public let requestLineMaxBytes: Int
     /// Maximum bytes of the header section after the start line, including every CRLF and the final empty line.
-    public var headerBlockMaxBytes: Int
+    public let headerBlockMaxBytes: Int
     /// Maximum number of header fields (and, separately, of trailer fields).
-    public var headerCountMax: Int
+    public let headerCountMax: Int
     /// Maximum bytes of message content (the decoded body, without chunk framing).
-    public var bodyMaxBytes: Int64
+    public let bodyMaxBytes: Int64
     /// Maximum bytes of one chunk-size line, including extensions and its CRLF.
-    public var chunkLineMaxBytes: Int
+    public let chunkLineMaxBytes: Int
     /// Maximum bytes of the trailer section, including every CRLF and the final empty line.
-    public var trailerBlockMaxBytes: Int
+    public let trailerBlockMaxBytes: Int
 
     /// Creates limits; the defaults are those of the product contract (8 KiB request line, 64 KiB header block,
     /// 100 fields, 16 MiB body).
