@@ -167,13 +167,15 @@ extension RaftNode {
         }
     }
 
-    /// Asks again, every heartbeat interval, the members that have not answered: a lost request or answer would
-    /// otherwise cost a whole election timeout. Requests are idempotent within a term.
+    /// Asks again, every half heartbeat interval, the members that have not granted: a lost request or answer
+    /// would otherwise cost a whole election timeout. Requests are idempotent within a term. A pre-vote refusal is
+    /// only "not yet" (the voter heard the leader less than `leaderStickinessMs` ago), so refusers are asked again;
+    /// a real vote refusal is final for the term, so only silent members are.
     mutating func resendVoteRequests() {
         guard nowMs >= voteResendDueMs else { return }
-        voteResendDueMs = nowMs + config.heartbeatIntervalMs
+        voteResendDueMs = nowMs + max(1, config.heartbeatIntervalMs / 2)
         let preVote = role == .preCandidate
-        for peer in others where votes[peer] == nil {
+        for peer in others where preVote ? votes[peer] != true : votes[peer] == nil {
             let request = VoteRequest(from: config.id, to: peer, term: preVote ? term + 1 : term,
                                       lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
                                       leadershipTransfer: campaignIsTransfer)
