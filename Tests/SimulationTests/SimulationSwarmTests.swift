@@ -23,7 +23,12 @@ final class SimulationSwarmTests: XCTestCase {
         var failures = 0
         var worstHealMs: Int64 = 0
         var timedOutChecks = 0
-        for seed in seeds {
+        for (done, seed) in seeds.enumerated() {
+            if seeds.count >= 2000 && done > 0 && done % 1000 == 0 {
+                print("simulation progress: \(done) seeds, \(failures) failing, "
+                      + "\(String(format: "%.0f", Date().timeIntervalSince(started))) s")
+                fflush(stdout)
+            }
             let simulation = Simulation(options: .everyFault(seed: seed))
             simulation.tracing = seeds.count == 1 && environment["TANDEM_SIM_VERBOSE"] != nil
             let report = simulation.run()
