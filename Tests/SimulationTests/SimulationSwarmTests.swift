@@ -27,7 +27,6 @@ final class SimulationSwarmTests: XCTestCase {
             if seeds.count >= 2000 && done > 0 && done % 1000 == 0 {
                 print("simulation progress: \(done) seeds, \(failures) failing, "
                       + "\(String(format: "%.0f", Date().timeIntervalSince(started))) s")
-                fflush(stdout)
             }
             let simulation = Simulation(options: .everyFault(seed: seed))
             simulation.tracing = seeds.count == 1 && environment["TANDEM_SIM_VERBOSE"] != nil
