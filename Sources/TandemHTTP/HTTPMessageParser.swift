@@ -56,6 +56,9 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         case failed(HTTPParseError)
     }
 
+    /// The largest line buffer kept between lines; larger ones are freed once their line is complete.
+    static var retainedLineCapacityMax: Int { 1024 }
+
     var role: Role
     let limits: HTTPLimits
     private(set) var state: State = .startLine
@@ -89,10 +92,13 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
     /// Bytes of an unfinished line held between calls (never more than the current section's budget).
     var bufferedLineBytes: Int { lineBuffer.count }
 
+    /// Memory held for split lines between calls (for tests of the retention bound).
+    var lineBufferCapacityBytes: Int { lineBuffer.capacity }
+
     /// Discards any partial message and returns to the idle state.
     mutating func reset() {
         state = .startLine
-        lineBuffer.removeAll(keepingCapacity: true)
+        lineBuffer = []
         sectionBytesUsed = 0
         fields = HTTPHeaders()
         bodyBytesSeen = 0
@@ -280,8 +286,12 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         var line: [UInt8] = []
         swap(&line, &lineBuffer)
         defer {
-            swap(&line, &lineBuffer)
-            lineBuffer.removeAll(keepingCapacity: true)
+            // Keep a small buffer for the next split line, but give a large one back: an idle keep-alive
+            // connection must not hold a 64 KiB header line's worth of memory for its lifetime.
+            if line.capacity <= Self.retainedLineCapacityMax {
+                swap(&line, &lineBuffer)
+                lineBuffer.removeAll(keepingCapacity: true)
+            }
         }
         let outcome: Result<StepOutcome, HTTPParseError> = line.withUnsafeBytes { raw in
             Result { () throws(HTTPParseError) in try completeLine(raw, onEvent) }

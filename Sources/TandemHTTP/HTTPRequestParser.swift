@@ -74,6 +74,9 @@ public struct HTTPRequestParser: Sendable {
     /// Bytes of a partial line held between calls; bounded by the limit of the section being read.
     public var bufferedLineBytes: Int { engine.bufferedLineBytes }
 
+    /// Memory held for split lines between calls (for tests of the retention bound).
+    var lineBufferCapacityBytes: Int { engine.lineBufferCapacityBytes }
+
     /// Where the parser is: idle between requests, in a head, in a body, or failed.
     public var phase: HTTPParserPhase { engine.phase }
     /// True between requests with no byte of the next one consumed.
