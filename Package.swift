@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "TandemConsensus"),
         .target(name: "TandemLinearizability"),
         .target(name: "TandemStorage"),
+        .target(name: "TandemOverload"),
+        .target(name: "TandemStatusPage"),
         .target(name: "TandemSimulator", dependencies: ["TandemConsensus", "TandemLinearizability"]),
 
         // The only module that touches libevent.
@@ -53,7 +55,8 @@ let package = Package(
         .target(
             name: "TandemSidecar",
             dependencies: [
-                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemNode",
+                "TandemNet", "TandemHTTP", "TandemConfig", "TandemConsensus", "TandemNode", "TandemOverload",
+                "TandemStatusPage",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -71,8 +74,11 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
         .testTarget(name: "TandemStorageTests", dependencies: ["TandemStorage"]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "TandemNet", "TandemConsensus"]),
+        .testTarget(name: "TandemOverloadTests", dependencies: ["TandemOverload"]),
+        .testTarget(name: "TandemStatusPageTests", dependencies: ["TandemStatusPage"]),
+        .testTarget(name: "DeploymentTests", dependencies: ["TandemConfig"]),
         .testTarget(name: "TandemNetTests", dependencies: ["TandemNet"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TandemHTTP"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TandemHTTP", "TandemLinearizability"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -18,13 +18,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start_app app
 curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
-start_tandem n1 "$APP_PORT" TANDEM_LOG_LEVEL=warning
+start_tandem n1 "$APP_PORT"
 TANDEM_PORT=$CLIENT_PORT
 
 HAPROXY_PORT=$(free_port)
 cat >"$WORKDIR/haproxy.cfg" <<CFG
 global
-  maxconn 20000
+  maxconn 8000
   nbthread 1
 defaults
   mode http

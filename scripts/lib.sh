@@ -34,6 +34,7 @@ start_app() {
   local log="$WORKDIR/$1.log"
   "$BIN/example-kv" --port 0 >"$log" 2>&1 &
   APP_PID=$!
+  disown "$APP_PID"  # no job-control notices when the demo kills it on purpose
   PIDS+=("$APP_PID")
   APP_PORT=$(wait_for_line "$log" "listening on" | sed 's/.*://')
 }
@@ -47,6 +48,7 @@ start_tandem() {
     TANDEM_UPSTREAM="127.0.0.1:$upstream" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID="$name" \
     TANDEM_DATA_DIR="$WORKDIR/$name-data" "$@" "$BIN/tandem" >"$log" 2>&1 &
   TANDEM_PID=$!
+  disown "$TANDEM_PID"
   PIDS+=("$TANDEM_PID")
   local line
   line=$(wait_for_line "$log" '"msg":"listening"')

@@ -50,9 +50,14 @@ enum StatusTable {
             guard let value, !(value is NSNull) else { return "-" }
             return "\(value)"
         }
+        func yesNo(_ value: Any?) -> String { (value as? Bool).map { $0 ? "yes" : "no" } ?? "-" }
+        func decimal(_ value: Any?) -> String {
+            guard let number = value as? Double else { return "-" }
+            return String(format: "%.2f", abs(number) < 0.005 ? 0 : number)
+        }
         var lines = [
             "node \(text(status["id"]))  role \(text(status["role"]))  term \(text(status["term"]))  leader \(text(status["leader"]))",
-            "commit \(text(status["commitIndex"]))  applied \(text(status["appliedIndex"]))  diverged \(text(status["diverged"]))",
+            "commit \(text(status["commitIndex"]))  applied \(text(status["appliedIndex"]))  diverged \(yesNo(status["diverged"]))",
         ]
         let peers = status["peers"] as? [[String: Any]] ?? []
         if !peers.isEmpty {
@@ -61,7 +66,7 @@ enum StatusTable {
             var rows = [header]
             for peer in peers {
                 rows.append([
-                    text(peer["id"]), text(peer["address"]), text(peer["connected"]), text(peer["phi"]),
+                    text(peer["id"]), text(peer["address"]), yesNo(peer["connected"]), decimal(peer["phi"]),
                     text(peer["matchIndex"]), text(peer["lagEntries"]), text(peer["lastContactMs"]),
                 ])
             }

@@ -18,7 +18,7 @@ struct Tandem: ParsableCommand {
         abstract: "A sidecar that makes an unmodified service highly available.",
         discussion: "Run `tandem` (or `tandem serve`) beside each replica of your app.\n\n"
             + TandemConfiguration.helpText(),
-        subcommands: [Serve.self, Status.self, TransferLeadership.self],
+        subcommands: [Serve.self, Status.self, TransferLeadership.self, ConfigReference.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -47,6 +47,16 @@ struct Serve: ParsableCommand {
         }
         let code = sidecar.run()
         if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// Prints the configuration reference as Markdown, from the same table the parser uses (the README embeds it).
+struct ConfigReference: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config-reference", abstract: "Print the configuration reference as Markdown.")
+
+    func run() throws {
+        print(TandemConfiguration.markdownTable(), terminator: "")
     }
 }
 
