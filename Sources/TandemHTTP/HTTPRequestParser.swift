@@ -15,8 +15,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var keepAlive: Bool
     /// How the body is delimited.
     public var framing: BodyFraming
-    /// `Expect: 100-continue` on an HTTP/1.1 request: answer `100 Continue` (or a final status) before the
-    /// client sends the body.
+    /// `Expect: 100-continue` on an HTTP/1.1 request with content to send (chunked, or a non-zero
+    /// Content-Length): answer `100 Continue` (or a final status) before the client sends the body.
     public var expectsContinue: Bool
     /// The `Upgrade` field when `Connection` names `upgrade` (HTTP/1.1 only, RFC 9110 section 7.8), else nil.
     public var upgrade: String?
@@ -118,7 +118,9 @@ struct RequestRole: HTTPMessageRole {
         let fields = FramingFields(scanning: headers)
         let plan = try fields.declaredFraming(version: version) ?? .none
         try checkHost(fields.hostValues)
-        let expectsContinue = try checkExpectation(fields.expectValues)
+        // A client waiting for 100 Continue only needs it when it has content to send.
+        let hasContent = plan == .chunked || (plan != .none && plan != .contentLength(0))
+        let expectsContinue = try checkExpectation(fields.expectValues) && hasContent
         let framing: BodyFraming
         switch plan {
         case .none: framing = .none

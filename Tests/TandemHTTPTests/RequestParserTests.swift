@@ -117,6 +117,17 @@ final class RequestParserTests: XCTestCase {
         XCTAssertEqual(feedRequests(v10).messages.first?.head?.expectsContinue, false)
         let none = "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx".bytes
         XCTAssertEqual(feedRequests(none).messages.first?.head?.expectsContinue, false)
+        let chunked = "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        XCTAssertEqual(feedRequests(chunked.bytes).messages.first?.head?.expectsContinue, true)
+    }
+
+    func testExpect100ContinueIsNotReportedWhenThereIsNoContentToWaitFor() {
+        for framing in ["Content-Length: 0\r\n", ""] {
+            let input = "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\(framing)\r\n".bytes
+            let outcome = feedRequests(input)
+            XCTAssertNil(outcome.error)
+            XCTAssertEqual(outcome.messages.first?.head?.expectsContinue, false, framing)
+        }
     }
 
     func testTheHeadIsReportedBeforeAnyBodyByteArrivesSoTheProxyCanAnswer100Continue() throws {
