@@ -119,7 +119,7 @@ struct RequestRole: HTTPMessageRole {
         let plan = try fields.declaredFraming(version: version) ?? .none
         try checkHost(fields.hostValues)
         // A client waiting for 100 Continue only needs it when it has content to send.
-        let hasContent = plan == .chunked || (plan != .none && plan != .contentLength(0))
+        let hasContent = plan != .none && plan != .contentLength(0)
         let expectsContinue = try checkExpectation(fields.expectValues) && hasContent
         let framing: BodyFraming
         switch plan {
