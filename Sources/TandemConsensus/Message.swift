@@ -8,9 +8,15 @@ public struct VoteRequest: Equatable, Sendable {
     public var lastLogIndex: UInt64, lastLogTerm: UInt64
     /// Set when the old leader asked for this election (TimeoutNow): voters skip their leader stickiness.
     public var leadershipTransfer: Bool
-    public init(from: NodeID, to: NodeID, term: UInt64, lastLogIndex: UInt64, lastLogTerm: UInt64, leadershipTransfer: Bool) {
-        self.from = from; self.to = to; self.term = term
-        self.lastLogIndex = lastLogIndex; self.lastLogTerm = lastLogTerm; self.leadershipTransfer = leadershipTransfer
+    public init(
+        from: NodeID, to: NodeID, term: UInt64, lastLogIndex: UInt64, lastLogTerm: UInt64, leadershipTransfer: Bool
+    ) {
+        self.from = from
+        self.to = to
+        self.term = term
+        self.lastLogIndex = lastLogIndex
+        self.lastLogTerm = lastLogTerm
+        self.leadershipTransfer = leadershipTransfer
     }
 }
 
@@ -19,7 +25,10 @@ public struct VoteResponse: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
     public var granted: Bool
     public init(from: NodeID, to: NodeID, term: UInt64, granted: Bool) {
-        self.from = from; self.to = to; self.term = term; self.granted = granted
+        self.from = from
+        self.to = to
+        self.term = term
+        self.granted = granted
     }
 }
 
@@ -29,10 +38,17 @@ public struct AppendEntries: Equatable, Sendable {
     public var prevLogIndex: UInt64, prevLogTerm: UInt64
     public var entries: [Entry]
     public var leaderCommit: UInt64
-    public init(from: NodeID, to: NodeID, term: UInt64, prevLogIndex: UInt64, prevLogTerm: UInt64, entries: [Entry], leaderCommit: UInt64) {
-        self.from = from; self.to = to; self.term = term
-        self.prevLogIndex = prevLogIndex; self.prevLogTerm = prevLogTerm
-        self.entries = entries; self.leaderCommit = leaderCommit
+    public init(
+        from: NodeID, to: NodeID, term: UInt64, prevLogIndex: UInt64, prevLogTerm: UInt64, entries: [Entry],
+        leaderCommit: UInt64
+    ) {
+        self.from = from
+        self.to = to
+        self.term = term
+        self.prevLogIndex = prevLogIndex
+        self.prevLogTerm = prevLogTerm
+        self.entries = entries
+        self.leaderCommit = leaderCommit
     }
 }
 
@@ -45,9 +61,18 @@ public struct AppendResponse: Equatable, Sendable {
     public var matchIndex: UInt64
     public var rejectedIndex: UInt64
     public var hintIndex: UInt64, hintTerm: UInt64
-    public init(from: NodeID, to: NodeID, term: UInt64, success: Bool, matchIndex: UInt64, rejectedIndex: UInt64, hintIndex: UInt64, hintTerm: UInt64) {
-        self.from = from; self.to = to; self.term = term; self.success = success; self.matchIndex = matchIndex
-        self.rejectedIndex = rejectedIndex; self.hintIndex = hintIndex; self.hintTerm = hintTerm
+    public init(
+        from: NodeID, to: NodeID, term: UInt64, success: Bool, matchIndex: UInt64, rejectedIndex: UInt64,
+        hintIndex: UInt64, hintTerm: UInt64
+    ) {
+        self.from = from
+        self.to = to
+        self.term = term
+        self.success = success
+        self.matchIndex = matchIndex
+        self.rejectedIndex = rejectedIndex
+        self.hintIndex = hintIndex
+        self.hintTerm = hintTerm
     }
 }
 
@@ -58,7 +83,11 @@ public struct Heartbeat: Equatable, Sendable {
     public var commitIndex: UInt64
     public var round: UInt64
     public init(from: NodeID, to: NodeID, term: UInt64, commitIndex: UInt64, round: UInt64) {
-        self.from = from; self.to = to; self.term = term; self.commitIndex = commitIndex; self.round = round
+        self.from = from
+        self.to = to
+        self.term = term
+        self.commitIndex = commitIndex
+        self.round = round
     }
 }
 
@@ -67,21 +96,31 @@ public struct HeartbeatResponse: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
     public var round: UInt64
     public init(from: NodeID, to: NodeID, term: UInt64, round: UInt64) {
-        self.from = from; self.to = to; self.term = term; self.round = round
+        self.from = from
+        self.to = to
+        self.term = term
+        self.round = round
     }
 }
 
 /// The leader tells a caught-up follower to campaign at once (leadership transfer).
 public struct TimeoutNow: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
-    public init(from: NodeID, to: NodeID, term: UInt64) { self.from = from; self.to = to; self.term = term }
+    public init(from: NodeID, to: NodeID, term: UInt64) {
+        self.from = from
+        self.to = to
+        self.term = term
+    }
 }
 
 /// One proposal a follower took from its client and passes to the leader.
 public struct ForwardedProposal: Equatable, Sendable {
     public var id: ProposalID
     public var data: [UInt8]
-    public init(id: ProposalID, data: [UInt8]) { self.id = id; self.data = data }
+    public init(id: ProposalID, data: [UInt8]) {
+        self.id = id
+        self.data = data
+    }
 }
 
 /// Proposals forwarded by a follower. The term is informational: forwards never change anyone's term.
@@ -89,7 +128,10 @@ public struct ProposalForward: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
     public var proposals: [ForwardedProposal]
     public init(from: NodeID, to: NodeID, term: UInt64, proposals: [ForwardedProposal]) {
-        self.from = from; self.to = to; self.term = term; self.proposals = proposals
+        self.from = from
+        self.to = to
+        self.term = term
+        self.proposals = proposals
     }
 }
 
@@ -104,7 +146,10 @@ public struct ProposalForwardResponse: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
     public var outcomes: [ProposalID: ProposalOutcome]
     public init(from: NodeID, to: NodeID, term: UInt64, outcomes: [ProposalID: ProposalOutcome]) {
-        self.from = from; self.to = to; self.term = term; self.outcomes = outcomes
+        self.from = from
+        self.to = to
+        self.term = term
+        self.outcomes = outcomes
     }
 }
 
@@ -114,7 +159,11 @@ public struct ReadIndexRequest: Equatable, Sendable {
     public var reads: [ReadID]
     public var mode: ReadMode
     public init(from: NodeID, to: NodeID, term: UInt64, reads: [ReadID], mode: ReadMode) {
-        self.from = from; self.to = to; self.term = term; self.reads = reads; self.mode = mode
+        self.from = from
+        self.to = to
+        self.term = term
+        self.reads = reads
+        self.mode = mode
     }
 }
 
@@ -129,7 +178,10 @@ public struct ReadIndexResponse: Equatable, Sendable {
     public var from: NodeID, to: NodeID, term: UInt64
     public var outcomes: [ReadID: ReadOutcome]
     public init(from: NodeID, to: NodeID, term: UInt64, outcomes: [ReadID: ReadOutcome]) {
-        self.from = from; self.to = to; self.term = term; self.outcomes = outcomes
+        self.from = from
+        self.to = to
+        self.term = term
+        self.outcomes = outcomes
     }
 }
 

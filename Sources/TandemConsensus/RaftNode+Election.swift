@@ -142,8 +142,11 @@ extension RaftNode {
             return
         }
         for peer in others {
-            send(.preVoteRequest(VoteRequest(from: config.id, to: peer, term: term + 1, lastLogIndex: log.lastIndex,
-                                             lastLogTerm: log.lastTerm, leadershipTransfer: false)))
+            send(
+                .preVoteRequest(
+                    VoteRequest(
+                        from: config.id, to: peer, term: term + 1, lastLogIndex: log.lastIndex,
+                        lastLogTerm: log.lastTerm, leadershipTransfer: false)))
         }
     }
 
@@ -162,8 +165,11 @@ extension RaftNode {
         }
         // The vote for ourselves is in the hard state of this Ready, so it is durable before these requests leave.
         for peer in others {
-            send(.voteRequest(VoteRequest(from: config.id, to: peer, term: term, lastLogIndex: log.lastIndex,
-                                          lastLogTerm: log.lastTerm, leadershipTransfer: transfer)))
+            send(
+                .voteRequest(
+                    VoteRequest(
+                        from: config.id, to: peer, term: term, lastLogIndex: log.lastIndex,
+                        lastLogTerm: log.lastTerm, leadershipTransfer: transfer)))
         }
     }
 
@@ -176,9 +182,10 @@ extension RaftNode {
         voteResendDueMs = nowMs + max(1, config.heartbeatIntervalMs / 2)
         let preVote = role == .preCandidate
         for peer in others where preVote ? votes[peer] != true : votes[peer] == nil {
-            let request = VoteRequest(from: config.id, to: peer, term: preVote ? term + 1 : term,
-                                      lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
-                                      leadershipTransfer: campaignIsTransfer)
+            let request = VoteRequest(
+                from: config.id, to: peer, term: preVote ? term + 1 : term,
+                lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
+                leadershipTransfer: campaignIsTransfer)
             send(preVote ? .preVoteRequest(request) : .voteRequest(request))
         }
     }
@@ -198,8 +205,10 @@ extension RaftNode {
         reads.startTerm()
         checkQuorumSinceMs = nowMs
         // A new leader commits an entry of its own term before it serves reads or counts replicas for older entries.
-        log.append(Entry(term: term, index: log.lastIndex + 1, kind: .noop,
-                         timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: nil, data: []))
+        log.append(
+            Entry(
+                term: term, index: log.lastIndex + 1, kind: .noop,
+                timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: nil, data: []))
         needsAppendBroadcast = true
         broadcastHeartbeat()
         maybeCommit()
@@ -219,8 +228,11 @@ extension RaftNode {
     mutating func onPreVoteRequest(_ request: VoteRequest) {
         let upToDate = log.isUpToDate(lastIndex: request.lastLogIndex, lastTerm: request.lastLogTerm)
         let grant = request.term > term && !leaderSeemsAlive && upToDate
-        send(.preVoteResponse(VoteResponse(from: config.id, to: request.from, term: grant ? request.term : term,
-                                           granted: grant)))
+        send(
+            .preVoteResponse(
+                VoteResponse(
+                    from: config.id, to: request.from, term: grant ? request.term : term,
+                    granted: grant)))
         // Two followers that suspect the leader together would split the vote; the weaker claim steps aside.
         if grant && role == .preCandidate && claimBeats(request) {
             becomeFollower(term: term, leader: nil)

@@ -25,12 +25,14 @@ extension RaftNode {
     }
 
     /// Appends a proposal to the leader's log; the broadcast is deferred to the next Ready so proposals batch.
-    mutating func appendProposal(_ data: [UInt8], id: ProposalID) throws(ProposalError) -> (index: UInt64, term: UInt64) {
+    mutating func appendProposal(_ data: [UInt8], id: ProposalID) throws(ProposalError) -> (index: UInt64, term: UInt64)
+    {
         precondition(role == .leader)
         if transfer != nil { throw .leadershipTransferInProgress }
         guard data.count <= config.maxMessageBytes else { throw .tooLarge }
-        let entry = Entry(term: term, index: log.lastIndex + 1, kind: .normal,
-                          timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: id, data: data)
+        let entry = Entry(
+            term: term, index: log.lastIndex + 1, kind: .normal,
+            timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: id, data: data)
         // One entry is always admitted when nothing is uncommitted, so a large proposal cannot wedge the cap.
         if uncommittedBytes > 0 && uncommittedBytes + entry.sizeBytes > config.maxUncommittedBytes {
             throw .overloaded
@@ -63,8 +65,11 @@ extension RaftNode {
             forwardOutcomes.insert(outcome, for: proposal.id)
             outcomes[proposal.id] = outcome
         }
-        send(.proposalForwardResponse(ProposalForwardResponse(from: config.id, to: forward.from, term: term,
-                                                              outcomes: outcomes)))
+        send(
+            .proposalForwardResponse(
+                ProposalForwardResponse(
+                    from: config.id, to: forward.from, term: term,
+                    outcomes: outcomes)))
     }
 
     mutating func onProposalForwardResponse(_ response: ProposalForwardResponse) {
@@ -107,7 +112,7 @@ extension RaftNode {
     @discardableResult
     mutating func maybeSendTimeoutNow(to peer: NodeID) -> Bool {
         guard var pending = transfer, pending.target == peer, !pending.timeoutNowSent,
-              progress[peer]!.matchIndex == log.lastIndex
+            progress[peer]!.matchIndex == log.lastIndex
         else { return false }
         pending.timeoutNowSent = true
         transfer = pending
@@ -125,15 +130,17 @@ extension RaftNode {
         let phiTime = lastTickMs ?? nowMs
         let peers = others.map { peer -> PeerStatus in
             let replication = progress[peer]
-            return PeerStatus(id: peer, matchIndex: replication?.matchIndex ?? 0,
-                              nextIndex: replication?.nextIndex ?? 0,
-                              inflightMessages: replication?.inflight.count ?? 0,
-                              inflightBytes: replication?.inflight.totalBytes ?? 0,
-                              lastContactMs: detectors[peer]?.lastArrivalMs,
-                              phi: detectors[peer]?.phi(nowMs: phiTime) ?? 0)
+            return PeerStatus(
+                id: peer, matchIndex: replication?.matchIndex ?? 0,
+                nextIndex: replication?.nextIndex ?? 0,
+                inflightMessages: replication?.inflight.count ?? 0,
+                inflightBytes: replication?.inflight.totalBytes ?? 0,
+                lastContactMs: detectors[peer]?.lastArrivalMs,
+                phi: detectors[peer]?.phi(nowMs: phiTime) ?? 0)
         }
-        return NodeStatus(id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
-                          appliedIndex: appliedIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
-                          leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
+        return NodeStatus(
+            id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
+            appliedIndex: appliedIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
+            leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
     }
 }

@@ -67,8 +67,10 @@ extension RaftNode {
             return
         }
         if role == .leader {
-            acceptLeaderRead(PendingRead(id: id, origin: config.id, mode: mode, index: 0, requiredRound: 0,
-                                         arrivedAtMs: self.nowMs))
+            acceptLeaderRead(
+                PendingRead(
+                    id: id, origin: config.id, mode: mode, index: 0, requiredRound: 0,
+                    arrivedAtMs: self.nowMs))
             return
         }
         guard let leader else {
@@ -151,8 +153,9 @@ extension RaftNode {
 
     mutating func onReadIndexRequest(_ request: ReadIndexRequest) {
         for id in request.reads {
-            let read = PendingRead(id: id, origin: request.from, mode: request.mode, index: 0, requiredRound: 0,
-                                   arrivedAtMs: nowMs)
+            let read = PendingRead(
+                id: id, origin: request.from, mode: request.mode, index: 0, requiredRound: 0,
+                arrivedAtMs: nowMs)
             if role != .leader {
                 release(read, .failed(.notLeader))
             } else if reads.pendingCount >= config.maxPendingReads {
@@ -177,7 +180,8 @@ extension RaftNode {
     mutating func expireReads() {
         let cutoff = nowMs - config.readTimeoutMs
         if reads.awaitingRound.first.map({ $0.arrivedAtMs <= cutoff }) == true
-            || reads.awaitingTermCommit.first.map({ $0.arrivedAtMs <= cutoff }) == true {
+            || reads.awaitingTermCommit.first.map({ $0.arrivedAtMs <= cutoff }) == true
+        {
             let expired = (reads.awaitingTermCommit + reads.awaitingRound).filter { $0.arrivedAtMs <= cutoff }
             reads.awaitingTermCommit.removeAll { $0.arrivedAtMs <= cutoff }
             reads.awaitingRound.removeAll { $0.arrivedAtMs <= cutoff }

@@ -12,9 +12,12 @@ extension RaftNode {
         }
         guard log.term(at: append.prevLogIndex) == append.prevLogTerm else {
             let hintIndex = log.lastIndex(atOrBelow: append.prevLogIndex, withTermAtMost: append.prevLogTerm)
-            send(.appendResponse(AppendResponse(
-                from: config.id, to: append.from, term: term, success: false, matchIndex: 0,
-                rejectedIndex: append.prevLogIndex, hintIndex: hintIndex, hintTerm: log.term(at: hintIndex) ?? 0)))
+            send(
+                .appendResponse(
+                    AppendResponse(
+                        from: config.id, to: append.from, term: term, success: false, matchIndex: 0,
+                        rejectedIndex: append.prevLogIndex, hintIndex: hintIndex, hintTerm: log.term(at: hintIndex) ?? 0
+                    )))
             return
         }
         let lastNewIndex = log.appendFromLeader(prevIndex: append.prevLogIndex, entries: append.entries)
@@ -24,16 +27,22 @@ extension RaftNode {
     }
 
     mutating func respondToAppend(_ append: AppendEntries, success: Bool, matchIndex: UInt64) {
-        send(.appendResponse(AppendResponse(from: config.id, to: append.from, term: term, success: success,
-                                            matchIndex: matchIndex, rejectedIndex: 0, hintIndex: 0, hintTerm: 0)))
+        send(
+            .appendResponse(
+                AppendResponse(
+                    from: config.id, to: append.from, term: term, success: success,
+                    matchIndex: matchIndex, rejectedIndex: 0, hintIndex: 0, hintTerm: 0)))
     }
 
     mutating func onHeartbeat(_ heartbeat: Heartbeat) {
         acceptLeader(heartbeat.from)
         // The leader caps the commit index at what it knows we hold, so it never points past our matching prefix.
         log.commit(to: min(heartbeat.commitIndex, log.lastIndex))
-        send(.heartbeatResponse(HeartbeatResponse(from: config.id, to: heartbeat.from, term: term,
-                                                  round: heartbeat.round)))
+        send(
+            .heartbeatResponse(
+                HeartbeatResponse(
+                    from: config.id, to: heartbeat.from, term: term,
+                    round: heartbeat.round)))
     }
 
     // MARK: Leader side
@@ -88,8 +97,10 @@ extension RaftNode {
     /// Sends one append; returns whether another could follow at once (pipelining in replicate state).
     mutating func sendAppend(to peerID: NodeID, allowEmpty: Bool) -> Bool {
         guard var peer = progress[peerID] else { return false }
-        guard !peer.isPaused(nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
-                             maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
+        guard
+            !peer.isPaused(
+                nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
+                maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
         else { return false }
         let batch = log.entries(from: peer.nextIndex, maxBytes: config.maxMessageBytes)
         if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
@@ -97,9 +108,12 @@ extension RaftNode {
         guard let prevTerm = log.term(at: prevIndex) else {
             preconditionFailure("next index \(peer.nextIndex) outside the log: snapshots are not implemented")
         }
-        send(.appendEntries(AppendEntries(from: config.id, to: peerID, term: term, prevLogIndex: prevIndex,
-                                          prevLogTerm: prevTerm, entries: Array(batch),
-                                          leaderCommit: log.committedIndex)))
+        send(
+            .appendEntries(
+                AppendEntries(
+                    from: config.id, to: peerID, term: term, prevLogIndex: prevIndex,
+                    prevLogTerm: prevTerm, entries: Array(batch),
+                    leaderCommit: log.committedIndex)))
         var more = false
         switch peer.state {
         case .replicate:

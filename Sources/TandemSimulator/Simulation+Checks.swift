@@ -49,8 +49,9 @@ extension Simulation {
         let raft = nodes[index].raft!
         for committed in committedLog where committed.term < term {
             if raft.entry(at: committed.index) != committed {
-                fail("leader completeness: \(nodes[index].id), leader of term \(term), lacks committed entry "
-                     + "\(committed.index) of term \(committed.term)")
+                fail(
+                    "leader completeness: \(nodes[index].id), leader of term \(term), lacks committed entry "
+                        + "\(committed.index) of term \(committed.term)")
                 return
             }
         }
@@ -61,8 +62,9 @@ extension Simulation {
         let position = Int(entry.index) - 1
         if position < committedLog.count {
             if committedLog[position] != entry {
-                fail("committed entry \(entry.index) changed: \(describe(committedLog[position])) at one node, "
-                     + "\(describe(entry)) at \(nodes[index].id)")
+                fail(
+                    "committed entry \(entry.index) changed: \(describe(committedLog[position])) at one node, "
+                        + "\(describe(entry)) at \(nodes[index].id)")
             }
             return
         }
@@ -70,9 +72,13 @@ extension Simulation {
         committedLog.append(entry)
         report.committedEntries = committedLog.count
         for other in nodes.indices {
-            guard let raft = nodes[other].raft, raft.currentRole == .leader, raft.currentTerm > entry.term else { continue }
+            guard let raft = nodes[other].raft, raft.currentRole == .leader, raft.currentTerm > entry.term else {
+                continue
+            }
             if raft.entry(at: entry.index) != entry {
-                fail("leader completeness: \(nodes[other].id) (term \(raft.currentTerm)) lacks committed entry \(entry.index)")
+                fail(
+                    "leader completeness: \(nodes[other].id) (term \(raft.currentTerm)) lacks committed entry \(entry.index)"
+                )
             }
         }
     }
@@ -109,7 +115,8 @@ extension Simulation {
         let position = Int(entry.index) - 1
         if position < committedLog.count {
             if committedLog[position] != entry {
-                fail("\(nodes[index].id) applies \(describe(entry)) where \(describe(committedLog[position])) committed")
+                fail(
+                    "\(nodes[index].id) applies \(describe(entry)) where \(describe(committedLog[position])) committed")
             }
         } else {
             registerCommitted(entry, by: index)

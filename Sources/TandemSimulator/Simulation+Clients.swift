@@ -20,9 +20,14 @@ extension Simulation {
             return
         }
         let key = options.keys[Int(rng.next() % UInt64(options.keys.count))]
-        if rng.next() % 2 == 0 { startWrite(client, node: node, key: key) } else { startRead(client, node: node, key: key) }
+        if rng.next() % 2 == 0 {
+            startWrite(client, node: node, key: key)
+        } else {
+            startRead(client, node: node, key: key)
+        }
         if clients[client].current != nil, let operation = clients[client].current?.operation {
-            queue.push(.clientTimeout(client: client, operation: operation), atUs: nowUs + options.operationTimeoutMs * 1000)
+            queue.push(
+                .clientTimeout(client: client, operation: operation), atUs: nowUs + options.operationTimeoutMs * 1000)
         }
         pump(node)
     }
@@ -33,14 +38,17 @@ extension Simulation {
         let id = ProposalID(origin: nodes[node].id, sequence: nextSequence)
         nextSequence += 1
         do throws(ProposalError) {
-            try nodes[node].raft!.propose(KVApp.encodePut(key: key, value: value), id: id,
-                                          wallTimeMs: nowMs, nowMs: localMs(node))
+            try nodes[node].raft!.propose(
+                KVApp.encodePut(key: key, value: value), id: id,
+                wallTimeMs: nowMs, nowMs: localMs(node))
         } catch {
             nextClientStep(client)  // Refused at once: nothing was appended, so nothing enters the history.
             return
         }
-        history.append(KVOperation(clientID: client, input: .put(key: key, value: value), output: nil,
-                                   callTimeMs: nowMs, returnTimeMs: nil))
+        history.append(
+            KVOperation(
+                clientID: client, input: .put(key: key, value: value), output: nil,
+                callTimeMs: nowMs, returnTimeMs: nil))
         clients[client].current = (history.count - 1, node)
         pendingWrites[id] = client
     }
@@ -48,8 +56,10 @@ extension Simulation {
     func startRead(_ client: Int, node: Int, key: String) {
         let id = ReadID(origin: nodes[node].id, sequence: nextSequence)
         nextSequence += 1
-        history.append(KVOperation(clientID: client, input: .get(key: key), output: nil, callTimeMs: nowMs,
-                                   returnTimeMs: nil))
+        history.append(
+            KVOperation(
+                clientID: client, input: .get(key: key), output: nil, callTimeMs: nowMs,
+                returnTimeMs: nil))
         clients[client].current = (history.count - 1, node)
         pendingReads[id] = client
         let mode: ReadMode = rng.next() % 2 == 0 ? .readIndex : .lease
@@ -94,7 +104,9 @@ extension Simulation {
             }
             guard let client = pendingReads.removeValue(forKey: read.id), let current = clients[client].current
             else { continue }
-            guard case .get(let key) = history[current.operation].input else { preconditionFailure("read is not a get") }
+            guard case .get(let key) = history[current.operation].input else {
+                preconditionFailure("read is not a get")
+            }
             history[current.operation].output = .value(nodes[node].app.values[key])
             history[current.operation].returnTimeMs = nowMs
             report.servedReads += 1

@@ -1,5 +1,6 @@
 // The simulated network, crashes, restarts, stalls and partitions.
 
+import Foundation
 import TandemConsensus
 
 /// A directed link between two nodes (by index).
@@ -204,5 +205,3 @@ extension Simulation {
         }
     }
 }
-
-import Foundation

@@ -163,8 +163,9 @@ public final class Simulation {
         self.options = options
         rng = SplitMix64(seed: options.seed)
         faults = options.faults
-        report = SimulationReport(seed: options.seed, faults: options.faults, nodeCount: options.nodeCount,
-                                  timing: options.timing)
+        report = SimulationReport(
+            seed: options.seed, faults: options.faults, nodeCount: options.nodeCount,
+            timing: options.timing)
         let ids = (1...options.nodeCount).map { NodeID("n\($0)") }
         for id in ids {
             let drift = faults.maxClockDrift * (2 * unit() - 1)
@@ -304,7 +305,8 @@ public final class Simulation {
     func pump(_ index: Int) {
         var rounds = 0
         while report.violation == nil, nodes[index].isUp, nodes[index].readyInFlight == nil,
-              nodes[index].raft!.hasReady {
+            nodes[index].raft!.hasReady
+        {
             rounds += 1
             precondition(rounds < 10_000, "a node keeps producing Ready batches without input")
             let ready = nodes[index].raft!.ready()
@@ -314,14 +316,16 @@ public final class Simulation {
                 complete(index, ready)
             } else {
                 nodes[index].readyInFlight = ready
-                queue.push(.diskDone(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + latencyMs * 1000)
+                queue.push(
+                    .diskDone(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + latencyMs * 1000)
             }
         }
     }
 
     func onDiskDone(_ index: Int, _ incarnation: Int) {
         guard nodes[index].isUp, nodes[index].incarnation == incarnation,
-              let ready = nodes[index].readyInFlight else { return }
+            let ready = nodes[index].readyInFlight
+        else { return }
         nodes[index].readyInFlight = nil
         complete(index, ready)
         observe(index)

@@ -25,7 +25,9 @@ final class SimulationFailoverFiguresTests: XCTestCase {
         let transitionsBefore = simulation.roleHistory.count
         simulation.crash(old)
         simulation.runUntil(ms: crashMs + 10_000) {
-            guard let leader = simulation.leaderID, leader != old, let node = simulation.node(leader) else { return false }
+            guard let leader = simulation.leaderID, leader != old, let node = simulation.node(leader) else {
+                return false
+            }
             return node.entry(at: node.commitIndex)?.term == node.currentTerm
         }
         let committedMs = simulation.nowMs
@@ -38,8 +40,11 @@ final class SimulationFailoverFiguresTests: XCTestCase {
         let runs = (UInt64(1)...60).compactMap(measureFailover(seed:))
         XCTAssertEqual(runs.count, 60, "every run elected a leader and recovered")
         let detection = runs.map(\.detectionMs).sorted(), failover = runs.map(\.newLeaderCommittedMs).sorted()
-        func percentile(_ values: [Int64], _ p: Double) -> Int64 { values[min(values.count - 1, Int(Double(values.count) * p))] }
-        print("""
+        func percentile(_ values: [Int64], _ p: Double) -> Int64 {
+            values[min(values.count - 1, Int(Double(values.count) * p))]
+        }
+        print(
+            """
             failover figures (simulated, defaults: heartbeat 100 ms, phi 8, election timeout 1 s, 3 nodes, \
             1-3 ms network, \(runs.count) leader crashes):
               crash -> detection (first pre-vote): p50 \(percentile(detection, 0.5)) ms, p90 \(percentile(detection, 0.9)) ms, \
@@ -73,7 +78,9 @@ final class SimulationFailoverFiguresTests: XCTestCase {
             XCTAssertEqual(simulation.node(leader)!.currentTerm, term, "seed \(seed): no new term")
             XCTAssertGreaterThan(simulation.currentReport.acknowledgedWrites, 1000, "seed \(seed): under load")
         }
-        print("fault-free with 20 ms jitter: \(simulatedMs / 1000) s simulated, \(extraElections) elections after the first")
+        print(
+            "fault-free with 20 ms jitter: \(simulatedMs / 1000) s simulated, \(extraElections) elections after the first"
+        )
         XCTAssertEqual(extraElections, 0)
     }
 }

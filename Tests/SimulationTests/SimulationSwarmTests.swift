@@ -25,8 +25,9 @@ final class SimulationSwarmTests: XCTestCase {
         var timedOutChecks = 0
         for (done, seed) in seeds.enumerated() {
             if seeds.count >= 2000 && done > 0 && done % 1000 == 0 {
-                print("simulation progress: \(done) seeds, \(failures) failing, "
-                      + "\(String(format: "%.0f", Date().timeIntervalSince(started))) s")
+                print(
+                    "simulation progress: \(done) seeds, \(failures) failing, "
+                        + "\(String(format: "%.0f", Date().timeIntervalSince(started))) s")
             }
             let simulation = Simulation(options: .everyFault(seed: seed))
             simulation.tracing = seeds.count == 1 && environment["TANDEM_SIM_VERBOSE"] != nil
@@ -41,7 +42,8 @@ final class SimulationSwarmTests: XCTestCase {
             if report.linearizability == .timedOut { timedOutChecks += 1 }
             if let violation = report.violation {
                 failures += 1
-                XCTFail("""
+                XCTFail(
+                    """
                     seed \(seed) violated: \(violation)
                     \(report)
                     reproduce: TANDEM_SIM_SEED=\(seed) swift test --filter SimulationSwarmTests
@@ -50,7 +52,8 @@ final class SimulationSwarmTests: XCTestCase {
             }
         }
         let seconds = Date().timeIntervalSince(started)
-        print("simulation: \(seeds.count) seeds, \(failures) failing, worst heal-to-converged \(worstHealMs) ms, "
-              + "\(timedOutChecks) linearizability checks timed out, \(String(format: "%.1f", seconds)) s")
+        print(
+            "simulation: \(seeds.count) seeds, \(failures) failing, worst heal-to-converged \(worstHealMs) ms, "
+                + "\(timedOutChecks) linearizability checks timed out, \(String(format: "%.1f", seconds)) s")
     }
 }

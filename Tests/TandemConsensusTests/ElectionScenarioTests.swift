@@ -46,18 +46,23 @@ final class ElectionScenarioTests: XCTestCase {
         let leader = cluster.electLeader()
         let term = cluster.nodes[leader]!.currentTerm
         let other = cluster.followers(of: leader)[0]
-        cluster.nodes[leader]!.step(.heartbeat(Heartbeat(from: other, to: leader, term: term + 2, commitIndex: 0,
-                                                         round: 1)), nowMs: cluster.nowMs)
+        cluster.nodes[leader]!.step(
+            .heartbeat(
+                Heartbeat(
+                    from: other, to: leader, term: term + 2, commitIndex: 0,
+                    round: 1)), nowMs: cluster.nowMs)
         XCTAssertEqual(cluster.nodes[leader]!.currentRole, .follower)
         XCTAssertEqual(cluster.nodes[leader]!.currentTerm, term + 2)
         XCTAssertEqual(cluster.nodes[leader]!.knownLeader, other, "the sender of a heartbeat leads the newer term")
     }
 
     func testStaleLeaderIsToldAboutTheNewTermWhenItsHeartbeatArrives() {
-        var node = RaftNode(config: RaftConfig(id: NodeID("n2"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
-                            recovered: RecoveredState(hardState: HardState(term: 9)), seed: 1)
-        node.step(.heartbeat(Heartbeat(from: NodeID("n1"), to: NodeID("n2"), term: 4, commitIndex: 0, round: 1)),
-                  nowMs: 5)
+        var node = RaftNode(
+            config: RaftConfig(id: NodeID("n2"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
+            recovered: RecoveredState(hardState: HardState(term: 9)), seed: 1)
+        node.step(
+            .heartbeat(Heartbeat(from: NodeID("n1"), to: NodeID("n2"), term: 4, commitIndex: 0, round: 1)),
+            nowMs: 5)
         let ready = node.ready()
         XCTAssertEqual(ready.messages.map(\.term), [9], "the stale leader gets an answer carrying the newer term")
         XCTAssertEqual(node.currentTerm, 9)
@@ -84,39 +89,59 @@ final class ElectionScenarioTests: XCTestCase {
         let leader = cluster.electLeader()
         let follower = cluster.followers(of: leader)[0], other = cluster.followers(of: leader)[1]
         let term = cluster.nodes[follower]!.currentTerm
-        cluster.nodes[follower]!.step(.voteRequest(VoteRequest(
-            from: other, to: follower, term: term + 1, lastLogIndex: 100, lastLogTerm: term,
-            leadershipTransfer: false)), nowMs: cluster.nowMs)
+        cluster.nodes[follower]!.step(
+            .voteRequest(
+                VoteRequest(
+                    from: other, to: follower, term: term + 1, lastLogIndex: 100, lastLogTerm: term,
+                    leadershipTransfer: false)), nowMs: cluster.nowMs)
         XCTAssertEqual(cluster.nodes[follower]!.currentTerm, term, "a live leader is not deposed by one node")
-        XCTAssertFalse(cluster.nodes[follower]!.ready().messages.contains { if case .voteResponse = $0 { true } else { false } })
+        XCTAssertFalse(
+            cluster.nodes[follower]!.ready().messages.contains { if case .voteResponse = $0 { true } else { false } })
     }
 
     func testNodeWithAStaleLogCannotWinAVote() {
-        var node = RaftNode(config: RaftConfig(id: NodeID("n1"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
-                            recovered: RecoveredState(hardState: HardState(term: 3), entries: [
-                                Entry(term: 2, index: 1, kind: .noop, timeMs: 0, proposal: nil, data: []),
-                                Entry(term: 3, index: 2, kind: .noop, timeMs: 0, proposal: nil, data: []),
-                            ]), seed: 1)
+        var node = RaftNode(
+            config: RaftConfig(id: NodeID("n1"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
+            recovered: RecoveredState(
+                hardState: HardState(term: 3),
+                entries: [
+                    Entry(term: 2, index: 1, kind: .noop, timeMs: 0, proposal: nil, data: []),
+                    Entry(term: 3, index: 2, kind: .noop, timeMs: 0, proposal: nil, data: []),
+                ]), seed: 1)
         node.tick(nowMs: 0)
         node.tick(nowMs: 5000)  // Long after start: the restart stickiness no longer applies.
-        node.step(.voteRequest(VoteRequest(from: NodeID("n2"), to: NodeID("n1"), term: 4, lastLogIndex: 5,
-                                           lastLogTerm: 2, leadershipTransfer: false)), nowMs: 5001)
+        node.step(
+            .voteRequest(
+                VoteRequest(
+                    from: NodeID("n2"), to: NodeID("n1"), term: 4, lastLogIndex: 5,
+                    lastLogTerm: 2, leadershipTransfer: false)), nowMs: 5001)
         let ready = node.ready()
-        XCTAssertEqual(ready.messages, [.voteResponse(VoteResponse(from: NodeID("n1"), to: NodeID("n2"), term: 4,
-                                                                    granted: false))])
+        XCTAssertEqual(
+            ready.messages,
+            [
+                .voteResponse(
+                    VoteResponse(
+                        from: NodeID("n1"), to: NodeID("n2"), term: 4,
+                        granted: false))
+            ])
         XCTAssertNil(ready.hardState?.votedFor, "no vote was recorded")
     }
 
     func testAVoteIsPersistedInTheSameReadyThatSendsIt() {
-        var node = RaftNode(config: RaftConfig(id: NodeID("n1"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
-                            recovered: RecoveredState(), seed: 1)
+        var node = RaftNode(
+            config: RaftConfig(id: NodeID("n1"), peers: [NodeID("n1"), NodeID("n2"), NodeID("n3")]),
+            recovered: RecoveredState(), seed: 1)
         node.tick(nowMs: 0)
         node.tick(nowMs: 5000)
-        node.step(.voteRequest(VoteRequest(from: NodeID("n2"), to: NodeID("n1"), term: 1, lastLogIndex: 0,
-                                           lastLogTerm: 0, leadershipTransfer: false)), nowMs: 5001)
+        node.step(
+            .voteRequest(
+                VoteRequest(
+                    from: NodeID("n2"), to: NodeID("n1"), term: 1, lastLogIndex: 0,
+                    lastLogTerm: 0, leadershipTransfer: false)), nowMs: 5001)
         let ready = node.ready()
-        XCTAssertEqual(ready.hardState, HardState(term: 1, votedFor: NodeID("n2"), commitIndex: 0),
-                       "the runtime persists the vote (step 1) before it sends the grant (step 2)")
+        XCTAssertEqual(
+            ready.hardState, HardState(term: 1, votedFor: NodeID("n2"), commitIndex: 0),
+            "the runtime persists the vote (step 1) before it sends the grant (step 2)")
         XCTAssertEqual(ready.messages.count, 1)
     }
 
@@ -126,10 +151,19 @@ final class ElectionScenarioTests: XCTestCase {
         var node = RaftNode(config: RaftConfig(id: NodeID("n1"), peers: peers), recovered: recovered, seed: 1)
         node.tick(nowMs: 0)
         node.tick(nowMs: 5000)
-        node.step(.voteRequest(VoteRequest(from: NodeID("n3"), to: NodeID("n1"), term: 1, lastLogIndex: 0,
-                                           lastLogTerm: 0, leadershipTransfer: false)), nowMs: 5001)
-        XCTAssertEqual(node.ready().messages, [.voteResponse(VoteResponse(from: NodeID("n1"), to: NodeID("n3"),
-                                                                           term: 1, granted: false))])
+        node.step(
+            .voteRequest(
+                VoteRequest(
+                    from: NodeID("n3"), to: NodeID("n1"), term: 1, lastLogIndex: 0,
+                    lastLogTerm: 0, leadershipTransfer: false)), nowMs: 5001)
+        XCTAssertEqual(
+            node.ready().messages,
+            [
+                .voteResponse(
+                    VoteResponse(
+                        from: NodeID("n1"), to: NodeID("n3"),
+                        term: 1, granted: false))
+            ])
     }
 
     func testLeaderCrashIsDetectedAndANewLeaderCommitsWithinOneAndAHalfSeconds() {

@@ -1,3 +1,4 @@
+import Foundation
 import TandemConsensus
 import XCTest
 
@@ -28,11 +29,13 @@ final class PhiAccrualDetectorTests: XCTestCase {
     }
 
     func testPhiFollowsAkkasLogisticApproximation() {
-        XCTAssertEqual(PhiAccrualDetector.phi(elapsedMs: 600, meanMs: 600, stdDevMs: 50), -log10(0.5), accuracy: 1e-9,
-                       "at the mean, half the mass remains: phi = log10(2)")
+        XCTAssertEqual(
+            PhiAccrualDetector.phi(elapsedMs: 600, meanMs: 600, stdDevMs: 50), -log10(0.5), accuracy: 1e-9,
+            "at the mean, half the mass remains: phi = log10(2)")
         let y = 2.0, e = exp(-y * (1.5976 + 0.070566 * y * y))
-        XCTAssertEqual(PhiAccrualDetector.phi(elapsedMs: 700, meanMs: 600, stdDevMs: 50), -log10(e / (1 + e)),
-                       accuracy: 1e-9)
+        XCTAssertEqual(
+            PhiAccrualDetector.phi(elapsedMs: 700, meanMs: 600, stdDevMs: 50), -log10(e / (1 + e)),
+            accuracy: 1e-9)
         XCTAssertLessThan(PhiAccrualDetector.phi(elapsedMs: 100, meanMs: 600, stdDevMs: 50), 0.01)
         XCTAssertGreaterThan(PhiAccrualDetector.phi(elapsedMs: 900, meanMs: 600, stdDevMs: 50), 8)
     }
@@ -62,7 +65,9 @@ final class PhiAccrualDetectorTests: XCTestCase {
         var worstPhi = 0.0
         for arrival in arrivals {
             while tick < arrival {
-                if case .suspected(let phi) = detector.onTick(nowMs: tick) { XCTFail("suspected at \(tick) ms, phi \(phi)") }
+                if case .suspected(let phi) = detector.onTick(nowMs: tick) {
+                    XCTFail("suspected at \(tick) ms, phi \(phi)")
+                }
                 worstPhi = max(worstPhi, detector.phi(nowMs: tick))
                 tick += 10
             }
@@ -158,5 +163,3 @@ final class PhiAccrualDetectorTests: XCTestCase {
         XCTAssertLessThan((suspectedAt ?? .max) - arrivals.last!, 1000, "suspicion reflects the recent mean")
     }
 }
-
-import Foundation

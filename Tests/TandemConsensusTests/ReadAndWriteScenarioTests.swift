@@ -16,7 +16,8 @@ final class ReadAndWriteScenarioTests: XCTestCase {
         XCTAssertEqual(ready.committedEntries.map(\.kind), [.noop], "committed once persisted")
         node.advance(ready)
 
-        try node.propose(Array("x".utf8), id: ProposalID(origin: id, sequence: 1), wallTimeMs: 1_700_000_000_000, nowMs: 2520)
+        try node.propose(
+            Array("x".utf8), id: ProposalID(origin: id, sequence: 1), wallTimeMs: 1_700_000_000_000, nowMs: 2520)
         ready = node.ready()
         XCTAssertEqual(ready.acceptedProposals.map(\.index), [2])
         XCTAssertEqual(ready.entriesToPersist.map(\.index), [2])

@@ -140,8 +140,9 @@ struct TestCluster {
     func followers(of leader: NodeID) -> [NodeID] { ids.filter { $0 != leader } }
 
     mutating func propose(_ text: String, at id: NodeID, sequence: UInt64) throws(ProposalError) {
-        try nodes[id]!.propose(Array(text.utf8), id: ProposalID(origin: id, sequence: sequence), wallTimeMs: nowMs,
-                               nowMs: nowMs)
+        try nodes[id]!.propose(
+            Array(text.utf8), id: ProposalID(origin: id, sequence: sequence), wallTimeMs: nowMs,
+            nowMs: nowMs)
         drain(id)
     }
 
