@@ -114,6 +114,10 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     public let recoveredAppliedIndex: UInt64
     public let recoveryNote: String?
     private var stopped = false
+    /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
+    /// (e.g. the sidecar's divergence digests), with the payload valid only during the call.
+    public var onApplicationFrame: ((NodeID, UInt8, UnsafeRawBufferPointer) -> Void)?
+    public static let applicationFrameTypeMin: UInt8 = 0x40
     /// Called when the disk fails: a failed fsync is fatal (PITFALLS.md, "fsyncgate").
     public var onFatalDiskError: ((WALError) -> Void)?
 
@@ -179,7 +183,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     // MARK: inputs
 
     private func onTick() {
-        raft.tick(nowMs: EventLoop.preciseNowMs())
+        // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
+        raft.tick(nowMs: EventLoop.preciseNowMs(), wallTimeMs: EventLoop.wallClockMs())
         scheduleReady()
     }
 
@@ -338,9 +343,19 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         }
     }
 
+    /// Sends an application frame to every peer (dropped for peers that are not connected).
+    public func broadcast(type: UInt8, payload: [UInt8]) {
+        precondition(type >= Self.applicationFrameTypeMin, "frame types below 0x40 belong to consensus")
+        for peer in config.peers { _ = transport?.send(type: type, payload: payload, to: peer.id) }
+    }
+
     public func peerTransport(
         _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer
     ) {
+        if type >= Self.applicationFrameTypeMin {
+            onApplicationFrame?(peer, type, payload)
+            return
+        }
         do {
             let message = try ConsensusCodec.decode(type: type, payload: payload)
             guard message.from == peer else {

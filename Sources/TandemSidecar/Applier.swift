@@ -237,12 +237,23 @@ final class Applier: ConnectionDelegate {
 
 /// A rolling digest of applied outcomes (FNV-1a, 64 bit): stable across processes and machines, unlike Swift's
 /// seeded Hasher. It detects a non-deterministic app; it is not a defence against an adversary.
+///
+/// The fold restarts at every block of `blockSize` log indexes, so that a replica that resumed in the middle of
+/// the log (a durable app) can compare every block after the one it resumed in.
 struct ApplyDigest: Equatable {
-    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    static let seed: UInt64 = 0xcbf2_9ce4_8422_2325
+    static let blockSize: UInt64 = 1024
+    private(set) var value: UInt64 = ApplyDigest.seed
     private(set) var index: UInt64 = 0
+    /// The final digest of the last block that ended (its last folded index), to report block by block.
+    private(set) var lastCompletedBlock: (index: UInt64, digest: UInt64)?
 
     mutating func fold(index: UInt64, status: Int, body: [UInt8]) {
-        var bodyHash: UInt64 = 0xcbf2_9ce4_8422_2325
+        if self.index > 0 && index / Self.blockSize != self.index / Self.blockSize {
+            lastCompletedBlock = (self.index, value)
+            value = Self.seed
+        }
+        var bodyHash = Self.seed
         for byte in body { bodyHash = (bodyHash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         for word in [index, UInt64(status), bodyHash] {
             for shift in stride(from: 0, to: 64, by: 8) {
@@ -256,6 +267,8 @@ struct ApplyDigest: Equatable {
         let text = String(value, radix: 16)
         return String(repeating: "0", count: 16 - text.count) + text
     }
+
+    static func == (lhs: ApplyDigest, rhs: ApplyDigest) -> Bool { lhs.value == rhs.value && lhs.index == rhs.index }
 }
 
 /// The replicated dedupe table of `Idempotency-Key`. It is a function of the log alone (keys, request

@@ -144,7 +144,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func beginExchange(_ head: HTTPRequestHead) {
-        let requestClass = proxy.classifier.classify(method: head.method, path: String(head.path))
+        // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
+        // `%2e` cannot dodge a route rule.
+        let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
         if proxy.isDraining { exchange.clientKeepAlive = false }
         self.exchange = exchange
@@ -227,7 +229,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         if exchange.requestChunked, let upstream = exchange.upstream {
-            upstream.connection.write(HTTPSerializer.lastChunk(trailers: trailers))
+            var forwarded = trailers
+            if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
+            upstream.connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
         }
         if !exchange.responseComplete { state = .responding }
         if exchange.upstream?.isConnected == true { arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs) }
@@ -330,7 +334,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             }
         case .end(let trailers):
             guard exchange.responseStarted else { return }  // an interim 1xx ended; the final head follows
-            if exchange.responseChunked { connection.write(HTTPSerializer.lastChunk(trailers: trailers)) }
+            if exchange.responseChunked {
+                var forwarded = trailers
+                if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
+                connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
+            }
             exchange.responseComplete = true
         }
     }
@@ -410,6 +418,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     private func retryOnFreshConnection(_ exchange: Exchange) {
         exchange.retriedOnFreshConnection = true
+        // The old connection may have delivered part of a status line: start the response parse afresh.
+        exchange.responseParser.reset()
+        exchange.responseParser.expect(requestMethod: exchange.head.method)
         guard let fresh = proxy.pool.acquire(for: self) else {
             failExchange(.upstreamUnavailable("cannot open a socket to the app"))
             return

@@ -44,6 +44,9 @@ final class Replication: ReplicaDelegate {
     private var appliedWaiters: [UInt64: [AppliedWaiter]] = [:]
     private var allWaiters: [AppliedWaiter] = []
     private var sweepTimer: TandemNet.Timer!
+    private var digestTimer: TandemNet.Timer!
+    let divergence: DivergenceMonitor
+    private var lastReportedBlockIndex: UInt64 = 0
     private(set) var role: Role = .follower
     private(set) var leader: TandemConsensus.NodeID?
     private(set) var term: UInt64 = 0
@@ -64,14 +67,39 @@ final class Replication: ReplicaDelegate {
         self.applier = Applier(
             loop: loop, upstreamHost: upstreamHost, upstreamPort: upstreamPort, startAfter: startAfter,
             idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
+        divergence = DivergenceMonitor(log: log, resumedAfter: startAfter)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
         runtime.delegate = self
+        runtime.onApplicationFrame = { [unowned self] peer, type, payload in
+            guard type == DivergenceMonitor.frameType else { return }
+            self.divergence.onReport(from: peer, leader: self.runtime.status.leader, payload: payload, appliedIndex: self.applier.digest.index)
+        }
+        digestTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.broadcastDigest() }
+        digestTimer.scheduleRepeating(everyMs: 1000)
         sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweepDeadlines() }
         sweepTimer.scheduleRepeating(everyMs: 50)
     }
 
+    /// The leader tells followers its digest at its applied index, once a second.
+    private func broadcastDigest() {
+        guard runtime.status.role == .leader, applier.digest.index > 0 else { return }
+        runtime.broadcast(
+            type: DivergenceMonitor.frameType,
+            payload: DivergenceMonitor.reportPayload(index: applier.digest.index, digest: applier.digest.value))
+    }
+
+    /// Every completed digest block is reported too, so no block goes uncompared however fast writes come.
+    private func reportCompletedBlock() {
+        guard runtime.status.role == .leader, let block = applier.digest.lastCompletedBlock,
+            block.index != lastReportedBlockIndex
+        else { return }
+        lastReportedBlockIndex = block.index
+        runtime.broadcast(type: DivergenceMonitor.frameType, payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))
+    }
+
     func stop() {
         sweepTimer.invalidate()
+        digestTimer.invalidate()
         applier.stop()
         for (_, pending) in pendingWrites {
             pending.completion(.failed(Self.error(503, "no_leader", "this node is shutting down", retryAfter: 1)))
@@ -145,6 +173,10 @@ final class Replication: ReplicaDelegate {
 
     private func onApplied(_ entry: Entry, _ response: AppliedResponse?) {
         runtime.markApplied(entry.index)
+        if entry.kind == .normal {
+            divergence.recordApplied(index: entry.index, digest: applier.digest.value)
+            reportCompletedBlock()
+        }
         if let id = entry.proposal, id.origin == runtime.config.raft.id,
             let pending = pendingWrites.removeValue(forKey: id)
         {

@@ -228,6 +228,7 @@ public final class Sidecar {
             if status.leader == nil { reasons.append("no_leader") }
             if replication.applier.isStalled { reasons.append("apply_stalled") }
             if status.commitIndex > replication.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
+            if replication.divergence.isDiverged { reasons.append("diverged") }
         }
         return reasons
     }
@@ -253,7 +254,7 @@ public final class Sidecar {
         return "{\"id\":\(jsonString(options.nodeID)),\"role\":\(jsonString(Self.roleName(status.role))),"
             + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
             + "\"appliedIndex\":\(replication.appliedIndex),\"digest\":\(jsonString(replication.applier.digest.hex)),"
-            + "\"digestIndex\":\(replication.applier.digest.index),\"diverged\":false,"
+            + "\"digestIndex\":\(replication.applier.digest.index),\"diverged\":\(replication.divergence.isDiverged),"
             + "\"lastIndex\":\(status.lastIndex),"
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
             + "\"applyStalled\":\(replication.applier.isStalled)},"
@@ -284,7 +285,8 @@ public final class Sidecar {
         metrics.setGauge("tandem_applied_index", help: "The highest log index applied to the local app.", value: Double(replication.appliedIndex))
         metrics.setGauge("tandem_last_index", help: "The highest index in the local log.", value: Double(status.lastIndex))
         metrics.setGauge("tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.", value: Double(replication.applier.backlog))
-        metrics.setGauge("tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.", value: 0)
+        metrics.setGauge("tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.", value: replication.divergence.isDiverged ? 1 : 0)
+        metrics.setCounter("tandem_digest_comparisons_total", help: "Digest comparisons with the leader.", value: Double(replication.divergence.comparisons))
         metrics.setGauge("tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
         metrics.setGauge("tandem_uncommitted_bytes", help: "Uncommitted entry bytes (leader).", value: Double(status.uncommittedBytes))
         metrics.setCounter("tandem_elections_total", help: "Elections this node started.", value: Double(counters.elections))

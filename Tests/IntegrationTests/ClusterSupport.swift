@@ -44,6 +44,8 @@ final class Replica {
 class ClusterTestCase: ProcessTestCase {
     var replicas: [Replica] = []
     var extraEnvironment: [String: String] = ["TANDEM_CLUSTER_SECRET": "integration-secret", "TANDEM_APP_STATE": "memory"]
+    /// Starts the app of a replica; example-kv unless a test needs another app.
+    var appLauncher: (() throws -> (ManagedProcess, UInt16))?
 
     func startCluster(size: Int = 3) throws {
         let root = NSTemporaryDirectory() + "tandem-cluster-\(UUID().uuidString)"
@@ -58,7 +60,7 @@ class ClusterTestCase: ProcessTestCase {
 
     /// Starts (or restarts) the replica's app and its tandem, with the same data directory and peer port.
     func start(_ replica: Replica, waitUntilReady: Bool = false, environment: [String: String] = [:]) throws {
-        let (app, appPort) = try startApp()
+        let (app, appPort) = try appLauncher?() ?? startApp()
         replica.app = app
         replica.appPort = appPort
         var env = extraEnvironment

@@ -1,0 +1,180 @@
+import Foundation
+import Glibc
+import XCTest
+
+/// Operating a cluster: idempotent retries, planned handoffs, the status command, divergence, and the WAL's
+/// recovery rules, all with real processes.
+final class OperationsTests: ClusterTestCase {
+    func testIdempotencyKeyReplaysTheFirstResponseOnAnyNodeAndRefusesADifferentRequest() throws {
+        try startCluster()
+        let first = try httpRequest(port: replicas[0].clientPort, method: "POST", path: "/counters/pay/incr", headers: [("Idempotency-Key", "order-17")])
+        XCTAssertEqual(first.bodyText, "{\"name\":\"pay\",\"value\":1}")
+        XCTAssertNil(first.headers.first(name: "Tandem-Replayed"))
+        let retry = try httpRequest(port: replicas[2].clientPort, method: "POST", path: "/counters/pay/incr", headers: [("Idempotency-Key", "order-17")])
+        XCTAssertEqual(retry.status, 200)
+        XCTAssertEqual(retry.bodyText, first.bodyText, "the retry gets the first response, not a second increment")
+        XCTAssertEqual(retry.headers.first(name: "Tandem-Replayed"), "true")
+        let other = try httpRequest(port: replicas[1].clientPort, method: "POST", path: "/counters/other/incr", headers: [("Idempotency-Key", "order-17")])
+        XCTAssertEqual(other.status, 422)
+        XCTAssertTrue(other.bodyText.contains("idempotency_key_reused"), other.bodyText)
+        let dump = try XCTUnwrap(waitForConvergence())
+        XCTAssertTrue(dump.contains("\"pay\":1"), dump)
+        XCTAssertFalse(dump.contains("\"other\""), dump)
+    }
+
+    func testTransferLeadershipEndpointHandsOverAndRequiresTheAdminToken() throws {
+        extraEnvironment["TANDEM_ADMIN_TOKEN"] = "operator-token"
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let target = try XCTUnwrap(replicas.first { $0 !== leader })
+        let denied = try httpRequest(port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(target.id)")
+        XCTAssertEqual(denied.status, 401)
+        let accepted = try httpRequest(
+            port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(target.id)",
+            headers: [("Authorization", "Bearer operator-token")])
+        XCTAssertEqual(accepted.status, 200, accepted.bodyText)
+        XCTAssertEqual(waitForLeader(excluding: leader.id)?.id, target.id)
+    }
+
+    func testSigtermOnTheLeaderHandsLeadershipOffBeforeExiting() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let write = try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/before", body: "1")
+        XCTAssertEqual(write.status, 200)
+        let signalled = Date()
+        leader.tandem!.process.signal(SIGTERM)
+        let others = replicas.filter { $0 !== leader }
+        let next = try XCTUnwrap(waitForLeader(among: others, excluding: leader.id, seconds: 10))
+        let handoffSeconds = Date().timeIntervalSince(signalled)
+        XCTAssertEqual(leader.tandem!.process.waitForExit(), 0)
+        XCTAssertTrue(leader.tandem!.process.output.contains("handing leadership over"), leader.tandem!.process.output)
+        // A handoff does not wait for an election timeout (1 s, randomized up to 2 s) to pass.
+        XCTAssertLessThan(handoffSeconds, 2.0, "handoff took \(handoffSeconds) s")
+        XCTAssertEqual(try httpRequest(port: next.clientPort, method: "PUT", path: "/kv/after", body: "2").status, 200)
+    }
+
+    func testStatusCommandPrintsTheClusterAsATable() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let command = try ManagedProcess(
+            name: "status", executable: BuiltProducts.path("tandem"), arguments: ["status", "--admin", "127.0.0.1:\(leader.adminPort)"])
+        track(command)
+        XCTAssertEqual(command.waitForExit(), 0)
+        XCTAssertTrue(command.output.contains("role leader"), command.output)
+        XCTAssertTrue(command.output.contains("PEER"), command.output)
+        for replica in replicas where replica !== leader {
+            XCTAssertTrue(command.output.contains("\(replica.id)  "), command.output)
+        }
+    }
+
+    func testANonDeterministicAppIsDetectedAsDivergedAndNeverIgnored() throws {
+        appLauncher = { try self.startNonDeterministicApp() }
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        for round in 0..<5 {
+            _ = try httpRequest(port: leader.clientPort, method: "POST", path: "/anything", body: "\(round)")
+        }
+        let followers = replicas.filter { $0 !== leader }
+        XCTAssertTrue(waitUntil(seconds: 10) { followers.allSatisfy { (self.status($0)?["diverged"] as? Bool) == true } }, "followers must notice")
+        let readiness = try httpRequest(port: followers[0].adminPort, method: "GET", path: "/readyz")
+        XCTAssertEqual(readiness.status, 503)
+        XCTAssertTrue(readiness.bodyText.contains("diverged"), readiness.bodyText)
+        let metrics = try httpRequest(port: followers[0].adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertTrue(metrics.contains("tandem_diverged 1"), metrics)
+        XCTAssertTrue(followers[0].tandem!.process.output.contains("DIVERGED"))
+    }
+
+    func testDeterministicReplicasAreNeverMarkedDiverged() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        for round in 0..<20 { _ = try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/d/append", body: "\(round)") }
+        usleep(2_500_000)  // at least two digest reports
+        for replica in replicas {
+            XCTAssertEqual(status(replica)?["diverged"] as? Bool, false)
+        }
+        let metrics = try httpRequest(port: replicas.first { $0 !== leader }!.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertFalse(metrics.contains("tandem_digest_comparisons_total 0\n"), "comparisons must actually happen: \(metrics)")
+    }
+
+    func testATornWALTailIsTruncatedWithALogLineAndTheNodeCatchesUp() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        for round in 0..<10 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200) }
+        let follower = try XCTUnwrap(replicas.first { $0 !== leader })
+        crash(follower)
+        let segment = try XCTUnwrap(lastSegment(in: follower.dataDir))
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data([0x40, 0x00, 0x00, 0x00, 0x12, 0x34]))  // half a record header: a torn write
+        handle.closeFile()
+        for round in 10..<15 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200) }
+        try start(follower)
+        XCTAssertTrue(waitUntil { follower.tandem!.process.output.contains("torn") }, follower.tandem!.process.output)
+        let dump = try XCTUnwrap(waitForConvergence())
+        XCTAssertTrue(dump.contains("\"t14\""), dump)
+    }
+
+    func testAWALCorruptedMidFileStopsTheNodeNamingFileAndOffset() throws {
+        let root = NSTemporaryDirectory() + "tandem-corrupt-\(UUID().uuidString)"
+        let (_, appPort) = try startApp()
+        let dataDir = root + "/n1"
+        let env = ["TANDEM_DATA_DIR": dataDir]
+        let first = try startTandem(upstreamPort: appPort, environment: env)
+        for round in 0..<20 {
+            XCTAssertEqual(try httpRequest(port: first.clientPort, method: "PUT", path: "/kv/c\(round)", body: String(repeating: "v", count: 200)).status, 200)
+        }
+        first.process.signal(SIGTERM)
+        XCTAssertEqual(first.process.waitForExit(), 0)
+        let segment = try XCTUnwrap(lastSegment(in: dataDir))
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
+        XCTAssertGreaterThan(bytes.count, 2000)
+        bytes[bytes.count / 3] ^= 0xFF  // damage inside an early record, with valid records after it
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        let second = try ManagedProcess(
+            name: "tandem", executable: BuiltProducts.path("tandem"),
+            environment: env.merging([
+                "TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_ADMIN_LISTEN": "127.0.0.1:0", "TANDEM_PEER_LISTEN": "127.0.0.1:0",
+                "TANDEM_UPSTREAM": "127.0.0.1:\(appPort)", "TANDEM_NODE_ID": "n1", "TANDEM_LOG_FORMAT": "json",
+            ]) { _, new in new })
+        track(second)
+        let status = try XCTUnwrap(second.waitForExit(), "a corrupted log must stop the node")
+        XCTAssertNotEqual(status, 0)
+        let segmentName = URL(fileURLWithPath: segment).lastPathComponent
+        XCTAssertTrue(second.output.contains(segmentName), second.output)
+        XCTAssertTrue(second.output.contains("offset"), second.output)
+    }
+
+    private func lastSegment(in directory: String) -> String? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("wal-") && $0.hasSuffix(".log") }.sorted().last.map { directory + "/" + $0 }
+    }
+
+    /// An HTTP app that answers every request with a random body: deliberately not deterministic.
+    private func startNonDeterministicApp() throws -> (ManagedProcess, UInt16) {
+        let script = NSTemporaryDirectory() + "nondeterministic-\(UUID().uuidString).py"
+        try """
+        import http.server, random
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                body = str(random.random()).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = do_PUT = do_DELETE = answer
+            def log_message(self, *args):
+                pass
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+        server.serve_forever()
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        let app = try ManagedProcess(name: "nondeterministic", executable: "/usr/bin/env", arguments: ["python3", script])
+        track(app)
+        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
+        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
+        return (app, try XCTUnwrap(UInt16(line.split(separator: ":").last!)))
+    }
+}
