@@ -42,7 +42,7 @@ public struct SimulationOptions: Sendable {
     public static func everyFault(seed: UInt64) -> SimulationOptions {
         var rng = SplitMix64(seed: seed ^ 0x5EED_FA17)
         var options = SimulationOptions(seed: seed, faults: .everyFault(&rng))
-        options.nodeCount = [3, 3, 5][Int(rng.next() % 3)]
+        options.nodeCount = [1, 3, 3, 3, 5][Int(rng.next() % 5)]
         // Vary the timing too: a longer check-quorum window widens the time a deposed leader believes it leads,
         // and a low phi threshold makes elections frequent; both make read-safety bugs visible.
         let electionTimeoutMs: Int64 = [1000, 1000, 1500, 3000][Int(rng.next() % 4)]
