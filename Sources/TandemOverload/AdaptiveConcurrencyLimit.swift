@@ -127,7 +127,9 @@ public struct AdaptiveConcurrencyLimit: Sendable {
         generator = SplitMix64(seed: seed)
         // The first samples come at whatever concurrency the traffic brings; measuring the app's latency at the
         // floor first gives the long average an uncongested starting point instead of a queued one.
-        phase = configuration.probeIntervalSamples == nil ? .tracking(samplesUntilProbe: Int.max)
+        phase =
+            configuration.probeIntervalSamples == nil
+            ? .tracking(samplesUntilProbe: Int.max)
             : .probing(collected: 0, sumMicros: 0)
     }
 

@@ -7,6 +7,9 @@ public enum ShedReason: String, Hashable, Sendable {
     case standingQueue = "standing_queue"
     /// The caller's `isAbandoned` said nobody waits for it any more (the client went away): drop it silently.
     case abandoned
+    /// It waited longer than the caller's deadline (`removeExpired`), typically because nothing was dequeued at all
+    /// (every slot towards the app busy): answer 503 `overloaded` with `Retry-After`.
+    case expired
 }
 
 /// An element taken out of the queue without being served.
@@ -42,7 +45,7 @@ public enum EnqueueResult<Element> {
 /// client went away (free to drop, and they do not count as queueing delay) and elements CoDel sheds to dissolve a
 /// standing queue. The caller answers the shed ones. No timers: call `dequeue` whenever there is capacity to serve.
 public struct BoundedCoDelQueue<Element> {
-    private struct Entry {
+    fileprivate struct Entry {
         var element: Element
         var enqueuedAtMicros: Int64
     }
@@ -79,6 +82,7 @@ public struct BoundedCoDelQueue<Element> {
         guard count < capacity else { return .rejectedFull(element) }
         storage[(head + count) % capacity] = Entry(element: element, enqueuedAtMicros: nowMicros)
         count += 1
+        assert(count <= capacity, "the queue never holds more than its capacity")
         return .accepted
     }
 
@@ -107,6 +111,18 @@ public struct BoundedCoDelQueue<Element> {
         return DequeueResult(element: nil, sojournMicros: 0, shed: shed)
     }
 
+    /// Sheds, oldest first, every element that has waited longer than `maxSojournMicros` at `nowMicros`, with reason
+    /// `.expired`. CoDel only acts when something is dequeued; call this from a timer (see `oldestEnqueuedAtMicros`)
+    /// so requests still wait only briefly when the consumer is stalled. Costs O(expired elements).
+    public mutating func removeExpired(nowMicros: Int64, maxSojournMicros: Int64) -> [ShedElement<Element>] {
+        precondition(maxSojournMicros >= 0, "deadlines are not negative")
+        var expired: [ShedElement<Element>] = []
+        while let oldest = oldestEnqueuedAtMicros, nowMicros - oldest > maxSojournMicros, let entry = popHead() {
+            expired.append(ShedElement(element: entry.element, reason: .expired, sojournMicros: nowMicros - oldest))
+        }
+        return expired
+    }
+
     /// Removes every waiting element for which `shouldRemove` is true (clients gone, a timeout sweep), keeping the
     /// order of the rest, and returns them oldest first. O(count).
     public mutating func removeAll(where shouldRemove: (Element) -> Bool) -> [Element] {
@@ -133,3 +149,9 @@ public struct BoundedCoDelQueue<Element> {
         return entry
     }
 }
+
+extension ShedElement: Sendable where Element: Sendable {}
+extension DequeueResult: Sendable where Element: Sendable {}
+extension EnqueueResult: Sendable where Element: Sendable {}
+extension BoundedCoDelQueue: Sendable where Element: Sendable {}
+extension BoundedCoDelQueue.Entry: Sendable where Element: Sendable {}

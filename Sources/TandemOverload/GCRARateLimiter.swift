@@ -133,7 +133,8 @@ public struct GCRARateLimiter: Sendable {
         let count = Int64(configuration.count)
         emissionInterval = FractionalInstant(units: configuration.periodMs, denominator: count)
         // (burst - 1) * periodMs fits Int64 by the invariants (at most 3.6e15).
-        tolerance = FractionalInstant(units: Int64(configuration.burst - 1) * configuration.periodMs, denominator: count)
+        tolerance = FractionalInstant(
+            units: Int64(configuration.burst - 1) * configuration.periodMs, denominator: count)
         table = KeyTable(capacity: configuration.keyCapacity)
     }
 

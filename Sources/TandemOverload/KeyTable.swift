@@ -56,6 +56,7 @@ struct KeyTable: Sendable {
             indexByKey[key] = index
             linkAsNewest(index)
             siftUp(heap.count - 1)
+            assert(slots.count <= capacity && heap.count == slots.count, "the table holds at most capacity keys")
             return (index, .none)
         }
         // The heap's root went idle first; if even it is still active, every key is, and recency decides.

@@ -43,8 +43,10 @@ struct AppSimulation {
     private var backlog: [Request] = []
     private var backlogHead = 0
 
-    init(limiter: AdaptiveConcurrencyLimit, workers: Int, meanServiceMicros: Double, arrivalsPerSecond: Double,
-         seed: UInt64) {
+    init(
+        limiter: AdaptiveConcurrencyLimit, workers: Int, meanServiceMicros: Double, arrivalsPerSecond: Double,
+        seed: UInt64
+    ) {
         self.limiter = limiter
         self.workers = workers
         self.meanServiceMicros = meanServiceMicros

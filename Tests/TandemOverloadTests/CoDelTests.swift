@@ -14,7 +14,8 @@ final class CoDelControllerTests: XCTestCase {
             var left = waiting
             while left > 0 {
                 left -= 1
-                let shed = codel.onDequeue(sojournMicros: sojournMicros, nowMicros: nowMicros, queueEmptyAfter: left == 0)
+                let shed = codel.onDequeue(
+                    sojournMicros: sojournMicros, nowMicros: nowMicros, queueEmptyAfter: left == 0)
                 guard shed else { break }
                 shedAt.append(nowMicros)
             }
@@ -163,6 +164,18 @@ final class BoundedCoDelQueueTests: XCTestCase {
         XCTAssertGreaterThan(shedStanding, 0)
         XCTAssertTrue(queue.controller.isDropping)
         XCTAssertEqual(queue.count + served + shedStanding, next, "every element is accounted for")
+    }
+
+    func testElementsWaitingPastTheDeadlineExpireOldestFirst() {
+        var queue = BoundedCoDelQueue<Int>(capacity: 8)
+        for value in 0..<4 { _ = queue.enqueue(value, nowMicros: Int64(value) * 10_000) }
+        XCTAssertEqual(queue.oldestEnqueuedAtMicros, 0)
+        let expired = queue.removeExpired(nowMicros: 50_000, maxSojournMicros: 30_000)
+        XCTAssertEqual(expired.map(\.element), [0, 1], "waited 50 and 40 ms; 30 ms exactly is not past the deadline")
+        XCTAssertEqual(expired.map(\.reason), [.expired, .expired])
+        XCTAssertEqual(expired.map(\.sojournMicros), [50_000, 40_000])
+        XCTAssertEqual(queue.oldestEnqueuedAtMicros, 20_000)
+        XCTAssertEqual(queue.count, 2)
     }
 
     func testRemoveAllKeepsTheOrderOfTheRest() {
