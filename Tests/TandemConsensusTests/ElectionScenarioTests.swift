@@ -166,6 +166,33 @@ final class ElectionScenarioTests: XCTestCase {
             ])
     }
 
+    func testAFollowerThatStalledSuspectsNoOneWhenItWakes() {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        cluster.run(forMs: 2000)
+        let sleeper = cluster.followers(of: leader)[0]
+        let term = cluster.nodes[sleeper]!.currentTerm
+        cluster.stalled.insert(sleeper)
+        cluster.run(forMs: 2500)  // Longer than the election timeout: without the guard it would campaign at once.
+        cluster.wake(sleeper)
+        XCTAssertEqual(cluster.nodes[sleeper]!.currentRole, .follower, "its own stall is not the leader's failure")
+        cluster.run(forMs: 1000)
+        XCTAssertEqual(cluster.nodes[sleeper]!.currentTerm, term)
+        XCTAssertEqual(cluster.nodes[sleeper]!.knownLeader, leader)
+        XCTAssertFalse(cluster.sent.contains { if case .preVoteRequest = $0 { $0.from == sleeper } else { false } })
+    }
+
+    func testALeaderThatStalledKeepsLeadingWhenItsFollowersStillHearIt() {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        cluster.run(forMs: 2000)
+        cluster.stalled.insert(leader)
+        cluster.run(forMs: 720)  // Shorter than the followers' detection time, longer than the 700 ms lease.
+        cluster.wake(leader)
+        XCTAssertEqual(cluster.nodes[leader]!.currentRole, .leader, "check-quorum does not count our own silence")
+        XCTAssertFalse(cluster.nodes[leader]!.leaseValid, "but the lease, measured in time, has run out")
+    }
+
     func testLeaderCrashIsDetectedAndANewLeaderCommitsWithinOneAndAHalfSeconds() {
         var cluster = TestCluster(size: 3)
         let old = cluster.electLeader()

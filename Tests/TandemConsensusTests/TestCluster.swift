@@ -15,6 +15,8 @@ struct TestCluster {
     var inFlight: [(atMs: Int64, message: Message)] = []
     var blocked: Set<[NodeID]> = []
     var down: Set<NodeID> = []
+    /// Frozen processes: they neither tick nor read messages, which wait for them in flight.
+    var stalled: Set<NodeID> = []
     var nowMs: Int64 = 0
     var latencyMs: Int64 = 2
     let ids: [NodeID]
@@ -56,14 +58,14 @@ struct TestCluster {
 
     mutating func step() {
         nowMs += 1
-        let due = inFlight.filter { $0.atMs <= nowMs }
-        inFlight.removeAll { $0.atMs <= nowMs }
+        let due = inFlight.filter { $0.atMs <= nowMs && !stalled.contains($0.message.to) }
+        inFlight.removeAll { $0.atMs <= nowMs && !stalled.contains($0.message.to) }
         for (_, message) in due where !down.contains(message.to) {
             nodes[message.to]!.step(message, nowMs: nowMs)
             drain(message.to)
         }
         if nowMs % 10 == 0 {
-            for id in ids where !down.contains(id) {
+            for id in ids where !down.contains(id) && !stalled.contains(id) {
                 nodes[id]!.tick(nowMs: nowMs)
                 drain(id)
             }
@@ -106,6 +108,13 @@ struct TestCluster {
     }
 
     mutating func heal() { blocked = [] }
+
+    /// Unfreezes a stalled node. Its timer fires before it reads the messages that queued up, the worst order.
+    mutating func wake(_ id: NodeID) {
+        stalled.remove(id)
+        nodes[id]!.tick(nowMs: nowMs)
+        drain(id)
+    }
 
     mutating func crash(_ id: NodeID) {
         down.insert(id)
