@@ -228,6 +228,13 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     }
 
     public var status: NodeStatus { raft.status }
+
+    /// Entries 1...index from the retained log (the log is kept whole for now), for replaying into an app that
+    /// lost its in-memory state.
+    public func entries(through index: UInt64) -> [Entry] {
+        guard index > 0 else { return [] }
+        return (1...index).compactMap { raft.entry(at: $0) }
+    }
     public var transportStatus: [TandemTransport.PeerStatus] { transport?.peerStatuses ?? [] }
     public var currentAppliedIndex: UInt64 { appliedIndex }
 

@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import TandemConsensus
 import TandemHTTP
@@ -48,6 +49,14 @@ final class Applier: ConnectionDelegate {
     private(set) var retryCount: UInt64 = 0
     /// Called after each entry is applied, with the answer the origin node gives its client.
     var onApplied: ((Entry, AppliedResponse?) -> Void)?
+    /// The app refused a connection (it is not running).
+    var onAppRefused: (() -> Void)?
+    /// Whether to hold requests after connecting until a possible restart was dealt with (in-memory apps: the
+    /// first request into a restarted app must be entry 1 of a replay, not the next entry).
+    var isHoldingForRestartCheck: () -> Bool = { false }
+    /// Connected while holding: the owner decides (replay from the start, or `releaseHeld()`).
+    var onConnectedWhileHolding: (() -> Void)?
+    private var heldRequest: (command: WriteCommand, entry: Entry)?
 
     init(
         loop: EventLoop, upstreamHost: String, upstreamPort: UInt16, startAfter index: UInt64,
@@ -71,6 +80,26 @@ final class Applier: ConnectionDelegate {
             queue.append(entry)
         }
         if current == nil { applyNext() }
+    }
+
+    /// Starts over from the beginning of the log: the app restarted and lost its in-memory state
+    /// (`TANDEM_APP_STATE=memory`). `history` is every entry up to the applied index, in order; entries already
+    /// queued follow it. The digest and the idempotency table are rebuilt by the replay itself.
+    func replayFromStart(history: [Entry]) {
+        retryTimer.cancel()
+        connection?.close()
+        connection = nil
+        heldRequest = nil
+        let pending = (current.map { [$0] } ?? []) + Array(queue[queueHead...])
+        current = nil
+        queue = history + pending.filter { $0.index > (history.last?.index ?? 0) }
+        queueHead = 0
+        appliedIndex = 0
+        digest = ApplyDigest()
+        idempotency = IdempotencyTable(ttlMs: idempotency.ttlMs)
+        isStalled = false
+        backoffMs = 50
+        applyNext()
     }
 
     func stop() {
@@ -117,6 +146,10 @@ final class Applier: ConnectionDelegate {
                 scheduleRetry(reason: "cannot create a socket")
                 return
             }
+            if isHoldingForRestartCheck() {
+                heldRequest = (command, entry)
+                return
+            }
         }
         var headers = command.headers
         headers.add(name: "Tandem-Index", value: String(entry.index))
@@ -136,6 +169,20 @@ final class Applier: ConnectionDelegate {
 
     func connectionDidConnect(_ connection: Connection) {
         isConnected = true
+        if heldRequest != nil {
+            if isHoldingForRestartCheck() {
+                onConnectedWhileHolding?()
+            } else {
+                releaseHeld()
+            }
+        }
+    }
+
+    /// Sends the request held back while a restart check was pending.
+    func releaseHeld() {
+        guard let held = heldRequest, connection?.isOpen == true else { return }
+        heldRequest = nil
+        send(held.command, for: held.entry)
     }
 
     func connectionHasInput(_ connection: Connection) {
@@ -183,6 +230,8 @@ final class Applier: ConnectionDelegate {
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
         self.connection = nil
+        heldRequest = nil
+        if !isConnected, reason == .socketError(ECONNREFUSED) { onAppRefused?() }
         guard current != nil else { return }
         if responseHead != nil, parser.phase == .body {
             var ended = false

@@ -157,6 +157,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             connection.write(HTTPSerializer.continueResponse)
         }
         if let replication = proxy.replication {
+            if requestClass != .bypass, let reason = replication.notServingReason {
+                // PITFALLS.md: an app started before its sidecar is ready, or the reverse. Hold client traffic.
+                respondWithError(Replication.error(503, "not_ready", reason, retryAfter: 1), forceClose: !head.keepAlive || head.framing != .none)
+                return
+            }
             if requestClass == .write {
                 exchange.isReplicatedWrite = true
                 return

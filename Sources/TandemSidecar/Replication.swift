@@ -53,6 +53,16 @@ final class Replication: ReplicaDelegate {
     /// The commit index this node knew last (from the runtime), for readiness lag.
     var commitIndex: UInt64 { runtime.status.commitIndex }
     var appliedIndex: UInt64 { applier.appliedIndex }
+    /// While replaying the log into a restarted in-memory app, up to this index: client traffic waits.
+    private(set) var replayingThrough: UInt64?
+    /// The highest index reported to the runtime as applied (a replay goes back below it; the runtime never does).
+    private var reportedAppliedIndex: UInt64 = 0
+    var isReplaying: Bool { replayingThrough != nil }
+    /// This replica has, once, applied everything committed while a leader was known: until then it holds client
+    /// traffic (503 not_ready), so a restarted node never serves a state older than what it acknowledged before.
+    private(set) var hasCaughtUp = false
+    /// Set when an in-memory app refused connections; cleared by the replay that follows its return.
+    private(set) var appDownEpisode = false
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
@@ -69,6 +79,11 @@ final class Replication: ReplicaDelegate {
             idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
         divergence = DivergenceMonitor(log: log, resumedAfter: startAfter)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
+        if settings.appState == .memory {
+            applier.onAppRefused = { [unowned self] in self.appSeenDown() }
+            applier.isHoldingForRestartCheck = { [unowned self] in self.appDownEpisode }
+            applier.onConnectedWhileHolding = { [unowned self] in self.appRestarted() }
+        }
         runtime.delegate = self
         runtime.onApplicationFrame = { [unowned self] peer, type, payload in
             guard type == DivergenceMonitor.frameType else { return }
@@ -101,8 +116,10 @@ final class Replication: ReplicaDelegate {
         sweepTimer.invalidate()
         digestTimer.invalidate()
         applier.stop()
+        // Their fate is unknown (they may be appended, even committed): never report that as a definite failure.
         for (_, pending) in pendingWrites {
-            pending.completion(.failed(Self.error(503, "no_leader", "this node is shutting down", retryAfter: 1)))
+            pending.completion(.failed(Self.error(
+                504, "commit_timeout", "this node stopped before the write's outcome was known; retry with the same Idempotency-Key")))
         }
         pendingWrites.removeAll()
         runtime.stop()
@@ -169,10 +186,59 @@ final class Replication: ReplicaDelegate {
         role = change.role
         leader = change.leader
         term = change.term
+        checkCaughtUp()
+    }
+
+    /// The app refused a connection: if it comes back it is a new process, and an in-memory app lost its state.
+    func appSeenDown() {
+        if settings.appState == .memory { appDownEpisode = true }
+    }
+
+    /// The app was seen gone (connection refused) and back: with an in-memory app its state is gone, so the
+    /// retained log is replayed into it from the start before the node serves again. Called by the probe and by
+    /// the applier, whichever sees the app first; one replay per episode.
+    func appRestarted() {
+        guard appDownEpisode else { return }
+        appDownEpisode = false
+        guard settings.appState == .memory, applier.appliedIndex > 0 else {
+            applier.releaseHeld()
+            return
+        }
+        let through = applier.appliedIndex
+        log.warning("the app restarted: replaying the log into it before serving again", metadata: ["through": "\(through)"])
+        replayingThrough = through
+        applier.replayFromStart(history: runtime.entries(through: through))
+    }
+
+    private func checkCaughtUp() {
+        guard !hasCaughtUp else { return }
+        let status = runtime.status
+        if status.leader != nil && status.commitIndex > 0 && applier.appliedIndex >= status.commitIndex {
+            hasCaughtUp = true
+            log.info("caught up: serving clients", metadata: ["applied": "\(applier.appliedIndex)"])
+        }
+    }
+
+    /// Why client requests must wait, or nil when they may be served.
+    var notServingReason: String? {
+        if isReplaying { return "this replica is replaying the log into its restarted app" }
+        if !hasCaughtUp { return "this replica has not caught up with the cluster yet" }
+        return nil
     }
 
     private func onApplied(_ entry: Entry, _ response: AppliedResponse?) {
-        runtime.markApplied(entry.index)
+        defer { checkCaughtUp() }
+        if entry.index > reportedAppliedIndex {
+            runtime.markApplied(entry.index)
+            reportedAppliedIndex = entry.index
+        }
+        if let through = replayingThrough {
+            if entry.index >= through {
+                replayingThrough = nil
+                log.info("replay finished: serving again", metadata: ["index": "\(entry.index)"])
+            }
+            if entry.index <= through { return }  // a replayed entry: nobody waits for it any more
+        }
         if entry.kind == .normal {
             divergence.recordApplied(index: entry.index, digest: applier.digest.value)
             reportCompletedBlock()

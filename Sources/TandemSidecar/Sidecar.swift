@@ -76,7 +76,9 @@ public final class Sidecar {
         health.onChange = { [unowned self] reachable in
             if reachable {
                 self.log.info("app answers", metadata: ["upstream": "\(self.upstreamAddress)"])
+                self.replication?.appRestarted()
             } else {
+                self.replication?.appSeenDown()
                 self.log.warning("app unreachable", metadata: ["upstream": "\(self.upstreamAddress)"])
             }
         }
@@ -229,6 +231,8 @@ public final class Sidecar {
             if replication.applier.isStalled { reasons.append("apply_stalled") }
             if status.commitIndex > replication.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
             if replication.divergence.isDiverged { reasons.append("diverged") }
+            if replication.isReplaying { reasons.append("replaying") }
+            if !replication.hasCaughtUp { reasons.append("catching_up") }
         }
         return reasons
     }

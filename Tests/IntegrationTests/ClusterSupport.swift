@@ -97,6 +97,10 @@ class ClusterTestCase: ProcessTestCase {
                 let replica = pool.first(where: { $0.id == leader }),
                 (status(replica)?["role"] as? String) == "leader"
             else { return false }
+            // Like an orchestrator's readiness gate: every node applied what was committed and serves clients.
+            guard pool.allSatisfy({ (try? httpRequest(port: $0.adminPort, method: "GET", path: "/readyz").status) == 200 }) else {
+                return false
+            }
             found = replica
             return true
         }

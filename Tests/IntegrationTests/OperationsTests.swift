@@ -96,6 +96,27 @@ final class OperationsTests: ClusterTestCase {
         XCTAssertFalse(metrics.contains("tandem_digest_comparisons_total 0\n"), "comparisons must actually happen: \(metrics)")
     }
 
+    func testARestartedInMemoryAppGetsTheLogReplayedBeforeItsNodeServesAgain() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        for round in 0..<10 {
+            XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "POST", path: "/counters/r/incr").status, 200)
+            XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/r/append", body: "\(round),").status, 200)
+        }
+        let follower = try XCTUnwrap(replicas.first { $0 !== leader })
+        let before = try XCTUnwrap(waitForConvergence())
+        // Only the app dies; its tandem keeps running and sees it refuse connections, then come back empty.
+        kill(follower.app!.pid, SIGKILL)
+        _ = follower.app!.waitForExit()
+        XCTAssertTrue(waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 503 })
+        let (app, _) = try startApp(port: follower.appPort)
+        follower.app = app
+        XCTAssertEqual(waitForConvergence(), before, "the replay must rebuild exactly the same state, nothing applied twice")
+        XCTAssertTrue(follower.tandem!.process.output.contains("replaying the log"), follower.tandem!.process.output)
+        XCTAssertTrue(waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        XCTAssertEqual(try httpRequest(port: follower.clientPort, method: "GET", path: "/counters/r").bodyText, "{\"name\":\"r\",\"value\":10}")
+    }
+
     func testATornWALTailIsTruncatedWithALogLineAndTheNodeCatchesUp() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
