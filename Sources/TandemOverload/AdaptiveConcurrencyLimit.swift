@@ -165,6 +165,8 @@ public struct AdaptiveConcurrencyLimit: Sendable {
         precondition(rttMicros >= 0 && inflightAtStart >= 0, "samples are not negative")
         switch phase {
         case .probing(let collected, let sumMicros):
+            // A failed request's round trip is a timeout or an error path, not the app's latency.
+            guard !didDrop else { return }
             onProbeSample(rttMicros: rttMicros, inflightAtStart: inflightAtStart, collected: collected, sum: sumMicros)
         case .tracking(let samplesUntilProbe):
             onTrackingSample(rttMicros: rttMicros, inflightAtStart: inflightAtStart, didDrop: didDrop)

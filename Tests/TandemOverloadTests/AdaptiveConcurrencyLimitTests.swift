@@ -118,6 +118,8 @@ final class AdaptiveConcurrencyLimitTests: XCTestCase {
         XCTAssertEqual(limiter.limit, 4, "measurements run at the floor, never at 1")
         limiter.onSample(rttMicros: 90_000, inflightAtStart: 12, didDrop: false)
         XCTAssertEqual(limiter.phase, .probing(collected: 0, sumMicros: 0), "admitted above the floor: ignored")
+        limiter.onSample(rttMicros: 30_000_000, inflightAtStart: 2, didDrop: true)
+        XCTAssertEqual(limiter.phase, .probing(collected: 0, sumMicros: 0), "a failed request is no latency: ignored")
         for rtt: Int64 in [9_000, 10_000, 11_000, 10_000] {
             limiter.onSample(rttMicros: rtt, inflightAtStart: 4, didDrop: false)
         }
