@@ -40,6 +40,29 @@ final class ReadAndWriteScenarioTests: XCTestCase {
         XCTAssertEqual(cluster.accepted[follower], [ProposalID(origin: follower, sequence: 1)])
     }
 
+    func testADuplicatedForwardIsAppendedOnceAndAnsweredTheSameWay() {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        let follower = cluster.followers(of: leader)[0]
+        let id = ProposalID(origin: follower, sequence: 42)
+        let forward = Message.proposalForward(
+            ProposalForward(
+                from: follower, to: leader, term: cluster.nodes[follower]!.currentTerm,
+                proposals: [ForwardedProposal(id: id, data: Array("once".utf8))]))
+        cluster.nodes[leader]!.step(forward, nowMs: cluster.nowMs)
+        cluster.nodes[leader]!.step(forward, nowMs: cluster.nowMs)  // The network delivered it twice.
+        let answers = cluster.nodes[leader]!.ready().messages.compactMap { message -> ProposalOutcome? in
+            if case .proposalForwardResponse(let response) = message { return response.outcomes[id] }
+            return nil
+        }
+        XCTAssertEqual(answers.count, 2)
+        XCTAssertEqual(Set(answers.map { "\($0)" }).count, 1, "both copies get the same answer")
+        let copies = (1...cluster.nodes[leader]!.lastIndex).filter {
+            cluster.nodes[leader]!.entry(at: $0)?.proposal == id
+        }
+        XCTAssertEqual(copies.count, 1, "appended once")
+    }
+
     func testAProposalWithNoKnownLeaderIsRefusedAtOnce() {
         var cluster = TestCluster(size: 3)
         XCTAssertThrowsError(try cluster.propose("x", at: NodeID("n1"), sequence: 1)) { error in
