@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Helpers shared by the scripts/bench-*.sh benchmarks, on top of scripts/lib.sh (which owns process start-up and
+# the cleanup trap that stops every started PID). This file only adds measuring and cluster plumbing; it never
+# kills anything by name and never writes outside the run's own directories.
+
+# bench_binaries: sets BIN. With BIN unset it builds the release binaries the README's way (a no-op when they are
+# up to date) and uses .build/release; with BIN set it uses those binaries as they are.
+bench_binaries() {
+  if [ -z "${BIN:-}" ]; then
+    swift build -c release 2>&1 | tail -1
+    BIN=.build/release
+  fi
+  for exe in tandem example-kv; do
+    [ -x "$BIN/$exe" ] || { echo "no $BIN/$exe: build with 'swift build -c release' or set BIN" >&2; exit 1; }
+  done
+}
+
+# bench_install TOOL [PACKAGE]: installs a missing tool with apt-get (Debian package names).
+bench_install() {
+  local tool=$1 pkg=${2:-$1}
+  command -v "$tool" >/dev/null 2>&1 && return 0
+  local sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get install -y --no-install-recommends "$pkg" >/dev/null 2>&1 ||
+    { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y --no-install-recommends "$pkg" >/dev/null; }
+}
+
+# bench_data_root: sets BENCH_DATA, a directory for durable data on a real disk. Benchmarks of fsync on tmpfs
+# measure nothing, so when the run directory is on tmpfs it uses BENCH_DATA_ROOT (default: bench/.data in the
+# repository) and bench_remove_data removes it on exit. Call it in the script itself, not in $(...).
+bench_data_root() {
+  BENCH_DATA="$WORKDIR/data"
+  if [ "$(stat -f -c %T "$WORKDIR")" = "tmpfs" ]; then
+    mkdir -p "${BENCH_DATA_ROOT:-bench/.data}"
+    BENCH_DATA=$(mktemp -d "${BENCH_DATA_ROOT:-bench/.data}/run-XXXXXX")
+  fi
+  mkdir -p "$BENCH_DATA"
+  [ "$(stat -f -c %T "$BENCH_DATA")" != "tmpfs" ] || echo "WARNING: $BENCH_DATA is on tmpfs: fsync costs nothing there" >&2
+}
+bench_remove_data() { case "${BENCH_DATA:-}" in "$WORKDIR"/*|"") ;; *) rm -rf "$BENCH_DATA" ;; esac; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+now_ns() { date +%s%N; }
+
+# forget_pid PID: drops a PID the script killed on purpose from the cleanup list, so a reused PID is never signalled.
+forget_pid() {
+  local gone=$1 kept=() p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$gone" ] && kept+=("$p"); done
+  PIDS=("${kept[@]:-}")
+}
+
+# to_ms LATENCY: wrk latency (1.23ms, 456.00us, 1.02s, 2.00m) -> milliseconds.
+to_ms() {
+  echo "$1" | awk '{ v=$1
+    if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f\n", v/1000 }
+    else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.2f\n", v }
+    else if (v ~ /m$/) { sub(/m$/,"",v); printf "%.0f\n", v*60000 }
+    else { sub(/s$/,"",v); printf "%.0f\n", v*1000 } }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
+
+# run_wrk THREADS CONNECTIONS SECONDS URL [LUA]: prints "rps p50ms p99ms errors requests" where errors counts
+# non-2xx/3xx answers plus socket errors (connect, read, write, timeout), so a fast stream of 503s never passes
+# for throughput. The whole wrk output is kept in $WORKDIR/wrk-<n>.txt for inspection.
+WRK_RUN=0
+run_wrk() {
+  local threads=$1 conns=$2 secs=$3 url=$4 lua=${5:-}
+  WRK_RUN=$((WRK_RUN + 1))
+  local out="$WORKDIR/wrk-$WRK_RUN.txt"
+  if [ -n "$lua" ]; then
+    wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency -s "$lua" "$url" >"$out" 2>&1 || true
+  else
+    wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency "$url" >"$out" 2>&1 || true
+  fi
+  local rps p50 p99 non2xx sockerr total
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$out")
+  p50=$(awk '$1=="50%" {print $2}' "$out")
+  p99=$(awk '$1=="99%" {print $2}' "$out")
+  non2xx=$(awk '/Non-2xx or 3xx responses/ {print $5}' "$out")
+  sockerr=$(awk '/Socket errors/ { n=0; for (i=1;i<=NF;i++) if ($i ~ /^[0-9]+,?$/) n += $i+0; print n }' "$out")
+  total=$(awk '/requests in/ {print $1}' "$out")
+  echo "${rps:-0} $(to_ms "${p50:-0us}") $(to_ms "${p99:-0us}") $(( ${non2xx:-0} + ${sockerr:-0} )) ${total:-0}"
+}
+
+# tandem_status ADMIN_PORT FIELD: prints one top-level field of /status (role, leader, term, commitIndex, ...).
+tandem_status() {
+  curl -s --max-time 1 "http://127.0.0.1:$1/status" |
+    python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$2" 2>/dev/null
+}
+
+# start_tandem_cluster N [VAR=VALUE ...]: starts N example-kv apps and N tandems forming one cluster, with WAL data
+# under BENCH_DATA (call bench_data_root first). Sets the arrays NODES, PEER, CLIENT, ADMIN, APP, APPPID, TPID and
+# the string PEERS.
+declare -a NODES=()
+declare -A PEER CLIENT ADMIN APP APPPID TPID
+CLUSTER_DATA=""
+CLUSTER_EXTRA=()
+start_tandem_cluster() {
+  local count=$1 n i
+  shift
+  CLUSTER_EXTRA=("$@")
+  CLUSTER_DATA="$BENCH_DATA/tandem"
+  NODES=()
+  for i in $(seq 1 "$count"); do NODES+=("n$i"); PEER[n$i]=$(free_port); done
+  PEERS=""
+  for n in "${NODES[@]}"; do PEERS+="${PEERS:+,}$n=127.0.0.1:${PEER[$n]}"; done
+  for n in "${NODES[@]}"; do
+    start_app "app-$n"; APP[$n]=$APP_PORT; APPPID[$n]=$APP_PID
+    start_cluster_tandem "$n"
+  done
+}
+
+# start_cluster_tandem NODE: (re)starts one node's tandem with its fixed peer port and its data directory.
+start_cluster_tandem() {
+  local n=$1
+  rm -f "$WORKDIR/$n.log"  # a restart must not read the previous process's "listening" line
+  start_tandem "$n" "${APP[$n]}" TANDEM_PEERS="$PEERS" TANDEM_PEER_LISTEN="127.0.0.1:${PEER[$n]}" \
+    TANDEM_CLUSTER_SECRET=bench-cluster-secret-0123456789 TANDEM_DATA_DIR="$CLUSTER_DATA/$n" \
+    "${CLUSTER_EXTRA[@]}"
+  CLIENT[$n]=$CLIENT_PORT; ADMIN[$n]=$ADMIN_PORT; TPID[$n]=$TANDEM_PID
+}
+
+# wait_cluster_leader [NODES...]: waits up to 20 s until a node of the list reports itself leader; prints its id.
+wait_cluster_leader() {
+  local n
+  for _ in $(seq 1 400); do
+    for n in "$@"; do
+      if [ "$(tandem_status "${ADMIN[$n]}" role)" = "leader" ]; then echo "$n"; return 0; fi
+    done
+    sleep 0.05
+  done
+  echo "no leader among $*" >&2
+  return 1
+}
+
+# wait_ready NODE: waits up to 30 s for /readyz 200 on NODE.
+wait_ready() {
+  for _ in $(seq 1 600); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:${ADMIN[$1]}/readyz")" = 200 ] && return 0
+    sleep 0.05
+  done
+  echo "$1 not ready after 30 s: $(curl -s --max-time 1 "http://127.0.0.1:${ADMIN[$1]}/readyz")" >&2
+  return 1
+}
+
+# start_etcd_cluster N: starts an N-member etcd cluster on loopback (Debian's etcd-server), data on a real disk,
+# default fsync and timing settings. Sets ETCD_MEMBERS, ETCD_CLIENT[name], ETCD_PID[name].
+declare -a ETCD_MEMBERS=()
+declare -A ETCD_CLIENT ETCD_PEER ETCD_PID
+start_etcd_cluster() {
+  local count=$1 i m cluster="" data="$BENCH_DATA/etcd"
+  ETCD_MEMBERS=()
+  for i in $(seq 1 "$count"); do
+    m="e$i"; ETCD_MEMBERS+=("$m"); ETCD_CLIENT[$m]=$(free_port); ETCD_PEER[$m]=$(free_port)
+    cluster+="${cluster:+,}$m=http://127.0.0.1:${ETCD_PEER[$m]}"
+  done
+  for m in "${ETCD_MEMBERS[@]}"; do
+    etcd --name "$m" --data-dir "$data/$m" \
+      --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[$m]}" --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[$m]}" \
+      --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[$m]}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[$m]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token tandem-bench \
+      --logger zap >"$WORKDIR/etcd-$m.log" 2>&1 &
+    ETCD_PID[$m]=$!
+    disown "${ETCD_PID[$m]}"
+    PIDS+=("${ETCD_PID[$m]}")
+  done
+}
+
+# etcd_leader: waits up to 20 s for the etcd cluster to have a leader; prints the leader's member name.
+etcd_leader() {
+  local m status
+  for _ in $(seq 1 200); do
+    for m in "${ETCD_MEMBERS[@]}"; do
+      status=$(curl -s --max-time 1 -X POST -d '{}' "http://127.0.0.1:${ETCD_CLIENT[$m]}/v3/maintenance/status" || true)
+      if echo "$status" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d.get("leader") and d["leader"]==d["header"]["member_id"] else 1)' 2>/dev/null; then
+        echo "$m"; return 0
+      fi
+    done
+    sleep 0.1
+  done
+  echo "etcd elected no leader" >&2
+  return 1
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Replicated writes, side by side in one run: wrk doing PUT /kv/<random key> with a 256-byte body against
+#   - example-kv alone (no replication, no disk: the ceiling),
+#   - a three-node Tandem cluster on loopback (WAL fsync on a real disk), through the leader and through a follower
+#     (which forwards the write to the leader over the peer link),
+#   - a three-member etcd cluster on loopback (Debian's etcd-server), POST /v3/kv/put through its HTTP/JSON gateway
+#     with the same key space and value size, through the leader and through a follower,
+# at each connection count (default 1 and 64). Prints Markdown tables for BENCHMARKS.md, with the load average.
+# Usage: [BIN=.build/release] scripts/bench-writes.sh [seconds-per-run] [connection counts, e.g. "1 64"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTION_COUNTS=${2:-"1 64"}
+WARMUP_SECONDS=2
+scripts/ensure-deps.sh
+source bench/lib.sh
+bench_install wrk
+bench_install etcd etcd-server
+bench_binaries
+source scripts/lib.sh
+trap 'cleanup; bench_remove_data' EXIT
+bench_data_root
+
+echo "== starting example-kv alone, a 3-node Tandem cluster and a 3-member etcd cluster (data in $BENCH_DATA)"
+start_app alone
+ALONE_PORT=$APP_PORT
+start_tandem_cluster 3
+start_etcd_cluster 3
+LEADER=$(wait_cluster_leader "${NODES[@]}")
+for n in "${NODES[@]}"; do wait_ready "$n"; done
+FOLLOWER=""
+for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { FOLLOWER=$n; break; }; done
+ETCD_LEADER_NAME=$(etcd_leader)
+ETCD_FOLLOWER_NAME=""
+for m in "${ETCD_MEMBERS[@]}"; do [ "$m" != "$ETCD_LEADER_NAME" ] && { ETCD_FOLLOWER_NAME=$m; break; }; done
+echo "== tandem leader $LEADER, follower $FOLLOWER; etcd leader $ETCD_LEADER_NAME, follower $ETCD_FOLLOWER_NAME"
+
+# A sanity check that each target really stores the value, before anything is timed.
+VALUE=$(head -c 256 /dev/zero | tr '\0' 'v')
+for port in "$ALONE_PORT" "${CLIENT[$LEADER]}" "${CLIENT[$FOLLOWER]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT "http://127.0.0.1:$port/kv/sanity" --data "$VALUE")
+  [ "$code" = 200 ] || { echo "PUT through port $port answered $code" >&2; exit 1; }
+done
+for m in "$ETCD_LEADER_NAME" "$ETCD_FOLLOWER_NAME"; do
+  curl -s --max-time 5 -X POST "http://127.0.0.1:${ETCD_CLIENT[$m]}/v3/kv/put" \
+    -d "{\"key\":\"$(printf sanity | base64)\",\"value\":\"$(printf '%s' "$VALUE" | base64 -w0)\"}" | grep -q revision ||
+    { echo "etcd PUT through $m failed" >&2; exit 1; }
+done
+
+# The disk's own fsync latency bounds what one connection can do through any durable system.
+FSYNC_P50_MS=$(python3 - "$CLUSTER_DATA" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+samples = []
+for _ in range(200):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter(); os.fdatasync(fd); samples.append((time.perf_counter() - t) * 1000)
+os.close(fd); os.unlink(path)
+samples.sort()
+print(f"{samples[len(samples)//2]:.2f} (p99 {samples[int(len(samples)*0.99)]:.2f})")
+PY
+)
+
+declare -A RESULT
+measure() { # label connections url lua
+  local label=$1 conns=$2 url=$3 lua=$4 threads=2
+  [ "$conns" -lt 2 ] && threads=1
+  run_wrk "$threads" "$conns" "$WARMUP_SECONDS" "$url" "$lua" >/dev/null
+  RESULT[$label,$conns]="$(run_wrk "$threads" "$conns" "$DURATION" "$url" "$lua") $(load1)"
+  echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1)"
+}
+LABELS=(alone tandem-leader tandem-follower etcd-leader etcd-follower)
+declare -A TITLE=([alone]="example-kv alone (no replication)" [tandem-leader]="Tandem, write to the leader"
+  [tandem-follower]="Tandem, write to a follower" [etcd-leader]="etcd 3.4 gateway, leader"
+  [etcd-follower]="etcd 3.4 gateway, follower")
+LOAD_BEFORE=$(loadavg)
+for c in $CONNECTION_COUNTS; do
+  echo "== $c connection(s), ${DURATION}s each after ${WARMUP_SECONDS}s warm-up"
+  measure alone "$c" "http://127.0.0.1:$ALONE_PORT" bench/put-kv.lua
+  measure tandem-leader "$c" "http://127.0.0.1:${CLIENT[$LEADER]}" bench/put-kv.lua
+  measure tandem-follower "$c" "http://127.0.0.1:${CLIENT[$FOLLOWER]}" bench/put-kv.lua
+  measure etcd-leader "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_LEADER_NAME]}" bench/etcd-put.lua
+  measure etcd-follower "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_FOLLOWER_NAME]}" bench/etcd-put.lua
+done
+LEADER_AFTER=$(tandem_status "${ADMIN[$LEADER]}" role)
+[ "$LEADER_AFTER" = leader ] || echo "WARNING: $LEADER is no longer the Tandem leader (role $LEADER_AFTER): an election happened during the run" >&2
+
+field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
+echo
+echo "PUT /kv/<random of 100k keys>, 256-byte value; wrk --latency, ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
+echo "tandem $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
+  "load average before $LOAD_BEFORE, after $(loadavg)"
+echo
+echo "| target | connections | requests/s | p50 ms | p99 ms | errors | load (1 min) | requests/s vs app alone |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in $CONNECTION_COUNTS; do
+  for l in "${LABELS[@]}"; do
+    echo "| ${TITLE[$l]} | $c | $(field $l $c 1) | $(field $l $c 2) | $(field $l $c 3) | $(field $l $c 4) | $(field $l $c 6) | $(ratio "$(field $l $c 1)" "$(field alone $c 1)") |"
+  done
+done
+echo
+echo "| Tandem / etcd, same role | connections | requests/s ratio (>1: Tandem faster) | p50 ratio (<1: Tandem faster) | p99 ratio |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+for c in $CONNECTION_COUNTS; do
+  for role in leader follower; do
+    echo "| $role | $c | $(ratio "$(field tandem-$role $c 1)" "$(field etcd-$role $c 1)") | $(ratio "$(field tandem-$role $c 2)" "$(field etcd-$role $c 2)") | $(ratio "$(field tandem-$role $c 3)" "$(field etcd-$role $c 3)") |"
+  done
+done
