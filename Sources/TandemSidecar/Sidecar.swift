@@ -8,6 +8,7 @@ import Logging
 import TandemConsensus
 import TandemNet
 import TandemNode
+import TandemStatusPage
 
 /// Everything the sidecar needs to run, resolved from configuration by the executable.
 public struct SidecarOptions: Sendable {
@@ -40,6 +41,9 @@ public final class Sidecar {
     private let probe: AppProbe
     private let replication: Replication?
     private var handoffTimer: TandemNet.Timer?
+    /// Each peer's phi, sampled every second over the last minute, for the status page's charts (bounded).
+    private var phiHistory: [String: [(tMs: Int64, phi: Double)]] = [:]
+    private var phiSampler: TandemNet.Timer?
     private var signalWatchers: [SignalWatcher] = []
     private var drainTimer: TandemNet.Timer?
     private var isDraining = false
@@ -94,6 +98,8 @@ public final class Sidecar {
             })
         }
         probe.start(intervalMs: options.appProbeIntervalMs)
+        phiSampler = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in self.samplePhi() }
+        phiSampler?.scheduleRepeating(everyMs: 1000)
         do {
             try replication?.runtime.start()
         } catch {
@@ -166,6 +172,7 @@ public final class Sidecar {
         proxy.closeAll()
         replication?.stop()
         probe.stop()
+        phiSampler?.invalidate()
         admin.close()
         for watcher in signalWatchers { watcher.invalidate() }
         loop.stop()
@@ -186,6 +193,8 @@ public final class Sidecar {
             return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         case ("GET", "/status"):
             return .json(200, statusJSON())
+        case ("GET", "/"):
+            return AdminResponse(status: 200, contentType: "text/html; charset=utf-8", body: statusPage())
         case ("POST", "/admin/transfer-leadership"):
             return transferLeadership(query: query)
         default:
@@ -263,6 +272,44 @@ public final class Sidecar {
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
             + "\"applyStalled\":\(replication.applier.isStalled)},"
             + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
+    }
+
+    private func samplePhi() {
+        guard let runtime = replication?.runtime else { return }
+        let now = EventLoop.preciseNowMs()
+        for peer in runtime.status.peers {
+            var samples = phiHistory[peer.id.rawValue, default: []]
+            samples.append((now, runtime.phi(for: peer.id)))
+            samples.removeAll { now - $0.tMs > StatusPage.chartWindowMs }
+            phiHistory[peer.id.rawValue] = samples
+        }
+    }
+
+    /// The admin port's human page: members, roles, indexes, lag, and each peer's phi over the last minute.
+    private func statusPage() -> String {
+        let now = EventLoop.preciseNowMs()
+        guard let replication else {
+            let model = StatusPageModel(
+                nodeID: options.nodeID, role: "standalone", term: 0, leader: nil, commitIndex: 0, appliedIndex: 0,
+                diverged: false, peers: [], nowMs: now)
+            return StatusPage.render(model)
+        }
+        let runtime = replication.runtime
+        let status = runtime.status
+        let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let peers = status.peers.map { peer in
+            StatusPageModel.Peer(
+                id: peer.id.rawValue, address: links[peer.id]?.address ?? "", connected: links[peer.id]?.connected ?? false,
+                phi: runtime.phi(for: peer.id), matchIndex: peer.matchIndex,
+                lagEntries: status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0,
+                lastContactMs: peer.lastContactMs.map { max(0, now - $0) }, phiHistory: phiHistory[peer.id.rawValue] ?? [])
+        }
+        let model = StatusPageModel(
+            nodeID: options.nodeID, role: Self.roleName(status.role), term: status.term, leader: status.leader?.rawValue,
+            commitIndex: status.commitIndex, appliedIndex: min(replication.appliedIndex, status.commitIndex),
+            diverged: replication.divergence.isDiverged, peers: peers, nowMs: now,
+            phiThreshold: runtime.config.raft.phiThreshold)
+        return StatusPage.render(model)
     }
 
     /// PRODUCT.md names three roles; a pre-candidate is still a follower to the outside.

@@ -200,3 +200,26 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     }
     return false
 }
+
+/// The admin port's status page, checked against /status.
+final class StatusPageTests: ClusterTestCase {
+    func testStatusPageShowsTheMembersRolesAndAPhiChartPerPeer() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        usleep(2_200_000)  // two phi samples per peer
+        let page = try httpRequest(port: leader.adminPort, method: "GET", path: "/")
+        XCTAssertEqual(page.status, 200)
+        XCTAssertTrue(page.headers.first(name: "Content-Type")?.hasPrefix("text/html") == true)
+        let html = page.bodyText
+        let status = try XCTUnwrap(self.status(leader))
+        XCTAssertTrue(html.contains(">leader<") || html.contains("leader"), html)
+        XCTAssertTrue(html.contains("\(status["term"]!)"), html)
+        for replica in replicas where replica !== leader {
+            XCTAssertTrue(html.contains(replica.id), "peer \(replica.id) missing")
+        }
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, replicas.count - 1, "one chart per peer")
+        XCTAssertTrue(html.contains("<polyline"), "the charts must have samples")
+        XCTAssertFalse(html.contains("<script"), "no JavaScript")
+        XCTAssertFalse(html.contains("src=") || html.contains("<link") || html.contains("url("), "no external assets")
+    }
+}
