@@ -63,9 +63,34 @@ enum RepositoryFiles {
         return YAMLNode(json).list
     }
 
-    /// The YAML documents of a file under the repository root.
+    /// The YAML documents of a file under the repository root, parsed once per test run (python3 starts slowly
+    /// on a busy machine, and every test reads the same few files).
     static func yamlFile(_ relativePath: String) throws -> [YAMLNode] {
-        try yamlDocuments(try text(relativePath), name: relativePath)
+        if let cached = parsedFiles.value(for: relativePath) { return cached }
+        let documents = try yamlDocuments(try text(relativePath), name: relativePath)
+        parsedFiles.store(documents, for: relativePath)
+        return documents
+    }
+
+    private static let parsedFiles = ParsedFiles()
+
+    /// Parsed files by path. Bounded by the number of deployment files the tests name (a handful).
+    private final class ParsedFiles: @unchecked Sendable {
+        private let lock = NSLock()
+        // Guarded by lock.
+        private var documentsByPath: [String: [YAMLNode]] = [:]
+
+        func value(for path: String) -> [YAMLNode]? {
+            lock.lock()
+            defer { lock.unlock() }
+            return documentsByPath[path]
+        }
+
+        func store(_ documents: [YAMLNode], for path: String) {
+            lock.lock()
+            defer { lock.unlock() }
+            documentsByPath[path] = documents
+        }
     }
 
     /// The output of a command found on PATH; status 127 when it is not installed.
