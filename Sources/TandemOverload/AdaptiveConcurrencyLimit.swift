@@ -45,11 +45,13 @@ struct ExponentialAverage: Hashable, Sendable {
 ///     gradient = clamp(rttTolerance * longRTT / shortRTT, 0.5, 1.0)     (0.5 when the app dropped the request)
 ///     limit    = (1 - smoothing) * limit + smoothing * (limit * gradient + min(queueSize, sqrt(limit)))
 ///
-/// clamped to `minLimit...maxLimit`. Latency at or below its normal level lets the limit grow by about
-/// `smoothing * queueSize` per sample; latency above `rttTolerance` times normal shrinks it, at most halving per
-/// sample's smoothed step. The limit does not grow while fewer than half of it are in use (the app, not the limit,
-/// bounds throughput then). When the short average falls below half the long one (an overload has passed), the
-/// long average is pulled down by 5% per sample instead of waiting for it to decay.
+/// clamped to `minLimit...maxLimit`. Latency within `rttTolerance` of normal lets the limit grow by
+/// `smoothing * queueSize` (0.8) per sample; higher latency shrinks it, by at most `smoothing / 2` (10%) of the limit
+/// per sample. A sample taken while fewer than half of the limit were in flight changes nothing unless it was
+/// dropped: the app, not the limit, bounded throughput then. When the short average falls below half the long one
+/// (an overload has passed), the long average is pulled down by 5% per sample instead of waiting for it to decay.
+/// A shrinking limit revokes nothing: requests already in flight finish, and `tryAcquire` refuses until enough
+/// have been released.
 ///
 /// Gradient2 alone lets `longRTT` slowly absorb a standing queue under sustained overload, so the limit creeps up
 /// (it ratchets: the normal latency follows the queued latency, then the limit grows again). To anchor it, every

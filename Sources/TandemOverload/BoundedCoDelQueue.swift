@@ -60,6 +60,8 @@ public struct BoundedCoDelQueue<Element> {
     public let capacity: Int
     /// The CoDel state, exposed for metrics (`isDropping`, `dropCount`).
     public private(set) var controller: CoDelController
+    /// When the queue last went from empty to non-empty; nil while empty. Invariant: nil exactly when count == 0.
+    public private(set) var nonEmptySinceMicros: Int64?
 
     /// An empty queue of at most `capacity` elements, shed by CoDel with `codel`.
     public init(capacity: Int, codel: CoDelController.Configuration = CoDelController.Configuration()) {
@@ -81,6 +83,7 @@ public struct BoundedCoDelQueue<Element> {
     public mutating func enqueue(_ element: Element, nowMicros: Int64) -> EnqueueResult<Element> {
         guard count < capacity else { return .rejectedFull(element) }
         storage[(head + count) % capacity] = Entry(element: element, enqueuedAtMicros: nowMicros)
+        if count == 0 { nonEmptySinceMicros = nowMicros }
         count += 1
         assert(count <= capacity, "the queue never holds more than its capacity")
         return .accepted
@@ -123,6 +126,26 @@ public struct BoundedCoDelQueue<Element> {
         return expired
     }
 
+    /// Sheds stale elements with the adaptive deadline of Facebook's queue management ("Fail at Scale", ACM Queue
+    /// 2015), the complement RFC CoDel needs when arrivals do not slow down when shed (an open-loop flood): CoDel
+    /// drops at most one element per `interval / sqrt(count)`, far slower than a flood refills the queue, so alone
+    /// it leaves the queue standing at its capacity and serves every request late. While the queue has not been
+    /// empty for a whole CoDel interval (a standing queue) the deadline is the CoDel target; otherwise it is the
+    /// interval. Elements past it are shed oldest first: `.standingQueue` under the short deadline, `.expired`
+    /// under the long one. Call it before each `dequeue` (and from a timer when nothing is dequeued).
+    /// Costs O(shed elements).
+    public mutating func removeStale(nowMicros: Int64) -> [ShedElement<Element>] {
+        guard let since = nonEmptySinceMicros else { return [] }
+        let standing = nowMicros - since >= controller.configuration.intervalMicros
+        let deadlineMicros =
+            standing ? controller.configuration.targetMicros : controller.configuration.intervalMicros
+        var stale = removeExpired(nowMicros: nowMicros, maxSojournMicros: deadlineMicros)
+        if standing {
+            for index in stale.indices { stale[index].reason = .standingQueue }
+        }
+        return stale
+    }
+
     /// Removes every waiting element for which `shouldRemove` is true (clients gone, a timeout sweep), keeping the
     /// order of the rest, and returns them oldest first. O(count).
     public mutating func removeAll(where shouldRemove: (Element) -> Bool) -> [Element] {
@@ -136,6 +159,7 @@ public struct BoundedCoDelQueue<Element> {
             storage[count] = entry
             count += 1
         }
+        if count > 0 { nonEmptySinceMicros = kept[0].enqueuedAtMicros }
         return removed
     }
 
@@ -146,6 +170,7 @@ public struct BoundedCoDelQueue<Element> {
         storage[head] = nil
         head = (head + 1) % capacity
         count -= 1
+        if count == 0 { nonEmptySinceMicros = nil }
         return entry
     }
 }

@@ -213,6 +213,32 @@ final class AdaptiveConcurrencyLimitTests: XCTestCase {
         XCTAssertLessThan(figures.percentileLatencyMicros(0.5), 60_000, "median within 3x the new 20 ms service time")
     }
 
+    /// The proxy's composition: refused requests wait in a `BoundedCoDelQueue` of 1000 and take slots as they free.
+    private func simulateWithWaitingQueue(overload: Double, shedStale: Bool) -> AppSimulation.Figures {
+        var simulation = AppSimulation(
+            limiter: AdaptiveConcurrencyLimit(seed: 1), workers: 8, meanServiceMicros: 10_000,
+            arrivalsPerSecond: capacityPerSecond * overload, seed: 42, waiting: BoundedCoDelQueue(capacity: 1000))
+        simulation.shedStale = shedStale
+        return simulation.run(untilMicros: 25_000_000, measureFromMicros: 5_000_000)
+    }
+
+    func testAnOpenLoopFloodDefeatsRFCCoDelAloneSoTheWaitingQueueStandsAtItsBound() {
+        // CoDel sheds one element per interval/sqrt(count), far fewer than a flood adds, so every request is served
+        // after waiting for the whole queue: the reason `removeStale` exists.
+        let figures = simulateWithWaitingQueue(overload: 2, shedStale: false)
+        XCTAssertEqual(figures.maxWaiting, 1000)
+        XCTAssertGreaterThan(figures.percentileLatencyMicros(0.5), 500_000)
+    }
+
+    func testWithStaleSheddingAFloodIsServedAtFullGoodputWithShortWaits() {
+        for overload in [2.0, 10.0] {
+            let figures = simulateWithWaitingQueue(overload: overload, shedStale: true)
+            XCTAssertGreaterThan(Double(figures.completed) / 20, 0.9 * capacityPerSecond, "goodput at \(overload)x")
+            XCTAssertLessThan(figures.percentileLatencyMicros(0.99), 150_000, "p99 wait + service at \(overload)x")
+            XCTAssertLessThan(figures.maxWaiting, 300, "the waiting queue stays far below its bound")
+        }
+    }
+
     func testTheSimulationIsReproducibleFromItsSeeds() {
         let first = simulate(offeredPerSecond: 1600, seconds: 8)
         let second = simulate(offeredPerSecond: 1600, seconds: 8)

@@ -178,6 +178,23 @@ final class BoundedCoDelQueueTests: XCTestCase {
         XCTAssertEqual(queue.count, 2)
     }
 
+    func testStaleElementsGetTheIntervalAsDeadlineUntilTheQueueHasStoodForAnInterval() {
+        var queue = BoundedCoDelQueue<Int>(capacity: 100)
+        for value in 0..<10 { _ = queue.enqueue(value, nowMicros: Int64(value) * 10_000) }
+        XCTAssertEqual(queue.nonEmptySinceMicros, 0)
+        // At 99 ms the queue has been non-empty for less than an interval: only waits over 100 ms are stale.
+        XCTAssertEqual(queue.removeStale(nowMicros: 99_000).count, 0)
+        // At 100 ms it has stood for a whole interval: the deadline drops to the 5 ms target.
+        let stale = queue.removeStale(nowMicros: 100_000)
+        XCTAssertEqual(stale.map(\.element), Array(0..<10).filter { 100_000 - $0 * 10_000 > 5_000 })
+        XCTAssertEqual(Set(stale.map(\.reason)), [.standingQueue])
+        XCTAssertEqual(queue.count, 0)
+        XCTAssertNil(queue.nonEmptySinceMicros, "an emptied queue no longer stands")
+        _ = queue.enqueue(99, nowMicros: 200_000)
+        XCTAssertEqual(queue.removeStale(nowMicros: 250_000).count, 0, "a fresh queue gets the long deadline again")
+        XCTAssertEqual(queue.removeStale(nowMicros: 300_001).map(\.reason), [.standingQueue])
+    }
+
     func testRemoveAllKeepsTheOrderOfTheRest() {
         var queue = BoundedCoDelQueue<Int>(capacity: 4)
         _ = queue.dequeue(nowMicros: 0)
