@@ -6,6 +6,12 @@
 // is a plain value the caller acts on. It must never do I/O, read a clock, sleep, start threads, allocate without a
 // bound, or draw randomness that is not seeded by the caller; the proxy decides what a decision means on the wire.
 // That is what makes every limit here reproducible in a unit test to the exact microsecond.
+//
+// The intended order per request: the per-key then the global `GCRARateLimiter` (429 when limited; per-key first
+// so one abusive client is refused without spending the global budget); then `AdaptiveConcurrencyLimit.tryAcquire`
+// towards the app; when refused, `BoundedCoDelQueue.enqueue` (503 when full). Whenever a request to the app
+// finishes: `onSample`, `release`, then `removeStale`, and `dequeue` while `tryAcquire` succeeds (releasing the slot
+// when the queue is empty); a timer calls `removeStale` too, so waiting requests are shed even if the app stalls.
 
 /// A small deterministic random number generator (SplitMix64), for the jitter of the concurrency limiter and for
 /// seeded simulations in tests. The same seed always yields the same sequence on every platform.
