@@ -141,11 +141,16 @@ public struct GCRARateLimiter: Sendable {
     /// The number of keys remembered now. Invariant: at most `configuration.keyCapacity`.
     public var keyCount: Int { table.count }
 
+    /// The longest key stored as given. A key from a request header can be as long as the header limit, and the
+    /// table bounds keys, not bytes; longer keys are stored as their first `keyBytesMax / 2` bytes plus a 64-bit
+    /// hash of the whole key (Swift's per-process seeded SipHash, so collisions cannot be engineered from outside).
+    public static let keyBytesMax = 64
+
     /// Decides one request of `key` at `nowMs` and records it when allowed. A refused request costs the key
     /// nothing (its allowance is unchanged), so a client that retries after `retryAfterMs` is served.
     public mutating func check(key: String, nowMs: Int64) -> RateDecision {
         let now = FractionalInstant(wholeMs: nowMs)
-        let (slot, eviction) = table.slot(for: key, now: now)
+        let (slot, eviction) = table.slot(for: GCRARateLimiter.storedKey(key), now: now)
         switch eviction {
         case .none: break
         case .idle: idleEvictionCount += 1
@@ -182,6 +187,16 @@ public struct GCRARateLimiter: Sendable {
     }
 
     private var denominator: Int64 { Int64(configuration.count) }
+
+    /// `key` itself when short, else a bounded stand-in for it (see `keyBytesMax`).
+    static func storedKey(_ key: String) -> String {
+        guard key.utf8.count > keyBytesMax else { return key }
+        var hasher = Hasher()
+        hasher.combine(key)
+        let digest = UInt64(bitPattern: Int64(hasher.finalize()))
+        let prefix = String(decoding: key.utf8.prefix(keyBytesMax / 2), as: UTF8.self)
+        return prefix + "#" + String(digest, radix: 16) + "#\(key.utf8.count)"
+    }
 
     private func msRoundedUp(_ units: Int64) -> Int64 {
         units / denominator + (units % denominator == 0 ? 0 : 1)

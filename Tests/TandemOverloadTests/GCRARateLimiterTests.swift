@@ -116,6 +116,20 @@ final class GCRARateLimiterTests: XCTestCase {
         rate.checkInvariants()
     }
 
+    func testLongKeysAreStoredInBoundedSpaceAndStayDistinct() {
+        let common = String(repeating: "k", count: 8000)
+        let first = GCRARateLimiter.storedKey(common + "1")
+        let second = GCRARateLimiter.storedKey(common + "2")
+        XCTAssertNotEqual(first, second)
+        XCTAssertLessThanOrEqual(first.utf8.count, 64)
+        XCTAssertEqual(GCRARateLimiter.storedKey("10.0.0.1"), "10.0.0.1", "short keys are kept as they are")
+
+        var rate = limiter(1, burst: 1)
+        XCTAssertTrue(rate.check(key: common + "1", nowMs: 0).isAllowed)
+        XCTAssertFalse(rate.check(key: common + "1", nowMs: 0).isAllowed, "a long key is still one client")
+        XCTAssertTrue(rate.check(key: common + "2", nowMs: 0).isAllowed, "and not confused with its neighbour")
+    }
+
     func testAGlobalLimiterIsOneKey() {
         var global = limiter(2, burst: 2, keys: 1)
         XCTAssertTrue(global.check(nowMs: 0).isAllowed)
