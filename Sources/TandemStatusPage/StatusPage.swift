@@ -5,6 +5,9 @@
 // index, divergence, and per peer its link, phi, match index, lag, last contact and a chart of phi over the last
 // minute. It is a pure function of a `StatusPageModel`.
 //
+// The markup is also well-formed XML (void elements self-closed), so a test can parse the whole page and any
+// escaping mistake shows up as a parse error rather than as a subtly broken page.
+//
 // It must never touch the node: no I/O, no clock, no locks, no dependency on other Tandem modules. The caller takes
 // the snapshot on the loop thread and passes it in. Every string from the model is escaped before it is written,
 // because node ids and addresses come from configuration and must not be able to inject markup into an
@@ -26,9 +29,9 @@ public enum StatusPage {
             "<!DOCTYPE html>",
             "<html lang=\"en\">",
             "<head>",
-            "<meta charset=\"utf-8\">",
-            "<meta http-equiv=\"refresh\" content=\"\(refreshSeconds)\">",
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+            "<meta charset=\"utf-8\"/>",
+            "<meta http-equiv=\"refresh\" content=\"\(refreshSeconds)\"/>",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>",
             "<title>\(title)</title>",
             "<style>\(stylesheet)</style>",
             "</head>",

@@ -58,7 +58,7 @@ final class StatusPageTests: XCTestCase {
     func testThePageIsSelfContainedAndRefreshesItselfWithoutJavaScript() {
         let html = StatusPage.render(model(peers: [peer("n2")]), refreshSeconds: 5)
         XCTAssertTrue(html.hasPrefix("<!DOCTYPE html>"))
-        XCTAssertTrue(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"))
+        XCTAssertTrue(html.contains("<meta http-equiv=\"refresh\" content=\"5\"/>"))
         XCTAssertFalse(html.lowercased().contains("<script"), "no JavaScript")
         XCTAssertFalse(html.contains("src="), "no external images or scripts")
         XCTAssertFalse(html.contains("<link"), "no external stylesheets")
