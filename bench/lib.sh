@@ -38,6 +38,12 @@ bench_data_root() {
   mkdir -p "$BENCH_DATA"
   [ "$(stat -f -c %T "$BENCH_DATA")" != "tmpfs" ] || echo "WARNING: $BENCH_DATA is on tmpfs: fsync costs nothing there" >&2
 }
+# bench_keep_logs: when BENCH_KEEP_LOGS names a directory, copies the run's process logs there (call it on exit,
+# before cleanup removes WORKDIR), so a failure can be examined afterwards.
+bench_keep_logs() {
+  [ -n "${BENCH_KEEP_LOGS:-}" ] || return 0
+  mkdir -p "$BENCH_KEEP_LOGS" && cp "$WORKDIR"/*.log "$BENCH_KEEP_LOGS"/ 2>/dev/null || true
+}
 bench_remove_data() { case "${BENCH_DATA:-}" in "$WORKDIR"/*|"") ;; *) rm -rf "$BENCH_DATA" ;; esac; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -133,6 +139,20 @@ wait_cluster_leader() {
     sleep 0.05
   done
   echo "no leader among $*" >&2
+  return 1
+}
+
+# wait_ready_or_diverged NODE: like wait_ready, but returns 2 (without waiting longer) once the only reason NODE is
+# not ready is "diverged", a sticky flag that a benchmark should report rather than wait on.
+wait_ready_or_diverged() {
+  local body
+  for _ in $(seq 1 600); do
+    body=$(curl -s --max-time 1 -w ' %{http_code}' "http://127.0.0.1:${ADMIN[$1]}/readyz" || true)
+    [ "${body##* }" = 200 ] && return 0
+    echo "$body" | grep -q '"reasons":\["diverged"\]' && return 2
+    sleep 0.05
+  done
+  echo "$1 not ready after 30 s: $body" >&2
   return 1
 }
 

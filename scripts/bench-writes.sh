@@ -18,13 +18,15 @@ bench_install wrk
 bench_install etcd etcd-server
 bench_binaries
 source scripts/lib.sh
-trap 'cleanup; bench_remove_data' EXIT
+trap 'bench_keep_logs; cleanup; bench_remove_data' EXIT
 bench_data_root
 
 echo "== starting example-kv alone, a 3-node Tandem cluster and a 3-member etcd cluster (data in $BENCH_DATA)"
 start_app alone
 ALONE_PORT=$APP_PORT
-start_tandem_cluster 3
+# BENCH_TANDEM_ENV adds settings to every node, e.g. BENCH_TANDEM_ENV="TANDEM_APP_STATE=memory".
+read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
+start_tandem_cluster 3 "${TANDEM_ENV_EXTRA[@]}"
 start_etcd_cluster 3
 LEADER=$(wait_cluster_leader "${NODES[@]}")
 for n in "${NODES[@]}"; do wait_ready "$n"; done
