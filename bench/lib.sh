@@ -204,3 +204,19 @@ etcd_leader() {
   echo "etcd elected no leader" >&2
   return 1
 }
+
+# cpu_ms PID...: prints the CPU time (user + system) the given processes have used so far, in milliseconds.
+# Sampled before and after a run, it gives CPU per request, which two shared cores measure more steadily than
+# throughput.
+cpu_ms() {
+  local total=0 pid ticks hz
+  hz=$(getconf CLK_TCK)
+  for pid in "$@"; do
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + ticks))
+  done
+  echo $((total * 1000 / hz))
+}
+
+# per_k_requests CPU_MS_BEFORE CPU_MS_AFTER REQUESTS: CPU milliseconds per 1000 requests.
+per_k_requests() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n+0 == 0) print "n/a"; else printf "%.1f", (b-a)*1000/n }'; }

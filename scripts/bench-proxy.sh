@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Reads through a proxy, side by side in one run: wrk against example-kv directly, through tandem, and through
+# Reads through a proxy, side by side in one run: wrk GET /kv/bench (a 128-byte value) against example-kv directly,
+# through a one-node tandem (TANDEM_PEERS empty, read level local: a read is proxied to the local app), and through
 # haproxy configured as an equivalent HTTP reverse proxy (keep-alive to the app, one thread like tandem).
-# Prints a Markdown table for BENCHMARKS.md. Usage: scripts/bench-proxy.sh [duration-seconds] [connections]
+# For each: requests/s, p50, p99, errors, the proxy's CPU per 1000 requests and its peak RSS, with the load
+# average. Prints Markdown tables for BENCHMARKS.md.
+# Usage: [BIN=.build/release] scripts/bench-proxy.sh [seconds-per-run] [connection counts, e.g. "50"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
-CONNECTIONS=${2:-50}
+CONNECTION_COUNTS=${2:-"50"}
+WARMUP_SECONDS=2
 scripts/ensure-deps.sh
-for tool in wrk haproxy; do
-  command -v $tool >/dev/null || { apt-get install -y --no-install-recommends $tool >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $tool >/dev/null; }; }
-done
-swift build -c release 2>&1 | tail -1
-BIN=.build/release
+source bench/lib.sh
+bench_install wrk
+bench_install haproxy
+bench_binaries
 source scripts/lib.sh
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+trap 'bench_keep_logs; cleanup' EXIT
 
 start_app app
 curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
 start_tandem n1 "$APP_PORT"
 TANDEM_PORT=$CLIENT_PORT
+declare -A ADMIN=([n1]=$ADMIN_PORT)
+wait_ready n1  # a node serves reads once it has elected itself and caught up (503 not_ready before)
 
 HAPROXY_PORT=$(free_port)
 cat >"$WORKDIR/haproxy.cfg" <<CFG
@@ -41,36 +45,49 @@ backend be
 CFG
 haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
+disown "$HAPROXY_PID"
 PIDS+=("$HAPROXY_PID")
-sleep 0.5
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$HAPROXY_PORT/kv/bench" && break; sleep 0.05; done
+for port in "$APP_PORT" "$TANDEM_PORT" "$HAPROXY_PORT"; do
+  [ "$(curl -s "http://127.0.0.1:$port/kv/bench" | wc -c)" = 128 ] || { echo "GET through port $port is not the value" >&2; exit 1; }
+done
 
-run_wrk() { # name port -> "rps p50 p99"
-  local out
-  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/kv/bench")
-  local rps p50 p99
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  echo "$rps $p50 $p99"
+declare -A RESULT
+measure() { # label connections port pid-of-the-proxy (the app's for the direct row)
+  local label=$1 conns=$2 port=$3 pid=$4 before after
+  run_wrk 2 "$conns" "$WARMUP_SECONDS" "http://127.0.0.1:$port/kv/bench" >/dev/null
+  before=$(cpu_ms "$pid")
+  local r
+  r=$(run_wrk 2 "$conns" "$DURATION" "http://127.0.0.1:$port/kv/bench")
+  after=$(cpu_ms "$pid")
+  RESULT[$label,$conns]="$r $(load1) $(per_k_requests "$before" "$after" "$(echo "$r" | cut -d' ' -f5)")"
+  echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
 }
-to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s -> ms
-  echo "$1" | awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else { sub(/s$/,"",v); print v*1000 } }'
-}
+LOAD_BEFORE=$(loadavg)
+for c in $CONNECTION_COUNTS; do
+  echo "== $c connections, ${DURATION}s each after ${WARMUP_SECONDS}s warm-up"
+  measure direct "$c" "$APP_PORT" "$APP_PID"
+  measure tandem "$c" "$TANDEM_PORT" "$TANDEM_PID"
+  measure haproxy "$c" "$HAPROXY_PORT" "$HAPROXY_PID"
+done
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 
-wrk -t2 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$APP_PORT/kv/bench" >/dev/null  # warm-up
-read -r direct_rps direct_p50 direct_p99 < <(run_wrk direct "$APP_PORT")
-read -r tandem_rps tandem_p50 tandem_p99 < <(run_wrk tandem "$TANDEM_PORT")
-read -r haproxy_rps haproxy_p50 haproxy_p99 < <(run_wrk haproxy "$HAPROXY_PORT")
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a/b }'; }
 echo
-echo "wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency GET /kv/bench (128-byte value), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+echo "wrk -t2 --latency GET /kv/bench (128-byte value), ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
+  "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
-echo "| path | requests/s | p50 ms | p99 ms | throughput vs direct | peak RSS MiB |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-echo "| example-kv directly | $direct_rps | $(to_ms $direct_p50) | $(to_ms $direct_p99) | 1.00 | $(peak_rss_mib $APP_PID) (app) |"
-echo "| through tandem | $tandem_rps | $(to_ms $tandem_p50) | $(to_ms $tandem_p99) | $(ratio $tandem_rps $direct_rps) | $(peak_rss_mib $TANDEM_PID) |"
-echo "| through haproxy (nbthread 1) | $haproxy_rps | $(to_ms $haproxy_p50) | $(to_ms $haproxy_p99) | $(ratio $haproxy_rps $direct_rps) | $(peak_rss_mib $HAPROXY_PID) |"
+echo "| path | connections | requests/s | p50 ms | p99 ms | errors | vs direct | proxy CPU ms per 1k requests | peak RSS MiB | load (1 min) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in $CONNECTION_COUNTS; do
+  echo "| example-kv directly | $c | $(field direct $c 1) | $(field direct $c 2) | $(field direct $c 3) | $(field direct $c 4) | 1.00 | (app: $(field direct $c 7)) | $(peak_rss_mib "$APP_PID") (app) | $(field direct $c 6) |"
+  echo "| through tandem | $c | $(field tandem $c 1) | $(field tandem $c 2) | $(field tandem $c 3) | $(field tandem $c 4) | $(ratio "$(field tandem $c 1)" "$(field direct $c 1)") | $(field tandem $c 7) | $(peak_rss_mib "$TANDEM_PID") | $(field tandem $c 6) |"
+  echo "| through haproxy (nbthread 1) | $c | $(field haproxy $c 1) | $(field haproxy $c 2) | $(field haproxy $c 3) | $(field haproxy $c 4) | $(ratio "$(field haproxy $c 1)" "$(field direct $c 1)") | $(field haproxy $c 7) | $(peak_rss_mib "$HAPROXY_PID") | $(field haproxy $c 6) |"
+done
 echo
-echo "tandem / haproxy throughput: $(ratio $tandem_rps $haproxy_rps); p99 tandem / haproxy: $(ratio $(to_ms $tandem_p99) $(to_ms $haproxy_p99))"
+echo "| tandem / haproxy | connections | requests/s (>1: tandem faster) | p50 (<1: tandem faster) | p99 | CPU per request | peak RSS |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in $CONNECTION_COUNTS; do
+  echo "| | $c | $(ratio "$(field tandem $c 1)" "$(field haproxy $c 1)") | $(ratio "$(field tandem $c 2)" "$(field haproxy $c 2)") | $(ratio "$(field tandem $c 3)" "$(field haproxy $c 3)") | $(ratio "$(field tandem $c 7)" "$(field haproxy $c 7)") | $(ratio "$(peak_rss_mib "$TANDEM_PID")" "$(peak_rss_mib "$HAPROXY_PID")") |"
+done
