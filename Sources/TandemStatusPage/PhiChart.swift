@@ -59,7 +59,7 @@ struct PhiChart {
                 + "viewBox=\"0 0 \(width) \(height)\" role=\"img\" aria-label=\"\(label)\">",
             "<rect x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"#fafafa\" stroke=\"#ccc\"/>",
             "<line class=\"threshold\" x1=\"0\" y1=\"\(thresholdY)\" x2=\"\(width)\" y2=\"\(thresholdY)\" "
-                + "stroke=\"#c62828\" stroke-dasharray=\"4 3\"/>",
+                + "stroke=\"#c62828\" stroke-dasharray=\"4 3\" shape-rendering=\"crispEdges\"/>",
             "<text x=\"\(width - 2)\" y=\"\(thresholdY)\" dy=\"-2\" text-anchor=\"end\" font-size=\"9\" "
                 + "fill=\"#c62828\">phi \(HTMLText.fixed(threshold, decimals: 1))</text>",
         ]
