@@ -33,6 +33,9 @@ final class Exchange {
     var isWaitingForRead = false
     /// The applied index a read was served at (`Tandem-Position`).
     var readPosition: UInt64?
+    /// The admission slot this exchange holds (released when it ends), or the ticket it waits with.
+    var slot: AdmissionSlot?
+    var ticket: AdmissionTicket?
 
     init(head: HTTPRequestHead, requestClass: RequestClass, startMicros: Int64) {
         self.head = head
@@ -92,7 +95,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     /// Continues a read that waited for its consistency level: now it goes to the app.
     func resumeAfterReadWait(_ exchange: Exchange) {
-        attachUpstream(exchange)
+        admit(exchange, as: .read)
     }
 
     func answerWithError(_ error: TandemErrorResponse) {
@@ -156,6 +159,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             // body without a round trip through the app.
             connection.write(HTTPSerializer.continueResponse)
         }
+        if let refusal = proxy.admission?.checkRateLimits(head: head, clientAddress: connection.peerAddress, nowMs: EventLoop.preciseNowMs()) {
+            respondWithError(refusal, forceClose: head.framing != .none)
+            return
+        }
         if let replication = proxy.replication {
             if requestClass != .bypass, let reason = replication.notServingReason {
                 // PITFALLS.md: an app started before its sidecar is ready, or the reverse. Hold client traffic.
@@ -176,7 +183,53 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 if exchange.isWaitingForRead { return }
             }
         }
-        attachUpstream(exchange)
+        admit(exchange, as: .read)
+    }
+
+    /// Waits for a slot (reads: towards the app; writes: into the log), then continues; shed with 503 overloaded
+    /// when the queue is full or a standing queue forms.
+    func admit(_ exchange: Exchange, as kind: Admission.Kind) {
+        let proceed: (Exchange) -> Void = { [unowned self] exchange in
+            if kind == .read { self.attachUpstream(exchange) } else { self.submitWrite(exchange) }
+        }
+        guard let admission = proxy.admission, exchange.requestClass != .bypass else {
+            proceed(exchange)
+            return
+        }
+        let ticket = AdmissionTicket()
+        ticket.onGranted = { [weak self, weak exchange] slot in
+            guard let self, let exchange, self.currentExchange === exchange else {
+                admission.release(slot, dropped: false)
+                return
+            }
+            exchange.ticket = nil
+            exchange.slot = slot
+            proceed(exchange)
+        }
+        ticket.onShed = { [weak self, weak exchange] _ in
+            guard let self, let exchange, self.currentExchange === exchange else { return }
+            exchange.ticket = nil
+            self.respondWithError(Self.overloaded("requests are waiting too long for the app; retry shortly"))
+        }
+        exchange.ticket = ticket
+        if !admission.admit(kind, ticket: ticket) {
+            exchange.ticket = nil
+            respondWithError(Self.overloaded(kind == .read ? "too many reads are waiting for the app" : "too many writes are waiting to commit"))
+        }
+    }
+
+    static func overloaded(_ message: String) -> TandemErrorResponse {
+        TandemErrorResponse(status: 503, code: "overloaded", message: message, retryable: true, retryAfterSeconds: 1)
+    }
+
+    /// Gives the exchange's slot back (its latency feeds the concurrency limit) and forgets any wait.
+    func releaseAdmission(_ exchange: Exchange, dropped: Bool) {
+        exchange.ticket?.isAbandoned = true
+        exchange.ticket = nil
+        if let slot = exchange.slot, let admission = proxy.admission {
+            exchange.slot = nil
+            admission.release(slot, dropped: dropped)
+        }
     }
 
     /// Sends the request head (and any body that arrived meanwhile) to a pooled app connection.
@@ -226,7 +279,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         exchange.requestComplete = true
         if exchange.isReplicatedWrite {
             state = .responding
-            submitWrite(exchange)
+            admit(exchange, as: .write)
             return
         }
         if exchange.isWaitingForRead {
@@ -440,6 +493,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func finishExchange() {
         guard let exchange else { return }
         self.exchange = nil
+        releaseAdmission(exchange, dropped: false)
         proxy.metrics.recordRequest(
             class: exchange.requestClass.rawValue, status: exchange.status,
             latencyMicros: EventLoop.preciseNowMicros() - exchange.startMicros)
@@ -474,6 +528,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func respondWithError(_ error: TandemErrorResponse, forceClose: Bool = false) {
         let exchange = self.exchange
         self.exchange = nil
+        if let exchange {
+            // Timeouts and overload are load signals for the concurrency limit; other errors are not.
+            releaseAdmission(exchange, dropped: ["upstream_timeout", "commit_timeout", "overloaded"].contains(error.code))
+        }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
         let keepAlive = !forceClose && (exchange?.clientKeepAlive ?? false) && (exchange?.requestComplete ?? false)
             && !proxy.isDraining
@@ -546,6 +604,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     private func teardown() {
         guard state != .closed || exchange != nil || timer != nil else { return }
+        if let exchange { releaseAdmission(exchange, dropped: false) }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
         exchange = nil
         state = .closed

@@ -32,6 +32,7 @@ public final class Metrics {
     /// Requests answered 503 overloaded, by the limit that was reached.
     private(set) var shedByReason: [String: UInt64] = [:]
     private(set) var commitTimeouts: UInt64 = 0
+    private(set) var rateLimited: [String: UInt64] = [:]
     public var openClientConnections = 0
     public var openAdminConnections = 0
     public var acceptedConnectionsTotal: UInt64 = 0
@@ -58,6 +59,10 @@ public final class Metrics {
 
     public func recordShed(_ reason: String) {
         shedByReason[reason, default: 0] += 1
+    }
+
+    public func recordRateLimited(_ scope: String) {
+        rateLimited[scope, default: 0] += 1
     }
 
     public func recordCommitTimeout() {
@@ -102,8 +107,13 @@ public final class Metrics {
         }
         out += "# HELP tandem_shed_total Requests answered 503 overloaded, by the limit reached.\n"
         out += "# TYPE tandem_shed_total counter\n"
-        for reason in ["pending_writes", "uncommitted_bytes", "connections"] {
+        for reason in ["pending_writes", "uncommitted_bytes", "connections", "read_queue", "standing_queue"] {
             out += "tandem_shed_total{reason=\"\(reason)\"} \(shedByReason[reason, default: 0])\n"
+        }
+        out += "# HELP tandem_rate_limited_total Requests answered 429, by the limit (per key or global).\n"
+        out += "# TYPE tandem_rate_limited_total counter\n"
+        for scope in ["key", "global"] {
+            out += "tandem_rate_limited_total{scope=\"\(scope)\"} \(rateLimited[scope, default: 0])\n"
         }
         out += "# HELP tandem_commit_timeouts_total Writes answered 504 commit_timeout (outcome unknown).\n"
         out += "# TYPE tandem_commit_timeouts_total counter\ntandem_commit_timeouts_total \(commitTimeouts)\n"

@@ -39,8 +39,9 @@ final class ProxyServer: ListenerDelegate {
     /// The replicated write path and consistent reads; nil only in proxy-only tests.
     var replication: Replication?
     var replicationSettings = ReplicationSettings()
+    /// Rate limits and concurrency towards the app and the log; nil in proxy-only tests.
+    var admission: Admission?
     var nodeID = "tandem"
-    private var pausedAtLimit = false
     var onAllSessionsEnded: (() -> Void)?
 
     init(loop: EventLoop, settings: ProxySettings, metrics: Metrics, health: AppHealth, log: Logger) throws(NetError) {
@@ -66,25 +67,24 @@ final class ProxyServer: ListenerDelegate {
             connection.close()
             return
         }
+        guard sessions.count < settings.maxConnections else {
+            // At the limit a new connection gets a clear answer instead of a silent wait; it costs one small
+            // write, and the connection retains itself only until that is flushed.
+            metrics.recordShed("connections")
+            connection.write(ClientSession.overloaded("too many connections").bytes(closing: true))
+            connection.closeAfterFlush()
+            return
+        }
         let session = ClientSession(connection: connection, proxy: self)
         sessions[ObjectIdentifier(session)] = session
         connection.delegate = session
         connection.enableReading()
         metrics.openClientConnections = sessions.count
-        if sessions.count >= settings.maxConnections {
-            // At the limit new connections wait in the kernel's backlog instead of being accepted and starved.
-            listener.pause()
-            pausedAtLimit = true
-        }
     }
 
     func sessionEnded(_ session: ClientSession) {
         guard sessions.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
         metrics.openClientConnections = sessions.count
-        if pausedAtLimit && sessions.count < settings.maxConnections && !isDraining {
-            pausedAtLimit = false
-            listener?.resume()
-        }
         if isDraining && sessions.isEmpty { onAllSessionsEnded?() }
     }
 
@@ -116,6 +116,12 @@ final class ProxyServer: ListenerDelegate {
 }
 
 extension TandemErrorResponse {
+    func bytes(closing: Bool) -> [UInt8] {
+        var copy = self
+        copy.closeConnection = closing
+        return copy.bytes
+    }
+
     static func upstreamUnavailable(_ message: String) -> TandemErrorResponse {
         TandemErrorResponse(status: 502, code: "upstream_unavailable", message: message, retryable: true)
     }

@@ -5,6 +5,7 @@
 
 import Glibc
 import Logging
+import TandemConfig
 import TandemConsensus
 import TandemNet
 import TandemNode
@@ -20,12 +21,24 @@ public struct SidecarOptions: Sendable {
     /// The node runtime's configuration (consensus, peers, data directory, authentication).
     public var replica: ReplicaConfig?
     public var replication = ReplicationSettings()
+    public var overload = OverloadSettings()
     /// Readiness fails when this replica's applied index trails the commit index by more than this many entries.
     public var readyLagMaxEntries: UInt64 = 1000
     /// How long SIGTERM waits for in-flight requests before closing them.
     public var drainTimeoutMs: Int64 = 10_000
     public var appProbeIntervalMs: Int64 = 1_000
 
+    public init() {}
+}
+
+/// Rate limits and queueing (PRODUCT.md "Overload and rate limiting").
+public struct OverloadSettings: Sendable {
+    public var rateLimit: RateLimit?
+    public var globalRateLimit: RateLimit?
+    public var rateLimitKey: RateLimitKey = .ip
+    public var queueTargetMs: Int64 = 5
+    /// Reads waiting for a slot towards the app.
+    public var readQueueCapacity = 1024
     public init() {}
 }
 
@@ -40,6 +53,7 @@ public final class Sidecar {
     private let admin: AdminServer
     private let probe: AppProbe
     private let replication: Replication?
+    private let admission: Admission
     private var handoffTimer: TandemNet.Timer?
     /// Each peer's phi, sampled every second over the last minute, for the status page's charts (bounded).
     private var phiHistory: [String: [(tMs: Int64, phi: Double)]] = [:]
@@ -74,6 +88,12 @@ public final class Sidecar {
             replication = nil
         }
         proxy.replication = replication
+        admission = Admission(
+            loop: loop, rateLimit: options.overload.rateLimit, globalRateLimit: options.overload.globalRateLimit,
+            rateLimitKey: options.overload.rateLimitKey, queueTargetMs: options.overload.queueTargetMs,
+            writeQueueCapacity: options.replication.maxPendingWrites, readQueueCapacity: options.overload.readQueueCapacity,
+            metrics: metrics)
+        proxy.admission = admission
         proxy.replicationSettings = options.replication
         proxy.nodeID = options.nodeID
         admin.handler = { [unowned self] method, path, query in self.adminRoute(method: method, path: path, query: query) }
@@ -171,6 +191,7 @@ public final class Sidecar {
         drainTimer?.invalidate()
         proxy.closeAll()
         replication?.stop()
+        admission.stop()
         probe.stop()
         phiSampler?.invalidate()
         admin.close()
@@ -324,6 +345,10 @@ public final class Sidecar {
     private func publishProcessGauges() {
         metrics.setGauge("tandem_app_reachable", help: "1 when the local app accepts connections.", value: health.isReachable ? 1 : 0)
         metrics.setGauge("tandem_process_resident_memory_bytes", help: "Resident set size of this process.", value: Double(residentMemoryBytes()))
+        metrics.setGauge("tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.", value: Double(admission.readLimit), labels: "lane=\"read\"")
+        metrics.setGauge("tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.", value: Double(admission.writeLimit), labels: "lane=\"write\"")
+        metrics.setGauge("tandem_queue_length", help: "Requests waiting for a slot, by lane.", value: Double(admission.readQueueLength), labels: "lane=\"read\"")
+        metrics.setGauge("tandem_queue_length", help: "Requests waiting for a slot, by lane.", value: Double(admission.writeQueueLength), labels: "lane=\"write\"")
         guard let replication else { return }
         let runtime = replication.runtime
         let status = runtime.status

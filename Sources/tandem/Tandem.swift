@@ -90,6 +90,10 @@ extension SidecarOptions {
         replication.defaultReadConsistency = configuration.readConsistency
         replication.idempotencyTTLMs = configuration.idempotencyTTLMs
         replication.appState = configuration.appState
+        overload.rateLimit = configuration.rateLimit
+        overload.globalRateLimit = configuration.rateLimitGlobal
+        overload.rateLimitKey = configuration.rateLimitKey
+        overload.queueTargetMs = configuration.queueTargetMs
     }
 
     /// The consensus and peer settings. With no TANDEM_PEERS the cluster is this node alone (its own quorum).

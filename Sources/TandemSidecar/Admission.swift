@@ -1,0 +1,180 @@
+import TandemConfig
+import TandemHTTP
+import TandemNet
+import TandemOverload
+
+/// A request waiting for a slot towards the app (a read) or into the log (a write).
+final class AdmissionTicket {
+    /// Runs when a slot is granted; the holder must call `Admission.release` when the exchange ends.
+    var onGranted: ((AdmissionSlot) -> Void)?
+    /// Runs when the request is shed while waiting (503 overloaded).
+    var onShed: ((ShedReason) -> Void)?
+    /// The client went away: drop the request before it costs anything.
+    var isAbandoned = false
+}
+
+/// A granted slot: what `release` needs to feed the concurrency limit.
+struct AdmissionSlot {
+    let kind: Admission.Kind
+    let startMicros: Int64
+    let inflightAtStart: Int
+}
+
+/// Overload control on the request path (PRODUCT.md "Overload and rate limiting"): GCRA rate limits per key and
+/// global (429), and for reads towards the app and writes into the log an adaptive concurrency limit (Gradient2)
+/// in front of a bounded CoDel queue (503 `overloaded` when full or when a standing queue forms). Every queue here
+/// is bounded; a waiting request whose client left is dropped before it costs anything.
+final class Admission {
+    enum Kind { case read, write }
+
+    private struct Lane {
+        var limit: AdaptiveConcurrencyLimit
+        var queue: BoundedCoDelQueue<AdmissionTicket>
+    }
+
+    private var lanes: [Lane]
+    private var perKey: GCRARateLimiter?
+    private var global: GCRARateLimiter?
+    private let rateLimitKey: RateLimitKey
+    private var sweepTimer: TandemNet.Timer!
+    private let metrics: Metrics
+
+    init(
+        loop: EventLoop, rateLimit: RateLimit?, globalRateLimit: RateLimit?, rateLimitKey: RateLimitKey,
+        queueTargetMs: Int64, writeQueueCapacity: Int, readQueueCapacity: Int, metrics: Metrics
+    ) {
+        self.metrics = metrics
+        self.rateLimitKey = rateLimitKey
+        let codel = CoDelController.Configuration(targetMicros: max(1, queueTargetMs) * 1000, intervalMicros: 100_000)
+        var readConfig = AdaptiveConcurrencyLimit.Configuration()
+        readConfig.initialLimit = 64
+        var writeConfig = AdaptiveConcurrencyLimit.Configuration()
+        // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group.
+        writeConfig.initialLimit = 256
+        writeConfig.minLimit = 32
+        writeConfig.maxLimit = max(writeConfig.minLimit, writeQueueCapacity)
+        lanes = [
+            Lane(limit: AdaptiveConcurrencyLimit(configuration: readConfig, seed: 0x5EAD),
+                 queue: BoundedCoDelQueue(capacity: readQueueCapacity, codel: codel)),
+            Lane(limit: AdaptiveConcurrencyLimit(configuration: writeConfig, seed: 0x3417E),
+                 queue: BoundedCoDelQueue(capacity: writeQueueCapacity, codel: codel)),
+        ]
+        perKey = rateLimit.map { GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst)) }
+        global = globalRateLimit.map {
+            GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst, keyCapacity: 1))
+        }
+        sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweep() }
+        sweepTimer.scheduleRepeating(everyMs: 10)
+    }
+
+    func stop() { sweepTimer.invalidate() }
+
+    private func index(_ kind: Kind) -> Int { kind == .read ? 0 : 1 }
+
+    // MARK: rate limits
+
+    /// Nil when the request may pass; else the 429 to answer. Per key first, so one abusive client is refused
+    /// without spending the global budget.
+    func checkRateLimits(head: HTTPRequestHead, clientAddress: String, nowMs: Int64) -> TandemErrorResponse? {
+        if perKey != nil {
+            let key: String
+            switch rateLimitKey {
+            case .ip: key = clientAddress
+            case .header(let name): key = head.headers.first(name: name) ?? ""
+            }
+            let decision = perKey!.check(key: key, nowMs: nowMs)
+            if !decision.isAllowed {
+                metrics.recordRateLimited("key")
+                return Self.tooManyRequests(decision, policy: perKey!.configuration.policyHeaderValue)
+            }
+        }
+        if global != nil {
+            let decision = global!.check(nowMs: nowMs)
+            if !decision.isAllowed {
+                metrics.recordRateLimited("global")
+                return Self.tooManyRequests(decision, policy: global!.configuration.policyHeaderValue)
+            }
+        }
+        return nil
+    }
+
+    private static func tooManyRequests(_ decision: RateDecision, policy: String) -> TandemErrorResponse {
+        var headers = HTTPHeaders()
+        headers.add(name: "RateLimit-Policy", value: policy)
+        headers.add(name: "RateLimit", value: decision.rateLimitHeaderValue)
+        return TandemErrorResponse(
+            status: 429, code: "rate_limited", message: "rate limit exceeded; retry after the indicated delay",
+            retryable: true, retryAfterSeconds: Int(decision.retryAfterSeconds ?? 1), extraHeaders: headers)
+    }
+
+    // MARK: concurrency
+
+    /// Grants a slot now, queues the ticket, or refuses it (false: the queue is full, answer 503).
+    func admit(_ kind: Kind, ticket: AdmissionTicket) -> Bool {
+        let lane = index(kind)
+        let now = EventLoop.preciseNowMicros()
+        if lanes[lane].queue.isEmpty && lanes[lane].limit.tryAcquire() {
+            grant(ticket, kind: kind, now: now)
+            return true
+        }
+        switch lanes[lane].queue.enqueue(ticket, nowMicros: now) {
+        case .accepted:
+            return true
+        case .rejectedFull:
+            metrics.recordShed(kind == .read ? "read_queue" : "pending_writes")
+            return false
+        }
+    }
+
+    /// The exchange that held `slot` ended; `dropped` when it failed for load reasons (timeouts, 5xx of ours).
+    func release(_ slot: AdmissionSlot, dropped: Bool) {
+        let lane = index(slot.kind)
+        let now = EventLoop.preciseNowMicros()
+        lanes[lane].limit.onSample(rttMicros: now - slot.startMicros, inflightAtStart: slot.inflightAtStart, didDrop: dropped)
+        lanes[lane].limit.release()
+        drain(lane, kind: slot.kind, now: now)
+    }
+
+    var readLimit: Int { lanes[0].limit.limit }
+    var writeLimit: Int { lanes[1].limit.limit }
+    var readQueueLength: Int { lanes[0].queue.count }
+    var writeQueueLength: Int { lanes[1].queue.count }
+
+    private func grant(_ ticket: AdmissionTicket, kind: Kind, now: Int64) {
+        let slot = AdmissionSlot(kind: kind, startMicros: now, inflightAtStart: lanes[index(kind)].limit.inflight)
+        let onGranted = ticket.onGranted
+        ticket.onGranted = nil
+        ticket.onShed = nil
+        onGranted?(slot)
+    }
+
+    private func drain(_ lane: Int, kind: Kind, now: Int64) {
+        shed(lanes[lane].queue.removeStale(nowMicros: now))
+        while !lanes[lane].queue.isEmpty && lanes[lane].limit.tryAcquire() {
+            let result = lanes[lane].queue.dequeue(nowMicros: now, isAbandoned: { $0.isAbandoned })
+            shed(result.shed)
+            guard let ticket = result.element else {
+                lanes[lane].limit.release()
+                break
+            }
+            grant(ticket, kind: kind, now: now)
+        }
+    }
+
+    private func shed(_ elements: [ShedElement<AdmissionTicket>]) {
+        for element in elements {
+            let onShed = element.element.onShed
+            element.element.onShed = nil
+            element.element.onGranted = nil
+            if element.reason != .abandoned { metrics.recordShed("standing_queue") }
+            onShed?(element.reason)
+        }
+    }
+
+    private func sweep() {
+        let now = EventLoop.preciseNowMicros()
+        for lane in lanes.indices {
+            shed(lanes[lane].queue.removeStale(nowMicros: now))
+        }
+    }
+}
