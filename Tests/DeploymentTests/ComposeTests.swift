@@ -50,7 +50,8 @@ final class ComposeTests: XCTestCase {
             let app = try XCTUnwrap(services[appName], "\(name) shares the namespace of \(appName), which exists")
             var environment = image
             for (key, value) in service["environment"].map { environment[key] = Self.interpolate(value.text ?? "") }
-            pairs.append(Pair(tandemService: name, appService: appName, tandem: service, app: app, environment: environment))
+            pairs.append(
+                Pair(tandemService: name, appService: appName, tandem: service, app: app, environment: environment))
         }
         return pairs
     }
@@ -63,7 +64,8 @@ final class ComposeTests: XCTestCase {
             XCTAssertEqual(pair.app["image"].string, "tandem-example-kv:dev", "\(pair.appService) runs example-kv")
             XCTAssertEqual(pair.app["build"]["target"].string, "example-kv")
             XCTAssertEqual(pair.tandem["build"]["target"].string, "tandem")
-            XCTAssertEqual(pair.tandem["depends_on"][pair.appService]["restart"].bool, true,
+            XCTAssertEqual(
+                pair.tandem["depends_on"][pair.appService]["restart"].bool, true,
                 "the sidecar is restarted with its app, or it would be left in a dead network namespace")
         }
     }
@@ -94,7 +96,8 @@ final class ComposeTests: XCTestCase {
         for pair in pairs {
             let configuration = try XCTUnwrap(TandemTable.load(pair.environment, context: pair.tandemService))
             let me = try XCTUnwrap(configuration.peers.first { $0.id == configuration.nodeID })
-            XCTAssertEqual(me.address.host, pair.appService, "\(pair.tandemService) is reached through \(pair.appService)")
+            XCTAssertEqual(
+                me.address.host, pair.appService, "\(pair.tandemService) is reached through \(pair.appService)")
             XCTAssertEqual(Int(me.address.port), Int(configuration.peerListen.port))
         }
     }
@@ -106,7 +109,8 @@ final class ComposeTests: XCTestCase {
             XCTAssertTrue(pair.tandem["ports"].isMissing, "a container in another's namespace cannot publish ports")
             let published = pair.app["ports"].list.compactMap(\.string)
             let containerPorts = Set(published.compactMap { $0.split(separator: ":").last.map(String.init) })
-            XCTAssertEqual(containerPorts, ["\(configuration.listen.port)", "\(configuration.adminListen.port)"],
+            XCTAssertEqual(
+                containerPorts, ["\(configuration.listen.port)", "\(configuration.adminListen.port)"],
                 "\(pair.appService) publishes \(pair.tandemService)'s client and admin ports")
             XCTAssertFalse(containerPorts.contains("\(configuration.upstream.port)"), "clients must not bypass Tandem")
             hostPorts += published.compactMap { $0.split(separator: ":").first.map(String.init) }
@@ -123,7 +127,8 @@ final class ComposeTests: XCTestCase {
             XCTAssertEqual(TandemTable.urlPort(in: appCheck, path: "/healthz"), "\(configuration.upstream.port)")
             XCTAssertEqual(pair.tandem["depends_on"][pair.appService]["condition"].string, "service_healthy")
             let command = pair.app["command"].list.compactMap(\.text)
-            XCTAssertEqual(command, ["--port", "\(configuration.upstream.port)"], "example-kv listens on the upstream port")
+            XCTAssertEqual(
+                command, ["--port", "\(configuration.upstream.port)"], "example-kv listens on the upstream port")
         }
     }
 
@@ -133,7 +138,8 @@ final class ComposeTests: XCTestCase {
         for pair in try pairs() {
             let mounts = pair.tandem["volumes"].list.compactMap(\.string)
             let dataDir = try XCTUnwrap(pair.environment["TANDEM_DATA_DIR"])
-            let mount = try XCTUnwrap(mounts.first { $0.hasSuffix(":\(dataDir)") }, "\(pair.tandemService) mounts \(dataDir)")
+            let mount = try XCTUnwrap(
+                mounts.first { $0.hasSuffix(":\(dataDir)") }, "\(pair.tandemService) mounts \(dataDir)")
             let volume = String(mount.split(separator: ":")[0])
             XCTAssertTrue(declared.contains(volume), "\(volume) is a named volume")
             used.append(volume)

@@ -16,7 +16,9 @@ final class DockerfileTests: XCTestCase {
         let (file, stage) = try tandemStage()
         let environment = file.environment(of: stage)
         XCTAssertEqual(TandemTable.unknownNames(in: environment.keys), [], "tandem exits 2 on unknown TANDEM_* names")
-        for name in ["TANDEM_LISTEN", "TANDEM_ADMIN_LISTEN", "TANDEM_PEER_LISTEN", "TANDEM_DATA_DIR", "TANDEM_LOG_FORMAT"] {
+        for name in [
+            "TANDEM_LISTEN", "TANDEM_ADMIN_LISTEN", "TANDEM_PEER_LISTEN", "TANDEM_DATA_DIR", "TANDEM_LOG_FORMAT",
+        ] {
             XCTAssertNotNil(environment[name], "\(name) is documented with an ENV default")
         }
         XCTAssertEqual(environment["TANDEM_DATA_DIR"], "/var/lib/tandem")
@@ -34,7 +36,8 @@ final class DockerfileTests: XCTestCase {
         XCTAssertEqual(exposed, Set(listeners), "EXPOSE lists exactly the client, peer and admin ports")
         XCTAssertEqual(
             Set(listeners),
-            Set(["TANDEM_LISTEN", "TANDEM_PEER_LISTEN", "TANDEM_ADMIN_LISTEN"].map { "\(TandemTable.defaultPort($0))" }),
+            Set(
+                ["TANDEM_LISTEN", "TANDEM_PEER_LISTEN", "TANDEM_ADMIN_LISTEN"].map { "\(TandemTable.defaultPort($0))" }),
             "the image keeps the ports of tandem --help")
         XCTAssertEqual(Set(listeners), ["8080", "7400", "9400"])
     }
@@ -45,7 +48,8 @@ final class DockerfileTests: XCTestCase {
         XCTAssertTrue(healthcheck.contains("/healthz"), "liveness only: /healthz never depends on peers or the app")
         XCTAssertFalse(healthcheck.contains("/readyz"), "a HEALTHCHECK on readiness would mark a lagging node dead")
         let port = try XCTUnwrap(TandemTable.urlPort(in: healthcheck, path: "/healthz"))
-        let adminPort = String(try XCTUnwrap(file.environment(of: stage)["TANDEM_ADMIN_LISTEN"]?.split(separator: ":").last))
+        let adminPort = String(
+            try XCTUnwrap(file.environment(of: stage)["TANDEM_ADMIN_LISTEN"]?.split(separator: ":").last))
         if port == "${TANDEM_ADMIN_LISTEN##*:}" {
             // Shell expansion at check time: the port of TANDEM_ADMIN_LISTEN, whatever it is set to.
             XCTAssertEqual(adminPort, "\(TandemTable.defaultPort("TANDEM_ADMIN_LISTEN"))")
@@ -74,7 +78,8 @@ final class DockerfileTests: XCTestCase {
         XCTAssertTrue(demoBuilds.allSatisfy { $0.hasPrefix("swift build -c release") && !$0.contains(" -Xswiftc") })
         if try RepositoryFiles.exists("README.md") {
             let readme = try RepositoryFiles.text("README.md")
-            for line in readme.split(separator: "\n") where line.contains("swift build ") && line.contains("-c release") {
+            for line in readme.split(separator: "\n") where line.contains("swift build ") && line.contains("-c release")
+            {
                 XCTAssertTrue(line.contains("swift build -c release"), "README builds differently: \(line)")
             }
         }
@@ -115,7 +120,8 @@ final class DockerfileTests: XCTestCase {
             "libevent-pthreads-2.1-7", "libssl3", "libstdc++6", "ca-certificates", "curl",
         ]
         for package in required {
-            XCTAssertTrue(installs.contains(" \(package) ") || installs.contains(" \(package)\t"), "\(package) is installed")
+            XCTAssertTrue(
+                installs.contains(" \(package) ") || installs.contains(" \(package)\t"), "\(package) is installed")
         }
         XCTAssertTrue(installs.contains("not found"), "the build fails when ldd finds a missing library")
         let copies = lineage.flatMap { $0.all("COPY") }.map(\.arguments)

@@ -18,7 +18,8 @@ final class KubernetesTests: XCTestCase {
     private func podSpec() throws -> YAMLNode { try statefulSet()["spec"]["template"]["spec"] }
 
     private func sidecar(_ podSpec: YAMLNode) throws -> YAMLNode {
-        try XCTUnwrap(podSpec["initContainers"].list.first { $0["name"].string == "tandem" }, "tandem is an init container")
+        try XCTUnwrap(
+            podSpec["initContainers"].list.first { $0["name"].string == "tandem" }, "tandem is an init container")
     }
 
     private func app(_ podSpec: YAMLNode) throws -> YAMLNode {
@@ -64,7 +65,8 @@ final class KubernetesTests: XCTestCase {
     func testTandemIsANativeSidecarThatStartsBeforeTheAppAndStopsAfterIt() throws {
         let spec = try podSpec()
         let tandem = try sidecar(spec)
-        XCTAssertEqual(tandem["restartPolicy"].string, "Always", "restartPolicy Always makes an init container a sidecar")
+        XCTAssertEqual(
+            tandem["restartPolicy"].string, "Always", "restartPolicy Always makes an init container a sidecar")
         XCTAssertEqual(tandem["image"].string, "tandem:dev")
         XCTAssertEqual(try app(spec)["image"].string, "tandem-example-kv:dev")
         XCTAssertFalse(spec["containers"].list.contains { $0["name"].string == "tandem" }, "not also a plain container")
@@ -95,7 +97,8 @@ final class KubernetesTests: XCTestCase {
             XCTAssertEqual(configuration.nodeID, pod, "the node id is the pod name")
             XCTAssertEqual(configuration.peers.map(\.id), pods, "TANDEM_PEERS lists every replica")
             for peer in configuration.peers {
-                XCTAssertEqual(peer.address.host, "\(peer.id).\(serviceName)", "peers are found through the headless Service")
+                XCTAssertEqual(
+                    peer.address.host, "\(peer.id).\(serviceName)", "peers are found through the headless Service")
                 XCTAssertEqual(Int(peer.address.port), Int(configuration.peerListen.port))
             }
             XCTAssertNotNil(configuration.clusterSecret)
@@ -116,7 +119,8 @@ final class KubernetesTests: XCTestCase {
         XCTAssertEqual(port(YAMLNode("client"), in: tandem), Int(configuration.listen.port))
         XCTAssertEqual(port(YAMLNode("peer"), in: tandem), Int(configuration.peerListen.port))
         XCTAssertEqual(port(YAMLNode("admin"), in: tandem), Int(configuration.adminListen.port))
-        XCTAssertEqual([configuration.listen.port, configuration.peerListen.port, configuration.adminListen.port].map(Int.init),
+        XCTAssertEqual(
+            [configuration.listen.port, configuration.peerListen.port, configuration.adminListen.port].map(Int.init),
             ["TANDEM_LISTEN", "TANDEM_PEER_LISTEN", "TANDEM_ADMIN_LISTEN"].map(TandemTable.defaultPort))
     }
 
@@ -138,8 +142,10 @@ final class KubernetesTests: XCTestCase {
         // app answers: a startup probe on /readyz would keep every pod waiting forever.
         let tandem = try sidecar(try podSpec())
         XCTAssertNotEqual(tandem["startupProbe"]["httpGet"]["path"].string, "/readyz")
-        let budgetSeconds = (tandem["startupProbe"]["periodSeconds"].int ?? 10) * (tandem["startupProbe"]["failureThreshold"].int ?? 3)
-        XCTAssertGreaterThanOrEqual(budgetSeconds, 10, "Tandem gets time to open its write-ahead log before it is restarted")
+        let budgetSeconds =
+            (tandem["startupProbe"]["periodSeconds"].int ?? 10) * (tandem["startupProbe"]["failureThreshold"].int ?? 3)
+        XCTAssertGreaterThanOrEqual(
+            budgetSeconds, 10, "Tandem gets time to open its write-ahead log before it is restarted")
     }
 
     func testThePeersServiceIsHeadlessAndPublishesPodsBeforeTheyAreReady() throws {
@@ -147,7 +153,8 @@ final class KubernetesTests: XCTestCase {
         let serviceName = try XCTUnwrap(set["spec"]["serviceName"].string)
         let peers = try document(kind: "Service", name: serviceName, in: "Docker/k8s/base/services.yaml")
         XCTAssertEqual(peers["spec"]["clusterIP"].string, "None")
-        XCTAssertEqual(peers["spec"]["publishNotReadyAddresses"].bool, true, "no pod is ready before a quorum finds itself")
+        XCTAssertEqual(
+            peers["spec"]["publishNotReadyAddresses"].bool, true, "no pod is ready before a quorum finds itself")
         let podLabels = set["spec"]["template"]["metadata"]["labels"].map.compactMapValues(\.string)
         let selector = peers["spec"]["selector"].map.compactMapValues(\.string)
         XCTAssertFalse(selector.isEmpty)
@@ -156,8 +163,10 @@ final class KubernetesTests: XCTestCase {
         let configuration = try XCTUnwrap(
             TandemTable.load(try environment(of: tandem, podName: try podNames()[0]), context: "pod 0"))
         let targets = peers["spec"]["ports"].list.map { port($0["targetPort"], in: tandem) }
-        XCTAssertTrue(targets.contains(Int(configuration.peerListen.port)), "the headless Service carries the peer port")
-        XCTAssertEqual(set["spec"]["podManagementPolicy"].string, "Parallel",
+        XCTAssertTrue(
+            targets.contains(Int(configuration.peerListen.port)), "the headless Service carries the peer port")
+        XCTAssertEqual(
+            set["spec"]["podManagementPolicy"].string, "Parallel",
             "OrderedReady would wait for pod 0 to be ready, which needs a quorum, before starting pod 1")
     }
 
@@ -172,7 +181,8 @@ final class KubernetesTests: XCTestCase {
         let targets = client["spec"]["ports"].list.map { port($0["targetPort"], in: tandem) }
         XCTAssertEqual(targets, [Int(configuration.listen.port)])
         let appArguments = try app(set["spec"]["template"]["spec"])["args"].list.compactMap(\.text)
-        XCTAssertEqual(appArguments, ["--port", "\(configuration.upstream.port)"], "the app listens where Tandem looks")
+        XCTAssertEqual(
+            appArguments, ["--port", "\(configuration.upstream.port)"], "the app listens where Tandem looks")
         XCTAssertFalse(appArguments.contains("--host"), "the app stays on loopback, out of reach of other pods")
     }
 
@@ -211,7 +221,8 @@ final class KubernetesTests: XCTestCase {
         let securityContext = set["spec"]["template"]["spec"]["securityContext"]
         let dockerfile = Dockerfile(try RepositoryFiles.text("Docker/Dockerfile"))
         let user = dockerfile.effective("USER", of: try XCTUnwrap(dockerfile.stage(named: "tandem")))
-        XCTAssertEqual(securityContext["runAsUser"].int.map(String.init), user?.split(separator: ":").first.map(String.init))
+        XCTAssertEqual(
+            securityContext["runAsUser"].int.map(String.init), user?.split(separator: ":").first.map(String.init))
         XCTAssertEqual(securityContext["fsGroup"].int, securityContext["runAsGroup"].int, "the volume is writable")
         XCTAssertEqual(securityContext["runAsNonRoot"].bool, true)
     }
@@ -238,7 +249,8 @@ final class KubernetesTests: XCTestCase {
     func testKustomizationsNameOnlyFilesThatExistAndBuild() throws {
         for directory in ["Docker/k8s", "Docker/k8s/base", "Docker/k8s/tls"] {
             let kustomization = try XCTUnwrap(try RepositoryFiles.yamlFile("\(directory)/kustomization.yaml").first)
-            let referenced = kustomization["resources"].list.compactMap(\.string)
+            let referenced =
+                kustomization["resources"].list.compactMap(\.string)
                 + kustomization["patches"].list.compactMap { $0["path"].string }
             XCTAssertFalse(referenced.isEmpty, directory)
             for path in referenced {
@@ -255,13 +267,15 @@ final class KubernetesTests: XCTestCase {
             if rendered.status == 127 { throw XCTSkip("kubectl is not installed; the kustomize build is not checked") }
             XCTAssertEqual(rendered.status, 0, "kubectl kustomize \(directory): \(rendered.standardError)")
             let documents = try RepositoryFiles.yamlDocuments(rendered.standardOutput, name: directory)
-            XCTAssertEqual(Set(documents.compactMap { $0["kind"].string }), ["Service", "StatefulSet", "PodDisruptionBudget"])
+            XCTAssertEqual(
+                Set(documents.compactMap { $0["kind"].string }), ["Service", "StatefulSet", "PodDisruptionBudget"])
             let set = try XCTUnwrap(documents.first { $0["kind"].string == "StatefulSet" })
             let tandem = try sidecar(set["spec"]["template"]["spec"])
             XCTAssertEqual(tandem["restartPolicy"].string, "Always")
             let names = tandem["env"].list.compactMap { $0["name"].string }
             XCTAssertEqual(names.contains("TANDEM_TLS_CERT"), expectsTLS, directory)
-            XCTAssertTrue(names.contains("TANDEM_PEERS") && names.contains("TANDEM_NODE_ID"), "the patch keeps the base env")
+            XCTAssertTrue(
+                names.contains("TANDEM_PEERS") && names.contains("TANDEM_NODE_ID"), "the patch keeps the base env")
         }
     }
 }

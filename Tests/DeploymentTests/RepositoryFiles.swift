@@ -19,7 +19,8 @@ enum RepositoryFiles {
         var directory = URL(fileURLWithPath: realPath(filePath)).deletingLastPathComponent()
         // A bounded walk up: the file is a few levels below the root.
         for _ in 0..<8 {
-            let hasPackage = FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path)
+            let hasPackage = FileManager.default.fileExists(
+                atPath: directory.appendingPathComponent("Package.swift").path)
             let hasDockerfile = FileManager.default.fileExists(
                 atPath: directory.appendingPathComponent("Docker/Dockerfile").path)
             if hasPackage && hasDockerfile { return directory }
@@ -59,7 +60,8 @@ enum RepositoryFiles {
         guard result.status == 0 else {
             throw ReadError(description: "PyYAML could not parse \(name): \(result.standardError)")
         }
-        let json = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8), options: [.fragmentsAllowed])
+        let json = try JSONSerialization.jsonObject(
+            with: Data(result.standardOutput.utf8), options: [.fragmentsAllowed])
         return YAMLNode(json).list
     }
 

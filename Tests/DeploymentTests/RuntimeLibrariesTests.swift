@@ -11,7 +11,9 @@ final class RuntimeLibrariesTests: XCTestCase {
     private func binaries() throws -> [String] {
         let root = try RepositoryFiles.root()
         var directories = [".build/release", ".build/debug"].map { root.appendingPathComponent($0).path }
-        if let override = ProcessInfo.processInfo.environment["TANDEM_BUILD_DIR"] { directories.insert(override, at: 0) }
+        if let override = ProcessInfo.processInfo.environment["TANDEM_BUILD_DIR"] {
+            directories.insert(override, at: 0)
+        }
         for directory in directories {
             let found = ["tandem", "example-kv"].map { "\(directory)/\($0)" }
             if found.allSatisfy({ FileManager.default.isExecutableFile(atPath: $0) }) { return found }
@@ -42,7 +44,9 @@ final class RuntimeLibrariesTests: XCTestCase {
         for line in listing.standardOutput.split(separator: "\n") {
             let fields = line.split(separator: " ")
             // Swift's own libraries are copied from the toolchain by the build stage.
-            if fields.count >= 3, fields[1] == "=>", !fields[2].contains("/lib/swift/") { paths.append(String(fields[2])) }
+            if fields.count >= 3, fields[1] == "=>", !fields[2].contains("/lib/swift/") {
+                paths.append(String(fields[2]))
+            }
         }
         // One shell for every lookup (dpkg is slow to start). Debian's merged /usr: dpkg may know a file under
         // /lib or /usr/lib, as the link or as its target. Prints "path<TAB>package, package: file" per library.
@@ -57,7 +61,8 @@ final class RuntimeLibrariesTests: XCTestCase {
             let owner = columns.count == 2 ? columns[1].split(separator: ":").first ?? "" : ""
             let names = owner.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             XCTAssertTrue(
-                names.contains { packages.contains($0) }, "\(columns[0]) comes from \(names), which the image does not install")
+                names.contains { packages.contains($0) },
+                "\(columns[0]) comes from \(names), which the image does not install")
             checked += 1
         }
         XCTAssertGreaterThan(checked, 3, "libevent, OpenSSL and libc at least")

@@ -21,7 +21,8 @@ enum TandemTable {
         _ environment: [String: String], context: String, file: StaticString = #filePath, line: UInt = #line
     ) -> TandemConfiguration? {
         do {
-            return try TandemConfiguration.load(environment: environment, hostName: "test-host", isReadableFile: { _ in true })
+            return try TandemConfiguration.load(
+                environment: environment, hostName: "test-host", isReadableFile: { _ in true })
         } catch {
             XCTFail("\(context): tandem would refuse to start: \(error)", file: file, line: line)
             return nil

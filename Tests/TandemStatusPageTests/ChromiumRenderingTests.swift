@@ -126,9 +126,11 @@ final class ChromiumRenderingTests: XCTestCase {
             suspect.append((tMs: tMs, phi: 20))
         }
         let peers = [
-            StatusPageModel.Peer(id: "n2", address: "n2:7400", connected: true, phi: 1, matchIndex: 5, lagEntries: 0,
+            StatusPageModel.Peer(
+                id: "n2", address: "n2:7400", connected: true, phi: 1, matchIndex: 5, lagEntries: 0,
                 lastContactMs: 10, phiHistory: calm),
-            StatusPageModel.Peer(id: "n3", address: "n3:7400", connected: true, phi: 7, matchIndex: 5, lagEntries: 0,
+            StatusPageModel.Peer(
+                id: "n3", address: "n3:7400", connected: true, phi: 7, matchIndex: 5, lagEntries: 0,
                 lastContactMs: 10, phiHistory: suspect),
         ]
         let model = StatusPageModel(
@@ -136,14 +138,21 @@ final class ChromiumRenderingTests: XCTestCase {
             peers: peers, nowMs: nowMs)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-status-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { if ProcessInfo.processInfo.environment["TANDEM_KEEP_SCREENSHOT"] == nil { try? FileManager.default.removeItem(at: directory) } }
+        defer {
+            if ProcessInfo.processInfo.environment["TANDEM_KEEP_SCREENSHOT"] == nil {
+                try? FileManager.default.removeItem(at: directory)
+            }
+        }
         let page = directory.appendingPathComponent("status.html")
         let screenshot = directory.appendingPathComponent("status.png")
         try Data(StatusPage.render(model).utf8).write(to: page)
         let result = try Self.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
-             "--user-data-dir=\(directory.path)/profile", "--window-size=900,700", "--screenshot=\(screenshot.path)",
-             page.absoluteString])
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                "--force-device-scale-factor=1",
+                "--user-data-dir=\(directory.path)/profile", "--window-size=900,700", "--screenshot=\(screenshot.path)",
+                page.absoluteString,
+            ])
         XCTAssertTrue(FileManager.default.fileExists(atPath: screenshot.path), "no screenshot: \(result)")
 
         // The charts sit side by side: n2's first, n3's second. Column 332 separates them (body margin 24 px,

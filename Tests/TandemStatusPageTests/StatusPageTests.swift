@@ -51,7 +51,8 @@ final class StatusPageTests: XCTestCase {
         XCTAssertFalse(html.contains("<b>leader"), "the role is text, not markup")
         XCTAssertTrue(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"))
         XCTAssertTrue(html.contains("&lt;img src=x onerror=alert(1)&gt;:7400"))
-        XCTAssertEqual(text(in: html, after: "<dd id=\"node\">", until: "</dd>"),
+        XCTAssertEqual(
+            text(in: html, after: "<dd id=\"node\">", until: "</dd>"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;")
     }
 
@@ -153,7 +154,8 @@ final class StatusPageTests: XCTestCase {
         ]
         let html = StatusPage.render(model(peers: [peer("n2", history: history)]))
         let points = polylinePoints(in: html)[0].split(separator: " ")
-        XCTAssertEqual(points.map { String($0.split(separator: ",")[0]) }, ["0.0", "150.0", "300.0"],
+        XCTAssertEqual(
+            points.map { String($0.split(separator: ",")[0]) }, ["0.0", "150.0", "300.0"],
             "the window is [now - 60 s, now], left edge to right edge")
     }
 
