@@ -156,6 +156,29 @@ final class ComposeTests: XCTestCase {
         }
     }
 
+    func testTheWalkThroughUsesOnlyPortsAndServicesTheComposeFileHas() throws {
+        let readme = try RepositoryFiles.text("Docker/README.md")
+        let services = Set(try compose()["services"].map.keys)
+        var published: Set<String> = []
+        for pair in try pairs() {
+            published.formUnion(
+                pair.app["ports"].list.compactMap { $0.string?.split(separator: ":").first.map(String.init) })
+        }
+        var mentioned: Set<String> = []
+        var rest = Substring(readme)
+        // Bounded by the README's length: each round consumes the match.
+        while let match = rest.range(of: "localhost:") {
+            mentioned.insert(String(rest[match.upperBound...].prefix { $0.isNumber }))
+            rest = rest[match.upperBound...]
+        }
+        XCTAssertFalse(mentioned.isEmpty)
+        XCTAssertTrue(
+            mentioned.isSubset(of: published), "README ports \(mentioned.subtracting(published)) are not published")
+        for service in ["app1", "tandem1", "app2", "tandem2"] {
+            XCTAssertTrue(services.contains(service) && readme.contains(service), "\(service) in the walk-through")
+        }
+    }
+
     func testInterpolationTakesTheDefaultLikeCompose() {
         XCTAssertEqual(Self.interpolate("a-${X:-b-c}-d"), "a-b-c-d")
         XCTAssertEqual(Self.interpolate("${X-y}"), "y")
