@@ -50,9 +50,9 @@ final class Admission {
         readConfig.initialLimit = 64
         var writeConfig = AdaptiveConcurrencyLimit.Configuration()
         // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group.
-        writeConfig.initialLimit = 256
-        writeConfig.minLimit = 32
-        writeConfig.maxLimit = max(writeConfig.minLimit, writeQueueCapacity)
+        writeConfig.maxLimit = max(8, writeQueueCapacity)
+        writeConfig.initialLimit = min(256, writeConfig.maxLimit)
+        writeConfig.minLimit = min(32, writeConfig.initialLimit)
         lanes = [
             Lane(limit: AdaptiveConcurrencyLimit(configuration: readConfig, seed: 0x5EAD),
                  queue: BoundedCoDelQueue(capacity: readQueueCapacity, codel: codel)),

@@ -116,23 +116,35 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
     }
 
+    /// Parses requests from the input buffer while this session is reading. An exchange may end synchronously
+    /// while its last bytes are being parsed (an immediate error, a refused write): the loops then go on with the
+    /// next pipelined request instead of leaving it unread in the buffer.
     private func readRequest() {
         var failure: HTTPParseError?
-        connection.consumeInput { chunk in
-            guard state == .reading, failure == nil else { return 0 }
-            if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
-                // The app is not taking the body as fast as the client sends it: stop reading the client.
-                connection.disableReading()
-                return 0
-            }
-            let phaseBefore = parser.phase
-            do throws(HTTPParseError) {
-                let used = try parser.parse(chunk) { event in onRequestEvent(event) }
-                if phaseBefore == .idle && parser.phase == .head { arm(.header, proxy.settings.headerTimeoutMs) }
-                return used
-            } catch {
-                failure = error
-                return 0
+        var progressed = true
+        while progressed && state == .reading && failure == nil && connection.inputCount > 0 {
+            progressed = false
+            connection.consumeInput { chunk in
+                var offset = 0
+                while offset < chunk.count && state == .reading && failure == nil {
+                    if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+                        // The app is not taking the body as fast as the client sends it: stop reading the client.
+                        connection.disableReading()
+                        return offset
+                    }
+                    let phaseBefore = parser.phase
+                    do throws(HTTPParseError) {
+                        let rest = UnsafeRawBufferPointer(rebasing: chunk[offset...])
+                        let used = try parser.parse(rest) { event in onRequestEvent(event) }
+                        if phaseBefore == .idle && parser.phase == .head { arm(.header, proxy.settings.headerTimeoutMs) }
+                        guard used > 0 else { break }
+                        offset += used
+                        progressed = true
+                    } catch {
+                        failure = error
+                    }
+                }
+                return offset
             }
         }
         if let failure { rejectMalformed(failure) }
@@ -533,8 +545,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             releaseAdmission(exchange, dropped: ["upstream_timeout", "commit_timeout", "overloaded"].contains(error.code))
         }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
-        let keepAlive = !forceClose && (exchange?.clientKeepAlive ?? false) && (exchange?.requestComplete ?? false)
-            && !proxy.isDraining
+        // A request without a body is complete once its head is parsed: the connection can stay open.
+        let requestComplete = exchange.map { $0.requestComplete || $0.head.framing == .none } ?? false
+        let keepAlive = !forceClose && (exchange?.clientKeepAlive ?? false) && requestComplete && !proxy.isDraining
         var error = error
         error.closeConnection = !keepAlive
         connection.write(error.bytes)
