@@ -25,6 +25,7 @@ final class ManagedProcess: @unchecked Sendable {  // output is guarded by `lock
     private let outputPipe = Pipe()
     private let lock = NSLock()
     private var captured = Data()
+    private var drained = false
 
     init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
         self.name = name
@@ -76,7 +77,20 @@ final class ManagedProcess: @unchecked Sendable {  // output is guarded by `lock
     func waitForExit(timeoutSeconds: Double = 20) -> Int32? {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
-        return process.isRunning ? nil : process.terminationStatus
+        guard !process.isRunning else { return nil }
+        drainOutput()
+        return process.terminationStatus
+    }
+
+    /// After exit, collects whatever output the readability handler has not delivered yet.
+    private func drainOutput() {
+        let handle = outputPipe.fileHandleForReading
+        handle.readabilityHandler = nil
+        lock.lock()
+        defer { lock.unlock() }
+        guard !drained else { return }
+        drained = true
+        if let rest = try? handle.readToEnd() { captured.append(rest) }
     }
 
     /// Stops the process by PID: SIGTERM, then SIGKILL if it lingers.
