@@ -160,8 +160,7 @@ extension RaftNode {
         voteResendDueMs = nowMs + config.heartbeatIntervalMs
         campaignIsTransfer = transfer
         if config.quorum == 1 {
-            becomeLeader()
-            return
+            return  // Our vote is our quorum, but only once durable: `advance` makes us leader.
         }
         // The vote for ourselves is in the hard state of this Ready, so it is durable before these requests leave.
         for peer in others {

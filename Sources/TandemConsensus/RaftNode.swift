@@ -84,6 +84,8 @@ public struct RaftNode: Sendable {
     var outgoingForwards: [NodeID: [ForwardedProposal]] = [:]
     var outgoingReadOutcomes: [NodeID: [ReadID: ReadOutcome]] = [:]
     var lastHandedHardState: HardState
+    /// The hard state the runtime confirmed as durable (advanced past).
+    var durableHardState: HardState
     var lastReportedRole: RoleChange
     /// The Ready handed out and not yet advanced.
     var outstanding: OutstandingReady?
@@ -97,6 +99,7 @@ public struct RaftNode: Sendable {
     }
 
     struct OutstandingReady {
+        var hardState: HardState?
         var lastPersisted: (index: UInt64, term: UInt64)?
         var appliedThrough: UInt64
     }
@@ -122,6 +125,7 @@ public struct RaftNode: Sendable {
         rng = SplitMix64(seed: seed)
         forwardOutcomes = BoundedFIFOMap(capacity: config.maxPendingForwards)
         lastHandedHardState = recovered.hardState
+        durableHardState = recovered.hardState
         appliedIndex = recovered.appliedIndex
         lastReportedRole = RoleChange(role: .follower, term: recovered.hardState.term, leader: nil)
     }
@@ -192,6 +196,7 @@ public struct RaftNode: Sendable {
             lastReportedRole = change
         }
         outstanding = OutstandingReady(
+            hardState: batch.hardState,
             lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, appliedThrough: log.appliedIndex)
         checkInvariants()
         return batch
@@ -202,7 +207,15 @@ public struct RaftNode: Sendable {
         guard let done = outstanding else { preconditionFailure("advance without an outstanding Ready") }
         outstanding = nil
         if let last = done.lastPersisted { log.persisted(through: last.index, term: last.term) }
+        if let state = done.hardState { durableHardState = state }
         appliedIndex = done.appliedThrough
+        // A one-node cluster wins its election with its own vote alone, which counts only once durable: otherwise
+        // a crash could let it lead the same term twice with different entries.
+        if role == .candidate && config.quorum == 1 && durableHardState.term == term
+            && durableHardState.votedFor == config.id
+        {
+            becomeLeader()
+        }
         // The leader counts its own log toward commit only once it is durable, so this may commit.
         if role == .leader { maybeCommit() }
         checkInvariants()

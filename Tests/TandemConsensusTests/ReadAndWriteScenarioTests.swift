@@ -8,7 +8,11 @@ final class ReadAndWriteScenarioTests: XCTestCase {
         var node = RaftNode(config: RaftConfig(id: id, peers: [id]), recovered: RecoveredState(), seed: 1)
         for now in stride(from: Int64(0), through: 2500, by: 10) { node.tick(nowMs: now) }  // Past the timeout.
         var ready = node.ready()
+        XCTAssertEqual(node.currentRole, .candidate, "its own vote is its quorum, but only once durable")
+        XCTAssertEqual(ready.hardState?.votedFor, id)
+        node.advance(ready)
         XCTAssertEqual(node.currentRole, .leader)
+        ready = node.ready()
         XCTAssertEqual(ready.entriesToPersist.map(\.kind), [.noop])
         XCTAssertTrue(ready.committedEntries.isEmpty, "the no-op is not durable yet")
         node.advance(ready)
