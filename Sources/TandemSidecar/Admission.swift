@@ -46,13 +46,19 @@ final class Admission {
         self.metrics = metrics
         self.rateLimitKey = rateLimitKey
         let codel = CoDelController.Configuration(targetMicros: max(1, queueTargetMs) * 1000, intervalMicros: 100_000)
+        // No probing down to a tiny concurrency: at a floor of 4, 50 healthy clients queue behind the probe and
+        // CoDel sheds them (PITFALLS.md, Envoy #8337). The floors stay well above ordinary client concurrency.
         var readConfig = AdaptiveConcurrencyLimit.Configuration()
-        readConfig.initialLimit = 64
+        readConfig.initialLimit = 256
+        readConfig.minLimit = 64
+        readConfig.maxLimit = 4096
+        readConfig.probeIntervalSamples = nil
         var writeConfig = AdaptiveConcurrencyLimit.Configuration()
         // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group.
         writeConfig.maxLimit = max(8, writeQueueCapacity)
         writeConfig.initialLimit = min(256, writeConfig.maxLimit)
         writeConfig.minLimit = min(32, writeConfig.initialLimit)
+        writeConfig.probeIntervalSamples = nil
         lanes = [
             Lane(limit: AdaptiveConcurrencyLimit(configuration: readConfig, seed: 0x5EAD),
                  queue: BoundedCoDelQueue(capacity: readQueueCapacity, codel: codel)),
