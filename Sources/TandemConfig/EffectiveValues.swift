@@ -35,6 +35,8 @@ extension TandemConfiguration: CustomStringConvertible, CustomDebugStringConvert
             ("TANDEM_MAX_CONNECTIONS", String(maxConnections)),
             ("TANDEM_HEADER_TIMEOUT", ConfigFormat.duration(headerTimeoutMs)),
             ("TANDEM_IDLE_TIMEOUT", ConfigFormat.duration(idleTimeoutMs)),
+            ("TANDEM_UPSTREAM_CONNECT_TIMEOUT", ConfigFormat.duration(upstreamConnectTimeoutMs)),
+            ("TANDEM_UPSTREAM_TIMEOUT", ConfigFormat.duration(upstreamTimeoutMs)),
             ("TANDEM_RATE_LIMIT", rateLimit?.description ?? "off"),
             ("TANDEM_RATE_LIMIT_KEY", rateLimitKey.description),
             ("TANDEM_RATE_LIMIT_GLOBAL", rateLimitGlobal?.description ?? "off"),

@@ -157,6 +157,10 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var headerTimeoutMs: Int64
     /// `TANDEM_IDLE_TIMEOUT`. Invariant: > 0.
     public var idleTimeoutMs: Int64
+    /// `TANDEM_UPSTREAM_CONNECT_TIMEOUT`. Invariant: > 0.
+    public var upstreamConnectTimeoutMs: Int64
+    /// `TANDEM_UPSTREAM_TIMEOUT` (response head of a proxied request). Invariant: > 0.
+    public var upstreamTimeoutMs: Int64
     /// `TANDEM_RATE_LIMIT`; nil when off.
     public var rateLimit: RateLimit?
     /// `TANDEM_RATE_LIMIT_KEY`.
@@ -222,5 +226,6 @@ public struct TandemConfiguration: Hashable, Sendable {
         precondition(readWaitMaxMs >= 0 && idempotencyTTLMs > 0, "read wait and TTL")
         precondition(maxPendingWrites > 0 && maxConnections > 0, "limits are positive")
         precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")
+        precondition(upstreamConnectTimeoutMs > 0 && upstreamTimeoutMs > 0, "upstream timeouts are positive")
     }
 }

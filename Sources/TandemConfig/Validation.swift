@@ -32,6 +32,8 @@ extension TandemConfiguration {
         maxConnections = try reader.count("TANDEM_MAX_CONNECTIONS")
         headerTimeoutMs = try reader.durationMs("TANDEM_HEADER_TIMEOUT")
         idleTimeoutMs = try reader.durationMs("TANDEM_IDLE_TIMEOUT")
+        upstreamConnectTimeoutMs = try reader.durationMs("TANDEM_UPSTREAM_CONNECT_TIMEOUT")
+        upstreamTimeoutMs = try reader.durationMs("TANDEM_UPSTREAM_TIMEOUT")
         rateLimit = try reader.rateLimit("TANDEM_RATE_LIMIT")
         rateLimitKey = try reader.parse("TANDEM_RATE_LIMIT_KEY", RateLimitKey.init(parsing:))
         rateLimitGlobal = try reader.rateLimit("TANDEM_RATE_LIMIT_GLOBAL")

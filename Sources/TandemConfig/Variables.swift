@@ -96,6 +96,12 @@ extension TandemConfiguration {
             "TANDEM_IDLE_TIMEOUT", .overload, default: "60s", .duration(minMs: 1, maxMs: 24 * 3_600_000),
             "Idle keep-alive client connections are closed after this."),
         ConfigVariable(
+            "TANDEM_UPSTREAM_CONNECT_TIMEOUT", .overload, default: "2s", .duration(minMs: 1, maxMs: 600_000),
+            "A connection to the app not established by then gives 502 upstream_unavailable."),
+        ConfigVariable(
+            "TANDEM_UPSTREAM_TIMEOUT", .overload, default: "30s", .duration(minMs: 1, maxMs: 3_600_000),
+            "A proxied read whose response head has not come by then gives 504 upstream_timeout."),
+        ConfigVariable(
             "TANDEM_RATE_LIMIT", .overload, default: "off", .rateLimit,
             "Per-key GCRA rate limit; excess gets 429 rate_limited."),
         ConfigVariable(

@@ -78,6 +78,8 @@ extension SidecarOptions {
         proxy.limits = HTTPLimits(bodyMaxBytes: configuration.maxBodyBytes)
         proxy.headerTimeoutMs = configuration.headerTimeoutMs
         proxy.idleTimeoutMs = configuration.idleTimeoutMs
+        proxy.upstreamConnectTimeoutMs = configuration.upstreamConnectTimeoutMs
+        proxy.upstreamResponseTimeoutMs = configuration.upstreamTimeoutMs
         proxy.maxConnections = configuration.maxConnections
         proxy.classifier = configuration.classifier
         adminHost = configuration.adminListen.host

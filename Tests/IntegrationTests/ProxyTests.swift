@@ -223,3 +223,78 @@ final class StatusPageTests: ClusterTestCase {
         XCTAssertFalse(html.contains("src=") || html.contains("<link") || html.contains("url("), "no external assets")
     }
 }
+
+/// The proxy's timeouts towards the app, and tunnels on bypass routes.
+final class UpstreamBehaviourTests: ProcessTestCase {
+    func testAnAppThatDoesNotAnswerInTimeGives504UpstreamTimeout() throws {
+        let (_, appPort) = try startApp(extraArguments: ["--delay-ms", "3000"])
+        let tandem = try startTandem(upstreamPort: appPort, environment: ["TANDEM_UPSTREAM_TIMEOUT": "500ms"])
+        let response = try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/slow")
+        XCTAssertEqual(response.status, 504)
+        XCTAssertTrue(response.bodyText.contains("\"error\":\"upstream_timeout\""), response.bodyText)
+        let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertTrue(metrics.contains("tandem_upstream_errors_total{kind=\"timeout\"} 1"), metrics)
+    }
+
+    func testUpgradeOnABypassRouteIsTunnelledBothWays() throws {
+        let script = NSTemporaryDirectory() + "upgrade-\(UUID().uuidString).py"
+        try """
+        import socket, threading
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        print("example-kv listening on 127.0.0.1:%d" % server.getsockname()[1], flush=True)
+        def serve(conn):
+            data = b""
+            while b"\\r\\n\\r\\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            if b"upgrade: echo" in data.lower():
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n")
+                rest = data.split(b"\\r\\n\\r\\n", 1)[1]
+                if rest:
+                    conn.sendall(rest.upper())
+                while True:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    conn.sendall(chunk.upper())
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+            conn.close()
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        let app = try ManagedProcess(name: "upgrade-app", executable: "/usr/bin/env", arguments: ["python3", script])
+        track(app)
+        let line = try XCTUnwrap(app.waitForOutput(containing: "listening on")?.split(separator: "\n").first { $0.contains("listening on") })
+        let appPort = try XCTUnwrap(UInt16(line.split(separator: ":").last!))
+        let tandem = try startTandem(upstreamPort: appPort, environment: ["TANDEM_BYPASS_ROUTES": "GET /ws/*"])
+        let client = try RawClient(port: tandem.clientPort)
+        client.send("GET /ws/chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        var received = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !String(decoding: received, as: UTF8.self).contains("\r\n\r\n") {
+            let count = recv(client.fd, &buffer, buffer.count, 0)
+            guard count > 0 else { return XCTFail("no upgrade answer") }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        XCTAssertTrue(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 101"), String(decoding: received, as: UTF8.self))
+        for word in ["hello", "tunnel"] {
+            client.send(word)
+            var echoed = [UInt8]()
+            while echoed.count < word.count {
+                let count = recv(client.fd, &buffer, buffer.count, 0)
+                guard count > 0 else { return XCTFail("tunnel closed") }
+                echoed.append(contentsOf: buffer[0..<count])
+            }
+            XCTAssertEqual(String(decoding: echoed, as: UTF8.self), word.uppercased())
+        }
+        let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertFalse(metrics.contains("class=\"write\""), "an upgrade on a bypass route is never replicated")
+    }
+}

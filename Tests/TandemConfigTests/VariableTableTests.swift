@@ -15,6 +15,8 @@ final class VariableTableTests: XCTestCase {
         "TANDEM_MAX_CONNECTIONS", "TANDEM_HEADER_TIMEOUT", "TANDEM_IDLE_TIMEOUT", "TANDEM_RATE_LIMIT",
         "TANDEM_RATE_LIMIT_KEY", "TANDEM_RATE_LIMIT_GLOBAL", "TANDEM_TLS_CERT", "TANDEM_TLS_KEY", "TANDEM_TLS_CA",
         "TANDEM_CLUSTER_SECRET", "TANDEM_ADMIN_TOKEN", "TANDEM_LOG_LEVEL", "TANDEM_LOG_FORMAT",
+        // Beyond PRODUCT.md: the proxy's own timeouts towards the app (issue 2 asks for 502/504 on them).
+        "TANDEM_UPSTREAM_CONNECT_TIMEOUT", "TANDEM_UPSTREAM_TIMEOUT",
     ]
 
     func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {
