@@ -29,6 +29,10 @@ final class Replica {
     var appPort: UInt16 = 0
     var tandem: TandemProcess?
 
+    /// Client and admin ports stay the same across restarts, as a service's addresses do.
+    let fixedClientPort = freePort()
+    let fixedAdminPort = freePort()
+
     init(id: String, peerPort: UInt16, dataDir: String) {
         self.id = id
         self.peerPort = peerPort
@@ -68,6 +72,8 @@ class ClusterTestCase: ProcessTestCase {
         env["TANDEM_PEERS"] = peersVariable
         env["TANDEM_PEER_LISTEN"] = "127.0.0.1:\(replica.peerPort)"
         env["TANDEM_DATA_DIR"] = replica.dataDir
+        env["TANDEM_LISTEN"] = "127.0.0.1:\(replica.fixedClientPort)"
+        env["TANDEM_ADMIN_LISTEN"] = "127.0.0.1:\(replica.fixedAdminPort)"
         env.merge(environment) { _, new in new }
         replica.tandem = try startTandem(upstreamPort: appPort, environment: env, waitUntilReady: waitUntilReady)
     }
@@ -132,14 +138,29 @@ struct RetryingWriter {
             let candidates = ports()
             let port = candidates[attempt % candidates.count]
             attempt += 1
-            if let response = try? httpRequest(
-                port: port, method: method, path: path, body: body, headers: [("Idempotency-Key", key)], timeoutSeconds: 8),
-                response.status < 500
-            {
-                return response
+            let started = Date()
+            let response = try? httpRequest(
+                port: port, method: method, path: path, body: body, headers: [("Idempotency-Key", key)], timeoutSeconds: 8)
+            if let response, response.status < 500 { return response }
+            if ProcessInfo.processInfo.environment["TANDEM_TEST_TRACE"] != nil {
+                print("write \(key) to :\(port) -> \(response.map { "\($0.status) \($0.bodyText)" } ?? "no answer") after \(Int(Date().timeIntervalSince(started) * 1000)) ms")
             }
             usleep(50_000)
         }
         return nil
+    }
+}
+
+/// A value shared by load threads and the test thread.
+final class Locked<Value>: @unchecked Sendable {  // guarded by `lock`
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withValue<R>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
     }
 }
