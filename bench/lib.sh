@@ -70,12 +70,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "n/a"; else print
 
 # run_wrk THREADS CONNECTIONS SECONDS URL [LUA]: prints "rps p50ms p99ms errors requests" where errors counts
 # non-2xx/3xx answers plus socket errors (connect, read, write, timeout), so a fast stream of 503s never passes
-# for throughput. The whole wrk output is kept in $WORKDIR/wrk-<n>.txt for inspection.
+# for throughput. The whole wrk output is kept in $WORKDIR/wrk-<n>.log (copied out by BENCH_KEEP_LOGS).
 WRK_RUN=0
 run_wrk() {
   local threads=$1 conns=$2 secs=$3 url=$4 lua=${5:-}
   WRK_RUN=$((WRK_RUN + 1))
-  local out="$WORKDIR/wrk-$WRK_RUN.txt"
+  local out="$WORKDIR/wrk-$WRK_RUN.log"
   if [ -n "$lua" ]; then
     wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency -s "$lua" "$url" >"$out" 2>&1 || true
   else
@@ -220,3 +220,9 @@ cpu_ms() {
 
 # per_k_requests CPU_MS_BEFORE CPU_MS_AFTER REQUESTS: CPU milliseconds per 1000 requests.
 per_k_requests() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n+0 == 0) print "n/a"; else printf "%.1f", (b-a)*1000/n }'; }
+
+# tandem_metric ADMIN_PORT SAMPLE: prints the value of one /metrics sample line (name with its labels, exactly).
+tandem_metric() {
+  # awk reads to the end (no early exit), so curl never fails with a broken pipe under pipefail.
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk -v name="$2" '$1 == name && !found { print $2; found = 1 }'
+}

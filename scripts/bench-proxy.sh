@@ -54,11 +54,11 @@ done
 
 declare -A RESULT
 measure() { # label connections port pid-of-the-proxy (the app's for the direct row)
-  local label=$1 conns=$2 port=$3 pid=$4 before after
-  run_wrk 2 "$conns" "$WARMUP_SECONDS" "http://127.0.0.1:$port/kv/bench" >/dev/null
+  local label=$1 conns=$2 port=$3 pid=$4 before after threads=2 r
+  [ "$conns" -lt 2 ] && threads=1
+  run_wrk "$threads" "$conns" "$WARMUP_SECONDS" "http://127.0.0.1:$port/kv/bench" >/dev/null
   before=$(cpu_ms "$pid")
-  local r
-  r=$(run_wrk 2 "$conns" "$DURATION" "http://127.0.0.1:$port/kv/bench")
+  r=$(run_wrk "$threads" "$conns" "$DURATION" "http://127.0.0.1:$port/kv/bench")
   after=$(cpu_ms "$pid")
   RESULT[$label,$conns]="$r $(load1) $(per_k_requests "$before" "$after" "$(echo "$r" | cut -d' ' -f5)")"
   echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
@@ -74,8 +74,8 @@ peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 
 echo
-echo "wrk -t2 --latency GET /kv/bench (128-byte value), ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
-  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
+echo "wrk -t2 (-t1 for one connection) --latency GET /kv/bench (128-byte value), ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
 echo "| path | connections | requests/s | p50 ms | p99 ms | errors | vs direct | proxy CPU ms per 1k requests | peak RSS MiB | load (1 min) |"

@@ -24,6 +24,7 @@ bench_data_root
 echo "== starting example-kv alone, a 3-node Tandem cluster and a 3-member etcd cluster (data in $BENCH_DATA)"
 start_app alone
 ALONE_PORT=$APP_PORT
+ALONE_PID=$APP_PID
 # BENCH_TANDEM_ENV adds settings to every node, e.g. BENCH_TANDEM_ENV="TANDEM_APP_STATE=memory".
 read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
 start_tandem_cluster 3 "${TANDEM_ENV_EXTRA[@]}"
@@ -64,14 +65,37 @@ print(f"{samples[len(samples)//2]:.2f} (p99 {samples[int(len(samples)*0.99)]:.2f
 PY
 )
 
+# The processes whose CPU a write costs: the app alone; three tandems and their apps; three etcd members.
+ALONE_PIDS=("$ALONE_PID")
+TANDEM_PIDS=()
+for n in "${NODES[@]}"; do TANDEM_PIDS+=("${TPID[$n]}" "${APPPID[$n]}"); done
+ETCD_PIDS=()
+for m in "${ETCD_MEMBERS[@]}"; do ETCD_PIDS+=("${ETCD_PID[$m]}"); done
+
 declare -A RESULT
-measure() { # label connections url lua
-  local label=$1 conns=$2 url=$3 lua=$4 threads=2
+measure() { # label connections url lua pids...
+  local label=$1 conns=$2 url=$3 lua=$4 threads=2 before r
+  shift 4
   [ "$conns" -lt 2 ] && threads=1
   run_wrk "$threads" "$conns" "$WARMUP_SECONDS" "$url" "$lua" >/dev/null
-  RESULT[$label,$conns]="$(run_wrk "$threads" "$conns" "$DURATION" "$url" "$lua") $(load1)"
-  echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1)"
+  before=$(cpu_ms "$@")
+  local fsyncs_before commit_before
+  fsyncs_before=$(tandem_metric "${ADMIN[$LEADER]}" tandem_fsync_total)
+  commit_before=$(tandem_metric "${ADMIN[$LEADER]}" tandem_commit_index)
+  r=$(run_wrk "$threads" "$conns" "$DURATION" "$url" "$lua")
+  RESULT[$label,$conns]="$r $(load1) $(per_k_requests "$before" "$(cpu_ms "$@")" "$(echo "$r" | cut -d' ' -f5)")"
+  echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
+  if [[ $label == tandem-* ]]; then
+    # The leader's own view: commit latency over its last 1024 commits and fsyncs per committed entry.
+    local p50 p99 fsyncs commits
+    p50=$(tandem_metric "${ADMIN[$LEADER]}" 'tandem_commit_latency_seconds{quantile="0.5"}')
+    p99=$(tandem_metric "${ADMIN[$LEADER]}" 'tandem_commit_latency_seconds{quantile="0.99"}')
+    fsyncs=$(( $(tandem_metric "${ADMIN[$LEADER]}" tandem_fsync_total) - fsyncs_before ))
+    commits=$(( $(tandem_metric "${ADMIN[$LEADER]}" tandem_commit_index) - commit_before ))
+    INTERNALS[$label,$conns]="$(awk -v a="$p50" -v b="$p99" 'BEGIN { printf "%.2f %.2f", a*1000, b*1000 }') $commits $fsyncs"
+  fi
 }
+declare -A INTERNALS
 LABELS=(alone tandem-leader tandem-follower etcd-leader etcd-follower)
 declare -A TITLE=([alone]="example-kv alone (no replication)" [tandem-leader]="Tandem, write to the leader"
   [tandem-follower]="Tandem, write to a follower" [etcd-leader]="etcd 3.4 gateway, leader"
@@ -79,11 +103,11 @@ declare -A TITLE=([alone]="example-kv alone (no replication)" [tandem-leader]="T
 LOAD_BEFORE=$(loadavg)
 for c in $CONNECTION_COUNTS; do
   echo "== $c connection(s), ${DURATION}s each after ${WARMUP_SECONDS}s warm-up"
-  measure alone "$c" "http://127.0.0.1:$ALONE_PORT" bench/put-kv.lua
-  measure tandem-leader "$c" "http://127.0.0.1:${CLIENT[$LEADER]}" bench/put-kv.lua
-  measure tandem-follower "$c" "http://127.0.0.1:${CLIENT[$FOLLOWER]}" bench/put-kv.lua
-  measure etcd-leader "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_LEADER_NAME]}" bench/etcd-put.lua
-  measure etcd-follower "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_FOLLOWER_NAME]}" bench/etcd-put.lua
+  measure alone "$c" "http://127.0.0.1:$ALONE_PORT" bench/put-kv.lua "${ALONE_PIDS[@]}"
+  measure tandem-leader "$c" "http://127.0.0.1:${CLIENT[$LEADER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}"
+  measure tandem-follower "$c" "http://127.0.0.1:${CLIENT[$FOLLOWER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}"
+  measure etcd-leader "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_LEADER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}"
+  measure etcd-follower "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_FOLLOWER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}"
 done
 LEADER_AFTER=$(tandem_status "${ADMIN[$LEADER]}" role)
 [ "$LEADER_AFTER" = leader ] || echo "WARNING: $LEADER is no longer the Tandem leader (role $LEADER_AFTER): an election happened during the run" >&2
@@ -92,21 +116,35 @@ field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 echo
 echo "PUT /kv/<random of 100k keys>, 256-byte value; wrk --latency, ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
   "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
-echo "tandem $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
+echo "tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
-echo "| target | connections | requests/s | p50 ms | p99 ms | errors | load (1 min) | requests/s vs app alone |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | connections | requests/s | p50 ms | p99 ms | errors | requests/s vs app alone | CPU ms per 1k writes, all processes | load (1 min) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for c in $CONNECTION_COUNTS; do
   for l in "${LABELS[@]}"; do
-    echo "| ${TITLE[$l]} | $c | $(field $l $c 1) | $(field $l $c 2) | $(field $l $c 3) | $(field $l $c 4) | $(field $l $c 6) | $(ratio "$(field $l $c 1)" "$(field alone $c 1)") |"
+    echo "| ${TITLE[$l]} | $c | $(field $l $c 1) | $(field $l $c 2) | $(field $l $c 3) | $(field $l $c 4) | $(ratio "$(field $l $c 1)" "$(field alone $c 1)") | $(field $l $c 7) | $(field $l $c 6) |"
   done
 done
 echo
-echo "| Tandem / etcd, same role | connections | requests/s ratio (>1: Tandem faster) | p50 ratio (<1: Tandem faster) | p99 ratio |"
-echo "| --- | ---: | ---: | ---: | ---: |"
+echo "| Tandem / etcd, same role | connections | requests/s (>1: Tandem faster) | p50 (<1: Tandem faster) | p99 | CPU per write |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 for c in $CONNECTION_COUNTS; do
   for role in leader follower; do
-    echo "| $role | $c | $(ratio "$(field tandem-$role $c 1)" "$(field etcd-$role $c 1)") | $(ratio "$(field tandem-$role $c 2)" "$(field etcd-$role $c 2)") | $(ratio "$(field tandem-$role $c 3)" "$(field etcd-$role $c 3)") |"
+    echo "| $role | $c | $(ratio "$(field tandem-$role $c 1)" "$(field etcd-$role $c 1)") | $(ratio "$(field tandem-$role $c 2)" "$(field etcd-$role $c 2)") | $(ratio "$(field tandem-$role $c 3)" "$(field etcd-$role $c 3)") | $(ratio "$(field tandem-$role $c 7)" "$(field etcd-$role $c 7)") |"
   done
 done
+echo
+echo "| Tandem leader during the run | connections | commit latency p50 ms | p99 ms | entries committed | leader fsyncs | fsyncs per entry |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in $CONNECTION_COUNTS; do
+  for l in tandem-leader tandem-follower; do
+    read -r p50 p99 commits fsyncs <<<"${INTERNALS[$l,$c]}"
+    # The leader samples commit latency only for proposals made on it, not for forwarded ones.
+    [ "$l" = tandem-follower ] && { p50="n/a"; p99="n/a"; }
+    echo "| ${TITLE[$l]} | $c | $p50 | $p99 | $commits | $fsyncs | $(ratio "$fsyncs" "$commits") |"
+  done
+done
+echo
+echo "(commit latency is the leader's tandem_commit_latency_seconds over its last 1024 commits: from accepting a" \
+  "proposal made on it to the commit index passing it; forwarded proposals are not sampled.)"
