@@ -78,33 +78,23 @@ public final class EventLoop {
         event_base_loopexit(base, nil)
     }
 
-    /// Monotonic milliseconds, as of the start of this loop turn (cheap: no system call).
-    public var nowMs: Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
+    /// Monotonic milliseconds (a coarse clock: cheap, a few milliseconds of resolution).
+    public var nowMs: Int64 { Self.read(CLOCK_MONOTONIC_COARSE) / 1_000_000 }
 
-    /// Monotonic milliseconds with full precision (a system call).
-    public static func preciseNowMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
+    /// Monotonic milliseconds with full precision.
+    public static func preciseNowMs() -> Int64 { read(CLOCK_MONOTONIC) / 1_000_000 }
 
     /// Monotonic microseconds with full precision, for latency histograms.
-    public static func preciseNowMicros() -> Int64 {
+    public static func preciseNowMicros() -> Int64 { read(CLOCK_MONOTONIC) / 1000 }
+
+    private static func read(_ clock: clockid_t) -> Int64 {
         var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+        clock_gettime(clock, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
     /// Unix wall-clock milliseconds.
-    public static func wallClockMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
+    public static func wallClockMs() -> Int64 { read(CLOCK_REALTIME) / 1_000_000 }
 }
 
 /// A one-shot or repeating timer on a loop. The handler runs on the loop thread.

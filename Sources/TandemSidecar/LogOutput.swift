@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import TandemHTTP
 
 /// The line format of Tandem's logs: one JSON object per line for log shippers, or `key=value` text for people.
 public enum LogLineFormat: Sendable {
@@ -75,27 +76,13 @@ public struct LineLogHandler: LogHandler {
     }
 }
 
-/// A JSON string literal with every character that JSON requires escaped.
+/// A JSON string literal with every character that JSON requires escaped (TandemHTTP's escaper, shared with the
+/// error responses, so there is one definition of it).
 func jsonString(_ text: String) -> String {
-    var out = "\""
-    out.reserveCapacity(text.utf8.count + 2)
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(text.utf8.count + 2)
+    TandemErrorResponse.appendJSONString(text, into: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Installs the process-wide log handler. Call once, before anything logs.
