@@ -99,6 +99,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     private var appliedFlushTimer: TandemNet.Timer!
     private var readyWakeup: LoopWakeup!
     public weak var delegate: ReplicaDelegate?
+    /// The hard state last made durable, and a newer commit index not yet written (it needs no fsync of its own).
+    private var lastPersistedHardState = TandemConsensus.HardState()
+    private var unsyncedCommitIndex: UInt64?
     /// True while a Ready's persistence runs on the disk thread. Invariant: at most one Ready is outstanding.
     private var persistInFlight = false
     private var readyScheduled = false
@@ -148,6 +151,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
             seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs()) ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
         appliedIndex = handOutAfter
         durableAppliedIndex = recovered.appliedIndex
+        lastPersistedHardState = hard
         recoveryNote = recovered.tornTail.map {
             "truncated a torn WAL tail in \($0.file) at offset \($0.offset) (\($0.discardedBytes) bytes): \($0.reason)"
         }
@@ -259,28 +263,64 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     private func processReady() {
         readyScheduled = false
         guard !persistInFlight, !stopped, raft.hasReady else { return }
-        let ready = raft.ready()
+        var ready = raft.ready()
         var job = PersistJob()
         job.truncateFrom = ready.truncateFromIndex
         job.entries = ready.entriesToPersist.map(EntryPayload.encode)
-        job.hardState = ready.hardState.map {
-            TandemStorage.HardState(term: $0.term, votedFor: $0.votedFor?.rawValue, commit: $0.commitIndex)
+        if let hard = ready.hardState {
+            if job.entries.isEmpty && job.truncateFrom == nil && hard.term == lastPersistedHardState.term
+                && hard.votedFor == lastPersistedHardState.votedFor
+            {
+                // Only the commit index moved. It needs no fsync (a restarted node learns it again from the
+                // leader; etcd does the same): it is written with the next batch that must be synced anyway.
+                unsyncedCommitIndex = hard.commitIndex
+            } else {
+                job.hardState = Self.storageHardState(hard)
+            }
         }
         guard !job.isEmpty else {
             carryOut(ready)
             return
         }
+        if job.hardState == nil, let commit = unsyncedCommitIndex {
+            job.hardState = Self.storageHardState(
+                TandemConsensus.HardState(term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: commit))
+        }
         if appliedIndex > durableAppliedIndex { job.appliedIndex = appliedIndex }
         let appliedInJob = job.appliedIndex
+        let persistedHard = job.hardState.map {
+            TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
+        }
+        // A leader may send its appends before its own fsync (as etcd's leaders do): the core counts the
+        // leader's own log toward commit only after `advance`, and votes and acknowledgements still wait for the
+        // disk. The leader's and the followers' fsyncs then run side by side instead of one after the other.
+        if raft.currentRole == .leader && job.hardState.map({ $0.term == lastPersistedHardState.term }) ?? true {
+            var held: [Message] = []
+            for message in ready.messages {
+                switch message {
+                case .appendEntries, .heartbeat: send(message)
+                default: held.append(message)
+                }
+            }
+            ready.messages = held
+        }
         persistInFlight = true
         counters.entriesPersisted += UInt64(job.entries.count)
         disk.submit(job) { [unowned self] outcome in
             self.persistInFlight = false
             self.recordDisk(outcome)
             if let applied = appliedInJob { self.durableAppliedIndex = max(self.durableAppliedIndex, applied) }
+            if let persistedHard {
+                self.lastPersistedHardState = persistedHard
+                if self.unsyncedCommitIndex.map({ $0 <= persistedHard.commitIndex }) ?? false { self.unsyncedCommitIndex = nil }
+            }
             guard !self.stopped else { return }
             self.carryOut(ready)
         }
+    }
+
+    private static func storageHardState(_ hard: TandemConsensus.HardState) -> TandemStorage.HardState {
+        TandemStorage.HardState(term: hard.term, votedFor: hard.votedFor?.rawValue, commit: hard.commitIndex)
     }
 
     private func recordDisk(_ outcome: PersistOutcome) {

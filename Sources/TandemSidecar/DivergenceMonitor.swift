@@ -54,6 +54,12 @@ final class DivergenceMonitor {
         }
     }
 
+    /// Whether this replica's digest at `index` covers its whole block. A replica that resumed mid-block (a
+    /// durable app) holds a partial digest there: compared with anyone's, it would look like divergence.
+    func hasCompleteDigest(at index: UInt64) -> Bool {
+        index / ApplyDigest.blockSize != incomparableBlock
+    }
+
     static func reportPayload(index: UInt64, digest: UInt64) -> [UInt8] {
         var payload: [UInt8] = []
         payload.reserveCapacity(16)

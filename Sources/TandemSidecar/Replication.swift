@@ -97,7 +97,9 @@ final class Replication: ReplicaDelegate {
 
     /// The leader tells followers its digest at its applied index, once a second.
     private func broadcastDigest() {
-        guard runtime.status.role == .leader, applier.digest.index > 0 else { return }
+        guard runtime.status.role == .leader, applier.digest.index > 0,
+            divergence.hasCompleteDigest(at: applier.digest.index)
+        else { return }
         runtime.broadcast(
             type: DivergenceMonitor.frameType,
             payload: DivergenceMonitor.reportPayload(index: applier.digest.index, digest: applier.digest.value))
@@ -106,7 +108,7 @@ final class Replication: ReplicaDelegate {
     /// Every completed digest block is reported too, so no block goes uncompared however fast writes come.
     private func reportCompletedBlock() {
         guard runtime.status.role == .leader, let block = applier.digest.lastCompletedBlock,
-            block.index != lastReportedBlockIndex
+            block.index != lastReportedBlockIndex, divergence.hasCompleteDigest(at: block.index)
         else { return }
         lastReportedBlockIndex = block.index
         runtime.broadcast(type: DivergenceMonitor.frameType, payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))

@@ -84,6 +84,36 @@ final class OperationsTests: ClusterTestCase {
         XCTAssertTrue(followers[0].tandem!.process.output.contains("DIVERGED"))
     }
 
+    func testANodeThatResumedMidBlockLeadsWithoutMakingOthersLookDiverged() throws {
+        // A durable app: only the sidecar crashes; on restart it resumes after its recorded applied index, so its
+        // digest of the current block is partial. As leader it must not report that partial digest.
+        extraEnvironment["TANDEM_APP_STATE"] = "durable"
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        for round in 0..<30 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        let follower = try XCTUnwrap(replicas.first { $0 !== leader })
+        kill(follower.tandem!.process.pid, SIGKILL)
+        _ = follower.tandem!.process.waitForExit()
+        for round in 30..<60 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        var env = extraEnvironment
+        env["TANDEM_NODE_ID"] = follower.id
+        env["TANDEM_PEERS"] = peersVariable
+        env["TANDEM_PEER_LISTEN"] = "127.0.0.1:\(follower.peerPort)"
+        env["TANDEM_DATA_DIR"] = follower.dataDir
+        env["TANDEM_LISTEN"] = "127.0.0.1:\(follower.fixedClientPort)"
+        env["TANDEM_ADMIN_LISTEN"] = "127.0.0.1:\(follower.fixedAdminPort)"
+        follower.tandem = try startTandem(upstreamPort: follower.appPort, environment: env)
+        let handoff = try httpRequest(port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(follower.id)")
+        XCTAssertEqual(handoff.status, 200, handoff.bodyText)
+        XCTAssertEqual(waitForLeader(excluding: leader.id)?.id, follower.id)
+        for round in 60..<70 { XCTAssertEqual(try httpRequest(port: follower.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        usleep(2_500_000)  // two digest reports from the new leader
+        for replica in replicas {
+            XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, "\(replica.id) must not be flagged")
+        }
+        XCTAssertNotNil(waitForConvergence())
+    }
+
     func testDeterministicReplicasAreNeverMarkedDiverged() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
