@@ -14,8 +14,8 @@ bench_data_root
 start_tandem_cluster 3
 for n in "${NODES[@]}"; do wait_ready "$n"; done
 L=$(wait_cluster_leader "${NODES[@]}")
-F=""; O=""
-for n in "${NODES[@]}"; do [ "$n" = "$L" ] && continue; if [ -z "$F" ]; then F=$n; else O=$n; fi; done
+F=""
+for n in "${NODES[@]}"; do [ "$n" = "$L" ] && continue; [ -z "$F" ] && F=$n; done
 put() { for i in $(seq "$1" "$2"); do curl -s -o /dev/null -X PUT "http://127.0.0.1:${CLIENT[$L]}/kv/k$i" --data "v$i"; done; }
 put 1 50
 echo "leader $L; kill -9 follower $F's tandem, write 50 more, restart it (durable: resumes after its recorded applied index)"
