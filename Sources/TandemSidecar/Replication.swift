@@ -38,6 +38,8 @@ final class Replication: ReplicaDelegate {
         var completion: (WriteOutcome) -> Void
         var deadlineMs: Int64
     }
+    /// How long writes in flight at a leader change still wait for their entry to commit under the new leader.
+    static let leaderChangeGraceMs: Int64 = 1500
     /// Writes proposed by this node and not yet answered. Bounded by `maxPendingWrites` (then 503 overloaded).
     private var pendingWrites: [ProposalID: PendingWrite] = [:]
     /// Reads waiting until this replica applies an index, by that index. Bounded by client connections.
@@ -185,10 +187,19 @@ final class Replication: ReplicaDelegate {
     }
 
     func replica(_ replica: ReplicaRuntime, didChangeRole change: RoleChange) {
+        let leaderChanged = change.leader != leader
         role = change.role
         leader = change.leader
         term = change.term
         checkCaughtUp()
+        if leaderChanged && change.leader != nil {
+            // A write forwarded to the old leader either reached the new leader's log (and then commits within a
+            // few heartbeats) or is lost: waiting the whole write timeout for it only delays the honest 504.
+            let cap = EventLoop.preciseNowMs() + Self.leaderChangeGraceMs
+            for id in Array(pendingWrites.keys) where pendingWrites[id]!.deadlineMs > cap {
+                pendingWrites[id]!.deadlineMs = cap
+            }
+        }
     }
 
     /// The app refused a connection: if it comes back it is a new process, and an in-memory app lost its state.
