@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Offered load against goodput (issue 6): one tandem in front of example-kv, replicated writes (POST .../incr,
+# fsync on disk) from wrk at concurrency from 0.5x to 10x of the concurrency that gives peak goodput. wrk is a
+# closed-loop generator, so "offered load" here is the number of clients that each send as fast as they are
+# answered; beyond capacity Tandem must shed the excess (503 overloaded) and keep its goodput.
+# Usage: scripts/bench-overload.sh [seconds per step] [base connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_STEP=${1:-8}
+BASE=${2:-32}
+scripts/ensure-deps.sh
+command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk >/dev/null
+BIN=${BIN:-.build/release}
+[ -x "$BIN/tandem" ] || swift build -c release 2>&1 | tail -1
+source scripts/lib.sh
+
+start_app app
+start_tandem n1 "$APP_PORT"
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break; sleep 0.1
+done
+
+echo "offered load: wrk -t2 -c<N> -d${SECONDS_PER_STEP}s -s bench/count-status.lua (POST /counters/load/incr), base N = $BASE, $(nproc) cores"
+echo
+echo "| offered (x base) | connections | goodput 2xx/s | shed 503/s | other | p50 ms | p99 ms (all answers) | tandem peak RSS MiB | /healthz worst ms | load |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for factor in 0.5 1 2 5 10; do
+  conns=$(awk -v b="$BASE" -v f="$factor" 'BEGIN { c = int(b * f); if (c < 1) c = 1; print c }')
+  out=$(mktemp)
+  wrk -t2 -c"$conns" -d"${SECONDS_PER_STEP}s" --timeout 10s --latency -s bench/count-status.lua "http://127.0.0.1:$CLIENT_PORT" >"$out" 2>&1 &
+  wrk_pid=$!
+  worst=0
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    ms=$(curl -s -o /dev/null -w '%{time_total}' --max-time 5 "http://127.0.0.1:$ADMIN_PORT/healthz" | awk '{ printf "%d", $1 * 1000 }')
+    [ "$ms" -gt "$worst" ] && worst=$ms
+    sleep 0.2
+  done
+  wait "$wrk_pid" || true
+  ok=$(sed -n 's/^STATUS ok=\([0-9]*\).*/\1/p' "$out"); shed=$(sed -n 's/.*shed=\([0-9]*\).*/\1/p' "$out"); other=$(sed -n 's/.*other=\([0-9]*\).*/\1/p' "$out")
+  p50=$(awk '$1=="50%" {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out")
+  to_ms() { echo "$1" | awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else { sub(/s$/,"",v); print v*1000 } }'; }
+  rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$TANDEM_PID/status")
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  echo "| $factor | $conns | $(awk -v n="$ok" -v s="$SECONDS_PER_STEP" 'BEGIN{printf "%.0f", n/s}') | $(awk -v n="$shed" -v s="$SECONDS_PER_STEP" 'BEGIN{printf "%.0f", n/s}') | $other | $(to_ms "$p50") | $(to_ms "$p99") | $rss | $worst | $load |"
+  rm -f "$out"
+done
+echo
+counter=$(curl -s "http://127.0.0.1:$APP_PORT/counters/load")
+echo "app counter after the run: $counter (every 2xx above was applied exactly once; compare with the sum of goodput x seconds)"
