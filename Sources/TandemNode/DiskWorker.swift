@@ -43,11 +43,18 @@ final class DiskWorker: @unchecked Sendable {
 
     init(wal: WriteAheadLog, loop: EventLoop) {
         self.wal = wal
-        self.wakeup = LoopWakeup(loop: loop, priority: .normal) { [unowned self] in self.deliverResults() }
+        self.wakeup = LoopWakeup(loop: loop, priority: .normal) { [weak self] in self?.deliverResults() }
     }
 
+    /// Signalled by the worker when it has closed the log and is about to exit.
+    private let finished = DispatchSemaphore(value: 0)
+
     func start() {
-        let thread = Thread { [unowned self] in self.runWorker() }
+        // The thread holds the worker strongly: it must outlive whoever stops it, until the log is closed.
+        let thread = Thread { [self] in
+            self.runWorker()
+            self.finished.signal()
+        }
         thread.name = "tandem-disk"
         thread.start()
         self.thread = thread
@@ -62,12 +69,16 @@ final class DiskWorker: @unchecked Sendable {
         jobReady.unlock()
     }
 
-    /// Loop thread: asks the worker to finish its queue and close the log.
+    /// Loop thread: asks the worker to finish its queue and close the log, and waits for that (bounded: a disk
+    /// that hangs longer than this is not worth hanging the process for; the log is synced per job anyway).
     func stop() {
         jobReady.lock()
         state.withLock { $0.stopping = true }
         jobReady.signal()
         jobReady.unlock()
+        guard thread != nil else { return }
+        _ = finished.wait(timeout: .now() + .seconds(5))
+        thread = nil
     }
 
     private func runWorker() {

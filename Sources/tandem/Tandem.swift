@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import Glibc
 import Logging
 import TandemConfig
 import TandemConsensus
@@ -46,7 +47,9 @@ struct Serve: ParsableCommand {
             throw ExitCode(1)
         }
         let code = sidecar.run()
-        if code != 0 { throw ExitCode(code) }
+        // Everything is closed and synced by now. Exit here rather than tear the object graph down: libevent
+        // objects must not be freed after their event base, and nothing remains that teardown would save.
+        withExtendedLifetime(sidecar) { Glibc.exit(code) }
     }
 }
 

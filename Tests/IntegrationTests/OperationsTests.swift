@@ -46,7 +46,7 @@ final class OperationsTests: ClusterTestCase {
         let others = replicas.filter { $0 !== leader }
         let next = try XCTUnwrap(waitForLeader(among: others, excluding: leader.id, seconds: 10))
         let handoffSeconds = Date().timeIntervalSince(signalled)
-        XCTAssertEqual(leader.tandem!.process.waitForExit(), 0)
+        XCTAssertEqual(leader.tandem!.process.waitForExit(), 0, leader.tandem!.process.output)
         XCTAssertTrue(leader.tandem!.process.output.contains("handing leadership over"), leader.tandem!.process.output)
         // A handoff does not wait for an election timeout (1 s, randomized up to 2 s) to pass.
         XCTAssertLessThan(handoffSeconds, 2.0, "handoff took \(handoffSeconds) s")
