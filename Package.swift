@@ -71,7 +71,8 @@ let package = Package(
         .testTarget(name: "TandemConfigTests", dependencies: ["TandemConfig"]),
         .testTarget(name: "TandemConsensusTests", dependencies: ["TandemConsensus"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["TandemLinearizability"]),
-        .testTarget(name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
+        .testTarget(
+            name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
         .testTarget(name: "TandemStorageTests", dependencies: ["TandemStorage"]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "TandemNet", "TandemConsensus"]),
         .testTarget(name: "TandemOverloadTests", dependencies: ["TandemOverload"]),

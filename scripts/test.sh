@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
+# The code is formatted with the toolchain's swift-format and the checked-in .swift-format; drift fails here.
+swift format lint --strict --recursive Sources Tests Examples Package.swift
 swift build --build-tests
 swift test --skip-build "$@"

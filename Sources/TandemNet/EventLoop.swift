@@ -25,7 +25,8 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
         case .eventBaseCreationFailed: return "libevent could not create an event base"
         case .invalidAddress(let text): return "invalid address \"\(text)\": expected host:port"
         case .resolutionFailed(let host, let reason): return "cannot resolve \(host): \(reason)"
-        case .bindFailed(let address, let code): return "cannot listen on \(address): \(String(cString: strerror(code)))"
+        case .bindFailed(let address, let code):
+            return "cannot listen on \(address): \(String(cString: strerror(code)))"
         case .socketFailed(let code): return "socket error: \(String(cString: strerror(code)))"
         }
     }

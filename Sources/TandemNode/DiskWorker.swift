@@ -121,9 +121,11 @@ final class DiskWorker: @unchecked Sendable {
             if let hardState = job.hardState { try wal.saveHardState(hardState) }
             if let applied = job.appliedIndex { try wal.saveAppliedIndex(applied) }
             try wal.sync()
-            return PersistOutcome(error: nil, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
+            return PersistOutcome(
+                error: nil, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
         } catch {
-            return PersistOutcome(error: error, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
+            return PersistOutcome(
+                error: error, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
         }
     }
 

@@ -27,7 +27,10 @@ public struct ReplicaConfig: Sendable {
     public var tickIntervalMs: Int64 = 10
     public var transport = PeerTransportOptions()
 
-    public init(raft: RaftConfig, peers: [PeerEndpoint], peerListenHost: String, peerListenPort: UInt16, auth: PeerAuth, dataDirectory: String) {
+    public init(
+        raft: RaftConfig, peers: [PeerEndpoint], peerListenHost: String, peerListenPort: UInt16, auth: PeerAuth,
+        dataDirectory: String
+    ) {
         self.raft = raft
         self.peers = peers
         self.peerListenHost = peerListenHost
@@ -141,14 +144,17 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         for record in recovered.entries {
             entries.append(try EntryPayload.decode(record))
         }
-        let hard = recovered.hardState.map {
-            TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
-        } ?? TandemConsensus.HardState()
+        let hard =
+            recovered.hardState.map {
+                TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
+            } ?? TandemConsensus.HardState()
         recoveredAppliedIndex = recovered.appliedIndex
         let handOutAfter = config.replayWholeLogOnStart ? 0 : min(recovered.appliedIndex, hard.commitIndex)
         raft = RaftNode(
-            config: config.raft, recovered: RecoveredState(hardState: hard, entries: entries, appliedIndex: handOutAfter),
-            seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs()) ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
+            config: config.raft,
+            recovered: RecoveredState(hardState: hard, entries: entries, appliedIndex: handOutAfter),
+            seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs())
+                ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
         appliedIndex = handOutAfter
         durableAppliedIndex = recovered.appliedIndex
         lastPersistedHardState = hard
@@ -284,7 +290,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         }
         if job.hardState == nil, let commit = unsyncedCommitIndex {
             job.hardState = Self.storageHardState(
-                TandemConsensus.HardState(term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: commit))
+                TandemConsensus.HardState(
+                    term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: commit))
         }
         if appliedIndex > durableAppliedIndex { job.appliedIndex = appliedIndex }
         let appliedInJob = job.appliedIndex
@@ -312,7 +319,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
             if let applied = appliedInJob { self.durableAppliedIndex = max(self.durableAppliedIndex, applied) }
             if let persistedHard {
                 self.lastPersistedHardState = persistedHard
-                if self.unsyncedCommitIndex.map({ $0 <= persistedHard.commitIndex }) ?? false { self.unsyncedCommitIndex = nil }
+                if self.unsyncedCommitIndex.map({ $0 <= persistedHard.commitIndex }) ?? false {
+                    self.unsyncedCommitIndex = nil
+                }
             }
             guard !self.stopped else { return }
             self.carryOut(ready)
@@ -363,7 +372,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         log.info(
             "role changed",
             metadata: [
-                "role": "\(change.role.rawValue)", "term": "\(change.term)", "leader": "\(change.leader?.rawValue ?? "none")",
+                "role": "\(change.role.rawValue)", "term": "\(change.term)",
+                "leader": "\(change.leader?.rawValue ?? "none")",
             ])
         delegate?.replica(self, didChangeRole: change)
     }
@@ -395,7 +405,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// leader in the same term: a link replaced under them (a peer restart, a simultaneous dial) loses their bytes,
     /// and nobody else retransmits a forward. The leader answers a repeated id with the original outcome (the core
     /// keeps recent forward outcomes), so a repeat never appends twice. Bounded by the proposals waiting here.
-    private var unansweredForwards: [ProposalID: (leader: NodeID, term: UInt64, sentAtMs: Int64, proposal: ForwardedProposal)] = [:]
+    private var unansweredForwards:
+        [ProposalID: (leader: NodeID, term: UInt64, sentAtMs: Int64, proposal: ForwardedProposal)] = [:]
     /// A forward unanswered this long is sent again (a leader answers at once; the wait covers a slow link).
     private let forwardResendAfterMs: Int64 = 300
 
@@ -464,7 +475,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     private func resendForwards(to peer: NodeID, olderThanMs: Int64 = 0) {
         let status = raft.status
         let now = EventLoop.preciseNowMs()
-        unansweredForwards = unansweredForwards.filter { pendingProposals[$0.key] != nil && $0.value.term == status.term }
+        unansweredForwards = unansweredForwards.filter {
+            pendingProposals[$0.key] != nil && $0.value.term == status.term
+        }
         var again: [ForwardedProposal] = []
         for (id, forward) in unansweredForwards
         where forward.leader == peer && status.leader == peer && now - forward.sentAtMs >= olderThanMs {
@@ -481,7 +494,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         log.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
     }
 
-    public func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure) {
+    public func peerTransport(
+        _ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure
+    ) {
         log.warning("refused a peer connection", metadata: ["remote": "\(remoteAddress)", "reason": "\(reason)"])
     }
 }

@@ -96,7 +96,9 @@ final class AdminSession: ConnectionDelegate {
                         case .head(let head): pending = (head.method, head.target, head.headers, head.keepAlive)
                         case .body: break
                         case .end:
-                            if let request = pending { completed.append((request.method, request.target, request.headers, request.keepAlive)) }
+                            if let request = pending {
+                                completed.append((request.method, request.target, request.headers, request.keepAlive))
+                            }
                             pending = nil
                         }
                     }

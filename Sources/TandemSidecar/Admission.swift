@@ -60,14 +60,19 @@ final class Admission {
         writeConfig.minLimit = min(32, writeConfig.initialLimit)
         writeConfig.probeIntervalSamples = nil
         lanes = [
-            Lane(limit: AdaptiveConcurrencyLimit(configuration: readConfig, seed: 0x5EAD),
-                 queue: BoundedCoDelQueue(capacity: readQueueCapacity, codel: codel)),
-            Lane(limit: AdaptiveConcurrencyLimit(configuration: writeConfig, seed: 0x3417E),
-                 queue: BoundedCoDelQueue(capacity: writeQueueCapacity, codel: codel)),
+            Lane(
+                limit: AdaptiveConcurrencyLimit(configuration: readConfig, seed: 0x5EAD),
+                queue: BoundedCoDelQueue(capacity: readQueueCapacity, codel: codel)),
+            Lane(
+                limit: AdaptiveConcurrencyLimit(configuration: writeConfig, seed: 0x3417E),
+                queue: BoundedCoDelQueue(capacity: writeQueueCapacity, codel: codel)),
         ]
-        perKey = rateLimit.map { GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst)) }
+        perKey = rateLimit.map {
+            GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst))
+        }
         global = globalRateLimit.map {
-            GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst, keyCapacity: 1))
+            GCRARateLimiter(
+                configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst, keyCapacity: 1))
         }
         sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweep() }
         sweepTimer.scheduleRepeating(everyMs: 10)
@@ -136,7 +141,8 @@ final class Admission {
     func release(_ slot: AdmissionSlot, dropped: Bool) {
         let lane = index(slot.kind)
         let now = EventLoop.preciseNowMicros()
-        lanes[lane].limit.onSample(rttMicros: now - slot.startMicros, inflightAtStart: slot.inflightAtStart, didDrop: dropped)
+        lanes[lane].limit.onSample(
+            rttMicros: now - slot.startMicros, inflightAtStart: slot.inflightAtStart, didDrop: dropped)
         lanes[lane].limit.release()
         drain(lane, kind: slot.kind, now: now)
     }

@@ -161,7 +161,9 @@ final class Applier: ConnectionDelegate {
         parser.expect(requestMethod: command.method)
         responseHead = nil
         responseBody.removeAll(keepingCapacity: true)
-        connection?.write(HTTPSerializer.requestHead(HTTPRequestHead(method: command.method, target: command.target, headers: headers)))
+        connection?.write(
+            HTTPSerializer.requestHead(
+                HTTPRequestHead(method: command.method, target: command.target, headers: headers)))
         connection?.write(command.body)
     }
 
@@ -200,7 +202,9 @@ final class Applier: ConnectionDelegate {
                     switch event {
                     case .head(let head): if !head.isInterim { responseHead = head }
                     case .body(let bytes):
-                        if responseBody.count + bytes.count <= responseBodyMaxBytes { responseBody.append(contentsOf: bytes) }
+                        if responseBody.count + bytes.count <= responseBodyMaxBytes {
+                            responseBody.append(contentsOf: bytes)
+                        }
                     case .end: if responseHead != nil { complete = true }
                     }
                 }
@@ -210,7 +214,9 @@ final class Applier: ConnectionDelegate {
             }
         }
         if let failure {
-            log.warning("malformed response from the app while applying", metadata: ["index": "\(entry.index)", "error": "\(failure)"])
+            log.warning(
+                "malformed response from the app while applying",
+                metadata: ["index": "\(entry.index)", "error": "\(failure)"])
             connection.close()
             self.connection = nil
             scheduleRetry(reason: "malformed response")
@@ -221,7 +227,8 @@ final class Applier: ConnectionDelegate {
             connection.close()
             self.connection = nil
         }
-        let response = AppliedResponse(status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
+        let response = AppliedResponse(
+            status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
         if let command = try? WriteCommand.decode(entry.data) {
             idempotency.record(command: command, response: response, timeMs: entry.timeMs)
         }
@@ -246,7 +253,8 @@ final class Applier: ConnectionDelegate {
 
     private func connectionHasInputAfterEOF() {
         guard let entry = current, let head = responseHead else { return }
-        let response = AppliedResponse(status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
+        let response = AppliedResponse(
+            status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
         if let command = try? WriteCommand.decode(entry.data) {
             idempotency.record(command: command, response: response, timeMs: entry.timeMs)
         }
@@ -256,7 +264,9 @@ final class Applier: ConnectionDelegate {
     private func scheduleRetry(reason: String) {
         retryCount += 1
         if !isStalled {
-            log.warning("app unreachable while applying: retrying", metadata: ["index": "\(current?.index ?? 0)", "reason": "\(reason)"])
+            log.warning(
+                "app unreachable while applying: retrying",
+                metadata: ["index": "\(current?.index ?? 0)", "reason": "\(reason)"])
         }
         isStalled = true
         retryTimer.schedule(afterMs: backoffMs)

@@ -20,7 +20,8 @@ extension ClientSession {
         headers.removeAll { $0.name.utf8.count > 7 && $0.name.lowercased().hasPrefix("tandem-") }
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: connection.peerAddress)
         ProxyHeaders.setFraming(.none, in: &headers)
-        return WriteCommand(method: exchange.head.method, target: exchange.head.target, headers: headers, body: exchange.deferredBody)
+        return WriteCommand(
+            method: exchange.head.method, target: exchange.head.target, headers: headers, body: exchange.deferredBody)
     }
 
     func submitWrite(_ exchange: Exchange) {
@@ -38,7 +39,9 @@ extension ClientSession {
         }
     }
 
-    private func answerWrite(_ exchange: Exchange, response: AppliedResponse, index: UInt64, leader: TandemConsensus.NodeID?) {
+    private func answerWrite(
+        _ exchange: Exchange, response: AppliedResponse, index: UInt64, leader: TandemConsensus.NodeID?
+    ) {
         var headers = response.headers
         ProxyHeaders.removeHopByHop(from: &headers)
         ProxyHeaders.setFraming(.contentLength(Int64(response.body.count)), in: &headers)
@@ -52,7 +55,9 @@ extension ClientSession {
         } else if exchange.head.version == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
         }
-        connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: response.status, reason: response.reason, headers: headers)))
+        connection.write(
+            HTTPSerializer.responseHead(
+                HTTPResponseHead(status: response.status, reason: response.reason, headers: headers)))
         connection.write(response.body)
         exchange.status = response.status
         exchange.responseStarted = true
@@ -94,8 +99,9 @@ extension ClientSession {
         guard currentExchange === exchange else { return }
         exchange.isWaitingForRead = false
         guard applied else {
-            answerWithError(Replication.error(
-                503, "not_caught_up", "this replica did not apply the requested position in time", retryAfter: 1))
+            answerWithError(
+                Replication.error(
+                    503, "not_caught_up", "this replica did not apply the requested position in time", retryAfter: 1))
             return
         }
         resumeAfterReadWait(exchange)
@@ -109,13 +115,17 @@ extension ClientSession {
         case .overloaded: message = "too many reads are waiting for confirmation"
         case .timeout: message = "the leader did not confirm the read in time"
         }
-        answerWithError(Replication.error(503, error == .overloaded ? "overloaded" : "no_leader", message, retryAfter: 1))
+        answerWithError(
+            Replication.error(503, error == .overloaded ? "overloaded" : "no_leader", message, retryAfter: 1))
     }
 
-    static func consistency(of head: HTTPRequestHead, default level: ReadConsistency) throws(ReadLevelError) -> ReadConsistency {
+    static func consistency(of head: HTTPRequestHead, default level: ReadConsistency) throws(ReadLevelError)
+        -> ReadConsistency
+    {
         guard let text = head.headers.first(name: "Tandem-Consistency") else { return level }
         guard let parsed = ReadConsistency(rawValue: text.lowercased()) else {
-            throw ReadLevelError(message: "Tandem-Consistency must be local, session, linearizable or lease, not \"\(text)\"")
+            throw ReadLevelError(
+                message: "Tandem-Consistency must be local, session, linearizable or lease, not \"\(text)\"")
         }
         return parsed
     }
@@ -123,7 +133,9 @@ extension ClientSession {
     /// `Tandem-After`, else the `tandem_pos` cookie; nil when neither is present.
     static func sessionIndex(of head: HTTPRequestHead) throws(ReadLevelError) -> UInt64? {
         if let text = head.headers.first(name: "Tandem-After") {
-            guard let index = UInt64(text) else { throw ReadLevelError(message: "Tandem-After must be a log index, not \"\(text)\"") }
+            guard let index = UInt64(text) else {
+                throw ReadLevelError(message: "Tandem-After must be a log index, not \"\(text)\"")
+            }
             return index
         }
         for cookieHeader in head.headers.values(name: "Cookie") {

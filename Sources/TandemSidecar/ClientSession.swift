@@ -127,7 +127,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             connection.consumeInput { chunk in
                 var offset = 0
                 while offset < chunk.count && state == .reading && failure == nil {
-                    if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+                    if let upstream = exchange?.upstream,
+                        upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes
+                    {
                         // The app is not taking the body as fast as the client sends it: stop reading the client.
                         connection.disableReading()
                         return offset
@@ -136,7 +138,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                     do throws(HTTPParseError) {
                         let rest = UnsafeRawBufferPointer(rebasing: chunk[offset...])
                         let used = try parser.parse(rest) { event in onRequestEvent(event) }
-                        if phaseBefore == .idle && parser.phase == .head { arm(.header, proxy.settings.headerTimeoutMs) }
+                        if phaseBefore == .idle && parser.phase == .head {
+                            arm(.header, proxy.settings.headerTimeoutMs)
+                        }
                         guard used > 0 else { break }
                         offset += used
                         progressed = true
@@ -171,14 +175,18 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             // body without a round trip through the app.
             connection.write(HTTPSerializer.continueResponse)
         }
-        if let refusal = proxy.admission?.checkRateLimits(head: head, clientAddress: connection.peerAddress, nowMs: EventLoop.preciseNowMs()) {
+        if let refusal = proxy.admission?.checkRateLimits(
+            head: head, clientAddress: connection.peerAddress, nowMs: EventLoop.preciseNowMs())
+        {
             respondWithError(refusal, forceClose: head.framing != .none)
             return
         }
         if let replication = proxy.replication {
             if requestClass != .bypass, let reason = replication.notServingReason {
                 // PITFALLS.md: an app started before its sidecar is ready, or the reverse. Hold client traffic.
-                respondWithError(Replication.error(503, "not_ready", reason, retryAfter: 1), forceClose: !head.keepAlive || head.framing != .none)
+                respondWithError(
+                    Replication.error(503, "not_ready", reason, retryAfter: 1),
+                    forceClose: !head.keepAlive || head.framing != .none)
                 return
             }
             if requestClass == .write {
@@ -189,7 +197,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 do throws(ReadLevelError) {
                     try startConsistentRead(exchange, replication: replication)
                 } catch {
-                    respondWithError(TandemErrorResponse(status: 400, code: "bad_request", message: error.message, retryable: false), forceClose: true)
+                    respondWithError(
+                        TandemErrorResponse(status: 400, code: "bad_request", message: error.message, retryable: false),
+                        forceClose: true)
                     return
                 }
                 if exchange.isWaitingForRead { return }
@@ -226,7 +236,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         exchange.ticket = ticket
         if !admission.admit(kind, ticket: ticket) {
             exchange.ticket = nil
-            respondWithError(Self.overloaded(kind == .read ? "too many reads are waiting for the app" : "too many writes are waiting to commit"))
+            respondWithError(
+                Self.overloaded(
+                    kind == .read ? "too many reads are waiting for the app" : "too many writes are waiting to commit"))
         }
     }
 
@@ -261,7 +273,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         if exchange.requestComplete && head.framing != .none {
             head.framing = .contentLength(Int64(exchange.deferredBody.count))
         }
-        upstream.connection.write(proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
+        upstream.connection.write(
+            proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
             exchange.deferredBody = []
@@ -310,7 +323,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     private func rejectMalformed(_ error: HTTPParseError) {
         proxy.metrics.recordParseError(error.code.rawValue)
-        proxy.log.debug("rejected malformed request", metadata: ["client": "\(connection.peerAddress)", "reason": "\(error)"])
+        proxy.log.debug(
+            "rejected malformed request", metadata: ["client": "\(connection.peerAddress)", "reason": "\(error)"])
         if exchange?.responseStarted == true {
             close()
             return
@@ -428,7 +442,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             }
             var upgraded = head.headers
             ProxyHeaders.removeHopByHop(from: &upgraded, keepUpgrade: true)
-            connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: upgraded)))
+            connection.write(
+                HTTPSerializer.responseHead(
+                    HTTPResponseHead(status: head.status, reason: head.reason, headers: upgraded)))
             state = .tunnel
             exchange.responseComplete = true
             return
@@ -440,7 +456,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             exchange.responseChunked = true
         case .untilClose:
             exchange.responseKeepAlive = false
-            if exchange.head.version == .http1_1 { exchange.responseChunked = true } else { exchange.clientKeepAlive = false }
+            if exchange.head.version == .http1_1 {
+                exchange.responseChunked = true
+            } else {
+                exchange.clientKeepAlive = false
+            }
         case .none, .contentLength:
             break
         }
@@ -455,7 +475,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         } else if exchange.head.version == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
         }
-        connection.write(HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: headers)))
+        connection.write(
+            HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: headers)))
     }
 
     func upstreamClosed(_ upstream: UpstreamConnection, reason: CloseReason) {
@@ -467,7 +488,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         if exchange.responseStarted {
-            if exchange.responseParser.phase == .body, (try? exchange.responseParser.finishAtEOF { event in onResponseEvent(event, exchange) }) != nil,
+            if exchange.responseParser.phase == .body,
+                (try? exchange.responseParser.finishAtEOF { event in onResponseEvent(event, exchange) }) != nil,
                 exchange.responseComplete
             {
                 finishExchange()
@@ -483,7 +505,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         let connectFailed = !upstream.isConnected
         proxy.metrics.recordUpstreamError(connectFailed ? "connect" : "reset")
-        failExchange(connectFailed ? .upstreamUnavailable("cannot connect to the app: \(reason)") : .upstreamUnavailable("the app closed the connection: \(reason)"))
+        failExchange(
+            connectFailed
+                ? .upstreamUnavailable("cannot connect to the app: \(reason)")
+                : .upstreamUnavailable("the app closed the connection: \(reason)"))
     }
 
     private func retryOnFreshConnection(_ exchange: Exchange) {
@@ -496,7 +521,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         exchange.upstream = fresh
-        fresh.connection.write(proxy.forwardedRequestHead(exchange.head, clientAddress: connection.peerAddress, keepUpgrade: false))
+        fresh.connection.write(
+            proxy.forwardedRequestHead(exchange.head, clientAddress: connection.peerAddress, keepUpgrade: false))
         arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
     }
 
@@ -542,7 +568,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         self.exchange = nil
         if let exchange {
             // Timeouts and overload are load signals for the concurrency limit; other errors are not.
-            releaseAdmission(exchange, dropped: ["upstream_timeout", "commit_timeout", "overloaded"].contains(error.code))
+            releaseAdmission(
+                exchange, dropped: ["upstream_timeout", "commit_timeout", "overloaded"].contains(error.code))
         }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
         // A request without a body is complete once its head is parsed: the connection can stay open.
@@ -577,14 +604,23 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         case .header:
             if exchange == nil {
                 proxy.metrics.recordParseError("header_timeout")
-                respondWithError(TandemErrorResponse(status: 408, code: "request_timeout", message: "request headers not complete within the header timeout", retryable: true), forceClose: true)
+                respondWithError(
+                    TandemErrorResponse(
+                        status: 408, code: "request_timeout",
+                        message: "request headers not complete within the header timeout", retryable: true),
+                    forceClose: true)
             }
         case .upstreamConnect:
             proxy.metrics.recordUpstreamError("connect")
-            failExchange(.upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
+            failExchange(
+                .upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
         case .upstreamResponse:
             proxy.metrics.recordUpstreamError("timeout")
-            failExchange(TandemErrorResponse(status: 504, code: "upstream_timeout", message: "the app did not answer within \(proxy.settings.upstreamResponseTimeoutMs) ms", retryable: true))
+            failExchange(
+                TandemErrorResponse(
+                    status: 504, code: "upstream_timeout",
+                    message: "the app did not answer within \(proxy.settings.upstreamResponseTimeoutMs) ms",
+                    retryable: true))
         }
     }
 

@@ -121,7 +121,8 @@ public final class Metrics {
         out += "tandem_open_connections{listener=\"client\"} \(openClientConnections)\n"
         out += "tandem_open_connections{listener=\"admin\"} \(openAdminConnections)\n"
         out += "# HELP tandem_connections_accepted_total Client connections accepted.\n"
-        out += "# TYPE tandem_connections_accepted_total counter\ntandem_connections_accepted_total \(acceptedConnectionsTotal)\n"
+        out +=
+            "# TYPE tandem_connections_accepted_total counter\ntandem_connections_accepted_total \(acceptedConnectionsTotal)\n"
         out += "# HELP tandem_upstream_connections Connections to the local app, open and idle in the pool.\n"
         out += "# TYPE tandem_upstream_connections gauge\n"
         out += "tandem_upstream_connections{state=\"open\"} \(upstreamConnectionsOpen)\n"
@@ -138,14 +139,16 @@ public final class Metrics {
     }
 
     private func renderHistograms(into out: inout String) {
-        out += "# HELP tandem_request_duration_seconds Time from a complete request head to the end of the response, by class.\n"
+        out +=
+            "# HELP tandem_request_duration_seconds Time from a complete request head to the end of the response, by class.\n"
         out += "# TYPE tandem_request_duration_seconds histogram\n"
         for requestClass in latencyByClass.keys.sorted() {
             let histogram = latencyByClass[requestClass]!
             var cumulative: UInt64 = 0
             for (index, bound) in Metrics.latencyBucketsSeconds.enumerated() {
                 cumulative += histogram.bucketCounts[index]
-                out += "tandem_request_duration_seconds_bucket{class=\"\(requestClass)\",le=\"\(formatValue(bound))\"} \(cumulative)\n"
+                out +=
+                    "tandem_request_duration_seconds_bucket{class=\"\(requestClass)\",le=\"\(formatValue(bound))\"} \(cumulative)\n"
             }
             out += "tandem_request_duration_seconds_bucket{class=\"\(requestClass)\",le=\"+Inf\"} \(histogram.count)\n"
             out += "tandem_request_duration_seconds_sum{class=\"\(requestClass)\"} \(histogram.sumSeconds)\n"

@@ -89,7 +89,9 @@ final class Replication: ReplicaDelegate {
         runtime.delegate = self
         runtime.onApplicationFrame = { [unowned self] peer, type, payload in
             guard type == DivergenceMonitor.frameType else { return }
-            self.divergence.onReport(from: peer, leader: self.runtime.status.leader, payload: payload, appliedIndex: self.applier.digest.index)
+            self.divergence.onReport(
+                from: peer, leader: self.runtime.status.leader, payload: payload,
+                appliedIndex: self.applier.digest.index)
         }
         digestTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.broadcastDigest() }
         digestTimer.scheduleRepeating(everyMs: 1000)
@@ -113,7 +115,9 @@ final class Replication: ReplicaDelegate {
             block.index != lastReportedBlockIndex, divergence.hasCompleteDigest(at: block.index)
         else { return }
         lastReportedBlockIndex = block.index
-        runtime.broadcast(type: DivergenceMonitor.frameType, payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))
+        runtime.broadcast(
+            type: DivergenceMonitor.frameType,
+            payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))
     }
 
     func stop() {
@@ -122,8 +126,11 @@ final class Replication: ReplicaDelegate {
         applier.stop()
         // Their fate is unknown (they may be appended, even committed): never report that as a definite failure.
         for (_, pending) in pendingWrites {
-            pending.completion(.failed(Self.error(
-                504, "commit_timeout", "this node stopped before the write's outcome was known; retry with the same Idempotency-Key")))
+            pending.completion(
+                .failed(
+                    Self.error(
+                        504, "commit_timeout",
+                        "this node stopped before the write's outcome was known; retry with the same Idempotency-Key")))
         }
         pendingWrites.removeAll()
         runtime.stop()
@@ -138,7 +145,8 @@ final class Replication: ReplicaDelegate {
             return
         }
         let id = runtime.makeProposalID()
-        pendingWrites[id] = PendingWrite(completion: completion, deadlineMs: EventLoop.preciseNowMs() + settings.writeTimeoutMs)
+        pendingWrites[id] = PendingWrite(
+            completion: completion, deadlineMs: EventLoop.preciseNowMs() + settings.writeTimeoutMs)
         runtime.propose(command.encoded(), id: id) { [unowned self] result in
             // A refused proposal was appended nowhere: a definite failure, safe to report as such.
             if case .rejected(let error) = result {
@@ -154,12 +162,14 @@ final class Replication: ReplicaDelegate {
             return Self.error(503, "no_leader", "leadership is being handed over; retry shortly", retryAfter: 1)
         case .overloaded: return Self.error(503, "overloaded", "the log has too many uncommitted bytes", retryAfter: 1)
         case .tooLarge:
-            return TandemErrorResponse(status: 413, code: "body_too_large", message: "the write is too large for the log", retryable: false)
+            return TandemErrorResponse(
+                status: 413, code: "body_too_large", message: "the write is too large for the log", retryable: false)
         }
     }
 
     static func error(_ status: Int, _ code: String, _ message: String, retryAfter: Int? = nil) -> TandemErrorResponse {
-        TandemErrorResponse(status: status, code: code, message: message, retryable: true, retryAfterSeconds: retryAfter)
+        TandemErrorResponse(
+            status: status, code: code, message: message, retryable: true, retryAfterSeconds: retryAfter)
     }
 
     // MARK: reads
@@ -170,7 +180,8 @@ final class Replication: ReplicaDelegate {
             completion(true)
             return
         }
-        let waiter = AppliedWaiter(index: index, deadlineMs: EventLoop.preciseNowMs() + timeoutMs, completion: completion)
+        let waiter = AppliedWaiter(
+            index: index, deadlineMs: EventLoop.preciseNowMs() + timeoutMs, completion: completion)
         appliedWaiters[index, default: []].append(waiter)
         allWaiters.append(waiter)
     }
@@ -218,7 +229,8 @@ final class Replication: ReplicaDelegate {
             return
         }
         let through = applier.appliedIndex
-        log.warning("the app restarted: replaying the log into it before serving again", metadata: ["through": "\(through)"])
+        log.warning(
+            "the app restarted: replaying the log into it before serving again", metadata: ["through": "\(through)"])
         replayingThrough = through
         applier.replayFromStart(history: runtime.entries(through: through))
     }
@@ -272,9 +284,11 @@ final class Replication: ReplicaDelegate {
         for (id, pending) in pendingWrites where pending.deadlineMs <= now {
             pendingWrites.removeValue(forKey: id)
             metrics.recordCommitTimeout()
-            pending.completion(.failed(Self.error(
-                504, "commit_timeout",
-                "the write did not commit in time; it may still commit: retry with the same Idempotency-Key")))
+            pending.completion(
+                .failed(
+                    Self.error(
+                        504, "commit_timeout",
+                        "the write did not commit in time; it may still commit: retry with the same Idempotency-Key")))
         }
         guard !allWaiters.isEmpty else { return }
         allWaiters.removeAll { waiter in

@@ -91,18 +91,23 @@ public final class Sidecar {
         admission = Admission(
             loop: loop, rateLimit: options.overload.rateLimit, globalRateLimit: options.overload.globalRateLimit,
             rateLimitKey: options.overload.rateLimitKey, queueTargetMs: options.overload.queueTargetMs,
-            writeQueueCapacity: options.replication.maxPendingWrites, readQueueCapacity: options.overload.readQueueCapacity,
+            writeQueueCapacity: options.replication.maxPendingWrites,
+            readQueueCapacity: options.overload.readQueueCapacity,
             metrics: metrics)
         proxy.admission = admission
         proxy.replicationSettings = options.replication
         proxy.nodeID = options.nodeID
-        admin.handler = { [unowned self] method, path, query in self.adminRoute(method: method, path: path, query: query) }
+        admin.handler = { [unowned self] method, path, query in
+            self.adminRoute(method: method, path: path, query: query)
+        }
+        // Only a refused connection says the app process is gone; a slow probe under load must never trigger a
+        // replay into an app that still holds its state.
+        health.onRefused = { [unowned self] in self.replication?.appSeenDown() }
         health.onChange = { [unowned self] reachable in
             if reachable {
                 self.log.info("app answers", metadata: ["upstream": "\(self.upstreamAddress)"])
                 self.replication?.appRestarted()
             } else {
-                self.replication?.appSeenDown()
                 self.log.warning("app unreachable", metadata: ["upstream": "\(self.upstreamAddress)"])
             }
         }
@@ -113,9 +118,10 @@ public final class Sidecar {
     /// Serves until SIGTERM or SIGINT, then drains and returns the exit code (0).
     public func run() -> Int32 {
         for signalNumber in [SIGTERM, SIGINT] {
-            signalWatchers.append(SignalWatcher(loop: loop, signal: signalNumber) { [unowned self] number in
-                self.beginShutdown(signal: number)
-            })
+            signalWatchers.append(
+                SignalWatcher(loop: loop, signal: signalNumber) { [unowned self] number in
+                    self.beginShutdown(signal: number)
+                })
         }
         probe.start(intervalMs: options.appProbeIntervalMs)
         phiSampler = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in self.samplePhi() }
@@ -149,7 +155,8 @@ public final class Sidecar {
         isDraining = true
         log.info("draining", metadata: ["signal": "\(number)", "inFlight": "\(proxy.sessionCount)"])
         drainTimer = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in
-            self.log.warning("drain timeout: closing the remaining connections", metadata: ["open": "\(self.proxy.sessionCount)"])
+            self.log.warning(
+                "drain timeout: closing the remaining connections", metadata: ["open": "\(self.proxy.sessionCount)"])
             self.finishShutdown()
         }
         drainTimer?.schedule(afterMs: options.drainTimeoutMs)
@@ -211,7 +218,8 @@ public final class Sidecar {
             return .json(reasons.isEmpty ? 200 : 503, "{\"ready\":\(reasons.isEmpty),\"reasons\":[\(list)]}")
         case ("GET", "/metrics"):
             publishProcessGauges()
-            return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+            return AdminResponse(
+                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         case ("GET", "/status"):
             return .json(200, statusJSON())
         case ("GET", "/"):
@@ -320,13 +328,16 @@ public final class Sidecar {
         let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let peers = status.peers.map { peer in
             StatusPageModel.Peer(
-                id: peer.id.rawValue, address: links[peer.id]?.address ?? "", connected: links[peer.id]?.connected ?? false,
+                id: peer.id.rawValue, address: links[peer.id]?.address ?? "",
+                connected: links[peer.id]?.connected ?? false,
                 phi: runtime.phi(for: peer.id), matchIndex: peer.matchIndex,
                 lagEntries: status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0,
-                lastContactMs: peer.lastContactMs.map { max(0, now - $0) }, phiHistory: phiHistory[peer.id.rawValue] ?? [])
+                lastContactMs: peer.lastContactMs.map { max(0, now - $0) },
+                phiHistory: phiHistory[peer.id.rawValue] ?? [])
         }
         let model = StatusPageModel(
-            nodeID: options.nodeID, role: Self.roleName(status.role), term: status.term, leader: status.leader?.rawValue,
+            nodeID: options.nodeID, role: Self.roleName(status.role), term: status.term,
+            leader: status.leader?.rawValue,
             commitIndex: status.commitIndex, appliedIndex: min(replication.appliedIndex, status.commitIndex),
             diverged: replication.divergence.isDiverged, peers: peers, nowMs: now,
             phiThreshold: runtime.config.raft.phiThreshold)
@@ -343,50 +354,100 @@ public final class Sidecar {
     }
 
     private func publishProcessGauges() {
-        metrics.setGauge("tandem_app_reachable", help: "1 when the local app accepts connections.", value: health.isReachable ? 1 : 0)
-        metrics.setGauge("tandem_process_resident_memory_bytes", help: "Resident set size of this process.", value: Double(residentMemoryBytes()))
-        metrics.setGauge("tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.", value: Double(admission.readLimit), labels: "lane=\"read\"")
-        metrics.setGauge("tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.", value: Double(admission.writeLimit), labels: "lane=\"write\"")
-        metrics.setGauge("tandem_queue_length", help: "Requests waiting for a slot, by lane.", value: Double(admission.readQueueLength), labels: "lane=\"read\"")
-        metrics.setGauge("tandem_queue_length", help: "Requests waiting for a slot, by lane.", value: Double(admission.writeQueueLength), labels: "lane=\"write\"")
+        metrics.setGauge(
+            "tandem_app_reachable", help: "1 when the local app accepts connections.", value: health.isReachable ? 1 : 0
+        )
+        metrics.setGauge(
+            "tandem_process_resident_memory_bytes", help: "Resident set size of this process.",
+            value: Double(residentMemoryBytes()))
+        metrics.setGauge(
+            "tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.",
+            value: Double(admission.readLimit), labels: "lane=\"read\"")
+        metrics.setGauge(
+            "tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.",
+            value: Double(admission.writeLimit), labels: "lane=\"write\"")
+        metrics.setGauge(
+            "tandem_queue_length", help: "Requests waiting for a slot, by lane.",
+            value: Double(admission.readQueueLength), labels: "lane=\"read\"")
+        metrics.setGauge(
+            "tandem_queue_length", help: "Requests waiting for a slot, by lane.",
+            value: Double(admission.writeQueueLength), labels: "lane=\"write\"")
         guard let replication else { return }
         let runtime = replication.runtime
         let status = runtime.status
         let counters = runtime.counters
         for role in ["follower", "candidate", "leader"] {
-            metrics.setGauge("tandem_role", help: "1 for this node's current role.", value: Self.roleName(status.role) == role ? 1 : 0, labels: "role=\"\(role)\"")
+            metrics.setGauge(
+                "tandem_role", help: "1 for this node's current role.",
+                value: Self.roleName(status.role) == role ? 1 : 0, labels: "role=\"\(role)\"")
         }
         metrics.setGauge("tandem_term", help: "The current term.", value: Double(status.term))
-        metrics.setGauge("tandem_commit_index", help: "The highest log index known committed.", value: Double(status.commitIndex))
-        metrics.setGauge("tandem_applied_index", help: "The highest log index applied to the local app.", value: Double(replication.appliedIndex))
-        metrics.setGauge("tandem_last_index", help: "The highest index in the local log.", value: Double(status.lastIndex))
-        metrics.setGauge("tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.", value: Double(replication.applier.backlog))
-        metrics.setGauge("tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.", value: replication.divergence.isDiverged ? 1 : 0)
-        metrics.setCounter("tandem_digest_comparisons_total", help: "Digest comparisons with the leader.", value: Double(replication.divergence.comparisons))
-        metrics.setGauge("tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
-        metrics.setGauge("tandem_uncommitted_bytes", help: "Uncommitted entry bytes (leader).", value: Double(status.uncommittedBytes))
-        metrics.setCounter("tandem_elections_total", help: "Elections this node started.", value: Double(counters.elections))
-        metrics.setCounter("tandem_leader_changes_total", help: "Changes of the known leader.", value: Double(counters.leaderChanges))
-        metrics.setCounter("tandem_fsync_total", help: "fsync calls on the write-ahead log.", value: Double(counters.fsyncCount))
-        metrics.setCounter("tandem_fsync_seconds_total", help: "Time spent in write-ahead log syncs.", value: Double(counters.fsyncMicrosTotal) / 1e6)
-        metrics.setGauge("tandem_fsync_max_seconds", help: "The slowest write-ahead log sync so far.", value: Double(counters.fsyncMicrosMax) / 1e6)
+        metrics.setGauge(
+            "tandem_commit_index", help: "The highest log index known committed.", value: Double(status.commitIndex))
+        metrics.setGauge(
+            "tandem_applied_index", help: "The highest log index applied to the local app.",
+            value: Double(replication.appliedIndex))
+        metrics.setGauge(
+            "tandem_last_index", help: "The highest index in the local log.", value: Double(status.lastIndex))
+        metrics.setGauge(
+            "tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.",
+            value: Double(replication.applier.backlog))
+        metrics.setGauge(
+            "tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.",
+            value: replication.divergence.isDiverged ? 1 : 0)
+        metrics.setCounter(
+            "tandem_digest_comparisons_total", help: "Digest comparisons with the leader.",
+            value: Double(replication.divergence.comparisons))
+        metrics.setGauge(
+            "tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
+        metrics.setGauge(
+            "tandem_uncommitted_bytes", help: "Uncommitted entry bytes (leader).",
+            value: Double(status.uncommittedBytes))
+        metrics.setCounter(
+            "tandem_elections_total", help: "Elections this node started.", value: Double(counters.elections))
+        metrics.setCounter(
+            "tandem_leader_changes_total", help: "Changes of the known leader.", value: Double(counters.leaderChanges))
+        metrics.setCounter(
+            "tandem_fsync_total", help: "fsync calls on the write-ahead log.", value: Double(counters.fsyncCount))
+        metrics.setCounter(
+            "tandem_fsync_seconds_total", help: "Time spent in write-ahead log syncs.",
+            value: Double(counters.fsyncMicrosTotal) / 1e6)
+        metrics.setGauge(
+            "tandem_fsync_max_seconds", help: "The slowest write-ahead log sync so far.",
+            value: Double(counters.fsyncMicrosMax) / 1e6)
         for quantile in [0.5, 0.99] {
             metrics.setGauge(
                 "tandem_commit_latency_seconds", help: "Leader commit latency over the last 1024 commits.",
-                value: Double(counters.commitLatencyMicros.quantile(quantile)) / 1e6, labels: "quantile=\"\(quantile)\"")
+                value: Double(counters.commitLatencyMicros.quantile(quantile)) / 1e6, labels: "quantile=\"\(quantile)\""
+            )
         }
-        metrics.setCounter("tandem_applied_entries_total", help: "Entries applied to the local app.", value: Double(replication.applier.appliedCount))
-        metrics.setCounter("tandem_apply_retries_total", help: "Apply attempts retried because the app was unreachable.", value: Double(replication.applier.retryCount))
-        metrics.setCounter("tandem_peer_messages_dropped_total", help: "Consensus messages dropped (peer not connected or buffer full).", value: Double(counters.messagesDropped))
+        metrics.setCounter(
+            "tandem_applied_entries_total", help: "Entries applied to the local app.",
+            value: Double(replication.applier.appliedCount))
+        metrics.setCounter(
+            "tandem_apply_retries_total", help: "Apply attempts retried because the app was unreachable.",
+            value: Double(replication.applier.retryCount))
+        metrics.setCounter(
+            "tandem_peer_messages_dropped_total",
+            help: "Consensus messages dropped (peer not connected or buffer full).",
+            value: Double(counters.messagesDropped))
         for peer in status.peers {
             let label = "peer=\"\(peer.id.rawValue)\""
-            metrics.setGauge("tandem_peer_phi", help: "Phi-accrual suspicion of each peer.", value: runtime.phi(for: peer.id), labels: label)
-            metrics.setGauge("tandem_peer_match_index", help: "Highest index known replicated on each peer (leader).", value: Double(peer.matchIndex), labels: label)
+            metrics.setGauge(
+                "tandem_peer_phi", help: "Phi-accrual suspicion of each peer.", value: runtime.phi(for: peer.id),
+                labels: label)
+            metrics.setGauge(
+                "tandem_peer_match_index", help: "Highest index known replicated on each peer (leader).",
+                value: Double(peer.matchIndex), labels: label)
             let lag = status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0
-            metrics.setGauge("tandem_peer_lag_entries", help: "Entries each peer trails the commit index by (leader).", value: Double(lag), labels: label)
+            metrics.setGauge(
+                "tandem_peer_lag_entries", help: "Entries each peer trails the commit index by (leader).",
+                value: Double(lag), labels: label)
         }
         for link in runtime.transportStatus {
-            metrics.setGauge("tandem_peer_connected", help: "1 while an authenticated link to the peer is up.", value: link.connected ? 1 : 0, labels: "peer=\"\(link.id.rawValue)\"")
+            metrics.setGauge(
+                "tandem_peer_connected", help: "1 while an authenticated link to the peer is up.",
+                value: link.connected ? 1 : 0, labels: "peer=\"\(link.id.rawValue)\"")
         }
     }
 }

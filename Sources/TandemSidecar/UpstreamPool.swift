@@ -1,3 +1,4 @@
+import Glibc
 import TandemHTTP
 import TandemNet
 
@@ -56,7 +57,7 @@ final class UpstreamConnection: ConnectionDelegate {
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
         pool.forget(self)
-        if !isConnected { pool.health.markUnreachable() }
+        if !isConnected { pool.health.connectFailed(reason) }
         owner?.upstreamClosed(self, reason: reason)
     }
 }
@@ -146,8 +147,18 @@ final class AppHealth {
     private(set) var lastChangeMs: Int64 = 0
     var onChange: ((Bool) -> Void)?
 
+    /// Called when a connection to the app is refused: nothing listens on its port, so the process is gone
+    /// (a restart, for an in-memory app, means its state is gone too). A slow or failed connect is not this.
+    var onRefused: (() -> Void)?
+
     func markReachable() { set(true) }
     func markUnreachable() { set(false) }
+
+    /// A connect attempt ended: refused means the app process is not there.
+    func connectFailed(_ reason: CloseReason) {
+        markUnreachable()
+        if reason == .socketError(ECONNREFUSED) { onRefused?() }
+    }
 
     private func set(_ reachable: Bool) {
         guard reachable != isReachable else { return }
@@ -207,7 +218,7 @@ final class AppProbe: ConnectionDelegate {
     func connectionHasInput(_ connection: Connection) {}
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
-        health.markUnreachable()
+        health.connectFailed(reason)
         inFlight = nil
     }
 }

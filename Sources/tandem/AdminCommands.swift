@@ -72,7 +72,10 @@ enum StatusTable {
             }
             let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
-                lines.append(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                lines.append(
+                    row.enumerated().map {
+                        $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)
+                    }.joined(separator: "  "))
             }
         }
         return lines.joined(separator: "\n")
@@ -81,7 +84,9 @@ enum StatusTable {
 
 /// A tiny blocking HTTP/1.1 client for the admin commands (one request, Connection: close).
 enum AdminClient {
-    static func request(method: String, address: String, path: String, bearerToken: String? = nil) throws -> (Int, String) {
+    static func request(method: String, address: String, path: String, bearerToken: String? = nil) throws -> (
+        Int, String
+    ) {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw ValidationError("--admin must be host:port, not \(address)")
         }

@@ -116,7 +116,8 @@ extension SidecarOptions {
         raft.maxMessageBytes = max(raft.maxMessageBytes, Int(configuration.maxBodyBytes) + 256 * 1024)
         let auth: PeerAuth
         if let tls = configuration.tls {
-            auth = .tls(certPath: tls.certificatePath, keyPath: tls.privateKeyPath, caPath: tls.certificateAuthorityPath)
+            auth = .tls(
+                certPath: tls.certificatePath, keyPath: tls.privateKeyPath, caPath: tls.certificateAuthorityPath)
         } else if let secret = configuration.clusterSecret, !secret.isEmpty {
             auth = .secret(secret)
         } else {
@@ -128,7 +129,8 @@ extension SidecarOptions {
             peerListenHost: configuration.peerListen.host, peerListenPort: configuration.peerListen.port, auth: auth,
             dataDirectory: configuration.dataDir)
         replica.replayWholeLogOnStart = configuration.appState == .memory
-        replica.transport.maxFramePayloadBytes = max(replica.transport.maxFramePayloadBytes, raft.maxMessageBytes + 64 * 1024)
+        replica.transport.maxFramePayloadBytes = max(
+            replica.transport.maxFramePayloadBytes, raft.maxMessageBytes + 64 * 1024)
         return replica
     }
 }

@@ -47,7 +47,9 @@ final class Replica {
 /// Three (or five) replicas on loopback, started and stopped by the test.
 class ClusterTestCase: ProcessTestCase {
     var replicas: [Replica] = []
-    var extraEnvironment: [String: String] = ["TANDEM_CLUSTER_SECRET": "integration-secret", "TANDEM_APP_STATE": "memory"]
+    var extraEnvironment: [String: String] = [
+        "TANDEM_CLUSTER_SECRET": "integration-secret", "TANDEM_APP_STATE": "memory",
+    ]
     /// Starts the app of a replica; example-kv unless a test needs another app.
     var appLauncher: (() throws -> (ManagedProcess, UInt16))?
 
@@ -80,8 +82,14 @@ class ClusterTestCase: ProcessTestCase {
 
     /// Kills the replica's tandem and app with SIGKILL (a crashed pod).
     func crash(_ replica: Replica) {
-        if let tandem = replica.tandem { kill(tandem.process.pid, SIGKILL); _ = tandem.process.waitForExit() }
-        if let app = replica.app { kill(app.pid, SIGKILL); _ = app.waitForExit() }
+        if let tandem = replica.tandem {
+            kill(tandem.process.pid, SIGKILL)
+            _ = tandem.process.waitForExit()
+        }
+        if let app = replica.app {
+            kill(app.pid, SIGKILL)
+            _ = app.waitForExit()
+        }
     }
 
     func status(_ replica: Replica) -> [String: Any]? {
@@ -92,7 +100,9 @@ class ClusterTestCase: ProcessTestCase {
     }
 
     /// The replica every live node names as leader, once they agree.
-    func waitForLeader(among candidates: [Replica]? = nil, excluding excluded: String? = nil, seconds: Double = 15) -> Replica? {
+    func waitForLeader(among candidates: [Replica]? = nil, excluding excluded: String? = nil, seconds: Double = 15)
+        -> Replica?
+    {
         let pool = candidates ?? replicas
         var found: Replica?
         _ = waitUntil(seconds: seconds) {
@@ -104,7 +114,10 @@ class ClusterTestCase: ProcessTestCase {
                 (status(replica)?["role"] as? String) == "leader"
             else { return false }
             // Like an orchestrator's readiness gate: every node applied what was committed and serves clients.
-            guard pool.allSatisfy({ (try? httpRequest(port: $0.adminPort, method: "GET", path: "/readyz").status) == 200 }) else {
+            guard
+                pool.allSatisfy({ (try? httpRequest(port: $0.adminPort, method: "GET", path: "/readyz").status) == 200 }
+                )
+            else {
                 return false
             }
             found = replica
@@ -117,7 +130,9 @@ class ClusterTestCase: ProcessTestCase {
     func waitForConvergence(seconds: Double = 20) -> String? {
         var dump: String?
         _ = waitUntil(seconds: seconds) {
-            let dumps = replicas.compactMap { try? httpRequest(port: $0.appPort, method: "GET", path: "/dump").bodyText }
+            let dumps = replicas.compactMap {
+                try? httpRequest(port: $0.appPort, method: "GET", path: "/dump").bodyText
+            }
             guard dumps.count == replicas.count, Set(dumps).count == 1 else { return false }
             dump = dumps[0]
             return true
@@ -140,10 +155,13 @@ struct RetryingWriter {
             attempt += 1
             let started = Date()
             let response = try? httpRequest(
-                port: port, method: method, path: path, body: body, headers: [("Idempotency-Key", key)], timeoutSeconds: 8)
+                port: port, method: method, path: path, body: body, headers: [("Idempotency-Key", key)],
+                timeoutSeconds: 8)
             if let response, response.status < 500 { return response }
             if ProcessInfo.processInfo.environment["TANDEM_TEST_TRACE"] != nil {
-                print("write \(key) to :\(port) -> \(response.map { "\($0.status) \($0.bodyText)" } ?? "no answer") after \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+                print(
+                    "write \(key) to :\(port) -> \(response.map { "\($0.status) \($0.bodyText)" } ?? "no answer") after \(Int(Date().timeIntervalSince(started) * 1000)) ms"
+                )
             }
             usleep(50_000)
         }

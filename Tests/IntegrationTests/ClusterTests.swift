@@ -16,7 +16,9 @@ final class ClusterTests: ClusterTestCase {
             XCTAssertGreaterThan(position, lastPosition, "positions grow along the log")
             lastPosition = position
             let incr = try httpRequest(port: replica.clientPort, method: "POST", path: "/counters/hits/incr")
-            XCTAssertEqual(incr.bodyText, "{\"name\":\"hits\",\"value\":\(round + 1)}", "each node answers with its own app's response")
+            XCTAssertEqual(
+                incr.bodyText, "{\"name\":\"hits\",\"value\":\(round + 1)}",
+                "each node answers with its own app's response")
         }
         let dump = try XCTUnwrap(waitForConvergence(), "replicas never agreed")
         XCTAssertTrue(dump.contains("\"hits\":6"), dump)
@@ -44,7 +46,8 @@ final class ClusterTests: ClusterTestCase {
 
         for level in ["linearizable", "lease"] {
             let linear = try httpRequest(
-                port: followers[1].clientPort, method: "GET", path: "/kv/session", headers: [("Tandem-Consistency", level)])
+                port: followers[1].clientPort, method: "GET", path: "/kv/session",
+                headers: [("Tandem-Consistency", level)])
             XCTAssertEqual(linear.status, 200, "\(level): \(linear.bodyText)")
             XCTAssertEqual(linear.bodyText, "mine")
         }
@@ -53,7 +56,8 @@ final class ClusterTests: ClusterTestCase {
             headers: [("Tandem-Consistency", "session"), ("Tandem-After", "999999")])
         XCTAssertEqual(farFuture.status, 503)
         XCTAssertTrue(farFuture.bodyText.contains("not_caught_up"), farFuture.bodyText)
-        let bad = try httpRequest(port: leader.clientPort, method: "GET", path: "/kv/session", headers: [("Tandem-Consistency", "eventual")])
+        let bad = try httpRequest(
+            port: leader.clientPort, method: "GET", path: "/kv/session", headers: [("Tandem-Consistency", "eventual")])
         XCTAssertEqual(bad.status, 400)
     }
 
@@ -71,9 +75,11 @@ final class ClusterTests: ClusterTestCase {
             DispatchQueue.global().async(group: group) {
                 let writer = RetryingWriter { ports.shuffled() }
                 for op in 0..<opsPerWorker {
-                    let incr = writer.write(method: "POST", path: "/counters/w\(worker)/incr", body: "", key: "incr-\(worker)-\(op)")
+                    let incr = writer.write(
+                        method: "POST", path: "/counters/w\(worker)/incr", body: "", key: "incr-\(worker)-\(op)")
                     if incr?.status == 200 { acknowledged.add(worker) }
-                    let append = writer.write(method: "POST", path: "/kv/log\(worker)/append", body: "<\(op)>", key: "append-\(worker)-\(op)")
+                    let append = writer.write(
+                        method: "POST", path: "/kv/log\(worker)/append", body: "<\(op)>", key: "append-\(worker)-\(op)")
                     if append?.status == 200 { acknowledgedAppends.add(worker) }
                 }
             }
@@ -93,13 +99,17 @@ final class ClusterTests: ClusterTestCase {
         for replica in replicas { crash(replica) }
         for replica in replicas { try start(replica) }
         XCTAssertNotNil(waitForLeader(seconds: 20), "no leader after restarting every node")
-        XCTAssertEqual(waitForConvergence(seconds: 30), dump, "a whole-cluster restart must bring back exactly the same state")
+        XCTAssertEqual(
+            waitForConvergence(seconds: 30), dump, "a whole-cluster restart must bring back exactly the same state")
         for worker in 0..<workers {
             XCTAssertEqual(acknowledged[worker], opsPerWorker, "every write is eventually acknowledged through retries")
-            XCTAssertEqual(counters["w\(worker)"], acknowledged[worker], "counter w\(worker): nothing lost, nothing applied twice")
+            XCTAssertEqual(
+                counters["w\(worker)"], acknowledged[worker], "counter w\(worker): nothing lost, nothing applied twice")
             let log = kv["log\(worker)"] ?? ""
             for op in 0..<opsPerWorker {
-                XCTAssertEqual(log.components(separatedBy: "<\(op)>").count - 1, 1, "append \(op) of worker \(worker) must appear exactly once in \(log)")
+                XCTAssertEqual(
+                    log.components(separatedBy: "<\(op)>").count - 1, 1,
+                    "append \(op) of worker \(worker) must appear exactly once in \(log)")
             }
         }
     }
@@ -112,7 +122,8 @@ final class ClusterTests: ClusterTestCase {
         for attempt in 0..<9 {
             let port = replicas[attempt % 3].clientPort
             DispatchQueue.global().async(group: group) {
-                let response = try? httpRequest(port: port, method: "POST", path: "/counters/once/incr", headers: [("Idempotency-Key", "same-key")])
+                let response = try? httpRequest(
+                    port: port, method: "POST", path: "/counters/once/incr", headers: [("Idempotency-Key", "same-key")])
                 if response?.status == 200 {
                     bodies.add(0)
                     answers.withValue { $0.append(response!.bodyText) }
@@ -121,7 +132,8 @@ final class ClusterTests: ClusterTestCase {
         }
         XCTAssertEqual(group.wait(timeout: .now() + 30), .success)
         XCTAssertEqual(bodies[0], 9)
-        XCTAssertEqual(Set(answers.withValue { $0 }), ["{\"name\":\"once\",\"value\":1}"], "every duplicate gets the first answer")
+        XCTAssertEqual(
+            Set(answers.withValue { $0 }), ["{\"name\":\"once\",\"value\":1}"], "every duplicate gets the first answer")
         let dump = try XCTUnwrap(waitForConvergence())
         XCTAssertTrue(dump.contains("\"once\":1"), dump)
     }
@@ -136,17 +148,20 @@ final class ClusterTests: ClusterTestCase {
         // Three writers: "some node serves writes at every moment" is about the cluster, not one client's luck
         // (a write whose forward is lost with a restarting link legitimately waits for its commit timeout).
         for writerID in 0..<3 {
-          DispatchQueue.global().async(group: group) {
-            let writer = RetryingWriter { ports.shuffled() }
-            var op = 0
-            while !stop.isSet {
-                op += 1
-                if writer.write(method: "POST", path: "/counters/rolling/incr", body: "", key: "roll-\(writerID)-\(op)")?.status == 200 {
-                    acknowledged.add(0)
-                    gaps.withValue { $0 = (Date(), max($0.longest, Date().timeIntervalSince($0.last))) }
+            DispatchQueue.global().async(group: group) {
+                let writer = RetryingWriter { ports.shuffled() }
+                var op = 0
+                while !stop.isSet {
+                    op += 1
+                    if writer.write(
+                        method: "POST", path: "/counters/rolling/incr", body: "", key: "roll-\(writerID)-\(op)")?.status
+                        == 200
+                    {
+                        acknowledged.add(0)
+                        gaps.withValue { $0 = (Date(), max($0.longest, Date().timeIntervalSince($0.last))) }
+                    }
                 }
             }
-          }
         }
         // The orchestrator's way: one node at a time, SIGTERM (hand off, drain), restart, wait until ready.
         for replica in replicas {
@@ -155,18 +170,26 @@ final class ClusterTests: ClusterTestCase {
             kill(replica.app!.pid, SIGTERM)
             _ = replica.app!.waitForExit()
             try start(replica)
-            XCTAssertTrue(waitUntil(seconds: 20) { (try? httpRequest(port: replica.adminPort, method: "GET", path: "/readyz").status) == 200 })
+            XCTAssertTrue(
+                waitUntil(seconds: 20) {
+                    (try? httpRequest(port: replica.adminPort, method: "GET", path: "/readyz").status) == 200
+                })
         }
         usleep(1_000_000)
         stop.set()
         XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
         let dump = try XCTUnwrap(waitForConvergence(seconds: 30))
-        XCTAssertTrue(dump.contains("\"rolling\":\(acknowledged[0])"), "acknowledged \(acknowledged[0]) increments: \(dump)")
+        XCTAssertTrue(
+            dump.contains("\"rolling\":\(acknowledged[0])"), "acknowledged \(acknowledged[0]) increments: \(dump)")
         let longestGap = gaps.withValue { max($0.longest, Date().timeIntervalSince($0.last)) }
-        print("rolling restart: \(acknowledged[0]) writes, longest gap between acknowledged writes \(Int(longestGap * 1000)) ms")
+        print(
+            "rolling restart: \(acknowledged[0]) writes, longest gap between acknowledged writes \(Int(longestGap * 1000)) ms"
+        )
         XCTAssertLessThan(longestGap, 3, "some node must keep serving writes while another restarts")
         if ProcessInfo.processInfo.environment["TANDEM_TEST_TRACE"] != nil {
-            for replica in replicas { print("=== \(replica.id) :\(replica.clientPort)\n\(replica.tandem!.process.output)") }
+            for replica in replicas {
+                print("=== \(replica.id) :\(replica.clientPort)\n\(replica.tandem!.process.output)")
+            }
         }
     }
 
@@ -177,15 +200,20 @@ final class ClusterTests: ClusterTestCase {
         kill(leader.pid, SIGSTOP)
         defer { kill(leader.pid, SIGCONT) }
         let started = Date()
-        let newLeader = try XCTUnwrap(waitForLeader(among: others, excluding: leader.id), "no leader while the old one was paused")
+        let newLeader = try XCTUnwrap(
+            waitForLeader(among: others, excluding: leader.id), "no leader while the old one was paused")
         let failoverSeconds = Date().timeIntervalSince(started)
         XCTAssertLessThan(failoverSeconds, 10)
         let write = try httpRequest(port: newLeader.clientPort, method: "PUT", path: "/kv/after-pause", body: "new")
         XCTAssertEqual(write.status, 200)
         kill(leader.pid, SIGCONT)
-        XCTAssertTrue(waitUntil(seconds: 10) { (self.status(leader)?["role"] as? String) == "follower" }, "the old leader must step down")
+        XCTAssertTrue(
+            waitUntil(seconds: 10) { (self.status(leader)?["role"] as? String) == "follower" },
+            "the old leader must step down")
         XCTAssertEqual(waitForLeader()?.id, newLeader.id)
-        let read = try httpRequest(port: leader.clientPort, method: "GET", path: "/kv/after-pause", headers: [("Tandem-Consistency", "linearizable")])
+        let read = try httpRequest(
+            port: leader.clientPort, method: "GET", path: "/kv/after-pause",
+            headers: [("Tandem-Consistency", "linearizable")])
         XCTAssertEqual(read.bodyText, "new", "the old leader must not serve stale data")
         XCTAssertNotNil(waitForConvergence())
     }
@@ -199,7 +227,8 @@ final class ClusterTests: ClusterTestCase {
         let leader = try XCTUnwrap(waitForLeader(among: Array(replicas[0...1])))
         usleep(1_000_000)
         XCTAssertNil(status(replicas[2])?["leader"] as? String, "the impostor must not join")
-        XCTAssertTrue(leader.tandem!.process.output.contains("refused a peer connection"), leader.tandem!.process.output)
+        XCTAssertTrue(
+            leader.tandem!.process.output.contains("refused a peer connection"), leader.tandem!.process.output)
         let write = try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/x", body: "y")
         XCTAssertEqual(write.status, 200, "two of three nodes are a quorum")
     }

@@ -35,15 +35,19 @@ final class CommandLineTests: ProcessTestCase {
     }
 
     func testTheReadmeConfigurationReferenceIsTheOneTheParserUses() throws {
-        let reference = try ManagedProcess(name: "reference", executable: BuiltProducts.path("tandem"), arguments: ["config-reference"])
+        let reference = try ManagedProcess(
+            name: "reference", executable: BuiltProducts.path("tandem"), arguments: ["config-reference"])
         track(reference)
         XCTAssertEqual(reference.waitForExit(), 0)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
         let begin = try XCTUnwrap(readme.range(of: "<!-- BEGIN CONFIG REFERENCE"))
         let afterMarker = try XCTUnwrap(readme.range(of: "-->\n", range: begin.upperBound..<readme.endIndex))
         let end = try XCTUnwrap(readme.range(of: "<!-- END CONFIG REFERENCE -->"))
-        XCTAssertEqual(String(readme[afterMarker.upperBound..<end.lowerBound]), reference.output, "regenerate with: tandem config-reference")
+        XCTAssertEqual(
+            String(readme[afterMarker.upperBound..<end.lowerBound]), reference.output,
+            "regenerate with: tandem config-reference")
     }
 
     func testUnknownVariableIsRefusedAsATypo() throws {

@@ -39,13 +39,17 @@ final class ClusterLinearizabilityTests: ClusterTestCase {
         XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
 
         let history = recorder.operations
-        let completedWrites = history.filter { if case .put = $0.input, $0.output != nil { return true } else { return false } }.count
-        let completedReads = history.filter { if case .get = $0.input, $0.output != nil { return true } else { return false } }.count
+        let completedWrites = history.filter {
+            if case .put = $0.input, $0.output != nil { return true } else { return false }
+        }.count
+        let completedReads = history.filter {
+            if case .get = $0.input, $0.output != nil { return true } else { return false }
+        }.count
         XCTAssertGreaterThan(completedWrites, 20, "the history must hold real work")
         XCTAssertGreaterThan(completedReads, 20, "the history must hold real work")
         let verdict = checkLinearizability(history, timeoutMs: 60_000)
         guard case .linearizable = verdict else {
-            return XCTFail("not linearizable: \(verdict)")
+            return XCTFail("not linearizable: \(verdict)\nwrites refused with 503: \(recorder.refused.suffix(40))")
         }
         let dump = try XCTUnwrap(waitForConvergence(seconds: 30))
         let state = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any])
@@ -68,6 +72,8 @@ final class Flag: @unchecked Sendable {  // guarded by `lock`
 final class HistoryRecorder: @unchecked Sendable {  // guarded by `lock`
     private let lock = NSLock()
     private var recorded: [KVOperation] = []
+    /// Writes answered 503 (left out of the history as never appended), for diagnosing a violation.
+    private(set) var refused: [String] = []
     private let start = DispatchTime.now().uptimeNanoseconds
 
     private func nowMs() -> Int64 { Int64((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) }
@@ -80,17 +86,33 @@ final class HistoryRecorder: @unchecked Sendable {  // guarded by `lock`
         let call = nowMs()
         let response = try? httpRequest(port: port, method: "PUT", path: "/kv/\(key)", body: value, timeoutSeconds: 8)
         let input = KVInput.put(key: key, value: value)
+        if let trace = ProcessInfo.processInfo.environment["TANDEM_TEST_PUT_TRACE"] {
+            let line =
+                "\(value) port \(port) [\(call), \(nowMs())] -> \(response.map { "\($0.status) \($0.bodyText.prefix(80))" } ?? "no answer")\n"
+            lock.withLock {
+                if let handle = FileHandle(forWritingAtPath: trace) {
+                    handle.seekToEndOfFile()
+                    handle.write(Data(line.utf8))
+                    handle.closeFile()
+                }
+            }
+        }
         switch response?.status {
-        case 200?: add(KVOperation(clientID: client, input: input, output: .ok, callTimeMs: call, returnTimeMs: nowMs()))
-        case 503?: return
+        case 200?:
+            add(KVOperation(clientID: client, input: input, output: .ok, callTimeMs: call, returnTimeMs: nowMs()))
+        case 503?:
+            lock.withLock { refused.append("\(value): \(response!.bodyText)") }
+            return
         default: add(KVOperation(clientID: client, input: input, output: nil, callTimeMs: call, returnTimeMs: nil))
         }
     }
 
     func get(client: Int, key: String, port: UInt16) {
         let call = nowMs()
-        guard let response = try? httpRequest(
-            port: port, method: "GET", path: "/kv/\(key)", headers: [("Tandem-Consistency", "linearizable")], timeoutSeconds: 8)
+        guard
+            let response = try? httpRequest(
+                port: port, method: "GET", path: "/kv/\(key)", headers: [("Tandem-Consistency", "linearizable")],
+                timeoutSeconds: 8)
         else { return }
         let returned = nowMs()
         let output: KVOutput
@@ -99,6 +121,8 @@ final class HistoryRecorder: @unchecked Sendable {  // guarded by `lock`
         case 404: output = .value(nil)
         default: return  // a failed read observed nothing
         }
-        add(KVOperation(clientID: client, input: .get(key: key), output: output, callTimeMs: call, returnTimeMs: returned))
+        add(
+            KVOperation(
+                clientID: client, input: .get(key: key), output: output, callTimeMs: call, returnTimeMs: returned))
     }
 }

@@ -7,14 +7,20 @@ import XCTest
 final class OperationsTests: ClusterTestCase {
     func testIdempotencyKeyReplaysTheFirstResponseOnAnyNodeAndRefusesADifferentRequest() throws {
         try startCluster()
-        let first = try httpRequest(port: replicas[0].clientPort, method: "POST", path: "/counters/pay/incr", headers: [("Idempotency-Key", "order-17")])
+        let first = try httpRequest(
+            port: replicas[0].clientPort, method: "POST", path: "/counters/pay/incr",
+            headers: [("Idempotency-Key", "order-17")])
         XCTAssertEqual(first.bodyText, "{\"name\":\"pay\",\"value\":1}")
         XCTAssertNil(first.headers.first(name: "Tandem-Replayed"))
-        let retry = try httpRequest(port: replicas[2].clientPort, method: "POST", path: "/counters/pay/incr", headers: [("Idempotency-Key", "order-17")])
+        let retry = try httpRequest(
+            port: replicas[2].clientPort, method: "POST", path: "/counters/pay/incr",
+            headers: [("Idempotency-Key", "order-17")])
         XCTAssertEqual(retry.status, 200)
         XCTAssertEqual(retry.bodyText, first.bodyText, "the retry gets the first response, not a second increment")
         XCTAssertEqual(retry.headers.first(name: "Tandem-Replayed"), "true")
-        let other = try httpRequest(port: replicas[1].clientPort, method: "POST", path: "/counters/other/incr", headers: [("Idempotency-Key", "order-17")])
+        let other = try httpRequest(
+            port: replicas[1].clientPort, method: "POST", path: "/counters/other/incr",
+            headers: [("Idempotency-Key", "order-17")])
         XCTAssertEqual(other.status, 422)
         XCTAssertTrue(other.bodyText.contains("idempotency_key_reused"), other.bodyText)
         let dump = try XCTUnwrap(waitForConvergence())
@@ -27,7 +33,8 @@ final class OperationsTests: ClusterTestCase {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         let target = try XCTUnwrap(replicas.first { $0 !== leader })
-        let denied = try httpRequest(port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(target.id)")
+        let denied = try httpRequest(
+            port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(target.id)")
         XCTAssertEqual(denied.status, 401)
         let accepted = try httpRequest(
             port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(target.id)",
@@ -57,7 +64,8 @@ final class OperationsTests: ClusterTestCase {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         let command = try ManagedProcess(
-            name: "status", executable: BuiltProducts.path("tandem"), arguments: ["status", "--admin", "127.0.0.1:\(leader.adminPort)"])
+            name: "status", executable: BuiltProducts.path("tandem"),
+            arguments: ["status", "--admin", "127.0.0.1:\(leader.adminPort)"])
         track(command)
         XCTAssertEqual(command.waitForExit(), 0)
         XCTAssertTrue(command.output.contains("role leader"), command.output)
@@ -75,7 +83,9 @@ final class OperationsTests: ClusterTestCase {
             _ = try httpRequest(port: leader.clientPort, method: "POST", path: "/anything", body: "\(round)")
         }
         let followers = replicas.filter { $0 !== leader }
-        XCTAssertTrue(waitUntil(seconds: 10) { followers.allSatisfy { (self.status($0)?["diverged"] as? Bool) == true } }, "followers must notice")
+        XCTAssertTrue(
+            waitUntil(seconds: 10) { followers.allSatisfy { (self.status($0)?["diverged"] as? Bool) == true } },
+            "followers must notice")
         let readiness = try httpRequest(port: followers[0].adminPort, method: "GET", path: "/readyz")
         XCTAssertEqual(readiness.status, 503)
         XCTAssertTrue(readiness.bodyText.contains("diverged"), readiness.bodyText)
@@ -90,11 +100,17 @@ final class OperationsTests: ClusterTestCase {
         extraEnvironment["TANDEM_APP_STATE"] = "durable"
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
-        for round in 0..<30 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        for round in 0..<30 {
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200)
+        }
         let follower = try XCTUnwrap(replicas.first { $0 !== leader })
         kill(follower.tandem!.process.pid, SIGKILL)
         _ = follower.tandem!.process.waitForExit()
-        for round in 30..<60 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        for round in 30..<60 {
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200)
+        }
         var env = extraEnvironment
         env["TANDEM_NODE_ID"] = follower.id
         env["TANDEM_PEERS"] = peersVariable
@@ -103,10 +119,14 @@ final class OperationsTests: ClusterTestCase {
         env["TANDEM_LISTEN"] = "127.0.0.1:\(follower.fixedClientPort)"
         env["TANDEM_ADMIN_LISTEN"] = "127.0.0.1:\(follower.fixedAdminPort)"
         follower.tandem = try startTandem(upstreamPort: follower.appPort, environment: env)
-        let handoff = try httpRequest(port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(follower.id)")
+        let handoff = try httpRequest(
+            port: leader.adminPort, method: "POST", path: "/admin/transfer-leadership?to=\(follower.id)")
         XCTAssertEqual(handoff.status, 200, handoff.bodyText)
         XCTAssertEqual(waitForLeader(excluding: leader.id)?.id, follower.id)
-        for round in 60..<70 { XCTAssertEqual(try httpRequest(port: follower.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200) }
+        for round in 60..<70 {
+            XCTAssertEqual(
+                try httpRequest(port: follower.clientPort, method: "PUT", path: "/kv/a\(round)", body: "x").status, 200)
+        }
         usleep(2_500_000)  // two digest reports from the new leader
         for replica in replicas {
             XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, "\(replica.id) must not be flagged")
@@ -117,40 +137,56 @@ final class OperationsTests: ClusterTestCase {
     func testDeterministicReplicasAreNeverMarkedDiverged() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
-        for round in 0..<20 { _ = try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/d/append", body: "\(round)") }
+        for round in 0..<20 {
+            _ = try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/d/append", body: "\(round)")
+        }
         usleep(2_500_000)  // at least two digest reports
         for replica in replicas {
             XCTAssertEqual(status(replica)?["diverged"] as? Bool, false)
         }
-        let metrics = try httpRequest(port: replicas.first { $0 !== leader }!.adminPort, method: "GET", path: "/metrics").bodyText
-        XCTAssertFalse(metrics.contains("tandem_digest_comparisons_total 0\n"), "comparisons must actually happen: \(metrics)")
+        let metrics = try httpRequest(
+            port: replicas.first { $0 !== leader }!.adminPort, method: "GET", path: "/metrics"
+        ).bodyText
+        XCTAssertFalse(
+            metrics.contains("tandem_digest_comparisons_total 0\n"), "comparisons must actually happen: \(metrics)")
     }
 
     func testARestartedInMemoryAppGetsTheLogReplayedBeforeItsNodeServesAgain() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         for round in 0..<10 {
-            XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "POST", path: "/counters/r/incr").status, 200)
-            XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/r/append", body: "\(round),").status, 200)
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "POST", path: "/counters/r/incr").status, 200)
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "POST", path: "/kv/r/append", body: "\(round),")
+                    .status, 200)
         }
         let follower = try XCTUnwrap(replicas.first { $0 !== leader })
         let before = try XCTUnwrap(waitForConvergence())
         // Only the app dies; its tandem keeps running and sees it refuse connections, then come back empty.
         kill(follower.app!.pid, SIGKILL)
         _ = follower.app!.waitForExit()
-        XCTAssertTrue(waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 503 })
+        XCTAssertTrue(
+            waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 503 })
         let (app, _) = try startApp(port: follower.appPort)
         follower.app = app
-        XCTAssertEqual(waitForConvergence(), before, "the replay must rebuild exactly the same state, nothing applied twice")
+        XCTAssertEqual(
+            waitForConvergence(), before, "the replay must rebuild exactly the same state, nothing applied twice")
         XCTAssertTrue(follower.tandem!.process.output.contains("replaying the log"), follower.tandem!.process.output)
-        XCTAssertTrue(waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 200 })
-        XCTAssertEqual(try httpRequest(port: follower.clientPort, method: "GET", path: "/counters/r").bodyText, "{\"name\":\"r\",\"value\":10}")
+        XCTAssertTrue(
+            waitUntil { (try? httpRequest(port: follower.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        XCTAssertEqual(
+            try httpRequest(port: follower.clientPort, method: "GET", path: "/counters/r").bodyText,
+            "{\"name\":\"r\",\"value\":10}")
     }
 
     func testATornWALTailIsTruncatedWithALogLineAndTheNodeCatchesUp() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
-        for round in 0..<10 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200) }
+        for round in 0..<10 {
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200)
+        }
         let follower = try XCTUnwrap(replicas.first { $0 !== leader })
         crash(follower)
         let segment = try XCTUnwrap(lastSegment(in: follower.dataDir))
@@ -158,7 +194,10 @@ final class OperationsTests: ClusterTestCase {
         handle.seekToEndOfFile()
         handle.write(Data([0x40, 0x00, 0x00, 0x00, 0x12, 0x34]))  // half a record header: a torn write
         handle.closeFile()
-        for round in 10..<15 { XCTAssertEqual(try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200) }
+        for round in 10..<15 {
+            XCTAssertEqual(
+                try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/t\(round)", body: "x").status, 200)
+        }
         try start(follower)
         XCTAssertTrue(waitUntil { follower.tandem!.process.output.contains("torn") }, follower.tandem!.process.output)
         let dump = try XCTUnwrap(waitForConvergence())
@@ -172,7 +211,11 @@ final class OperationsTests: ClusterTestCase {
         let env = ["TANDEM_DATA_DIR": dataDir]
         let first = try startTandem(upstreamPort: appPort, environment: env)
         for round in 0..<20 {
-            XCTAssertEqual(try httpRequest(port: first.clientPort, method: "PUT", path: "/kv/c\(round)", body: String(repeating: "v", count: 200)).status, 200)
+            XCTAssertEqual(
+                try httpRequest(
+                    port: first.clientPort, method: "PUT", path: "/kv/c\(round)",
+                    body: String(repeating: "v", count: 200)
+                ).status, 200)
         }
         first.process.signal(SIGTERM)
         XCTAssertEqual(first.process.waitForExit(), 0)
@@ -184,7 +227,8 @@ final class OperationsTests: ClusterTestCase {
         let second = try ManagedProcess(
             name: "tandem", executable: BuiltProducts.path("tandem"),
             environment: env.merging([
-                "TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_ADMIN_LISTEN": "127.0.0.1:0", "TANDEM_PEER_LISTEN": "127.0.0.1:0",
+                "TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_ADMIN_LISTEN": "127.0.0.1:0",
+                "TANDEM_PEER_LISTEN": "127.0.0.1:0",
                 "TANDEM_UPSTREAM": "127.0.0.1:\(appPort)", "TANDEM_NODE_ID": "n1", "TANDEM_LOG_FORMAT": "json",
             ]) { _, new in new })
         track(second)
@@ -222,7 +266,8 @@ final class OperationsTests: ClusterTestCase {
         print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
         server.serve_forever()
         """.write(toFile: script, atomically: true, encoding: .utf8)
-        let app = try ManagedProcess(name: "nondeterministic", executable: "/usr/bin/env", arguments: ["python3", script])
+        let app = try ManagedProcess(
+            name: "nondeterministic", executable: "/usr/bin/env", arguments: ["python3", script])
         track(app)
         let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
         let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })

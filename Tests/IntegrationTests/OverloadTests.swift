@@ -20,7 +20,8 @@ final class OverloadTests: ClusterTestCase {
         let refusal = try XCTUnwrap(limited, "requests beyond the burst are limited: \(statuses)")
         XCTAssertEqual(refusal.headers.first(name: "Retry-After"), "1")
         XCTAssertEqual(refusal.headers.first(name: "RateLimit-Policy"), "\"default\";q=5;w=1")
-        XCTAssertTrue(refusal.headers.first(name: "RateLimit")?.hasPrefix("\"default\";r=0;t=") == true, "\(refusal.headers)")
+        XCTAssertTrue(
+            refusal.headers.first(name: "RateLimit")?.hasPrefix("\"default\";r=0;t=") == true, "\(refusal.headers)")
         XCTAssertTrue(refusal.bodyText.contains("\"error\":\"rate_limited\""), refusal.bodyText)
         let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
         XCTAssertTrue(metrics.contains("tandem_rate_limited_total{scope=\"key\"} 3"), metrics)
@@ -29,12 +30,20 @@ final class OverloadTests: ClusterTestCase {
     func testRateLimitByHeaderKeepsClientsApart() throws {
         let (_, appPort) = try startApp()
         let tandem = try startTandem(
-            upstreamPort: appPort, environment: ["TANDEM_RATE_LIMIT": "2/m", "TANDEM_RATE_LIMIT_KEY": "header:X-Api-Key"])
+            upstreamPort: appPort,
+            environment: ["TANDEM_RATE_LIMIT": "2/m", "TANDEM_RATE_LIMIT_KEY": "header:X-Api-Key"])
         for _ in 0..<2 {
-            XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "alice")]).status, 404)
+            XCTAssertEqual(
+                try httpRequest(
+                    port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "alice")]
+                ).status, 404)
         }
-        XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "alice")]).status, 429)
-        XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "bob")]).status, 404, "bob has his own budget")
+        XCTAssertEqual(
+            try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "alice")])
+                .status, 429)
+        XCTAssertEqual(
+            try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a", headers: [("X-Api-Key", "bob")])
+                .status, 404, "bob has his own budget")
     }
 
     func testConnectionsBeyondTheLimitGet503Overloaded() throws {
@@ -57,7 +66,7 @@ final class OverloadTests: ClusterTestCase {
         let client = try RawClient(port: tandem.clientPort, timeoutSeconds: 10)
         let started = Date()
         var closed = false
-        for byte in "GET /kv/x HTTP/1.1\r\nHost: x\r\nX-Slow: " .utf8 + Array(repeating: UInt8(ascii: "a"), count: 200) {
+        for byte in "GET /kv/x HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8 + Array(repeating: UInt8(ascii: "a"), count: 200) {
             client.send([byte])
             usleep(100_000)
             var peek = [UInt8](repeating: 0, count: 512)
@@ -67,11 +76,15 @@ final class OverloadTests: ClusterTestCase {
                 closed = client.isClosedByPeer()
                 break
             }
-            if count == 0 { closed = true; break }
+            if count == 0 {
+                closed = true
+                break
+            }
             if Date().timeIntervalSince(started) > 8 { break }
         }
         XCTAssertTrue(closed, "a client trickling its headers must be disconnected")
-        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "cut off near the 1 s header timeout, not after the trickle")
+        XCTAssertLessThan(
+            Date().timeIntervalSince(started), 5, "cut off near the 1 s header timeout, not after the trickle")
     }
 
     func testAFloodOfWritesIsShedWhileHealthAnswersAndNoAcknowledgedWriteIsLost() throws {
@@ -104,7 +117,9 @@ final class OverloadTests: ClusterTestCase {
         var slowestHealthMs = 0.0
         while group.wait(timeout: .now() + .milliseconds(50)) == .timedOut {
             let asked = Date()
-            if (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/healthz", timeoutSeconds: 5).status) == 200 {
+            if (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/healthz", timeoutSeconds: 5).status)
+                == 200
+            {
                 healthAnswered += 1
                 slowestHealthMs = max(slowestHealthMs, Date().timeIntervalSince(asked) * 1000)
             }
@@ -113,13 +128,16 @@ final class OverloadTests: ClusterTestCase {
         XCTAssertGreaterThan(shed[0], 0, "a flood beyond the pending-write limit must be shed with 503")
         XCTAssertEqual(other[0], 0, "only 200 and 503 are acceptable answers")
         XCTAssertGreaterThan(healthAnswered, 0)
-        print("flood: acknowledged \(acknowledged[0]), shed \(shed[0]), health answered \(healthAnswered) times, slowest \(Int(slowestHealthMs)) ms")
+        print(
+            "flood: acknowledged \(acknowledged[0]), shed \(shed[0]), health answered \(healthAnswered) times, slowest \(Int(slowestHealthMs)) ms"
+        )
         XCTAssertLessThan(tandem.process.residentBytes - baseline, 64 * 1024 * 1024, "memory stays bounded")
         // Every acknowledged increment was applied exactly once; shed ones were not applied at all.
         let counter = try httpRequest(port: appPort, method: "GET", path: "/counters/flood").bodyText
         XCTAssertEqual(counter, "{\"name\":\"flood\",\"value\":\(acknowledged[0])}")
         // Full recovery afterwards.
-        XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "POST", path: "/counters/after/incr").status, 200)
+        XCTAssertEqual(
+            try httpRequest(port: tandem.clientPort, method: "POST", path: "/counters/after/incr").status, 200)
         XCTAssertEqual(try httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status, 200)
     }
 }

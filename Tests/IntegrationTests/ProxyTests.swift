@@ -31,7 +31,9 @@ final class ProxyTests: ProcessTestCase {
         let (_, appPort) = try startApp()
         let tandem = try startTandem(upstreamPort: appPort)
         let client = try RawClient(port: tandem.clientPort)
-        client.send("PUT /kv/h HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok")
+        client.send(
+            "PUT /kv/h HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
+        )
         let response = try client.readResponse()
         XCTAssertEqual(response.status, 200)
         XCTAssertNil(response.headers.first(name: "Keep-Alive"))
@@ -44,13 +46,16 @@ final class ProxyTests: ProcessTestCase {
         let tandem = try startTandem(upstreamPort: appPort)
         let client = try RawClient(port: tandem.clientPort)
         for round in 0..<50 {
-            client.send("PUT /kv/k\(round) HTTP/1.1\r\nHost: x\r\nContent-Length: \(String(round).count)\r\n\r\n\(round)")
+            client.send(
+                "PUT /kv/k\(round) HTTP/1.1\r\nHost: x\r\nContent-Length: \(String(round).count)\r\n\r\n\(round)")
             XCTAssertEqual(try client.readResponse().status, 200)
             client.send("GET /kv/k\(round) HTTP/1.1\r\nHost: x\r\n\r\n")
             XCTAssertEqual(try client.readResponse().bodyText, String(round))
         }
         let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
-        XCTAssertTrue(metrics.contains("tandem_connections_accepted_total 1\n"), "all 100 requests must share one client connection")
+        XCTAssertTrue(
+            metrics.contains("tandem_connections_accepted_total 1\n"),
+            "all 100 requests must share one client connection")
     }
 
     func testPipelinedRequestsAreAnsweredInOrder() throws {
@@ -73,7 +78,9 @@ final class ProxyTests: ProcessTestCase {
         let (_, appPort) = try startApp()
         let tandem = try startTandem(upstreamPort: appPort)
         let client = try RawClient(port: tandem.clientPort)
-        client.send("PUT /kv/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        client.send(
+            "PUT /kv/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
         XCTAssertEqual(try client.readResponse().status, 200)
         client.send("GET /kv/c HTTP/1.1\r\nHost: x\r\n\r\n")
         XCTAssertEqual(try client.readResponse().bodyText, "hello world")
@@ -117,7 +124,8 @@ final class ProxyTests: ProcessTestCase {
     func testBodyOverTheLimitGets413() throws {
         let (_, appPort) = try startApp()
         let tandem = try startTandem(upstreamPort: appPort, environment: ["TANDEM_MAX_BODY": "1KiB"])
-        let response = try httpRequest(port: tandem.clientPort, method: "PUT", path: "/kv/big", body: String(repeating: "x", count: 2048))
+        let response = try httpRequest(
+            port: tandem.clientPort, method: "PUT", path: "/kv/big", body: String(repeating: "x", count: 2048))
         XCTAssertEqual(response.status, 413)
         XCTAssertTrue(response.bodyText.contains("body_too_large"), response.bodyText)
     }
@@ -127,7 +135,8 @@ final class ProxyTests: ProcessTestCase {
         // 48 MiB stored directly in the app as four 12 MiB values; GET /dump returns them all at once.
         let piece = String(repeating: "abcdefgh", count: 12 * 1024 * 1024 / 8)
         for index in 0..<4 {
-            XCTAssertEqual(try httpRequest(port: appPort, method: "PUT", path: "/kv/huge\(index)", body: piece).status, 200)
+            XCTAssertEqual(
+                try httpRequest(port: appPort, method: "PUT", path: "/kv/huge\(index)", body: piece).status, 200)
         }
         let tandem = try startTandem(upstreamPort: appPort)
         let baseline = tandem.process.residentBytes
@@ -147,19 +156,24 @@ final class ProxyTests: ProcessTestCase {
     func testAppDownGives502AndFlipsReadinessThenRecovers() throws {
         let (app, appPort) = try startApp()
         let tandem = try startTandem(upstreamPort: appPort, environment: [:])
-        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        XCTAssertTrue(
+            waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
         app.stop()
         let failed = try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a")
         XCTAssertEqual(failed.status, 502)
         XCTAssertTrue(failed.bodyText.contains("\"error\":\"upstream_unavailable\""), failed.bodyText)
         XCTAssertTrue(failed.bodyText.contains("\"retryable\":true"), failed.bodyText)
-        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 503 })
+        XCTAssertTrue(
+            waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 503 })
         let reasons = try httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").bodyText
         XCTAssertTrue(reasons.contains("app_unreachable"), reasons)
-        XCTAssertEqual(try httpRequest(port: tandem.adminPort, method: "GET", path: "/healthz").status, 200, "liveness never depends on the app")
+        XCTAssertEqual(
+            try httpRequest(port: tandem.adminPort, method: "GET", path: "/healthz").status, 200,
+            "liveness never depends on the app")
 
         _ = try startApp(port: appPort)
-        XCTAssertTrue(waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
+        XCTAssertTrue(
+            waitUntil { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 })
         XCTAssertEqual(try httpRequest(port: tandem.clientPort, method: "GET", path: "/kv/a").status, 404)
     }
 
@@ -271,7 +285,8 @@ final class UpstreamBehaviourTests: ProcessTestCase {
         """.write(toFile: script, atomically: true, encoding: .utf8)
         let app = try ManagedProcess(name: "upgrade-app", executable: "/usr/bin/env", arguments: ["python3", script])
         track(app)
-        let line = try XCTUnwrap(app.waitForOutput(containing: "listening on")?.split(separator: "\n").first { $0.contains("listening on") })
+        let line = try XCTUnwrap(
+            app.waitForOutput(containing: "listening on")?.split(separator: "\n").first { $0.contains("listening on") })
         let appPort = try XCTUnwrap(UInt16(line.split(separator: ":").last!))
         let tandem = try startTandem(upstreamPort: appPort, environment: ["TANDEM_BYPASS_ROUTES": "GET /ws/*"])
         let client = try RawClient(port: tandem.clientPort)
@@ -283,7 +298,9 @@ final class UpstreamBehaviourTests: ProcessTestCase {
             guard count > 0 else { return XCTFail("no upgrade answer") }
             received.append(contentsOf: buffer[0..<count])
         }
-        XCTAssertTrue(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 101"), String(decoding: received, as: UTF8.self))
+        XCTAssertTrue(
+            String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 101"),
+            String(decoding: received, as: UTF8.self))
         for word in ["hello", "tunnel"] {
             client.send(word)
             var echoed = [UInt8]()

@@ -133,14 +133,17 @@ class ProcessTestCase: XCTestCase {
             name: "example-kv", executable: BuiltProducts.path("example-kv"),
             arguments: ["--port", String(port)] + extraArguments)
         processes.append(app)
-        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), "example-kv did not start: \(app.output)")
+        let output = try XCTUnwrap(
+            app.waitForOutput(containing: "listening on"), "example-kv did not start: \(app.output)")
         let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
         let chosen = try XCTUnwrap(UInt16(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)))
         return (app, chosen)
     }
 
     /// Starts `tandem` in front of `upstreamPort` on free client and admin ports.
-    func startTandem(upstreamPort: UInt16, environment: [String: String] = [:], waitUntilReady: Bool = true) throws -> TandemProcess {
+    func startTandem(upstreamPort: UInt16, environment: [String: String] = [:], waitUntilReady: Bool = true) throws
+        -> TandemProcess
+    {
         var env = [
             "TANDEM_LISTEN": "127.0.0.1:0",
             "TANDEM_ADMIN_LISTEN": "127.0.0.1:0",
@@ -153,17 +156,21 @@ class ProcessTestCase: XCTestCase {
         env.merge(environment) { _, new in new }
         let process = try ManagedProcess(name: "tandem", executable: BuiltProducts.path("tandem"), environment: env)
         processes.append(process)
-        let output = try XCTUnwrap(process.waitForOutput(containing: "\"msg\":\"listening\""), "tandem did not start: \(process.output)")
+        let output = try XCTUnwrap(
+            process.waitForOutput(containing: "\"msg\":\"listening\""), "tandem did not start: \(process.output)")
         let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("\"msg\":\"listening\"") })
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         func port(_ key: String) throws -> UInt16 {
             let address = try XCTUnwrap(object[key] as? String)
             return try XCTUnwrap(UInt16(address.split(separator: ":").last!))
         }
-        let tandem = TandemProcess(process: process, clientPort: try port("client"), adminPort: try port("admin"), peerPort: try port("peer"))
+        let tandem = TandemProcess(
+            process: process, clientPort: try port("client"), adminPort: try port("admin"), peerPort: try port("peer"))
         if waitUntilReady {
             // Like an orchestrator, send traffic only once /readyz says so (a leader is known, the app answers).
-            let ready = waitUntil(seconds: 20) { (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200 }
+            let ready = waitUntil(seconds: 20) {
+                (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status) == 200
+            }
             XCTAssertTrue(ready, "tandem did not become ready: \(process.output)")
         }
         return tandem
@@ -202,7 +209,9 @@ final class RawClient {
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard result == 0 else {
             close(fd)
@@ -217,7 +226,9 @@ final class RawClient {
     func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if sent <= 0 { return }
             offset += sent
         }

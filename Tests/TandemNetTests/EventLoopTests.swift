@@ -57,7 +57,8 @@ final class EventLoopTests: XCTestCase {
         XCTAssertNotEqual(listener.port, 0, "port 0 must be replaced by the chosen port")
         let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let client = EchoClient(loop: loop, expected: payload.count)
-        let connection = try XCTUnwrap(Connection.connect(loop: loop, host: "127.0.0.1", port: listener.port, delegate: client))
+        let connection = try XCTUnwrap(
+            Connection.connect(loop: loop, host: "127.0.0.1", port: listener.port, delegate: client))
         connection.enableReading()
         connection.write(payload)
         let watchdog = Timer(loop: loop) { loop.stop() }
