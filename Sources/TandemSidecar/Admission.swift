@@ -55,9 +55,13 @@ final class Admission {
         readConfig.probeIntervalSamples = nil
         var writeConfig = AdaptiveConcurrencyLimit.Configuration()
         // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group.
+        // Writes are applied one at a time whatever the window, so a small window buys no latency, only
+        // rejections: each refused client comes straight back, and at 10x load answering 503s ate the CPU the
+        // writes needed (goodput fell to 16 % of peak in scripts/bench-overload.sh). A window near the pending
+        // limit keeps the log's batches full; CoDel still sheds a queue that stands beyond it.
         writeConfig.maxLimit = max(8, writeQueueCapacity)
-        writeConfig.initialLimit = min(256, writeConfig.maxLimit)
-        writeConfig.minLimit = min(32, writeConfig.initialLimit)
+        writeConfig.initialLimit = writeConfig.maxLimit
+        writeConfig.minLimit = max(4, writeConfig.maxLimit / 4)
         writeConfig.probeIntervalSamples = nil
         lanes = [
             Lane(

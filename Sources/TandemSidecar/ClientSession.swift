@@ -76,7 +76,12 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// The last response is written; the connection closes when its output buffer is empty.
     private var isFlushingBeforeClose = false
 
-    private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse }
+    private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse, resumeAfterShed }
+
+    /// After a request is shed, its connection is not read for this long. A client that honours Retry-After is
+    /// not slowed; one that retries at once is held back by TCP instead of costing a parse and a 503 each time
+    /// (under a closed-loop flood those 503s ate the CPU the admitted writes needed).
+    static let shedPauseMs: Int64 = 250
 
     init(connection: Connection, proxy: ProxyServer) {
         self.connection = connection
@@ -583,6 +588,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             latencyMicros: exchange.map { EventLoop.preciseNowMicros() - $0.startMicros } ?? 0)
         if keepAlive {
             state = .reading
+            if error.code == "overloaded" {
+                connection.disableReading()
+                arm(.resumeAfterShed, Self.shedPauseMs)
+                return
+            }
             arm(.idle, proxy.settings.idleTimeoutMs)
             if connection.inputCount > 0 { readRequest() }
         } else {
@@ -614,6 +624,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             proxy.metrics.recordUpstreamError("connect")
             failExchange(
                 .upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
+        case .resumeAfterShed:
+            guard state == .reading else { return }
+            connection.enableReading()
+            arm(.idle, proxy.settings.idleTimeoutMs)
+            if connection.inputCount > 0 { readRequest() }
         case .upstreamResponse:
             proxy.metrics.recordUpstreamError("timeout")
             failExchange(
