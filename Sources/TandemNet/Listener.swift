@@ -40,17 +40,9 @@ public final class Listener {
         self.loop = loop
         self.host = host
         self.priority = priority
-        let address = try SocketAddress.resolve(host: host, port: port, passive: true)
-        let flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
-        let created = address.withSockAddr { pointer, length in
-            evconnlistener_new_bind(
-                loop.base, Listener.onAccept, Unmanaged.passUnretained(self).toOpaque(), flags, backlog,
-                pointer, length)
-        }
-        guard let created else { throw .bindFailed(address: "\(host):\(port)", errno: errno) }
-        listener = created
-        evconnlistener_set_error_cb(created, Listener.onError)
-        self.port = SocketAddress.localPort(of: evconnlistener_get_fd(created))
+        (listener, self.port) = try bindListener(
+            loop: loop, host: host, port: port, backlog: backlog, onAccept: Listener.onAccept,
+            onError: Listener.onError, context: Unmanaged.passUnretained(self).toOpaque())
     }
 
     deinit { close() }
@@ -92,6 +84,22 @@ public final class Listener {
         }
         resumeTimer?.schedule(afterMs: 100)
     }
+}
+
+/// Binds a libevent listener on `host:port` (port 0: a free one) and returns it with the bound port. Shared by
+/// `Listener` and `TLSListener`, which differ only in what they do with an accepted socket.
+func bindListener(
+    loop: EventLoop, host: String, port: UInt16, backlog: Int32, onAccept: evconnlistener_cb,
+    onError: evconnlistener_errorcb, context: UnsafeMutableRawPointer
+) throws(NetError) -> (OpaquePointer, UInt16) {
+    let address = try SocketAddress.resolve(host: host, port: port, passive: true)
+    let flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
+    let created = address.withSockAddr { pointer, length in
+        evconnlistener_new_bind(loop.base, onAccept, context, flags, backlog, pointer, length)
+    }
+    guard let created else { throw .bindFailed(address: "\(host):\(port)", errno: errno) }
+    evconnlistener_set_error_cb(created, onError)
+    return (created, SocketAddress.localPort(of: evconnlistener_get_fd(created)))
 }
 
 /// A resolved socket address (IPv4 or IPv6).

@@ -206,17 +206,9 @@ public final class TLSListener {
         self.loop = loop
         self.context = context
         self.priority = priority
-        let address = try SocketAddress.resolve(host: host, port: port, passive: true)
-        let flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
-        let created = address.withSockAddr { pointer, length in
-            evconnlistener_new_bind(
-                loop.base, TLSListener.onAccept, Unmanaged.passUnretained(self).toOpaque(), flags, backlog,
-                pointer, length)
-        }
-        guard let created else { throw .bindFailed(address: "\(host):\(port)", errno: errno) }
-        listener = created
-        evconnlistener_set_error_cb(created, TLSListener.onError)
-        self.port = SocketAddress.localPort(of: evconnlistener_get_fd(created))
+        (listener, self.port) = try bindListener(
+            loop: loop, host: host, port: port, backlog: backlog, onAccept: TLSListener.onAccept,
+            onError: TLSListener.onError, context: Unmanaged.passUnretained(self).toOpaque())
     }
 
     deinit { close() }
