@@ -34,7 +34,7 @@ leader() { # prints the leader id as seen by the given nodes
   done
 }
 wait_leader() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     l=$(leader "$@" || true)
     if [ -n "$l" ] && curl -s --max-time 1 "http://127.0.0.1:${ADMIN[$l]}/status" | grep -q '"role":"leader"'; then echo "$l"; return 0; fi
     sleep 0.1
@@ -68,7 +68,7 @@ sleep 0.5
 T0=$(date +%s%N)
 kill -KILL "${TPID[$LEADER]}" "${APPPID[$LEADER]}"
 REST=$(for n in n1 n2 n3; do [ "$n" != "$LEADER" ] && echo -n "$n "; done)
-NEW=$(wait_leader $REST)
+NEW=$(wait_leader $REST) || { echo "== no new leader within 30 s among $REST" >&2; exit 1; }
 T1=$(date +%s%N)
 echo "== new leader: $NEW, elected $(( (T1 - T0) / 1000000 )) ms after the kill"
 wait "$WRITER"

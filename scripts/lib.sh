@@ -13,7 +13,7 @@ cleanup() {
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
   done
-  rm -rf "$WORKDIR"
+  if [ -n "${KEEP_LOGS:-}" ]; then echo "logs kept in $WORKDIR" >&2; else rm -rf "$WORKDIR"; fi
 }
 trap cleanup EXIT
 
