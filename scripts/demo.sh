@@ -64,10 +64,11 @@ for op in $(seq 1 100); do write "$op"; done
 echo "== killing the leader $LEADER (kill -9 of its tandem and its app) while writing 100 more"
 ( for op in $(seq 101 200); do write "$op"; done ) &
 WRITER=$!
+PIDS+=("$WRITER")  # stopped with everything else if the demo ends early
 sleep 0.5
 T0=$(date +%s%N)
 kill -KILL "${TPID[$LEADER]}" "${APPPID[$LEADER]}"
-REST=$(for n in n1 n2 n3; do [ "$n" != "$LEADER" ] && echo -n "$n "; done)
+REST=$(for n in n1 n2 n3; do if [ "$n" != "$LEADER" ]; then echo -n "$n "; fi; done)
 NEW=$(wait_leader $REST) || { echo "== no new leader within 30 s among $REST" >&2; exit 1; }
 T1=$(date +%s%N)
 echo "== new leader: $NEW, elected $(( (T1 - T0) / 1000000 )) ms after the kill"
