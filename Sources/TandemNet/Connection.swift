@@ -54,8 +54,6 @@ public final class Connection {
     private var isConsumingInput = false
     private var closeRequested = false
     private var closeWhenFlushed = false
-    /// A free slot for the owner (e.g. the index of a pool entry). TandemNet never reads it.
-    public var tag: Int = 0
 
     private static let onRead: bufferevent_data_cb = { _, context in
         guard let context else { return }
@@ -232,16 +230,6 @@ public final class Connection {
         } else {
             closeWhenFlushed = true
             bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
-        }
-    }
-
-    /// Shuts down the sending side after the buffered output is written (half-close), for tunnels.
-    public func shutdownWriteAfterFlush() {
-        guard let bev else { return }
-        if outputCount == 0 {
-            shutdown(bufferevent_getfd(bev), Int32(SHUT_WR))
-        } else {
-            closeWhenFlushed = true
         }
     }
 

@@ -150,6 +150,7 @@ final class Replication: ReplicaDelegate {
         runtime.propose(command.encoded(), id: id) { [unowned self] result in
             // A refused proposal was appended nowhere: a definite failure, safe to report as such.
             if case .rejected(let error) = result {
+                if error == .overloaded { self.metrics.recordShed("uncommitted_bytes") }
                 self.pendingWrites.removeValue(forKey: id)?.completion(.failed(Self.answer(for: error)))
             }
         }

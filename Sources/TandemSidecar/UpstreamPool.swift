@@ -144,7 +144,6 @@ final class UpstreamPool {
 /// Whether the local app answers, as seen from real traffic and from a periodic connect probe.
 final class AppHealth {
     private(set) var isReachable = false
-    private(set) var lastChangeMs: Int64 = 0
     var onChange: ((Bool) -> Void)?
 
     /// Called when a connection to the app is refused: nothing listens on its port, so the process is gone
@@ -163,7 +162,6 @@ final class AppHealth {
     private func set(_ reachable: Bool) {
         guard reachable != isReachable else { return }
         isReachable = reachable
-        lastChangeMs = EventLoop.preciseNowMs()
         onChange?(reachable)
     }
 }
