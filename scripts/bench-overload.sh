@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offered load against goodput (issue 6): one tandem in front of example-kv, replicated writes (POST .../incr,
+# Offered load against goodput: one tandem in front of example-kv, replicated writes (POST .../incr,
 # fsync on disk) from wrk at concurrency from 0.5x to 10x of the concurrency that gives peak goodput. wrk is a
 # closed-loop generator, so "offered load" here is the number of clients that each send as fast as they are
 # answered; beyond capacity Tandem must shed the excess (503 overloaded) and keep its goodput.

@@ -52,7 +52,7 @@ extension TandemConfiguration: CustomStringConvertible, CustomDebugStringConvert
         return values.map { (name: $0.0, value: $0.1) }
     }
 
-    /// The methods in the order PRODUCT.md lists them (POST, PUT, PATCH, DELETE), then any others sorted, so the
+    /// The methods in the documented order (POST, PUT, PATCH, DELETE), then any others sorted, so the
     /// rendering is stable and reads like the default.
     static func canonicalOrder(_ methods: Set<String>) -> [String] {
         let usual = ["POST", "PUT", "PATCH", "DELETE"]

@@ -16,7 +16,7 @@ public enum AppProtocol: String, CaseIterable, Sendable {
     public static let supported: [AppProtocol] = [.http]
 }
 
-/// The default consistency of reads (PRODUCT.md "Reads").
+/// The default consistency of reads (README, "How it works").
 public enum ReadConsistency: String, CaseIterable, Sendable {
     /// Served from whatever this replica has applied.
     case local
@@ -28,7 +28,7 @@ public enum ReadConsistency: String, CaseIterable, Sendable {
     case lease
 }
 
-/// Whether the app keeps its state across its own restarts (PRODUCT.md "Apply").
+/// Whether the app keeps its state across its own restarts (README, "Guarantees").
 public enum AppState: String, CaseIterable, Sendable {
     /// Tandem resumes after the last applied index it recorded.
     case durable

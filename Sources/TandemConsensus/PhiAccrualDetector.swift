@@ -7,7 +7,7 @@ import Foundation
 /// standard deviation (at least a floor). It only measures: it never removes anyone; the caller decides what a
 /// suspicion means (in Tandem, a follower starts a pre-vote and the quorum vote still decides).
 ///
-/// Guards against the failures PITFALLS.md lists: a standard-deviation floor and an acceptable pause (no flapping on
+/// Guards against the known failures of such detectors: a standard-deviation floor and an acceptable pause (no flapping on
 /// a quiet LAN), a warm-up (no suspicion before samples exist), no sample for the first interval after a suspicion,
 /// and a local-pause guard (when this node's own ticks arrive late it suspects no one for a while and records no
 /// sample across the stall, since the silence was ours).

@@ -1,4 +1,4 @@
-/// Settings of one consensus node. Defaults follow PRODUCT.md; `validate()` states the relations that keep reads safe.
+/// Settings of one consensus node. Defaults are the documented ones; `validate()` states the relations that keep reads safe.
 public struct RaftConfig: Sendable {
     /// This node.
     public var id: NodeID
@@ -44,7 +44,7 @@ public struct RaftConfig: Sendable {
     /// Committed entries handed out in one Ready at most.
     public var maxCommittedEntriesPerReady: Int = 4096
 
-    /// A configuration with the defaults of PRODUCT.md.
+    /// A configuration with the documented defaults.
     public init(id: NodeID, peers: [NodeID]) {
         self.id = id
         self.peers = peers

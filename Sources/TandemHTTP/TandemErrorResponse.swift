@@ -1,4 +1,4 @@
-// TandemErrorResponse: the JSON error responses Tandem itself produces (PRODUCT.md, "Writes"):
+// TandemErrorResponse: the JSON error responses Tandem itself produces (README, "How it works"):
 // {"error":"<code>","message":"...","retryable":true|false}.
 
 /// An error Tandem answers on its own behalf, and its bytes.

@@ -21,7 +21,7 @@
 //     public func lostAcknowledgedWrites(_ history: [KVOperation], kv: [String: String],
 //                                        counters: [String: Int64]) -> [LostWrite]
 //
-// The model (it mirrors the example-kv app of PRODUCT.md):
+// The model (it mirrors the example-kv app):
 // - Keys (`put`, `get`, `append`, `delete`) and counters (`increment`, `readCounter`) live in SEPARATE namespaces,
 //   as `/kv/{key}` and `/counters/{name}` do in example-kv. A key "x" and a counter "x" never interact.
 // - A key is absent until put or appended to. `get` of an absent key returns `.value(nil)`. `append` to an absent

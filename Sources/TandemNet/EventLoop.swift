@@ -6,7 +6,7 @@
 //
 // Threading: one EventLoop per thread, created and run on that thread. Every object created from a loop is used
 // only on that loop's thread. C callbacks are non-capturing closures stored as `static let` on the owning class,
-// with the Swift object passed through libevent's context pointer (see STYLE.md, "Swift on libevent").
+// with the Swift object passed through libevent's context pointer (see ARCHITECTURE.md, "The event loop").
 
 import CLibevent
 import CLibeventPthreads
@@ -33,7 +33,7 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The priority classes of the loop. Admin traffic (health checks) is served before client traffic, so an
-/// orchestrator never kills a replica that is coping with load (PITFALLS.md, "Health checks queued behind ...").
+/// orchestrator never kills a replica that is coping with load (health checks queued behind client traffic fail pods under load).
 public enum EventPriority: Int32, Sendable {
     case control = 0
     case normal = 1

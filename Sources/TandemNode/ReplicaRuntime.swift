@@ -129,7 +129,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// (e.g. the sidecar's divergence digests), with the payload valid only during the call.
     public var onApplicationFrame: ((NodeID, UInt8, UnsafeRawBufferPointer) -> Void)?
     public static let applicationFrameTypeMin: UInt8 = 0x40
-    /// Called when the disk fails: a failed fsync is fatal (PITFALLS.md, "fsyncgate").
+    /// Called when the disk fails: a failed fsync is fatal (PostgreSQL's "fsyncgate").
     public var onFatalDiskError: ((WALError) -> Void)?
 
     public init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {

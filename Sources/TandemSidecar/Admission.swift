@@ -20,7 +20,7 @@ struct AdmissionSlot {
     let inflightAtStart: Int
 }
 
-/// Overload control on the request path (PRODUCT.md "Overload and rate limiting"): GCRA rate limits per key and
+/// Overload control on the request path (README, "Overload"): GCRA rate limits per key and
 /// global (429), and for reads towards the app and writes into the log an adaptive concurrency limit (Gradient2)
 /// in front of a bounded CoDel queue (503 `overloaded` when full or when a standing queue forms). Every queue here
 /// is bounded; a waiting request whose client left is dropped before it costs anything.
@@ -47,7 +47,7 @@ final class Admission {
         self.rateLimitKey = rateLimitKey
         let codel = CoDelController.Configuration(targetMicros: max(1, queueTargetMs) * 1000, intervalMicros: 100_000)
         // No probing down to a tiny concurrency: at a floor of 4, 50 healthy clients queue behind the probe and
-        // CoDel sheds them (PITFALLS.md, Envoy #8337). The floors stay well above ordinary client concurrency.
+        // CoDel sheds them (Envoy #8337). The floors stay well above ordinary client concurrency.
         var readConfig = AdaptiveConcurrencyLimit.Configuration()
         readConfig.initialLimit = 256
         readConfig.minLimit = 64

@@ -19,7 +19,7 @@ struct AppliedResponse {
 /// not-ready. Any HTTP response counts as applied: a 4xx is a deterministic outcome, the same on every replica.
 ///
 /// A retry after a connection broke mid-request may deliver an entry twice; it carries the same `Tandem-Index`
-/// both times, which an app can use to deduplicate (PRODUCT.md, "Apply").
+/// both times, which an app can use to deduplicate (README, "Guarantees").
 final class Applier: ConnectionDelegate {
     private unowned let loop: EventLoop
     private let upstreamHost: String

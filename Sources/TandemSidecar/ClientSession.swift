@@ -21,7 +21,7 @@ final class Exchange {
     var status = 0
     var clientKeepAlive: Bool
     /// A bodiless GET or HEAD sent on a reused connection that the app closed before answering may be sent again
-    /// once on a fresh connection: nothing can have been applied twice (PITFALLS.md, "Retrying a non-idempotent ...").
+    /// once on a fresh connection: nothing can have been applied twice (a retried non-idempotent request must never apply twice).
     var retriedOnFreshConnection = false
     var isUpgrade: Bool
     /// Body bytes that arrived while no app connection was attached: the whole body of a replicated write, or
@@ -188,7 +188,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         if let replication = proxy.replication {
             if requestClass != .bypass, let reason = replication.notServingReason {
-                // PITFALLS.md: an app started before its sidecar is ready, or the reverse. Hold client traffic.
+                // An app started before its sidecar is ready, or the reverse. Hold client traffic.
                 respondWithError(
                     Replication.error(503, "not_ready", reason, retryAfter: 1),
                     forceClose: !head.keepAlive || head.framing != .none)

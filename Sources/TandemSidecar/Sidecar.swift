@@ -31,7 +31,7 @@ public struct SidecarOptions: Sendable {
     public init() {}
 }
 
-/// Rate limits and queueing (PRODUCT.md "Overload and rate limiting").
+/// Rate limits and queueing (README, "Overload").
 public struct OverloadSettings: Sendable {
     public var rateLimit: RateLimit?
     public var globalRateLimit: RateLimit?
@@ -344,7 +344,7 @@ public final class Sidecar {
         return StatusPage.render(model)
     }
 
-    /// PRODUCT.md names three roles; a pre-candidate is still a follower to the outside.
+    /// The contract names three roles; a pre-candidate is still a follower to the outside.
     static func roleName(_ role: Role) -> String {
         switch role {
         case .leader: return "leader"

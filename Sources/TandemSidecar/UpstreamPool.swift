@@ -12,7 +12,7 @@ protocol UpstreamOwner: AnyObject {
 
 /// One keep-alive connection to the local app. While it carries an exchange its owner hears every event; while it
 /// idles in the pool, any input is a protocol violation and any close just removes it (the app may close idle
-/// connections whenever it likes: PITFALLS.md, "Pooled upstream connections that the app already closed").
+/// connections whenever it likes: a pooled connection the app already closed must be redialled, not failed).
 final class UpstreamConnection: ConnectionDelegate {
     private(set) var connection: Connection!
     weak var owner: UpstreamOwner?

@@ -1,6 +1,6 @@
 // Reading a data directory back: segment names, the replay of every record, and the torn-tail rule.
 //
-// The torn-tail rule (PITFALLS.md: "torn writes are not corruption; corruption is not a torn write"): only the
+// The torn-tail rule (torn writes are not corruption; corruption is not a torn write): only the
 // last segment can end in the middle of a write, because a segment is fsynced before the next one is created.
 // So the first invalid record of the last segment is a torn tail when no valid record exists anywhere after it
 // (an incomplete record, a bad CRC on the very last record, or zero-filled space all qualify), and it is cut off.

@@ -4,7 +4,7 @@ import XCTest
 
 /// The table is the single source of truth for help, docs and the parser; these tests keep the three in step.
 final class VariableTableTests: XCTestCase {
-    /// Every variable PRODUCT.md names, so a variable dropped from the table fails here.
+    /// Every variable the README's reference names, so a variable dropped from the table fails here.
     static let productVariables: Set<String> = [
         "TANDEM_LISTEN", "TANDEM_UPSTREAM", "TANDEM_PEER_LISTEN", "TANDEM_ADMIN_LISTEN", "TANDEM_PROTOCOL",
         "TANDEM_NODE_ID", "TANDEM_PEERS", "TANDEM_DATA_DIR", "TANDEM_HEARTBEAT_INTERVAL", "TANDEM_PHI_THRESHOLD",
@@ -15,7 +15,7 @@ final class VariableTableTests: XCTestCase {
         "TANDEM_MAX_CONNECTIONS", "TANDEM_HEADER_TIMEOUT", "TANDEM_IDLE_TIMEOUT", "TANDEM_RATE_LIMIT",
         "TANDEM_RATE_LIMIT_KEY", "TANDEM_RATE_LIMIT_GLOBAL", "TANDEM_TLS_CERT", "TANDEM_TLS_KEY", "TANDEM_TLS_CA",
         "TANDEM_CLUSTER_SECRET", "TANDEM_ADMIN_TOKEN", "TANDEM_LOG_LEVEL", "TANDEM_LOG_FORMAT",
-        // Beyond PRODUCT.md: the proxy's own timeouts towards the app (issue 2 asks for 502/504 on them).
+        // Beyond the original contract: the proxy's own timeouts towards the app.
         "TANDEM_UPSTREAM_CONNECT_TIMEOUT", "TANDEM_UPSTREAM_TIMEOUT",
     ]
 

@@ -2,7 +2,7 @@ import XCTest
 
 @testable import TandemHTTP
 
-/// Every request-smuggling pattern of RFC 9112 and PITFALLS.md is rejected with its own error (never fixed
+/// Every request-smuggling pattern of RFC 9112 and the known smuggling attacks is rejected with its own error (never fixed
 /// up), and the error maps to the status the proxy answers before closing the connection. Each case is also
 /// fed one byte at a time, because a check that only works on whole buffers is no check.
 final class SmugglingTests: XCTestCase {
