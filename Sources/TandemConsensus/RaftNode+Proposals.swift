@@ -20,8 +20,7 @@ extension RaftNode {
         }
         guard let leader else { throw .noLeader }
         guard pendingForwards.count < config.maxPendingForwards else { throw .overloaded }
-        pendingForwards[id] = self.nowMs
-        outgoingForwards[leader, default: []].append(ForwardedProposal(id: id, data: data))
+        forward(ForwardedProposal(id: id, data: data), to: leader)
     }
 
     /// Appends a proposal to the leader's log; the broadcast is deferred to the next Ready so proposals batch.
@@ -42,52 +41,6 @@ extension RaftNode {
         needsAppendBroadcast = true
         if config.quorum == 1 { maybeCommit() }
         return (entry.index, entry.term)
-    }
-
-    mutating func onProposalForward(_ forward: ProposalForward) {
-        var outcomes: [ProposalID: ProposalOutcome] = [:]
-        for proposal in forward.proposals {
-            if let known = forwardOutcomes[proposal.id] {
-                outcomes[proposal.id] = known  // A duplicate: the same fate as the original, never a second append.
-                continue
-            }
-            let outcome: ProposalOutcome
-            if role != .leader {
-                outcome = .rejected(.noLeader)
-            } else {
-                do throws(ProposalError) {
-                    let placed = try appendProposal(proposal.data, id: proposal.id)
-                    outcome = .accepted(index: placed.index, term: placed.term)
-                } catch {
-                    outcome = .rejected(error)
-                }
-            }
-            forwardOutcomes.insert(outcome, for: proposal.id)
-            outcomes[proposal.id] = outcome
-        }
-        send(
-            .proposalForwardResponse(
-                ProposalForwardResponse(
-                    from: config.id, to: forward.from, term: term,
-                    outcomes: outcomes)))
-    }
-
-    mutating func onProposalForwardResponse(_ response: ProposalForwardResponse) {
-        for (id, outcome) in response.outcomes.sorted(by: { $0.key.sequence < $1.key.sequence }) {
-            guard pendingForwards.removeValue(forKey: id) != nil else { continue }
-            switch outcome {
-            case .accepted(let index, let term): pending.acceptedProposals.append((id, index, term))
-            case .rejected(let error): pending.rejectedProposals.append((id, error))
-            }
-        }
-    }
-
-    /// Forgets forwards the leader never answered. Their outcome stays unknown: the runtime's commit timeout
-    /// answers the client, and the entry's proposal id tells it if the write commits after all.
-    mutating func expireForwards() {
-        guard !pendingForwards.isEmpty else { return }
-        let cutoff = nowMs - 2 * config.electionTimeoutMs
-        pendingForwards = pendingForwards.filter { $0.value > cutoff }
     }
 
     // MARK: Leadership transfer

@@ -66,15 +66,15 @@ public struct RaftNode: Sendable {
     /// Once TimeoutNow was sent in this term, no lease is granted again in it: the target's election skips stickiness.
     var leaseDisabledInTerm = false
     var reads = ReadState()
-    /// The fate of forwarded proposals this node answered, so a duplicated forward gets the same answer.
-    var forwardOutcomes: BoundedFIFOMap<ProposalID, ProposalOutcome>
+    /// The fate of forwarded proposals this node answered, so a repeated forward gets the same answer.
+    var forwardOutcomes: ForwardOutcomeTable
     /// The difference between the wall clock and `nowMs` as last told by `propose` (stamps `Entry.timeMs`).
     var wallOffsetMs: Int64 = 0
 
     // MARK: Follower state
-    /// Proposals forwarded to the leader and not yet answered, with when they were sent.
+    /// Proposals forwarded to the leader and not yet answered (see Forwarding.swift).
     /// Invariant: `pendingForwards.count <= config.maxPendingForwards`.
-    var pendingForwards: [ProposalID: Int64] = [:]
+    var pendingForwards: [ProposalID: PendingForward] = [:]
 
     // MARK: Effects not yet handed out
     var pending = Ready()
@@ -123,7 +123,8 @@ public struct RaftNode: Sendable {
         votedFor = recovered.hardState.votedFor
         log = RaftLog(recovered: recovered)
         rng = SplitMix64(seed: seed)
-        forwardOutcomes = BoundedFIFOMap(capacity: config.maxPendingForwards)
+        forwardOutcomes = ForwardOutcomeTable(
+            capacity: config.forwardOutcomeCapacity, retentionMs: config.forwardOutcomeRetentionMs)
         lastHandedHardState = recovered.hardState
         durableHardState = recovered.hardState
         appliedIndex = recovered.appliedIndex
@@ -150,7 +151,7 @@ public struct RaftNode: Sendable {
             tickElection(leaderVerdict: leaderVerdict, stalled: stalled)
         }
         expireReads()
-        expireForwards()
+        tickForwards()
         checkInvariants()
     }
 

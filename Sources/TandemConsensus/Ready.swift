@@ -29,6 +29,9 @@ public struct Ready: Sendable {
     public var acceptedProposals: [(id: ProposalID, index: UInt64, term: UInt64)] = []
     /// Proposals refused; none of them was appended.
     public var rejectedProposals: [(id: ProposalID, error: ProposalError)] = []
+    /// Forwarded proposals whose fate this node cannot learn (no answer within the patience, or the leader or term
+    /// changed, or a refusal after a resend): they may have been appended and may still commit.
+    public var unknownProposals: [ProposalID] = []
     /// Non-nil when the role, term or known leader changed (for logs and metrics).
     public var roleChange: RoleChange?
 
@@ -38,7 +41,7 @@ public struct Ready: Sendable {
     public var isEmpty: Bool {
         hardState == nil && entriesToPersist.isEmpty && messages.isEmpty && committedEntries.isEmpty
             && readyReads.isEmpty && failedReads.isEmpty && acceptedProposals.isEmpty
-            && rejectedProposals.isEmpty && roleChange == nil
+            && rejectedProposals.isEmpty && unknownProposals.isEmpty && roleChange == nil
     }
 }
 

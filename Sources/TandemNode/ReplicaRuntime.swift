@@ -40,10 +40,12 @@ public struct ReplicaConfig: Sendable {
     }
 }
 
-/// What becomes of a proposal: appended at an index (it will be applied when committed), or refused.
+/// What becomes of a proposal: appended at an index (it will be applied when committed), refused (appended
+/// nowhere), or unknown (a forward whose answer never came: it may have been appended and may still commit).
 public enum ProposalResult: Sendable {
     case accepted(index: UInt64, term: UInt64)
     case rejected(ProposalError)
+    case unknown
 }
 
 /// Receives what the runtime produces, on the loop thread.
@@ -66,8 +68,6 @@ public struct ReplicaCounters: Sendable {
     public var messagesSent: UInt64 = 0
     public var messagesDropped: UInt64 = 0
     public var undecodableFrames: UInt64 = 0
-    /// Forwards sent again on a new link to the same leader (see `resendForwards`).
-    public var forwardsResent: UInt64 = 0
     /// Commit latency: proposal accepted on the leader to committed, in microseconds.
     public var commitLatencyMicros = LatencySamples()
 }
@@ -198,9 +198,6 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     // MARK: inputs
 
     private func onTick() {
-        if !unansweredForwards.isEmpty, let leader = raft.status.leader, leader != config.raft.id {
-            resendForwards(to: leader, olderThanMs: forwardResendAfterMs)
-        }
         // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
         raft.tick(nowMs: EventLoop.preciseNowMs(), wallTimeMs: EventLoop.wallClockMs())
         scheduleReady()
@@ -354,13 +351,12 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         }
         for (id, index) in ready.readyReads { pendingReads.removeValue(forKey: id)?(.success(index)) }
         for (id, error) in ready.failedReads { pendingReads.removeValue(forKey: id)?(.failure(error)) }
-        for (id, _, _) in ready.acceptedProposals { unansweredForwards.removeValue(forKey: id) }
-        for (id, _) in ready.rejectedProposals { unansweredForwards.removeValue(forKey: id) }
         for (id, index, term) in ready.acceptedProposals {
             if raft.currentRole == .leader { acceptedAtMicros[index] = EventLoop.preciseNowMicros() }
             pendingProposals.removeValue(forKey: id)?(.accepted(index: index, term: term))
         }
         for (id, error) in ready.rejectedProposals { pendingProposals.removeValue(forKey: id)?(.rejected(error)) }
+        for id in ready.unknownProposals { pendingProposals.removeValue(forKey: id)?(.unknown) }
         raft.advance(ready)
         scheduleReady()
     }
@@ -401,36 +397,19 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     // MARK: transport
 
-    /// Forwards sent and not answered yet, by proposal, so that they can be sent again on a new link to the same
-    /// leader in the same term: a link replaced under them (a peer restart, a simultaneous dial) loses their bytes,
-    /// and nobody else retransmits a forward. The leader answers a repeated id with the original outcome (the core
-    /// keeps recent forward outcomes), so a repeat never appends twice. Bounded by the proposals waiting here.
-    private var unansweredForwards:
-        [ProposalID: (leader: NodeID, term: UInt64, sentAtMs: Int64, proposal: ForwardedProposal)] = [:]
-    /// A forward unanswered this long is sent again (a leader answers at once; the wait covers a slow link).
-    private let forwardResendAfterMs: Int64 = 300
-
     private func send(_ message: Message) {
-        if case .proposalForward(let forward) = message {
-            for proposal in forward.proposals where pendingProposals[proposal.id] != nil {
-                unansweredForwards[proposal.id] = (forward.to, forward.term, EventLoop.preciseNowMs(), proposal)
-            }
-        }
         let outcome = transport.send(message)
         if outcome.isQueued {
             counters.messagesSent += 1
             return
         }
         counters.messagesDropped += 1
-        // Raft retransmits its own messages, but nobody retransmits a forward: one dropped here was never
-        // delivered, so its proposals were appended nowhere and its reads confirmed by no one. Say so now
-        // (a definite, retryable refusal) instead of letting the client wait for its timeout.
+        // Raft retransmits its own messages. A forward that never left is the core's to settle (it resends or
+        // refuses it); a read request that never left was confirmed by no one: fail it now, retryable.
         switch message {
-        case .proposalForward(let forward):
-            for proposal in forward.proposals {
-                unansweredForwards.removeValue(forKey: proposal.id)
-                pendingProposals.removeValue(forKey: proposal.id)?(.rejected(.noLeader))
-            }
+        case .proposalForward:
+            raft.notDelivered(message, nowMs: EventLoop.preciseNowMs())
+            scheduleReady()
         case .readIndexRequest(let request):
             for read in request.reads { pendingReads.removeValue(forKey: read)?(.failure(.noLeader)) }
         default:
@@ -467,27 +446,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     public func peerTransport(_ transport: PeerTransport, peerDidConnect peer: NodeID) {
         log.info("peer connected", metadata: ["peer": "\(peer)"])
-        resendForwards(to: peer)
-    }
-
-    /// Sends again, on a fresh link, the forwards to `peer` that were never answered, if it still leads the term
-    /// they were sent in. Forwards of an older term are left to their timeout: their outcome is unknown.
-    private func resendForwards(to peer: NodeID, olderThanMs: Int64 = 0) {
-        let status = raft.status
-        let now = EventLoop.preciseNowMs()
-        unansweredForwards = unansweredForwards.filter {
-            pendingProposals[$0.key] != nil && $0.value.term == status.term
-        }
-        var again: [ForwardedProposal] = []
-        for (id, forward) in unansweredForwards
-        where forward.leader == peer && status.leader == peer && now - forward.sentAtMs >= olderThanMs {
-            again.append(forward.proposal)
-            unansweredForwards[id]?.sentAtMs = now
-        }
-        guard !again.isEmpty else { return }
-        counters.forwardsResent += UInt64(again.count)
-        _ = transport.send(
-            .proposalForward(ProposalForward(from: config.raft.id, to: peer, term: status.term, proposals: again)))
+        // Forwards sent on the old link may have died with it: the core sends them again on this one.
+        raft.linkUp(to: peer, nowMs: EventLoop.preciseNowMs())
+        scheduleReady()
     }
 
     public func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {

@@ -11,6 +11,7 @@ struct TestCluster {
     var failedReads: [NodeID: [(id: ReadID, error: ReadError)]] = [:]
     var rejected: [NodeID: [(id: ProposalID, error: ProposalError)]] = [:]
     var accepted: [NodeID: [ProposalID]] = [:]
+    var unknown: [NodeID: [ProposalID]] = [:]
     /// Messages in flight with their delivery time, in sending order.
     var inFlight: [(atMs: Int64, message: Message)] = []
     var blocked: Set<[NodeID]> = []
@@ -91,6 +92,7 @@ struct TestCluster {
             failedReads[id, default: []].append(contentsOf: ready.failedReads)
             rejected[id, default: []].append(contentsOf: ready.rejectedProposals)
             accepted[id, default: []].append(contentsOf: ready.acceptedProposals.map(\.id))
+            unknown[id, default: []].append(contentsOf: ready.unknownProposals)
             nodes[id]!.advance(ready)
         }
     }
