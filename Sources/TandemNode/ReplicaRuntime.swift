@@ -123,6 +123,18 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     public private(set) var counters = ReplicaCounters()
     /// The applied index recorded on disk at start: a durable app has everything up to here.
     public let recoveredAppliedIndex: UInt64
+    /// The previous run of this node ended without a graceful stop.
+    public let previousRunCrashed: Bool
+    /// After a crash, entries up to this index may already have reached the app: they are delivered again marked
+    /// as redeliveries. Zero after a graceful stop. Bounded: the applier never runs more than `redeliveryWindow`
+    /// entries ahead of the applied index on disk.
+    public let redeliveryThrough: UInt64
+    public static let redeliveryWindow: UInt64 = 256
+    /// The sidecar's apply state saved by the last graceful stop (opaque here), if any.
+    public let recoveredApplyPayload: [UInt8]?
+    /// Called when the applied index on disk advanced (an applier held at the redelivery window may go on).
+    public var onDurableAppliedAdvance: (() -> Void)?
+    private var appliedFlushInFlight = false
     public let recoveryNote: String?
     private var stopped = false
     /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
@@ -148,15 +160,26 @@ public final class ReplicaRuntime: PeerTransportDelegate {
             recovered.hardState.map {
                 TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
             } ?? TandemConsensus.HardState()
-        recoveredAppliedIndex = recovered.appliedIndex
-        let handOutAfter = config.replayWholeLogOnStart ? 0 : min(recovered.appliedIndex, hard.commitIndex)
+        let previousRun = try ApplyCheckpoint.begin(directory: config.dataDirectory)
+        // After a graceful stop the checkpoint's applied index is exact (it may be ahead of the WAL's lazily
+        // written one); after a crash the WAL's is a lower bound, and the entries after it that the applier may
+        // have reached are delivered again, marked.
+        var applied = recovered.appliedIndex
+        if previousRun.cleanStop, let checkpoint = previousRun.checkpoint {
+            applied = max(applied, min(checkpoint.appliedIndex, hard.commitIndex))
+        }
+        recoveredAppliedIndex = applied
+        previousRunCrashed = !previousRun.cleanStop
+        redeliveryThrough = previousRun.cleanStop ? 0 : applied + Self.redeliveryWindow
+        recoveredApplyPayload = previousRun.checkpoint?.payload
+        let handOutAfter = config.replayWholeLogOnStart ? 0 : min(applied, hard.commitIndex)
         raft = RaftNode(
             config: config.raft,
             recovered: RecoveredState(hardState: hard, entries: entries, appliedIndex: handOutAfter),
             seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs())
                 ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
         appliedIndex = handOutAfter
-        durableAppliedIndex = recovered.appliedIndex
+        durableAppliedIndex = applied
         lastPersistedHardState = hard
         recoveryNote = recovered.tornTail.map {
             "truncated a torn WAL tail in \($0.file) at offset \($0.offset) (\($0.discardedBytes) bytes): \($0.reason)"
@@ -184,15 +207,39 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// The port the peer listener is bound to.
     public var peerPort: UInt16 { transport?.listenPort ?? 0 }
 
-    public func stop() {
+    /// Stops the node. `checkpointPayload` is non-nil for a graceful stop in which the applier finished every
+    /// entry it started: then the exact applied index and the payload are written, and the next start delivers
+    /// nothing twice. Without it, the next start treats this run as crashed.
+    public func stop(checkpointPayload: [UInt8]? = nil) {
         guard !stopped else { return }
         stopped = true
         tickTimer?.invalidate()
         appliedFlushTimer?.invalidate()
-        flushAppliedIndex()
+        if appliedIndex > durableAppliedIndex {
+            var job = PersistJob()
+            job.appliedIndex = appliedIndex
+            disk.submit(job) { _ in }
+        }
         transport?.stop()
         readyWakeup?.invalidate()
-        disk.stop()
+        disk.stop()  // Finishes every queued job first.
+        guard let checkpointPayload, !config.replayWholeLogOnStart else { return }
+        do throws(ApplyCheckpoint.CheckpointError) {
+            try ApplyCheckpoint.finish(
+                ApplyCheckpoint(appliedIndex: appliedIndex, payload: checkpointPayload),
+                directory: config.dataDirectory)
+            log.info("stopped gracefully", metadata: ["appliedIndex": "\(appliedIndex)"])
+        } catch {
+            log.error("cannot write the apply checkpoint: the next start redelivers", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Whether the applier may hand `index` to the app now: never more than `redeliveryWindow` entries beyond the
+    /// applied index on disk, so that after a crash at most that many are delivered twice. When the answer is no,
+    /// the applied index is being written; `onDurableAppliedAdvance` tells when to ask again.
+    public func mayApply(_ index: UInt64) -> Bool {
+        if index > durableAppliedIndex + Self.redeliveryWindow / 2 { flushAppliedIndex() }
+        return index <= durableAppliedIndex + Self.redeliveryWindow
     }
 
     // MARK: inputs
@@ -313,7 +360,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         disk.submit(job) { [unowned self] outcome in
             self.persistInFlight = false
             self.recordDisk(outcome)
-            if let applied = appliedInJob { self.durableAppliedIndex = max(self.durableAppliedIndex, applied) }
+            if let applied = appliedInJob { self.noteDurableApplied(applied) }
             if let persistedHard {
                 self.lastPersistedHardState = persistedHard
                 if self.unsyncedCommitIndex.map({ $0 <= persistedHard.commitIndex }) ?? false {
@@ -385,14 +432,22 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     }
 
     private func flushAppliedIndex() {
-        guard appliedIndex > durableAppliedIndex, !persistInFlight else { return }
+        guard appliedIndex > durableAppliedIndex, !appliedFlushInFlight, !stopped else { return }
         var job = PersistJob()
         job.appliedIndex = appliedIndex
         let target = appliedIndex
+        appliedFlushInFlight = true
         disk.submit(job) { [unowned self] outcome in
+            self.appliedFlushInFlight = false
             self.recordDisk(outcome)
-            self.durableAppliedIndex = max(self.durableAppliedIndex, target)
+            if outcome.error == nil { self.noteDurableApplied(target) }
         }
+    }
+
+    private func noteDurableApplied(_ index: UInt64) {
+        guard index > durableAppliedIndex else { return }
+        durableAppliedIndex = index
+        onDurableAppliedAdvance?()
     }
 
     // MARK: transport

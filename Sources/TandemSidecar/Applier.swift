@@ -57,6 +57,17 @@ final class Applier: ConnectionDelegate {
     /// Connected while holding: the owner decides (replay from the start, or `releaseHeld()`).
     var onConnectedWhileHolding: (() -> Void)?
     private var heldRequest: (command: WriteCommand, entry: Entry)?
+    /// Entries up to this index may have reached the app before a crash: they carry `Tandem-Redelivery: true`.
+    var redeliveryThrough: UInt64 = 0
+    /// Whether `index` may be handed to the app now (the runtime bounds how far apply runs ahead of the applied
+    /// index on disk). When it says no, `resume()` is called later.
+    var mayApply: (UInt64) -> Bool = { _ in true }
+    private var heldAtWindow = false
+    /// Bytes of the current entry were written to the app at least once: it may have been applied.
+    private var currentReachedApp = false
+    /// Set by a graceful stop: finish the current entry, start no other; then call this.
+    private var onIdle: ((Bool) -> Void)?
+    private(set) var redeliveredCount: UInt64 = 0
 
     init(
         loop: EventLoop, upstreamHost: String, upstreamPort: UInt16, startAfter index: UInt64,
@@ -82,6 +93,44 @@ final class Applier: ConnectionDelegate {
         if current == nil { applyNext() }
     }
 
+    /// Replaces the idempotency table (rebuilt from the log at start, before anything is applied).
+    func restore(idempotency table: IdempotencyTable) {
+        precondition(current == nil && appliedCount == 0, "the table is restored before the first apply")
+        idempotency = table
+    }
+
+    /// A graceful stop: lets the entry in flight finish (at most `timeoutMs`), starts no other, then calls
+    /// `completion(true)` when nothing may have reached the app without being recorded as applied.
+    func finishCurrent(timeoutMs: Int64, completion: @escaping (Bool) -> Void) {
+        onIdle = completion
+        if current == nil || !currentReachedApp || isStalled {
+            retryTimer.cancel()
+            settleIdle()  // Nothing in flight (a stalled entry that reached the app counts as not settled).
+            return
+        }
+        idleTimer = TandemNet.Timer(loop: loop, priority: .control) { [weak self] in
+            guard let self, let onIdle = self.onIdle else { return }
+            self.onIdle = nil
+            onIdle(false)
+        }
+        idleTimer?.schedule(afterMs: timeoutMs)
+    }
+    private var idleTimer: TandemNet.Timer?
+
+    private func settleIdle() {
+        guard let onIdle else { return }
+        self.onIdle = nil
+        idleTimer?.invalidate()
+        onIdle(current == nil || !currentReachedApp)
+    }
+
+    /// The applied index on disk advanced: an entry held at the redelivery window may go now.
+    func resume() {
+        guard heldAtWindow else { return }
+        heldAtWindow = false
+        applyNext()
+    }
+
     /// Starts over from the beginning of the log: the app restarted and lost its in-memory state
     /// (`TANDEM_APP_STATE=memory`). `history` is every entry up to the applied index, in order; entries already
     /// queued follow it. The digest and the idempotency table are rebuilt by the replay itself.
@@ -104,18 +153,30 @@ final class Applier: ConnectionDelegate {
 
     func stop() {
         retryTimer.invalidate()
+        idleTimer?.invalidate()
         connection?.close()
         connection = nil
     }
 
     private func applyNext() {
         guard current == nil || isStalled else { return }
+        if current == nil && onIdle != nil {
+            settleIdle()
+            return
+        }
         if queueHead > 1024 && queueHead * 2 > queue.count {
             queue.removeFirst(queueHead)
             queueHead = 0
         }
         guard let entry = current ?? (queueHead < queue.count ? queue[queueHead] : nil) else { return }
-        if current == nil { queueHead += 1 }
+        guard current != nil || mayApply(entry.index) else {
+            heldAtWindow = true
+            return
+        }
+        if current == nil {
+            queueHead += 1
+            currentReachedApp = false
+        }
         current = entry
         guard entry.kind == .normal else {
             finish(entry, response: nil, status: 0)
@@ -131,7 +192,9 @@ final class Applier: ConnectionDelegate {
             return
         }
         if let answer = idempotency.check(command: command, timeMs: entry.timeMs) {
-            finish(entry, response: answer, status: answer.status)
+            // A replay is this node's stored answer, which another replica may lack: the digest folds a fixed
+            // outcome for it (the decision itself is the same everywhere, being a function of the log).
+            finish(entry, response: answer, status: answer.replayed ? 0 : answer.status)
             return
         }
         send(command, for: entry)
@@ -156,6 +219,11 @@ final class Applier: ConnectionDelegate {
         headers.add(name: "Tandem-Term", value: String(entry.term))
         headers.add(name: "Tandem-Time", value: String(entry.timeMs))
         headers.add(name: "Tandem-Request-Id", value: "\(entry.term)-\(entry.index)")
+        if entry.index <= redeliveryThrough {
+            headers.add(name: "Tandem-Redelivery", value: "true")
+            if !currentReachedApp { redeliveredCount += 1 }
+        }
+        currentReachedApp = true
         ProxyHeaders.setFraming(.contentLength(Int64(command.body.count)), in: &headers)
         parser = HTTPResponseParser(limits: .upstreamResponse)
         parser.expect(requestMethod: command.method)
@@ -230,7 +298,7 @@ final class Applier: ConnectionDelegate {
         let response = AppliedResponse(
             status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
         if let command = try? WriteCommand.decode(entry.data) {
-            idempotency.record(command: command, response: response, timeMs: entry.timeMs)
+            idempotency.record(command: command, index: entry.index, response: response, timeMs: entry.timeMs)
         }
         finish(entry, response: response, status: head.status)
     }
@@ -256,7 +324,7 @@ final class Applier: ConnectionDelegate {
         let response = AppliedResponse(
             status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
         if let command = try? WriteCommand.decode(entry.data) {
-            idempotency.record(command: command, response: response, timeMs: entry.timeMs)
+            idempotency.record(command: command, index: entry.index, response: response, timeMs: entry.timeMs)
         }
         finish(entry, response: response, status: head.status)
     }
@@ -328,80 +396,4 @@ struct ApplyDigest: Equatable {
     }
 
     static func == (lhs: ApplyDigest, rhs: ApplyDigest) -> Bool { lhs.value == rhs.value && lhs.index == rhs.index }
-}
-
-/// The replicated dedupe table of `Idempotency-Key`. It is a function of the log alone (keys, request
-/// fingerprints, the app's deterministic responses, and log time for the TTL), so every replica holds the same.
-struct IdempotencyTable {
-    struct Record {
-        var fingerprint: UInt64
-        var response: AppliedResponse
-        var expiresAtMs: Int64
-    }
-
-    let ttlMs: Int64
-    /// Hard cap on remembered keys; beyond it the oldest are forgotten early (documented in the README).
-    let capacity = 200_000
-    private var records: [String: Record] = [:]
-    /// Keys in the order they were recorded; log time never decreases, so expiry is first-in, first-out.
-    private var order: [(key: String, expiresAtMs: Int64)] = []
-    private var orderHead = 0
-
-    init(ttlMs: Int64) { self.ttlMs = ttlMs }
-
-    var count: Int { records.count }
-
-    static func key(of command: WriteCommand) -> String? {
-        guard let key = command.headers.first(name: "Idempotency-Key"), !key.isEmpty else { return nil }
-        return key
-    }
-
-    /// The answer for an entry whose key was seen before (replay, or 422 for a different request), or nil when
-    /// the entry must be applied.
-    mutating func check(command: WriteCommand, timeMs: Int64) -> AppliedResponse? {
-        expire(before: timeMs)
-        guard let key = Self.key(of: command), let record = records[key] else { return nil }
-        guard record.fingerprint == Self.fingerprint(command) else {
-            return Applier.tandemAnswer(
-                422, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
-        }
-        var replay = record.response
-        replay.replayed = true
-        return replay
-    }
-
-    mutating func record(command: WriteCommand, response: AppliedResponse, timeMs: Int64) {
-        guard let key = Self.key(of: command), records[key] == nil else { return }
-        let expiry = timeMs + ttlMs
-        records[key] = Record(fingerprint: Self.fingerprint(command), response: response, expiresAtMs: expiry)
-        order.append((key, expiry))
-        if records.count > capacity, orderHead < order.count {
-            records.removeValue(forKey: order[orderHead].key)
-            orderHead += 1
-        }
-    }
-
-    private mutating func expire(before timeMs: Int64) {
-        while orderHead < order.count && order[orderHead].expiresAtMs <= timeMs {
-            records.removeValue(forKey: order[orderHead].key)
-            orderHead += 1
-        }
-        if orderHead > 4096 && orderHead * 2 > order.count {
-            order.removeFirst(orderHead)
-            orderHead = 0
-        }
-    }
-
-    /// What makes two requests "the same" for a key: method, target and body.
-    static func fingerprint(_ command: WriteCommand) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
-            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-            hash = (hash ^ 0xff) &* 0x0000_0100_0000_01b3
-        }
-        mix(command.method.utf8)
-        mix(command.target.utf8)
-        mix(command.body)
-        return hash
-    }
 }

@@ -26,6 +26,16 @@ extension ClientSession {
 
     func submitWrite(_ exchange: Exchange) {
         guard let replication = proxy.replication else { return }
+        if let key = exchange.head.headers.first(name: "Idempotency-Key"),
+            key.utf8.count > IdempotencyTable.keyBytesMax
+        {
+            // Every replica keeps a key for the TTL: a bounded key keeps that table bounded in bytes.
+            answerWithError(
+                TandemErrorResponse(
+                    status: 400, code: "bad_request",
+                    message: "Idempotency-Key is longer than \(IdempotencyTable.keyBytesMax) bytes", retryable: false))
+            return
+        }
         let command = writeCommand(for: exchange)
         exchange.deferredBody = []
         replication.submitWrite(command) { [weak self] outcome in

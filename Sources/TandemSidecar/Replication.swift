@@ -81,6 +81,14 @@ final class Replication: ReplicaDelegate {
             idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
         divergence = DivergenceMonitor(log: log, resumedAfter: startAfter)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
+        if settings.appState == .durable {
+            applier.redeliveryThrough = runtime.redeliveryThrough
+            applier.mayApply = { [unowned runtime] index in runtime.mayApply(index) }
+            runtime.onDurableAppliedAdvance = { [unowned applier] in applier.resume() }
+            applier.restore(
+                idempotency: Self.rebuildIdempotency(
+                    runtime: runtime, through: startAfter, ttlMs: settings.idempotencyTTLMs, log: log))
+        }
         if settings.appState == .memory {
             applier.onAppRefused = { [unowned self] in self.appSeenDown() }
             applier.isHoldingForRestartCheck = { [unowned self] in self.appDownEpisode }
@@ -120,7 +128,39 @@ final class Replication: ReplicaDelegate {
             payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))
     }
 
-    func stop() {
+    /// The idempotency table's decisions for entries 1...index, read again from the log (a durable app keeps its
+    /// state across this node's restart, so the keys it applied must keep being deduplicated), with the responses
+    /// the last graceful stop saved.
+    private static func rebuildIdempotency(runtime: ReplicaRuntime, through index: UInt64, ttlMs: Int64, log: Logger)
+        -> IdempotencyTable
+    {
+        var table = IdempotencyTable(ttlMs: ttlMs)
+        let saved = runtime.recoveredApplyPayload.flatMap(IdempotencyTable.decodeResponses) ?? [:]
+        for entry in runtime.entries(through: index) where entry.kind == .normal {
+            guard let command = try? WriteCommand.decode(entry.data) else { continue }
+            table.rebuild(command: command, index: entry.index, timeMs: entry.timeMs, responses: saved)
+        }
+        if table.count > 0 {
+            log.info(
+                "idempotency keys restored from the log",
+                metadata: ["keys": "\(table.count)", "savedResponses": "\(saved.count)"])
+        }
+        return table
+    }
+
+    /// A graceful stop: the entry being applied finishes (at most `graceMs`), then the runtime writes the exact
+    /// applied index and the stored responses, so the next start delivers nothing twice. `completion` runs after.
+    func stopGracefully(graceMs: Int64, completion: @escaping () -> Void) {
+        applier.finishCurrent(timeoutMs: graceMs) { [unowned self] settled in
+            if !settled {
+                self.log.warning("stopping with an entry in flight to the app: the next start redelivers it")
+            }
+            self.stop(checkpointPayload: settled ? self.applier.idempotency.encodedResponses() : nil)
+            completion()
+        }
+    }
+
+    func stop(checkpointPayload: [UInt8]? = nil) {
         sweepTimer.invalidate()
         digestTimer.invalidate()
         applier.stop()
@@ -133,7 +173,7 @@ final class Replication: ReplicaDelegate {
                         "this node stopped before the write's outcome was known; retry with the same Idempotency-Key")))
         }
         pendingWrites.removeAll()
-        runtime.stop()
+        runtime.stop(checkpointPayload: checkpointPayload)
     }
 
     // MARK: writes
@@ -236,10 +276,17 @@ final class Replication: ReplicaDelegate {
         applier.replayFromStart(history: runtime.entries(through: through))
     }
 
+    /// The commit index this replica must apply before serving: the one known when it first heard of a leader.
+    /// A fixed target, because under a steady write load the moving commit index is always a little ahead.
+    private var catchUpTarget: UInt64?
+
     private func checkCaughtUp() {
         guard !hasCaughtUp else { return }
         let status = runtime.status
-        if status.leader != nil && status.commitIndex > 0 && applier.appliedIndex >= status.commitIndex {
+        guard status.leader != nil, status.commitIndex > 0 else { return }
+        let target = catchUpTarget ?? status.commitIndex
+        catchUpTarget = target
+        if applier.appliedIndex >= target {
             hasCaughtUp = true
             log.info("caught up: serving clients", metadata: ["applied": "\(applier.appliedIndex)"])
         }

@@ -60,6 +60,8 @@ public final class Sidecar {
     private var phiSampler: TandemNet.Timer?
     private var signalWatchers: [SignalWatcher] = []
     private var drainTimer: TandemNet.Timer?
+    private var isStoppingReplication = false
+    private var isStopped = false
     private var isDraining = false
     private let startedAtMs = EventLoop.preciseNowMs()
 
@@ -197,7 +199,18 @@ public final class Sidecar {
         proxy.onAllSessionsEnded = nil
         drainTimer?.invalidate()
         proxy.closeAll()
-        replication?.stop()
+        guard let replication, !isStoppingReplication else {
+            replication?.stop()  // A second signal: stop now; the next start redelivers what was in flight.
+            finishStopping()
+            return
+        }
+        isStoppingReplication = true
+        replication.stopGracefully(graceMs: 5_000) { [unowned self] in self.finishStopping() }
+    }
+
+    private func finishStopping() {
+        guard !isStopped else { return }
+        isStopped = true
         admission.stop()
         probe.stop()
         phiSampler?.invalidate()

@@ -69,6 +69,14 @@ class ClusterTestCase: ProcessTestCase {
         let (app, appPort) = try appLauncher?() ?? startApp()
         replica.app = app
         replica.appPort = appPort
+        try startTandemOnly(replica, waitUntilReady: waitUntilReady, environment: environment)
+    }
+
+    /// Starts (or restarts) only the replica's tandem, beside the app that keeps running (as when Kubernetes
+    /// restarts one container of a pod).
+    func startTandemOnly(_ replica: Replica, waitUntilReady: Bool = false, environment: [String: String] = [:])
+        throws
+    {
         var env = extraEnvironment
         env["TANDEM_NODE_ID"] = replica.id
         env["TANDEM_PEERS"] = peersVariable
@@ -77,7 +85,8 @@ class ClusterTestCase: ProcessTestCase {
         env["TANDEM_LISTEN"] = "127.0.0.1:\(replica.fixedClientPort)"
         env["TANDEM_ADMIN_LISTEN"] = "127.0.0.1:\(replica.fixedAdminPort)"
         env.merge(environment) { _, new in new }
-        replica.tandem = try startTandem(upstreamPort: appPort, environment: env, waitUntilReady: waitUntilReady)
+        replica.tandem = try startTandem(
+            upstreamPort: replica.appPort, environment: env, waitUntilReady: waitUntilReady)
     }
 
     /// Kills the replica's tandem and app with SIGKILL (a crashed pod).
