@@ -67,7 +67,7 @@ final class ConfigurationEdgeTests: ProcessTestCase {
         serves(["TANDEM_MAX_PENDING_WRITES": "1", "TANDEM_MAX_CONNECTIONS": "1"]),
         serves(["TANDEM_MAX_PENDING_WRITES": "1000000", "TANDEM_MAX_CONNECTIONS": "1000000"]),
         serves(["TANDEM_IDEMPOTENCY_TTL": "720h", "TANDEM_IDLE_TIMEOUT": "24h", "TANDEM_UPSTREAM_TIMEOUT": "1h"]),
-        serves(["TANDEM_WRITE_TIMEOUT": "10m", "TANDEM_QUEUE_TARGET": "10s", "TANDEM_READ_WAIT_MAX": "10m"]),
+        serves(["TANDEM_WRITE_TIMEOUT": "10m", "TANDEM_QUEUE_TARGET": "99ms", "TANDEM_READ_WAIT_MAX": "10m"]),
         serves(["TANDEM_WRITE_TIMEOUT": "2ms", "TANDEM_QUEUE_TARGET": "1ms", "TANDEM_READ_WAIT_MAX": "0ms"]),
         serves(["TANDEM_HEADER_TIMEOUT": "1ms", "TANDEM_UPSTREAM_CONNECT_TIMEOUT": "1ms", "TANDEM_IDLE_TIMEOUT": "1ms"]
         ),
@@ -80,7 +80,9 @@ final class ConfigurationEdgeTests: ProcessTestCase {
         refused("TANDEM_MAX_PENDING_WRITES", "0"),
         refused("TANDEM_MAX_PENDING_WRITES", "1000001"),
         refused("TANDEM_MAX_CONNECTIONS", "9223372036854775808"),
-        refused("TANDEM_QUEUE_TARGET", "10s"),  // Not below the 5 s write timeout default.
+        refused("TANDEM_QUEUE_TARGET", "10s"),
+        refused("TANDEM_QUEUE_TARGET", "100ms"),  // Once a SIGILL: CoDel's interval is a fixed 100 ms.
+        refused("TANDEM_QUEUE_TARGET", "5ms", with: ["TANDEM_WRITE_TIMEOUT": "5ms"]),
         refused("TANDEM_IDEMPOTENCY_TTL", "721h"),
         refused("TANDEM_IDLE_TIMEOUT", "1000000h"),
         refused("TANDEM_READ_WAIT_MAX", "600001ms"),

@@ -107,7 +107,7 @@ final class EdgeValueTests: XCTestCase {
     func testAnInRangeValueRefusedForARelationNamesItself() {
         let cases: [String: String] = [
             "TANDEM_ELECTION_TIMEOUT": "10ms", "TANDEM_HEARTBEAT_INTERVAL": "10s", "TANDEM_MAX_BODY": "1GiB",
-            "TANDEM_MAX_UNCOMMITTED": "1KiB", "TANDEM_QUEUE_TARGET": "10s", "TANDEM_WRITE_TIMEOUT": "1ms",
+            "TANDEM_MAX_UNCOMMITTED": "1KiB", "TANDEM_WRITE_TIMEOUT": "1ms",
         ]
         for (name, value) in cases.sorted(by: { $0.key < $1.key }) {
             do {
