@@ -149,7 +149,8 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var maxPendingWrites: Int
     /// `TANDEM_MAX_UNCOMMITTED`. Invariant: >= maxBodyBytes, so that one largest write always fits.
     public var maxUncommittedBytes: Int64
-    /// `TANDEM_QUEUE_TARGET` (CoDel target). Invariant: 0 < queueTargetMs < writeTimeoutMs.
+    /// `TANDEM_QUEUE_TARGET` (CoDel target). Invariant: 0 < queueTargetMs < writeTimeoutMs, and below CoDel's
+    /// fixed 100 ms interval (the controller requires target < interval).
     public var queueTargetMs: Int64
     /// `TANDEM_MAX_CONNECTIONS`. Invariant: > 0.
     public var maxConnections: Int
@@ -223,6 +224,7 @@ public struct TandemConfiguration: Hashable, Sendable {
         precondition(phiThreshold > 0 && phiMinStdDevMs > 0 && phiAcceptablePauseMs >= 0, "phi parameters")
         precondition(maxBodyBytes > 0 && maxBodyBytes <= maxUncommittedBytes, "one largest write fits")
         precondition(queueTargetMs > 0 && queueTargetMs < writeTimeoutMs, "queue target below write timeout")
+        precondition(queueTargetMs < 100, "queue target below the CoDel interval")
         precondition(readWaitMaxMs >= 0 && idempotencyTTLMs > 0, "read wait and TTL")
         precondition(maxPendingWrites > 0 && maxConnections > 0, "limits are positive")
         precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")

@@ -94,12 +94,16 @@ extension TandemConfiguration {
 
     /// Relations between variables that each parsed fine on their own.
     func checkCombinations(reader: EnvironmentReader, hostName: String) throws(ConfigError) {
+        // The consensus core derives its leader stickiness and lease from these (RaftConfig.leaderStickinessMs):
+        // stickiness lies between 1 ms and 4/5 of the election timeout, the lease is 7/8 of it, so a heartbeat
+        // interval below an election timeout of at least 10 ms (the table's minimum) is all the derivation needs.
         if heartbeatIntervalMs >= electionTimeoutMs {
             throw reader.failure(
                 .conflict, "TANDEM_HEARTBEAT_INTERVAL", reader.text("TANDEM_HEARTBEAT_INTERVAL"),
                 "is not shorter than TANDEM_ELECTION_TIMEOUT=\"\(reader.text("TANDEM_ELECTION_TIMEOUT"))\"",
                 "a heartbeat interval below the election timeout, such as 100ms with 1s")
         }
+
         if queueTargetMs >= writeTimeoutMs {
             throw reader.failure(
                 .conflict, "TANDEM_QUEUE_TARGET", reader.text("TANDEM_QUEUE_TARGET"),

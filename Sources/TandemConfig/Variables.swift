@@ -84,8 +84,8 @@ extension TandemConfiguration {
             "TANDEM_MAX_UNCOMMITTED", .overload, default: "64MiB", .size(minBytes: 1024, maxBytes: 64 << 30),
             "Cap on uncommitted log bytes; at least TANDEM_MAX_BODY."),
         ConfigVariable(
-            "TANDEM_QUEUE_TARGET", .overload, default: "5ms", .duration(minMs: 1, maxMs: 10_000),
-            "CoDel target queueing delay for writes; below TANDEM_WRITE_TIMEOUT."),
+            "TANDEM_QUEUE_TARGET", .overload, default: "5ms", .duration(minMs: 1, maxMs: 99),
+            "CoDel target queueing delay; below CoDel's 100 ms interval and TANDEM_WRITE_TIMEOUT."),
         ConfigVariable(
             "TANDEM_MAX_CONNECTIONS", .overload, default: "10000", .count(min: 1, max: 1_000_000),
             "Open client connections beyond which new ones are refused."),

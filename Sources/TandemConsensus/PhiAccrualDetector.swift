@@ -119,6 +119,19 @@ public struct PhiAccrualDetector: Sendable {
         return -log10(1.0 - 1.0 / (1.0 + e))
     }
 
+    /// The standardized silence y = (elapsed - mean) / stdDev at which phi reaches `phi`: the inverse of `phi`
+    /// for a mean of 0 and a standard deviation of 1, by bisection (phi grows with elapsed). Negative for phi
+    /// below phi(mean) = log10(2); about 5.2 for the default threshold 8.
+    public static func standardScore(forPhi target: Double) -> Double {
+        var low = -40.0
+        var high = 40.0
+        for _ in 0..<200 {
+            let middle = (low + high) / 2
+            if phi(elapsedMs: middle, meanMs: 0, stdDevMs: 1) >= target { high = middle } else { low = middle }
+        }
+        return high
+    }
+
     private mutating func record(_ intervalMs: Double) {
         if samples.count < config.sampleWindow {
             samples.append(intervalMs)

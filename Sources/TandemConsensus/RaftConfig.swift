@@ -22,11 +22,6 @@ public struct RaftConfig: Sendable {
     public var localPauseQuietMs: Int64 = 300
     /// A suspicion starts the pre-vote after a random delay below this, so that two followers rarely split the vote.
     public var phiElectionJitterMs: Int64 = 150
-    /// A node refuses (pre-)votes while it heard from its leader (or started) less than this long ago.
-    /// It bounds the leader lease, and it must stay below the election timeout.
-    public var leaderStickinessMs: Int64 = 800
-    /// The most this node's clock may run fast against any other's over one lease; the lease is shortened by it.
-    public var leaseClockDriftBoundMs: Int64 = 100
     /// Flow control: appends in flight to one follower at most.
     public var maxInflightMessages: Int = 64
     /// Flow control: bytes of entries in flight to one follower at most.
@@ -50,22 +45,71 @@ public struct RaftConfig: Sendable {
         self.peers = peers
     }
 
+    // MARK: Stickiness and the lease, derived
+    //
+    // The lease rests on one rule: a node that heard from the leader of its term less than `leaderStickinessMs`
+    // ago (by its own clock) neither grants a (pre-)vote to another node nor starts a pre-vote of its own; only
+    // a leadership transfer (TimeoutNow) skips it, and the leader that sent TimeoutNow serves no lease reads for
+    // the rest of its term. A new leader needs a quorum of votes; the quorum that acknowledged a heartbeat round
+    // shares a member with it, and that member received the round after the leader sent it, so it votes (and
+    // campaigns) at the earliest `leaderStickinessMs` after the sending, measured by its clock. The leader
+    // counts its lease from the sending by its own clock and stops `leaseClockDriftMarginMs` earlier, which
+    // covers the two clocks running at rates up to 1/15 (6.6 %) apart: lease * (1 + 1/15) < stickiness *
+    // (1 - 1/15) holds for lease = 7/8 stickiness. So no lease read is served once another leader can exist.
+
+    /// The silence after which the detector of a follower of a steady, idle leader suspects it: the mean
+    /// inter-arrival time (one heartbeat interval), plus the acceptable pause, plus as many floor standard
+    /// deviations as the threshold asks for (negative for a threshold below phi(mean) = 0.3).
+    public var steadyDetectionMs: Int64 {
+        let deviations = PhiAccrualDetector.standardScore(forPhi: phiThreshold)
+        let ms = Double(heartbeatIntervalMs) + phiAcceptablePauseMs + deviations * phiMinStdDevMs
+        guard ms.isFinite else { return ms > 0 ? Int64.max / 4 : 0 }
+        return Int64(min(max(ms, 0), Double(Int64.max / 4)))
+    }
+
+    /// How long a node stays loyal to the leader it last heard (see above). It follows the detector (a steady
+    /// follower would suspect the leader about then anyway, so stickiness does not slow failover), at least two
+    /// heartbeat intervals (one lost heartbeat does not free a follower's vote) and at most four fifths of the
+    /// election timeout (the randomized fallback, [1x, 2x) after the last contact, always finds it expired).
+    /// With the documented defaults: detection 861 ms, two heartbeats 200 ms, cap 800 ms: 800 ms.
+    public var leaderStickinessMs: Int64 {
+        let cap = electionTimeoutMs - max(1, electionTimeoutMs / 5)
+        return max(1, min(max(steadyDetectionMs, 2 * heartbeatIntervalMs), cap))
+    }
+
+    /// The part of the stickiness the lease gives up to clock drift: an eighth of it, at least 1 ms.
+    public var leaseClockDriftMarginMs: Int64 { max(1, (leaderStickinessMs + 7) / 8) }
+
     /// How long a quorum-acknowledged heartbeat round keeps the leader's lease valid, measured from its sending.
-    public var leaseDurationMs: Int64 { leaderStickinessMs - leaseClockDriftBoundMs }
+    public var leaseDurationMs: Int64 { leaderStickinessMs - leaseClockDriftMarginMs }
 
     /// The number of members whose agreement decides.
     public var quorum: Int { peers.count / 2 + 1 }
 
+    /// The relations the protocol relies on that this configuration breaks, in words; empty when it is valid.
+    /// The executable checks it before it builds a node, so a bad setting exits with a message, not a trap.
+    public var problems: [String] {
+        var found: [String] = []
+        func require(_ holds: Bool, _ problem: String) { if !holds { found.append(problem) } }
+        require(peers.contains(id), "peers must include this node")
+        require(Set(peers).count == peers.count, "peers must be distinct")
+        require(heartbeatIntervalMs > 0, "the heartbeat interval must be positive")
+        require(electionTimeoutMs > heartbeatIntervalMs, "the election timeout must exceed the heartbeat interval")
+        require(electionTimeoutMs >= 3, "the election timeout must be at least 3 ms to leave room for a lease")
+        require(leaderStickinessMs < electionTimeoutMs, "stickiness must stay below the election timeout")
+        require(leaseDurationMs > 0, "the lease must be positive: the clock-drift margin is the whole stickiness")
+        require(leaseClockDriftMarginMs * 8 >= leaderStickinessMs, "the clock-drift margin is below an eighth")
+        require(maxInflightMessages > 0 && maxInflightBytes > 0 && maxMessageBytes > 0, "flow control limits")
+        require(maxUncommittedBytes > 0 && maxPendingReads > 0 && maxPendingForwards > 0, "queue limits")
+        require(phiSampleWindow > 0 && phiMinStdDevMs > 0 && phiThreshold > 0, "detector settings")
+        require(phiAcceptablePauseMs >= 0 && phiThreshold.isFinite && phiMinStdDevMs.isFinite, "detector settings")
+        require(maxCommittedEntriesPerReady > 0 && readTimeoutMs > 0, "ready and read limits")
+        return found
+    }
+
     /// Checks the relations the protocol relies on. A bad configuration is a programmer error of the caller.
     public func validate() {
-        precondition(peers.contains(id), "peers must include this node")
-        precondition(Set(peers).count == peers.count, "peers must be distinct")
-        precondition(heartbeatIntervalMs > 0 && electionTimeoutMs > heartbeatIntervalMs)
-        precondition(leaderStickinessMs < electionTimeoutMs, "stickiness must stay below the election timeout")
-        precondition(leaseDurationMs > 0, "the clock-drift bound must be shorter than the stickiness")
-        precondition(maxInflightMessages > 0 && maxInflightBytes > 0 && maxMessageBytes > 0)
-        precondition(maxUncommittedBytes > 0 && maxPendingReads > 0 && maxPendingForwards > 0)
-        precondition(phiSampleWindow > 0 && phiMinStdDevMs > 0 && phiThreshold > 0)
-        precondition(maxCommittedEntriesPerReady > 0 && readTimeoutMs > 0)
+        let found = problems
+        precondition(found.isEmpty, "invalid RaftConfig: \(found.joined(separator: "; "))")
     }
 }

@@ -63,7 +63,12 @@ extension RaftNode {
             return
         }
         if nowMs >= electionDeadlineMs {
-            startPreVote()
+            // The randomized fallback: at least `electionTimeoutMs` after the last contact, so past stickiness.
+            guard heardFromLeaderWithinStickiness else {
+                startPreVote()
+                return
+            }
+            electionDeadlineMs = lastLeaderContactMs + config.leaderStickinessMs
             return
         }
         if role == .preCandidate || role == .candidate {
@@ -78,7 +83,15 @@ extension RaftNode {
             let jitter = config.phiElectionJitterMs > 0 ? Int64(rng.next() % UInt64(config.phiElectionJitterMs)) : 0
             phiElectionAtMs = nowMs + jitter
         }
-        if let at = phiElectionAtMs, nowMs >= at { startPreVote() }
+        // A suspicion waits out the stickiness: this node backed the leader's lease when it last heard it, and
+        // its own vote counts towards a new leader as much as one it grants (see RaftConfig).
+        if let at = phiElectionAtMs, nowMs >= at, !heardFromLeaderWithinStickiness { startPreVote() }
+    }
+
+    /// Whether this node heard from the leader of its term (or started) less than `leaderStickinessMs` ago: then
+    /// it neither grants a (pre-)vote nor starts a pre-vote of its own. A TimeoutNow campaign skips this.
+    var heardFromLeaderWithinStickiness: Bool {
+        nowMs - lastLeaderContactMs < config.leaderStickinessMs
     }
 
     mutating func tickLeader(stalled: Bool) {

@@ -120,8 +120,9 @@ extension RaftNode {
         guard confirmed > reads.quorumAckedRound else { return }
         reads.quorumAckedRound = confirmed
         if let sentAt = reads.roundSentAtMs[confirmed], !leaseDisabledInTerm {
-            // Every acknowledging follower refuses votes for the stickiness period from when it received the
-            // round, which is after we sent it; the drift bound covers its clock running slow against ours.
+            // Every acknowledging follower neither grants a vote nor campaigns for the stickiness period from
+            // when it received the round, which is after we sent it; a new leader needs one of them. The lease
+            // stops short of that by the clock-drift margin (the derivation is beside RaftConfig.leaseDurationMs).
             reads.leaseExpiryMs = max(reads.leaseExpiryMs, sentAt + config.leaseDurationMs)
         }
         reads.roundSentAtMs = reads.roundSentAtMs.filter { $0.key > confirmed }

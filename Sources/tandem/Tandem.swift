@@ -35,13 +35,25 @@ struct Serve: ParsableCommand {
             FileHandle.standardError.write(Data("tandem: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
+        let options = SidecarOptions(configuration)
+        // Validation already refused every setting the consensus core cannot run with; this is the last line of
+        // defence, so that a relation missed there exits 2 with a message instead of trapping in RaftNode.init.
+        if let problem = options.replica?.raft.problems.first {
+            let line = ConfigError(
+                .conflict, variable: "TANDEM_ELECTION_TIMEOUT", value: "\(configuration.electionTimeoutMs)ms",
+                problem:
+                    "with TANDEM_HEARTBEAT_INTERVAL and the TANDEM_PHI_* settings breaks a consensus rule: \(problem)",
+                expected: "the defaults of the failure-detection variables, or values closer to them")
+            FileHandle.standardError.write(Data("tandem: \(line.description)\n".utf8))
+            throw ExitCode(2)
+        }
         let format = configuration.logFormat.resolved(standardErrorIsTerminal: isatty(2) != 0)
         bootstrapLogging(level: Logger.Level(configuration.logLevel), format: format == .json ? .json : .text)
         let log = Logger(label: "tandem")
         for warning in configuration.warnings { log.warning("\(warning)") }
         let sidecar: Sidecar
         do {
-            sidecar = try Sidecar(options: SidecarOptions(configuration), log: log)
+            sidecar = try Sidecar(options: options, log: log)
         } catch {
             log.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)

@@ -293,8 +293,8 @@ final class CombinationTests: XCTestCase {
 
     func testTheQueueTargetMustBeShorterThanTheWriteTimeout() {
         XCTAssertEqual(
-            errorLine(["TANDEM_QUEUE_TARGET": "5s"]),
-            "TANDEM_QUEUE_TARGET=\"5s\" is not shorter than TANDEM_WRITE_TIMEOUT=\"5s\"; expected a queue target well "
+            errorLine(["TANDEM_QUEUE_TARGET": "50ms", "TANDEM_WRITE_TIMEOUT": "50ms"]),
+            "TANDEM_QUEUE_TARGET=\"50ms\" is not shorter than TANDEM_WRITE_TIMEOUT=\"50ms\"; expected a queue target well "
                 + "below the write timeout, such as 5ms with 5s")
     }
 
