@@ -4,6 +4,12 @@
 // truncations, the hard state (term, vote, commit) and the applied index — their group commit (one fsync covers
 // every record appended since the previous one) and their recovery after a crash (a torn tail is cut and
 // reported; damage anywhere else stops the node with the file and offset).
+//
+// What counts as a torn tail (the full rule is at the top of Recovery.swift): only the first invalid record of
+// the last segment with no valid record after it, and only when it is incomplete (the file ends before its
+// length) or, complete but failing its CRC, holds unwritten space (all zeros, or a whole aligned 512-byte sector
+// of zeros). A complete final record with non-zero garbage failing its CRC may have been fsynced and acknowledged
+// (a vote, an entry), so it is corruption: `open` throws `.corrupt` naming the file and offset.
 // What it must never do: know the consensus types (the node runtime encodes entries into payload bytes),
 // acknowledge anything itself (the caller acknowledges after `sync()` returns), retry a failed fsync, or
 // silently drop a record that is not a torn tail.
