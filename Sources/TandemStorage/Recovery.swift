@@ -133,13 +133,15 @@ struct Recovery {
                     }
                     offset = nextOffset
                 case .invalid(let invalid):
-                    if isLast && !validRecordExists(in: buffer, after: offset) {
-                        if let damage = damageAtTail(invalid, in: buffer, at: offset) {
-                            return .failure(.corrupt(file: name, offset: Int64(offset), reason: damage))
-                        }
-                        return .success((offset, invalid.reason))
+                    guard isLast, invalid.kind != .overLimit, invalid.kind != .malformed,
+                        !validRecordExists(in: buffer, after: offset)
+                    else {
+                        return .failure(.corrupt(file: name, offset: Int64(offset), reason: invalid.reason))
                     }
-                    return .failure(.corrupt(file: name, offset: Int64(offset), reason: invalid.reason))
+                    if let damage = damageAtTail(invalid, in: buffer, at: offset) {
+                        return .failure(.corrupt(file: name, offset: Int64(offset), reason: damage))
+                    }
+                    return .success((offset, invalid.reason))
                 }
             }
             return .success((offset, ""))
@@ -164,7 +166,7 @@ struct Recovery {
             return "CRC mismatch in a complete final record holding no unwritten (zero) sector: damage, not a torn "
                 + "write"
         case .overLimit, .malformed:
-            return invalid.reason
+            return invalid.reason  // Whole records with a matching CRC: never torn (the caller checks first).
         }
     }
 

@@ -10,6 +10,7 @@
 // length) or, complete but failing its CRC, holds unwritten space (all zeros, or a whole aligned 512-byte sector
 // of zeros). A complete final record with non-zero garbage failing its CRC may have been fsynced and acknowledged
 // (a vote, an entry), so it is corruption: `open` throws `.corrupt` naming the file and offset.
+//
 // What it must never do: know the consensus types (the node runtime encodes entries into payload bytes),
 // acknowledge anything itself (the caller acknowledges after `sync()` returns), retry a failed fsync, or
 // silently drop a record that is not a torn tail.
@@ -101,6 +102,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     {
         precondition(options.segmentSizeBytes > 0 && options.writeBufferBytes > 0)
         precondition(options.maxEntryPayloadBytes > 0 && options.maxEntryPayloadBytes <= WALOptions.payloadBytesLimit)
+        // Writing and recovering use the same limit, so that whatever this log accepts it can read back; never
+        // below the default, so that lowering the option between runs can never make a valid record look damaged.
+        let recoveryPayloadLimit = max(options.maxEntryPayloadBytes, WALOptions.defaultMaxEntryPayloadBytes)
         try FileIO.ensureDirectory(directory)
         let lockDescriptor = try FileIO.openFile(directory + "/LOCK", O_RDWR | O_CREAT)
         guard FileIO.tryLock(lockDescriptor) else {
@@ -108,9 +112,8 @@ public final class WriteAheadLog: @unchecked Sendable {
             throw .locked(directory: directory)
         }
         do {
-            // Bounds that do not depend on this run's options, so that a segment written under larger options
-            // is still read (a segment holds at most its size limit plus one record).
-            let decoder = RecordDecoder(maxEntryPayloadBytes: WALOptions.payloadBytesLimit)
+            // A segment holds at most its size limit plus one record.
+            let decoder = RecordDecoder(maxEntryPayloadBytes: recoveryPayloadLimit)
             let largestSegmentBytes = max(options.segmentSizeBytes, WALOptions().segmentSizeBytes)
             let recovery = Recovery(
                 directory: directory, decoder: decoder,
