@@ -40,8 +40,10 @@ public struct RecoveredLog: Sendable, Hashable {
     public var appliedIndex: UInt64
     /// The entries, in index order, with every truncation already applied.
     public var entries: [WALEntry]
-    /// Set when recovery cut off an incomplete or damaged tail (a crash in the middle of a write). The caller
-    /// should log it; nothing in that tail had been synced, so nothing acknowledged was in it.
+    /// Set when recovery cut off a torn tail (a crash in the middle of a write: an incomplete record, or one
+    /// with unwritten zero sectors; see the rule at the top of Recovery.swift). The caller should log it; nothing
+    /// in that tail had been synced, so nothing acknowledged was in it. A damaged complete record is never cut:
+    /// `open` throws `.corrupt` instead.
     public var tornTail: TornTail?
     /// How many segment files the log has.
     public var segmentCount: Int

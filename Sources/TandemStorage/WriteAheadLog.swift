@@ -44,8 +44,10 @@
 /// Typical write path: `append(_:)` the batch's entries, `saveHardState(_:)` if it changed, then `sync()` once;
 /// only after `sync()` returns may the caller acknowledge, vote or send. After a crash, recovery returns
 /// everything synced plus some prefix of the records appended after the last sync (each entry, truncation, hard
-/// state and applied index is its own record, so a batch may survive in part), never a record after a lost one. Any
-/// error whose `isFatal` is true (`fsyncFailed`, `writeFailed`, ...) is fatal: the log refuses all further work and the node must exit (never retry an fsync).
+/// state and applied index is its own record, so a batch may survive in part), never a record after a lost one.
+/// Any error whose `isFatal` is true (`fsyncFailed`, `writeFailed`, ...) is fatal: the log refuses all further
+/// work and the node must exit (never retry an fsync). `recordTooLarge` and `descriptorsExhausted` are not: that
+/// call appended nothing and the log goes on.
 public final class WriteAheadLog: @unchecked Sendable {
     /// The data directory.
     public let directory: String
