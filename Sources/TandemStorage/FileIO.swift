@@ -115,7 +115,7 @@ enum FileIO {
     /// fsyncs every directory in which it created an entry, so that none of them can vanish on power loss.
     /// Directories that exist are left as they are (a mount point's mode is the operator's).
     static func prepareDirectory(_ path: String) throws(WALError) {
-        precondition(!path.isEmpty, "a data directory path")
+        guard !path.isEmpty else { throw .io(operation: "mkdir", path: path, errno: ENOENT) }
         var missing: [String] = []
         var current = withoutTrailingSlashes(path)
         while true {
