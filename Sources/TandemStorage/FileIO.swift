@@ -1,4 +1,7 @@
 // Thin POSIX wrappers: every call that can fail maps errno to a typed WALError at this edge.
+//
+// Modes: the log holds every write's body and its Authorization and Cookie headers, so what the log creates is
+// private to the node's user: directories 0700, files 0600 (before the umask, which can only narrow them).
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -6,8 +9,8 @@
 #endif
 
 enum FileIO {
-    /// Opens `path` with `flags`, retrying on EINTR.
-    static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(WALError) -> Int32 {
+    /// Opens `path` with `flags`, retrying on EINTR; a file it creates gets `mode`.
+    static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws(WALError) -> Int32 {
         while true {
             let descriptor = open(path, flags | O_CLOEXEC, mode)
             if descriptor >= 0 { return descriptor }
@@ -45,8 +48,16 @@ enum FileIO {
     static func syncDirectory(_ path: String) throws(WALError) {
         let descriptor = try openFile(path, O_RDONLY | O_DIRECTORY)
         defer { _ = close(descriptor) }
+        try syncDirectory(descriptor, path: path)
+    }
+
+    /// Makes the entries of the open directory `descriptor` durable.
+    static func syncDirectory(_ descriptor: Int32, path: String) throws(WALError) {
         if fsync(descriptor) != 0 { throw .fsyncFailed(file: path, errno: errno) }
     }
+
+    /// True for the errno values that mean the process or the system ran out of file descriptors.
+    static func isDescriptorExhaustion(_ code: Int32) -> Bool { code == EMFILE || code == ENFILE }
 
     /// Reads the whole file at `path`, refusing files larger than `maxBytes`.
     static func readAll(_ path: String, maxBytes: Int) throws(WALError) -> [UInt8] {
@@ -100,13 +111,49 @@ enum FileIO {
         return names
     }
 
-    /// Creates the directory at `path` unless it exists, and makes its creation durable in its parent.
-    static func ensureDirectory(_ path: String) throws(WALError) {
-        if mkdir(path, 0o755) == 0 {
-            try syncDirectory(parentDirectory(of: path))
-        } else if errno != EEXIST {
-            throw .io(operation: "mkdir", path: path, errno: errno)
+    /// Like `mkdir -p`: creates the directory at `path` and every missing parent, each with mode 0700, and
+    /// fsyncs every directory in which it created an entry, so that none of them can vanish on power loss.
+    /// Directories that exist are left as they are (a mount point's mode is the operator's).
+    static func prepareDirectory(_ path: String) throws(WALError) {
+        guard !path.isEmpty else { throw .io(operation: "mkdir", path: path, errno: ENOENT) }
+        var missing: [String] = []
+        var current = withoutTrailingSlashes(path)
+        while true {
+            var status = stat()
+            if stat(current, &status) == 0 {
+                guard status.st_mode & S_IFMT == S_IFDIR else {
+                    throw .io(operation: "mkdir", path: current, errno: ENOTDIR)
+                }
+                break
+            }
+            guard errno == ENOENT else { throw .io(operation: "stat", path: current, errno: errno) }
+            missing.append(current)
+            let parent = parentDirectory(of: current)
+            if parent == current { break }
+            current = parent
         }
+        for directory in missing.reversed() {
+            if mkdir(directory, 0o700) == 0 {
+                try syncDirectory(parentDirectory(of: directory))
+            } else if errno != EEXIST {
+                throw .io(operation: "mkdir", path: directory, errno: errno)
+            }
+        }
+    }
+
+    /// Removes group and other permissions from the regular file at `path` (left world-readable by an earlier
+    /// version). Anything else, such as a symbolic link, is left alone.
+    static func restrictToOwner(_ path: String) throws(WALError) {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { throw .io(operation: "lstat", path: path, errno: errno) }
+        guard status.st_mode & S_IFMT == S_IFREG, status.st_mode & 0o077 != 0 else { return }
+        if chmod(path, status.st_mode & 0o700) != 0 { throw .io(operation: "chmod", path: path, errno: errno) }
+    }
+
+    private static func withoutTrailingSlashes(_ path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        return String(trimmed)
     }
 
     static func parentDirectory(of path: String) -> String {

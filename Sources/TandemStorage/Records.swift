@@ -88,7 +88,26 @@ enum RecordRead: Equatable {
     /// A valid record and the offset just after it.
     case record(Record, nextOffset: Int)
     /// No valid record starts here, and why.
-    case invalid(reason: String)
+    case invalid(InvalidRecord)
+}
+
+/// Why no valid record starts at an offset: the facts recovery needs to tell a torn write from damage.
+struct InvalidRecord: Equatable {
+    enum Kind: Equatable {
+        /// The data ends before the record does: fewer bytes than a header, or a length (possibly over the
+        /// limit) that runs past the end.
+        case incomplete
+        /// The whole record is present (its length fits) but its CRC does not match; it ends at `end`.
+        case crcMismatch(end: Int)
+        /// The whole record is present and its CRC matches, but its length is over this decoder's limit: it was
+        /// written under a larger limit. Never a torn write.
+        case overLimit
+        /// The CRC matches but the body is not a record of its type. Never a torn write.
+        case malformed
+    }
+
+    var kind: Kind
+    var reason: String
 }
 
 /// Reads records out of a segment's bytes, checking each one's bounds and CRC.
@@ -103,23 +122,40 @@ struct RecordDecoder {
     /// Reads the record at `offset` of `bytes`.
     func read(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> RecordRead {
         let remaining = bytes.count - offset
-        guard remaining >= recordHeaderBytes else { return .invalid(reason: "incomplete record header") }
-        let bodyBytes = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-        guard bodyBytes <= maxBodyBytes else { return .invalid(reason: "record length \(bodyBytes) over the limit") }
-        guard bodyBytes <= remaining - recordHeaderBytes else {
-            return .invalid(reason: "record length \(bodyBytes) runs past the end of the file")
+        guard remaining >= recordHeaderBytes else {
+            return .invalid(InvalidRecord(kind: .incomplete, reason: "incomplete record header"))
         }
-        let storedCRC = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+        let bodyBytes = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        guard bodyBytes <= remaining - recordHeaderBytes else {
+            return .invalid(
+                InvalidRecord(kind: .incomplete, reason: "record length \(bodyBytes) runs past the end of the file"))
+        }
         let end = offset + recordHeaderBytes + bodyBytes
+        guard Self.crcMatches(bytes, at: offset, end: end) else {
+            return .invalid(InvalidRecord(kind: .crcMismatch(end: end), reason: "CRC mismatch"))
+        }
+        guard bodyBytes <= maxBodyBytes else {
+            return .invalid(
+                InvalidRecord(
+                    kind: .overLimit,
+                    reason: "record of \(bodyBytes) bytes is over the limit of \(maxBodyBytes) bytes (written under a "
+                        + "larger limit: open the log with a maxEntryPayloadBytes at least as large as when it was written)"
+                ))
+        }
+        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderBytes)..<end])
+        guard let record = decodeBody(type: bytes[offset + 8], body) else {
+            return .invalid(InvalidRecord(kind: .malformed, reason: "malformed record of type \(bytes[offset + 8])"))
+        }
+        return .record(record, nextOffset: end)
+    }
+
+    /// True when the CRC stored at `offset` covers the record's length, type and body up to `end`.
+    static func crcMatches(_ bytes: UnsafeRawBufferPointer, at offset: Int, end: Int) -> Bool {
+        let storedCRC = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
         let computedCRC = CRC32C.update(
             CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + 4)])),
             UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<end]))
-        guard storedCRC == computedCRC else { return .invalid(reason: "CRC mismatch") }
-        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderBytes)..<end])
-        guard let record = decodeBody(type: bytes[offset + 8], body) else {
-            return .invalid(reason: "malformed record of type \(bytes[offset + 8])")
-        }
-        return .record(record, nextOffset: end)
+        return storedCRC == computedCRC
     }
 
     private func decodeBody(type: UInt8, _ body: UnsafeRawBufferPointer) -> Record? {

@@ -1,12 +1,27 @@
 // Reading a data directory back: segment names, the replay of every record, and the torn-tail rule.
 //
-// The torn-tail rule (torn writes are not corruption; corruption is not a torn write): only the
-// last segment can end in the middle of a write, because a segment is fsynced before the next one is created.
-// So the first invalid record of the last segment is a torn tail when no valid record exists anywhere after it
-// (an incomplete record, a bad CRC on the very last record, or zero-filled space all qualify), and it is cut off.
-// Any other invalid record, or one followed by a valid record, is damage: recovery stops and names file and
-// offset, and the node must not start. Nothing in a torn tail was acknowledged, since acknowledgement waits for
-// the sync that would have made it whole.
+// The torn-tail rule (torn writes are not corruption; corruption is not a torn write). Only the last segment can
+// end in the middle of a write, because a segment is fsynced before the next one is created; any invalid record
+// in an earlier segment is damage. In the last segment, the first invalid record is a torn tail, cut off and
+// reported (`RecoveredLog.tornTail`, which the caller logs), only when no valid record starts anywhere after it
+// and one of these holds:
+//   1. it is incomplete: fewer bytes than a header remain, or its length runs past the end of the file (a write
+//      the crash interrupted), unless restoring a single bit of that length makes it a whole record ending
+//      exactly at the end of the file with a matching CRC (a damaged length of a complete record);
+//   2. it is complete (its length fits in the file) but fails its CRC, and it holds unwritten space: every one of
+//      its bytes is zero (a zero-filled or preallocated tail), or it covers a whole 512-byte sector, aligned in
+//      the file, that is all zeros (a sector the crash left unwritten; the rule of etcd's WAL).
+// Everything else is damage, and recovery stops with an error naming the file and offset so that the node does
+// not start: in particular a complete final record with non-zero garbage failing its CRC (it may have been
+// fsynced and acknowledged: a vote, or an entry a leader counted), a record with a valid CRC but a malformed
+// body, and a valid record over the configured size limit (written under a larger limit). Nothing in a real
+// torn tail was acknowledged, since acknowledgement waits for the sync that would have made it whole.
+// Known limits of the rule: a complete record that legitimately contains an aligned sector of zeros and is then
+// damaged is taken for torn; a torn write that leaves only part of a sector unwritten at a record's end is
+// refused as damage (the node is rebuilt from its peers rather than risk dropping a synced record).
+
+/// The size of a disk sector as the torn-write rule assumes it: a write is torn at sector boundaries.
+let sectorBytes = 512
 
 /// A segment file's identity: `wal-<sequence, 16 digits>-<first index, 20 digits>.log`. The sequence orders the
 /// segments (indexes alone cannot, since a truncation can make a later segment start at a lower index); the first
@@ -117,11 +132,16 @@ struct Recovery {
                         return .failure(.corrupt(file: name, offset: Int64(offset), reason: problem))
                     }
                     offset = nextOffset
-                case .invalid(let reason):
-                    if isLast && !validRecordExists(in: buffer, after: offset) {
-                        return .success((offset, reason))
+                case .invalid(let invalid):
+                    guard isLast, invalid.kind != .overLimit, invalid.kind != .malformed,
+                        !validRecordExists(in: buffer, after: offset)
+                    else {
+                        return .failure(.corrupt(file: name, offset: Int64(offset), reason: invalid.reason))
                     }
-                    return .failure(.corrupt(file: name, offset: Int64(offset), reason: reason))
+                    if let damage = damageAtTail(invalid, in: buffer, at: offset) {
+                        return .failure(.corrupt(file: name, offset: Int64(offset), reason: damage))
+                    }
+                    return .success((offset, invalid.reason))
                 }
             }
             return .success((offset, ""))
@@ -129,13 +149,69 @@ struct Recovery {
         return try outcome.get()
     }
 
-    /// True when a valid record starts at any offset after `offset`. Only called once, for the first invalid
-    /// record of the last segment; most offsets are rejected by their length field before any CRC is computed.
+    /// Applies the torn-tail rule of the module header to the last invalid record of the last segment: nil when
+    /// it is a torn write, else why it is damage.
+    private func damageAtTail(_ invalid: InvalidRecord, in buffer: UnsafeRawBufferPointer, at offset: Int)
+        -> String?
+    {
+        switch invalid.kind {
+        case .incomplete:
+            if lengthIsOneBitFromACompleteRecord(in: buffer, at: offset) {
+                return "\(invalid.reason), but with one bit of its length restored it is a whole record with a "
+                    + "matching CRC: a damaged length, not a torn write"
+            }
+            return nil
+        case .crcMismatch(let end):
+            if isAllZero(buffer, offset..<end) || containsZeroSector(buffer, offset..<end) { return nil }
+            return "CRC mismatch in a complete final record holding no unwritten (zero) sector: damage, not a torn "
+                + "write"
+        case .overLimit, .malformed:
+            return invalid.reason  // Whole records with a matching CRC: never torn (the caller checks first).
+        }
+    }
+
+    /// True when the record at `offset` would end exactly at the end of the buffer, with a matching CRC, if one
+    /// bit of its stored length were flipped.
+    private func lengthIsOneBitFromACompleteRecord(in buffer: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        let remaining = buffer.count - offset
+        guard remaining >= recordHeaderBytes, remaining - recordHeaderBytes <= Int(UInt32.max) else { return false }
+        let stored = UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        let fitting = UInt32(remaining - recordHeaderBytes)
+        guard (stored ^ fitting).nonzeroBitCount == 1 else { return false }
+        var lengthBytes = fitting.littleEndian
+        let lengthCRC = withUnsafeBytes(of: &lengthBytes) { CRC32C.checksum($0) }
+        let storedCRC = UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+        return CRC32C.update(lengthCRC, UnsafeRawBufferPointer(rebasing: buffer[(offset + 8)...])) == storedCRC
+    }
+
+    private func isAllZero(_ buffer: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        buffer[range].allSatisfy { $0 == 0 }
+    }
+
+    /// True when `range` covers a whole sector (aligned in the file) that is all zeros.
+    private func containsZeroSector(_ buffer: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        var sector = (range.lowerBound + sectorBytes - 1) / sectorBytes * sectorBytes
+        while sector + sectorBytes <= range.upperBound {
+            if isAllZero(buffer, sector..<(sector + sectorBytes)) { return true }
+            sector += sectorBytes
+        }
+        return false
+    }
+
+    /// True when a valid record (or a whole one over the size limit) starts at any offset after `offset`. Only
+    /// called once, for the first invalid record of the last segment; most offsets are rejected by their length
+    /// field before any CRC is computed.
     private func validRecordExists(in buffer: UnsafeRawBufferPointer, after offset: Int) -> Bool {
         var candidate = offset + 1
         while candidate + recordHeaderBytes <= buffer.count {
-            if case .record = decoder.read(buffer, at: candidate) { return true }
-            candidate += 1
+            switch decoder.read(buffer, at: candidate) {
+            case .record:
+                return true
+            case .invalid(let invalid) where invalid.kind == .overLimit:
+                return true
+            case .invalid:
+                candidate += 1
+            }
         }
         return false
     }

@@ -40,8 +40,10 @@ public struct RecoveredLog: Sendable, Hashable {
     public var appliedIndex: UInt64
     /// The entries, in index order, with every truncation already applied.
     public var entries: [WALEntry]
-    /// Set when recovery cut off an incomplete or damaged tail (a crash in the middle of a write). The caller
-    /// should log it; nothing in that tail had been synced, so nothing acknowledged was in it.
+    /// Set when recovery cut off a torn tail (a crash in the middle of a write: an incomplete record, or one
+    /// with unwritten zero sectors; see the rule at the top of Recovery.swift). The caller should log it; nothing
+    /// in that tail had been synced, so nothing acknowledged was in it. A damaged complete record is never cut:
+    /// `open` throws `.corrupt` instead.
     public var tornTail: TornTail?
     /// How many segment files the log has.
     public var segmentCount: Int
@@ -62,20 +64,35 @@ public struct TornTail: Sendable, Hashable {
 /// Tunables of the log. The defaults suit production; tests shrink the segment size to exercise rolling.
 public struct WALOptions: Sendable, Hashable {
     /// A segment is closed and a new one started when the next record would take it past this size.
-    public var segmentSizeBytes: Int = 64 << 20
-    /// The largest entry payload accepted; at most `payloadBytesLimit`.
-    public var maxEntryPayloadBytes: Int = 64 << 20
-    /// The hard bound on any entry payload. Recovery checks records against it rather than against the option, so
-    /// that lowering the option between runs can never make a valid record look corrupt (or, at the tail, torn).
-    public static let payloadBytesLimit = 64 << 20
+    public var segmentSizeBytes: Int
+    /// The largest entry payload accepted, both when appending (a larger one is refused with the non-fatal
+    /// `.recordTooLarge`) and when recovering. Raise it with the largest write the node admits (the sidecar's
+    /// `TANDEM_MAX_BODY` plus the command's framing): every replica must accept every entry the leader does.
+    /// At most `payloadBytesLimit`. Recovery accepts records up to the larger of this and
+    /// `defaultMaxEntryPayloadBytes`, so that lowering it to the default between runs never makes valid records
+    /// look damaged; a record over what recovery accepts is reported as corruption (never cut as torn).
+    public var maxEntryPayloadBytes: Int
     /// Appended records are buffered in memory and written out (without fsync) once this many bytes are waiting,
     /// so the buffer stays bounded between syncs.
-    public var writeBufferBytes: Int = 1 << 20
+    public var writeBufferBytes: Int
 
-    public init() {}
+    /// The default of `maxEntryPayloadBytes`.
+    public static let defaultMaxEntryPayloadBytes = 64 << 20
+    /// The bound the record format puts on any entry payload: a record's length field is 32 bits.
+    public static let payloadBytesLimit = Int(UInt32.max) - 16
+
+    public init(
+        segmentSizeBytes: Int = 64 << 20, maxEntryPayloadBytes: Int = WALOptions.defaultMaxEntryPayloadBytes,
+        writeBufferBytes: Int = 1 << 20
+    ) {
+        self.segmentSizeBytes = segmentSizeBytes
+        self.maxEntryPayloadBytes = maxEntryPayloadBytes
+        self.writeBufferBytes = writeBufferBytes
+    }
 }
 
-/// Everything the disk can do to the WAL. All but `locked` and `recordTooLarge` are fatal for a node: after
+/// Everything the disk can do to the WAL. All but `locked`, `recordTooLarge` and `descriptorsExhausted` (see
+/// `isFatal`) are fatal for a node: after
 /// `fsyncFailed` or `writeFailed` the WAL refuses further work, because the page cache may have dropped data the
 /// process believed written (PostgreSQL's fsyncgate). Never retry an fsync.
 public enum WALError: Error, Sendable, Hashable {
@@ -90,8 +107,24 @@ public enum WALError: Error, Sendable, Hashable {
     case io(operation: String, path: String, errno: Int32)
     /// Another process holds the data directory.
     case locked(directory: String)
-    /// An entry payload is larger than `WALOptions.maxEntryPayloadBytes`; nothing was appended.
+    /// An entry payload is larger than `WALOptions.maxEntryPayloadBytes`; nothing was appended. Not fatal: refuse
+    /// that one write and carry on.
     case recordTooLarge(bytes: Int, limit: Int)
+    /// The process ran out of file descriptors (EMFILE or ENFILE) where the log needed one and could not
+    /// continue without it; nothing was appended and the log is still usable. Not fatal: retry later.
+    case descriptorsExhausted(operation: String, path: String, errno: Int32)
+}
+
+extension WALError {
+    /// False for the errors after which the log is still usable and the node must keep running: `recordTooLarge`
+    /// (that one write is refused; nothing was appended), `locked` (from `open`; nothing was touched), and
+    /// `descriptorsExhausted` (nothing was appended; retry later). Every other error is fatal: the node exits.
+    public var isFatal: Bool {
+        switch self {
+        case .recordTooLarge, .locked, .descriptorsExhausted: return false
+        case .corrupt, .fsyncFailed, .writeFailed, .io: return true
+        }
+    }
 }
 
 extension WALError: CustomStringConvertible {
@@ -111,6 +144,8 @@ extension WALError: CustomStringConvertible {
             return "data directory \(directory) is in use by another process"
         case .recordTooLarge(let bytes, let limit):
             return "log entry of \(bytes) bytes is over the limit of \(limit) bytes"
+        case .descriptorsExhausted(let operation, let path, let code):
+            return "\(operation) of \(path) failed: out of file descriptors (errno \(code)); will retry"
         }
     }
 }

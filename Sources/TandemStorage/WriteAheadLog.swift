@@ -4,6 +4,13 @@
 // truncations, the hard state (term, vote, commit) and the applied index — their group commit (one fsync covers
 // every record appended since the previous one) and their recovery after a crash (a torn tail is cut and
 // reported; damage anywhere else stops the node with the file and offset).
+//
+// What counts as a torn tail (the full rule is at the top of Recovery.swift): only the first invalid record of
+// the last segment with no valid record after it, and only when it is incomplete (the file ends before its
+// length) or, complete but failing its CRC, holds unwritten space (all zeros, or a whole aligned 512-byte sector
+// of zeros). A complete final record with non-zero garbage failing its CRC may have been fsynced and acknowledged
+// (a vote, an entry), so it is corruption: `open` throws `.corrupt` naming the file and offset.
+//
 // What it must never do: know the consensus types (the node runtime encodes entries into payload bytes),
 // acknowledge anything itself (the caller acknowledges after `sync()` returns), retry a failed fsync, or
 // silently drop a record that is not a torn tail.
@@ -14,6 +21,15 @@
 // hard state" costs one fsync; a separate file costs a write, an fsync, a rename and a directory fsync each time.
 // Replay keeps the latest of each. Every new segment starts with a copy of both, so that when compaction later
 // deletes old segments, the newest hard state and applied index are never deleted with them.
+//
+// File descriptors: the log holds four (the lock, the directory, the last segment, and a spare opened on
+// /dev/null). Running out of descriptors is not a disk failure: at a segment roll the spare is released just
+// before the next segment is opened, so the roll succeeds even when the process's table is full. When no spare
+// can be had (someone else took the slot), the roll is put off and the last segment grows past its nominal size,
+// up to twice it; beyond that a write is refused with the non-fatal `descriptorsExhausted`, nothing appended.
+//
+// Files: the data directory is created 0700 (with its missing parents, like `mkdir -p`, each fsynced into its
+// parent) and every file 0600; files an earlier version left readable by others are restricted on open.
 //
 // Threading contract: a WriteAheadLog is used by one thread at a time (typically a dedicated disk thread). It
 // may be handed from one thread to another (hence `@unchecked Sendable`), but never called concurrently.
@@ -28,14 +44,23 @@
 /// Typical write path: `append(_:)` the batch's entries, `saveHardState(_:)` if it changed, then `sync()` once;
 /// only after `sync()` returns may the caller acknowledge, vote or send. After a crash, recovery returns
 /// everything synced plus some prefix of the records appended after the last sync (each entry, truncation, hard
-/// state and applied index is its own record, so a batch may survive in part), never a record after a lost one. Any `fsyncFailed` or `writeFailed` error
-/// is fatal: the log refuses all further work and the node must exit (never retry an fsync).
+/// state and applied index is its own record, so a batch may survive in part), never a record after a lost one.
+/// Any error whose `isFatal` is true (`fsyncFailed`, `writeFailed`, ...) is fatal: the log refuses all further
+/// work and the node must exit (never retry an fsync). `recordTooLarge` and `descriptorsExhausted` are not: that
+/// call appended nothing and the log goes on.
 public final class WriteAheadLog: @unchecked Sendable {
     /// The data directory.
     public let directory: String
     private let options: WALOptions
     /// Holds the exclusive lock on `LOCK`, so that two processes never write one log.
     private var lockDescriptor: Int32
+    /// The data directory, open for fsyncing the entries of new segments without needing a descriptor then.
+    private var directoryDescriptor: Int32
+    /// A descriptor on /dev/null held in reserve and released just before a segment is opened; -1 when the log
+    /// could not get one back (the next roll tries again).
+    private var spareDescriptor: Int32 = -1
+    /// The errno of the last failed attempt to reserve `spareDescriptor`.
+    private var spareErrno: Int32 = 0
     /// The last segment, open for appending. Invariant: -1 exactly when closed.
     private var segmentDescriptor: Int32
     private var segment: SegmentName
@@ -64,12 +89,13 @@ public final class WriteAheadLog: @unchecked Sendable {
     public var nextIndex: UInt64? { indexState.nextIndex }
 
     private init(
-        directory: String, options: WALOptions, lockDescriptor: Int32, recovery: RecoveryResult,
-        segmentDescriptor: Int32, segment: SegmentName
+        directory: String, options: WALOptions, lockDescriptor: Int32, directoryDescriptor: Int32,
+        recovery: RecoveryResult, segmentDescriptor: Int32, segment: SegmentName
     ) {
         self.directory = directory
         self.options = options
         self.lockDescriptor = lockDescriptor
+        self.directoryDescriptor = directoryDescriptor
         self.segmentDescriptor = segmentDescriptor
         self.segment = segment
         self.segmentBytes = recovery.lastSegmentBytes
@@ -77,16 +103,28 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.indexState = recovery.indexState
         self.hardState = recovery.recovered.hardState
         self.appliedIndex = recovery.recovered.appliedIndex
+        _ = reserveSpareDescriptor()
     }
 
     deinit {
         // A log dropped without close() loses only what was never synced, exactly as a crash would.
-        if segmentDescriptor >= 0 { FileIO.closeFile(segmentDescriptor) }
-        if lockDescriptor >= 0 { FileIO.closeFile(lockDescriptor) }
+        for descriptor in [segmentDescriptor, spareDescriptor, directoryDescriptor, lockDescriptor]
+        where descriptor >= 0 {
+            FileIO.closeFile(descriptor)
+        }
     }
 
-    /// Opens (creating if needed) the log in `directory`, recovers it, and returns the log ready for appending
-    /// together with what it held.
+    /// Creates the data directory like `mkdir -p`: every missing directory on `path` is created with mode 0700
+    /// and its entry fsynced into its parent, so that it cannot vanish on power loss. An existing directory is
+    /// left as it is. `open` calls this itself; callers need it only to create the directory earlier.
+    /// - Throws: `.io` (for example ENOTDIR when a file is in the way, EACCES) or `.fsyncFailed`.
+    public static func prepareDirectory(_ path: String) throws(WALError) {
+        try FileIO.prepareDirectory(path)
+    }
+
+    /// Opens (creating if needed, as `prepareDirectory` does) the log in `directory`, recovers it, and returns the
+    /// log ready for appending together with what it held. `options.maxEntryPayloadBytes` is the record size limit
+    /// for both appending and recovery.
     ///
     /// - Throws: `.locked` when another process holds the directory; `.corrupt` when a record before the tail is
     ///   damaged (the node must stop: this names the file and offset); `.io` or `.fsyncFailed` from the disk.
@@ -95,59 +133,108 @@ public final class WriteAheadLog: @unchecked Sendable {
     {
         precondition(options.segmentSizeBytes > 0 && options.writeBufferBytes > 0)
         precondition(options.maxEntryPayloadBytes > 0 && options.maxEntryPayloadBytes <= WALOptions.payloadBytesLimit)
-        try FileIO.ensureDirectory(directory)
+        // Writing and recovering use the same limit, so that whatever this log accepts it can read back; never
+        // below the default, so that lowering the option between runs can never make a valid record look damaged.
+        let recoveryPayloadLimit = max(options.maxEntryPayloadBytes, WALOptions.defaultMaxEntryPayloadBytes)
+        try FileIO.prepareDirectory(directory)
         let lockDescriptor = try FileIO.openFile(directory + "/LOCK", O_RDWR | O_CREAT)
         guard FileIO.tryLock(lockDescriptor) else {
             FileIO.closeFile(lockDescriptor)
             throw .locked(directory: directory)
         }
+        var directoryDescriptor: Int32 = -1
         do {
-            // Bounds that do not depend on this run's options, so that a segment written under larger options
-            // is still read (a segment holds at most its size limit plus one record).
-            let decoder = RecordDecoder(maxEntryPayloadBytes: WALOptions.payloadBytesLimit)
+            try FileIO.restrictToOwner(directory + "/LOCK")
+            directoryDescriptor = try FileIO.openFile(directory, O_RDONLY | O_DIRECTORY)
+            // A segment holds at most its size limit plus one record, or twice its limit while rolls are put off
+            // for want of a descriptor; the bound leaves room for a batch that overshoots when a roll fails.
+            let decoder = RecordDecoder(maxEntryPayloadBytes: recoveryPayloadLimit)
             let largestSegmentBytes = max(options.segmentSizeBytes, WALOptions().segmentSizeBytes)
             let recovery = Recovery(
                 directory: directory, decoder: decoder,
-                maxSegmentFileBytes: largestSegmentBytes + recordHeaderBytes + decoder.maxBodyBytes)
+                maxSegmentFileBytes: 4 * largestSegmentBytes + recordHeaderBytes + decoder.maxBodyBytes)
             var result = try recovery.replay(try recovery.listSegments())
+            for segment in result.segments { try FileIO.restrictToOwner(directory + "/" + segment.fileName) }
             let segment: SegmentName
+            let descriptor: Int32
             if let last = result.segments.last {
                 segment = last
+                descriptor = try FileIO.openFile(directory + "/" + segment.fileName, O_WRONLY | O_APPEND)
             } else {
                 segment = SegmentName(sequence: 1, firstIndex: result.indexState.nextIndex ?? 0)
-                try createSegmentFile(directory: directory, segment)
+                descriptor = try createSegmentFile(segment, directory: directory, directoryDescriptor)
                 result.recovered.segmentCount = 1
             }
-            let descriptor = try FileIO.openFile(directory + "/" + segment.fileName, O_WRONLY | O_APPEND)
             let log = WriteAheadLog(
-                directory: directory, options: options, lockDescriptor: lockDescriptor, recovery: result,
-                segmentDescriptor: descriptor, segment: segment)
+                directory: directory, options: options, lockDescriptor: lockDescriptor,
+                directoryDescriptor: directoryDescriptor, recovery: result, segmentDescriptor: descriptor,
+                segment: segment)
             return (log, result.recovered)
         } catch {
+            if directoryDescriptor >= 0 { FileIO.closeFile(directoryDescriptor) }
             FileIO.closeFile(lockDescriptor)
             throw error
         }
     }
 
-    /// Creates an empty segment file and makes its directory entry durable.
-    private static func createSegmentFile(directory: String, _ segment: SegmentName) throws(WALError) {
+    /// Creates an empty segment file, makes its directory entry durable, and returns it open for appending.
+    /// - Throws: `.descriptorsExhausted` when no descriptor was free (nothing was created), `.io` for any other
+    ///   failure to create it, `.fsyncFailed` when the directory could not be synced.
+    private static func createSegmentFile(_ segment: SegmentName, directory: String, _ directoryDescriptor: Int32)
+        throws(WALError) -> Int32
+    {
         let path = directory + "/" + segment.fileName
-        let descriptor = try FileIO.openFile(path, O_WRONLY | O_CREAT | O_EXCL)
-        FileIO.closeFile(descriptor)
-        try FileIO.syncDirectory(directory)
+        let descriptor: Int32
+        do {
+            descriptor = try FileIO.openFile(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL)
+        } catch {
+            if case .io(let operation, _, let code) = error, FileIO.isDescriptorExhaustion(code) {
+                throw .descriptorsExhausted(operation: operation, path: path, errno: code)
+            }
+            throw error
+        }
+        do {
+            try FileIO.syncDirectory(directoryDescriptor, path: directory)
+        } catch {
+            FileIO.closeFile(descriptor)
+            throw error
+        }
+        return descriptor
+    }
+
+    /// Takes a descriptor on /dev/null into reserve unless one is held; false when none could be had.
+    private func reserveSpareDescriptor() -> Bool {
+        guard spareDescriptor < 0 else { return true }
+        do {
+            spareDescriptor = try FileIO.openFile("/dev/null", O_RDONLY)
+            return true
+        } catch {
+            if case .io(_, _, let code) = error { spareErrno = code }
+            return false
+        }
+    }
+
+    /// Gives the spare descriptor up (a roll is about to need its slot, or a test simulates losing it).
+    func releaseReservedDescriptor() {
+        if spareDescriptor >= 0 { FileIO.closeFile(spareDescriptor) }
+        spareDescriptor = -1
     }
 
     /// Appends entries (buffered; durable after the next `sync()`).
     ///
     /// Indexes must continue the log: the first entry has `nextIndex` (any index while the log is empty) and each
     /// next one the index after it; anything else is a programmer error and traps.
-    /// - Throws: `.recordTooLarge` (and nothing is appended) when a payload is over the limit; `.writeFailed` or
-    ///   `.fsyncFailed` when the buffer had to be written out or a segment rolled and the disk failed (fatal).
+    /// - Throws: `.recordTooLarge` (and nothing is appended) when a payload is over the limit;
+    ///   `.descriptorsExhausted` (nothing appended; not fatal) when the last segment is at its overflow bound and
+    ///   no descriptor is free to start the next one; `.writeFailed` or `.fsyncFailed` when the buffer had to be
+    ///   written out or a segment rolled and the disk failed (fatal).
     public func append(_ entries: [WALEntry]) throws(WALError) {
         try checkUsable()
         for entry in entries where entry.payload.count > options.maxEntryPayloadBytes {
             throw .recordTooLarge(bytes: entry.payload.count, limit: options.maxEntryPayloadBytes)
         }
+        try checkRoom(
+            forBytes: entries.reduce(0) { $0 + RecordEncoder.entryRecordBytes(payloadBytes: $1.payload.count) })
         for entry in entries {
             // The index state advances after the record is placed, so that a segment rolled for this record is
             // named after this entry's index.
@@ -168,6 +255,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         var advanced = indexState
         let problem = advanced.onTruncate(fromIndex: index)
         precondition(problem == nil, "WAL truncate: \(problem ?? "")")
+        try checkRoom(forBytes: recordHeaderBytes + 8)
         try appendRecord(.truncate(fromIndex: index), encodedBytes: recordHeaderBytes + 8)
         indexState = advanced
     }
@@ -176,6 +264,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func saveHardState(_ state: HardState) throws(WALError) {
         try checkUsable()
         precondition(Array((state.votedFor ?? "").utf8).count <= votedForMaxBytes, "votedFor is a node id")
+        try checkRoom(forBytes: hardStateRecordBytes(state))
         hardState = state
         try appendRecord(.hardState(state), encodedBytes: hardStateRecordBytes(state))
     }
@@ -183,6 +272,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Records the index of the last entry applied to the app. Durable after the next `sync()`.
     public func saveAppliedIndex(_ index: UInt64) throws(WALError) {
         try checkUsable()
+        try checkRoom(forBytes: recordHeaderBytes + 8)
         appliedIndex = index
         try appendRecord(.appliedIndex(index), encodedBytes: recordHeaderBytes + 8)
     }
@@ -206,9 +296,12 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func close() throws(WALError) {
         precondition(segmentDescriptor >= 0, "WAL closed twice")
         defer {
+            releaseReservedDescriptor()
             FileIO.closeFile(segmentDescriptor)
+            FileIO.closeFile(directoryDescriptor)
             FileIO.closeFile(lockDescriptor)
             segmentDescriptor = -1
+            directoryDescriptor = -1
             lockDescriptor = -1
         }
         if failure == nil { try sync() }
@@ -233,10 +326,22 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
     }
 
+    /// The most the last segment may hold while rolls are put off for want of a descriptor.
+    private var overflowLimitBytes: Int64 { 2 * Int64(options.segmentSizeBytes) }
+
+    /// Refuses, before anything is appended, records of `bytes` that would take the last segment past its
+    /// overflow bound when no descriptor is free to start the next segment.
+    private func checkRoom(forBytes bytes: Int) throws(WALError) {
+        let segmentUsedBytes = segmentBytes + Int64(pending.count)
+        guard segmentUsedBytes > 0, segmentUsedBytes + Int64(bytes) > overflowLimitBytes else { return }
+        guard !reserveSpareDescriptor() else { return }
+        throw .descriptorsExhausted(operation: "open", path: directory + "/" + nextSegment.fileName, errno: spareErrno)
+    }
+
     private func appendRecord(_ record: Record, encodedBytes: Int) throws(WALError) {
         let segmentUsedBytes = segmentBytes + Int64(pending.count)
         if segmentUsedBytes > 0 && segmentUsedBytes + Int64(encodedBytes) > Int64(options.segmentSizeBytes) {
-            try rollSegment()
+            try rollSegmentUnlessOutOfDescriptors()
         }
         let before = pending.count
         RecordEncoder.append(record, to: &pending)
@@ -268,18 +373,35 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
     }
 
+    private var nextSegment: SegmentName {
+        SegmentName(sequence: segment.sequence + 1, firstIndex: indexState.nextIndex ?? 0)
+    }
+
     /// Closes the full segment (fsynced, so that only the last segment can ever have a torn tail) and starts the
-    /// next one, which begins with the current hard state and applied index.
-    private func rollSegment() throws(WALError) {
+    /// next one, which begins with the current hard state and applied index. When no descriptor can be had for
+    /// the next segment, nothing changes and the records keep going to the current one (the next record that
+    /// finds the segment full tries again); the failure to roll is never fatal and loses nothing.
+    private func rollSegmentUnlessOutOfDescriptors() throws(WALError) {
+        // Without a spare there is likely no free slot: do not fsync for a roll that would fail.
+        guard reserveSpareDescriptor() else { return }
         try flushPending()
-        let next = SegmentName(sequence: segment.sequence + 1, firstIndex: indexState.nextIndex ?? 0)
+        let next = nextSegment
         try guardingFailure { () throws(WALError) in
             try FileIO.syncData(segmentDescriptor, path: segmentPath)
-            try Self.createSegmentFile(directory: directory, next)
         }
         needsSync = false
-        let descriptor = try FileIO.openFile(directory + "/" + next.fileName, O_WRONLY | O_APPEND)
+        releaseReservedDescriptor()
+        let descriptor: Int32
+        do {
+            descriptor = try Self.createSegmentFile(next, directory: directory, directoryDescriptor)
+        } catch {
+            _ = reserveSpareDescriptor()
+            if case .descriptorsExhausted = error { return }
+            failure = error
+            throw error
+        }
         FileIO.closeFile(segmentDescriptor)
+        _ = reserveSpareDescriptor()
         segmentDescriptor = descriptor
         segment = next
         closedSegmentsBytes += segmentBytes

@@ -56,16 +56,70 @@ final class RecoveryTests: XCTestCase {
         }
     }
 
-    func testABadCRCOnTheVeryLastRecordIsATornTail() throws {
+    func testNonZeroGarbageInACompleteFinalRecordIsCorruptionNotATornTail() throws {
+        // The last record was fsynced whole (close() syncs), then one bit of its body flipped: the file does not
+        // end inside it and no sector of it is zeros, so it is not a torn write. Cutting it would drop a vote or
+        // an acknowledged entry silently.
         let directory = makeTemporaryDirectory(self)
         let segment = try writeLog(directory, count: 5)
         let (offsets, size) = recordOffsets(segment)
         flipBit(segment, at: size - 3)
+        assertCorrupt(directory, file: (segment as NSString).lastPathComponent, offset: offsets.last!)
+        XCTAssertEqual(fileSize(segment), size, "nothing is cut when the final record is damaged, not torn")
+    }
+
+    func testAFlippedLengthBitInACompleteFinalRecordIsCorruptionNotATornTail() throws {
+        // The flipped bit makes the length run past the end of the file, as an incomplete write would; but the
+        // record with that one bit restored ends exactly at the end of the file and its CRC matches.
+        let directory = makeTemporaryDirectory(self)
+        let segment = try writeLog(directory, count: 5)
+        let (offsets, size) = recordOffsets(segment)
+        flipBit(segment, at: offsets.last! + 1)
+        assertCorrupt(directory, file: (segment as NSString).lastPathComponent, offset: offsets.last!)
+        XCTAssertEqual(fileSize(segment), size)
+    }
+
+    func testAFinalRecordWithAnUnwrittenZeroSectorIsATornTail() throws {
+        // A crash in the middle of writing a large record can leave whole sectors of it unwritten (zeros).
+        let directory = makeTemporaryDirectory(self)
+        let segment: String
+        do {
+            let (log, _) = try XCTUnwrap(openLog(directory))
+            try log.append(makeEntries(from: 1, count: 3, payloadBytes: 3_000))
+            try log.close()
+            segment = directory + "/" + segmentFiles(directory).last!
+        }
+        let (offsets, size) = recordOffsets(segment)
+        let last = offsets.last!
+        let sector = (last / 512 + 2) * 512  // A whole 512-byte sector inside the last record.
+        XCTAssertLessThanOrEqual(sector + 512, size)
+        var bytes = [UInt8](FileManager.default.contents(atPath: segment)!)
+        bytes.replaceSubrange(sector..<(sector + 512), with: repeatElement(0, count: 512))
+        FileManager.default.createFile(atPath: segment, contents: Data(bytes))
         let (log, recovered) = try XCTUnwrap(openLog(directory))
-        XCTAssertEqual(recovered.entries.count, 4)
-        XCTAssertEqual(recovered.tornTail?.offset, Int64(offsets.last!))
-        XCTAssertEqual(recovered.tornTail?.reason, "CRC mismatch")
+        XCTAssertEqual(recovered.entries, makeEntries(from: 1, count: 2, payloadBytes: 3_000))
+        XCTAssertEqual(recovered.tornTail?.offset, Int64(last))
+        XCTAssertEqual(recovered.tornTail?.discardedBytes, Int64(size - last))
+        XCTAssertEqual(fileSize(segment), last)
         try log.close()
+    }
+
+    func testAFinalRecordWithAValidCRCButAMalformedBodyIsCorruption() throws {
+        let directory = makeTemporaryDirectory(self)
+        let segment = try writeLog(directory, count: 3)
+        let size = fileSize(segment)
+        var malformed: [UInt8] = []
+        RecordEncoder.append(.appliedIndex(7), to: &malformed)
+        // Re-type it as a hard state (too short for one) and fix the CRC, so only the body's shape is wrong.
+        malformed[8] = RecordType.hardState.rawValue
+        let crc = malformed.withUnsafeBytes { bytes in
+            CRC32C.update(
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<4])),
+                UnsafeRawBufferPointer(rebasing: bytes[8...]))
+        }
+        for byte in 0..<4 { malformed[4 + byte] = UInt8(truncatingIfNeeded: crc >> (8 * byte)) }
+        rewriteTail(segment, keeping: size, tail: malformed)
+        assertCorrupt(directory, file: (segment as NSString).lastPathComponent, offset: size)
     }
 
     func testAZeroFilledPreallocatedTailIsATornTail() throws {

@@ -195,6 +195,52 @@ final class WriteAheadLogTests: XCTestCase {
         try log.close()
     }
 
+    func testAnOversizedPayloadIsANonFatalErrorAndTheLogKeepsWorking() throws {
+        let directory = makeTemporaryDirectory(self)
+        let (log, _) = try XCTUnwrap(openLog(directory, options: WALOptions(maxEntryPayloadBytes: 100)))
+        XCTAssertThrowsError(try log.append(makeEntries(from: 1, count: 1, payloadBytes: 101))) { error in
+            XCTAssertEqual(error as? WALError, .recordTooLarge(bytes: 101, limit: 100))
+            XCTAssertEqual((error as? WALError)?.isFatal, false, "an oversized write is the client's problem")
+        }
+        XCTAssertTrue(WALError.fsyncFailed(file: "x", errno: EIO).isFatal)
+        XCTAssertTrue(WALError.writeFailed(file: "x", errno: ENOSPC).isFatal)
+        try log.append(makeEntries(from: 1, count: 1, payloadBytes: 100))
+        try log.close()
+        let (reopened, recovered) = try XCTUnwrap(openLog(directory))
+        XCTAssertEqual(recovered.entries, makeEntries(from: 1, count: 1, payloadBytes: 100))
+        try reopened.close()
+    }
+
+    func testALargerLimitWritesAndRecoversARecordOverTheDefaultLimit() throws {
+        let directory = makeTemporaryDirectory(self)
+        let defaultLimit = WALOptions().maxEntryPayloadBytes
+        let larger = WALOptions(maxEntryPayloadBytes: defaultLimit + (1 << 20))
+        let big = WALEntry(index: 2, term: 1, payload: [UInt8](repeating: 0xA5, count: defaultLimit + 4_096))
+        do {
+            let (log, _) = try XCTUnwrap(openLog(directory, options: larger))
+            try log.append(makeEntries(from: 1, count: 1))
+            try log.append([big])
+            try log.close()
+        }
+        do {
+            let (log, recovered) = try XCTUnwrap(openLog(directory, options: larger))
+            XCTAssertEqual(recovered.entries.count, 2)
+            XCTAssertEqual(recovered.entries.last, big)
+            XCTAssertNil(recovered.tornTail)
+            try log.close()
+        }
+        // Opened with the default limit, the large record is not mistaken for a torn tail and cut: recovery
+        // stops and says what is wrong.
+        XCTAssertThrowsError(try WriteAheadLog.open(directory: directory)) { error in
+            guard case .corrupt(_, _, let reason)? = error as? WALError else {
+                return XCTFail("expected corruption, got \(error)")
+            }
+            XCTAssertTrue(reason.contains("over the limit"), reason)
+        }
+        let segment = directory + "/" + segmentFiles(directory).last!
+        XCTAssertGreaterThan(fileSize(segment), defaultLimit, "nothing was cut")
+    }
+
     func testASecondOpenOfTheSameDirectoryIsRefusedWhileTheFirstHoldsIt() throws {
         let directory = makeTemporaryDirectory(self)
         let (log, _) = try XCTUnwrap(openLog(directory))
