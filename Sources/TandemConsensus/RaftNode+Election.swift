@@ -216,11 +216,12 @@ extension RaftNode {
         leaseDisabledInTerm = false
         reads.startTerm()
         checkQuorumSinceMs = nowMs
+        termTimeBase = (log.lastTimeMs, nowMs)
         // A new leader commits an entry of its own term before it serves reads or counts replicas for older entries.
         log.append(
             Entry(
                 term: term, index: log.lastIndex + 1, kind: .noop,
-                timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: nil, data: []))
+                timeMs: entryTimeMs(), proposal: nil, data: []))
         needsAppendBroadcast = true
         broadcastHeartbeat()
         maybeCommit()

@@ -31,7 +31,7 @@ extension RaftNode {
         guard data.count <= config.maxMessageBytes else { throw .tooLarge }
         let entry = Entry(
             term: term, index: log.lastIndex + 1, kind: .normal,
-            timeMs: max(log.lastTimeMs, nowMs + wallOffsetMs), proposal: id, data: data)
+            timeMs: entryTimeMs(), proposal: id, data: data)
         // One entry is always admitted when nothing is uncommitted, so a large proposal cannot wedge the cap.
         if uncommittedBytes > 0 && uncommittedBytes + entry.sizeBytes > config.maxUncommittedBytes {
             throw .overloaded
@@ -95,5 +95,20 @@ extension RaftNode {
             id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
             appliedIndex: appliedIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
             leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
+    }
+}
+
+extension RaftNode {
+    /// `Tandem-Time` for an entry this leader appends: its own wall clock, but never less than the log time it
+    /// inherited plus the time that passed on its own clock since it took over. Log time never decreases, and
+    /// when an earlier leader's clock ran ahead it keeps moving at the real rate instead of freezing until this
+    /// clock catches up (TTLs and app-visible time would otherwise stand still for as long as that clock was
+    /// ahead). Saturating: a hostile time near the limit cannot overflow.
+    func entryTimeMs() -> Int64 {
+        let wall = nowMs &+ wallOffsetMs
+        guard let base = termTimeBase else { return max(log.lastTimeMs, wall) }
+        let elapsed = max(0, nowMs - base.atMs)
+        let (carried, overflow) = base.timeMs.addingReportingOverflow(elapsed)
+        return max(log.lastTimeMs, wall, overflow ? .max : carried)
     }
 }

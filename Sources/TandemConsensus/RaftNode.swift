@@ -70,6 +70,9 @@ public struct RaftNode: Sendable {
     var forwardOutcomes: ForwardOutcomeTable
     /// The difference between the wall clock and `nowMs` as last told by `propose` (stamps `Entry.timeMs`).
     var wallOffsetMs: Int64 = 0
+    /// The log time when this node became leader, and its own clock then: log time carries on from there at the
+    /// rate of this node's clock (see `entryTimeMs`).
+    var termTimeBase: (timeMs: Int64, atMs: Int64)?
 
     // MARK: Follower state
     /// Proposals forwarded to the leader and not yet answered (see Forwarding.swift).

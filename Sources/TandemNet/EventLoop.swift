@@ -49,6 +49,8 @@ private let threadingInitialized: Bool = {
 public final class EventLoop {
     let base: OpaquePointer
     let dns: OpaquePointer?
+    /// The thread that created the loop, and the only one that may touch it (see the threading rule above).
+    private let ownerThread = pthread_self()
 
     public init() throws(NetError) {
         _ = threadingInitialized
@@ -82,11 +84,19 @@ public final class EventLoop {
     /// Monotonic milliseconds (a coarse clock: cheap, a few milliseconds of resolution).
     public var nowMs: Int64 { Self.read(CLOCK_MONOTONIC_COARSE) / 1_000_000 }
 
-    /// Monotonic milliseconds with full precision.
-    public static func preciseNowMs() -> Int64 { read(CLOCK_MONOTONIC) / 1_000_000 }
+    /// Traps when called off the loop's thread: state owned by the loop is never shared.
+    public func assertOnLoopThread(file: StaticString = #fileID, line: UInt = #line) {
+        precondition(
+            pthread_equal(pthread_self(), ownerThread) != 0, "touched off the loop thread", file: file, line: line)
+    }
 
-    /// Monotonic microseconds with full precision, for latency histograms.
-    public static func preciseNowMicros() -> Int64 { read(CLOCK_MONOTONIC) / 1000 }
+    /// Milliseconds of the clock that drives consensus (timeouts, leases, suspicion), with full precision. It is
+    /// the boot-time clock: monotonic, and, unlike CLOCK_MONOTONIC, it keeps counting while the machine or VM is
+    /// suspended. A leader suspended past its lease must see the lease as expired when it resumes.
+    public static func preciseNowMs() -> Int64 { read(CLOCK_BOOTTIME) / 1_000_000 }
+
+    /// Microseconds of the same clock, for latency histograms.
+    public static func preciseNowMicros() -> Int64 { read(CLOCK_BOOTTIME) / 1000 }
 
     private static func read(_ clock: clockid_t) -> Int64 {
         var ts = timespec()

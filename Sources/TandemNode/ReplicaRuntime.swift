@@ -110,8 +110,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     private var readyScheduled = false
     /// Proposal and read ids must never repeat across restarts of this node: the leader answers a repeated
     /// forward id with the original outcome, and applied entries are matched to waiting clients by id. So the
-    /// sequence starts from the wall clock in microseconds (a restart takes far longer than a microsecond).
-    private var nextSequence = UInt64(max(1, EventLoop.wallClockMs())) &* 1000
+    /// sequence carries this run's durable incarnation in its high bits (see `NodeIncarnation`), not the clock.
+    private var nextSequence: UInt64
+    private var sequenceLimit: UInt64
     /// Proposals waiting to hear whether they were appended (bounded by the core's own caps, plus a sweep).
     private var pendingProposals: [ProposalID: (ProposalResult) -> Void] = [:]
     private var pendingReads: [ReadID: (Result<UInt64, ReadError>) -> Void] = [:]
@@ -135,6 +136,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// Called when the applied index on disk advanced (an applier held at the redelivery window may go on).
     public var onDurableAppliedAdvance: (() -> Void)?
     private var appliedFlushInFlight = false
+    private var retryTimer: TandemNet.Timer?
     public let recoveryNote: String?
     private var stopped = false
     /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
@@ -144,13 +146,25 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// Called when the disk fails: a failed fsync is fatal (PostgreSQL's "fsyncgate").
     public var onFatalDiskError: ((WALError) -> Void)?
 
+    /// Room for an entry's own fields (term, index, time, proposal id with its node id) beside its data.
+    static let entryEncodingSlackBytes = 64 * 1024
+
     public init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {
         self.loop = loop
         self.config = config
         self.log = log
         // Like `mkdir -p`: a fresh volume mount or a nested path is normal for a data directory.
-        try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
-        let (wal, recovered) = try WriteAheadLog.open(directory: config.dataDirectory)
+        // Like `mkdir -p`, mode 0700, each created directory synced into its parent: a fresh volume mount or a
+        // nested path is normal for a data directory.
+        try WriteAheadLog.prepareDirectory(config.dataDirectory)
+        // Every entry the core accepts must fit a WAL record, or one large write would be a fatal disk error on
+        // every replica at once: the record limit follows the message limit (which follows TANDEM_MAX_BODY).
+        let walOptions = WALOptions(
+            maxEntryPayloadBytes: min(
+                WALOptions.payloadBytesLimit,
+                max(WALOptions.defaultMaxEntryPayloadBytes, config.raft.maxMessageBytes + Self.entryEncodingSlackBytes))
+        )
+        let (wal, recovered) = try WriteAheadLog.open(directory: config.dataDirectory, options: walOptions)
         var entries: [Entry] = []
         entries.reserveCapacity(recovered.entries.count)
         for record in recovered.entries {
@@ -161,6 +175,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
                 TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
             } ?? TandemConsensus.HardState()
         let previousRun = try ApplyCheckpoint.begin(directory: config.dataDirectory)
+        let incarnation = try NodeIncarnation.next(directory: config.dataDirectory)
+        nextSequence = incarnation << NodeIncarnation.sequenceBits
+        sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
         // After a graceful stop the checkpoint's applied index is exact (it may be ahead of the WAL's lazily
         // written one); after a crash the WAL's is a lower bound, and the entries after it that the applier may
         // have reached are delivered again, marked.
@@ -252,14 +269,31 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     /// A fresh proposal id of this node (unique for the process lifetime; the origin id disambiguates nodes).
     public func makeProposalID() -> ProposalID {
+        ProposalID(origin: config.raft.id, sequence: takeSequence())
+    }
+
+    private func takeSequence() -> UInt64 {
+        loop.assertOnLoopThread()
+        if nextSequence >= sequenceLimit {
+            // 2^40 ids in one run: move to a fresh incarnation rather than wrap into ids already used.
+            do throws(NodeIncarnation.IncarnationError) {
+                let incarnation = try NodeIncarnation.next(directory: config.dataDirectory)
+                nextSequence = incarnation << NodeIncarnation.sequenceBits
+                sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
+            } catch {
+                log.critical("cannot record a new incarnation: stopping", metadata: ["error": "\(error)"])
+                onFatalDiskError?(.io(operation: "incarnation", path: config.dataDirectory, errno: EIO))
+            }
+        }
         defer { nextSequence += 1 }
-        return ProposalID(origin: config.raft.id, sequence: nextSequence)
+        return nextSequence
     }
 
     /// Proposes `data` under `id`. `completion` hears whether it was appended (on this node or, forwarded, on the
     /// leader); it may run before `propose` returns (an immediate refusal). The entry itself reaches the delegate
     /// when committed, carrying `id`.
     public func propose(_ data: [UInt8], id: ProposalID, completion: @escaping (ProposalResult) -> Void) {
+        loop.assertOnLoopThread()
         do throws(ProposalError) {
             try raft.propose(data, id: id, wallTimeMs: EventLoop.wallClockMs(), nowMs: EventLoop.preciseNowMs())
             pendingProposals[id] = completion
@@ -271,8 +305,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     /// Asks for a read index (ReadIndex or lease). The completion gets the index to wait for before serving.
     public func read(mode: ReadMode, completion: @escaping (Result<UInt64, ReadError>) -> Void) {
-        let id = ReadID(origin: config.raft.id, sequence: nextSequence)
-        nextSequence += 1
+        let id = ReadID(origin: config.raft.id, sequence: takeSequence())
         pendingReads[id] = completion
         raft.requestRead(id: id, mode: mode, nowMs: EventLoop.preciseNowMs())
         scheduleReady()
@@ -285,7 +318,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     /// The applier finished `index` (in order). Persisted lazily: with the next batch, or within a second.
     public func markApplied(_ index: UInt64) {
-        precondition(index >= appliedIndex, "applied index must not go back: \(index) < \(appliedIndex)")
+        loop.assertOnLoopThread()
+        precondition(index > appliedIndex, "applied index must grow: \(index) after \(appliedIndex)")
         appliedIndex = index
     }
 
@@ -311,6 +345,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     }
 
     private func processReady() {
+        loop.assertOnLoopThread()
         readyScheduled = false
         guard !persistInFlight, !stopped, raft.hasReady else { return }
         var ready = raft.ready()
@@ -357,9 +392,26 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         }
         persistInFlight = true
         counters.entriesPersisted += UInt64(job.entries.count)
+        submitPersist(job, ready: ready, appliedInJob: appliedInJob, persistedHard: persistedHard)
+    }
+
+    /// Runs a Ready's persistence; carries the Ready out only once it is durable. Running out of descriptors is
+    /// the one disk error that is retried (nothing was written); every other one is fatal.
+    private func submitPersist(
+        _ job: PersistJob, ready: Ready, appliedInJob: UInt64?, persistedHard: TandemConsensus.HardState?
+    ) {
         disk.submit(job) { [unowned self] outcome in
+            if case .descriptorsExhausted = outcome.error, !self.stopped {
+                self.log.warning("out of file descriptors for the WAL: retrying the write in 100 ms")
+                self.retryTimer = TandemNet.Timer(loop: self.loop, priority: .control) { [unowned self] in
+                    self.submitPersist(job, ready: ready, appliedInJob: appliedInJob, persistedHard: persistedHard)
+                }
+                self.retryTimer?.schedule(afterMs: 100)
+                return
+            }
             self.persistInFlight = false
             self.recordDisk(outcome)
+            guard outcome.error == nil else { return }  // Fatal: nothing of this Ready may be carried out.
             if let applied = appliedInJob { self.noteDurableApplied(applied) }
             if let persistedHard {
                 self.lastPersistedHardState = persistedHard
@@ -390,6 +442,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     /// Steps 2-5 of the Ready contract, once step 1 (persistence) is done.
     private func carryOut(_ ready: Ready) {
+        // Persist before send: nothing of a Ready is carried out while its persistence is still running.
+        precondition(!persistInFlight, "a Ready carried out before its persistence completed")
         for message in ready.messages { send(message) }
         if let change = ready.roleChange { noteRoleChange(change) }
         if !ready.committedEntries.isEmpty {
@@ -439,6 +493,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         appliedFlushInFlight = true
         disk.submit(job) { [unowned self] outcome in
             self.appliedFlushInFlight = false
+            if case .descriptorsExhausted = outcome.error { return }  // Written again with the next batch.
             self.recordDisk(outcome)
             if outcome.error == nil { self.noteDurableApplied(target) }
         }

@@ -342,7 +342,8 @@ final class Applier: ConnectionDelegate {
     }
 
     private func finish(_ entry: Entry, response: AppliedResponse?, status: Int) {
-        precondition(entry.index > appliedIndex, "entries are applied once, in order")
+        loop.assertOnLoopThread()
+        precondition(entry.index == appliedIndex + 1, "entries are applied once each, in order, none skipped")
         current = nil
         if isStalled { log.info("app reachable again: applying", metadata: ["index": "\(entry.index)"]) }
         isStalled = false

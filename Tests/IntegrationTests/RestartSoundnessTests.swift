@@ -120,6 +120,28 @@ final class RestartSoundnessTests: ClusterTestCase {
             "{\"name\":\"k\",\"value\":0}")
     }
 
+    func testAWriteLargerThanSixtyFourMebibytesIsLoggedAndAppliedWhenTheBodyLimitAllowsIt() throws {
+        extraEnvironment["TANDEM_MAX_BODY"] = "96MiB"
+        extraEnvironment["TANDEM_MAX_UNCOMMITTED"] = "200MiB"
+        extraEnvironment["TANDEM_WRITE_TIMEOUT"] = "60s"  // A debug build takes seconds to move 70 MiB.
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let body = String(repeating: "x", count: 70 << 20)
+        let response = try httpRequest(
+            port: leader.clientPort, method: "PUT", path: "/kv/big", body: body, timeoutSeconds: 60)
+        // example-kv takes at most 16 MiB: its 413 is the app's deterministic answer to the applied entry.
+        XCTAssertEqual(response.status, 413, response.bodyText)
+        XCTAssertNotNil(response.headers.first(name: "Tandem-Position"), "answered after the entry was applied")
+        let small = try httpRequest(port: leader.clientPort, method: "PUT", path: "/kv/after", body: "1")
+        XCTAssertEqual(small.status, 200, small.bodyText)
+        for replica in replicas {
+            XCTAssertTrue(
+                replica.tandem!.process.process.isRunning,
+                "\(replica.id) exited: \(replica.tandem!.process.output.suffix(2000))")
+        }
+        XCTAssertNotNil(waitForConvergence())
+    }
+
     // MARK: helpers
 
     private func readiness(_ replica: Replica) -> String {
