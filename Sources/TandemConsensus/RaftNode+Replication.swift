@@ -102,7 +102,10 @@ extension RaftNode {
                 nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
                 maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
         else { return false }
-        let batch = log.entries(from: peer.nextIndex, maxBytes: config.maxMessageBytes)
+        // Sized on the exact encoded bytes, the message's fixed part included: a batch of several entries encodes
+        // to at most maxMessageBytes, which the frame limit must carry (`RaftConfig.largestAppendPayloadBytes`).
+        let budget = config.maxMessageBytes - WireSize.appendEntriesFixed(from: config.id, to: peerID)
+        let batch = log.entries(from: peer.nextIndex, maxBytes: budget)
         if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
         let prevIndex = peer.nextIndex - 1
         guard let prevTerm = log.term(at: prevIndex) else {
