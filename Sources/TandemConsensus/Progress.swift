@@ -19,6 +19,9 @@ struct Progress {
     var lastHeardMs: Int64
     /// The highest confirmation round the follower acknowledged in this term.
     var ackedRound: UInt64 = 0
+    /// Times the follower's answers proved it lost entries it had acknowledged (a wiped disk), and the leader
+    /// started over from its real log. For diagnostics (`RaftNode.replicationDiagnostics`).
+    var lostLogResets: UInt64 = 0
 
     init(nextIndex: UInt64, nowMs: Int64) {
         self.nextIndex = nextIndex
@@ -47,6 +50,18 @@ struct Progress {
         nextIndex = matchIndex + 1
         probeSentAtMs = nil
         inflight.removeAll()
+    }
+
+    /// The follower lost entries it had acknowledged: its log now ends at `lastIndex`, below `matchIndex`.
+    /// `matchIndex` drops to `matchingIndex` (what is known to still match, at most `lastIndex`) and the leader
+    /// probes from just after `lastIndex`.
+    mutating func restartAfterLostLog(matchingIndex: UInt64, lastIndex: UInt64) {
+        precondition(matchingIndex <= lastIndex && lastIndex < matchIndex, "not a lost log")
+        matchIndex = matchingIndex
+        becomeProbe()
+        nextIndex = lastIndex + 1
+        lostLogResets += 1
+        precondition(matchIndex < nextIndex, "match must stay below next")
     }
 
     /// Records an acknowledged index; returns whether it moved the match forward.

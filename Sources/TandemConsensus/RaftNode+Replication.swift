@@ -60,8 +60,26 @@ extension RaftNode {
             sendAppends(to: response.from, allowEmpty: false)
             return
         }
-        // A refusal below what is known to match is a stale answer to an old message.
-        guard response.rejectedIndex > peer.matchIndex else { return }
+        if response.rejectedIndex <= peer.matchIndex {
+            // Normally a stale answer to an old message. But a refusal of the probe outstanding now, whose hint
+            // says the follower's log ends below what it acknowledged, means it lost its log (an empty data
+            // directory under the same id): without a reset the leader would probe at matchIndex forever and
+            // ignore every refusal. A stale refusal taken for this (reordering) only costs a re-probe.
+            //
+            // Safety note for operators: a wiped voter also lost its vote record and the entries it acknowledged,
+            // so the quorums that elected a leader or committed an entry may no longer intersect the current
+            // one; committed entries can be lost if a quorum of such nodes forms. Replicating to it again is
+            // right, but bringing a voter back with an empty disk is a membership matter the operator runbook
+            // must handle (replace it as a new member); the core does not try to detect or solve it.
+            guard peer.state == .probe, response.rejectedIndex == peer.nextIndex - 1,
+                response.hintIndex < peer.matchIndex
+            else { return }
+            let matching = log.term(at: response.hintIndex) == response.hintTerm ? response.hintIndex : 0
+            peer.restartAfterLostLog(matchingIndex: matching, lastIndex: response.hintIndex)
+            progress[response.from] = peer
+            sendAppends(to: response.from, allowEmpty: true)
+            return
+        }
         guard peer.state == .replicate || response.rejectedIndex == peer.nextIndex - 1 else { return }
         let resume = log.lastIndex(atOrBelow: response.hintIndex, withTermAtMost: response.hintTerm) + 1
         peer.becomeProbe()
@@ -188,5 +206,19 @@ extension RaftNode {
             send(.readIndexResponse(ReadIndexResponse(from: config.id, to: target, term: term, outcomes: outcomes)))
         }
         outgoingReadOutcomes = [:]
+    }
+}
+
+/// What a leader knows of its replication to one follower, for logs and metrics.
+public struct ReplicationDiagnostics: Equatable, Sendable {
+    /// Times the follower proved it lost entries it had acknowledged and replication restarted from its log.
+    public var lostLogResets: UInt64
+}
+
+extension RaftNode {
+    /// The leader's replication figures for `peer`; nil on a non-leader or for an unknown peer.
+    public func replicationDiagnostics(for peer: NodeID) -> ReplicationDiagnostics? {
+        guard let p = progress[peer] else { return nil }
+        return ReplicationDiagnostics(lostLogResets: p.lostLogResets)
     }
 }
