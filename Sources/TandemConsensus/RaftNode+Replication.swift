@@ -50,6 +50,7 @@ extension RaftNode {
     mutating func onAppendResponse(_ response: AppendResponse) {
         guard role == .leader, var peer = progress[response.from] else { return }
         if response.success {
+            peer.appendAcknowledged()
             let moved = peer.acknowledge(response.matchIndex)
             if peer.state == .probe { peer.becomeReplicate() }
             progress[response.from] = peer
@@ -92,6 +93,12 @@ extension RaftNode {
         guard role == .leader, var peer = progress[response.from] else { return }
         peer.ackedRound = max(peer.ackedRound, response.round)
         let behind = peer.matchIndex < log.lastIndex
+        if peer.state == .probe, peer.probeSentAtMs != nil, peer.probeBytes > 0, response.round > peer.probeRound {
+            // The follower answered a heartbeat sent after the probe but not the probe: it was lost, most likely
+            // dropped as larger than the frame limit (the transport counts it). The same append would be lost on
+            // every retry, so the next ones are smaller.
+            peer.probeLost()
+        }
         if behind {
             // An append may have been lost: let one more through, which either fills the gap or is refused and
             // sends the peer back to probing.
@@ -123,7 +130,7 @@ extension RaftNode {
         // Sized on the exact encoded bytes, the message's fixed part included: a batch of several entries encodes
         // to at most maxMessageBytes, which the frame limit must carry (`RaftConfig.largestAppendPayloadBytes`).
         let budget = config.maxMessageBytes - WireSize.appendEntriesFixed(from: config.id, to: peerID)
-        let batch = log.entries(from: peer.nextIndex, maxBytes: budget)
+        let batch = log.entries(from: peer.nextIndex, maxBytes: min(budget, peer.batchLimitBytes))
         if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
         let prevIndex = peer.nextIndex - 1
         guard let prevTerm = log.term(at: prevIndex) else {
@@ -145,6 +152,8 @@ extension RaftNode {
             }
         case .probe:
             peer.probeSentAtMs = nowMs
+            peer.probeRound = reads.round
+            peer.probeBytes = batch.reduce(0) { $0 + $1.sizeBytes }
         }
         progress[peerID] = peer
         return more
@@ -213,12 +222,19 @@ extension RaftNode {
 public struct ReplicationDiagnostics: Equatable, Sendable {
     /// Times the follower proved it lost entries it had acknowledged and replication restarted from its log.
     public var lostLogResets: UInt64
+    /// Appends presumed lost: a heartbeat sent after the probe was answered, the probe was not (dropped as too
+    /// large by the transport, or lost with a link). Each halves the batch size to this follower.
+    public var appendsPresumedLost: UInt64
+    /// The most entry bytes one append to this follower carries now (`Int.max`: the configured maximum).
+    public var batchLimitBytes: Int
 }
 
 extension RaftNode {
     /// The leader's replication figures for `peer`; nil on a non-leader or for an unknown peer.
     public func replicationDiagnostics(for peer: NodeID) -> ReplicationDiagnostics? {
         guard let p = progress[peer] else { return nil }
-        return ReplicationDiagnostics(lostLogResets: p.lostLogResets)
+        return ReplicationDiagnostics(
+            lostLogResets: p.lostLogResets, appendsPresumedLost: p.appendsPresumedLost,
+            batchLimitBytes: p.batchLimitBytes)
     }
 }

@@ -22,4 +22,58 @@ final class CatchUpTests: XCTestCase {
         let other = cluster.followers(of: leader)[1]
         XCTAssertEqual(cluster.nodes[leader]!.replicationDiagnostics(for: other)?.lostLogResets, 0)
     }
+
+    /// Three members named like pods, 40 bytes each.
+    private let podIDs = (1...3).map { NodeID("tandem-statefulset-replica-\($0)-abcdefghijk") }
+
+    /// Cuts one follower off while `count` writes of 4 KiB commit, then lets it back; returns when it holds the
+    /// leader's whole log, or nil.
+    private func catchUp(
+        _ cluster: inout TestCluster, count: Int, withinMs limitMs: Int64
+    ) throws -> (leader: NodeID, follower: NodeID, elapsedMs: Int64?) {
+        let leader = cluster.electLeader()
+        let follower = cluster.followers(of: leader)[0]
+        cluster.isolate([follower])
+        let payload = String(repeating: "a", count: 4096)
+        for k in 1...count {
+            try cluster.propose(payload, at: leader, sequence: UInt64(k))
+            if k % 50 == 0 { cluster.run(forMs: 5) }
+        }
+        XCTAssertNotNil(cluster.run(untilWithinMs: 2000) { c in c.nodes[leader]!.commitIndex > UInt64(count) })
+        cluster.heal()
+        let elapsed = cluster.run(untilWithinMs: limitMs) { c in
+            c.nodes[follower]!.lastIndex == c.nodes[leader]!.lastIndex
+                && c.nodes[follower]!.commitIndex == c.nodes[leader]!.commitIndex
+        }
+        return (leader, follower, elapsed)
+    }
+
+    func testAFollowerBehindByManyLargeEntriesWithLongIdsCatchesUpThroughTheFrameLimit() throws {
+        let tune: (inout RaftConfig) -> Void = { $0.maxMessageBytes = 256 * 1024 }
+        var config = RaftConfig(id: podIDs[0], peers: podIDs)
+        tune(&config)
+        var cluster = TestCluster(ids: podIDs, tune: tune)
+        // The frame limit the configuration needs, and not a byte more.
+        cluster.maxPayloadBytes = config.largestAppendPayloadBytes
+        let result = try catchUp(&cluster, count: 600, withinMs: 3000)
+        XCTAssertNotNil(result.elapsedMs, "stuck at \(cluster.nodes[result.follower]!.lastIndex)")
+        XCTAssertEqual(cluster.droppedTooLarge, 0, "no append the core builds exceeds the limit it declares")
+        let appends = cluster.sent.compactMap { message -> AppendEntries? in
+            if case .appendEntries(let m) = message, m.to == result.follower, m.entries.count > 1 { return m }
+            return nil
+        }
+        XCTAssertGreaterThan(appends.map(\.encodedSizeBytes).max() ?? 0, 240 * 1024, "batches are filled")
+    }
+
+    func testAppendsTheTransportDropsAsTooLargeAreSplitUntilTheyFit() throws {
+        // A frame limit below the message size (a misconfiguration) still carries any single entry: the leader
+        // must notice that its appends vanish and send smaller ones, not retry the same one forever.
+        var cluster = TestCluster(ids: podIDs) { $0.maxMessageBytes = 256 * 1024 }
+        cluster.maxPayloadBytes = 40 * 1024
+        let result = try catchUp(&cluster, count: 300, withinMs: 10_000)
+        XCTAssertNotNil(result.elapsedMs, "stuck at \(cluster.nodes[result.follower]!.lastIndex)")
+        XCTAssertGreaterThan(cluster.droppedTooLarge, 0, "the scenario did drop appends")
+        let diagnostics = cluster.nodes[result.leader]!.replicationDiagnostics(for: result.follower)
+        XCTAssertGreaterThan(diagnostics?.appendsPresumedLost ?? 0, 0, "the losses were noticed and counted")
+    }
 }
