@@ -208,7 +208,23 @@ extension RaftNode {
         needsCommitBroadcast = false
         reads.roundNeeded = false
         for (target, proposals) in outgoingForwards.sorted(by: { $0.key < $1.key }) {
-            send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: proposals)))
+            // Split so that each forward encodes to at most maxMessageBytes (one proposal always goes, and one
+            // fits the frame limit: `RaftConfig.largestAppendPayloadBytes`). A forward too large for the frame
+            // limit would be dropped, and nobody retransmits a forward.
+            let fixed = WireSize.proposalForwardFixed(from: config.id, to: target)
+            var batch: [ForwardedProposal] = []
+            var bytes = fixed
+            for proposal in proposals {
+                let size = WireSize.forwardedProposal(proposal)
+                if !batch.isEmpty && bytes + size > config.maxMessageBytes {
+                    send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: batch)))
+                    batch.removeAll()
+                    bytes = fixed
+                }
+                batch.append(proposal)
+                bytes += size
+            }
+            send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: batch)))
         }
         outgoingForwards = [:]
         for (target, outcomes) in outgoingReadOutcomes.sorted(by: { $0.key < $1.key }) {

@@ -76,4 +76,27 @@ final class CatchUpTests: XCTestCase {
         let diagnostics = cluster.nodes[result.leader]!.replicationDiagnostics(for: result.follower)
         XCTAssertGreaterThan(diagnostics?.appendsPresumedLost ?? 0, 0, "the losses were noticed and counted")
     }
+
+    func testLargeProposalsForwardedTogetherTravelInMessagesTheFrameLimitCarries() throws {
+        let tune: (inout RaftConfig) -> Void = { $0.maxMessageBytes = 64 * 1024 }
+        var config = RaftConfig(id: podIDs[0], peers: podIDs)
+        tune(&config)
+        var cluster = TestCluster(ids: podIDs, tune: tune)
+        cluster.maxPayloadBytes = config.largestAppendPayloadBytes
+        let leader = cluster.electLeader()
+        let follower = cluster.followers(of: leader)[0]
+        // Three proposals of nearly the largest size, taken in one turn: one forward would carry all three.
+        let payload = Array(repeating: UInt8(0x62), count: 60 * 1024)
+        for k in 1...3 {
+            try cluster.nodes[follower]!.propose(
+                payload, id: ProposalID(origin: follower, sequence: UInt64(k)), wallTimeMs: cluster.nowMs,
+                nowMs: cluster.nowMs)
+        }
+        cluster.drain(follower)
+        let applied = cluster.run(untilWithinMs: 1000) { c in c.appliedPayloads(follower).count == 3 }
+        XCTAssertNotNil(applied, "accepted: \(cluster.accepted[follower] ?? []), dropped: \(cluster.droppedTooLarge)")
+        XCTAssertEqual(cluster.droppedTooLarge, 0)
+        let forwards = cluster.sent.filter { if case .proposalForward = $0 { return true } else { return false } }
+        XCTAssertTrue(forwards.allSatisfy { $0.encodedSizeBytes <= config.maxMessageBytes })
+    }
 }

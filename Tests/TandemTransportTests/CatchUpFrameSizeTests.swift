@@ -81,6 +81,10 @@ final class CatchUpFrameSizeTests: XCTestCase {
         transport.maxFramePayloadBytes = max(transport.maxFramePayloadBytes, maxMessageBytes + 64 * 1024)
         let ids = (1...3).map { NodeID("tandem-statefulset-replica-\($0)-abcdefghijk") }
         XCTAssertEqual(ids[0].rawValue.utf8.count, 40)
+        var config = RaftConfig(id: ids[0], peers: ids)
+        config.maxMessageBytes = maxMessageBytes
+        XCTAssertGreaterThanOrEqual(
+            transport.maxFramePayloadBytes, config.largestAppendPayloadBytes, "the derivation leaves room for the ids")
         var wire = Wire(ids: ids) { $0.maxMessageBytes = maxMessageBytes }
         wire.maxPayloadBytes = transport.maxFramePayloadBytes
         for _ in 0..<300 where wire.leader == nil { wire.tick() }
