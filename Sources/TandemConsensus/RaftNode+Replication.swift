@@ -38,6 +38,16 @@ extension RaftNode {
         acceptLeader(heartbeat.from)
         // The leader caps the commit index at what it knows we hold, so it never points past our matching prefix.
         log.commit(to: min(heartbeat.commitIndex, log.lastIndex))
+        if heartbeat.commitIndex > log.lastIndex {
+            // The leader holds an acknowledgement from us for entries we no longer have: we lost our log (an empty
+            // data directory under the same id). An idle leader would send nothing else, so tell it where our log
+            // ends, as the refusal of an append would.
+            send(
+                .appendResponse(
+                    AppendResponse(
+                        from: config.id, to: heartbeat.from, term: term, success: false, matchIndex: 0,
+                        rejectedIndex: heartbeat.commitIndex, hintIndex: log.lastIndex, hintTerm: log.lastTerm)))
+        }
         send(
             .heartbeatResponse(
                 HeartbeatResponse(
@@ -62,18 +72,20 @@ extension RaftNode {
             return
         }
         if response.rejectedIndex <= peer.matchIndex {
-            // Normally a stale answer to an old message. But a refusal of the probe outstanding now, whose hint
-            // says the follower's log ends below what it acknowledged, means it lost its log (an empty data
-            // directory under the same id): without a reset the leader would probe at matchIndex forever and
-            // ignore every refusal. A stale refusal taken for this (reordering) only costs a re-probe.
+            // Normally a stale answer to an old message. But a refusal (of an append in replicate state, of the
+            // outstanding probe, or sent on a heartbeat, see `onHeartbeat`) whose hint says the follower's log
+            // ends below what it acknowledged means it lost its log (an empty data directory under the same id):
+            // without a reset the leader would probe at matchIndex forever and ignore every refusal. A stale
+            // refusal taken for this (reordering) only lowers matchIndex until the next probe is answered; the
+            // commit index never goes back.
             //
             // Safety note for operators: a wiped voter also lost its vote record and the entries it acknowledged,
             // so the quorums that elected a leader or committed an entry may no longer intersect the current
             // one; committed entries can be lost if a quorum of such nodes forms. Replicating to it again is
             // right, but bringing a voter back with an empty disk is a membership matter the operator runbook
             // must handle (replace it as a new member); the core does not try to detect or solve it.
-            guard peer.state == .probe, response.rejectedIndex == peer.nextIndex - 1,
-                response.hintIndex < peer.matchIndex
+            guard response.hintIndex < peer.matchIndex,
+                peer.state == .replicate || response.rejectedIndex == peer.nextIndex - 1
             else { return }
             let matching = log.term(at: response.hintIndex) == response.hintTerm ? response.hintIndex : 0
             peer.restartAfterLostLog(matchingIndex: matching, lastIndex: response.hintIndex)

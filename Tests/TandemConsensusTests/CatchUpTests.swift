@@ -23,6 +23,20 @@ final class CatchUpTests: XCTestCase {
         XCTAssertEqual(cluster.nodes[leader]!.replicationDiagnostics(for: other)?.lostLogResets, 0)
     }
 
+    func testAFollowerWipedWhileTheLeaderIsIdleIsCaughtUpWithoutANewWrite() throws {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        let follower = cluster.followers(of: leader)[0]
+        for k in 1...5 { try cluster.propose("w\(k)", at: leader, sequence: UInt64(k)) }
+        XCTAssertNotNil(cluster.run(untilWithinMs: 500) { c in c.ids.allSatisfy { c.appliedPayloads($0).count == 5 } })
+
+        cluster.wipe(follower)  // Nothing is written afterwards: only heartbeats reach it.
+        let caughtUp = cluster.run(untilWithinMs: 3000) { c in c.appliedPayloads(follower).count == 5 }
+        XCTAssertNotNil(caughtUp, "the wiped follower stays at index \(cluster.nodes[follower]!.lastIndex)")
+        XCTAssertEqual(cluster.leader, leader)
+        XCTAssertEqual(cluster.nodes[leader]!.replicationDiagnostics(for: follower)?.lostLogResets, 1)
+    }
+
     /// Three members named like pods, 40 bytes each.
     private let podIDs = (1...3).map { NodeID("tandem-statefulset-replica-\($0)-abcdefghijk") }
 
