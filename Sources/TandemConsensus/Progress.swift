@@ -19,6 +19,41 @@ struct Progress {
     var lastHeardMs: Int64
     /// The highest confirmation round the follower acknowledged in this term.
     var ackedRound: UInt64 = 0
+    /// Times the follower's answers proved it lost entries it had acknowledged (a wiped disk), and the leader
+    /// started over from its real log. For diagnostics (`RaftNode.replicationDiagnostics`).
+    var lostLogResets: UInt64 = 0
+    /// The most entry bytes one append to this follower carries; `Int.max` leaves it to `maxMessageBytes`.
+    /// Halved each time an append is presumed lost (a frame limit below the configured message size drops the same
+    /// append on every retry), grown back after `growAfterAcks` acknowledged appends. Never below one entry: the
+    /// log always hands out at least one, and a single entry fits any frame limit derived from the message size.
+    var batchLimitBytes = Int.max
+    var appendsPresumedLost: UInt64 = 0
+    /// Acknowledged appends since the limit last changed.
+    var acksSinceLimitChange = 0
+    /// In probe state: the confirmation round current when the outstanding probe was sent, and its entry bytes.
+    /// A heartbeat of a later round answered while the probe is not means the probe was lost (links are FIFO and
+    /// a follower answers in order).
+    var probeRound: UInt64 = 0
+    var probeBytes = 0
+
+    static let growAfterAcks = 16
+
+    /// The outstanding probe was lost: send smaller appends from now on.
+    mutating func probeLost() {
+        appendsPresumedLost += 1
+        batchLimitBytes = max(1, probeBytes / 2)
+        acksSinceLimitChange = 0
+        probeSentAtMs = nil
+    }
+
+    /// An append was acknowledged: after enough of them, try larger appends again (a loss may have been transient).
+    mutating func appendAcknowledged() {
+        guard batchLimitBytes != .max else { return }
+        acksSinceLimitChange += 1
+        guard acksSinceLimitChange >= Progress.growAfterAcks else { return }
+        acksSinceLimitChange = 0
+        batchLimitBytes = batchLimitBytes > Int.max / 2 ? .max : batchLimitBytes * 2
+    }
 
     init(nextIndex: UInt64, nowMs: Int64) {
         self.nextIndex = nextIndex
@@ -47,6 +82,18 @@ struct Progress {
         nextIndex = matchIndex + 1
         probeSentAtMs = nil
         inflight.removeAll()
+    }
+
+    /// The follower lost entries it had acknowledged: its log now ends at `lastIndex`, below `matchIndex`.
+    /// `matchIndex` drops to `matchingIndex` (what is known to still match, at most `lastIndex`) and the leader
+    /// probes from just after `lastIndex`.
+    mutating func restartAfterLostLog(matchingIndex: UInt64, lastIndex: UInt64) {
+        precondition(matchingIndex <= lastIndex && lastIndex < matchIndex, "not a lost log")
+        matchIndex = matchingIndex
+        becomeProbe()
+        nextIndex = lastIndex + 1
+        lostLogResets += 1
+        precondition(matchIndex < nextIndex, "match must stay below next")
     }
 
     /// Records an acknowledged index; returns whether it moved the match forward.

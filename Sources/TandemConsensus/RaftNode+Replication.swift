@@ -38,6 +38,16 @@ extension RaftNode {
         acceptLeader(heartbeat.from)
         // The leader caps the commit index at what it knows we hold, so it never points past our matching prefix.
         log.commit(to: min(heartbeat.commitIndex, log.lastIndex))
+        if heartbeat.commitIndex > log.lastIndex {
+            // The leader holds an acknowledgement from us for entries we no longer have: we lost our log (an empty
+            // data directory under the same id). An idle leader would send nothing else, so tell it where our log
+            // ends, as the refusal of an append would.
+            send(
+                .appendResponse(
+                    AppendResponse(
+                        from: config.id, to: heartbeat.from, term: term, success: false, matchIndex: 0,
+                        rejectedIndex: heartbeat.commitIndex, hintIndex: log.lastIndex, hintTerm: log.lastTerm)))
+        }
         send(
             .heartbeatResponse(
                 HeartbeatResponse(
@@ -50,6 +60,7 @@ extension RaftNode {
     mutating func onAppendResponse(_ response: AppendResponse) {
         guard role == .leader, var peer = progress[response.from] else { return }
         if response.success {
+            peer.appendAcknowledged()
             let moved = peer.acknowledge(response.matchIndex)
             if peer.state == .probe { peer.becomeReplicate() }
             progress[response.from] = peer
@@ -60,8 +71,28 @@ extension RaftNode {
             sendAppends(to: response.from, allowEmpty: false)
             return
         }
-        // A refusal below what is known to match is a stale answer to an old message.
-        guard response.rejectedIndex > peer.matchIndex else { return }
+        if response.rejectedIndex <= peer.matchIndex {
+            // Normally a stale answer to an old message. But a refusal (of an append in replicate state, of the
+            // outstanding probe, or sent on a heartbeat, see `onHeartbeat`) whose hint says the follower's log
+            // ends below what it acknowledged means it lost its log (an empty data directory under the same id):
+            // without a reset the leader would probe at matchIndex forever and ignore every refusal. A stale
+            // refusal taken for this (reordering) only lowers matchIndex until the next probe is answered; the
+            // commit index never goes back.
+            //
+            // Safety note for operators: a wiped voter also lost its vote record and the entries it acknowledged,
+            // so the quorums that elected a leader or committed an entry may no longer intersect the current
+            // one; committed entries can be lost if a quorum of such nodes forms. Replicating to it again is
+            // right, but bringing a voter back with an empty disk is a membership matter the operator runbook
+            // must handle (replace it as a new member); the core does not try to detect or solve it.
+            guard response.hintIndex < peer.matchIndex,
+                peer.state == .replicate || response.rejectedIndex == peer.nextIndex - 1
+            else { return }
+            let matching = log.term(at: response.hintIndex) == response.hintTerm ? response.hintIndex : 0
+            peer.restartAfterLostLog(matchingIndex: matching, lastIndex: response.hintIndex)
+            progress[response.from] = peer
+            sendAppends(to: response.from, allowEmpty: true)
+            return
+        }
         guard peer.state == .replicate || response.rejectedIndex == peer.nextIndex - 1 else { return }
         let resume = log.lastIndex(atOrBelow: response.hintIndex, withTermAtMost: response.hintTerm) + 1
         peer.becomeProbe()
@@ -74,6 +105,12 @@ extension RaftNode {
         guard role == .leader, var peer = progress[response.from] else { return }
         peer.ackedRound = max(peer.ackedRound, response.round)
         let behind = peer.matchIndex < log.lastIndex
+        if peer.state == .probe, peer.probeSentAtMs != nil, peer.probeBytes > 0, response.round > peer.probeRound {
+            // The follower answered a heartbeat sent after the probe but not the probe: it was lost, most likely
+            // dropped as larger than the frame limit (the transport counts it). The same append would be lost on
+            // every retry, so the next ones are smaller.
+            peer.probeLost()
+        }
         if behind {
             // An append may have been lost: let one more through, which either fills the gap or is refused and
             // sends the peer back to probing.
@@ -102,7 +139,10 @@ extension RaftNode {
                 nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
                 maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
         else { return false }
-        let batch = log.entries(from: peer.nextIndex, maxBytes: config.maxMessageBytes)
+        // Sized on the exact encoded bytes, the message's fixed part included: a batch of several entries encodes
+        // to at most maxMessageBytes, which the frame limit must carry (`RaftConfig.largestAppendPayloadBytes`).
+        let budget = config.maxMessageBytes - WireSize.appendEntriesFixed(from: config.id, to: peerID)
+        let batch = log.entries(from: peer.nextIndex, maxBytes: min(budget, peer.batchLimitBytes))
         if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
         let prevIndex = peer.nextIndex - 1
         guard let prevTerm = log.term(at: prevIndex) else {
@@ -124,6 +164,8 @@ extension RaftNode {
             }
         case .probe:
             peer.probeSentAtMs = nowMs
+            peer.probeRound = reads.round
+            peer.probeBytes = batch.reduce(0) { $0 + $1.sizeBytes }
         }
         progress[peerID] = peer
         return more
@@ -178,12 +220,49 @@ extension RaftNode {
         needsCommitBroadcast = false
         reads.roundNeeded = false
         for (target, proposals) in outgoingForwards.sorted(by: { $0.key < $1.key }) {
-            send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: proposals)))
+            // Split so that each forward encodes to at most maxMessageBytes (one proposal always goes, and one
+            // fits the frame limit: `RaftConfig.largestAppendPayloadBytes`). A forward too large for the frame
+            // limit would be dropped, and nobody retransmits a forward.
+            let fixed = WireSize.proposalForwardFixed(from: config.id, to: target)
+            var batch: [ForwardedProposal] = []
+            var bytes = fixed
+            for proposal in proposals {
+                let size = WireSize.forwardedProposal(proposal)
+                if !batch.isEmpty && bytes + size > config.maxMessageBytes {
+                    send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: batch)))
+                    batch.removeAll()
+                    bytes = fixed
+                }
+                batch.append(proposal)
+                bytes += size
+            }
+            send(.proposalForward(ProposalForward(from: config.id, to: target, term: term, proposals: batch)))
         }
         outgoingForwards = [:]
         for (target, outcomes) in outgoingReadOutcomes.sorted(by: { $0.key < $1.key }) {
             send(.readIndexResponse(ReadIndexResponse(from: config.id, to: target, term: term, outcomes: outcomes)))
         }
         outgoingReadOutcomes = [:]
+    }
+}
+
+/// What a leader knows of its replication to one follower, for logs and metrics.
+public struct ReplicationDiagnostics: Equatable, Sendable {
+    /// Times the follower proved it lost entries it had acknowledged and replication restarted from its log.
+    public var lostLogResets: UInt64
+    /// Appends presumed lost: a heartbeat sent after the probe was answered, the probe was not (dropped as too
+    /// large by the transport, or lost with a link). Each halves the batch size to this follower.
+    public var appendsPresumedLost: UInt64
+    /// The most entry bytes one append to this follower carries now (`Int.max`: the configured maximum).
+    public var batchLimitBytes: Int
+}
+
+extension RaftNode {
+    /// The leader's replication figures for `peer`; nil on a non-leader or for an unknown peer.
+    public func replicationDiagnostics(for peer: NodeID) -> ReplicationDiagnostics? {
+        guard let p = progress[peer] else { return nil }
+        return ReplicationDiagnostics(
+            lostLogResets: p.lostLogResets, appendsPresumedLost: p.appendsPresumedLost,
+            batchLimitBytes: p.batchLimitBytes)
     }
 }

@@ -62,8 +62,9 @@ public struct Entry: Equatable, Sendable {
         self.data = data
     }
 
-    /// The bytes this entry costs in flow control and in the uncommitted-bytes cap (payload plus a fixed header).
-    public var sizeBytes: Int { data.count + 48 }
+    /// The bytes this entry costs in batch sizing, flow control and the uncommitted-bytes cap: exactly its encoded
+    /// size in an append (`encodedSizeBytes`, WireSize.swift), so a batch sized with it is the size that is sent.
+    public var sizeBytes: Int { encodedSizeBytes }
 }
 
 /// The state that must be durable before any message produced together with it is sent.

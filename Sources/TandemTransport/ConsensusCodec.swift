@@ -38,11 +38,24 @@ public enum ConsensusCodec {
     }
 
     /// The smallest encoded entry (no proposal, empty data): bounds a claimed count before allocating.
-    static let minimumEntryBytes = 8 + 8 + 1 + 8 + 1 + 4
+    static let minimumEntryBytes = WireSize.entryFixedBytes
+
+    /// Exactly the payload bytes `encode` produces for `message` (computed by `WireSize` in the core, which sizes
+    /// its batches with the same figures; `encode` asserts the two agree).
+    public static func encodedSize(of message: Message) -> Int { message.encodedSizeBytes }
+
+    /// Exactly the bytes `entry` takes inside an AppendEntries payload.
+    public static func encodedSize(of entry: Entry) -> Int { entry.encodedSizeBytes }
+
+    /// Exactly the bytes of an AppendEntries payload between `from` and `to` before its first entry.
+    public static func appendEntriesFixedSize(from: NodeID, to: NodeID) -> Int {
+        WireSize.appendEntriesFixed(from: from, to: to)
+    }
 
     /// The frame type and payload of `message`. The payload is built in one buffer sized up front.
     public static func encode(_ message: Message) -> (type: UInt8, payload: [UInt8]) {
-        var writer = ByteWriter(reservingCapacity: estimatedSize(message))
+        let size = message.encodedSizeBytes
+        var writer = ByteWriter(reservingCapacity: size)
         let type: FrameType
         switch message {
         case .preVoteRequest(let m):
@@ -88,6 +101,7 @@ public enum ConsensusCodec {
             type = .readIndexResponse
             writeReadResponse(m, into: &writer)
         }
+        assert(writer.bytes.count == size, "WireSize disagrees with the codec for \(type)")
         return (type.rawValue, writer.bytes)
     }
 
@@ -131,21 +145,6 @@ public enum ConsensusCodec {
             }
         }
         return try result.get()
-    }
-
-    private static func estimatedSize(_ message: Message) -> Int {
-        let ids = message.from.rawValue.utf8.count + message.to.rawValue.utf8.count + 16
-        switch message {
-        case .appendEntries(let m):
-            return ids + 64
-                + m.entries.reduce(0) { $0 + $1.data.count + 48 + ($1.proposal?.origin.rawValue.utf8.count ?? 0) }
-        case .proposalForward(let m):
-            return ids + 64 + m.proposals.reduce(0) { $0 + $1.data.count + 32 + $1.id.origin.rawValue.utf8.count }
-        case .proposalForwardResponse(let m): return ids + 64 + m.outcomes.count * 48
-        case .readIndexRequest(let m): return ids + 64 + m.reads.count * 32
-        case .readIndexResponse(let m): return ids + 64 + m.outcomes.count * 40
-        default: return ids + 64
-        }
     }
 }
 

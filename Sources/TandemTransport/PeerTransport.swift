@@ -164,28 +164,37 @@ public final class PeerTransport {
     /// Queues one frame to `peer`. `type` must be an application type (>= 0x10) and `peer` a configured peer.
     /// Frames written in one loop turn leave in one write. A frame to a peer without an authenticated link, or to a
     /// peer whose output is at its hard limit, or larger than `maxFramePayloadBytes` (the peer would refuse it and
-    /// close the link), is dropped and counted; the outcome says which.
+    /// close the link), is dropped, counted and reported to the delegate; the outcome says which.
     @discardableResult
     public func send(type: UInt8, payload: UnsafeRawBufferPointer, to peer: NodeID) -> SendOutcome {
         precondition(type >= PeerProtocol.firstApplicationFrameType, "frame types below 0x10 are the transport's")
         guard var slot = slots[peer] else { preconditionFailure("send to \(peer), which is not a configured peer") }
-        defer { slots[peer] = slot }
-        guard payload.count <= options.maxFramePayloadBytes else {
-            slot.status.framesDropped += 1
-            return .droppedTooLarge
+        let outcome: SendOutcome
+        if payload.count > options.maxFramePayloadBytes {
+            outcome = .droppedTooLarge
+        } else if let link = slot.active {
+            if link.outputCount >= options.outputHardLimitBytes {
+                outcome = .droppedOutputFull
+            } else {
+                link.writeFrame(type: type, payload: payload)
+                slot.status.framesOut += 1
+                slot.status.bytesOut += UInt64(FrameParser.headerBytes + payload.count)
+                outcome = link.outputCount > options.outputHighWaterMarkBytes ? .queuedAboveHighWaterMark : .queued
+            }
+        } else {
+            outcome = .droppedNotConnected
         }
-        guard let link = slot.active else {
+        if !outcome.isQueued {
             slot.status.framesDropped += 1
-            return .droppedNotConnected
+            if outcome == .droppedTooLarge { slot.status.framesDroppedTooLarge += 1 }
         }
-        guard link.outputCount < options.outputHardLimitBytes else {
-            slot.status.framesDropped += 1
-            return .droppedOutputFull
+        // Written back before the delegate hears of a drop: it may send again from the callback.
+        slots[peer] = slot
+        if !outcome.isQueued {
+            delegate?.peerTransport(
+                self, droppedFrameTo: peer, type: type, payloadBytes: payload.count, outcome: outcome)
         }
-        link.writeFrame(type: type, payload: payload)
-        slot.status.framesOut += 1
-        slot.status.bytesOut += UInt64(FrameParser.headerBytes + payload.count)
-        return link.outputCount > options.outputHighWaterMarkBytes ? .queuedAboveHighWaterMark : .queued
+        return outcome
     }
 
     /// `send(type:payload:to:)` for an array payload.

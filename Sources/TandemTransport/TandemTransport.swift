@@ -190,8 +190,11 @@ public struct PeerStatus: Equatable, Sendable {
     public var bytesOut: UInt64 = 0
     public var framesIn: UInt64 = 0
     public var framesOut: UInt64 = 0
-    /// Frames dropped by `send` (not connected, or output full).
+    /// Frames dropped by `send` (not connected, output full, or too large), each also reported to the delegate.
     public var framesDropped: UInt64 = 0
+    /// Of those, frames larger than `maxFramePayloadBytes`. Resending cannot help them: a count that grows means
+    /// the frame limit is below what the consensus core builds (see `RaftConfig.largestAppendPayloadBytes`).
+    public var framesDroppedTooLarge: UInt64 = 0
     /// Links established after the first one (each is a reconnect).
     public var reconnects: UInt64 = 0
     /// Output bytes buffered right now.
@@ -211,4 +214,16 @@ public protocol PeerTransportDelegate: AnyObject {
     /// A connection was refused during its handshake (wrong secret, unknown node id, bad certificate, version
     /// mismatch, garbage). `remoteAddress` is the IP of an accepted connection or the host of a dialled one.
     func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
+    /// `send` dropped a frame to `peer` (`outcome` says why; it is also counted in the peer's `PeerStatus`). The
+    /// delegate should log it, at least `.droppedTooLarge`, which no retransmission can cure. Called after the
+    /// counters are updated; the delegate may call `send` from here.
+    func peerTransport(
+        _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome)
+}
+
+extension PeerTransportDelegate {
+    /// Delegates written before drops were reported ignore them (the counters still have them).
+    public func peerTransport(
+        _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome
+    ) {}
 }

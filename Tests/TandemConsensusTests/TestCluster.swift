@@ -24,9 +24,16 @@ struct TestCluster {
     let tune: (inout RaftConfig) -> Void
     /// Every message sent, for assertions on what crossed the network.
     var sent: [Message] = []
+    /// The transport's frame limit: a message whose payload encodes larger is dropped, as the transport drops it.
+    var maxPayloadBytes = Int.max
+    var droppedTooLarge = 0
 
     init(size: Int, tune: @escaping (inout RaftConfig) -> Void = { _ in }) {
-        ids = (1...size).map { NodeID("n\($0)") }
+        self.init(ids: (1...size).map { NodeID("n\($0)") }, tune: tune)
+    }
+
+    init(ids: [NodeID], tune: @escaping (inout RaftConfig) -> Void = { _ in }) {
+        self.ids = ids
         self.tune = tune
         for (k, id) in ids.enumerated() {
             disks[id] = RecoveredState()
@@ -85,6 +92,10 @@ struct TestCluster {
             for message in ready.messages {
                 sent.append(message)
                 if blocked.contains([message.from, message.to]) { continue }
+                if message.encodedSizeBytes > maxPayloadBytes {
+                    droppedTooLarge += 1
+                    continue
+                }
                 inFlight.append((nowMs + latencyMs, message))
             }
             applied[id, default: []].append(contentsOf: ready.committedEntries)
@@ -121,6 +132,13 @@ struct TestCluster {
     mutating func crash(_ id: NodeID) {
         down.insert(id)
         inFlight.removeAll { $0.message.to == id }
+    }
+
+    /// Crashes `id` and starts it again with an empty data directory (a lost or replaced disk, same id).
+    mutating func wipe(_ id: NodeID, seed: UInt64 = 99) {
+        crash(id)
+        disks[id] = RecoveredState()
+        restart(id, seed: seed)
     }
 
     mutating func restart(_ id: NodeID, seed: UInt64 = 99) {

@@ -273,6 +273,27 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(runLoop(loop) { nodes[1].recorder.frames.count == 1 })
         XCTAssertTrue(self.allConnected(nodes), "the link survives")
         XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDropped, 1)
+        XCTAssertEqual(nodes[0].transport.status(of: NodeID("n2"))?.framesDroppedTooLarge, 1, "counted by reason")
+        XCTAssertEqual(
+            nodes[0].recorder.dropped,
+            [.init(to: NodeID("n2"), type: 0x10, payloadBytes: 2049, outcome: .droppedTooLarge)],
+            "the drop is reported to the delegate, which logs it")
+    }
+
+    func testEveryDroppedFrameIsReportedToTheDelegate() throws {
+        var options = fastOptions()
+        options.outputHighWaterMarkBytes = 100_000
+        options.outputHardLimitBytes = 100_000
+        let nodes = try cluster(2, options: { _ in options })
+        XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
+        let payload = [UInt8](repeating: 0, count: 60_000)
+        let outcomes = (0..<3).map { _ in nodes[0].transport.send(type: 0x10, payload: payload, to: NodeID("n2")) }
+        XCTAssertEqual(outcomes.last, .droppedOutputFull)
+        XCTAssertEqual(nodes[0].recorder.dropped.map(\.outcome), [.droppedOutputFull])
+        XCTAssertEqual(nodes[0].recorder.dropped.first?.payloadBytes, 60_000)
+        let status = try XCTUnwrap(nodes[0].transport.status(of: NodeID("n2")))
+        XCTAssertEqual(status.framesDropped, 1)
+        XCTAssertEqual(status.framesDroppedTooLarge, 0)
     }
 
     func testConsensusMessagesTravelThroughTheCodec() throws {

@@ -76,6 +76,13 @@ final class Recorder: PeerTransportDelegate {
     var connected: [NodeID] = []
     var disconnected: [(NodeID, LinkFailure)] = []
     var authFailures: [(String, LinkFailure)] = []
+    struct Drop: Equatable {
+        var to: NodeID
+        var type: UInt8
+        var payloadBytes: Int
+        var outcome: SendOutcome
+    }
+    var dropped: [Drop] = []
     /// Called for every frame, after it was recorded (to reply from the callback).
     var onFrame: ((Frame) -> Void)?
 
@@ -96,6 +103,12 @@ final class Recorder: PeerTransportDelegate {
     func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
     {
         authFailures.append((remoteAddress, reason))
+    }
+
+    func peerTransport(
+        _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome
+    ) {
+        dropped.append(Drop(to: peer, type: type, payloadBytes: payloadBytes, outcome: outcome))
     }
 }
 
