@@ -68,6 +68,8 @@ public struct ReplicaCounters: Sendable {
     public var messagesSent: UInt64 = 0
     public var messagesDropped: UInt64 = 0
     public var undecodableFrames: UInt64 = 0
+    /// Frames refused by the transport for being above the frame limit (the core resends smaller batches).
+    public var framesDroppedTooLarge: UInt64 = 0
     /// Commit latency: proposal accepted on the leader to committed, in microseconds.
     public var commitLatencyMicros = LatencySamples()
 }
@@ -207,6 +209,8 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     /// Starts the disk thread, the peer listener and dialers, and the tick timer.
     public func start() throws {
+        // Every append the core may build must fit a frame (a programmer error in the derivation otherwise).
+        config.raft.validate(frameLimit: config.transport.maxFramePayloadBytes)
         disk.start()
         readyWakeup = LoopWakeup(loop: loop) { [unowned self] in self.processReady() }
         transport = try PeerTransport(
@@ -559,6 +563,19 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         // Forwards sent on the old link may have died with it: the core sends them again on this one.
         raft.linkUp(to: peer, nowMs: EventLoop.preciseNowMs())
         scheduleReady()
+    }
+
+    public func peerTransport(
+        _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome
+    ) {
+        // Raft retransmits what a full buffer or a missing link dropped; a frame too large is resent smaller by the
+        // core, but it must never go unseen.
+        if case .droppedTooLarge = outcome {
+            counters.framesDroppedTooLarge += 1
+            log.warning(
+                "a frame larger than the peer frame limit was dropped",
+                metadata: ["peer": "\(peer)", "type": "\(type)", "bytes": "\(payloadBytes)"])
+        }
     }
 
     public func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {
