@@ -199,6 +199,20 @@ public struct RaftNode: Sendable {
             batch.roleChange = change
             lastReportedRole = change
         }
+        // Step 1's sync, and what may leave before it, are the core's to decide (the runtime and the simulator
+        // both follow these fields, so the order that ships is the order that is tested).
+        let termOrVoteChanged = state.term != durableHardState.term || state.votedFor != durableHardState.votedFor
+        batch.mustSync = !batch.entriesToPersist.isEmpty || batch.truncateFromIndex != nil || termOrVoteChanged
+        if role == .leader && !termOrVoteChanged {
+            var held: [Message] = []
+            for message in batch.messages {
+                switch message {
+                case .appendEntries, .heartbeat: batch.messagesBeforePersist.append(message)
+                default: held.append(message)
+                }
+            }
+            batch.messages = held
+        }
         outstanding = OutstandingReady(
             hardState: batch.hardState,
             lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, appliedThrough: log.appliedIndex)

@@ -1,9 +1,11 @@
 /// A batch of effects the runtime must carry out, taken with `RaftNode.ready()`.
 ///
 /// The ORDER is part of the contract:
-/// 1. Persist durably (fsync) `entriesToPersist` and then `hardState`. If `truncateFromIndex` is set, first delete
-///    every stored entry with an index at or above it (the new entries replace a conflicting suffix). In general the
-///    entries replace any stored entry at the same or a higher index.
+/// 0. `messagesBeforePersist` may be sent at once, before step 1 (the core decides which: see the field).
+/// 1. Persist `entriesToPersist` and then `hardState`, and fsync when `mustSync` says so. If `truncateFromIndex` is
+///    set, first delete every stored entry with an index at or above it (the new entries replace a conflicting
+///    suffix). In general the entries replace any stored entry at the same or a higher index. When `mustSync` is
+///    false the hard state may be written without an fsync (or with the next batch that is synced).
 /// 2. Then send `messages` (they may promise what step 1 made durable: votes, acknowledged entries).
 /// 3. Then apply `committedEntries` to the application, in order.
 /// 4. Then release `readyReads` (serve each once the local applied index reaches its index), fail `failedReads`,
@@ -18,6 +20,14 @@ public struct Ready: Sendable {
     public var truncateFromIndex: UInt64?
     /// Messages to send after step 1.
     public var messages: [Message] = []
+    /// Messages that may leave before step 1 completes: a leader's appends and heartbeats in a Ready that changes
+    /// neither term nor vote (etcd's "leader's parallel write"). Safe because they promise nothing about the
+    /// leader's disk: the leader counts its own log towards commit only once it is durable (after `advance`).
+    public var messagesBeforePersist: [Message] = []
+    /// Whether step 1 needs an fsync: new entries, a truncation, or a new term or vote (etcd's `MustSync`). A
+    /// Ready whose only durable change is the commit index need not be synced: a restarted node learns the commit
+    /// index again from the leader, and never applies more than it recorded as applied.
+    public var mustSync = false
     /// Entries that are committed and not yet handed out, in index order.
     public var committedEntries: [Entry] = []
     /// Reads confirmed: each may be served once this node has applied `index`.
@@ -39,7 +49,8 @@ public struct Ready: Sendable {
 
     /// True when the batch carries nothing.
     public var isEmpty: Bool {
-        hardState == nil && entriesToPersist.isEmpty && messages.isEmpty && committedEntries.isEmpty
+        hardState == nil && entriesToPersist.isEmpty && messages.isEmpty && messagesBeforePersist.isEmpty
+            && committedEntries.isEmpty
             && readyReads.isEmpty && failedReads.isEmpty && acceptedProposals.isEmpty
             && rejectedProposals.isEmpty && unknownProposals.isEmpty && roleChange == nil
     }

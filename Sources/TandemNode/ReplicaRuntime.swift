@@ -352,26 +352,23 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         loop.assertOnLoopThread()
         readyScheduled = false
         guard !persistInFlight, !stopped, raft.hasReady else { return }
-        var ready = raft.ready()
+        let ready = raft.ready()
+        // Step 0: what the core lets leave before the disk (a leader's appends: its fsync and the followers' run
+        // side by side).
+        for message in ready.messagesBeforePersist { send(message) }
+        guard ready.mustSync else {
+            // Only the commit index moved, if anything: no fsync (the core says so); it is written with the next
+            // batch that must be synced.
+            if let hard = ready.hardState { unsyncedCommitIndex = hard.commitIndex }
+            carryOut(ready)
+            return
+        }
         var job = PersistJob()
         job.truncateFrom = ready.truncateFromIndex
         job.entries = ready.entriesToPersist.map(EntryPayload.encode)
         if let hard = ready.hardState {
-            if job.entries.isEmpty && job.truncateFrom == nil && hard.term == lastPersistedHardState.term
-                && hard.votedFor == lastPersistedHardState.votedFor
-            {
-                // Only the commit index moved. It needs no fsync (a restarted node learns it again from the
-                // leader; etcd does the same): it is written with the next batch that must be synced anyway.
-                unsyncedCommitIndex = hard.commitIndex
-            } else {
-                job.hardState = Self.storageHardState(hard)
-            }
-        }
-        guard !job.isEmpty else {
-            carryOut(ready)
-            return
-        }
-        if job.hardState == nil, let commit = unsyncedCommitIndex {
+            job.hardState = Self.storageHardState(hard)
+        } else if let commit = unsyncedCommitIndex {
             job.hardState = Self.storageHardState(
                 TandemConsensus.HardState(
                     term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: commit))
@@ -380,19 +377,6 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         let appliedInJob = job.appliedIndex
         let persistedHard = job.hardState.map {
             TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
-        }
-        // A leader may send its appends before its own fsync (as etcd's leaders do): the core counts the
-        // leader's own log toward commit only after `advance`, and votes and acknowledgements still wait for the
-        // disk. The leader's and the followers' fsyncs then run side by side instead of one after the other.
-        if raft.currentRole == .leader && job.hardState.map({ $0.term == lastPersistedHardState.term }) ?? true {
-            var held: [Message] = []
-            for message in ready.messages {
-                switch message {
-                case .appendEntries, .heartbeat: send(message)
-                default: held.append(message)
-                }
-            }
-            ready.messages = held
         }
         persistInFlight = true
         counters.entriesPersisted += UInt64(job.entries.count)

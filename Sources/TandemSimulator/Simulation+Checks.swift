@@ -86,6 +86,18 @@ extension Simulation {
     /// Log matching, checked on every entry a node hands out for persistence.
     func checkReady(_ index: Int, _ ready: Ready) {
         let raft = nodes[index].raft!
+        for message in ready.messagesBeforePersist {
+            switch message {
+            case .appendEntries, .heartbeat: continue
+            default:
+                fail("\(nodes[index].id) may send \(message) before its persistence: only a leader's appends may")
+                return
+            }
+        }
+        if !ready.mustSync && (!ready.entriesToPersist.isEmpty || ready.truncateFromIndex != nil) {
+            fail("\(nodes[index].id): a Ready with entries to persist must be synced")
+            return
+        }
         for entry in ready.entriesToPersist {
             let previous = entry.index == 1 ? nil : raft.entry(at: entry.index - 1)
             let prevTerm = entry.index == 1 ? 0 : (previous?.term ?? UInt64.max)

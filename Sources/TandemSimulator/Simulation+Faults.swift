@@ -64,6 +64,7 @@ extension Simulation {
         note("crash \(nodes[index].id)")
         nodes[index].raft = nil
         nodes[index].readyInFlight = nil
+        nodes[index].unsyncedCommitIndex = nil
         nodes[index].waitingReads = []
         nodes[index].incarnation += 1
         nodes[index].stalledUntilUs = 0

@@ -111,6 +111,9 @@ struct SimNode {
     var clockRate: Double
     /// The Ready whose fsync is in progress; lost if the node crashes first.
     var readyInFlight: Ready?
+    /// A commit index written without an fsync (`Ready.mustSync` false): lost if the node crashes before the next
+    /// synced batch carries it to disk.
+    var unsyncedCommitIndex: UInt64?
     /// Confirmed reads waiting for the application to reach their index.
     var waitingReads: [(id: ReadID, index: UInt64)] = []
     var stalledUntilUs: Int64 = 0
@@ -311,6 +314,8 @@ public final class Simulation {
             precondition(rounds < 10_000, "a node keeps producing Ready batches without input")
             let ready = nodes[index].raft!.ready()
             checkReady(index, ready)
+            // What the core lets leave before the disk goes now, as in the runtime.
+            for message in ready.messagesBeforePersist { send(message) }
             let latencyMs = faults.maxDiskLatencyMs > 0 ? Int64(rng.next() % UInt64(faults.maxDiskLatencyMs + 1)) : 0
             if latencyMs == 0 {
                 complete(index, ready)
@@ -345,6 +350,11 @@ public final class Simulation {
     }
 
     func persist(_ index: Int, _ ready: Ready) {
+        guard ready.mustSync else {
+            // Not synced: only a commit index, which a crash may lose (the runtime writes it without an fsync).
+            if let hardState = ready.hardState { nodes[index].unsyncedCommitIndex = hardState.commitIndex }
+            return
+        }
         if let first = ready.entriesToPersist.first {
             let keep = Int(first.index - 1)
             precondition(keep <= nodes[index].disk.entries.count, "a Ready left a gap in the log on disk")
@@ -353,7 +363,12 @@ public final class Simulation {
         } else if let truncate = ready.truncateFromIndex {
             nodes[index].disk.entries.removeSubrange(min(Int(truncate - 1), nodes[index].disk.entries.count)...)
         }
-        if let hardState = ready.hardState { nodes[index].disk.hardState = hardState }
+        if let hardState = ready.hardState {
+            nodes[index].disk.hardState = hardState
+        } else if let commit = nodes[index].unsyncedCommitIndex {
+            nodes[index].disk.hardState.commitIndex = max(nodes[index].disk.hardState.commitIndex, commit)
+        }
+        nodes[index].unsyncedCommitIndex = nil
     }
 
     func apply(_ index: Int, _ entry: Entry) {

@@ -89,7 +89,7 @@ struct TestCluster {
                 disks[id]!.entries.append(contentsOf: ready.entriesToPersist)
             }
             if let hardState = ready.hardState { disks[id]!.hardState = hardState }
-            for message in ready.messages {
+            for message in ready.messagesBeforePersist + ready.messages {  // Persisting is instant here.
                 sent.append(message)
                 if blocked.contains([message.from, message.to]) { continue }
                 if message.encodedSizeBytes > maxPayloadBytes {

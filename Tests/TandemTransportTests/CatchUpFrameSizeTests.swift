@@ -31,7 +31,7 @@ final class CatchUpFrameSizeTests: XCTestCase {
         mutating func drain(_ id: NodeID) {
             while nodes[id]!.hasReady {
                 let ready = nodes[id]!.ready()
-                queue.append(contentsOf: ready.messages)
+                queue.append(contentsOf: ready.messagesBeforePersist + ready.messages)
                 nodes[id]!.advance(ready)
             }
         }
