@@ -4,21 +4,27 @@ import TandemNet
 import TandemStorage
 
 /// One batch of durable work: what a Ready requires on disk before its messages may be sent.
-struct PersistJob: Sendable {
+public struct PersistJob: Sendable {
     /// Delete stored entries from this index on before appending (a conflicting suffix).
-    var truncateFrom: UInt64?
-    var entries: [WALEntry] = []
-    var hardState: TandemStorage.HardState?
-    var appliedIndex: UInt64?
+    public var truncateFrom: UInt64?
+    public var entries: [WALEntry] = []
+    public var hardState: TandemStorage.HardState?
+    public var appliedIndex: UInt64?
 
-    var isEmpty: Bool { truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil }
+    public var isEmpty: Bool { truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil }
 }
 
 /// What the disk thread reports back for a job.
-struct PersistOutcome: Sendable {
-    var error: WALError?
-    var fsyncMicros: Int64
-    var walBytes: Int64
+public struct PersistOutcome: Sendable {
+    public var error: WALError?
+    public var fsyncMicros: Int64
+    public var walBytes: Int64
+
+    public init(error: WALError? = nil, fsyncMicros: Int64 = 0, walBytes: Int64 = 0) {
+        self.error = error
+        self.fsyncMicros = fsyncMicros
+        self.walBytes = walBytes
+    }
 }
 
 /// Owns the write-ahead log on a thread of its own, so that write(2) and fsync(2) never block the loop.

@@ -3,8 +3,10 @@
 // effects in the order the core's `Ready` prescribes: persist (on the disk thread, one fsync per batch), then send,
 // then hand committed entries to the applier, then release reads and report proposals.
 //
-// It owns the WAL (through DiskWorker) and the peer transport. It must never apply anything itself (the sidecar's
-// applier does), never block the loop thread, and never send a message before what it promises is on disk.
+// It reaches the world only through three boundaries (NodeEnvironment.swift): a clock and scheduler, a disk and a
+// peer messenger. Production wires them to the event loop, the WAL on its disk thread and the peer transport; the
+// node simulator wires them to simulated ones and runs this very type. It must never apply anything itself (the
+// sidecar's applier does), never block its thread, and never send a message before what it promises is on disk.
 
 import Foundation
 import Logging
@@ -93,16 +95,15 @@ public struct LatencySamples: Sendable {
     }
 }
 
-public final class ReplicaRuntime: PeerTransportDelegate {
-    private let loop: EventLoop
+public final class ReplicaRuntime {
     public let config: ReplicaConfig
     private let log: Logger
     private var raft: RaftNode
-    private let disk: DiskWorker
-    private var transport: PeerTransport!
-    private var tickTimer: TandemNet.Timer!
-    private var appliedFlushTimer: TandemNet.Timer!
-    private var readyWakeup: LoopWakeup!
+    private let clock: NodeClock
+    private let disk: NodeDisk
+    private let messenger: PeerMessenger
+    private var tickTimer: NodeTimer?
+    private var appliedFlushTimer: NodeTimer?
     public weak var delegate: ReplicaDelegate?
     /// The hard state last made durable, and a newer commit index not yet written (it needs no fsync of its own).
     private var lastPersistedHardState = TandemConsensus.HardState()
@@ -138,7 +139,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// Called when the applied index on disk advanced (an applier held at the redelivery window may go on).
     public var onDurableAppliedAdvance: (() -> Void)?
     private var appliedFlushInFlight = false
-    private var retryTimer: TandemNet.Timer?
+    private var retryTimer: NodeTimer?
     public let recoveryNote: String?
     private var stopped = false
     /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
@@ -148,42 +149,33 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// Called when the disk fails: a failed fsync is fatal (PostgreSQL's "fsyncgate").
     public var onFatalDiskError: ((WALError) -> Void)?
 
-    /// Room for an entry's own fields (term, index, time, proposal id with its node id) beside its data.
-    static let entryEncodingSlackBytes = 64 * 1024
+    /// The production node: the loop's clock, the WAL in `config.dataDirectory`, the peer transport.
+    public convenience init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {
+        let (disk, recovery) = try WALNodeDisk.open(config: config, loop: loop)
+        try self.init(
+            config: config, clock: LoopClock(loop: loop), disk: disk, recovery: recovery,
+            messenger: TransportMessenger(loop: loop, config: config),
+            seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs()) ^ recovery.incarnation, log: log)
+    }
 
-    public init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {
-        self.loop = loop
+    /// A node on the given boundaries (the simulator passes simulated ones). `seed` drives election timeouts.
+    public init(
+        config: ReplicaConfig, clock: NodeClock, disk: NodeDisk, recovery: NodeRecovery, messenger: PeerMessenger,
+        seed: UInt64, log: Logger
+    ) throws {
         self.config = config
+        self.clock = clock
+        self.disk = disk
+        self.messenger = messenger
         self.log = log
-        // Like `mkdir -p`: a fresh volume mount or a nested path is normal for a data directory.
-        // Like `mkdir -p`, mode 0700, each created directory synced into its parent: a fresh volume mount or a
-        // nested path is normal for a data directory.
-        try WriteAheadLog.prepareDirectory(config.dataDirectory)
-        // Every entry the core accepts must fit a WAL record, or one large write would be a fatal disk error on
-        // every replica at once: the record limit follows the message limit (which follows TANDEM_MAX_BODY).
-        let walOptions = WALOptions(
-            maxEntryPayloadBytes: min(
-                WALOptions.payloadBytesLimit,
-                max(WALOptions.defaultMaxEntryPayloadBytes, config.raft.maxMessageBytes + Self.entryEncodingSlackBytes))
-        )
-        let (wal, recovered) = try WriteAheadLog.open(directory: config.dataDirectory, options: walOptions)
-        var entries: [Entry] = []
-        entries.reserveCapacity(recovered.entries.count)
-        for record in recovered.entries {
-            entries.append(try EntryPayload.decode(record))
-        }
-        let hard =
-            recovered.hardState.map {
-                TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
-            } ?? TandemConsensus.HardState()
-        let previousRun = try ApplyCheckpoint.begin(directory: config.dataDirectory)
-        let incarnation = try NodeIncarnation.next(directory: config.dataDirectory)
-        nextSequence = incarnation << NodeIncarnation.sequenceBits
+        let hard = recovery.hardState
+        let previousRun = recovery.previousRun
+        nextSequence = recovery.incarnation << NodeIncarnation.sequenceBits
         sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
         // After a graceful stop the checkpoint's applied index is exact (it may be ahead of the WAL's lazily
         // written one); after a crash the WAL's is a lower bound, and the entries after it that the applier may
         // have reached are delivered again, marked.
-        var applied = recovered.appliedIndex
+        var applied = recovery.appliedIndex
         if previousRun.cleanStop, let checkpoint = previousRun.checkpoint {
             applied = max(applied, min(checkpoint.appliedIndex, hard.commitIndex))
         }
@@ -194,39 +186,28 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         let handOutAfter = config.replayWholeLogOnStart ? 0 : min(applied, hard.commitIndex)
         raft = RaftNode(
             config: config.raft,
-            recovered: RecoveredState(hardState: hard, entries: entries, appliedIndex: handOutAfter),
-            seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs())
-                ^ UInt64(config.raft.id.rawValue.hashValue.magnitude))
+            recovered: RecoveredState(hardState: hard, entries: recovery.entries, appliedIndex: handOutAfter),
+            seed: seed)
         appliedIndex = handOutAfter
         durableAppliedIndex = applied
         lastPersistedHardState = hard
-        recoveryNote = recovered.tornTail.map {
-            "truncated a torn WAL tail in \($0.file) at offset \($0.offset) (\($0.discardedBytes) bytes): \($0.reason)"
-        }
-        counters.walBytes = wal.sizeBytes
-        disk = DiskWorker(wal: wal, loop: loop)
+        recoveryNote = recovery.note
+        counters.walBytes = recovery.walBytes
     }
 
-    /// Starts the disk thread, the peer listener and dialers, and the tick timer.
+    /// Starts the disk, the peer listener and dialers, and the tick timer.
     public func start() throws {
         // Every append the core may build must fit a frame (a programmer error in the derivation otherwise).
         config.raft.validate(frameLimit: config.transport.maxFramePayloadBytes)
         disk.start()
-        readyWakeup = LoopWakeup(loop: loop) { [unowned self] in self.processReady() }
-        transport = try PeerTransport(
-            loop: loop, selfID: config.raft.id, peers: config.peers, listenHost: config.peerListenHost,
-            listenPort: config.peerListenPort, auth: config.auth, options: config.transport)
-        transport.delegate = self
-        transport.start()
-        tickTimer = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in self.onTick() }
-        tickTimer.scheduleRepeating(everyMs: config.tickIntervalMs)
-        appliedFlushTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.flushAppliedIndex() }
-        appliedFlushTimer.scheduleRepeating(everyMs: 1000)
+        try messenger.start(for: self)
+        tickTimer = clock.every(ms: config.tickIntervalMs) { [unowned self] in self.onTick() }
+        appliedFlushTimer = clock.every(ms: 1000) { [unowned self] in self.flushAppliedIndex() }
         scheduleReady()
     }
 
     /// The port the peer listener is bound to.
-    public var peerPort: UInt16 { transport?.listenPort ?? 0 }
+    public var peerPort: UInt16 { messenger.listenPort }
 
     /// Stops the node. `checkpointPayload` is non-nil for a graceful stop in which the applier finished every
     /// entry it started: then the exact applied index and the payload are written, and the next start delivers
@@ -234,21 +215,19 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     public func stop(checkpointPayload: [UInt8]? = nil) {
         guard !stopped else { return }
         stopped = true
-        tickTimer?.invalidate()
-        appliedFlushTimer?.invalidate()
+        tickTimer?.cancel()
+        appliedFlushTimer?.cancel()
+        retryTimer?.cancel()
         if appliedIndex > durableAppliedIndex {
             var job = PersistJob()
             job.appliedIndex = appliedIndex
             disk.submit(job) { _ in }
         }
-        transport?.stop()
-        readyWakeup?.invalidate()
+        messenger.stop()
         disk.stop()  // Finishes every queued job first.
         guard let checkpointPayload, !config.replayWholeLogOnStart else { return }
-        do throws(ApplyCheckpoint.CheckpointError) {
-            try ApplyCheckpoint.finish(
-                ApplyCheckpoint(appliedIndex: appliedIndex, payload: checkpointPayload),
-                directory: config.dataDirectory)
+        do {
+            try disk.finish(ApplyCheckpoint(appliedIndex: appliedIndex, payload: checkpointPayload))
             log.info("stopped gracefully", metadata: ["appliedIndex": "\(appliedIndex)"])
         } catch {
             log.error("cannot write the apply checkpoint: the next start redelivers", metadata: ["error": "\(error)"])
@@ -267,7 +246,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     private func onTick() {
         // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
-        raft.tick(nowMs: EventLoop.preciseNowMs(), wallTimeMs: EventLoop.wallClockMs())
+        raft.tick(nowMs: clock.nowMs(), wallTimeMs: clock.wallClockMs())
         scheduleReady()
     }
 
@@ -277,11 +256,11 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     }
 
     private func takeSequence() -> UInt64 {
-        loop.assertOnLoopThread()
+        clock.assertOnOwnThread()
         if nextSequence >= sequenceLimit {
             // 2^40 ids in one run: move to a fresh incarnation rather than wrap into ids already used.
-            do throws(NodeIncarnation.IncarnationError) {
-                let incarnation = try NodeIncarnation.next(directory: config.dataDirectory)
+            do {
+                let incarnation = try disk.nextIncarnation()
                 nextSequence = incarnation << NodeIncarnation.sequenceBits
                 sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
             } catch {
@@ -297,9 +276,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// leader); it may run before `propose` returns (an immediate refusal). The entry itself reaches the delegate
     /// when committed, carrying `id`.
     public func propose(_ data: [UInt8], id: ProposalID, completion: @escaping (ProposalResult) -> Void) {
-        loop.assertOnLoopThread()
+        clock.assertOnOwnThread()
         do throws(ProposalError) {
-            try raft.propose(data, id: id, wallTimeMs: EventLoop.wallClockMs(), nowMs: EventLoop.preciseNowMs())
+            try raft.propose(data, id: id, wallTimeMs: clock.wallClockMs(), nowMs: clock.nowMs())
             pendingProposals[id] = completion
             scheduleReady()
         } catch {
@@ -311,18 +290,18 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     public func read(mode: ReadMode, completion: @escaping (Result<UInt64, ReadError>) -> Void) {
         let id = ReadID(origin: config.raft.id, sequence: takeSequence())
         pendingReads[id] = completion
-        raft.requestRead(id: id, mode: mode, nowMs: EventLoop.preciseNowMs())
+        raft.requestRead(id: id, mode: mode, nowMs: clock.nowMs())
         scheduleReady()
     }
 
     public func transferLeadership(to target: NodeID) throws(TransferError) {
-        try raft.transferLeadership(to: target, nowMs: EventLoop.preciseNowMs())
+        try raft.transferLeadership(to: target, nowMs: clock.nowMs())
         scheduleReady()
     }
 
     /// The applier finished `index` (in order). Persisted lazily: with the next batch, or within a second.
     public func markApplied(_ index: UInt64) {
-        loop.assertOnLoopThread()
+        clock.assertOnOwnThread()
         precondition(index > appliedIndex, "applied index must grow: \(index) after \(appliedIndex)")
         appliedIndex = index
     }
@@ -335,21 +314,21 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         guard index > 0 else { return [] }
         return (1...index).compactMap { raft.entry(at: $0) }
     }
-    public var transportStatus: [TandemTransport.PeerStatus] { transport?.peerStatuses ?? [] }
+    public var transportStatus: [TandemTransport.PeerStatus] { messenger.peerStatuses }
     public var currentAppliedIndex: UInt64 { appliedIndex }
 
-    public func phi(for peer: NodeID) -> Double { raft.phi(for: peer, nowMs: EventLoop.preciseNowMs()) }
+    public func phi(for peer: NodeID) -> Double { raft.phi(for: peer, nowMs: clock.nowMs()) }
 
     // MARK: the Ready loop
 
     private func scheduleReady() {
         guard !readyScheduled, !stopped else { return }
         readyScheduled = true
-        readyWakeup?.notify()
+        clock.soon { [weak self] in self?.processReady() }
     }
 
     private func processReady() {
-        loop.assertOnLoopThread()
+        clock.assertOnOwnThread()
         readyScheduled = false
         guard !persistInFlight, !stopped, raft.hasReady else { return }
         let ready = raft.ready()
@@ -391,10 +370,9 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         disk.submit(job) { [unowned self] outcome in
             if case .descriptorsExhausted = outcome.error, !self.stopped {
                 self.log.warning("out of file descriptors for the WAL: retrying the write in 100 ms")
-                self.retryTimer = TandemNet.Timer(loop: self.loop, priority: .control) { [unowned self] in
+                self.retryTimer = self.clock.after(ms: 100) { [unowned self] in
                     self.submitPersist(job, ready: ready, appliedInJob: appliedInJob, persistedHard: persistedHard)
                 }
-                self.retryTimer?.schedule(afterMs: 100)
                 return
             }
             self.persistInFlight = false
@@ -441,7 +419,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         for (id, index) in ready.readyReads { pendingReads.removeValue(forKey: id)?(.success(index)) }
         for (id, error) in ready.failedReads { pendingReads.removeValue(forKey: id)?(.failure(error)) }
         for (id, index, term) in ready.acceptedProposals {
-            if raft.currentRole == .leader { acceptedAtMicros[index] = EventLoop.preciseNowMicros() }
+            if raft.currentRole == .leader { acceptedAtMicros[index] = clock.nowMicros() }
             pendingProposals.removeValue(forKey: id)?(.accepted(index: index, term: term))
         }
         for (id, error) in ready.rejectedProposals { pendingProposals.removeValue(forKey: id)?(.rejected(error)) }
@@ -465,7 +443,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
 
     private func noteCommitLatency(_ entries: [Entry]) {
         guard !acceptedAtMicros.isEmpty else { return }
-        let now = EventLoop.preciseNowMicros()
+        let now = clock.nowMicros()
         for entry in entries {
             if let start = acceptedAtMicros.removeValue(forKey: entry.index) {
                 counters.commitLatencyMicros.record(now - start)
@@ -496,7 +474,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     // MARK: transport
 
     private func send(_ message: Message) {
-        let outcome = transport.send(message)
+        let outcome = messenger.send(message)
         if outcome.isQueued {
             counters.messagesSent += 1
             return
@@ -506,7 +484,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         // refuses it); a read request that never left was confirmed by no one: fail it now, retryable.
         switch message {
         case .proposalForward:
-            raft.notDelivered(message, nowMs: EventLoop.preciseNowMs())
+            raft.notDelivered(message, nowMs: clock.nowMs())
             scheduleReady()
         case .readIndexRequest(let request):
             for read in request.reads { pendingReads.removeValue(forKey: read)?(.failure(.noLeader)) }
@@ -518,12 +496,14 @@ public final class ReplicaRuntime: PeerTransportDelegate {
     /// Sends an application frame to every peer (dropped for peers that are not connected).
     public func broadcast(type: UInt8, payload: [UInt8]) {
         precondition(type >= Self.applicationFrameTypeMin, "frame types below 0x40 belong to consensus")
-        for peer in config.peers { _ = transport?.send(type: type, payload: payload, to: peer.id) }
+        for peer in config.peers { _ = messenger.send(type: type, payload: payload, to: peer.id) }
     }
 
-    public func peerTransport(
-        _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer
-    ) {
+    // MARK: inputs from the peers
+
+    /// A frame arrived from an authenticated peer.
+    public func receive(frameOfType type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
+        clock.assertOnOwnThread()
         if type >= Self.applicationFrameTypeMin {
             onApplicationFrame?(peer, type, payload)
             return
@@ -534,7 +514,7 @@ public final class ReplicaRuntime: PeerTransportDelegate {
                 counters.undecodableFrames += 1
                 return
             }
-            raft.step(message, nowMs: EventLoop.preciseNowMs())
+            raft.step(message, nowMs: clock.nowMs())
             scheduleReady()
         } catch {
             counters.undecodableFrames += 1
@@ -542,33 +522,29 @@ public final class ReplicaRuntime: PeerTransportDelegate {
         }
     }
 
-    public func peerTransport(_ transport: PeerTransport, peerDidConnect peer: NodeID) {
+    /// A link to `peer` is (again) up.
+    public func linkUp(to peer: NodeID) {
         log.info("peer connected", metadata: ["peer": "\(peer)"])
         // Forwards sent on the old link may have died with it: the core sends them again on this one.
-        raft.linkUp(to: peer, nowMs: EventLoop.preciseNowMs())
+        raft.linkUp(to: peer, nowMs: clock.nowMs())
         scheduleReady()
     }
 
-    public func peerTransport(
-        _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome
-    ) {
-        // Raft retransmits what a full buffer or a missing link dropped; a frame too large is resent smaller by the
-        // core, but it must never go unseen.
-        if case .droppedTooLarge = outcome {
-            counters.framesDroppedTooLarge += 1
-            log.warning(
-                "a frame larger than the peer frame limit was dropped",
-                metadata: ["peer": "\(peer)", "type": "\(type)", "bytes": "\(payloadBytes)"])
-        }
-    }
-
-    public func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {
+    public func linkDown(to peer: NodeID, reason: String) {
         log.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
     }
 
-    public func peerTransport(
-        _ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure
-    ) {
+    /// The messenger dropped a frame to `peer`. Raft retransmits what a full buffer or a missing link dropped; a
+    /// frame too large is resent smaller by the core, but it must never go unseen.
+    public func frameDropped(to peer: NodeID, type: UInt8, payloadBytes: Int, tooLarge: Bool) {
+        guard tooLarge else { return }
+        counters.framesDroppedTooLarge += 1
+        log.warning(
+            "a frame larger than the peer frame limit was dropped",
+            metadata: ["peer": "\(peer)", "type": "\(type)", "bytes": "\(payloadBytes)"])
+    }
+
+    public func peerRefused(remoteAddress: String, reason: String) {
         log.warning("refused a peer connection", metadata: ["remote": "\(remoteAddress)", "reason": "\(reason)"])
     }
 }
