@@ -80,6 +80,7 @@ let package = Package(
         .testTarget(name: "TandemStatusPageTests", dependencies: ["TandemStatusPage"]),
         .testTarget(name: "DeploymentTests", dependencies: ["TandemConfig"]),
         .testTarget(name: "TandemNetTests", dependencies: ["TandemNet"]),
+        .testTarget(name: "TandemSidecarTests", dependencies: ["TandemSidecar", "TandemConsensus"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TandemHTTP", "TandemLinearizability"]),
     ],
     swiftLanguageModes: [.v6]

@@ -79,7 +79,8 @@ final class Replication: ReplicaDelegate {
         self.applier = Applier(
             loop: loop, upstreamHost: upstreamHost, upstreamPort: upstreamPort, startAfter: startAfter,
             idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
-        divergence = DivergenceMonitor(log: log, resumedAfter: startAfter)
+        divergence = DivergenceMonitor(
+            peers: runtime.config.peers.map(\.id), resumedAfter: startAfter, log: log, metrics: metrics)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
         if settings.appState == .durable {
             applier.redeliveryThrough = runtime.redeliveryThrough
@@ -97,9 +98,10 @@ final class Replication: ReplicaDelegate {
         runtime.delegate = self
         runtime.onApplicationFrame = { [unowned self] peer, type, payload in
             guard type == DivergenceMonitor.frameType else { return }
-            self.divergence.onReport(
-                from: peer, leader: self.runtime.status.leader, payload: payload,
-                appliedIndex: self.applier.digest.index)
+            self.divergence.onReport(from: peer, payload: payload)
+        }
+        divergence.broadcast = { [unowned runtime] payload in
+            runtime.broadcast(type: DivergenceMonitor.frameType, payload: payload)
         }
         digestTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.broadcastDigest() }
         digestTimer.scheduleRepeating(everyMs: 1000)
@@ -107,25 +109,16 @@ final class Replication: ReplicaDelegate {
         sweepTimer.scheduleRepeating(everyMs: 50)
     }
 
-    /// The leader tells followers its digest at its applied index, once a second.
+    /// Every node (whatever its role) tells its peers its digest at its applied index, once a second.
     private func broadcastDigest() {
-        guard runtime.status.role == .leader, applier.digest.index > 0,
-            divergence.hasCompleteDigest(at: applier.digest.index)
-        else { return }
-        runtime.broadcast(
-            type: DivergenceMonitor.frameType,
-            payload: DivergenceMonitor.reportPayload(index: applier.digest.index, digest: applier.digest.value))
+        divergence.reportCurrent(index: applier.digest.index, digest: applier.digest.value)
     }
 
-    /// Every completed digest block is reported too, so no block goes uncompared however fast writes come.
+    /// Every completed digest block is reported too, so no block goes unjudged however fast writes come.
     private func reportCompletedBlock() {
-        guard runtime.status.role == .leader, let block = applier.digest.lastCompletedBlock,
-            block.index != lastReportedBlockIndex, divergence.hasCompleteDigest(at: block.index)
-        else { return }
+        guard let block = applier.digest.lastCompletedBlock, block.index != lastReportedBlockIndex else { return }
         lastReportedBlockIndex = block.index
-        runtime.broadcast(
-            type: DivergenceMonitor.frameType,
-            payload: DivergenceMonitor.reportPayload(index: block.index, digest: block.digest))
+        divergence.reportOnce(index: block.index, digest: block.digest)
     }
 
     /// The idempotency table's decisions for entries 1...index, read again from the log (a durable app keeps its
