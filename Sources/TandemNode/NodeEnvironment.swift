@@ -190,7 +190,9 @@ public final class WALNodeDisk: NodeDisk {
         worker.submit(job, completion: completion)
     }
     public func stop() { worker.stop() }
-    public func finish(_ checkpoint: ApplyCheckpoint) throws { try ApplyCheckpoint.finish(checkpoint, directory: directory) }
+    public func finish(_ checkpoint: ApplyCheckpoint) throws {
+        try ApplyCheckpoint.finish(checkpoint, directory: directory)
+    }
     public func nextIncarnation() throws -> UInt64 { try NodeIncarnation.next(directory: directory) }
 }
 

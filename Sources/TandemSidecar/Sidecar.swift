@@ -406,10 +406,12 @@ public final class Sidecar {
             "tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.",
             value: Double(replication.applier.backlog))
         metrics.setGauge(
-            "tandem_diverged", help: "1 when this replica's applied outcomes differ from the leader's.",
+            "tandem_diverged",
+            help: "1 when a majority of the cluster agrees on applied outcomes that differ from this replica's.",
             value: replication.divergence.isDiverged ? 1 : 0)
         metrics.setCounter(
-            "tandem_digest_comparisons_total", help: "Digest comparisons with the leader.",
+            "tandem_digest_comparisons_total",
+            help: "Verdicts this replica reached on its own digests against the other members'.",
             value: Double(replication.divergence.comparisons))
         metrics.setGauge(
             "tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
