@@ -74,7 +74,12 @@ let package = Package(
         .testTarget(
             name: "SimulationTests", dependencies: ["TandemSimulator", "TandemConsensus", "TandemLinearizability"]),
         .testTarget(name: "TandemStorageTests", dependencies: ["TandemStorage"]),
-        .testTarget(name: "TandemNodeTests", dependencies: ["TandemNode", "TandemConsensus", "TandemNet"]),
+        .testTarget(
+            name: "TandemNodeTests",
+            dependencies: [
+                "TandemNode", "TandemConsensus", "TandemNet", "TandemStorage", "TandemTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "TandemNet", "TandemConsensus"]),
         .testTarget(name: "TandemOverloadTests", dependencies: ["TandemOverload"]),
         .testTarget(name: "TandemStatusPageTests", dependencies: ["TandemStatusPage"]),

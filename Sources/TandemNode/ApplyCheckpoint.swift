@@ -13,17 +13,22 @@ import TandemStorage
 ///   of the sidecar's own apply state (the idempotency table's stored responses). Framed with a CRC32C.
 public struct ApplyCheckpoint: Equatable, Sendable {
     public var appliedIndex: UInt64
+    /// Entries up to here may have reached the app in an earlier run that crashed, and were not handed out again
+    /// yet: the next run must still mark them as redeliveries (0 when none). A graceful stop does not erase what
+    /// a crash before it left uncertain.
+    public var redeliveryThrough: UInt64
     public var payload: [UInt8]
 
-    public init(appliedIndex: UInt64, payload: [UInt8]) {
+    public init(appliedIndex: UInt64, redeliveryThrough: UInt64 = 0, payload: [UInt8]) {
         self.appliedIndex = appliedIndex
+        self.redeliveryThrough = redeliveryThrough
         self.payload = payload
     }
 
     static let fileName = "apply-checkpoint"
     static let runningMarkerName = "running"
     private static let magic: UInt32 = 0x5441_4e43  // "TANC"
-    private static let version: UInt32 = 1
+    private static let version: UInt32 = 2
 
     /// How the previous run ended, read at start.
     public struct Recovered: Sendable {
@@ -89,6 +94,7 @@ public struct ApplyCheckpoint: Equatable, Sendable {
         append(Self.magic, to: &body)
         append(Self.version, to: &body)
         append(appliedIndex, to: &body)
+        append(redeliveryThrough, to: &body)
         append(UInt64(payload.count), to: &body)
         body.append(contentsOf: payload)
         append(CRC32C.checksum(body), to: &body)
@@ -98,15 +104,17 @@ public struct ApplyCheckpoint: Equatable, Sendable {
     /// Nil for anything but a complete, checksummed checkpoint of this version (then the start is treated as
     /// after a crash: nothing is lost, entries are only marked as possible redeliveries).
     static func decode(_ bytes: [UInt8]) -> ApplyCheckpoint? {
-        guard bytes.count >= 28 else { return nil }
+        guard bytes.count >= 36 else { return nil }
         let crc = load(UInt32.self, bytes, bytes.count - 4)
         guard CRC32C.checksum(Array(bytes[0..<(bytes.count - 4)])) == crc,
             load(UInt32.self, bytes, 0) == magic, load(UInt32.self, bytes, 4) == version
         else { return nil }
         let applied = load(UInt64.self, bytes, 8)
-        let length = load(UInt64.self, bytes, 16)
-        guard length == UInt64(bytes.count - 28) else { return nil }
-        return ApplyCheckpoint(appliedIndex: applied, payload: Array(bytes[24..<(bytes.count - 4)]))
+        let redelivery = load(UInt64.self, bytes, 16)
+        let length = load(UInt64.self, bytes, 24)
+        guard length == UInt64(bytes.count - 36) else { return nil }
+        return ApplyCheckpoint(
+            appliedIndex: applied, redeliveryThrough: redelivery, payload: Array(bytes[32..<(bytes.count - 4)]))
     }
 
     private func append<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {

@@ -168,7 +168,7 @@ public final class ReplicaRuntime {
         self.disk = disk
         self.messenger = messenger
         self.log = log
-        let hard = recovery.hardState
+        var hard = recovery.hardState
         let previousRun = recovery.previousRun
         nextSequence = recovery.incarnation << NodeIncarnation.sequenceBits
         sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
@@ -177,11 +177,20 @@ public final class ReplicaRuntime {
         // have reached are delivered again, marked.
         var applied = recovery.appliedIndex
         if previousRun.cleanStop, let checkpoint = previousRun.checkpoint {
-            applied = max(applied, min(checkpoint.appliedIndex, hard.commitIndex))
+            applied = max(applied, min(checkpoint.appliedIndex, recovery.entries.last?.index ?? 0))
         }
+        // An applied entry was committed: a commit index on disk behind it (it is written lazily) is raised to it,
+        // so the core never hands out again what the applier recorded as applied.
+        hard.commitIndex = max(hard.commitIndex, min(applied, recovery.entries.last?.index ?? 0))
         recoveredAppliedIndex = applied
         previousRunCrashed = !previousRun.cleanStop
-        redeliveryThrough = previousRun.cleanStop ? 0 : applied + Self.redeliveryWindow
+        if previousRun.cleanStop {
+            // What a crash before that stop left uncertain and no run has handed out since stays marked.
+            let carried = previousRun.checkpoint?.redeliveryThrough ?? 0
+            redeliveryThrough = carried > applied ? carried : 0
+        } else {
+            redeliveryThrough = applied + Self.redeliveryWindow
+        }
         recoveredApplyPayload = previousRun.checkpoint?.payload
         let handOutAfter = config.replayWholeLogOnStart ? 0 : min(applied, hard.commitIndex)
         raft = RaftNode(
@@ -218,16 +227,26 @@ public final class ReplicaRuntime {
         tickTimer?.cancel()
         appliedFlushTimer?.cancel()
         retryTimer?.cancel()
-        if appliedIndex > durableAppliedIndex {
+        if appliedIndex > durableAppliedIndex || unsyncedCommitIndex != nil {
             var job = PersistJob()
             job.appliedIndex = appliedIndex
+            if let commit = unsyncedCommitIndex {
+                job.hardState = Self.storageHardState(
+                    TandemConsensus.HardState(
+                        term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor,
+                        commitIndex: commit))
+            }
             disk.submit(job) { _ in }
         }
         messenger.stop()
         disk.stop()  // Finishes every queued job first.
         guard let checkpointPayload, !config.replayWholeLogOnStart else { return }
         do {
-            try disk.finish(ApplyCheckpoint(appliedIndex: appliedIndex, payload: checkpointPayload))
+            try disk.finish(
+                ApplyCheckpoint(
+                    appliedIndex: appliedIndex,
+                    redeliveryThrough: redeliveryThrough > appliedIndex ? redeliveryThrough : 0,
+                    payload: checkpointPayload))
             log.info("stopped gracefully", metadata: ["appliedIndex": "\(appliedIndex)"])
         } catch {
             log.error("cannot write the apply checkpoint: the next start redelivers", metadata: ["error": "\(error)"])
