@@ -7,11 +7,11 @@ struct RaftLog {
     private(set) var entries: [Entry]
     /// The index just before the first stored entry (a snapshot's index once compaction exists).
     let offset: UInt64 = 0
-    /// Invariant: `appliedIndex <= committedIndex <= lastIndex`.
+    /// Invariant: `handedOutIndex <= committedIndex <= lastIndex`.
     private(set) var committedIndex: UInt64
     /// The last index handed to the runtime to apply (in a Ready's `committedEntries`).
-    /// Invariant: `appliedIndex <= committedIndex`.
-    private(set) var appliedIndex: UInt64
+    /// Invariant: `handedOutIndex <= committedIndex`.
+    private(set) var handedOutIndex: UInt64
     /// The last index known to be durable on this node's disk with the same content as `entries`.
     /// Invariant: `persistedIndex <= lastIndex` and `persistedIndex < unstableFromIndex`.
     private(set) var persistedIndex: UInt64
@@ -24,12 +24,12 @@ struct RaftLog {
         entries = recovered.entries
         let last = recovered.entries.last?.index ?? 0
         precondition(recovered.hardState.commitIndex <= last, "recovered commit index beyond the recovered log")
-        precondition(recovered.appliedIndex <= recovered.hardState.commitIndex, "applied beyond commit on disk")
+        precondition(recovered.handOutAfter <= recovered.hardState.commitIndex, "applied beyond commit on disk")
         for (k, entry) in entries.enumerated() {
             precondition(entry.index == UInt64(k) + 1, "recovered log is not contiguous from index 1")
         }
         committedIndex = recovered.hardState.commitIndex
-        appliedIndex = recovered.appliedIndex
+        handedOutIndex = recovered.handOutAfter
         persistedIndex = last
         unstableFromIndex = last + 1
         checkInvariants()
@@ -125,7 +125,7 @@ struct RaftLog {
     /// Entries not yet handed out for persistence.
     var unstableEntries: ArraySlice<Entry> { entries(from: unstableFromIndex, maxBytes: Int.max) }
     var hasUnstable: Bool { unstableFromIndex <= lastIndex }
-    var hasCommittedToApply: Bool { committedIndex > appliedIndex }
+    var hasCommittedToApply: Bool { committedIndex > handedOutIndex }
 
     /// Hands out the unstable entries and the truncation point, marking them as handed out.
     mutating func takeUnstable() -> (entries: [Entry], truncateFrom: UInt64?) {
@@ -138,10 +138,10 @@ struct RaftLog {
 
     /// Hands out committed entries to apply, at most `maxCount`.
     mutating func takeCommitted(maxCount: Int) -> [Entry] {
-        guard committedIndex > appliedIndex else { return [] }
-        let count = Int(min(committedIndex - appliedIndex, UInt64(maxCount)))
-        let taken = Array(entries(from: appliedIndex + 1, maxBytes: Int.max, maxCount: count))
-        appliedIndex += UInt64(taken.count)
+        guard committedIndex > handedOutIndex else { return [] }
+        let count = Int(min(committedIndex - handedOutIndex, UInt64(maxCount)))
+        let taken = Array(entries(from: handedOutIndex + 1, maxBytes: Int.max, maxCount: count))
+        handedOutIndex += UInt64(taken.count)
         return taken
     }
 
@@ -153,7 +153,7 @@ struct RaftLog {
     }
 
     func checkInvariants() {
-        precondition(appliedIndex <= committedIndex, "applied beyond committed")
+        precondition(handedOutIndex <= committedIndex, "applied beyond committed")
         precondition(committedIndex <= lastIndex, "committed beyond the log")
         precondition(persistedIndex <= lastIndex && persistedIndex < unstableFromIndex, "persisted beyond the log")
         precondition(unstableFromIndex <= lastIndex + 1, "unstable start beyond the log")

@@ -93,7 +93,7 @@ extension RaftNode {
         }
         return NodeStatus(
             id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
-            appliedIndex: appliedIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
+            carriedOutIndex: carriedOutIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
             leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
     }
 }

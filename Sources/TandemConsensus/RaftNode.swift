@@ -92,8 +92,8 @@ public struct RaftNode: Sendable {
     var lastReportedRole: RoleChange
     /// The Ready handed out and not yet advanced.
     var outstanding: OutstandingReady?
-    /// The last index the runtime confirmed as applied.
-    var appliedIndex: UInt64
+    /// The last committed index the runtime carried out (handed to its applier and advanced past).
+    var carriedOutIndex: UInt64
 
     struct LeadershipTransfer {
         var target: NodeID
@@ -104,7 +104,7 @@ public struct RaftNode: Sendable {
     struct OutstandingReady {
         var hardState: HardState?
         var lastPersisted: (index: UInt64, term: UInt64)?
-        var appliedThrough: UInt64
+        var handedOutThrough: UInt64
     }
 
     /// Creates a node from what its runtime recovered from disk. `seed` drives its election timeouts only.
@@ -130,7 +130,7 @@ public struct RaftNode: Sendable {
             capacity: config.forwardOutcomeCapacity, retentionMs: config.forwardOutcomeRetentionMs)
         lastHandedHardState = recovered.hardState
         durableHardState = recovered.hardState
-        appliedIndex = recovered.appliedIndex
+        carriedOutIndex = recovered.handOutAfter
         lastReportedRole = RoleChange(role: .follower, term: recovered.hardState.term, leader: nil)
     }
 
@@ -215,7 +215,7 @@ public struct RaftNode: Sendable {
         }
         outstanding = OutstandingReady(
             hardState: batch.hardState,
-            lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, appliedThrough: log.appliedIndex)
+            lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, handedOutThrough: log.handedOutIndex)
         checkInvariants()
         return batch
     }
@@ -226,7 +226,7 @@ public struct RaftNode: Sendable {
         outstanding = nil
         if let last = done.lastPersisted { log.persisted(through: last.index, term: last.term) }
         if let state = done.hardState { durableHardState = state }
-        appliedIndex = done.appliedThrough
+        carriedOutIndex = done.handedOutThrough
         // A one-node cluster wins its election with its own vote alone, which counts only once durable: otherwise
         // a crash could let it lead the same term twice with different entries.
         if role == .candidate && config.quorum == 1 && durableHardState.term == term
@@ -295,7 +295,7 @@ public struct RaftNode: Sendable {
         precondition(role != .leader || progress.count == others.count, "leader without progress for every peer")
         precondition(role != .candidate || votedFor == config.id, "candidate has not voted for itself")
         precondition(term >= lastHandedHardState.term, "term went backwards")
-        precondition(appliedIndex <= log.appliedIndex, "applied beyond handed out")
+        precondition(carriedOutIndex <= log.handedOutIndex, "applied beyond handed out")
         precondition(uncommittedBytes >= 0, "negative uncommitted bytes")
         precondition(pendingForwards.count <= config.maxPendingForwards, "forward map overflow")
         precondition(reads.pendingCount <= config.maxPendingReads + 1, "read queue overflow")

@@ -86,8 +86,8 @@ public struct NodeStatus: Equatable, Sendable {
     public var term: UInt64
     public var leader: NodeID?
     public var commitIndex: UInt64
-    /// The last index the runtime has applied (advanced past).
-    public var appliedIndex: UInt64
+    /// The last committed index the runtime carried out (handed to its applier; not necessarily applied yet).
+    public var carriedOutIndex: UInt64
     public var lastIndex: UInt64
     /// The last index this node knows to be on its own disk.
     public var persistedIndex: UInt64

@@ -84,13 +84,14 @@ public struct RecoveredState: Sendable {
     public var hardState: HardState
     /// The persisted log, contiguous and starting at index 1 (compaction will add a snapshot before it).
     public var entries: [Entry]
-    /// The last index the application has durably applied; entries after it are handed out again.
-    public var appliedIndex: UInt64
+    /// Committed entries up to here are not handed out again (`Ready.committedEntries` starts after it): the
+    /// runtime passes what its app durably applied, or 0 when an in-memory app needs the whole log again.
+    public var handOutAfter: UInt64
 
-    public init(hardState: HardState = HardState(), entries: [Entry] = [], appliedIndex: UInt64 = 0) {
+    public init(hardState: HardState = HardState(), entries: [Entry] = [], handOutAfter: UInt64 = 0) {
         self.hardState = hardState
         self.entries = entries
-        self.appliedIndex = appliedIndex
+        self.handOutAfter = handOutAfter
     }
 }
 

@@ -8,7 +8,7 @@ public struct PersistJob: Sendable {
     /// Delete stored entries from this index on before appending (a conflicting suffix).
     public var truncateFrom: UInt64?
     public var entries: [WALEntry] = []
-    public var hardState: TandemStorage.HardState?
+    public var hardState: StoredHardState?
     public var appliedIndex: UInt64?
 
     public var isEmpty: Bool { truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil }

@@ -72,7 +72,7 @@ public struct NodeRecovery: Sendable {
 /// `linkDown` and `frameDropped`.
 public protocol PeerMessenger: AnyObject {
     var listenPort: UInt16 { get }
-    var peerStatuses: [TandemTransport.PeerStatus] { get }
+    var peerStatuses: [LinkStatus] { get }
     func start(for runtime: ReplicaRuntime) throws
     func send(_ message: Message) -> SendOutcome
     func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome
@@ -209,7 +209,7 @@ public final class TransportMessenger: PeerMessenger, PeerTransportDelegate {
     }
 
     public var listenPort: UInt16 { transport?.listenPort ?? 0 }
-    public var peerStatuses: [TandemTransport.PeerStatus] { transport?.peerStatuses ?? [] }
+    public var peerStatuses: [LinkStatus] { transport?.peerStatuses ?? [] }
 
     public func start(for runtime: ReplicaRuntime) throws {
         self.runtime = runtime

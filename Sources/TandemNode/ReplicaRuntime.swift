@@ -195,7 +195,7 @@ public final class ReplicaRuntime {
         let handOutAfter = config.replayWholeLogOnStart ? 0 : min(applied, hard.commitIndex)
         raft = RaftNode(
             config: config.raft,
-            recovered: RecoveredState(hardState: hard, entries: recovery.entries, appliedIndex: handOutAfter),
+            recovered: RecoveredState(hardState: hard, entries: recovery.entries, handOutAfter: handOutAfter),
             seed: seed)
         appliedIndex = handOutAfter
         durableAppliedIndex = applied
@@ -333,7 +333,7 @@ public final class ReplicaRuntime {
         guard index > 0 else { return [] }
         return (1...index).compactMap { raft.entry(at: $0) }
     }
-    public var transportStatus: [TandemTransport.PeerStatus] { messenger.peerStatuses }
+    public var transportStatus: [LinkStatus] { messenger.peerStatuses }
     public var currentAppliedIndex: UInt64 { appliedIndex }
 
     public func phi(for peer: NodeID) -> Double { raft.phi(for: peer, nowMs: clock.nowMs()) }
@@ -409,8 +409,8 @@ public final class ReplicaRuntime {
         }
     }
 
-    private static func storageHardState(_ hard: TandemConsensus.HardState) -> TandemStorage.HardState {
-        TandemStorage.HardState(term: hard.term, votedFor: hard.votedFor?.rawValue, commit: hard.commitIndex)
+    private static func storageHardState(_ hard: TandemConsensus.HardState) -> StoredHardState {
+        StoredHardState(term: hard.term, votedFor: hard.votedFor?.rawValue, commit: hard.commitIndex)
     }
 
     private func recordDisk(_ outcome: PersistOutcome) {

@@ -87,7 +87,12 @@ final class Applier: ConnectionDelegate {
 
     /// Queues committed entries (in log order, continuing the queue).
     func enqueue(_ entries: [Entry]) {
+        loop.assertOnLoopThread()
         for entry in entries where entry.index > appliedIndex {
+            // The runtime hands out committed entries once each, contiguous and in order.
+            let last = queue.last?.index ?? current?.index ?? appliedIndex
+            precondition(
+                entry.index == last + 1, "committed entries must arrive contiguous: \(entry.index) after \(last)")
             queue.append(entry)
         }
         if current == nil { applyNext() }
@@ -201,6 +206,7 @@ final class Applier: ConnectionDelegate {
     }
 
     private func send(_ command: WriteCommand, for entry: Entry) {
+        precondition(current?.index == entry.index, "only the current entry is sent to the app")
         if connection == nil || connection?.isOpen != true {
             isConnected = false
             connection = Connection.connect(loop: loop, host: upstreamHost, port: upstreamPort, delegate: self)

@@ -114,6 +114,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     // MARK: client side
 
     func connectionHasInput(_ connection: Connection) {
+        proxy.loop.assertOnLoopThread()
         switch state {
         case .reading: readRequest()
         case .tunnel: relay(from: connection, to: exchange?.upstream?.connection)
@@ -186,11 +187,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             respondWithError(refusal, forceClose: head.framing != .none)
             return
         }
-        if let replication = proxy.replication {
-            if requestClass != .bypass, let reason = replication.notServingReason {
+        if let writePath = proxy.writePath {
+            if requestClass != .bypass, let reason = writePath.notServingReason {
                 // An app started before its sidecar is ready, or the reverse. Hold client traffic.
                 respondWithError(
-                    Replication.error(503, "not_ready", reason, retryAfter: 1),
+                    WritePath.error(503, "not_ready", reason, retryAfter: 1),
                     forceClose: !head.keepAlive || head.framing != .none)
                 return
             }
@@ -200,7 +201,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             }
             if requestClass == .read {
                 do throws(ReadLevelError) {
-                    try startConsistentRead(exchange, replication: replication)
+                    try startConsistentRead(exchange, writePath: writePath)
                 } catch {
                     respondWithError(
                         TandemErrorResponse(status: 400, code: "bad_request", message: error.message, retryable: false),
@@ -268,7 +269,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         exchange.upstream = upstream
-        exchange.readPosition = proxy.replication?.appliedIndex
+        exchange.readPosition = proxy.writePath?.appliedIndex
         if !upstream.isConnected {
             arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
         } else if exchange.requestComplete {

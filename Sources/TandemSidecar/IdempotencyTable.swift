@@ -78,6 +78,8 @@ struct IdempotencyTable {
             orderHead += 1
         }
         boundResponses()
+        precondition(records.count <= capacity, "the idempotency table outgrew its key cap")
+        precondition(responseBytes >= 0 && responseBytes <= responseBytesMax, "stored response bytes out of bounds")
     }
 
     /// Replays the table's decisions for one committed entry without an app: what a restarted node does for

@@ -38,7 +38,7 @@ public final class Metrics {
     public var acceptedConnectionsTotal: UInt64 = 0
     public var upstreamPoolIdle = 0
     public var upstreamConnectionsOpen = 0
-    /// Values that later layers (replication, apply) publish: family -> (help, type, label set -> value).
+    /// Values that later layers (the write path, the applier) publish: family -> (help, type, label set -> value).
     /// Label sets are bounded by the cluster's membership.
     private var families: [String: (help: String, type: String, samples: [String: Double])] = [:]
 

@@ -37,8 +37,8 @@ final class ProxyServer: ListenerDelegate {
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
     private(set) var isDraining = false
     /// The replicated write path and consistent reads; nil only in proxy-only tests.
-    var replication: Replication?
-    var replicationSettings = ReplicationSettings()
+    var writePath: WritePath?
+    var writePathSettings = WritePathSettings()
     /// Rate limits and concurrency towards the app and the log; nil in proxy-only tests.
     var admission: Admission?
     var nodeID = "tandem"

@@ -20,7 +20,7 @@ public struct SidecarOptions: Sendable {
     public var adminToken: String?
     /// The node runtime's configuration (consensus, peers, data directory, authentication).
     public var replica: ReplicaConfig?
-    public var replication = ReplicationSettings()
+    public var writePath = WritePathSettings()
     public var overload = OverloadSettings()
     /// Readiness fails when this replica's applied index trails the commit index by more than this many entries.
     public var readyLagMaxEntries: UInt64 = 1000
@@ -52,7 +52,7 @@ public final class Sidecar {
     private let proxy: ProxyServer
     private let admin: AdminServer
     private let probe: AppProbe
-    private let replication: Replication?
+    private let writePath: WritePath?
     private let admission: Admission
     private var handoffTimer: TandemNet.Timer?
     /// Each peer's phi, sampled every second over the last minute, for the status page's charts (bounded).
@@ -82,33 +82,33 @@ public final class Sidecar {
                 log.critical("exiting: the disk failed", metadata: ["error": "\(error)"])
                 exit(74)
             }
-            replication = Replication(
+            writePath = WritePath(
                 loop: loop, runtime: runtime, upstreamHost: options.proxy.upstreamHost,
-                upstreamPort: options.proxy.upstreamPort, settings: options.replication,
+                upstreamPort: options.proxy.upstreamPort, settings: options.writePath,
                 maxBodyBytes: Int(options.proxy.limits.bodyMaxBytes), metrics: metrics, log: log)
         } else {
-            replication = nil
+            writePath = nil
         }
-        proxy.replication = replication
+        proxy.writePath = writePath
         admission = Admission(
             loop: loop, rateLimit: options.overload.rateLimit, globalRateLimit: options.overload.globalRateLimit,
             rateLimitKey: options.overload.rateLimitKey, queueTargetMs: options.overload.queueTargetMs,
-            writeQueueCapacity: options.replication.maxPendingWrites,
+            writeQueueCapacity: options.writePath.maxPendingWrites,
             readQueueCapacity: options.overload.readQueueCapacity,
             metrics: metrics)
         proxy.admission = admission
-        proxy.replicationSettings = options.replication
+        proxy.writePathSettings = options.writePath
         proxy.nodeID = options.nodeID
         admin.handler = { [unowned self] method, path, query in
             self.adminRoute(method: method, path: path, query: query)
         }
         // Only a refused connection says the app process is gone; a slow probe under load must never trigger a
         // replay into an app that still holds its state.
-        health.onRefused = { [unowned self] in self.replication?.appSeenDown() }
+        health.onRefused = { [unowned self] in self.writePath?.appSeenDown() }
         health.onChange = { [unowned self] reachable in
             if reachable {
                 self.log.info("app answers", metadata: ["upstream": "\(self.upstreamAddress)"])
-                self.replication?.appRestarted()
+                self.writePath?.appRestarted()
             } else {
                 self.log.warning("app unreachable", metadata: ["upstream": "\(self.upstreamAddress)"])
             }
@@ -129,7 +129,7 @@ public final class Sidecar {
         phiSampler = TandemNet.Timer(loop: loop, priority: .control) { [unowned self] in self.samplePhi() }
         phiSampler?.scheduleRepeating(everyMs: 1000)
         do {
-            try replication?.runtime.start()
+            try writePath?.runtime.start()
         } catch {
             log.critical("cannot start the node runtime", metadata: ["error": "\(error)"])
             return 1
@@ -140,7 +140,7 @@ public final class Sidecar {
                 "node": "\(options.nodeID)",
                 "client": "\(options.proxy.listenHost):\(proxy.port)",
                 "admin": "\(options.adminHost):\(admin.port)",
-                "peer": "\(options.replica?.peerListenHost ?? "-"):\(replication?.runtime.peerPort ?? 0)",
+                "peer": "\(options.replica?.peerListenHost ?? "-"):\(writePath?.runtime.peerPort ?? 0)",
                 "upstream": "\(upstreamAddress)",
             ])
         loop.run()
@@ -171,7 +171,7 @@ public final class Sidecar {
     /// A leader that is asked to stop hands leadership to its most caught-up peer first, so writes resume
     /// without waiting for an election timeout. Waits at most two seconds, then drains anyway.
     private func handOffLeadership(then next: @escaping () -> Void) {
-        guard let runtime = replication?.runtime, runtime.status.role == .leader,
+        guard let runtime = writePath?.runtime, runtime.status.role == .leader,
             let target = runtime.status.peers.max(by: { $0.matchIndex < $1.matchIndex })
         else {
             next()
@@ -199,13 +199,13 @@ public final class Sidecar {
         proxy.onAllSessionsEnded = nil
         drainTimer?.invalidate()
         proxy.closeAll()
-        guard let replication, !isStoppingReplication else {
-            replication?.stop()  // A second signal: stop now; the next start redelivers what was in flight.
+        guard let writePath, !isStoppingReplication else {
+            writePath?.stop()  // A second signal: stop now; the next start redelivers what was in flight.
             finishStopping()
             return
         }
         isStoppingReplication = true
-        replication.stopGracefully(graceMs: 5_000) { [unowned self] in self.finishStopping() }
+        writePath.stopGracefully(graceMs: 5_000) { [unowned self] in self.finishStopping() }
     }
 
     private func finishStopping() {
@@ -245,7 +245,7 @@ public final class Sidecar {
     }
 
     private func transferLeadership(query: String) -> AdminResponse {
-        guard let runtime = replication?.runtime else {
+        guard let runtime = writePath?.runtime else {
             return .json(409, errorJSON("no_replication", "this node runs without replication", false))
         }
         let target = query.split(separator: "&").compactMap { pair -> String? in
@@ -276,24 +276,24 @@ public final class Sidecar {
         var reasons: [String] = []
         if isDraining { reasons.append("draining") }
         if !health.isReachable { reasons.append("app_unreachable") }
-        if let replication {
-            let status = replication.runtime.status
+        if let writePath {
+            let status = writePath.runtime.status
             if status.leader == nil { reasons.append("no_leader") }
-            if replication.applier.isStalled { reasons.append("apply_stalled") }
-            if status.commitIndex > replication.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
-            if replication.divergence.isDiverged { reasons.append("diverged") }
-            if replication.isReplaying { reasons.append("replaying") }
-            if !replication.hasCaughtUp { reasons.append("catching_up") }
+            if writePath.applier.isStalled { reasons.append("apply_stalled") }
+            if status.commitIndex > writePath.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
+            if writePath.divergence.isDiverged { reasons.append("diverged") }
+            if writePath.isReplaying { reasons.append("replaying") }
+            if !writePath.hasCaughtUp { reasons.append("catching_up") }
         }
         return reasons
     }
 
     private func statusJSON() -> String {
-        guard let replication else {
+        guard let writePath else {
             return "{\"id\":\(jsonString(options.nodeID)),\"role\":\"standalone\",\"term\":0,\"leader\":null,"
                 + "\"commitIndex\":0,\"appliedIndex\":0,\"digest\":null,\"diverged\":false,\"peers\":[]}"
         }
-        let runtime = replication.runtime
+        let runtime = writePath.runtime
         let status = runtime.status
         let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let now = EventLoop.preciseNowMs()
@@ -308,16 +308,16 @@ public final class Sidecar {
         let leader = status.leader.map { jsonString($0.rawValue) } ?? "null"
         return "{\"id\":\(jsonString(options.nodeID)),\"role\":\(jsonString(Self.roleName(status.role))),"
             + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
-            + "\"appliedIndex\":\(replication.appliedIndex),\"digest\":\(jsonString(replication.applier.digest.hex)),"
-            + "\"digestIndex\":\(replication.applier.digest.index),\"diverged\":\(replication.divergence.isDiverged),"
+            + "\"appliedIndex\":\(writePath.appliedIndex),\"digest\":\(jsonString(writePath.applier.digest.hex)),"
+            + "\"digestIndex\":\(writePath.applier.digest.index),\"diverged\":\(writePath.divergence.isDiverged),"
             + "\"lastIndex\":\(status.lastIndex),"
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
-            + "\"applyStalled\":\(replication.applier.isStalled)},"
+            + "\"applyStalled\":\(writePath.applier.isStalled)},"
             + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
     }
 
     private func samplePhi() {
-        guard let runtime = replication?.runtime else { return }
+        guard let runtime = writePath?.runtime else { return }
         let now = EventLoop.preciseNowMs()
         for peer in runtime.status.peers {
             var samples = phiHistory[peer.id.rawValue, default: []]
@@ -330,13 +330,13 @@ public final class Sidecar {
     /// The admin port's human page: members, roles, indexes, lag, and each peer's phi over the last minute.
     private func statusPage() -> String {
         let now = EventLoop.preciseNowMs()
-        guard let replication else {
+        guard let writePath else {
             let model = StatusPageModel(
                 nodeID: options.nodeID, role: "standalone", term: 0, leader: nil, commitIndex: 0, appliedIndex: 0,
                 diverged: false, peers: [], nowMs: now)
             return StatusPage.render(model)
         }
-        let runtime = replication.runtime
+        let runtime = writePath.runtime
         let status = runtime.status
         let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let peers = status.peers.map { peer in
@@ -351,8 +351,8 @@ public final class Sidecar {
         let model = StatusPageModel(
             nodeID: options.nodeID, role: Self.roleName(status.role), term: status.term,
             leader: status.leader?.rawValue,
-            commitIndex: status.commitIndex, appliedIndex: min(replication.appliedIndex, status.commitIndex),
-            diverged: replication.divergence.isDiverged, peers: peers, nowMs: now,
+            commitIndex: status.commitIndex, appliedIndex: min(writePath.appliedIndex, status.commitIndex),
+            diverged: writePath.divergence.isDiverged, peers: peers, nowMs: now,
             phiThreshold: runtime.config.raft.phiThreshold)
         return StatusPage.render(model)
     }
@@ -385,8 +385,8 @@ public final class Sidecar {
         metrics.setGauge(
             "tandem_queue_length", help: "Requests waiting for a slot, by lane.",
             value: Double(admission.writeQueueLength), labels: "lane=\"write\"")
-        guard let replication else { return }
-        let runtime = replication.runtime
+        guard let writePath else { return }
+        let runtime = writePath.runtime
         let status = runtime.status
         let counters = runtime.counters
         for role in ["follower", "candidate", "leader"] {
@@ -399,20 +399,20 @@ public final class Sidecar {
             "tandem_commit_index", help: "The highest log index known committed.", value: Double(status.commitIndex))
         metrics.setGauge(
             "tandem_applied_index", help: "The highest log index applied to the local app.",
-            value: Double(replication.appliedIndex))
+            value: Double(writePath.appliedIndex))
         metrics.setGauge(
             "tandem_last_index", help: "The highest index in the local log.", value: Double(status.lastIndex))
         metrics.setGauge(
             "tandem_apply_backlog_entries", help: "Committed entries waiting to be applied.",
-            value: Double(replication.applier.backlog))
+            value: Double(writePath.applier.backlog))
         metrics.setGauge(
             "tandem_diverged",
             help: "1 when a majority of the cluster agrees on applied outcomes that differ from this replica's.",
-            value: replication.divergence.isDiverged ? 1 : 0)
+            value: writePath.divergence.isDiverged ? 1 : 0)
         metrics.setCounter(
             "tandem_digest_comparisons_total",
             help: "Verdicts this replica reached on its own digests against the other members'.",
-            value: Double(replication.divergence.comparisons))
+            value: Double(writePath.divergence.comparisons))
         metrics.setGauge(
             "tandem_wal_size_bytes", help: "Bytes in the write-ahead log.", value: Double(counters.walBytes))
         metrics.setGauge(
@@ -438,10 +438,10 @@ public final class Sidecar {
         }
         metrics.setCounter(
             "tandem_applied_entries_total", help: "Entries applied to the local app.",
-            value: Double(replication.applier.appliedCount))
+            value: Double(writePath.applier.appliedCount))
         metrics.setCounter(
             "tandem_apply_retries_total", help: "Apply attempts retried because the app was unreachable.",
-            value: Double(replication.applier.retryCount))
+            value: Double(writePath.applier.retryCount))
         metrics.setCounter(
             "tandem_peer_messages_dropped_total",
             help: "Consensus messages dropped (peer not connected or buffer full).",

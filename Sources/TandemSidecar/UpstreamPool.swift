@@ -108,6 +108,7 @@ final class UpstreamPool {
 
     /// Returns a connection whose last exchange completed cleanly and that may be reused.
     func release(_ upstream: UpstreamConnection) {
+        precondition(!idle.contains { $0 === upstream }, "an upstream connection released twice")
         upstream.owner = nil
         upstream.completedExchanges += 1
         guard upstream.connection.isOpen, idle.count < maxIdle else {

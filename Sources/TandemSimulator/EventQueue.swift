@@ -1,15 +1,15 @@
 /// A binary min-heap of timed events. Ties break by insertion order, so a run is a pure function of its seed.
 struct EventQueue<Event> {
     private struct Item {
-        var timeUs: Int64
+        var timeMicros: Int64
         var sequence: UInt64
         var event: Event
         func precedes(_ other: Item) -> Bool {
-            timeUs != other.timeUs ? timeUs < other.timeUs : sequence < other.sequence
+            timeMicros != other.timeMicros ? timeMicros < other.timeMicros : sequence < other.sequence
         }
     }
 
-    /// Invariant: heap order by (timeUs, sequence). Bounded by `capacity`: pushing beyond it is a harness bug.
+    /// Invariant: heap order by (timeMicros, sequence). Bounded by `capacity`: pushing beyond it is a harness bug.
     private var heap: [Item] = []
     private var nextSequence: UInt64 = 0
     let capacity: Int
@@ -18,11 +18,11 @@ struct EventQueue<Event> {
 
     var count: Int { heap.count }
     var isEmpty: Bool { heap.isEmpty }
-    var nextTimeUs: Int64? { heap.first?.timeUs }
+    var nextTimeMicros: Int64? { heap.first?.timeMicros }
 
-    mutating func push(_ event: Event, atUs timeUs: Int64) {
+    mutating func push(_ event: Event, atMicros timeMicros: Int64) {
         precondition(heap.count < capacity, "simulator event queue overflow: a component floods the network")
-        heap.append(Item(timeUs: timeUs, sequence: nextSequence, event: event))
+        heap.append(Item(timeMicros: timeMicros, sequence: nextSequence, event: event))
         nextSequence += 1
         var child = heap.count - 1
         while child > 0 {
@@ -33,7 +33,7 @@ struct EventQueue<Event> {
         }
     }
 
-    mutating func pop() -> (timeUs: Int64, event: Event)? {
+    mutating func pop() -> (timeMicros: Int64, event: Event)? {
         guard !heap.isEmpty else { return nil }
         heap.swapAt(0, heap.count - 1)
         let item = heap.removeLast()
@@ -47,6 +47,6 @@ struct EventQueue<Event> {
             heap.swapAt(parent, smallest)
             parent = smallest
         }
-        return (item.timeUs, item.event)
+        return (item.timeMicros, item.event)
     }
 }

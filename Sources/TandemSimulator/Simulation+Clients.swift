@@ -14,9 +14,9 @@ struct SimClient {
 extension Simulation {
     func clientStep(_ client: Int) {
         guard clientsActive, clients[client].current == nil else { return }
-        let up = nodes.indices.filter { nodes[$0].isUp && nodes[$0].stalledUntilUs <= nowUs }
+        let up = nodes.indices.filter { nodes[$0].isUp && nodes[$0].stalledUntilMicros <= nowMicros }
         guard let node = up.randomElement(using: &rng) else {
-            queue.push(.clientStep(client: client), atUs: nowUs + 50_000)
+            queue.push(.clientStep(client: client), atMicros: nowMicros + 50_000)
             return
         }
         let key = options.keys[Int(rng.next() % UInt64(options.keys.count))]
@@ -27,7 +27,8 @@ extension Simulation {
         }
         if clients[client].current != nil, let operation = clients[client].current?.operation {
             queue.push(
-                .clientTimeout(client: client, operation: operation), atUs: nowUs + options.operationTimeoutMs * 1000)
+                .clientTimeout(client: client, operation: operation),
+                atMicros: nowMicros + options.operationTimeoutMs * 1000)
         }
         pump(node)
     }
@@ -68,7 +69,7 @@ extension Simulation {
 
     func nextClientStep(_ client: Int) {
         clients[client].current = nil
-        queue.push(.clientStep(client: client), atUs: nowUs + randomUs(upToMs: options.clientThinkMs) + 1)
+        queue.push(.clientStep(client: client), atMicros: nowMicros + randomMicros(upToMs: options.clientThinkMs) + 1)
     }
 
     /// The origin node applied the client's write: acknowledge it.

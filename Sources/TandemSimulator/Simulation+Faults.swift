@@ -18,8 +18,10 @@ extension Simulation {
         if chaosActive && unit() < faults.dropRate { return }
         let copies = chaosActive && unit() < faults.duplicateRate ? 2 : 1
         for _ in 0..<copies {
-            let delayUs = faults.baseDelayMs * 1000 + randomUs(upToMs: faults.jitterMs)
-            queue.push(.deliver(message, to: to, incarnation: nodes[to].incarnation), atUs: nowUs + max(1, delayUs))
+            let delayMicros = faults.baseDelayMs * 1000 + randomMicros(upToMs: faults.jitterMs)
+            queue.push(
+                .deliver(message, to: to, incarnation: nodes[to].incarnation), atMicros: nowMicros + max(1, delayMicros)
+            )
         }
     }
 
@@ -55,7 +57,7 @@ extension Simulation {
     /// Freezes a node's process (no ticks, no message handling) for `ms`; its clock keeps running.
     public func stall(_ id: NodeID, forMs ms: Int64) {
         let i = index(of: id)
-        nodes[i].stalledUntilUs = max(nodes[i].stalledUntilUs, nowUs + ms * 1000)
+        nodes[i].stalledUntilMicros = max(nodes[i].stalledUntilMicros, nowMicros + ms * 1000)
     }
 
     func crash(_ index: Int) {
@@ -67,7 +69,7 @@ extension Simulation {
         nodes[index].unsyncedCommitIndex = nil
         nodes[index].waitingReads = []
         nodes[index].incarnation += 1
-        nodes[index].stalledUntilUs = 0
+        nodes[index].stalledUntilMicros = 0
         abandonClientOperations(on: index)
     }
 
@@ -90,7 +92,7 @@ extension Simulation {
     func scheduleNext(_ event: SimEvent, rate: Double) {
         guard chaosActive, rate > 0 else { return }
         let waitS = -log(max(unit(), 1e-12)) / rate
-        queue.push(event, atUs: nowUs + Int64(waitS * 1_000_000))
+        queue.push(event, atMicros: nowMicros + Int64(waitS * 1_000_000))
     }
 
     func crashRandomNode() {
@@ -99,7 +101,7 @@ extension Simulation {
         if let victim = up.randomElement(using: &rng) {
             crash(victim)
             let downMs = 50 + Int64(rng.next() % 3000)
-            queue.push(.restart(node: victim), atUs: nowUs + downMs * 1000)
+            queue.push(.restart(node: victim), atMicros: nowMicros + downMs * 1000)
         }
         scheduleNext(.crash, rate: faults.crashesPerSecond)
     }
@@ -136,7 +138,7 @@ extension Simulation {
         note("partition \(blocked.map { "\(nodes[$0.from].id)->\(nodes[$0.to].id)" }.sorted())")
         let healMs = 200 + Int64(rng.next() % 3000)
         partitionGeneration += 1
-        queue.push(.heal(generation: partitionGeneration), atUs: nowUs + healMs * 1000)
+        queue.push(.heal(generation: partitionGeneration), atMicros: nowMicros + healMs * 1000)
         scheduleNext(.partition, rate: faults.partitionsPerSecond)
     }
 
@@ -159,12 +161,12 @@ extension Simulation {
         clientsActive = false
         healPartition()
         for index in nodes.indices where !nodes[index].isUp { restart(index) }
-        healedAtUs = nowUs
+        healedAtMicros = nowMicros
     }
 
     /// After healing: waits until a leader has committed an entry of its term and every node applied up to it.
     func runUntilConverged() {
-        let startUs = nowUs
+        let startMicros = nowMicros
         let deadlineMs = nowMs + options.livenessBoundMs
         var converged = false
         while !converged && report.violation == nil && nowMs < deadlineMs {
@@ -176,7 +178,7 @@ extension Simulation {
             fail("liveness: no leader committed and converged within \(options.livenessBoundMs)ms after healing")
             return
         }
-        report.healToConvergedMs = (nowUs - startUs) / 1000
+        report.healToConvergedMs = (nowMicros - startMicros) / 1000
         // Let in-flight client operations settle so their outcomes are recorded, then let every node catch up.
         runUntil(ms: nowMs + 500)
         let settleDeadlineMs = nowMs + 2000

@@ -107,7 +107,7 @@ struct SimNode {
     var incarnation = 0
     var disk = RecoveredState()
     var app = KVApp()
-    var clockOffsetUs: Int64
+    var clockOffsetMicros: Int64
     var clockRate: Double
     /// The Ready whose fsync is in progress; lost if the node crashes first.
     var readyInFlight: Ready?
@@ -116,7 +116,7 @@ struct SimNode {
     var unsyncedCommitIndex: UInt64?
     /// Confirmed reads waiting for the application to reach their index.
     var waitingReads: [(id: ReadID, index: UInt64)] = []
-    var stalledUntilUs: Int64 = 0
+    var stalledUntilMicros: Int64 = 0
     var lastCommitSeen: UInt64 = 0
     var lastRole: Role = .follower
     var lastTerm: UInt64 = 0
@@ -129,7 +129,7 @@ public final class Simulation {
     public let options: SimulationOptions
     var rng: SplitMix64
     var queue = EventQueue<SimEvent>(capacity: 2_000_000)
-    public internal(set) var nowUs: Int64 = 0
+    public internal(set) var nowMicros: Int64 = 0
     var nodes: [SimNode] = []
     var faults: FaultProfile
     var chaosActive = false
@@ -153,7 +153,7 @@ public final class Simulation {
 
     /// Role transitions observed after each event: (time, node, role, term). Bounded by the run's length.
     public internal(set) var roleHistory: [(timeMs: Int64, node: NodeID, role: Role, term: UInt64)] = []
-    var healedAtUs: Int64?
+    var healedAtMicros: Int64?
     /// When set, notable events are recorded in `trace` (for debugging one seed).
     public var tracing = false
     public internal(set) var trace: [String] = []
@@ -173,13 +173,13 @@ public final class Simulation {
         for id in ids {
             let drift = faults.maxClockDrift * (2 * unit() - 1)
             let offset = Int64(rng.next() % 1_000_000_000)
-            nodes.append(SimNode(id: id, clockOffsetUs: offset, clockRate: 1 + drift))
+            nodes.append(SimNode(id: id, clockOffsetMicros: offset, clockRate: 1 + drift))
         }
         for index in nodes.indices { boot(index) }
         clients = (0..<options.clientCount).map { SimClient(id: $0) }
     }
 
-    public var nowMs: Int64 { nowUs / 1000 }
+    public var nowMs: Int64 { nowMicros / 1000 }
     public var nodeIDs: [NodeID] { nodes.map(\.id) }
     public var violation: String? { report.violation }
 
@@ -197,7 +197,9 @@ public final class Simulation {
 
     /// Starts the clients' closed loops (scripted runs call this, then `runUntil`, then `finish`).
     public func startClients() {
-        for client in clients.indices { queue.push(.clientStep(client: client), atUs: nowUs + randomUs(upToMs: 50)) }
+        for client in clients.indices {
+            queue.push(.clientStep(client: client), atMicros: nowMicros + randomMicros(upToMs: 50))
+        }
     }
 
     /// Heals every fault, requires a leader to commit and every node to converge in time, then checks the history.
@@ -221,15 +223,15 @@ public final class Simulation {
 
     /// Processes events until virtual time reaches `ms`, a violation is found, or `until` returns true.
     public func runUntil(ms: Int64, until stop: () -> Bool = { false }) {
-        let endUs = ms * 1000
-        while report.violation == nil, let next = queue.nextTimeUs, next <= endUs {
-            let (timeUs, event) = queue.pop()!
-            nowUs = timeUs
+        let endMicros = ms * 1000
+        while report.violation == nil, let next = queue.nextTimeMicros, next <= endMicros {
+            let (timeMicros, event) = queue.pop()!
+            nowMicros = timeMicros
             report.events += 1
             handle(event)
             if stop() { return }
         }
-        if report.violation == nil { nowUs = max(nowUs, endUs) }
+        if report.violation == nil { nowMicros = max(nowMicros, endMicros) }
     }
 
     func handle(_ event: SimEvent) {
@@ -251,44 +253,44 @@ public final class Simulation {
     // MARK: Nodes
 
     func localMs(_ index: Int) -> Int64 {
-        (nodes[index].clockOffsetUs + Int64(Double(nowUs) * nodes[index].clockRate)) / 1000
+        (nodes[index].clockOffsetMicros + Int64(Double(nowMicros) * nodes[index].clockRate)) / 1000
     }
 
     func boot(_ index: Int) {
         var config = RaftConfig(id: nodes[index].id, peers: nodes.map(\.id))
         options.tuning(&config)
         var recovered = nodes[index].disk
-        recovered.appliedIndex = 0  // The application keeps its state in memory and replays the log.
+        recovered.handOutAfter = 0  // The application keeps its state in memory and replays the log.
         nodes[index].raft = RaftNode(config: config, recovered: recovered, seed: rng.next())
         nodes[index].app = KVApp()
         nodes[index].lastCommitSeen = 0
         nodes[index].lastRole = .follower
         nodes[index].lastTerm = recovered.hardState.term
-        scheduleTick(index, afterUs: randomUs(upToMs: options.tickIntervalMs))
+        scheduleTick(index, afterMicros: randomMicros(upToMs: options.tickIntervalMs))
     }
 
-    func scheduleTick(_ index: Int, afterUs: Int64) {
-        queue.push(.tick(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + afterUs)
+    func scheduleTick(_ index: Int, afterMicros: Int64) {
+        queue.push(.tick(node: index, incarnation: nodes[index].incarnation), atMicros: nowMicros + afterMicros)
     }
 
     /// Defers an event for a stalled node to the end of its stall; returns true if it did.
     func deferIfStalled(_ index: Int, _ event: SimEvent) -> Bool {
-        guard nodes[index].stalledUntilUs > nowUs else { return false }
-        queue.push(event, atUs: nodes[index].stalledUntilUs)
+        guard nodes[index].stalledUntilMicros > nowMicros else { return false }
+        queue.push(event, atMicros: nodes[index].stalledUntilMicros)
         return true
     }
 
     func onTick(_ index: Int, _ incarnation: Int) {
         guard nodes[index].isUp, nodes[index].incarnation == incarnation else { return }
-        if nodes[index].stalledUntilUs > nowUs {
+        if nodes[index].stalledUntilMicros > nowMicros {
             // A stalled process misses its ticks; the next one fires when it wakes, late.
-            queue.push(.tick(node: index, incarnation: incarnation), atUs: nodes[index].stalledUntilUs)
+            queue.push(.tick(node: index, incarnation: incarnation), atMicros: nodes[index].stalledUntilMicros)
             return
         }
         nodes[index].raft!.tick(nowMs: localMs(index), wallTimeMs: nowMs)
         afterStep(index)
-        let intervalUs = Int64(Double(options.tickIntervalMs * 1000) / nodes[index].clockRate)
-        scheduleTick(index, afterUs: max(1, intervalUs))
+        let intervalMicros = Int64(Double(options.tickIntervalMs * 1000) / nodes[index].clockRate)
+        scheduleTick(index, afterMicros: max(1, intervalMicros))
     }
 
     func onDeliver(_ message: Message, _ index: Int, _ incarnation: Int) {
@@ -322,7 +324,8 @@ public final class Simulation {
             } else {
                 nodes[index].readyInFlight = ready
                 queue.push(
-                    .diskDone(node: index, incarnation: nodes[index].incarnation), atUs: nowUs + latencyMs * 1000)
+                    .diskDone(node: index, incarnation: nodes[index].incarnation),
+                    atMicros: nowMicros + latencyMs * 1000)
             }
         }
     }
@@ -384,7 +387,7 @@ public final class Simulation {
 
     func unit() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
 
-    func randomUs(upToMs ms: Int64) -> Int64 { ms <= 0 ? 0 : Int64(rng.next() % UInt64(ms * 1000)) }
+    func randomMicros(upToMs ms: Int64) -> Int64 { ms <= 0 ? 0 : Int64(rng.next() % UInt64(ms * 1000)) }
 
     func index(of id: NodeID) -> Int { nodes.firstIndex { $0.id == id }! }
 

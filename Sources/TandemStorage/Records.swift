@@ -27,7 +27,7 @@ let votedForMaxBytes = 1024
 /// A decoded record.
 enum Record: Equatable {
     case entry(WALEntry)
-    case hardState(HardState)
+    case hardState(StoredHardState)
     case appliedIndex(UInt64)
     case truncate(fromIndex: UInt64)
 }
@@ -169,7 +169,8 @@ struct RecordDecoder {
             let voteBytes = Int(body[17]) | Int(body[18]) << 8
             guard body.count == 19 + voteBytes, voteBytes <= votedForMaxBytes else { return nil }
             let votedFor = body[16] == 1 ? String(decoding: body[19...], as: UTF8.self) : nil
-            return .hardState(HardState(term: loadUInt64(body, 0), votedFor: votedFor, commit: loadUInt64(body, 8)))
+            return .hardState(
+                StoredHardState(term: loadUInt64(body, 0), votedFor: votedFor, commit: loadUInt64(body, 8)))
         case .appliedIndex:
             guard body.count == 8 else { return nil }
             return .appliedIndex(loadUInt64(body, 0))

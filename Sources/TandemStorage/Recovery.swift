@@ -219,7 +219,7 @@ struct Recovery {
 
 /// The log as replay rebuilds it, record by record.
 struct ReplayState {
-    var hardState: HardState?
+    var hardState: StoredHardState?
     var appliedIndex: UInt64 = 0
     /// Invariant: indexes are consecutive, and `indexState` expects the index after the last entry.
     var entries: [WALEntry] = []

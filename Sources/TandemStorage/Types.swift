@@ -18,7 +18,7 @@ public struct WALEntry: Sendable, Hashable {
 }
 
 /// The consensus hard state: what must be on disk before a vote is sent or an entry acknowledged.
-public struct HardState: Sendable, Hashable {
+public struct StoredHardState: Sendable, Hashable {
     public var term: UInt64
     /// The node voted for in `term`, nil when none.
     public var votedFor: String?
@@ -35,7 +35,7 @@ public struct HardState: Sendable, Hashable {
 /// What `WriteAheadLog.open` found on disk.
 public struct RecoveredLog: Sendable, Hashable {
     /// The latest hard state saved, nil when none ever was.
-    public var hardState: HardState?
+    public var hardState: StoredHardState?
     /// The latest applied index saved, 0 when none ever was.
     public var appliedIndex: UInt64
     /// The entries, in index order, with every truncation already applied.

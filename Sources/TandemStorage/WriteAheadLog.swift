@@ -74,7 +74,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// True when bytes were written to the last segment since its last fsync.
     private var needsSync = false
     private var indexState: LogIndexState
-    private var hardState: HardState?
+    private var hardState: StoredHardState?
     private var appliedIndex: UInt64
     /// Set by the first failed write or fsync; every later call throws it again.
     private var failure: WALError?
@@ -261,7 +261,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
 
     /// Records the hard state. Durable after the next `sync()`; the latest one saved is what recovery returns.
-    public func saveHardState(_ state: HardState) throws(WALError) {
+    public func saveHardState(_ state: StoredHardState) throws(WALError) {
         try checkUsable()
         precondition(Array((state.votedFor ?? "").utf8).count <= votedForMaxBytes, "votedFor is a node id")
         try checkRoom(forBytes: hardStateRecordBytes(state))
@@ -350,7 +350,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         assert(pending.count < options.writeBufferBytes, "the write buffer is bounded between calls")
     }
 
-    private func hardStateRecordBytes(_ state: HardState) -> Int {
+    private func hardStateRecordBytes(_ state: StoredHardState) -> Int {
         recordHeaderBytes + 19 + Array((state.votedFor ?? "").utf8).count
     }
 

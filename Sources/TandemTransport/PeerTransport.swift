@@ -36,7 +36,7 @@ public final class PeerTransport {
         var active: PeerLink?
         // Invariant: dialing, when set, is an outbound link still in its handshake.
         var dialing: PeerLink?
-        var status: PeerStatus
+        var status: LinkStatus
         var consecutiveFailures = 0
         var hasEverConnected = false
         var reconnectTimer: Timer?
@@ -94,7 +94,7 @@ public final class PeerTransport {
         for peer in peers where peer.id != selfID {
             precondition(slots[peer.id] == nil, "peer \(peer.id) is configured twice")
             slots[peer.id] = PeerSlot(
-                endpoint: peer, status: PeerStatus(id: peer.id, address: peer.address, connected: false))
+                endpoint: peer, status: LinkStatus(id: peer.id, address: peer.address, connected: false))
         }
         do {
             if let tlsContext {
@@ -206,14 +206,14 @@ public final class PeerTransport {
     // MARK: status
 
     /// The figures of one peer, nil for an id that is not a configured peer.
-    public func status(of peer: NodeID) -> PeerStatus? {
+    public func status(of peer: NodeID) -> LinkStatus? {
         guard var status = slots[peer]?.status else { return nil }
         status.outputBufferedBytes = slots[peer]?.active?.outputCount ?? 0
         return status
     }
 
     /// Every peer's figures, ordered by id.
-    public var peerStatuses: [PeerStatus] { slots.keys.sorted().compactMap { status(of: $0) } }
+    public var peerStatuses: [LinkStatus] { slots.keys.sorted().compactMap { status(of: $0) } }
 
     /// The configured peers, ordered by id.
     public var peerIDs: [NodeID] { slots.keys.sorted() }

@@ -177,7 +177,7 @@ public enum SendOutcome: Equatable, Sendable {
 }
 
 /// Per-peer figures for /status and /metrics.
-public struct PeerStatus: Equatable, Sendable {
+public struct LinkStatus: Equatable, Sendable {
     public var id: NodeID
     /// "host:port" as configured.
     public var address: String
@@ -214,7 +214,7 @@ public protocol PeerTransportDelegate: AnyObject {
     /// A connection was refused during its handshake (wrong secret, unknown node id, bad certificate, version
     /// mismatch, garbage). `remoteAddress` is the IP of an accepted connection or the host of a dialled one.
     func peerTransport(_ transport: PeerTransport, authenticationFailedFrom remoteAddress: String, reason: LinkFailure)
-    /// `send` dropped a frame to `peer` (`outcome` says why; it is also counted in the peer's `PeerStatus`). The
+    /// `send` dropped a frame to `peer` (`outcome` says why; it is also counted in the peer's `LinkStatus`). The
     /// delegate should log it, at least `.droppedTooLarge`, which no retransmission can cure. Called after the
     /// counters are updated; the delegate may call `send` from here.
     func peerTransport(

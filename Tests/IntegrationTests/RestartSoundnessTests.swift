@@ -123,7 +123,9 @@ final class RestartSoundnessTests: ClusterTestCase {
     func testAWriteLargerThanSixtyFourMebibytesIsLoggedAndAppliedWhenTheBodyLimitAllowsIt() throws {
         extraEnvironment["TANDEM_MAX_BODY"] = "96MiB"
         extraEnvironment["TANDEM_MAX_UNCOMMITTED"] = "200MiB"
-        extraEnvironment["TANDEM_WRITE_TIMEOUT"] = "60s"  // A debug build takes seconds to move 70 MiB.
+        extraEnvironment["TANDEM_WRITE_TIMEOUT"] = "60s"  // A debug build takes seconds to move 70 MiB...
+        extraEnvironment["TANDEM_ELECTION_TIMEOUT"] = "10s"  // ...and its busy loop must not look like a dead leader.
+        extraEnvironment["TANDEM_PHI_ACCEPTABLE_PAUSE"] = "8s"
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         let body = String(repeating: "x", count: 70 << 20)

@@ -136,7 +136,7 @@ final class NodeSimulation {
     let network: SimNetwork
     var slots: [Slot] = []
     var report = NodeSimulationReport()
-    private var chaosEndsUs: Int64 = 0
+    private var chaosEndsMicros: Int64 = 0
     /// The one committed entry at each index (term, proposal, data), as first applied anywhere.
     private var committed: [UInt64: Entry] = [:]
     private var proposalIndex: [ProposalID: UInt64] = [:]
@@ -162,23 +162,23 @@ final class NodeSimulation {
     private var trace: [String] = []
 
     func note(_ event: String) {
-        trace.append("t=\(world.nowUs / 1000)ms \(event)")
+        trace.append("t=\(world.nowMicros / 1000)ms \(event)")
         if trace.count > 40 { trace.removeFirst() }
     }
 
     func fail(_ message: String) {
         guard report.violation == nil else { return }
-        report.violation = "t=\(world.nowUs / 1000)ms: \(message)\nlast events:\n" + trace.joined(separator: "\n")
+        report.violation = "t=\(world.nowMicros / 1000)ms: \(message)\nlast events:\n" + trace.joined(separator: "\n")
     }
 
     // MARK: the run
 
     func run() -> NodeSimulationReport {
         for slot in slots.indices { boot(slot) }
-        chaosEndsUs = options.chaosMs * 1000
+        chaosEndsMicros = options.chaosMs * 1000
         scheduleClient()
         scheduleChaos()
-        world.run(untilUs: chaosEndsUs) { report.violation != nil }
+        world.run(untilMicros: chaosEndsMicros) { report.violation != nil }
         guard report.violation == nil else { return report }
         // Calm: every node up, links healed, disks sound; the cluster must converge and keep committing.
         for slot in slots {
@@ -187,9 +187,9 @@ final class NodeSimulation {
             slot.disk?.maxLatencyMs = options.diskLatencyMs
         }
         for slot in slots.indices where slots[slot].runtime == nil { boot(slot) }
-        world.run(untilUs: world.nowUs + 3_000_000) { report.violation != nil }
+        world.run(untilMicros: world.nowMicros + 3_000_000) { report.violation != nil }
         for _ in 0..<5 { propose(settling: true) }
-        world.run(untilUs: world.nowUs + options.settleMs * 1000) { report.violation != nil }
+        world.run(untilMicros: world.nowMicros + options.settleMs * 1000) { report.violation != nil }
         guard report.violation == nil else { return report }
         checkConvergence()
         return report
@@ -218,7 +218,7 @@ final class NodeSimulation {
             world: world, liveness: liveness, wallOffsetMs: Int64(world.random(below: 2000)) - 1000)
         let disk = SimDisk(
             world: world, liveness: liveness, durable: slot.durable, maxLatencyMs: slot.diskLatencyMs,
-            failureChance: world.nowUs < chaosEndsUs ? options.fsyncFailureChance : 0)
+            failureChance: world.nowMicros < chaosEndsMicros ? options.fsyncFailureChance : 0)
         var raft = RaftConfig(id: slot.id, peers: ids)
         if options.largeEntries {
             raft.maxMessageBytes = 512 * 1024
@@ -259,7 +259,7 @@ final class NodeSimulation {
             return
         }
         // Its peers notice the new process when its connections come up.
-        world.schedule(afterUs: 2000) { [weak self] in
+        world.schedule(afterMicros: 2000) { [weak self] in
             guard let self, liveness.isAlive else { return }
             for other in self.ids where other != slot.id && !self.network.isCut(slot.id, other) {
                 self.network.reconnected(slot.id, other)
@@ -304,7 +304,7 @@ final class NodeSimulation {
     }
 
     private func scheduleRestart(_ index: Int) {
-        world.schedule(afterUs: 100_000 + Int64(world.random(below: 1_500_000))) { [weak self] in
+        world.schedule(afterMicros: 100_000 + Int64(world.random(below: 1_500_000))) { [weak self] in
             guard let self, self.slots[index].runtime == nil else { return }
             self.boot(index)
         }
@@ -348,8 +348,8 @@ final class NodeSimulation {
     // MARK: clients
 
     private func scheduleClient() {
-        world.schedule(afterUs: 5_000 + Int64(world.random(below: 20_000))) { [weak self] in
-            guard let self, self.world.nowUs < self.chaosEndsUs else { return }
+        world.schedule(afterMicros: 5_000 + Int64(world.random(below: 20_000))) { [weak self] in
+            guard let self, self.world.nowMicros < self.chaosEndsMicros else { return }
             self.propose(settling: false)
             self.scheduleClient()
         }
@@ -386,8 +386,8 @@ final class NodeSimulation {
     // MARK: faults
 
     private func scheduleChaos() {
-        world.schedule(afterUs: 100_000) { [weak self] in
-            guard let self, self.world.nowUs < self.chaosEndsUs - 1_000_000 else { return }
+        world.schedule(afterMicros: 100_000) { [weak self] in
+            guard let self, self.world.nowMicros < self.chaosEndsMicros - 1_000_000 else { return }
             self.chaosStep()
             self.scheduleChaos()
         }
@@ -406,7 +406,7 @@ final class NodeSimulation {
         } else if world.chance(options.blipsPerSecond / 10) {
             report.blips += 1
             // Longer than the election timeout (1 s, randomized to 2 s): the leader's links are cut too.
-            network.cut(slots[index].id, from: ids, forUs: 1_200_000 + Int64(world.random(below: 1_800_000)))
+            network.cut(slots[index].id, from: ids, forMicros: 1_200_000 + Int64(world.random(below: 1_800_000)))
         }
     }
 }

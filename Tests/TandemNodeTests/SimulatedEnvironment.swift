@@ -7,16 +7,16 @@ import TandemTransport
 
 /// Virtual time and one queue of events shared by every simulated node: deterministic for a seed.
 final class SimWorld {
-    private(set) var nowUs: Int64 = 0
+    private(set) var nowMicros: Int64 = 0
     var rng: SplitMix64
-    private var heap: [(atUs: Int64, sequence: UInt64, action: () -> Void)] = []
+    private var heap: [(atMicros: Int64, sequence: UInt64, action: () -> Void)] = []
     private var sequence: UInt64 = 0
 
     init(seed: UInt64) { rng = SplitMix64(seed: seed) }
 
-    func schedule(afterUs: Int64, _ action: @escaping () -> Void) {
+    func schedule(afterMicros: Int64, _ action: @escaping () -> Void) {
         sequence += 1
-        heap.append((nowUs + max(0, afterUs), sequence, action))
+        heap.append((nowMicros + max(0, afterMicros), sequence, action))
         var child = heap.count - 1
         while child > 0 {
             let parent = (child - 1) / 2
@@ -27,14 +27,14 @@ final class SimWorld {
     }
 
     /// Runs events until virtual time reaches `us` (or `stop` says so after an event).
-    func run(untilUs us: Int64, stop: () -> Bool = { false }) {
-        while let first = heap.first, first.atUs <= us {
+    func run(untilMicros us: Int64, stop: () -> Bool = { false }) {
+        while let first = heap.first, first.atMicros <= us {
             popFirst()
-            nowUs = max(nowUs, first.atUs)
+            nowMicros = max(nowMicros, first.atMicros)
             first.action()
             if stop() { return }
         }
-        nowUs = max(nowUs, us)
+        nowMicros = max(nowMicros, us)
     }
 
     private func popFirst() {
@@ -55,10 +55,10 @@ final class SimWorld {
     }
 
     private static func before(
-        _ a: (atUs: Int64, sequence: UInt64, action: () -> Void),
-        _ b: (atUs: Int64, sequence: UInt64, action: () -> Void)
+        _ a: (atMicros: Int64, sequence: UInt64, action: () -> Void),
+        _ b: (atMicros: Int64, sequence: UInt64, action: () -> Void)
     ) -> Bool {
-        a.atUs != b.atUs ? a.atUs < b.atUs : a.sequence < b.sequence
+        a.atMicros != b.atMicros ? a.atMicros < b.atMicros : a.sequence < b.sequence
     }
 
     func random(below bound: UInt64) -> UInt64 { bound == 0 ? 0 : rng.next() % bound }
@@ -88,15 +88,15 @@ final class SimClock: NodeClock {
         self.wallOffsetMs = wallOffsetMs
     }
 
-    func nowMs() -> Int64 { world.nowUs / 1000 + 1_000_000 }
-    func nowMicros() -> Int64 { world.nowUs + 1_000_000_000 }
-    func wallClockMs() -> Int64 { 1_700_000_000_000 + world.nowUs / 1000 + wallOffsetMs }
+    func nowMs() -> Int64 { world.nowMicros / 1000 + 1_000_000 }
+    func nowMicros() -> Int64 { world.nowMicros + 1_000_000_000 }
+    func wallClockMs() -> Int64 { 1_700_000_000_000 + world.nowMicros / 1000 + wallOffsetMs }
     func assertOnOwnThread() {}
 
     func after(ms: Int64, _ handler: @escaping () -> Void) -> NodeTimer {
         let timer = SimTimer()
         let liveness = self.liveness
-        world.schedule(afterUs: ms * 1000) {
+        world.schedule(afterMicros: ms * 1000) {
             guard liveness.isAlive, !timer.isCancelled else { return }
             handler()
         }
@@ -111,7 +111,7 @@ final class SimClock: NodeClock {
 
     private func repeatEvery(ms: Int64, timer: SimTimer, _ handler: @escaping () -> Void) {
         let liveness = self.liveness
-        world.schedule(afterUs: ms * 1000) { [weak self] in
+        world.schedule(afterMicros: ms * 1000) { [weak self] in
             guard liveness.isAlive, !timer.isCancelled, let self else { return }
             handler()
             self.repeatEvery(ms: ms, timer: timer, handler)
@@ -120,7 +120,7 @@ final class SimClock: NodeClock {
 
     func soon(_ handler: @escaping () -> Void) {
         let liveness = self.liveness
-        world.schedule(afterUs: 0) {
+        world.schedule(afterMicros: 0) {
             guard liveness.isAlive else { return }
             handler()
         }
@@ -130,7 +130,7 @@ final class SimClock: NodeClock {
 /// What survives a crash of a node's process: the synced part of its disk, and its restart records.
 final class DurableDisk {
     var entries: [WALEntry] = []
-    var hardState: TandemStorage.HardState?
+    var hardState: StoredHardState?
     var appliedIndex: UInt64 = 0
     var checkpoint: ApplyCheckpoint?
     var isRunningMarked = false
@@ -173,7 +173,7 @@ final class SimDisk: NodeDisk {
     var maxLatencyMs: Int64
     var failureChance: Double
     private var pending: [PersistJob] = []
-    private var lastCompletionUs: Int64 = 0
+    private var lastCompletionMicros: Int64 = 0
 
     init(world: SimWorld, liveness: Liveness, durable: DurableDisk, maxLatencyMs: Int64, failureChance: Double) {
         self.world = world
@@ -187,11 +187,11 @@ final class SimDisk: NodeDisk {
 
     func submit(_ job: PersistJob, completion: @escaping (PersistOutcome) -> Void) {
         pending.append(job)
-        let latencyUs = Int64(world.random(below: UInt64(maxLatencyMs * 1000 + 1)))
-        lastCompletionUs = max(lastCompletionUs, world.nowUs + latencyUs)
+        let latencyMicros = Int64(world.random(below: UInt64(maxLatencyMs * 1000 + 1)))
+        lastCompletionMicros = max(lastCompletionMicros, world.nowMicros + latencyMicros)
         let fails = world.chance(failureChance)
         let liveness = self.liveness
-        world.schedule(afterUs: lastCompletionUs - world.nowUs) { [weak self] in
+        world.schedule(afterMicros: lastCompletionMicros - world.nowMicros) { [weak self] in
             guard liveness.isAlive, let self, !self.pending.isEmpty else { return }
             let job = self.pending.removeFirst()
             if fails {
@@ -225,28 +225,28 @@ final class SimNetwork {
     /// Nodes by id: the live runtime (nil while down) and its liveness.
     var runtimes: [NodeID: (runtime: ReplicaRuntime, liveness: Liveness)] = [:]
     /// Links cut until a time, by (from, to).
-    var cutUntilUs: [[NodeID]: Int64] = [:]
+    var cutUntilMicros: [[NodeID]: Int64] = [:]
     /// Bumped when a link breaks: frames in flight on the old connection are lost.
     private var epochs: [[NodeID]: Int] = [:]
-    private var lastDeliveryUs: [[NodeID]: Int64] = [:]
-    var maxLatencyUs: Int64 = 3000
+    private var lastDeliveryMicros: [[NodeID]: Int64] = [:]
+    var maxLatencyMicros: Int64 = 3000
     private(set) var framesDelivered = 0
     private(set) var framesDroppedTooLarge = 0
 
     init(world: SimWorld) { self.world = world }
 
-    func isCut(_ from: NodeID, _ to: NodeID) -> Bool { (cutUntilUs[[from, to]] ?? 0) > world.nowUs }
+    func isCut(_ from: NodeID, _ to: NodeID) -> Bool { (cutUntilMicros[[from, to]] ?? 0) > world.nowMicros }
 
-    /// Cuts both directions between `node` and every other node for `forUs`; the links come back (and each side
+    /// Cuts both directions between `node` and every other node for `forMicros`; the links come back (and each side
     /// hears "link up") afterwards.
-    func cut(_ node: NodeID, from others: [NodeID], forUs: Int64) {
+    func cut(_ node: NodeID, from others: [NodeID], forMicros: Int64) {
         for other in others where other != node {
             for pair in [[node, other], [other, node]] {
-                cutUntilUs[pair] = world.nowUs + forUs
+                cutUntilMicros[pair] = world.nowMicros + forMicros
                 epochs[pair, default: 0] += 1
             }
         }
-        world.schedule(afterUs: forUs + 1) { [weak self] in
+        world.schedule(afterMicros: forMicros + 1) { [weak self] in
             guard let self else { return }
             for other in others where other != node && !self.isCut(node, other) {
                 self.reconnected(node, other)
@@ -280,11 +280,11 @@ final class SimNetwork {
         }
         let link = [from, to]
         let epoch = epochs[link, default: 0]
-        let latency = 100 + Int64(world.random(below: UInt64(maxLatencyUs)))
-        let at = max(lastDeliveryUs[link] ?? 0, world.nowUs + latency)
-        lastDeliveryUs[link] = at
+        let latency = 100 + Int64(world.random(below: UInt64(maxLatencyMicros)))
+        let at = max(lastDeliveryMicros[link] ?? 0, world.nowMicros + latency)
+        lastDeliveryMicros[link] = at
         let liveness = receiver.liveness
-        world.schedule(afterUs: at - world.nowUs) { [weak self] in
+        world.schedule(afterMicros: at - world.nowMicros) { [weak self] in
             guard let self, self.epochs[link, default: 0] == epoch, liveness.isAlive,
                 let node = self.runtimes[to], node.liveness === liveness
             else { return }
@@ -309,7 +309,7 @@ final class SimMessenger: PeerMessenger {
     }
 
     var listenPort: UInt16 { 0 }
-    var peerStatuses: [TandemTransport.PeerStatus] { [] }
+    var peerStatuses: [LinkStatus] { [] }
     func start(for runtime: ReplicaRuntime) throws { self.runtime = runtime }
     func stop() {}
 

@@ -11,7 +11,7 @@ final class CrashRecoveryPropertyTests: XCTestCase {
     /// The log as the test expects it after each operation.
     private struct ModelState: Equatable {
         var entries: [WALEntry] = []
-        var hardState: HardState?
+        var hardState: StoredHardState?
         var appliedIndex: UInt64 = 0
     }
 
@@ -81,7 +81,7 @@ final class CrashRecoveryPropertyTests: XCTestCase {
             try log.truncate(from: from)
             state.entries.removeLast(state.entries.count - Int(from) + 1)
         case 7:
-            let hardState = HardState(
+            let hardState = StoredHardState(
                 term: random.next() % 9, votedFor: random.next() % 2 == 0 ? nil : "node-\(random.next() % 5)",
                 commit: random.next() % 50)
             try log.saveHardState(hardState)

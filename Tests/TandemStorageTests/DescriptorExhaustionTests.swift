@@ -52,7 +52,7 @@ final class DescriptorExhaustionTests: XCTestCase {
         let directory = makeTemporaryDirectory(self)
         let options = WALOptions(segmentSizeBytes: 2_048)
         let (log, _) = try XCTUnwrap(openLog(directory, options: options))
-        try log.saveHardState(HardState(term: 1, votedFor: "a", commit: 0))
+        try log.saveHardState(StoredHardState(term: 1, votedFor: "a", commit: 0))
         try log.append(makeEntries(from: 1, count: 5, payloadBytes: 100))
         try log.sync()
         let segmentsBefore = segmentFiles(directory).count
@@ -66,7 +66,7 @@ final class DescriptorExhaustionTests: XCTestCase {
         try log.close()
         let (reopened, recovered) = try XCTUnwrap(openLog(directory, options: options))
         XCTAssertEqual(recovered.entries.map(\.index), Array(1...55))
-        XCTAssertEqual(recovered.hardState, HardState(term: 1, votedFor: "a", commit: 0))
+        XCTAssertEqual(recovered.hardState, StoredHardState(term: 1, votedFor: "a", commit: 0))
         XCTAssertNil(recovered.tornTail)
         try reopened.close()
     }

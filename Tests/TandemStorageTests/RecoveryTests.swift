@@ -8,7 +8,7 @@ final class RecoveryTests: XCTestCase {
     /// Writes entries 1...count in one segment, synced and closed; returns the segment's path.
     private func writeLog(_ directory: String, count: Int, options: WALOptions = WALOptions()) throws -> String {
         let (log, _) = try XCTUnwrap(openLog(directory, options: options))
-        try log.saveHardState(HardState(term: 1, votedFor: "a", commit: UInt64(count)))
+        try log.saveHardState(StoredHardState(term: 1, votedFor: "a", commit: UInt64(count)))
         try log.append(makeEntries(from: 1, count: count, payloadBytes: 40))
         try log.close()
         return directory + "/" + segmentFiles(directory).last!

@@ -20,7 +20,7 @@ final class WriteAheadLogTests: XCTestCase {
     func testEntriesHardStateAndAppliedIndexRoundTrip() throws {
         let directory = makeTemporaryDirectory(self)
         let entries = makeEntries(from: 1, count: 10, term: 3) + [WALEntry(index: 11, term: 3, payload: [])]
-        let hardState = HardState(term: 3, votedFor: "node-b", commit: 7)
+        let hardState = StoredHardState(term: 3, votedFor: "node-b", commit: 7)
         do {
             let (log, _) = try XCTUnwrap(openLog(directory))
             try log.append(entries)
@@ -43,14 +43,14 @@ final class WriteAheadLogTests: XCTestCase {
         let directory = makeTemporaryDirectory(self)
         do {
             let (log, _) = try XCTUnwrap(openLog(directory))
-            try log.saveHardState(HardState(term: 1, votedFor: "a", commit: 0))
+            try log.saveHardState(StoredHardState(term: 1, votedFor: "a", commit: 0))
             try log.saveAppliedIndex(4)
-            try log.saveHardState(HardState(term: 2, votedFor: nil, commit: 5))
+            try log.saveHardState(StoredHardState(term: 2, votedFor: nil, commit: 5))
             try log.saveAppliedIndex(5)
             try log.close()
         }
         let (log, recovered) = try XCTUnwrap(openLog(directory))
-        XCTAssertEqual(recovered.hardState, HardState(term: 2, votedFor: nil, commit: 5))
+        XCTAssertEqual(recovered.hardState, StoredHardState(term: 2, votedFor: nil, commit: 5))
         XCTAssertEqual(recovered.appliedIndex, 5)
         try log.close()
     }
@@ -59,7 +59,7 @@ final class WriteAheadLogTests: XCTestCase {
         let directory = makeTemporaryDirectory(self)
         let (log, _) = try XCTUnwrap(openLog(directory))
         for index in 1...1_000 { try log.append(makeEntries(from: UInt64(index), count: 1, payloadBytes: 100)) }
-        try log.saveHardState(HardState(term: 1, votedFor: "a", commit: 1_000))
+        try log.saveHardState(StoredHardState(term: 1, votedFor: "a", commit: 1_000))
         XCTAssertEqual(log.syncCount, 0, "appending alone never fsyncs")
         try log.sync()
         XCTAssertEqual(log.syncCount, 1)
@@ -129,7 +129,7 @@ final class WriteAheadLogTests: XCTestCase {
         let directory = makeTemporaryDirectory(self)
         var options = WALOptions()
         options.segmentSizeBytes = 4_096
-        let hardState = HardState(term: 9, votedFor: "c", commit: 150)
+        let hardState = StoredHardState(term: 9, votedFor: "c", commit: 150)
         do {
             let (log, _) = try XCTUnwrap(openLog(directory, options: options))
             try log.saveHardState(hardState)
@@ -161,7 +161,7 @@ final class WriteAheadLogTests: XCTestCase {
         var options = WALOptions()
         options.segmentSizeBytes = 2_048
         let (log, _) = try XCTUnwrap(openLog(directory, options: options))
-        try log.saveHardState(HardState(term: 4, votedFor: "a", commit: 2))
+        try log.saveHardState(StoredHardState(term: 4, votedFor: "a", commit: 2))
         try log.saveAppliedIndex(2)
         try log.append(makeEntries(from: 1, count: 40, payloadBytes: 100))
         try log.close()
@@ -174,7 +174,7 @@ final class WriteAheadLogTests: XCTestCase {
             atPath: directory + "/" + segments.last!,
             toPath: directory + "/" + SegmentName(sequence: 1, firstIndex: last.firstIndex).fileName)
         let (reopened, recovered) = try XCTUnwrap(openLog(directory, options: options))
-        XCTAssertEqual(recovered.hardState, HardState(term: 4, votedFor: "a", commit: 2))
+        XCTAssertEqual(recovered.hardState, StoredHardState(term: 4, votedFor: "a", commit: 2))
         XCTAssertEqual(recovered.appliedIndex, 2)
         XCTAssertEqual(recovered.entries.first?.index, last.firstIndex)
         try reopened.close()
@@ -271,7 +271,7 @@ final class DiskFailureTests: XCTestCase {
         XCTAssertThrowsError(try log.append(makeEntries(from: 4, count: 1))) {
             XCTAssertEqual($0 as? WALError, expected)
         }
-        XCTAssertThrowsError(try log.saveHardState(HardState(term: 1, votedFor: nil, commit: 0))) {
+        XCTAssertThrowsError(try log.saveHardState(StoredHardState(term: 1, votedFor: nil, commit: 0))) {
             XCTAssertEqual($0 as? WALError, expected)
         }
         XCTAssertNoThrow(try log.close(), "close releases the files without another write")

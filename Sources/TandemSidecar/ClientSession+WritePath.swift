@@ -25,7 +25,7 @@ extension ClientSession {
     }
 
     func submitWrite(_ exchange: Exchange) {
-        guard let replication = proxy.replication else { return }
+        guard let writePath = proxy.writePath else { return }
         if let key = exchange.head.headers.first(name: "Idempotency-Key"),
             key.utf8.count > IdempotencyTable.keyBytesMax
         {
@@ -38,11 +38,11 @@ extension ClientSession {
         }
         let command = writeCommand(for: exchange)
         exchange.deferredBody = []
-        replication.submitWrite(command) { [weak self] outcome in
+        writePath.submitWrite(command) { [weak self] outcome in
             guard let self, self.currentExchange === exchange else { return }
             switch outcome {
             case .applied(let response, let index):
-                self.answerWrite(exchange, response: response, index: index, leader: replication.leader)
+                self.answerWrite(exchange, response: response, index: index, leader: writePath.leader)
             case .failed(let error):
                 self.answerWithError(error)
             }
@@ -78,24 +78,24 @@ extension ClientSession {
     // MARK: consistent reads
 
     /// Starts the wait a read's consistency level asks for; leaves `isWaitingForRead` false when none is needed.
-    func startConsistentRead(_ exchange: Exchange, replication: Replication) throws(ReadLevelError) {
-        let level = try Self.consistency(of: exchange.head, default: proxy.replicationSettings.defaultReadConsistency)
-        let waitMs = proxy.replicationSettings.readWaitMaxMs
+    func startConsistentRead(_ exchange: Exchange, writePath: WritePath) throws(ReadLevelError) {
+        let level = try Self.consistency(of: exchange.head, default: proxy.writePathSettings.defaultReadConsistency)
+        let waitMs = proxy.writePathSettings.readWaitMaxMs
         switch level {
         case .local:
             return
         case .session:
-            guard let after = try Self.sessionIndex(of: exchange.head), after > replication.appliedIndex else { return }
+            guard let after = try Self.sessionIndex(of: exchange.head), after > writePath.appliedIndex else { return }
             exchange.isWaitingForRead = true
-            replication.waitUntilApplied(after, timeoutMs: waitMs) { [weak self] applied in
+            writePath.waitUntilApplied(after, timeoutMs: waitMs) { [weak self] applied in
                 self?.readWaitEnded(exchange, applied: applied)
             }
         case .linearizable, .lease:
             exchange.isWaitingForRead = true
-            replication.confirmRead(mode: level == .lease ? .lease : .readIndex) { [weak self] result in
+            writePath.confirmRead(mode: level == .lease ? .lease : .readIndex) { [weak self] result in
                 switch result {
                 case .success(let index):
-                    replication.waitUntilApplied(index, timeoutMs: waitMs) { [weak self] applied in
+                    writePath.waitUntilApplied(index, timeoutMs: waitMs) { [weak self] applied in
                         self?.readWaitEnded(exchange, applied: applied)
                     }
                 case .failure(let error):
@@ -110,7 +110,7 @@ extension ClientSession {
         exchange.isWaitingForRead = false
         guard applied else {
             answerWithError(
-                Replication.error(
+                WritePath.error(
                     503, "not_caught_up", "this replica did not apply the requested position in time", retryAfter: 1))
             return
         }
@@ -126,7 +126,7 @@ extension ClientSession {
         case .timeout: message = "the leader did not confirm the read in time"
         }
         answerWithError(
-            Replication.error(503, error == .overloaded ? "overloaded" : "no_leader", message, retryAfter: 1))
+            WritePath.error(503, error == .overloaded ? "overloaded" : "no_leader", message, retryAfter: 1))
     }
 
     static func consistency(of head: HTTPRequestHead, default level: ReadConsistency) throws(ReadLevelError)

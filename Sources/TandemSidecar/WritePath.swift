@@ -14,7 +14,7 @@ enum WriteOutcome {
 }
 
 /// Settings of the replicated write and read paths.
-public struct ReplicationSettings: Sendable {
+public struct WritePathSettings: Sendable {
     public var writeTimeoutMs: Int64 = 5_000
     public var maxPendingWrites = 1024
     public var readWaitMaxMs: Int64 = 2_000
@@ -26,10 +26,10 @@ public struct ReplicationSettings: Sendable {
 
 /// The write path and the consistent-read waits, between client sessions and the node runtime: proposes writes,
 /// matches applied entries back to the clients waiting for them, and wakes reads waiting for an applied index.
-final class Replication: ReplicaDelegate {
+final class WritePath: ReplicaDelegate {
     let runtime: ReplicaRuntime
     let applier: Applier
-    private let settings: ReplicationSettings
+    private let settings: WritePathSettings
     private let loop: EventLoop
     private let log: Logger
     private let metrics: Metrics
@@ -68,7 +68,7 @@ final class Replication: ReplicaDelegate {
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
-        settings: ReplicationSettings, maxBodyBytes: Int, metrics: Metrics, log: Logger
+        settings: WritePathSettings, maxBodyBytes: Int, metrics: Metrics, log: Logger
     ) {
         self.loop = loop
         self.runtime = runtime
@@ -172,6 +172,8 @@ final class Replication: ReplicaDelegate {
     // MARK: writes
 
     func submitWrite(_ command: WriteCommand, completion: @escaping (WriteOutcome) -> Void) {
+        loop.assertOnLoopThread()
+        precondition(pendingWrites.count <= settings.maxPendingWrites, "pending writes beyond their bound")
         guard pendingWrites.count < settings.maxPendingWrites else {
             metrics.recordShed("pending_writes")
             completion(.failed(Self.error(503, "overloaded", "too many writes waiting to commit", retryAfter: 1)))
@@ -293,6 +295,7 @@ final class Replication: ReplicaDelegate {
     }
 
     private func onApplied(_ entry: Entry, _ response: AppliedResponse?) {
+        loop.assertOnLoopThread()
         defer { checkCaughtUp() }
         if entry.index > reportedAppliedIndex {
             runtime.markApplied(entry.index)
