@@ -211,6 +211,18 @@ final class NamespaceNetwork {
     func cut(_ node: Int) throws { try ip(["link", "set", hostLink(node), "down"]) }
     func heal(_ node: Int) throws { try ip(["link", "set", hostLink(node), "up"]) }
 
+    /// Cuts the path between two nodes only (both still reach the third and the host): a blackhole route to the
+    /// other's address in each of the two namespaces.
+    func separate(_ first: Int, _ second: Int) throws {
+        try ip(["-n", namespaces[first], "route", "add", "blackhole", "\(address(second))/32"])
+        try ip(["-n", namespaces[second], "route", "add", "blackhole", "\(address(first))/32"])
+    }
+
+    func rejoin(_ first: Int, _ second: Int) throws {
+        try ip(["-n", namespaces[first], "route", "del", "blackhole", "\(address(second))/32"])
+        try ip(["-n", namespaces[second], "route", "del", "blackhole", "\(address(first))/32"])
+    }
+
     /// Pids of every process still inside any of the namespaces.
     func remainingProcesses() -> [Int32] {
         createdNamespaces.flatMap { namespace in
