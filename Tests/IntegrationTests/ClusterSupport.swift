@@ -54,8 +54,13 @@ class ClusterTestCase: ProcessTestCase {
     var appLauncher: (() throws -> (ManagedProcess, UInt16))?
 
     func startCluster(size: Int = 3) throws {
+        try startCluster(ids: (1...size).map { "n\($0)" })
+    }
+
+    /// Starts one replica per id (ids as in TANDEM_NODE_ID: up to 64 letters, digits, '.', '_' or '-').
+    func startCluster(ids: [String]) throws {
         let root = NSTemporaryDirectory() + "tandem-cluster-\(UUID().uuidString)"
-        replicas = (1...size).map { Replica(id: "n\($0)", peerPort: freePort(), dataDir: "\(root)/n\($0)") }
+        replicas = ids.map { Replica(id: $0, peerPort: freePort(), dataDir: "\(root)/\($0)") }
         for replica in replicas { try start(replica) }
         XCTAssertNotNil(waitForLeader(), "no leader elected")
     }
