@@ -264,7 +264,9 @@ public final class PeerTransport {
             connection = Connection.connect(
                 loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
         }
-        guard let connection else {
+        // A connect that failed inside the call (no route, a blackhole route: EINVAL, ENETUNREACH) has already
+        // closed its connection, before this dial was recorded: nothing else would ever dial this peer again.
+        guard let connection, connection.isOpen else {
             scheduleReconnect(id)
             return
         }

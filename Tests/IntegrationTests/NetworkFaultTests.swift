@@ -188,11 +188,6 @@ final class NetworkFaultTests: ProcessTestCase {
     /// timeout (5 s), so both drop the link and redial while there is no route. Once the routes are back, the link
     /// must come back within the reconnect backoff (2 s at most) plus a handshake.
     func testPeerLinksComeBackAfterBothSidesDialedWithoutARoute() throws {
-        try XCTSkipUnless(
-            ProcessInfo.processInfo.environment["TANDEM_RUN_KNOWN_FAILURES"] != nil,
-            "known bug in Sources (see the report of wip-outside): a dial whose connect() fails synchronously"
-                + " (EINVAL, ENETUNREACH) leaves PeerTransport's slot with a dead `dialing` link and never redials;"
-                + " set TANDEM_RUN_KNOWN_FAILURES=1 to run it")
         let network = try NamespaceNetwork(nodes: 3)
         self.network = network
         root = NSTemporaryDirectory() + "tandem-netns-\(getpid())-\(UUID().uuidString)"
