@@ -10,7 +10,7 @@ final class NodeSimulationTests: XCTestCase {
         if let one = environment["TANDEM_NODE_SIM_SEED"].flatMap(UInt64.init) {
             seeds = [one]
         } else {
-            let count = environment["TANDEM_NODE_SIM_SEEDS"].flatMap(UInt64.init) ?? 60
+            let count = environment["TANDEM_NODE_SIM_SEEDS"].flatMap(UInt64.init) ?? 200
             seeds = (1...count).map { $0 &* 0x9E37_79B9 }
         }
         var totals = NodeSimulationReport()
