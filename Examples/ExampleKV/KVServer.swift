@@ -16,8 +16,9 @@ final class KVServer {
     private var store = KVStore()
     private let delayMs: Int
 
-    /// Request bodies above this get 413 from evhttp before they reach the store.
-    static let bodyMaxBytes = 16 << 20
+    /// Request bodies above this get 413 from evhttp before they reach the store: a whole state for
+    /// `PUT /snapshot` (a value above `KVStore.valueMaxBytes` gets 413 from the store).
+    static let bodyMaxBytes = KVStore.totalMaxBytes + (64 << 20)
     /// Bound on the request line plus headers of one request.
     static let headersMaxBytes = 64 << 10
     /// Connections idle longer than this are closed by evhttp.

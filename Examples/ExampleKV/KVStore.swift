@@ -31,6 +31,10 @@ struct KVStore {
         case .dump:
             return method.isRead
                 ? KVResponse(status: 200, contentType: .json, body: dump()) : .methodNotAllowed("GET, HEAD")
+        case .snapshot:
+            // The state for Tandem's snapshot hooks: GET reads it (the /dump bytes), PUT replaces all of it.
+            if method.isRead { return KVResponse(status: 200, contentType: .json, body: dump()) }
+            return method == .put ? restore(body) : .methodNotAllowed("GET, HEAD, PUT")
         case .value(let key):
             switch method {
             case .get, .head: return get(key)
@@ -137,6 +141,14 @@ struct KVStore {
         a.lexicographicallyPrecedes(b)
     }
 
+    /// Replaces the whole state (see `restore`, which validated the bounds).
+    mutating func replaceAll(values: [[UInt8]: [UInt8]], counters: [[UInt8]: Int64], totalBytes: Int) {
+        self.values = values
+        self.counters = counters
+        self.totalBytes = totalBytes
+        checkInvariants()
+    }
+
     private func checkInvariants() {
         assert(totalBytes >= 0 && totalBytes <= KVStore.totalMaxBytes, "store size within its bound")
         assert(values.count <= KVStore.entriesMax && counters.count <= KVStore.entriesMax, "entry counts bounded")
@@ -152,7 +164,7 @@ enum KVMethod: Equatable {
 
 /// Where a request goes, decided from its path alone.
 enum KVRoute: Equatable {
-    case health, dump
+    case health, dump, snapshot
     case value([UInt8]), append([UInt8])
     case counter([UInt8]), increment([UInt8])
     case notFound
@@ -169,7 +181,13 @@ enum KVRoute: Equatable {
         }
         let head = segments[1]
         if segments.count == 2 {
-            self = head.elementsEqual("healthz".utf8) ? .health : head.elementsEqual("dump".utf8) ? .dump : .notFound
+            if head.elementsEqual("healthz".utf8) {
+                self = .health
+            } else if head.elementsEqual("dump".utf8) {
+                self = .dump
+            } else {
+                self = head.elementsEqual("snapshot".utf8) ? .snapshot : .notFound
+            }
             return
         }
         let isKV = head.elementsEqual("kv".utf8)

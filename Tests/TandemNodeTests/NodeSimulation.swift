@@ -17,6 +17,9 @@ struct NodeSimulationOptions: CustomStringConvertible {
     var gracefulRestartsPerSecond = 0.3
     /// Cuts of one node's links for longer than the election timeout.
     var blipsPerSecond = 0.3
+    /// Restarts of an app alone (its sidecar keeps running), and of a whole pod (sidecar crash and app restart).
+    var appRestartsPerSecond = 0.2
+    var podCrashesPerSecond = 0.1
     /// The longest fsync on an ordinary disk, and on the one slow disk (if any).
     var diskLatencyMs: Int64 = 3
     var slowDiskLatencyMs: Int64 = 0
@@ -34,6 +37,8 @@ struct NodeSimulationOptions: CustomStringConvertible {
         options.crashesPerSecond = pick([0, 0.2, 0.5, 1])
         options.gracefulRestartsPerSecond = pick([0, 0.2, 0.5])
         options.blipsPerSecond = pick([0, 0.2, 0.5])
+        options.appRestartsPerSecond = pick([0, 0.2, 0.5])
+        options.podCrashesPerSecond = pick([0, 0.1, 0.3])
         options.slowDiskLatencyMs = Int64(pick([0, 0, 200, 800]))
         options.fsyncFailureChance = pick([0, 0, 0.001, 0.005])
         options.largeEntries = rng.next() % 3 == 0
@@ -42,7 +47,8 @@ struct NodeSimulationOptions: CustomStringConvertible {
 
     var description: String {
         "seed \(seed): \(nodeCount) nodes, longIDs \(longIDs), crashes/s \(crashesPerSecond), graceful/s "
-            + "\(gracefulRestartsPerSecond), blips/s \(blipsPerSecond), slow disk \(slowDiskLatencyMs) ms, fsync "
+            + "\(gracefulRestartsPerSecond), blips/s \(blipsPerSecond), app restarts/s \(appRestartsPerSecond), pod "
+            + "crashes/s \(podCrashesPerSecond), slow disk \(slowDiskLatencyMs) ms, fsync "
             + "failures \(fsyncFailureChance), large entries \(largeEntries)"
     }
 }
@@ -58,12 +64,15 @@ struct NodeSimulationReport {
     var gracefulRestarts = 0
     var blips = 0
     var fsyncFailures = 0
+    var appRestarts = 0
     var redeliveries = 0
 }
 
-/// The app beside one node: durable across its sidecar's restarts, it records every index it is handed.
+/// The app beside one node: durable across its sidecar's restarts, it records every index it is handed. It may
+/// be down for a while (its own restart): the applier then waits, never skips.
 final class ModelApp {
     var lastIndex: UInt64 = 0
+    var downUntilMicros: Int64 = 0
 }
 
 /// The sidecar applier's contract, on the model app: entries in order from the recovered applied index, none
@@ -90,6 +99,12 @@ final class ModelApplier: ReplicaDelegate {
     func replica(_ replica: ReplicaRuntime, didChangeRole change: RoleChange) {}
 
     func drain() {
+        guard simulation.slots[slot].applier === self else { return }  // Its process died.
+        if simulation.slots[slot].app.downUntilMicros > simulation.world.nowMicros {
+            // The app is restarting: retry later, as the applier does with backoff.
+            simulation.world.schedule(afterMicros: 50_000) { [weak self] in self?.drain() }
+            return
+        }
         while let entry = queue.first {
             guard entry.index > appliedIndex else {
                 queue.removeFirst()
@@ -303,6 +318,13 @@ final class NodeSimulation {
                 + "\(slot.durable.checkpoint?.appliedIndex ?? 0), disk applied \(slot.durable.appliedIndex)")
     }
 
+    /// The app goes away for a while and comes back with its (durable) state.
+    private func restartApp(_ index: Int) {
+        report.appRestarts += 1
+        slots[index].app.downUntilMicros = world.nowMicros + 100_000 + Int64(world.random(below: 1_400_000))
+        note("app of \(slots[index].id) restarts")
+    }
+
     private func scheduleRestart(_ index: Int) {
         world.schedule(afterMicros: 100_000 + Int64(world.random(below: 1_500_000))) { [weak self] in
             guard let self, self.slots[index].runtime == nil else { return }
@@ -403,6 +425,12 @@ final class NodeSimulation {
         } else if mayTakeDown && slots[index].runtime != nil && world.chance(options.gracefulRestartsPerSecond / 10) {
             stopGracefully(index)
             scheduleRestart(index)
+        } else if mayTakeDown && slots[index].runtime != nil && world.chance(options.podCrashesPerSecond / 10) {
+            crash(index)
+            restartApp(index)
+            scheduleRestart(index)
+        } else if world.chance(options.appRestartsPerSecond / 10) {
+            restartApp(index)
         } else if world.chance(options.blipsPerSecond / 10) {
             report.blips += 1
             // Longer than the election timeout (1 s, randomized to 2 s): the leader's links are cut too.

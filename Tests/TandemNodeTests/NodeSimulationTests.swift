@@ -28,6 +28,7 @@ final class NodeSimulationTests: XCTestCase {
             totals.gracefulRestarts += report.gracefulRestarts
             totals.blips += report.blips
             totals.fsyncFailures += report.fsyncFailures
+            totals.appRestarts += report.appRestarts
             totals.redeliveries += report.redeliveries
             totals.unknown += report.unknown
             totals.rejected += report.rejected
@@ -35,7 +36,7 @@ final class NodeSimulationTests: XCTestCase {
         print(
             "node simulation: \(seeds.count) seeds, \(totals.committed) writes committed, \(totals.crashes) crashes, "
                 + "\(totals.gracefulRestarts) graceful restarts, \(totals.blips) link cuts, \(totals.fsyncFailures) "
-                + "fsync failures, \(totals.redeliveries) marked redeliveries, \(totals.unknown) unknown, "
+                + "fsync failures, \(totals.appRestarts) app restarts, \(totals.redeliveries) marked redeliveries, \(totals.unknown) unknown, "
                 + "\(totals.rejected) refused")
         XCTAssertGreaterThan(totals.committed, seeds.count * 10, "the runs did commit writes")
     }
