@@ -103,11 +103,13 @@ final class ProxyServer: ListenerDelegate {
         pool.closeAll()
     }
 
-    /// The request head as the app receives it: hop-by-hop fields removed, forwarding fields appended, body
-    /// framing restated (chunked bodies are re-chunked; Expect is answered by Tandem itself).
+    /// The request head as the app receives it: hop-by-hop fields and every client `Tandem-*` field removed,
+    /// forwarding fields appended, body framing restated (chunked bodies are re-chunked; Expect is answered by
+    /// Tandem itself).
     func forwardedRequestHead(_ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool) -> [UInt8] {
         var headers = head.headers
         ProxyHeaders.removeHopByHop(from: &headers, keepUpgrade: keepUpgrade)
+        ProxyHeaders.removeTandemFields(from: &headers)
         headers.remove(name: "Expect")
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: clientAddress)
         ProxyHeaders.setFraming(head.framing, in: &headers)
