@@ -37,7 +37,7 @@ extension ClientSession {
             return
         }
         let command = writeCommand(for: exchange)
-        exchange.deferredBody = []
+        releaseDeferredBody(exchange)
         writePath.submitWrite(command) { [weak self] outcome in
             guard let self, self.currentExchange === exchange else { return }
             switch outcome {
