@@ -57,6 +57,10 @@ public enum ProxyHeaders {
     /// Appends the client's address to `X-Forwarded-For` (to the last existing field, so the list stays one
     /// comma-separated list) and to `Forwarded` as `for=<ip>;proto=<proto>`, quoting IPv6 as `for="[::1]"`
     /// (RFC 7239 section 6). `clientAddress` is a numeric IPv4 or IPv6 address without port.
+    ///
+    /// Incoming `Forwarded` fields are kept only when every one of them parses (`isWellFormedForwarded`): an
+    /// unbalanced quote in a client's field would otherwise swallow the element appended here, and the app would
+    /// see the client's claim instead of the address Tandem saw. When one does not parse, all are dropped.
     public static func appendForwarding(
         to headers: inout HTTPHeaders, clientAddress: String, proto: String = "http"
     ) {
@@ -64,9 +68,81 @@ public enum ProxyHeaders {
             !clientAddress.isEmpty && clientAddress.utf8.allSatisfy(isAddressCharacter),
             "client address must be a numeric IP address")
         precondition(isValidFieldName(proto), "proto must be a token")
+        if !headers.values(name: "Forwarded").allSatisfy(isWellFormedForwarded) {
+            headers.remove(name: "Forwarded")
+        }
         appendListElement(clientAddress, toField: "X-Forwarded-For", in: &headers)
         appendListElement(
             forwardedElement(clientAddress: clientAddress, proto: proto), toField: "Forwarded", in: &headers)
+    }
+
+    /// True when `value` is a `Forwarded` field value of RFC 7239 section 4: a comma list of elements, each a
+    /// semicolon list of `token=token` or `token="quoted string"` pairs (optional whitespace around `,` and `;`,
+    /// empty list elements tolerated).
+    public static func isWellFormedForwarded(_ value: String) -> Bool {
+        let bytes = Array(value.utf8)
+        var index = 0
+        func skipWhitespace() {
+            while index < bytes.count && (bytes[index] == ASCII.space || bytes[index] == ASCII.tab) { index += 1 }
+        }
+        func token() -> Bool {
+            let start = index
+            while index < bytes.count && isTokenCharacter(bytes[index]) { index += 1 }
+            return index > start
+        }
+        func quotedString() -> Bool {
+            index += 1  // the opening quote
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == ASCII.quote {
+                    index += 1
+                    return true
+                }
+                if byte == ASCII.backslash {
+                    index += 1
+                    guard index < bytes.count, bytes[index] == ASCII.tab || bytes[index] >= ASCII.space,
+                        bytes[index] != ASCII.delete
+                    else { return false }
+                } else if byte != ASCII.tab && (byte < ASCII.space || byte == ASCII.delete) {
+                    return false
+                }
+                index += 1
+            }
+            return false  // no closing quote
+        }
+        var sawPair = false
+        while true {
+            skipWhitespace()
+            if index < bytes.count && bytes[index] != UInt8(ascii: ",") && bytes[index] != ASCII.semicolon {
+                guard token(), index < bytes.count, bytes[index] == ASCII.equals else { return false }
+                index += 1
+                if index < bytes.count && bytes[index] == ASCII.quote {
+                    guard quotedString() else { return false }
+                } else {
+                    guard token() else { return false }
+                }
+                sawPair = true
+                skipWhitespace()
+            }
+            guard index < bytes.count else { return sawPair }
+            guard bytes[index] == UInt8(ascii: ",") || bytes[index] == ASCII.semicolon else { return false }
+            index += 1
+        }
+    }
+
+    /// Removes every field whose name starts with `Tandem-`. Those fields are Tandem's own: the ones it adds
+    /// towards the app (`Tandem-Index`, `Tandem-Time`, `Tandem-Term`, `Tandem-Request-Id`, `Tandem-Redelivery`)
+    /// must never come from a client, and the ones it reads from clients (`Tandem-Consistency`, `Tandem-After`)
+    /// are meant for Tandem, not the app.
+    public static func removeTandemFields(from headers: inout HTTPHeaders) {
+        headers.removeAll { isTandemFieldName($0.name) }
+    }
+
+    /// True for a field name that starts with `Tandem-`, in any case.
+    public static func isTandemFieldName(_ name: String) -> Bool {
+        let prefix = "tandem-".utf8
+        guard name.utf8.count > prefix.count else { return false }
+        return zip(name.utf8, prefix).allSatisfy { asciiLowercased($0) == $1 }
     }
 
     /// The `Forwarded` element for one hop: `for=192.0.2.1;proto=http` or `for="[2001:db8::1]";proto=http`.

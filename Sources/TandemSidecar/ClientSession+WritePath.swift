@@ -17,7 +17,7 @@ extension ClientSession {
         var headers = exchange.head.headers
         ProxyHeaders.removeHopByHop(from: &headers)
         headers.remove(name: "Expect")
-        headers.removeAll { $0.name.utf8.count > 7 && $0.name.lowercased().hasPrefix("tandem-") }
+        ProxyHeaders.removeTandemFields(from: &headers)
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: connection.peerAddress)
         ProxyHeaders.setFraming(.none, in: &headers)
         return WriteCommand(
@@ -37,7 +37,7 @@ extension ClientSession {
             return
         }
         let command = writeCommand(for: exchange)
-        exchange.deferredBody = []
+        releaseDeferredBody(exchange)
         writePath.submitWrite(command) { [weak self] outcome in
             guard let self, self.currentExchange === exchange else { return }
             switch outcome {

@@ -9,8 +9,9 @@ final class Exchange {
     let requestClass: RequestClass
     let startMicros: Int64
     var upstream: UpstreamConnection?
-    /// The request body is re-framed as chunked towards the app (it arrived chunked).
-    let requestChunked: Bool
+    /// The request body goes to the app chunked: it arrived chunked and was still arriving when the app
+    /// connection was attached. A body that arrived whole while the read waited goes with Content-Length.
+    var bodyChunkedToApp = false
     var requestComplete = false
     var responseParser = HTTPResponseParser(limits: .upstreamResponse)
     /// The response head was written to the client: from now on errors can only cut the connection.
@@ -27,6 +28,8 @@ final class Exchange {
     /// Body bytes that arrived while no app connection was attached: the whole body of a replicated write, or
     /// the start of a read's body while the read waits for its consistency level. Bounded by the body limit.
     var deferredBody: [UInt8] = []
+    /// Bytes of `deferredBody` counted against the proxy's global body budget (`ProxyServer.reserveBodyBytes`).
+    var budgetedBodyBytes = 0
     /// The write goes through the log; the answer comes from the applier, not from an app connection.
     var isReplicatedWrite = false
     /// The read waits (session, linearizable, lease) before it is sent to the app.
@@ -41,7 +44,6 @@ final class Exchange {
         self.head = head
         self.requestClass = requestClass
         self.startMicros = startMicros
-        self.requestChunked = head.framing == .chunked
         self.clientKeepAlive = head.keepAlive
         self.isUpgrade = head.upgrade != nil && requestClass == .bypass
         responseParser.expect(requestMethod: head.method)
@@ -75,6 +77,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private var timerPurpose = TimerPurpose.idle
     /// The last response is written; the connection closes when its output buffer is empty.
     private var isFlushingBeforeClose = false
+    /// Reading the client resumes once the last response has left the output buffer (see `resumeReading`).
+    private var resumeReadingWhenFlushed = false
+    /// Fires when a request body stops arriving for the header timeout (408 and close).
+    private var bodyTimer: Timer!
 
     private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse, resumeAfterShed }
 
@@ -88,6 +94,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         self.proxy = proxy
         self.parser = HTTPRequestParser(limits: proxy.settings.limits)
         self.timer = Timer(loop: proxy.loop) { [weak self] in self?.onTimer() }
+        self.bodyTimer = Timer(loop: proxy.loop) { [weak self] in self?.onBodyTimeout() }
         connection.setReadHighWatermark(bytes: proxy.settings.bufferHighWaterBytes)
         connection.setWriteLowWatermark(bytes: proxy.settings.bufferHighWaterBytes / 2)
         arm(.idle, proxy.settings.idleTimeoutMs)
@@ -148,6 +155,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                             arm(.header, proxy.settings.headerTimeoutMs)
                         }
                         guard used > 0 else { break }
+                        if parser.phase == .body && state == .reading && exchange != nil {
+                            // Every byte of a body restarts the wait for the next one.
+                            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+                        }
                         offset += used
                         progressed = true
                     } catch {
@@ -176,6 +187,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         if proxy.isDraining { exchange.clientKeepAlive = false }
         self.exchange = exchange
         timer.cancel()
+        if let refusal = methodRefusal(head, requestClass: requestClass) {
+            respondWithError(refusal, forceClose: head.framing != .none)
+            return
+        }
         if head.expectsContinue && head.framing != .none {
             // Tandem answers 100 Continue itself (and strips Expect), so that a client waiting for it sends the
             // body without a round trip through the app.
@@ -212,6 +227,29 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             }
         }
         admit(exchange, as: .read)
+    }
+
+    /// Methods that are served as reads without a route rule. Methods are case-sensitive (RFC 9110 section 9.1):
+    /// `get` is not `GET`, and `post` is not `POST`.
+    static let readMethods: Set<String> = ["GET", "HEAD", "OPTIONS"]
+
+    /// Refuses (501) a method Tandem would otherwise send to the app unreplicated without anyone having asked
+    /// for it: one that is neither a read method nor a write method nor named by a read or bypass route, and any
+    /// case variant of a write method (`post`, `Put`), which an app that ignores case would take as the write.
+    private func methodRefusal(_ head: HTTPRequestHead, requestClass: RequestClass) -> TandemErrorResponse? {
+        let method = head.method
+        let writeMethods = proxy.classifier.writeMethods
+        let caseVariantOfWrite =
+            !writeMethods.contains(method) && writeMethods.contains { $0.lowercased() == method.lowercased() }
+        let unknownRead =
+            requestClass == .read && !Self.readMethods.contains(method)
+            && !proxy.classifier.readRoutes.contains { $0.matches(method: method, path: String(head.path)) }
+        guard caseVariantOfWrite || unknownRead else { return nil }
+        return TandemErrorResponse(
+            status: 501, code: "method_not_implemented",
+            message:
+                "method \"\(method)\" is neither a read (GET, HEAD, OPTIONS) nor a write (\(writeMethods.sorted().joined(separator: ", "))); methods are case-sensitive",
+            retryable: false)
     }
 
     /// Waits for a slot (reads: towards the app; writes: into the log), then continues; shed with 503 overloaded
@@ -254,12 +292,20 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     /// Gives the exchange's slot back (its latency feeds the concurrency limit) and forgets any wait.
     func releaseAdmission(_ exchange: Exchange, dropped: Bool) {
+        releaseDeferredBody(exchange)
         exchange.ticket?.isAbandoned = true
         exchange.ticket = nil
         if let slot = exchange.slot, let admission = proxy.admission {
             exchange.slot = nil
             admission.release(slot, dropped: dropped)
         }
+    }
+
+    /// Drops the body held for an exchange and gives its bytes back to the global budget.
+    func releaseDeferredBody(_ exchange: Exchange) {
+        exchange.deferredBody = []
+        proxy.releaseBodyBytes(exchange.budgetedBodyBytes)
+        exchange.budgetedBodyBytes = 0
     }
 
     /// Sends the request head (and any body that arrived meanwhile) to a pooled app connection.
@@ -277,26 +323,33 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         var head = exchange.head
         if exchange.requestComplete && head.framing != .none {
+            // The whole body is here (it arrived while the read waited): it goes with its length, however it
+            // was framed by the client.
             head.framing = .contentLength(Int64(exchange.deferredBody.count))
         }
+        exchange.bodyChunkedToApp = head.framing == .chunked
         upstream.connection.write(
             proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
-            exchange.deferredBody = []
-        }
-        if exchange.requestComplete && exchange.requestChunked && head.framing == .chunked {
-            upstream.connection.write(HTTPSerializer.lastChunk(trailers: nil))
+            releaseDeferredBody(exchange)
         }
     }
 
     private func forwardRequestBody(_ bytes: UnsafeRawBufferPointer) {
         guard let exchange else { return }
         guard let upstream = exchange.upstream else {
+            guard proxy.reserveBodyBytes(bytes.count) else {
+                proxy.metrics.recordShed("body_budget")
+                respondWithError(
+                    Self.overloaded("too many request bodies are held in memory; retry shortly"), forceClose: true)
+                return
+            }
+            exchange.budgetedBodyBytes += bytes.count
             exchange.deferredBody.append(contentsOf: bytes)
             return
         }
-        if exchange.requestChunked {
+        if exchange.bodyChunkedToApp {
             upstream.connection.write(HTTPSerializer.chunkHeader(sizeBytes: bytes.count))
             upstream.connection.write(bytes)
             upstream.connection.write(HTTPSerializer.chunkTerminator)
@@ -306,8 +359,13 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func finishRequest(trailers: HTTPHeaders?) {
+        bodyTimer.cancel()
         guard let exchange else { return }
         exchange.requestComplete = true
+        // Nothing more is read from the client until this exchange is answered and its answer has left: a
+        // client that half-closed after its request (shutdown(SHUT_WR)) must get its response, and the EOF
+        // would end the connection if it were read now. Pipelined requests wait in the socket meanwhile.
+        connection.disableReading()
         if exchange.isReplicatedWrite {
             state = .responding
             admit(exchange, as: .write)
@@ -317,7 +375,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             state = .responding
             return
         }
-        if exchange.requestChunked, let upstream = exchange.upstream {
+        if exchange.bodyChunkedToApp, let upstream = exchange.upstream {
             var forwarded = trailers
             if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
             upstream.connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
@@ -342,6 +400,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         if isFlushingBeforeClose {
             if connection.outputCount == 0 { close() }
             return
+        }
+        if resumeReadingWhenFlushed && connection.outputCount == 0 {
+            resumeReadingWhenFlushed = false
+            connection.setWriteLowWatermark(bytes: proxy.settings.bufferHighWaterBytes / 2)
+            if state == .reading { connection.enableReading() }
         }
         switch state {
         case .responding:
@@ -453,13 +516,19 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                     HTTPResponseHead(status: head.status, reason: head.reason, headers: upgraded)))
             state = .tunnel
             exchange.responseComplete = true
+            connection.enableReading()
             return
         }
         var headers = head.headers
         ProxyHeaders.removeHopByHop(from: &headers)
         switch head.framing {
         case .chunked:
-            exchange.responseChunked = true
+            if exchange.head.version == .http1_1 {
+                exchange.responseChunked = true
+            } else {
+                // HTTP/1.0 has no chunked coding: the body goes de-chunked, delimited by the close.
+                exchange.clientKeepAlive = false
+            }
         case .untilClose:
             exchange.responseKeepAlive = false
             if exchange.head.version == .http1_1 {
@@ -542,7 +611,16 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             class: exchange.requestClass.rawValue, status: exchange.status,
             latencyMicros: EventLoop.preciseNowMicros() - exchange.startMicros)
         if let upstream = exchange.upstream {
-            if exchange.responseKeepAlive && exchange.requestComplete && !exchange.isUpgrade {
+            // Bytes after the end of the response (a body on a 204, 304 or HEAD answer, more than its
+            // Content-Length) belong to no request: on a reused connection they would be the next client's answer.
+            let overran = upstream.connection.inputCount > 0
+            if overran {
+                proxy.metrics.recordUpstreamError("bytes_beyond_response")
+                proxy.log.warning(
+                    "the app sent bytes beyond the end of its response; its connection is closed",
+                    metadata: ["status": "\(exchange.status)", "bytes": "\(upstream.connection.inputCount)"])
+            }
+            if exchange.responseKeepAlive && exchange.requestComplete && !exchange.isUpgrade && !overran {
                 proxy.pool.release(upstream)
             } else {
                 proxy.pool.discard(upstream)
@@ -553,7 +631,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         state = .reading
-        connection.enableReading()
+        resumeReading()
         arm(.idle, proxy.settings.idleTimeoutMs)
         if connection.inputCount > 0 { readRequest() }  // a pipelined request is already waiting
     }
@@ -594,6 +672,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 arm(.resumeAfterShed, Self.shedPauseMs)
                 return
             }
+            resumeReading()
             arm(.idle, proxy.settings.idleTimeoutMs)
             if connection.inputCount > 0 { readRequest() }
         } else {
@@ -602,6 +681,39 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     // MARK: timers, tunnels, shutdown
+
+    /// Reads the client again after an exchange ended, once its answer has left the output buffer: reading
+    /// earlier could see the EOF of a client that half-closed and end the connection with the answer unsent.
+    /// Pipelined requests already buffered are parsed at once by the caller.
+    private func resumeReading() {
+        guard connection.outputCount > 0 else {
+            connection.enableReading()
+            return
+        }
+        resumeReadingWhenFlushed = true
+        connection.setWriteLowWatermark(bytes: 0)
+    }
+
+    /// A request body stopped arriving for the header timeout: 408 and close (the body is incomplete, so the
+    /// connection cannot carry another request). A body that waits because the app is not taking it (the
+    /// client is not being read) is not stalled.
+    private func onBodyTimeout() {
+        guard let exchange, !exchange.requestComplete, state == .reading else { return }
+        if let upstream = exchange.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+            return
+        }
+        proxy.metrics.recordParseError("body_timeout")
+        guard !exchange.responseStarted else {
+            close()
+            return
+        }
+        respondWithError(
+            TandemErrorResponse(
+                status: 408, code: "request_timeout",
+                message: "the request body stopped arriving for the header timeout", retryable: true),
+            forceClose: true)
+    }
 
     private func arm(_ purpose: TimerPurpose, _ delayMs: Int64) {
         timerPurpose = purpose
@@ -627,7 +739,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 .upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
         case .resumeAfterShed:
             guard state == .reading else { return }
-            connection.enableReading()
+            resumeReading()
             arm(.idle, proxy.settings.idleTimeoutMs)
             if connection.inputCount > 0 { readRequest() }
         case .upstreamResponse:
@@ -674,6 +786,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         exchange = nil
         state = .closed
         timer?.invalidate()
+        bodyTimer?.invalidate()
         proxy.sessionEnded(self)
     }
 }

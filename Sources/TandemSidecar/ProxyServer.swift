@@ -19,6 +19,10 @@ public struct ProxySettings: Sendable {
     /// Above this many buffered bytes on one side, the other side stops being read (TCP backpressure).
     public var bufferHighWaterBytes = 256 * 1024
     public var upstreamMaxIdle = 128
+    /// Request bodies held in memory across all client connections (a write's body until it is proposed, a
+    /// waiting read's body until it goes to the app) are bounded by the larger of this and 16 bodies of the
+    /// largest size (`limits.bodyMaxBytes`); beyond it a body is shed with 503 overloaded.
+    public var bodyBudgetFloorBytes = 16 * 1024 * 1024
     /// Read, write or bypass, by method and route rules (TANDEM_WRITE_METHODS, TANDEM_*_ROUTES).
     public var classifier = TandemConfiguration.defaults().classifier
 
@@ -36,6 +40,9 @@ final class ProxyServer: ListenerDelegate {
     private(set) var listener: Listener?
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
     private(set) var isDraining = false
+    /// Body bytes held across all sessions, and their bound (see `ProxySettings.bodyBudgetFloorBytes`).
+    private(set) var bufferedBodyBytes = 0
+    let bodyBudgetBytes: Int
     /// The replicated write path and consistent reads; nil only in proxy-only tests.
     var writePath: WritePath?
     var writePathSettings = WritePathSettings()
@@ -50,6 +57,9 @@ final class ProxyServer: ListenerDelegate {
         self.metrics = metrics
         self.log = log
         self.classifier = settings.classifier
+        let sixteenBodies = Int(clamping: settings.limits.bodyMaxBytes).multipliedReportingOverflow(by: 16)
+        self.bodyBudgetBytes = max(
+            settings.bodyBudgetFloorBytes, sixteenBodies.overflow ? .max : sixteenBodies.partialValue)
         self.pool = UpstreamPool(
             loop: loop, host: settings.upstreamHost, port: settings.upstreamPort, maxIdle: settings.upstreamMaxIdle,
             bufferHighWaterBytes: settings.bufferHighWaterBytes, health: health, metrics: metrics)
@@ -82,6 +92,18 @@ final class ProxyServer: ListenerDelegate {
         metrics.openClientConnections = sessions.count
     }
 
+    /// Counts `count` more body bytes held in memory; false (nothing counted) when that would pass the budget.
+    func reserveBodyBytes(_ count: Int) -> Bool {
+        guard count <= bodyBudgetBytes - bufferedBodyBytes else { return false }
+        bufferedBodyBytes += count
+        return true
+    }
+
+    func releaseBodyBytes(_ count: Int) {
+        precondition(count >= 0 && count <= bufferedBodyBytes, "body bytes released that were not reserved")
+        bufferedBodyBytes -= count
+    }
+
     func sessionEnded(_ session: ClientSession) {
         guard sessions.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
         metrics.openClientConnections = sessions.count
@@ -103,11 +125,13 @@ final class ProxyServer: ListenerDelegate {
         pool.closeAll()
     }
 
-    /// The request head as the app receives it: hop-by-hop fields removed, forwarding fields appended, body
-    /// framing restated (chunked bodies are re-chunked; Expect is answered by Tandem itself).
+    /// The request head as the app receives it: hop-by-hop fields and every client `Tandem-*` field removed,
+    /// forwarding fields appended, body framing restated (chunked bodies are re-chunked; Expect is answered by
+    /// Tandem itself).
     func forwardedRequestHead(_ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool) -> [UInt8] {
         var headers = head.headers
         ProxyHeaders.removeHopByHop(from: &headers, keepUpgrade: keepUpgrade)
+        ProxyHeaders.removeTandemFields(from: &headers)
         headers.remove(name: "Expect")
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: clientAddress)
         ProxyHeaders.setFraming(head.framing, in: &headers)

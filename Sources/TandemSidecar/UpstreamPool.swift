@@ -94,6 +94,12 @@ final class UpstreamPool {
     func acquire(for owner: UpstreamOwner) -> UpstreamConnection? {
         while let candidate = idle.popLast() {
             guard candidate.connection.isOpen else { continue }
+            guard candidate.connection.inputCount == 0 else {
+                // The app sent bytes while the connection idled (not yet seen by its callback): they answer
+                // no request, and must not be taken for the next one's response.
+                discard(candidate)
+                continue
+            }
             candidate.owner = owner
             publishGauges()
             return candidate

@@ -67,6 +67,37 @@ final class ProxyHeadersTests: XCTestCase {
         ProxyHeaders.setFraming(.none, in: &headers)
         XCTAssertEqual(headers, ["X": "1"])
     }
+
+    func testAnUnparseableIncomingForwardedIsDroppedNotMergedWithTheAppendedElement() {
+        var headers: HTTPHeaders = ["Host": "a", "Forwarded": "for=\"1.2.3.4"]
+        ProxyHeaders.appendForwarding(to: &headers, clientAddress: "192.0.2.7")
+        XCTAssertEqual(headers.values(name: "Forwarded"), ["for=192.0.2.7;proto=http"])
+        var two: HTTPHeaders = ["Forwarded": "for=192.0.2.1", "Forwarded": "for=\"[::1]"]
+        ProxyHeaders.appendForwarding(to: &two, clientAddress: "192.0.2.7")
+        XCTAssertEqual(two.values(name: "Forwarded"), ["for=192.0.2.7;proto=http"], "one bad field drops them all")
+        var good: HTTPHeaders = ["Forwarded": "for=\"[2001:db8::1]:80\";by=x, for=unknown"]
+        ProxyHeaders.appendForwarding(to: &good, clientAddress: "192.0.2.7")
+        XCTAssertEqual(
+            good.values(name: "Forwarded"), ["for=\"[2001:db8::1]:80\";by=x, for=unknown, for=192.0.2.7;proto=http"])
+    }
+
+    func testForwardedSyntax() {
+        for valid in ["for=1.2.3.4", "for=\"a\\\"b\"", "for=a;proto=http, for=b", "for=a ;by=b", "for=a,,for=b"] {
+            XCTAssertTrue(ProxyHeaders.isWellFormedForwarded(valid), valid)
+        }
+        for invalid in ["for=\"1.2.3.4", "", "for", "for=", "=a", "for=a b", "for=\"a\\", "for=a\"", "for=[::1]"] {
+            XCTAssertFalse(ProxyHeaders.isWellFormedForwarded(invalid), invalid)
+        }
+    }
+
+    func testEveryTandemFieldIsRemovedWhateverItsCase() {
+        var headers: HTTPHeaders = [
+            "Host": "a", "Tandem-Index": "9", "tandem-consistency": "local", "TANDEM-AFTER": "1", "Tandem": "x",
+            "X-Tandem-Index": "y", "Tandem-": "z",
+        ]
+        ProxyHeaders.removeTandemFields(from: &headers)
+        XCTAssertEqual(headers.map { $0.name }, ["Host", "Tandem", "X-Tandem-Index", "Tandem-"])
+    }
 }
 
 /// Trailers are forwarded only with fields a recipient may accept in a trailer section.
