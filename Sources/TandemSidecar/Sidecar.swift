@@ -36,6 +36,8 @@ public struct OverloadSettings: Sendable {
     public var rateLimit: RateLimit?
     public var globalRateLimit: RateLimit?
     public var rateLimitKey: RateLimitKey = .ip
+    /// Keys the per-key rate limiter remembers; beyond them (all still owing), keys share one overflow limit.
+    public var rateLimitKeys = 100_000
     public var queueTargetMs: Int64 = 5
     /// Reads waiting for a slot towards the app.
     public var readQueueCapacity = 1024
@@ -92,7 +94,8 @@ public final class Sidecar {
         proxy.writePath = writePath
         admission = Admission(
             loop: loop, rateLimit: options.overload.rateLimit, globalRateLimit: options.overload.globalRateLimit,
-            rateLimitKey: options.overload.rateLimitKey, queueTargetMs: options.overload.queueTargetMs,
+            rateLimitKey: options.overload.rateLimitKey, rateLimitKeys: options.overload.rateLimitKeys,
+            queueTargetMs: options.overload.queueTargetMs,
             writeQueueCapacity: options.writePath.maxPendingWrites,
             readQueueCapacity: options.overload.readQueueCapacity,
             metrics: metrics)
