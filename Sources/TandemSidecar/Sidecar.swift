@@ -74,7 +74,9 @@ public final class Sidecar {
         loop = try EventLoop()
         admin = try AdminServer(
             loop: loop, host: options.adminHost, port: options.adminPort, metrics: metrics,
-            adminToken: options.adminToken)
+            adminToken: options.adminToken,
+            limits: AdminLimits(
+                headerTimeoutMs: options.proxy.headerTimeoutMs, idleTimeoutMs: options.proxy.idleTimeoutMs))
         proxy = try ProxyServer(loop: loop, settings: options.proxy, metrics: metrics, health: health, log: log)
         probe = AppProbe(loop: loop, host: options.proxy.upstreamHost, port: options.proxy.upstreamPort, health: health)
         if let replicaConfig = options.replica {
