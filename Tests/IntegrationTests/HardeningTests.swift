@@ -241,14 +241,17 @@ final class PeerPortFloodTests: ClusterTestCase {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         let follower = try XCTUnwrap(replicas.first { $0 !== leader })
-        // Every pending handshake the flood holds lasts 3 s (the handshake timeout), so until then a table that
-        // refuses newcomers stays full; the restarted peer must get in well before any of them times out.
+        // Every pending handshake the flood holds lasts 3 s (the handshake timeout): a table that refuses newcomers
+        // stays full between the waves of timeouts, and the flood refills each slot as soon as it frees.
         let flood = IdleSocketFlood(ports: replicas.map(\.peerPort), count: 64, sourceHost: "127.0.0.2")
         defer { flood.stop() }
         XCTAssertTrue(waitUntil(seconds: 5) { flood.held == 3 * 64 }, "the flood holds \(flood.held) sockets")
-        usleep(100_000)
+        let filled = Date()
         kill(follower.pid, SIGKILL)
         _ = follower.tandem!.process.waitForExit()
+        // The others' redials back off to about 2 s apart; the flood retries the dead port every few ms, so it
+        // takes the restarted node's table first. Restart between two waves of timeouts (3 s and 6 s after filling).
+        usleep(UInt32(max(0, 3.3 - Date().timeIntervalSince(filled)) * 1_000_000))
         try startTandemOnly(follower)
         let restarted = Date()
         let others = replicas.filter { $0 !== follower }
