@@ -123,6 +123,24 @@ final class AdminHardeningTests: ProcessTestCase {
     }
 }
 
+extension AdminHardeningTests {
+    func testTheTransferLeadershipCommandSendsTheTokenFromItsEnvironment() throws {
+        let node = try startNode(["TANDEM_ADMIN_TOKEN": "s3cret-token"])
+        func run(_ environment: [String: String]) throws -> ManagedProcess {
+            let command = try ManagedProcess(
+                name: "transfer", executable: BuiltProducts.path("tandem"),
+                arguments: ["transfer-leadership", "n2", "--admin", "127.0.0.1:\(node.adminPort)"],
+                environment: environment)
+            track(command)
+            XCTAssertEqual(command.waitForExit(), 1, command.output)
+            return command
+        }
+        XCTAssertTrue(try run([:]).output.contains("unauthorized"))
+        // With the token the node hears the request and refuses it for its own reason: n2 is no member.
+        XCTAssertTrue(try run(["TANDEM_ADMIN_TOKEN": "s3cret-token"]).output.contains("transfer_refused"))
+    }
+}
+
 /// Per-key rate limits under a flood of distinct keys.
 final class RateLimitKeyFloodTests: ProcessTestCase {
     func testDistinctHeaderValuesNeitherEvictALimitedClientNorPassUnlimited() throws {
