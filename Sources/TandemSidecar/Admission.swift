@@ -154,6 +154,10 @@ final class Admission {
         drain(lane, kind: slot.kind, now: now)
     }
 
+    /// Requests the per-key limiter decided in its shared overflow bucket (its key table was full of keys that
+    /// still owe).
+    var rateLimitOverflowChecks: Int64 { perKey?.overflowCheckCount ?? 0 }
+
     var readLimit: Int { lanes[0].limit.limit }
     var writeLimit: Int { lanes[1].limit.limit }
     var readQueueLength: Int { lanes[0].queue.count }

@@ -384,6 +384,14 @@ public final class Sidecar {
         metrics.setGauge(
             "tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.",
             value: Double(admission.writeLimit), labels: "lane=\"write\"")
+        metrics.setCounter(
+            "tandem_rate_limit_overflow_total",
+            help: "Requests limited in the shared overflow bucket because the key table was full of keys that owe.",
+            value: Double(admission.rateLimitOverflowChecks))
+        metrics.setCounter(
+            "tandem_admin_connections_evicted_total",
+            help: "Quiet admin connections closed to make room for a new one at the cap.",
+            value: Double(admin.evictedSessions))
         metrics.setGauge(
             "tandem_queue_length", help: "Requests waiting for a slot, by lane.",
             value: Double(admission.readQueueLength), labels: "lane=\"read\"")

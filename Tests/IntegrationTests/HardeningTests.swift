@@ -19,6 +19,9 @@ final class AdminHardeningTests: ProcessTestCase {
         XCTAssertEqual(probe.status, 200)
         // Kept open until here: every one of them counted against the admin connection cap.
         XCTAssertEqual(idle.count, 300)
+        let metrics = try httpRequest(port: node.adminPort, method: "GET", path: "/metrics").bodyText
+        let evicted = metrics.split(separator: "\n").first { $0.hasPrefix("tandem_admin_connections_evicted_total ") }
+        XCTAssertGreaterThanOrEqual(Double(evicted?.split(separator: " ").last ?? "") ?? 0, 45, metrics)
     }
 
     func testAnAdminRequestWhoseHeadersNeverCompleteIsClosedAfterTheHeaderTimeout() throws {
@@ -163,6 +166,9 @@ final class RateLimitKeyFloodTests: ProcessTestCase {
         XCTAssertEqual(try get("victim"), 429, "the flood of distinct keys forgave the victim's debt")
         // 7 newcomers fit in the table; the other 43 share one overflow bucket with a burst of 2.
         XCTAssertGreaterThanOrEqual(floodLimited, 40)
+        let metrics = try httpRequest(port: node.adminPort, method: "GET", path: "/metrics").bodyText
+        let overflow = metrics.split(separator: "\n").first { $0.hasPrefix("tandem_rate_limit_overflow_total ") }
+        XCTAssertEqual(Double(overflow?.split(separator: " ").last ?? "") ?? 0, 43, metrics)
     }
 }
 
