@@ -166,6 +166,8 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var rateLimit: RateLimit?
     /// `TANDEM_RATE_LIMIT_KEY`.
     public var rateLimitKey: RateLimitKey
+    /// `TANDEM_RATE_LIMIT_KEYS`: keys the per-key limiter remembers. Invariant: > 0.
+    public var rateLimitKeys: Int
     /// `TANDEM_RATE_LIMIT_GLOBAL`; nil when off.
     public var rateLimitGlobal: RateLimit?
 
@@ -174,7 +176,10 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var tls: TLSFiles?
     /// `TANDEM_CLUSTER_SECRET`; nil when unset.
     public var clusterSecret: String?
-    /// `TANDEM_ADMIN_TOKEN`; nil when unset (then /admin/* needs no token).
+    /// `TANDEM_INSECURE_PEERS`: peers may run unauthenticated. Invariant: when false and `otherPeers` is not
+    /// empty, `tls` or `clusterSecret` is set.
+    public var insecurePeers: Bool
+    /// `TANDEM_ADMIN_TOKEN`; nil when unset (then /admin/* actions are accepted only from loopback).
     public var adminToken: String?
 
     // Logs.
@@ -196,10 +201,11 @@ public struct TandemConfiguration: Hashable, Sendable {
     /// level warning; they never stop the process.
     public var warnings: [String] {
         var result: [String] = []
-        if tls == nil && clusterSecret == nil {
+        if tls == nil && clusterSecret == nil && !otherPeers.isEmpty {
             result.append(
-                "peer connections are not authenticated: set TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, "
-                    + "or TANDEM_CLUSTER_SECRET")
+                "INSECURE: TANDEM_INSECURE_PEERS=true: peer connections are neither authenticated nor encrypted; "
+                    + "anyone who reaches TANDEM_PEER_LISTEN can join the cluster as a member, vote and rewrite the "
+                    + "log. Set TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, or TANDEM_CLUSTER_SECRET")
         }
         if peers.count > 1 && peers.count % 2 == 0 {
             result.append(
@@ -229,5 +235,8 @@ public struct TandemConfiguration: Hashable, Sendable {
         precondition(maxPendingWrites > 0 && maxConnections > 0, "limits are positive")
         precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")
         precondition(upstreamConnectTimeoutMs > 0 && upstreamTimeoutMs > 0, "upstream timeouts are positive")
+        precondition(rateLimitKeys > 0, "the rate limiter remembers at least one key")
+        precondition(
+            insecurePeers || otherPeers.isEmpty || tls != nil || clusterSecret != nil, "peers are authenticated")
     }
 }

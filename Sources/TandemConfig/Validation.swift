@@ -1,3 +1,8 @@
+/// The words of a yes/no variable.
+enum Toggle: String {
+    case `true`, `false`
+}
+
 extension TandemConfiguration {
     /// Parses each variable on its own; relations between variables are checked by `checkCombinations`.
     init(reading reader: EnvironmentReader, hostName: String) throws(ConfigError) {
@@ -36,9 +41,11 @@ extension TandemConfiguration {
         upstreamTimeoutMs = try reader.durationMs("TANDEM_UPSTREAM_TIMEOUT")
         rateLimit = try reader.rateLimit("TANDEM_RATE_LIMIT")
         rateLimitKey = try reader.parse("TANDEM_RATE_LIMIT_KEY", RateLimitKey.init(parsing:))
+        rateLimitKeys = try reader.count("TANDEM_RATE_LIMIT_KEYS")
         rateLimitGlobal = try reader.rateLimit("TANDEM_RATE_LIMIT_GLOBAL")
         tls = try TandemConfiguration.readTLS(reader)
         clusterSecret = try reader.secret("TANDEM_CLUSTER_SECRET")
+        insecurePeers = try reader.keyword("TANDEM_INSECURE_PEERS", as: Toggle.self) == .true
         adminToken = try reader.secret("TANDEM_ADMIN_TOKEN")
         logLevel = try reader.keyword("TANDEM_LOG_LEVEL", as: LogLevel.self)
         logFormat = try reader.keyword("TANDEM_LOG_FORMAT", as: LogFormat.self)
@@ -122,6 +129,13 @@ extension TandemConfiguration {
                 .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"),
                 "does not list this node \(nodeID) from \(origin)",
                 "every member including this node, or TANDEM_NODE_ID set to one of the ids")
+        }
+        // A member that accepts unauthenticated peers lets anyone who reaches its peer port vote and append.
+        if !otherPeers.isEmpty && tls == nil && clusterSecret == nil && !insecurePeers {
+            throw reader.failure(
+                .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"), "has no peer authentication",
+                "TANDEM_CLUSTER_SECRET, or TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, "
+                    + "or TANDEM_INSECURE_PEERS=true to run unauthenticated on a trusted network")
         }
         try checkListenersDistinct(reader: reader)
     }

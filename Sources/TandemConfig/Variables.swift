@@ -108,6 +108,9 @@ extension TandemConfiguration {
             "TANDEM_RATE_LIMIT_KEY", .overload, default: "ip", .rateLimitKey,
             "What TANDEM_RATE_LIMIT counts by."),
         ConfigVariable(
+            "TANDEM_RATE_LIMIT_KEYS", .overload, default: "100000", .count(min: 1, max: 10_000_000),
+            "Keys TANDEM_RATE_LIMIT remembers at most; when all of them still owe, new keys share one overflow limit."),
+        ConfigVariable(
             "TANDEM_RATE_LIMIT_GLOBAL", .overload, default: "off", .rateLimit,
             "One rate limit shared by all clients of this node."),
         // Security.
@@ -122,10 +125,13 @@ extension TandemConfiguration {
             "PEM CA bundle that peer certificates must chain to."),
         ConfigVariable(
             "TANDEM_CLUSTER_SECRET", .security, default: "", .secret(minCharacters: 16),
-            "Shared secret for HMAC peer authentication when TLS is off."),
+            "Shared secret for HMAC peer authentication when TLS is off (frames are not encrypted)."),
+        ConfigVariable(
+            "TANDEM_INSECURE_PEERS", .security, default: "false", .keyword(["false", "true"]),
+            "true lets a node with peers run with neither TLS nor TANDEM_CLUSTER_SECRET (trusted networks only)."),
         ConfigVariable(
             "TANDEM_ADMIN_TOKEN", .security, default: "", .secret(minCharacters: 1),
-            "Bearer token required for /admin/* when set."),
+            "Bearer token for /admin/*; when unset, admin actions are accepted only from loopback."),
         // Logs.
         ConfigVariable(
             "TANDEM_LOG_LEVEL", .logs, default: "info", .keyword(LogLevel.allCases.map(\.rawValue)),

@@ -71,9 +71,10 @@ public enum RateLimitHeaders {
 ///
 /// The key table holds at most `keyCapacity` keys. A key whose theoretical arrival time is in the past is *idle*:
 /// its state equals that of an unseen key, so forgetting it changes no decision. When a new key arrives at a full
-/// table, the key that went idle first is evicted; only when every key is still active is the least recently seen
-/// key evicted, which forgives the rest of its debt (its next request is treated like a first one). A flood of
-/// distinct keys can therefore reset other keys' limits; bound the total with a global limiter when that matters.
+/// table, the key that went idle first is evicted. A key with outstanding debt is never forgotten early: when every
+/// key in a full table has debt, the newcomer is limited in one overflow bucket shared by all keys that do not fit
+/// (the same rate and burst as one key). So a flood of distinct keys (say, random values of a `header:NAME` key)
+/// neither forgives the clients that are being limited nor passes unlimited: it competes for one key's allowance.
 /// Each check costs O(log keyCapacity).
 public struct GCRARateLimiter: Sendable {
     /// What a limiter admits.
@@ -118,13 +119,15 @@ public struct GCRARateLimiter: Sendable {
     public let configuration: Configuration
     /// Keys evicted while idle (no decision changed) since creation, for metrics.
     public private(set) var idleEvictionCount: Int64 = 0
-    /// Keys evicted while still active (their debt forgiven) since creation, for metrics. Nonzero means the table
-    /// is too small for the number of distinct clients.
-    public private(set) var activeEvictionCount: Int64 = 0
+    /// Requests decided in the shared overflow bucket (the table was full of keys with debt) since creation, for
+    /// metrics. Nonzero means more distinct clients are active than the table holds.
+    public private(set) var overflowCheckCount: Int64 = 0
 
     private let emissionInterval: FractionalInstant
     private let tolerance: FractionalInstant
     private var table: KeyTable
+    /// The theoretical arrival time of the overflow bucket.
+    private var overflowArrival = FractionalInstant(wholeMs: Int64.min / 2)
 
     /// Creates a limiter; the configuration must satisfy its documented invariants.
     public init(configuration: Configuration) {
@@ -150,23 +153,31 @@ public struct GCRARateLimiter: Sendable {
     /// nothing (its allowance is unchanged), so a client that retries after `retryAfterMs` is served.
     public mutating func check(key: String, nowMs: Int64) -> RateDecision {
         let now = FractionalInstant(wholeMs: nowMs)
-        let (slot, eviction) = table.slot(for: GCRARateLimiter.storedKey(key), now: now)
-        switch eviction {
-        case .none: break
-        case .idle: idleEvictionCount += 1
-        case .active: activeEvictionCount += 1
+        guard let (slot, eviction) = table.slot(for: GCRARateLimiter.storedKey(key), now: now) else {
+            overflowCheckCount += 1
+            let (decision, nextArrival) = decide(storedArrival: overflowArrival, now: now)
+            if let nextArrival { overflowArrival = nextArrival }
+            return decision
         }
-        let storedArrival = table.theoreticalArrival(at: slot)
+        if eviction == .idle { idleEvictionCount += 1 }
+        let (decision, nextArrival) = decide(storedArrival: table.theoreticalArrival(at: slot), now: now)
+        if let nextArrival { table.setTheoreticalArrival(nextArrival, at: slot) }
+        return decision
+    }
+
+    /// The decision for a key whose theoretical arrival time is `storedArrival`, and its new arrival time when the
+    /// request is allowed (nil when refused: a refused request costs nothing).
+    private func decide(storedArrival: FractionalInstant, now: FractionalInstant) -> (RateDecision, FractionalInstant?)
+    {
         // A key whose theoretical arrival time is in the past has its whole burst: it starts from now.
         let arrival = storedArrival > now ? storedArrival : now
         let earliestAllowed = arrival.subtracting(tolerance, denominator: denominator)
         if earliestAllowed > now {
             let retryUnits = earliestAllowed.units(since: now, denominator: denominator)
             let resetUnits = arrival.units(since: now, denominator: denominator)
-            return .limited(retryAfterMs: msRoundedUp(retryUnits), resetAfterMs: msRoundedUp(resetUnits))
+            return (.limited(retryAfterMs: msRoundedUp(retryUnits), resetAfterMs: msRoundedUp(resetUnits)), nil)
         }
         let nextArrival = arrival.adding(emissionInterval, denominator: denominator)
-        table.setTheoreticalArrival(nextArrival, at: slot)
         // Requests that would still pass now: each one moves the arrival time by one emission interval, and they
         // pass while the arrival time stays within the tolerance of now.
         let limitInstant = now.adding(tolerance, denominator: denominator)
@@ -177,7 +188,7 @@ public struct GCRARateLimiter: Sendable {
         }
         assert(remaining < configuration.burst, "an allowed request always uses up one of the burst")
         let resetUnits = nextArrival.units(since: now, denominator: denominator)
-        return .allowed(remaining: remaining, resetAfterMs: msRoundedUp(resetUnits))
+        return (.allowed(remaining: remaining, resetAfterMs: msRoundedUp(resetUnits)), nextArrival)
     }
 
     /// Decides one request against a global limit: the same as `check(key:nowMs:)` with a single fixed key, so

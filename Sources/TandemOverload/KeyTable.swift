@@ -1,6 +1,6 @@
-// KeyTable: the bounded map from rate-limit key to theoretical arrival time behind `GCRARateLimiter`, with the two
-// orders eviction needs: by arrival time (a min-heap, to find the key that went idle first) and by last use (a
-// doubly linked list, to find the least recently seen key).
+// KeyTable: the bounded map from rate-limit key to theoretical arrival time behind `GCRARateLimiter`, ordered by
+// arrival time (a min-heap) to find the key that went idle first. A key with debt (arrival time in the future) is
+// never forgotten: a full table of such keys takes no newcomer, and the limiter limits those in an overflow bucket.
 
 /// What making room for a new key cost.
 enum KeyEviction: Equatable {
@@ -8,30 +8,22 @@ enum KeyEviction: Equatable {
     case none
     /// A key whose arrival time was in the past was forgotten; no decision changes.
     case idle
-    /// Every key was active; the least recently seen one was forgotten with its debt.
-    case active
 }
 
 struct KeyTable: Sendable {
     private struct Slot: Sendable {
         var key: String
         var arrival: FractionalInstant
-        /// Neighbours in recency order (towards the most and the least recently seen); -1 at the ends.
-        var newer: Int
-        var older: Int
         /// Where this slot sits in `heap`. Invariant: heap[heapPosition] == this slot's index.
         var heapPosition: Int
     }
 
-    /// Invariant: slots.count <= capacity, and every slot is live (indexed by `indexByKey`, in `heap`, in the list).
+    /// Invariant: slots.count <= capacity, and every slot is live (indexed by `indexByKey` and in `heap`).
     private var slots: [Slot] = []
     /// Invariant: indexByKey.count == slots.count and indexByKey[slots[i].key] == i.
     private var indexByKey: [String: Int] = [:]
     /// Slot indices ordered as a binary min-heap on arrival time. Invariant: heap.count == slots.count.
     private var heap: [Int] = []
-    /// The most and least recently seen slots; -1 when empty.
-    private var newest = -1
-    private var oldest = -1
     let capacity: Int
 
     init(capacity: Int) {
@@ -42,33 +34,30 @@ struct KeyTable: Sendable {
 
     var count: Int { slots.count }
 
-    /// The slot of `key`, marked as the most recently seen; a new key starts with its arrival time at `now`
-    /// (a full burst), taking the place of an evicted key when the table is full.
-    mutating func slot(for key: String, now: FractionalInstant) -> (slot: Int, eviction: KeyEviction) {
+    /// The slot of `key`; a new key starts with its arrival time at `now` (a full burst), taking the place of a key
+    /// whose debt has expired when the table is full. Nil when the table is full and every key still has debt:
+    /// forgetting one would forgive it, so the newcomer does not get a slot of its own.
+    mutating func slot(for key: String, now: FractionalInstant) -> (slot: Int, eviction: KeyEviction)? {
         if let index = indexByKey[key] {
-            moveToNewest(index)
             return (index, .none)
         }
         guard slots.count == capacity else {
             let index = slots.count
-            slots.append(Slot(key: key, arrival: now, newer: -1, older: -1, heapPosition: heap.count))
+            slots.append(Slot(key: key, arrival: now, heapPosition: heap.count))
             heap.append(index)
             indexByKey[key] = index
-            linkAsNewest(index)
             siftUp(heap.count - 1)
             assert(slots.count <= capacity && heap.count == slots.count, "the table holds at most capacity keys")
             return (index, .none)
         }
-        // The heap's root went idle first; if even it is still active, every key is, and recency decides.
-        let rootIndex = heap[0]
-        let isIdle = slots[rootIndex].arrival <= now
-        let victim = isIdle ? rootIndex : oldest
+        // The heap's root went idle first; if even it still has debt, every key has.
+        let victim = heap[0]
+        guard slots[victim].arrival <= now else { return nil }
         indexByKey.removeValue(forKey: slots[victim].key)
         slots[victim].key = key
         indexByKey[key] = victim
-        moveToNewest(victim)
         setTheoreticalArrival(now, at: victim)
-        return (victim, isIdle ? .idle : .active)
+        return (victim, .idle)
     }
 
     func theoreticalArrival(at index: Int) -> FractionalInstant {
@@ -83,29 +72,6 @@ struct KeyTable: Sendable {
         } else {
             siftDown(slots[index].heapPosition)
         }
-    }
-
-    // MARK: Recency list
-
-    private mutating func linkAsNewest(_ index: Int) {
-        slots[index].newer = -1
-        slots[index].older = newest
-        if newest >= 0 { slots[newest].newer = index }
-        newest = index
-        if oldest < 0 { oldest = index }
-    }
-
-    private mutating func unlink(_ index: Int) {
-        let newer = slots[index].newer
-        let older = slots[index].older
-        if newer >= 0 { slots[newer].older = older } else { newest = older }
-        if older >= 0 { slots[older].newer = newer } else { oldest = newer }
-    }
-
-    private mutating func moveToNewest(_ index: Int) {
-        guard newest != index else { return }
-        unlink(index)
-        linkAsNewest(index)
     }
 
     // MARK: Arrival-time heap
@@ -149,13 +115,5 @@ struct KeyTable: Sendable {
         for position in 1..<max(1, heap.count) {
             precondition(!(slots[heap[position]].arrival < slots[heap[(position - 1) / 2]].arrival))
         }
-        var listed = 0
-        var cursor = newest
-        while cursor >= 0 {
-            listed += 1
-            precondition(listed <= slots.count, "the recency list has no cycle")
-            cursor = slots[cursor].older
-        }
-        precondition(listed == slots.count)
     }
 }

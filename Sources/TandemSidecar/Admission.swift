@@ -41,7 +41,8 @@ final class Admission {
 
     init(
         loop: EventLoop, rateLimit: RateLimit?, globalRateLimit: RateLimit?, rateLimitKey: RateLimitKey,
-        queueTargetMs: Int64, writeQueueCapacity: Int, readQueueCapacity: Int, metrics: Metrics
+        rateLimitKeys: Int = 100_000, queueTargetMs: Int64, writeQueueCapacity: Int, readQueueCapacity: Int,
+        metrics: Metrics
     ) {
         self.metrics = metrics
         self.rateLimitKey = rateLimitKey
@@ -72,7 +73,9 @@ final class Admission {
                 queue: BoundedCoDelQueue(capacity: writeQueueCapacity, codel: codel)),
         ]
         perKey = rateLimit.map {
-            GCRARateLimiter(configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst))
+            GCRARateLimiter(
+                configuration: .init(
+                    count: $0.count, periodMs: $0.periodMs, burst: $0.burst, keyCapacity: rateLimitKeys))
         }
         global = globalRateLimit.map {
             GCRARateLimiter(
@@ -150,6 +153,10 @@ final class Admission {
         lanes[lane].limit.release()
         drain(lane, kind: slot.kind, now: now)
     }
+
+    /// Requests the per-key limiter decided in its shared overflow bucket (its key table was full of keys that
+    /// still owe).
+    var rateLimitOverflowChecks: Int64 { perKey?.overflowCheckCount ?? 0 }
 
     var readLimit: Int { lanes[0].limit.limit }
     var writeLimit: Int { lanes[1].limit.limit }

@@ -36,6 +36,8 @@ public struct OverloadSettings: Sendable {
     public var rateLimit: RateLimit?
     public var globalRateLimit: RateLimit?
     public var rateLimitKey: RateLimitKey = .ip
+    /// Keys the per-key rate limiter remembers; beyond them (all still owing), keys share one overflow limit.
+    public var rateLimitKeys = 100_000
     public var queueTargetMs: Int64 = 5
     /// Reads waiting for a slot towards the app.
     public var readQueueCapacity = 1024
@@ -72,7 +74,9 @@ public final class Sidecar {
         loop = try EventLoop()
         admin = try AdminServer(
             loop: loop, host: options.adminHost, port: options.adminPort, metrics: metrics,
-            adminToken: options.adminToken)
+            adminToken: options.adminToken,
+            limits: AdminLimits(
+                headerTimeoutMs: options.proxy.headerTimeoutMs, idleTimeoutMs: options.proxy.idleTimeoutMs))
         proxy = try ProxyServer(loop: loop, settings: options.proxy, metrics: metrics, health: health, log: log)
         probe = AppProbe(loop: loop, host: options.proxy.upstreamHost, port: options.proxy.upstreamPort, health: health)
         if let replicaConfig = options.replica {
@@ -92,7 +96,8 @@ public final class Sidecar {
         proxy.writePath = writePath
         admission = Admission(
             loop: loop, rateLimit: options.overload.rateLimit, globalRateLimit: options.overload.globalRateLimit,
-            rateLimitKey: options.overload.rateLimitKey, queueTargetMs: options.overload.queueTargetMs,
+            rateLimitKey: options.overload.rateLimitKey, rateLimitKeys: options.overload.rateLimitKeys,
+            queueTargetMs: options.overload.queueTargetMs,
             writeQueueCapacity: options.writePath.maxPendingWrites,
             readQueueCapacity: options.overload.readQueueCapacity,
             metrics: metrics)
@@ -379,6 +384,14 @@ public final class Sidecar {
         metrics.setGauge(
             "tandem_concurrency_limit", help: "Adaptive concurrency limit, by lane.",
             value: Double(admission.writeLimit), labels: "lane=\"write\"")
+        metrics.setCounter(
+            "tandem_rate_limit_overflow_total",
+            help: "Requests limited in the shared overflow bucket because the key table was full of keys that owe.",
+            value: Double(admission.rateLimitOverflowChecks))
+        metrics.setCounter(
+            "tandem_admin_connections_evicted_total",
+            help: "Quiet admin connections closed to make room for a new one at the cap.",
+            value: Double(admin.evictedSessions))
         metrics.setGauge(
             "tandem_queue_length", help: "Requests waiting for a slot, by lane.",
             value: Double(admission.readQueueLength), labels: "lane=\"read\"")

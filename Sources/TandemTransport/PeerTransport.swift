@@ -26,6 +26,9 @@ public enum TransportError: Error, CustomStringConvertible {
 /// incarnation) replaces the old link at once.
 public final class PeerTransport {
     public let selfID: NodeID
+    /// Accepted links still in their handshake from one source address, at most. A real peer has at most one or
+    /// two (a dial and a redial); strangers from one address cannot crowd out the other members.
+    static let maxPendingInboundLinksPerSource = 4
     /// The peer port actually bound (the chosen one when 0 was asked for).
     public let listenPort: UInt16
     public weak var delegate: PeerTransportDelegate?
@@ -50,14 +53,19 @@ public final class PeerTransport {
     private var tlsListener: TLSListener?
     // Invariant: the keys are exactly the configured peers, never selfID.
     private var slots: [NodeID: PeerSlot] = [:]
-    // Invariant: pendingInbound.count <= options.maxPendingInboundLinks; every entry is accepted and unauthenticated.
+    // Invariant: pendingInbound.count <= options.maxPendingInboundLinks, and at most
+    // maxPendingInboundLinksPerSource entries share a remote address; every entry is accepted and unauthenticated.
     private var pendingInbound: [ObjectIdentifier: PeerLink] = [:]
+    /// The order links entered `pendingInbound` (oldest first), for eviction. Holds only pending links.
+    private var pendingOrder: [ObjectIdentifier] = []
     /// Random per instance, sent in the hello: how peers tell a restart from a duplicate connection.
     let incarnation: UInt64
     private var isStopped = false
     private var livenessTimer: Timer?
     /// Links closed because the pair already had one (the simultaneous-dial race), for tests and metrics.
     public private(set) var duplicateLinksClosed: UInt64 = 0
+    /// Pending inbound links closed to make room for newer ones (a source above its share, or a full table).
+    public fileprivate(set) var pendingInboundEvictions: UInt64 = 0
 
     /// Binds the peer listener now (so `listenPort` is known); dialing starts with `start()`.
     /// `peers` may include this node's own id (as TANDEM_PEERS does): it is ignored.
@@ -148,6 +156,7 @@ public final class PeerTransport {
         tlsListener?.close()
         for link in pendingInbound.values { link.closeLocally() }
         pendingInbound.removeAll()
+        pendingOrder.removeAll()
         for id in slots.keys {
             slots[id]?.reconnectTimer?.invalidate()
             slots[id]?.reconnectTimer = nil
@@ -233,6 +242,10 @@ public final class PeerTransport {
     /// Checks the invariants written beside `slots` and `pendingInbound` (debug builds only: it walks every peer).
     private func assertInvariants() {
         assert(pendingInbound.count <= options.maxPendingInboundLinks, "more pending inbound links than allowed")
+        assert(
+            Dictionary(grouping: pendingInbound.values, by: \.remoteAddress).values.allSatisfy {
+                $0.count <= PeerTransport.maxPendingInboundLinksPerSource
+            }, "more pending inbound links from one source than allowed")
         assert(slots[selfID] == nil, "this node is not its own peer")
         for (id, slot) in slots {
             if let active = slot.active {
@@ -409,17 +422,41 @@ public final class PeerTransport {
         return expected
     }
 
+    /// Takes an accepted connection into the pending table. A source at its share gives up its own oldest pending
+    /// link, and a full table its oldest one, rather than refusing the newcomer: a stranger that holds idle sockets
+    /// open only ever evicts itself, and a real peer's fresh dial always gets its handshake (which takes a round
+    /// trip, far less than it takes a flood to cycle the table).
     private func accept(_ connection: Connection, tls: TLSConnection?) {
-        guard !isStopped, pendingInbound.count < options.maxPendingInboundLinks else {
+        guard !isStopped else {
             connection.close()
             return
         }
-        let link = makeLink(role: .acceptor, remoteAddress: connection.peerAddress)
+        let source = connection.peerAddress
+        pendingOrder.removeAll { pendingInbound[$0] == nil }
+        let sameSource = pendingOrder.filter { pendingInbound[$0]?.remoteAddress == source }
+        if sameSource.count >= PeerTransport.maxPendingInboundLinksPerSource, let oldest = sameSource.first {
+            evictPending(oldest)
+        }
+        if pendingInbound.count >= options.maxPendingInboundLinks, let oldest = pendingOrder.first {
+            evictPending(oldest)
+        }
+        let link = makeLink(role: .acceptor, remoteAddress: source)
         pendingInbound[ObjectIdentifier(link)] = link
+        pendingOrder.append(ObjectIdentifier(link))
         link.start(
             connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority
         )
         assertInvariants()
+    }
+}
+
+extension PeerTransport {
+    /// Closes a pending inbound link to make room; it was never a peer, so nobody else hears of it.
+    fileprivate func evictPending(_ key: ObjectIdentifier) {
+        pendingOrder.removeAll { $0 == key }
+        guard let link = pendingInbound.removeValue(forKey: key) else { return }
+        pendingInboundEvictions += 1
+        link.closeLocally()
     }
 }
 

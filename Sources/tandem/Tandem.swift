@@ -110,6 +110,7 @@ extension SidecarOptions {
         overload.rateLimit = configuration.rateLimit
         overload.globalRateLimit = configuration.rateLimitGlobal
         overload.rateLimitKey = configuration.rateLimitKey
+        overload.rateLimitKeys = configuration.rateLimitKeys
         overload.queueTargetMs = configuration.queueTargetMs
     }
 

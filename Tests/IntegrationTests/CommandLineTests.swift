@@ -17,6 +17,7 @@ final class CommandLineTests: ProcessTestCase {
             "TANDEM_MAX_CONNECTIONS", "TANDEM_HEADER_TIMEOUT", "TANDEM_IDLE_TIMEOUT", "TANDEM_RATE_LIMIT",
             "TANDEM_RATE_LIMIT_KEY", "TANDEM_RATE_LIMIT_GLOBAL", "TANDEM_TLS_CERT", "TANDEM_TLS_KEY", "TANDEM_TLS_CA",
             "TANDEM_CLUSTER_SECRET", "TANDEM_ADMIN_TOKEN", "TANDEM_LOG_LEVEL", "TANDEM_LOG_FORMAT",
+            "TANDEM_INSECURE_PEERS", "TANDEM_RATE_LIMIT_KEYS",
         ] {
             XCTAssertTrue(help.output.contains(name), "--help does not list \(name)")
         }
@@ -56,5 +57,28 @@ final class CommandLineTests: ProcessTestCase {
         track(typo)
         XCTAssertEqual(typo.waitForExit(), 2)
         XCTAssertTrue(typo.output.contains("TANDEM_LISTN"), typo.output)
+    }
+
+    func testPeersWithoutAuthenticationExitTwoUnlessInsecurePeersIsSet() throws {
+        let environment = [
+            "TANDEM_NODE_ID": "n1", "TANDEM_PEERS": "n1=127.0.0.1:\(freePort()),n2=127.0.0.1:\(freePort())",
+            "TANDEM_LISTEN": "127.0.0.1:0", "TANDEM_ADMIN_LISTEN": "127.0.0.1:0", "TANDEM_PEER_LISTEN": "127.0.0.1:0",
+            "TANDEM_DATA_DIR": NSTemporaryDirectory() + "tandem-insecure-\(UUID().uuidString)",
+            "TANDEM_LOG_FORMAT": "json",
+        ]
+        let refused = try ManagedProcess(
+            name: "open", executable: BuiltProducts.path("tandem"), environment: environment)
+        track(refused)
+        XCTAssertEqual(refused.waitForExit(), 2, refused.output)
+        XCTAssertEqual(refused.output.split(separator: "\n").count, 1, refused.output)
+        for name in ["TANDEM_CLUSTER_SECRET", "TANDEM_TLS_CERT", "TANDEM_INSECURE_PEERS"] {
+            XCTAssertTrue(refused.output.contains(name), refused.output)
+        }
+        let insecure = try ManagedProcess(
+            name: "insecure", executable: BuiltProducts.path("tandem"),
+            environment: environment.merging(["TANDEM_INSECURE_PEERS": "true"]) { _, new in new })
+        track(insecure)
+        let output = try XCTUnwrap(insecure.waitForOutput(containing: "\"msg\":\"listening\""), insecure.output)
+        XCTAssertTrue(output.contains("INSECURE"), output)
     }
 }

@@ -85,11 +85,25 @@ final class DefaultsTests: XCTestCase {
         XCTAssertEqual(TandemConfiguration.defaults(hostName: "node-a"), try load([:]))
     }
 
-    func testTheDefaultsWarnThatPeersAreUnauthenticated() throws {
-        let warnings = try load([:]).warnings
-        XCTAssertEqual(warnings.count, 1)
-        XCTAssertTrue(warnings[0].hasPrefix("peer connections are not authenticated"))
+    func testAOneNodeClusterNeedsNoPeerAuthentication() throws {
+        XCTAssertEqual(try load([:]).warnings, [])
         XCTAssertEqual(try load(["TANDEM_CLUSTER_SECRET": "0123456789abcdef"]).warnings, [])
+    }
+
+    func testPeersWithoutTLSOrASecretAreRefusedUnlessInsecurePeersIsTrue() throws {
+        let peers = ["TANDEM_PEERS": "n1=a:7400,n2=b:7400,n3=c:7400", "TANDEM_NODE_ID": "n1"]
+        XCTAssertEqual(
+            errorLine(peers),
+            "TANDEM_PEERS=\"n1=a:7400,n2=b:7400,n3=c:7400\" has no peer authentication; expected "
+                + "TANDEM_CLUSTER_SECRET, or TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, "
+                + "or TANDEM_INSECURE_PEERS=true to run unauthenticated on a trusted network")
+        let insecure = try load(peers.merging(["TANDEM_INSECURE_PEERS": "true"]) { _, new in new })
+        XCTAssertTrue(insecure.insecurePeers)
+        XCTAssertEqual(insecure.warnings.count, 1)
+        XCTAssertTrue(insecure.warnings[0].hasPrefix("INSECURE"), insecure.warnings[0])
+        let secret = try load(peers.merging(["TANDEM_CLUSTER_SECRET": "0123456789abcdef"]) { _, new in new })
+        XCTAssertEqual(secret.warnings, [])
+        XCTAssertEqual(errorLine(["TANDEM_INSECURE_PEERS": "maybe"]).hasPrefix("TANDEM_INSECURE_PEERS="), true)
     }
 }
 
@@ -315,7 +329,11 @@ final class CombinationTests: XCTestCase {
             errorLine(["TANDEM_PEERS": "n1=a:7400"], hostName: "box"),
             "TANDEM_PEERS=\"n1=a:7400\" does not list this node box from the host name (TANDEM_NODE_ID unset); "
                 + "expected every member including this node, or TANDEM_NODE_ID set to one of the ids")
-        XCTAssertEqual(try load(["TANDEM_PEERS": "box=a:7400,n2=b:7400,n3=c:7400"], hostName: "box").nodeID, "box")
+        XCTAssertEqual(
+            try load(
+                ["TANDEM_PEERS": "box=a:7400,n2=b:7400,n3=c:7400", "TANDEM_CLUSTER_SECRET": "0123456789abcdef"],
+                hostName: "box"
+            ).nodeID, "box")
     }
 
     func testPeerListErrorsNameTheVariable() {

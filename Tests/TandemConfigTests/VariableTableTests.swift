@@ -15,6 +15,8 @@ final class VariableTableTests: XCTestCase {
         "TANDEM_MAX_CONNECTIONS", "TANDEM_HEADER_TIMEOUT", "TANDEM_IDLE_TIMEOUT", "TANDEM_RATE_LIMIT",
         "TANDEM_RATE_LIMIT_KEY", "TANDEM_RATE_LIMIT_GLOBAL", "TANDEM_TLS_CERT", "TANDEM_TLS_KEY", "TANDEM_TLS_CA",
         "TANDEM_CLUSTER_SECRET", "TANDEM_ADMIN_TOKEN", "TANDEM_LOG_LEVEL", "TANDEM_LOG_FORMAT",
+        // Security and abuse bounds: unauthenticated peers only on request, the rate limiter's key table.
+        "TANDEM_INSECURE_PEERS", "TANDEM_RATE_LIMIT_KEYS",
         // Beyond the original contract: the proxy's own timeouts towards the app.
         "TANDEM_UPSTREAM_CONNECT_TIMEOUT", "TANDEM_UPSTREAM_TIMEOUT",
     ]

@@ -31,7 +31,7 @@ final class CostFigures: XCTestCase {
             }
         }
         print(
-            "GCRA: \(Int(Double(checks) / gcraSeconds)) checks/s over 400k distinct keys in a 100k table, allowed \(allowed), table growth \(residentKiB() - before) KiB, evictions idle \(rate.idleEvictionCount) active \(rate.activeEvictionCount)"
+            "GCRA: \(Int(Double(checks) / gcraSeconds)) checks/s over 400k distinct keys in a 100k table, allowed \(allowed), table growth \(residentKiB() - before) KiB, evictions idle \(rate.idleEvictionCount) overflow \(rate.overflowCheckCount)"
         )
 
         var hot = GCRARateLimiter(configuration: .init(count: 100, periodMs: 1000, keyCapacity: 100_000))

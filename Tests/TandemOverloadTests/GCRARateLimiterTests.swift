@@ -84,22 +84,40 @@ final class GCRARateLimiterTests: XCTestCase {
         // At 1000 both "old-but-busy" and "quick" went idle; the heap yields one of them, never "recent".
         XCTAssertTrue(rate.check(key: "newcomer", nowMs: 1000).isAllowed)
         XCTAssertEqual(rate.idleEvictionCount, 1)
-        XCTAssertEqual(rate.activeEvictionCount, 0)
+        XCTAssertEqual(rate.overflowCheckCount, 0)
         XCTAssertFalse(rate.check(key: "recent", nowMs: 1000).isAllowed, "the active key kept its state")
         rate.checkInvariants()
     }
 
-    func testAFullTableOfActiveKeysEvictsTheLeastRecentlySeen() {
-        var rate = limiter(1, burst: 1, keys: 3)
-        for key in ["a", "b", "c"] { XCTAssertTrue(rate.check(key: key, nowMs: 0).isAllowed) }
-        XCTAssertFalse(rate.check(key: "a", nowMs: 1).isAllowed)  // "a" is now the most recently seen.
-        XCTAssertTrue(rate.check(key: "d", nowMs: 2).isAllowed)  // Evicts "b", the least recently seen.
-        XCTAssertEqual(rate.activeEvictionCount, 1)
-        XCTAssertFalse(rate.check(key: "a", nowMs: 3).isAllowed, "a was kept")
-        XCTAssertFalse(rate.check(key: "c", nowMs: 3).isAllowed, "c was kept")
+    func testAKeyWithDebtIsNeverForgottenWhileTheTableIsFull() {
+        // A client that is limited stays limited however many other keys arrive: distinct header values used to
+        // evict it (least recently seen first) and forgive its debt.
+        var rate = limiter(1, per: 60_000, burst: 2, keys: 3)
+        XCTAssertTrue(rate.check(key: "victim", nowMs: 0).isAllowed)
+        XCTAssertTrue(rate.check(key: "victim", nowMs: 0).isAllowed)
+        XCTAssertFalse(rate.check(key: "victim", nowMs: 0).isAllowed)
+        for index in 0..<1000 { _ = rate.check(key: "flood-\(index)", nowMs: 1) }
+        XCTAssertFalse(rate.check(key: "victim", nowMs: 2).isAllowed, "the flood cleared the victim's debt")
         XCTAssertEqual(rate.keyCount, 3)
-        // "b" was forgotten with its debt, so it passes again; that evicts "d", now the least recently seen.
-        XCTAssertTrue(rate.check(key: "b", nowMs: 4).isAllowed)
+        rate.checkInvariants()
+    }
+
+    func testKeysThatDoNotFitShareOneOverflowBucket() {
+        var rate = limiter(1, per: 60_000, burst: 2, keys: 2)
+        for key in ["a", "b"] { XCTAssertTrue(rate.check(key: key, nowMs: 0).isAllowed) }
+        // The table is full of keys with debt: newcomers are limited together, burst 2 between them all.
+        XCTAssertTrue(rate.check(key: "c", nowMs: 0).isAllowed)
+        XCTAssertTrue(rate.check(key: "d", nowMs: 0).isAllowed)
+        XCTAssertFalse(rate.check(key: "e", nowMs: 0).isAllowed, "the overflow bucket's burst is spent")
+        XCTAssertFalse(rate.check(key: "c", nowMs: 0).isAllowed)
+        XCTAssertEqual(rate.overflowCheckCount, 4)
+        XCTAssertTrue(rate.check(key: "a", nowMs: 0).isAllowed, "a kept its own allowance")
+        XCTAssertFalse(rate.check(key: "a", nowMs: 0).isAllowed)
+        // Once a's debt has expired, a newcomer takes its place with a whole burst of its own.
+        XCTAssertTrue(rate.check(key: "f", nowMs: 120_000).isAllowed)
+        XCTAssertEqual(rate.idleEvictionCount, 1)
+        XCTAssertTrue(rate.check(key: "f", nowMs: 120_000).isAllowed)
+        XCTAssertFalse(rate.check(key: "f", nowMs: 120_000).isAllowed)
         rate.checkInvariants()
     }
 
@@ -112,7 +130,7 @@ final class GCRARateLimiterTests: XCTestCase {
             XCTAssertLessThanOrEqual(rate.keyCount, 1000)
         }
         XCTAssertEqual(rate.keyCount, 1000)
-        XCTAssertGreaterThan(rate.idleEvictionCount + rate.activeEvictionCount, 0)
+        XCTAssertGreaterThan(rate.idleEvictionCount + rate.overflowCheckCount, 0)
         rate.checkInvariants()
     }
 

@@ -1,5 +1,6 @@
 // Real sockets on 127.0.0.1: transports dial, authenticate, exchange frames, race, restart and refuse.
 
+import Glibc
 import TandemConsensus
 import TandemNet
 import XCTest
@@ -406,6 +407,75 @@ final class PeerTransportTests: XCTestCase {
             runLoop(loop) { strangers.allSatisfy { $0.0.closed } && nodes[0].transport.pendingInboundCount == 0 })
         XCTAssertTrue(nodes[0].recorder.connected.isEmpty)
         XCTAssertGreaterThan(nodes[0].recorder.authFailures.count, 0)
+    }
+
+    /// A stranger's idle socket from `source` (any 127.x.y.z is local on Linux), connected with plain sockets.
+    private func idleSocket(from source: String, to port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        var remote = sockaddr_in()
+        remote.sin_family = sa_family_t(AF_INET)
+        remote.sin_port = port.bigEndian
+        remote.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        let connected = withUnsafePointer(to: &remote) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, connected == 0 else {
+            close(fd)
+            throw XCTSkip("cannot connect from \(source)")
+        }
+        return fd
+    }
+
+    /// True when the server closed `fd` (its hello may come first).
+    private func isClosedByServer(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count == 0 { return true }
+            if count < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    func testPendingLinksAreLimitedPerSourceAndAFullTableEvictsTheOldest() throws {
+        var options = fastOptions()
+        options.handshakeTimeoutMs = 10_000
+        options.maxPendingInboundLinks = 8
+        // n1 does not dial, so n2 can only get in through n1's pending table.
+        let nodes = try cluster(2, options: { _ in options }, start: false)
+        let port = nodes[0].transport.listenPort
+        let perSource = PeerTransport.maxPendingInboundLinksPerSource
+        XCTAssertLessThan(perSource, 8)
+        var strangers: [Int32] = []
+        defer { strangers.forEach { close($0) } }
+        for _ in 0..<10 { strangers.append(try idleSocket(from: "127.0.0.2", to: port)) }
+        runLoop(loop, forMs: 200)
+        XCTAssertEqual(nodes[0].transport.pendingInboundCount, perSource, "one source holds at most its share")
+        // The oldest links of that source made room for its newest.
+        XCTAssertTrue(strangers.prefix(10 - perSource).allSatisfy(isClosedByServer))
+        XCTAssertFalse(strangers.suffix(perSource).contains(where: isClosedByServer))
+        // Other sources fill the table; a full table evicts its oldest link instead of refusing the new one.
+        for source in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+            for _ in 0..<2 { strangers.append(try idleSocket(from: source, to: port)) }
+        }
+        runLoop(loop, forMs: 200)
+        XCTAssertEqual(nodes[0].transport.pendingInboundCount, 8)
+        XCTAssertTrue(isClosedByServer(strangers[10 - perSource]), "the oldest pending link was evicted")
+        XCTAssertFalse(strangers.suffix(6).contains(where: isClosedByServer))
+        // A real peer still gets in while strangers hold the table.
+        nodes[1].transport.start()
+        XCTAssertTrue(
+            runLoop(loop, timeoutMs: 3000) { nodes[0].transport.isConnected(to: NodeID("n2")) },
+            "the real peer was kept out by idle strangers")
     }
 
     func testAnUnresolvableHostIsRetriedQuietly() throws {
