@@ -142,7 +142,17 @@ extension RaftNode {
         reads.leaseExpiryMs = .min
     }
 
+    /// The term a campaign would raise ours to; nil at `Message.termMax`, which no message may exceed. Every
+    /// `term + 1` goes through here, so none can overflow (a node that recovered such a term, persisted before
+    /// terms were bounded, stays a follower instead of trapping at each start).
+    var nextTerm: UInt64? { term < Message.termMax ? term + 1 : nil }
+
     mutating func startPreVote() {
+        guard let next = nextTerm else {
+            electionDeadlineMs = nowMs + randomElectionTimeoutMs()
+            phiElectionAtMs = nil
+            return
+        }
         role = .preCandidate
         leader = nil
         phiElectionAtMs = nil
@@ -158,13 +168,14 @@ extension RaftNode {
             send(
                 .preVoteRequest(
                     VoteRequest(
-                        from: config.id, to: peer, term: term + 1, lastLogIndex: log.lastIndex,
+                        from: config.id, to: peer, term: next, lastLogIndex: log.lastIndex,
                         lastLogTerm: log.lastTerm, leadershipTransfer: false)))
         }
     }
 
     mutating func campaign(transfer: Bool) {
-        term += 1
+        guard let next = nextTerm else { return }
+        term = next
         votedFor = config.id
         role = .candidate
         leader = nil
@@ -193,9 +204,10 @@ extension RaftNode {
         guard nowMs >= voteResendDueMs else { return }
         voteResendDueMs = nowMs + max(1, config.heartbeatIntervalMs / 2)
         let preVote = role == .preCandidate
+        guard let campaignTerm = preVote ? nextTerm : term else { return }
         for peer in others where preVote ? votes[peer] != true : votes[peer] == nil {
             let request = VoteRequest(
-                from: config.id, to: peer, term: preVote ? term + 1 : term,
+                from: config.id, to: peer, term: campaignTerm,
                 lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
                 leadershipTransfer: campaignIsTransfer)
             send(preVote ? .preVoteRequest(request) : .voteRequest(request))
@@ -272,7 +284,7 @@ extension RaftNode {
 
     mutating func onPreVoteResponse(_ response: VoteResponse) {
         guard role == .preCandidate else { return }
-        if response.granted && response.term != term + 1 { return }
+        if response.granted && response.term != nextTerm { return }
         votes[response.from] = response.granted
         switch tally() {
         case .won: campaign(transfer: false)

@@ -158,17 +158,41 @@ public struct RaftNode: Sendable {
         checkInvariants()
     }
 
-    /// A message from another member arrived. Messages not addressed to this node or from unknown senders are dropped.
-    public mutating func step(_ message: Message, nowMs: Int64) {
+    /// A message from another member arrived. A message that is not addressed to this node, comes from an unknown
+    /// sender, or could not have been sent by a correct member (`refusal(of:)`) is dropped without effect: the
+    /// reason is returned, for the runtime to count and log.
+    @discardableResult
+    public mutating func step(_ message: Message, nowMs: Int64) -> MessageRefusal? {
         observeClock(nowMs)
+        if let refusal = refusal(of: message) { return refusal }
         let from = message.from
-        guard message.to == config.id, from != config.id, detectors[from] != nil else { return }
         detectors[from]!.onHeartbeat(nowMs: self.nowMs)
         progress[from]?.lastHeardMs = self.nowMs
         if message.isTermAgnostic || admitTerm(of: message) {
             dispatch(message)
         }
         checkInvariants()
+        return nil
+    }
+
+    /// Why this node must not act on `message`, or nil. Besides what the message's fields alone rule out
+    /// (`Message.malformation`), a term more than `Message.termLeadMax` above ours, and an acknowledgement of
+    /// entries this leader never had (it would point the follower's next index past the log).
+    public func refusal(of message: Message) -> MessageRefusal? {
+        guard message.to == config.id else { return MessageRefusal("addressed to another node") }
+        guard message.from != config.id, detectors[message.from] != nil else {
+            return MessageRefusal("from a node that is not another member")
+        }
+        if let problem = message.malformation { return MessageRefusal(problem) }
+        if !message.isTermAgnostic && message.term > term && message.term - term > Message.termLeadMax {
+            return MessageRefusal("term \(message.term) too far above ours (\(term))")
+        }
+        if case .appendResponse(let response) = message, response.success, response.term == term,
+            response.matchIndex > log.lastIndex
+        {
+            return MessageRefusal("acknowledges index \(response.matchIndex) beyond our log (\(log.lastIndex))")
+        }
+        return nil
     }
 
     /// Whether `ready()` has something to hand out. False while a Ready is outstanding (not yet advanced).

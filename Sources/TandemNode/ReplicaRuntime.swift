@@ -533,7 +533,13 @@ public final class ReplicaRuntime {
                 counters.undecodableFrames += 1
                 return
             }
-            raft.step(message, nowMs: clock.nowMs())
+            // The core checks what only it knows (a term far above ours, an acknowledgement beyond its log):
+            // a refusal is a bad frame like an undecodable one, dropped without effect.
+            if let refusal = raft.step(message, nowMs: clock.nowMs()) {
+                counters.undecodableFrames += 1
+                log.warning("refused a message from peer", metadata: ["peer": "\(peer)", "reason": "\(refusal)"])
+                return
+            }
             scheduleReady()
         } catch {
             counters.undecodableFrames += 1

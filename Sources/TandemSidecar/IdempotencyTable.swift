@@ -68,7 +68,9 @@ struct IdempotencyTable {
     /// Records the entry applied for a key (its response when this node has it).
     mutating func record(command: WriteCommand, index: UInt64, response: AppliedResponse?, timeMs: Int64) {
         guard let key = Self.key(of: command), records[key] == nil else { return }
-        let expiry = timeMs + ttlMs
+        // Log time comes from a leader's clock and may sit at the end of the range: the expiry saturates.
+        let (sum, overflow) = timeMs.addingReportingOverflow(ttlMs)
+        let expiry = overflow ? (ttlMs > 0 ? Int64.max : Int64.min) : sum
         records[key] = Record(
             fingerprint: Self.fingerprint(command), index: index, expiresAtMs: expiry, response: response)
         responseBytes += response.map(Self.size) ?? 0

@@ -5,7 +5,9 @@ import TandemHTTP
 /// before it is proposed, so every replica sees the same bytes.
 ///
 /// Layout (little-endian): [version u8 = 1][method u16+bytes][target u32+bytes][field count u16]
-/// {[name u16+bytes][value u32+bytes]}*[body u32+bytes]. Decoding is bounds-checked and never traps.
+/// {[name u16+bytes][value u32+bytes]}*[body u32+bytes]. Decoding is bounds-checked and never traps, and it refuses
+/// what could not be sent as a request (the serializer would trap on it, on every replica): a method or field name
+/// that is not a token, a field value with CR, LF or NUL, a target that is not visible ASCII, trailing bytes.
 struct WriteCommand: Equatable {
     var method: String
     var target: String
@@ -14,7 +16,10 @@ struct WriteCommand: Equatable {
 
     static let formatVersion: UInt8 = 1
 
-    enum DecodeError: Error, Equatable { case truncated, unknownVersion(UInt8), invalidText }
+    enum DecodeError: Error, Equatable {
+        case truncated, unknownVersion(UInt8), invalidText, invalidMethod, invalidTarget, invalidFieldName
+        case invalidFieldValue, trailingBytes
+    }
 
     func encoded() -> [UInt8] {
         var out: [UInt8] = []
@@ -37,15 +42,37 @@ struct WriteCommand: Equatable {
         let version = try reader.integer(1)
         guard version == UInt64(formatVersion) else { throw .unknownVersion(UInt8(truncatingIfNeeded: version)) }
         let method = try reader.text(lengthBytes: 2)
+        guard isToken(method) else { throw .invalidMethod }
         let target = try reader.text(lengthBytes: 4)
+        guard isTarget(target) else { throw .invalidTarget }
         let count = try reader.integer(2)
         var headers = HTTPHeaders()
         for _ in 0..<count {
             let name = try reader.text(lengthBytes: 2)
-            headers.add(name: name, value: try reader.text(lengthBytes: 4))
+            guard isToken(name) else { throw .invalidFieldName }
+            let value = try reader.text(lengthBytes: 4)
+            guard !value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 }) else {
+                throw .invalidFieldValue
+            }
+            headers.add(name: name, value: value)
         }
         let body = try reader.bytes(Int(try reader.integer(4)))
+        guard reader.offset == bytes.count else { throw .trailingBytes }
         return WriteCommand(method: method, target: target, headers: headers, body: Array(body))
+    }
+
+    /// A token of RFC 9110 section 5.6.2 (methods and field names): visible ASCII except the delimiters.
+    static func isToken(_ text: String) -> Bool {
+        !text.isEmpty
+            && text.utf8.allSatisfy { byte in
+                byte > 0x20 && byte < 0x7F && !"\"(),/:;<=>?@[\\]{}".utf8.contains(byte)
+            }
+    }
+
+    /// A request target the request line can carry: visible ASCII, and neither a fragment nor a backslash.
+    static func isTarget(_ text: String) -> Bool {
+        !text.isEmpty
+            && text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") && $0 != UInt8(ascii: "\\") }
     }
 
     private static func appendText(_ text: String, lengthBytes: Int, into out: inout [UInt8]) {

@@ -15,6 +15,9 @@
 //   read req    = common, mode u8, count u32, (origin string, sequence u64)*
 //   read resp   = common, count u32, (origin string, sequence u64, tag u8, ready: index u64 | failed: error u8)*
 // (blob = u32 length + bytes). Decoding checks every length against the payload and throws; it never traps.
+// A decoded message must also pass `Message.malformation` (TandemConsensus/MessageValidation.swift): ids as a
+// configuration allows them, terms and indexes at most UInt64.max / 2, entries contiguous after prevLogIndex with
+// terms rising at most to the message term.
 
 import TandemConsensus
 
@@ -106,7 +109,8 @@ public enum ConsensusCodec {
     }
 
     /// Decodes a payload of frame `type`. Throws on any malformed input (truncation, bad enum values, invalid
-    /// UTF-8, counts the payload cannot hold, trailing bytes). Entry data is copied once, out of the payload.
+    /// UTF-8, counts the payload cannot hold, trailing bytes, and any `Message.malformation`). Entry data is copied
+    /// once, out of the payload.
     public static func decode(type: UInt8, payload: UnsafeRawBufferPointer) throws(DecodeError) -> Message {
         guard let frameType = FrameType(rawValue: type) else { throw .unknownFrameType(type) }
         var reader = ByteReader(payload)
@@ -134,6 +138,9 @@ public enum ConsensusCodec {
         case .readIndexResponse: message = .readIndexResponse(try readReadResponse(&reader))
         }
         try reader.expectEnd()
+        // Well-formed bytes are not enough: a message no correct peer could send (a term with no room above it,
+        // entries out of order, an id no configuration allows, an index past any log) is refused here, whole.
+        if let problem = message.malformation { throw .invalidValue(field: problem, offset: 0) }
         return message
     }
 

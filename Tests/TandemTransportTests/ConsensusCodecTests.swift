@@ -4,7 +4,7 @@ import XCTest
 @testable import TandemTransport
 
 final class ConsensusCodecTests: XCTestCase {
-    private let n1 = NodeID("n1"), n2 = NodeID("node-two-é")
+    private let n1 = NodeID("n1"), n2 = NodeID("node-two.2")
 
     private func entry(_ index: UInt64, data: [UInt8], proposal: Bool = true) -> Entry {
         Entry(
@@ -14,7 +14,8 @@ final class ConsensusCodecTests: XCTestCase {
 
     /// One message of every case, with edge values (zero, max, negative time, empty collections) spread over them.
     private func everyCase() -> [Message] {
-        let vote = VoteRequest(from: n1, to: n2, term: .max, lastLogIndex: 0, lastLogTerm: 3, leadershipTransfer: true)
+        let vote = VoteRequest(
+            from: n1, to: n2, term: Message.termMax, lastLogIndex: 0, lastLogTerm: 3, leadershipTransfer: true)
         let answer = VoteResponse(from: n2, to: n1, term: 5, granted: false)
         return [
             .preVoteRequest(vote),
