@@ -278,7 +278,10 @@ final class AdminSession: ConnectionDelegate {
             finish()
             return
         }
-        if parser.isIdle && connection.outputCount == 0 && nowMs - lastActivityMs >= limits.idleTimeoutMs {
+        // Idle: nothing asked and nothing to send; or answers the client has not read for as long (paused output
+        // only moves when the client reads, and each drain counts as activity).
+        let isQuiet = (parser.isIdle && connection.outputCount == 0) || isPausedForOutput
+        if isQuiet && nowMs - lastActivityMs >= limits.idleTimeoutMs {
             closeNow()
         }
     }

@@ -243,6 +243,9 @@ public final class PeerTransport {
     private func assertInvariants() {
         assert(pendingInbound.count <= options.maxPendingInboundLinks, "more pending inbound links than allowed")
         assert(
+            pendingOrder.count == pendingInbound.count && pendingOrder.allSatisfy { pendingInbound[$0] != nil },
+            "pendingOrder lists exactly the pending links")
+        assert(
             Dictionary(grouping: pendingInbound.values, by: \.remoteAddress).values.allSatisfy {
                 $0.count <= PeerTransport.maxPendingInboundLinksPerSource
             }, "more pending inbound links from one source than allowed")
@@ -334,7 +337,7 @@ public final class PeerTransport {
             link.refuse(.certificateMismatch(claimed: peer.id.rawValue, subject: link.certificateSubject))
             return false
         }
-        pendingInbound[ObjectIdentifier(link)] = nil
+        removePending(link)
         if slots[peer.id]?.dialing === link { slots[peer.id]?.dialing = nil }
         guard let old = slots[peer.id]?.active else {
             activate(link, peer: peer.id)
@@ -416,7 +419,7 @@ public final class PeerTransport {
 
     /// Removes a link that never became active; returns the peer when it was our dial (to retry).
     private func forget(_ link: PeerLink) -> NodeID? {
-        pendingInbound[ObjectIdentifier(link)] = nil
+        removePending(link)
         guard case .dialer(let expected) = link.role, slots[expected]?.dialing === link else { return nil }
         slots[expected]?.dialing = nil
         return expected
@@ -432,7 +435,6 @@ public final class PeerTransport {
             return
         }
         let source = connection.peerAddress
-        pendingOrder.removeAll { pendingInbound[$0] == nil }
         let sameSource = pendingOrder.filter { pendingInbound[$0]?.remoteAddress == source }
         if sameSource.count >= PeerTransport.maxPendingInboundLinksPerSource, let oldest = sameSource.first {
             evictPending(oldest)
@@ -451,6 +453,14 @@ public final class PeerTransport {
 }
 
 extension PeerTransport {
+    /// Forgets a link that is no longer pending (authenticated, refused or closed), in both structures at once:
+    /// an identifier left behind could be reused by a later link's object and be counted twice.
+    fileprivate func removePending(_ link: PeerLink) {
+        let key = ObjectIdentifier(link)
+        guard pendingInbound.removeValue(forKey: key) != nil else { return }
+        pendingOrder.removeAll { $0 == key }
+    }
+
     /// Closes a pending inbound link to make room; it was never a peer, so nobody else hears of it.
     fileprivate func evictPending(_ key: ObjectIdentifier) {
         pendingOrder.removeAll { $0 == key }

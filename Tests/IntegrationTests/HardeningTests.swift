@@ -60,6 +60,30 @@ final class AdminHardeningTests: ProcessTestCase {
             try httpRequest(port: node.adminPort, method: "GET", path: "/healthz", timeoutSeconds: 3).status, 200)
     }
 
+    func testAConnectionThatNeverReadsItsAnswersIsClosedAfterTheIdleTimeout() throws {
+        let node = try startNode(["TANDEM_IDLE_TIMEOUT": "2s"])
+        let greedy = try RawClient(port: node.adminPort, timeoutSeconds: 8)
+        var sendTimeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(greedy.fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
+        var small: Int32 = 4096
+        setsockopt(greedy.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        greedy.send(String(repeating: "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", count: 2000))
+        // The node stopped reading it with its output full; the idle timeout must still end it.
+        usleep(4_000_000)
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var sawEnd = false
+        let deadline = Date().addingTimeInterval(6)
+        while Date() < deadline {
+            let count = recv(greedy.fd, &buffer, buffer.count, 0)
+            if count == 0 || (count < 0 && errno == ECONNRESET) {
+                sawEnd = true
+                break
+            }
+            if count < 0 { break }
+        }
+        XCTAssertTrue(sawEnd, "a connection whose answers were never read was kept open")
+    }
+
     /// A local address that is not loopback, or nil on a host that has none.
     private func nonLoopbackAddress() -> String? {
         var list: UnsafeMutablePointer<ifaddrs>?
