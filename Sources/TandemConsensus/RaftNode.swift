@@ -176,8 +176,9 @@ public struct RaftNode: Sendable {
     }
 
     /// Why this node must not act on `message`, or nil. Besides what the message's fields alone rule out
-    /// (`Message.malformation`), a term more than `Message.termLeadMax` above ours, and an acknowledgement of
-    /// entries this leader never had (it would point the follower's next index past the log).
+    /// (`Message.malformation`), a term more than `Message.termLeadMax` above ours, a claim to lead a term that
+    /// has another leader, and an acknowledgement of entries this leader never had (it would point the follower's
+    /// next index past the log).
     public func refusal(of message: Message) -> MessageRefusal? {
         guard message.to == config.id else { return MessageRefusal("addressed to another node") }
         guard message.from != config.id, detectors[message.from] != nil else {
@@ -186,6 +187,12 @@ public struct RaftNode: Sendable {
         if let problem = message.malformation { return MessageRefusal(problem) }
         if !message.isTermAgnostic && message.term > term && message.term - term > Message.termLeadMax {
             return MessageRefusal("term \(message.term) too far above ours (\(term))")
+        }
+        if message.isFromLeader && message.term == term
+            && (role == .leader || (leader != nil && leader != message.from))
+        {
+            // At most one leader per term: a second claimant is faulty (and trapped a leader's acceptLeader).
+            return MessageRefusal("claims to lead term \(term), which has another leader")
         }
         if case .appendResponse(let response) = message, response.success, response.term == term,
             response.matchIndex > log.lastIndex

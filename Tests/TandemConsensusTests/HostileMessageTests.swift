@@ -99,4 +99,27 @@ final class HostileMessageTests: XCTestCase {
         try cluster.propose("w1", at: leader, sequence: 1)
         XCTAssertNotNil(cluster.run(untilWithinMs: 1000) { c in c.ids.allSatisfy { c.appliedPayloads($0) == ["w1"] } })
     }
+
+    /// Found by the consensus-codec fuzz target: a peer claiming to lead our own term trapped the real leader
+    /// ("two leaders in term"), and made a follower switch leaders within a term.
+    func testAPeerClaimingToLeadATermThatHasAnotherLeaderIsRefused() {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        let (f1, f2) = (cluster.followers(of: leader)[0], cluster.followers(of: leader)[1])
+        let term = cluster.nodes[leader]!.currentTerm
+        let claims: [(NodeID, NodeID)] = [(f1, leader), (f2, f1)]
+        for (from, to) in claims {
+            for claim in [
+                Message.heartbeat(Heartbeat(from: from, to: to, term: term, commitIndex: 0, round: 1)),
+                .appendEntries(
+                    AppendEntries(
+                        from: from, to: to, term: term, prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0)),
+            ] {
+                cluster.nodes[to]!.step(claim, nowMs: cluster.nowMs)
+                cluster.drain(to)
+            }
+        }
+        XCTAssertEqual(cluster.nodes[leader]!.currentRole, .leader)
+        XCTAssertEqual(cluster.nodes[f1]!.knownLeader, leader, "the follower keeps the leader of its term")
+    }
 }
