@@ -8,3 +8,6 @@ scripts/ensure-deps.sh
 swift format lint --strict --recursive Sources Tests Examples Package.swift
 swift build --build-tests
 swift test --skip-build "$@"
+# A short libFuzzer run of every fuzz target (the peer codec, the frame parser, WriteCommand, the HTTP parsers)
+# on a full run; `scripts/fuzz.sh <seconds>` runs a longer campaign (Fuzz/README.md has the last figures).
+if [ $# -eq 0 ]; then scripts/fuzz.sh 5; fi
