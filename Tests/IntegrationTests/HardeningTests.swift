@@ -285,6 +285,9 @@ final class IdleSocketFlood: Sendable {
 
 /// Strangers holding the peer port open must not keep real peers out.
 final class PeerPortFloodTests: ClusterTestCase {
+    /// The node's limit of pending handshakes per source address.
+    static let pendingPerSource = 4
+
     func testARestartedPeerReconnectsWhileStrangersHoldIdleSocketsOnEveryPeerPort() throws {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
@@ -293,7 +296,11 @@ final class PeerPortFloodTests: ClusterTestCase {
         // stays full between the waves of timeouts, and the flood refills each slot as soon as it frees.
         let flood = IdleSocketFlood(ports: replicas.map(\.peerPort), count: 64, sourceHost: "127.0.0.2")
         defer { flood.stop() }
-        XCTAssertTrue(waitUntil(seconds: 5) { flood.held == 3 * 64 }, "the flood holds \(flood.held) sockets")
+        // At least a full per-source table on every port (the node closes the rest at once, so how many more the
+        // flood holds at a given moment depends on timing).
+        XCTAssertTrue(
+            waitUntil(seconds: 5) { flood.held >= 3 * PeerPortFloodTests.pendingPerSource },
+            "the flood holds \(flood.held) sockets")
         let filled = Date()
         kill(follower.pid, SIGKILL)
         _ = follower.tandem!.process.waitForExit()
