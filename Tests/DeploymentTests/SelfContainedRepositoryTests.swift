@@ -3,8 +3,9 @@ import XCTest
 
 /// The repository stands on its own: no file points its reader at a document that is not in it.
 final class SelfContainedRepositoryTests: XCTestCase {
-    /// Names of documents that exist only outside this repository (the team's planning notes).
-    private let outsideDocuments = ["PRODUCT.md", "STYLE.md", "PITFALLS.md", "../shared"]
+    /// Names of documents that exist only outside this repository (the team's planning notes). Built from parts,
+    /// so that this file does not itself name them.
+    private let outsideDocuments = ["PRODUCT", "STYLE", "PITFALLS"].map { $0 + ".md" } + [".." + "/shared"]
 
     func testNoFileCitesADocumentOutsideTheRepository() throws {
         let root = try RepositoryFiles.root()
@@ -25,8 +26,6 @@ final class SelfContainedRepositoryTests: XCTestCase {
             guard let text = try? String(contentsOf: url, encoding: .utf8) else { continue }
             scanned += 1
             for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                // This file names them in order to look for them.
-                guard relative != "Tests/DeploymentTests/SelfContainedRepositoryTests.swift" else { break }
                 for document in outsideDocuments where line.contains(document) {
                     citations.append("\(relative):\(number + 1): \(document)")
                 }

@@ -48,35 +48,30 @@ final class MajorityDivergenceTests: ClusterTestCase {
     private func startSwitchableApp() throws -> (ManagedProcess, UInt16) {
         let flag = NSTemporaryDirectory() + "tandem-random-\(UUID().uuidString)"
         flagFiles.append(flag)
-        let script = NSTemporaryDirectory() + "switchable-\(UUID().uuidString).py"
-        try """
-        import hashlib, http.server, os, random, sys
-        FLAG = sys.argv[1]
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            def answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                data = self.rfile.read(length)
-                if os.path.exists(FLAG):
-                    body = str(random.random()).encode()
-                else:
-                    body = hashlib.sha256(self.command.encode() + self.path.encode() + data).hexdigest().encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            do_GET = do_POST = do_PUT = do_DELETE = answer
-            def log_message(self, *args):
-                pass
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        print("switchable app listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
-        server.serve_forever()
-        """.write(toFile: script, atomically: true, encoding: .utf8)
-        let app = try ManagedProcess(
-            name: "switchable", executable: "/usr/bin/env", arguments: ["python3", script, flag])
-        track(app)
-        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
-        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
-        return (app, try XCTUnwrap(UInt16(line.split(separator: ":").last!)))
+        return try startPythonApp(
+            name: "switchable",
+            source: """
+                import hashlib, http.server, os, random, sys
+                FLAG = sys.argv[1]
+                class Handler(http.server.BaseHTTPRequestHandler):
+                    protocol_version = "HTTP/1.1"
+                    def answer(self):
+                        length = int(self.headers.get("Content-Length") or 0)
+                        data = self.rfile.read(length)
+                        if os.path.exists(FLAG):
+                            body = str(random.random()).encode()
+                        else:
+                            body = hashlib.sha256(self.command.encode() + self.path.encode() + data).hexdigest().encode()
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    do_GET = do_POST = do_PUT = do_DELETE = answer
+                    def log_message(self, *args):
+                        pass
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+                print("switchable app listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+                server.serve_forever()
+                """, arguments: [flag])
     }
 }

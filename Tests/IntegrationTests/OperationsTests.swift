@@ -246,31 +246,26 @@ final class OperationsTests: ClusterTestCase {
 
     /// An HTTP app that answers every request with a random body: deliberately not deterministic.
     private func startNonDeterministicApp() throws -> (ManagedProcess, UInt16) {
-        let script = NSTemporaryDirectory() + "nondeterministic-\(UUID().uuidString).py"
-        try """
-        import http.server, random
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            def answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                body = str(random.random()).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            do_GET = do_POST = do_PUT = do_DELETE = answer
-            def log_message(self, *args):
-                pass
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
-        server.serve_forever()
-        """.write(toFile: script, atomically: true, encoding: .utf8)
-        let app = try ManagedProcess(
-            name: "nondeterministic", executable: "/usr/bin/env", arguments: ["python3", script])
-        track(app)
-        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
-        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
-        return (app, try XCTUnwrap(UInt16(line.split(separator: ":").last!)))
+        return try startPythonApp(
+            name: "nondeterministic",
+            source: """
+                import http.server, random
+                class Handler(http.server.BaseHTTPRequestHandler):
+                    protocol_version = "HTTP/1.1"
+                    def answer(self):
+                        length = int(self.headers.get("Content-Length") or 0)
+                        self.rfile.read(length)
+                        body = str(random.random()).encode()
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    do_GET = do_POST = do_PUT = do_DELETE = answer
+                    def log_message(self, *args):
+                        pass
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+                print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+                server.serve_forever()
+                """)
     }
 }

@@ -172,50 +172,45 @@ final class RestartSoundnessTests: ClusterTestCase {
     /// A naive app (it applies whatever it is sent) that records every `Tandem-Index` it receives, so a test can
     /// count entries delivered twice and whether each repeat carried `Tandem-Redelivery: true`.
     private func startIndexRecordingApp() throws -> (ManagedProcess, UInt16) {
-        let script = NSTemporaryDirectory() + "index-recorder-\(UUID().uuidString).py"
-        try """
-        import http.server, json, threading
-        lock = threading.Lock()
-        state = {"counter": 0, "seen": {}, "duplicates": 0, "unmarked": 0}
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            def reply(self, status, body):
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                index = self.headers.get("Tandem-Index")
-                with lock:
-                    if index is not None:
-                        if index in state["seen"]:
-                            state["duplicates"] += 1
-                            if self.headers.get("Tandem-Redelivery") != "true":
-                                state["unmarked"] += 1
-                        state["seen"][index] = True
-                    state["counter"] += 1
-                    body = str(state["counter"]).encode()
-                self.reply(200, body)
-            do_PUT = do_POST
-            def do_GET(self):
-                with lock:
-                    stats = {"counter": state["counter"], "distinct": len(state["seen"]),
-                             "duplicates": state["duplicates"], "unmarkedDuplicates": state["unmarked"]}
-                self.reply(200, json.dumps(stats, sort_keys=True).encode())
-            def log_message(self, *args):
-                pass
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
-        server.serve_forever()
-        """.write(toFile: script, atomically: true, encoding: .utf8)
-        let app = try ManagedProcess(
-            name: "index-recorder", executable: "/usr/bin/env", arguments: ["python3", script])
-        track(app)
-        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
-        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
-        return (app, try XCTUnwrap(UInt16(line.split(separator: ":").last!)))
+        return try startPythonApp(
+            name: "index-recorder",
+            source: """
+                import http.server, json, threading
+                lock = threading.Lock()
+                state = {"counter": 0, "seen": {}, "duplicates": 0, "unmarked": 0}
+                class Handler(http.server.BaseHTTPRequestHandler):
+                    protocol_version = "HTTP/1.1"
+                    def reply(self, status, body):
+                        self.send_response(status)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    def do_POST(self):
+                        length = int(self.headers.get("Content-Length") or 0)
+                        self.rfile.read(length)
+                        index = self.headers.get("Tandem-Index")
+                        with lock:
+                            if index is not None:
+                                if index in state["seen"]:
+                                    state["duplicates"] += 1
+                                    if self.headers.get("Tandem-Redelivery") != "true":
+                                        state["unmarked"] += 1
+                                state["seen"][index] = True
+                            state["counter"] += 1
+                            body = str(state["counter"]).encode()
+                        self.reply(200, body)
+                    do_PUT = do_POST
+                    def do_GET(self):
+                        with lock:
+                            stats = {"counter": state["counter"], "distinct": len(state["seen"]),
+                                     "duplicates": state["duplicates"], "unmarkedDuplicates": state["unmarked"]}
+                        self.reply(200, json.dumps(stats, sort_keys=True).encode())
+                    def log_message(self, *args):
+                        pass
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+                print("example-kv listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+                server.serve_forever()
+                """)
     }
 }
 

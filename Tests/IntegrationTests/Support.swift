@@ -177,6 +177,19 @@ class ProcessTestCase: XCTestCase {
     }
 
     func track(_ process: ManagedProcess) { processes.append(process) }
+
+    /// Starts a small Python app from `source`, which prints "... listening on HOST:PORT" once it serves, and
+    /// returns it with its port. Stopped by PID at tear-down like every other process.
+    func startPythonApp(name: String, source: String, arguments: [String] = []) throws -> (ManagedProcess, UInt16) {
+        let script = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString).py"
+        try source.write(toFile: script, atomically: true, encoding: .utf8)
+        let app = try ManagedProcess(
+            name: name, executable: "/usr/bin/env", arguments: ["python3", script] + arguments)
+        track(app)
+        let output = try XCTUnwrap(app.waitForOutput(containing: "listening on"), app.output)
+        let line = try XCTUnwrap(output.split(separator: "\n").first { $0.contains("listening on") })
+        return (app, try XCTUnwrap(UInt16(line.split(separator: ":").last!)))
+    }
 }
 
 struct TandemProcess {

@@ -285,33 +285,31 @@ final class NodeSimulation {
     /// kill -9: the process and everything it had not synced are gone; its app keeps running.
     func crash(_ index: Int) {
         let slot = slots[index]
-        guard let liveness = slot.liveness else { return }
-        liveness.isAlive = false
+        guard slot.liveness != nil else { return }
+        endProcess(slot, graceful: false)
+        report.crashes += 1
+        note("crash \(slot.id): app at \(slot.app.lastIndex), disk applied \(slot.durable.appliedIndex)")
+    }
+
+    /// The process is gone: what it scheduled does nothing, its connections break, its objects are dropped.
+    private func endProcess(_ slot: Slot, graceful: Bool) {
+        slot.liveness?.isAlive = false
         network.processDied(slot.id)
         network.runtimes[slot.id] = nil
         slot.runtime = nil
         slot.liveness = nil
         slot.applier = nil
         slot.disk = nil
-        slot.lastStopWasGraceful = false
-        report.crashes += 1
-        note("crash \(slot.id): app at \(slot.app.lastIndex), disk applied \(slot.durable.appliedIndex)")
+        slot.lastStopWasGraceful = graceful
     }
 
     /// SIGTERM: the runtime stops (writing its checkpoint), then the process exits.
     func stopGracefully(_ index: Int) {
         let slot = slots[index]
-        guard let runtime = slot.runtime, let liveness = slot.liveness else { return }
+        guard let runtime = slot.runtime, slot.liveness != nil else { return }
         slot.gracefullyAppliedThrough = slot.applier?.appliedIndex ?? 0
         runtime.stop(checkpointPayload: [])
-        liveness.isAlive = false
-        network.processDied(slot.id)
-        network.runtimes[slot.id] = nil
-        slot.runtime = nil
-        slot.liveness = nil
-        slot.applier = nil
-        slot.disk = nil
-        slot.lastStopWasGraceful = true
+        endProcess(slot, graceful: true)
         report.gracefulRestarts += 1
         note(
             "graceful stop \(slot.id): app at \(slot.app.lastIndex), checkpoint "
