@@ -230,12 +230,7 @@ public final class ReplicaRuntime {
         if appliedIndex > durableAppliedIndex || unsyncedCommitIndex != nil {
             var job = PersistJob()
             job.appliedIndex = appliedIndex
-            if let commit = unsyncedCommitIndex {
-                job.hardState = Self.storageHardState(
-                    TandemConsensus.HardState(
-                        term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor,
-                        commitIndex: commit))
-            }
+            job.hardState = unsyncedCommitHardState
             disk.submit(job) { _ in }
         }
         messenger.stop()
@@ -366,10 +361,8 @@ public final class ReplicaRuntime {
         job.entries = ready.entriesToPersist.map(EntryPayload.encode)
         if let hard = ready.hardState {
             job.hardState = Self.storageHardState(hard)
-        } else if let commit = unsyncedCommitIndex {
-            job.hardState = Self.storageHardState(
-                TandemConsensus.HardState(
-                    term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: commit))
+        } else {
+            job.hardState = unsyncedCommitHardState
         }
         if appliedIndex > durableAppliedIndex { job.appliedIndex = appliedIndex }
         let appliedInJob = job.appliedIndex
@@ -406,6 +399,15 @@ public final class ReplicaRuntime {
             }
             guard !self.stopped else { return }
             self.carryOut(ready)
+        }
+    }
+
+    /// The durable term and vote with the commit index not yet written, if one is waiting (nil otherwise).
+    private var unsyncedCommitHardState: StoredHardState? {
+        unsyncedCommitIndex.map {
+            Self.storageHardState(
+                TandemConsensus.HardState(
+                    term: lastPersistedHardState.term, votedFor: lastPersistedHardState.votedFor, commitIndex: $0))
         }
     }
 
