@@ -10,8 +10,21 @@ public struct PersistJob: Sendable {
     public var entries: [WALEntry] = []
     public var hardState: StoredHardState?
     public var appliedIndex: UInt64?
+    /// A new start of the log: `reset` (an installed snapshot replaced the whole log; done first, before this job's
+    /// entries) or `compact` (entries through the base are covered by a snapshot; done after this job's sync).
+    public var logBase: LogBaseChange?
 
-    public var isEmpty: Bool { truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil }
+    public var isEmpty: Bool {
+        truncateFrom == nil && entries.isEmpty && hardState == nil && appliedIndex == nil && logBase == nil
+    }
+}
+
+/// How a persistence job moves the start of the log.
+public enum LogBaseChange: Sendable, Equatable {
+    /// Entries through the base are dropped; those after it stay.
+    case compact(StoredLogBase)
+    /// Every entry is dropped; the next one appended follows the base.
+    case reset(StoredLogBase)
 }
 
 /// What the disk thread reports back for a job.
@@ -116,6 +129,7 @@ final class DiskWorker: @unchecked Sendable {
     private func perform(_ job: PersistJob) -> PersistOutcome {
         let start = EventLoop.preciseNowMicros()
         do throws(WALError) {
+            if case .reset(let base) = job.logBase { try wal.reset(to: base) }
             if let index = job.truncateFrom, let next = wal.nextIndex, index < next {
                 try wal.truncate(from: index)
             }
@@ -127,6 +141,7 @@ final class DiskWorker: @unchecked Sendable {
             if let hardState = job.hardState { try wal.saveHardState(hardState) }
             if let applied = job.appliedIndex { try wal.saveAppliedIndex(applied) }
             try wal.sync()
+            if case .compact(let base) = job.logBase { try wal.compact(to: base) }
             return PersistOutcome(
                 error: nil, fsyncMicros: EventLoop.preciseNowMicros() - start, walBytes: wal.sizeBytes)
         } catch {

@@ -46,6 +46,9 @@ public protocol NodeDisk: AnyObject {
 
 /// What a node found on its disk at start.
 public struct NodeRecovery: Sendable {
+    /// Where the log starts: entries through `base.index` are covered by a snapshot (`.empty` for none).
+    public var base: LogBase = .empty
+    /// Entries after `base`, contiguous.
     public var entries: [Entry]
     public var hardState: TandemConsensus.HardState
     public var appliedIndex: UInt64
@@ -169,12 +172,11 @@ public final class WALNodeDisk: NodeDisk {
             "truncated a torn WAL tail in \($0.file) at offset \($0.offset) (\($0.discardedBytes) bytes): \($0.reason)"
         }
         let disk = WALNodeDisk(worker: DiskWorker(wal: wal, loop: loop), directory: config.dataDirectory)
-        return (
-            disk,
-            NodeRecovery(
-                entries: entries, hardState: hard, appliedIndex: recovered.appliedIndex, previousRun: previousRun,
-                incarnation: incarnation, note: note, walBytes: wal.sizeBytes)
-        )
+        var recovery = NodeRecovery(
+            entries: entries, hardState: hard, appliedIndex: recovered.appliedIndex, previousRun: previousRun,
+            incarnation: incarnation, note: note, walBytes: wal.sizeBytes)
+        if let base = recovered.base { recovery.base = LogBase(index: base.index, term: base.term) }
+        return (disk, recovery)
     }
 
     /// Room for an entry's own fields (term, index, time, proposal id with its node id) beside its data.

@@ -97,17 +97,17 @@ public struct LatencySamples: Sendable {
 
 public final class ReplicaRuntime {
     public let config: ReplicaConfig
-    private let log: Logger
-    private var raft: RaftNode
-    private let clock: NodeClock
-    private let disk: NodeDisk
-    private let messenger: PeerMessenger
+    let log: Logger
+    var raft: RaftNode
+    let clock: NodeClock
+    let disk: NodeDisk
+    let messenger: PeerMessenger
     private var tickTimer: NodeTimer?
     private var appliedFlushTimer: NodeTimer?
     public weak var delegate: ReplicaDelegate?
     /// The hard state last made durable, and a newer commit index not yet written (it needs no fsync of its own).
-    private var lastPersistedHardState = TandemConsensus.HardState()
-    private var unsyncedCommitIndex: UInt64?
+    var lastPersistedHardState = TandemConsensus.HardState()
+    var unsyncedCommitIndex: UInt64?
     /// True while a Ready's persistence runs on the disk thread. Invariant: at most one Ready is outstanding.
     private var persistInFlight = false
     private var readyScheduled = false
@@ -122,8 +122,8 @@ public final class ReplicaRuntime {
     /// Leader-side accept times of proposals, to measure commit latency (bounded by the uncommitted cap).
     private var acceptedAtMicros: [UInt64: Int64] = [:]
     /// The highest index the applier reported applied, and the highest one made durable.
-    private var appliedIndex: UInt64 = 0
-    private var durableAppliedIndex: UInt64 = 0
+    var appliedIndex: UInt64 = 0
+    var durableAppliedIndex: UInt64 = 0
     public private(set) var counters = ReplicaCounters()
     /// The applied index recorded on disk at start: a durable app has everything up to here.
     public let recoveredAppliedIndex: UInt64
@@ -141,7 +141,7 @@ public final class ReplicaRuntime {
     private var appliedFlushInFlight = false
     private var retryTimer: NodeTimer?
     public let recoveryNote: String?
-    private var stopped = false
+    var stopped = false
     /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
     /// (e.g. the sidecar's divergence digests), with the payload valid only during the call.
     public var onApplicationFrame: ((NodeID, UInt8, UnsafeRawBufferPointer) -> Void)?
@@ -149,19 +149,45 @@ public final class ReplicaRuntime {
     /// Called when the disk fails: a failed fsync is fatal (PostgreSQL's "fsyncgate").
     public var onFatalDiskError: ((WALError) -> Void)?
 
+    // MARK: snapshots (ReplicaRuntime+Snapshots.swift)
+    /// The node's snapshot files; nil when this node keeps none (the node simulator).
+    public let snapshots: SnapshotStore?
+    /// The newest complete, verified snapshot on disk.
+    public internal(set) var latestSnapshot: SnapshotInfo?
+    /// A snapshot the sidecar must restore into the app before it applies anything (see `init`).
+    public let startupRestore: SnapshotInfo?
+    /// Why this replica's app cannot be rebuilt after a restart, if it cannot (reported by /readyz and /status).
+    public internal(set) var cannotRebuildReason: String?
+    /// A change of the log's start found necessary at start, written by `start()` before anything else.
+    var pendingBaseChange: LogBaseChange?
+    public weak var snapshotDelegate: ReplicaSnapshotDelegate?
+    /// Transfers of this node's snapshot to followers (leader), and the one transfer it receives (follower).
+    var outgoingTransfers: [NodeID: OutgoingTransfer] = [:]
+    var incomingTransfer: IncomingTransfer?
+    var receiveState = SnapshotReceiveState()
+    /// The sender of the offer being handled (the staging file it opens belongs to that transfer).
+    var offerFrom: NodeID?
+    /// Runs snapshot file work (verification, fsync) off the loop thread, apart from the WAL's thread.
+    lazy var snapshotWorker = BackgroundWorker(name: "tandem-snapshot", clock: clock)
+    public internal(set) var snapshotCounters = SnapshotCounters()
+    var nextTransferID: UInt64 = 0
+    /// Followers that needed a snapshot this node could not give (it has none carrying the app's state).
+    public internal(set) var unrebuildablePeers: Set<NodeID> = []
+
     /// The production node: the loop's clock, the WAL in `config.dataDirectory`, the peer transport.
     public convenience init(loop: EventLoop, config: ReplicaConfig, log: Logger) throws {
         let (disk, recovery) = try WALNodeDisk.open(config: config, loop: loop)
+        let snapshots = try SnapshotStore(directory: config.dataDirectory + "/snapshots")
         try self.init(
-            config: config, clock: LoopClock(loop: loop), disk: disk, recovery: recovery,
+            config: config, clock: LoopClock(loop: loop), disk: disk, recovery: recovery, snapshotStore: snapshots,
             messenger: TransportMessenger(loop: loop, config: config),
             seed: UInt64(truncatingIfNeeded: EventLoop.wallClockMs()) ^ recovery.incarnation, log: log)
     }
 
     /// A node on the given boundaries (the simulator passes simulated ones). `seed` drives election timeouts.
     public init(
-        config: ReplicaConfig, clock: NodeClock, disk: NodeDisk, recovery: NodeRecovery, messenger: PeerMessenger,
-        seed: UInt64, log: Logger
+        config: ReplicaConfig, clock: NodeClock, disk: NodeDisk, recovery: NodeRecovery,
+        snapshotStore: SnapshotStore? = nil, messenger: PeerMessenger, seed: UInt64, log: Logger
     ) throws {
         self.config = config
         self.clock = clock
@@ -169,7 +195,10 @@ public final class ReplicaRuntime {
         self.messenger = messenger
         self.log = log
         var hard = recovery.hardState
+        var recovery = recovery
         let previousRun = recovery.previousRun
+        snapshots = snapshotStore
+        latestSnapshot = snapshotStore?.latestVerified()
         nextSequence = recovery.incarnation << NodeIncarnation.sequenceBits
         sequenceLimit = nextSequence + (1 << NodeIncarnation.sequenceBits) - 1
         // After a graceful stop the checkpoint's applied index is exact (it may be ahead of the WAL's lazily
@@ -177,11 +206,33 @@ public final class ReplicaRuntime {
         // have reached are delivered again, marked.
         var applied = recovery.appliedIndex
         if previousRun.cleanStop, let checkpoint = previousRun.checkpoint {
-            applied = max(applied, min(checkpoint.appliedIndex, recovery.entries.last?.index ?? 0))
+            applied = max(applied, min(checkpoint.appliedIndex, recovery.entries.last?.index ?? recovery.base.index))
         }
+        // A snapshot on disk newer than the app's applied index: an installation that stopped before the log
+        // was reset (or a durable app whose applied index lags it). The snapshot is committed state, so it wins:
+        // the log restarts after it and the sidecar restores the app from it before applying anything.
+        var restoreAtStart: SnapshotInfo?
+        var baseChangeAtStart: LogBaseChange?
+        if let snapshot = latestSnapshot, snapshot.id.index > max(applied, recovery.base.index) {
+            let base = LogBase(index: snapshot.id.index, term: snapshot.id.term)
+            let stored = StoredLogBase(index: base.index, term: base.term)
+            if let kept = recovery.entries.firstIndex(where: { $0.index == base.index }),
+                recovery.entries[kept].term == base.term
+            {
+                recovery.entries.removeFirst(kept + 1)
+                baseChangeAtStart = .compact(stored)
+            } else {
+                recovery.entries.removeAll()
+                baseChangeAtStart = .reset(stored)
+            }
+            recovery.base = base
+            applied = base.index
+            restoreAtStart = snapshot
+        }
+        let lastIndex = recovery.entries.last?.index ?? recovery.base.index
         // An applied entry was committed: a commit index on disk behind it (it is written lazily) is raised to it,
         // so the core never hands out again what the applier recorded as applied.
-        hard.commitIndex = max(hard.commitIndex, min(applied, recovery.entries.last?.index ?? 0))
+        hard.commitIndex = max(hard.commitIndex, min(applied, lastIndex), recovery.base.index)
         recoveredAppliedIndex = applied
         previousRunCrashed = !previousRun.cleanStop
         if previousRun.cleanStop {
@@ -192,10 +243,30 @@ public final class ReplicaRuntime {
             redeliveryThrough = applied + Self.redeliveryWindow
         }
         recoveredApplyPayload = previousRun.checkpoint?.payload
-        let handOutAfter = config.replayWholeLogOnStart ? 0 : min(applied, hard.commitIndex)
+        var handOutAfter = min(applied, hard.commitIndex)
+        if config.replayWholeLogOnStart {
+            // An in-memory app is rebuilt at every start: from the latest snapshot and the log after it, or, when
+            // the log was never compacted, from the whole log.
+            if let snapshot = latestSnapshot, snapshot.id.index >= recovery.base.index,
+                snapshot.id.index <= hard.commitIndex
+            {
+                handOutAfter = snapshot.id.index
+                restoreAtStart = snapshot
+            } else {
+                handOutAfter = recovery.base.index
+                if recovery.base.index > 0 {
+                    cannotRebuildReason =
+                        "the log is compacted through index \(recovery.base.index) and no snapshot is on disk to "
+                        + "rebuild the in-memory app from"
+                }
+            }
+        }
+        startupRestore = restoreAtStart
+        pendingBaseChange = baseChangeAtStart
         raft = RaftNode(
             config: config.raft,
-            recovered: RecoveredState(hardState: hard, entries: recovery.entries, handOutAfter: handOutAfter),
+            recovered: RecoveredState(
+                hardState: hard, entries: recovery.entries, handOutAfter: handOutAfter, base: recovery.base),
             seed: seed)
         appliedIndex = handOutAfter
         durableAppliedIndex = applied
@@ -208,7 +279,15 @@ public final class ReplicaRuntime {
     public func start() throws {
         // Every append the core may build must fit a frame (a programmer error in the derivation otherwise).
         config.raft.validate(frameLimit: config.transport.maxFramePayloadBytes)
+        transferOptions.validate(frameLimit: config.transport.maxFramePayloadBytes)
         disk.start()
+        if let change = pendingBaseChange {
+            pendingBaseChange = nil
+            var job = PersistJob()
+            job.logBase = change
+            job.appliedIndex = appliedIndex > 0 ? appliedIndex : nil
+            disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+        }
         try messenger.start(for: self)
         tickTimer = clock.every(ms: config.tickIntervalMs) { [unowned self] in self.onTick() }
         appliedFlushTimer = clock.every(ms: 1000) { [unowned self] in self.flushAppliedIndex() }
@@ -234,6 +313,13 @@ public final class ReplicaRuntime {
             disk.submit(job) { _ in }
         }
         messenger.stop()
+        snapshotWorker.stop()
+        for transfer in outgoingTransfers.values { transfer.reader.close() }
+        outgoingTransfers.removeAll()
+        if let incoming = incomingTransfer, incoming.installed == nil {
+            incoming.receiver.value.abort(deleteStaging: false)  // Kept: the next run resumes it.
+        }
+        incomingTransfer = nil
         disk.stop()  // Finishes every queued job first.
         guard let checkpointPayload, !config.replayWholeLogOnStart else { return }
         do {
@@ -261,6 +347,7 @@ public final class ReplicaRuntime {
     private func onTick() {
         // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
         raft.tick(nowMs: clock.nowMs(), wallTimeMs: clock.wallClockMs())
+        tickSnapshotTransfers()
         scheduleReady()
     }
 
@@ -269,7 +356,7 @@ public final class ReplicaRuntime {
         ProposalID(origin: config.raft.id, sequence: takeSequence())
     }
 
-    private func takeSequence() -> UInt64 {
+    func takeSequence() -> UInt64 {
         clock.assertOnOwnThread()
         if nextSequence >= sequenceLimit {
             // 2^40 ids in one run: move to a fresh incarnation rather than wrap into ids already used.
@@ -322,12 +409,6 @@ public final class ReplicaRuntime {
 
     public var status: NodeStatus { raft.status }
 
-    /// Entries 1...index from the retained log (the log is kept whole for now), for replaying into an app that
-    /// lost its in-memory state.
-    public func entries(through index: UInt64) -> [Entry] {
-        guard index > 0 else { return [] }
-        return (1...index).compactMap { raft.entry(at: $0) }
-    }
     public var transportStatus: [LinkStatus] { messenger.peerStatuses }
     public var currentAppliedIndex: UInt64 { appliedIndex }
 
@@ -335,7 +416,7 @@ public final class ReplicaRuntime {
 
     // MARK: the Ready loop
 
-    private func scheduleReady() {
+    func scheduleReady() {
         guard !readyScheduled, !stopped else { return }
         readyScheduled = true
         clock.soon { [weak self] in self?.processReady() }
@@ -365,6 +446,13 @@ public final class ReplicaRuntime {
             job.hardState = unsyncedCommitHardState
         }
         if appliedIndex > durableAppliedIndex { job.appliedIndex = appliedIndex }
+        if let installed = ready.installedBase {
+            // The app holds the snapshot's state (the sidecar restored it before the core took it): the log now
+            // starts after it, and the applied index is recorded with it in the same sync.
+            let stored = StoredLogBase(index: installed.base.index, term: installed.base.term)
+            job.logBase = installed.discardedSuffix ? .reset(stored) : .compact(stored)
+            job.appliedIndex = max(job.appliedIndex ?? 0, appliedIndex)
+        }
         let appliedInJob = job.appliedIndex
         let persistedHard = job.hardState.map {
             TandemConsensus.HardState(term: $0.term, votedFor: $0.votedFor.map(NodeID.init), commitIndex: $0.commit)
@@ -415,7 +503,7 @@ public final class ReplicaRuntime {
         StoredHardState(term: hard.term, votedFor: hard.votedFor?.rawValue, commit: hard.commitIndex)
     }
 
-    private func recordDisk(_ outcome: PersistOutcome) {
+    func recordDisk(_ outcome: PersistOutcome) {
         if let error = outcome.error {
             log.critical("disk failure: stopping (a failed fsync is never retried)", metadata: ["error": "\(error)"])
             onFatalDiskError?(error)
@@ -433,6 +521,7 @@ public final class ReplicaRuntime {
         precondition(!persistInFlight, "a Ready carried out before its persistence completed")
         for message in ready.messages { send(message) }
         if let change = ready.roleChange { noteRoleChange(change) }
+        for peer in ready.snapshotsNeeded { startSnapshotTransfer(to: peer) }
         if !ready.committedEntries.isEmpty {
             noteCommitLatency(ready.committedEntries)
             delegate?.replica(self, didCommit: ready.committedEntries)
@@ -486,7 +575,7 @@ public final class ReplicaRuntime {
         }
     }
 
-    private func noteDurableApplied(_ index: UInt64) {
+    func noteDurableApplied(_ index: UInt64) {
         guard index > durableAppliedIndex else { return }
         durableAppliedIndex = index
         onDurableAppliedAdvance?()
@@ -494,7 +583,7 @@ public final class ReplicaRuntime {
 
     // MARK: transport
 
-    private func send(_ message: Message) {
+    func send(_ message: Message) {
         let outcome = messenger.send(message)
         if outcome.isQueued {
             counters.messagesSent += 1
@@ -525,6 +614,10 @@ public final class ReplicaRuntime {
     /// A frame arrived from an authenticated peer.
     public func receive(frameOfType type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
         clock.assertOnOwnThread()
+        if SnapshotTransferCodec.handles(frameType: type) {
+            receiveSnapshotFrame(type: type, payload: payload, from: peer)
+            return
+        }
         if type >= Self.applicationFrameTypeMin {
             onApplicationFrame?(peer, type, payload)
             return
@@ -559,6 +652,7 @@ public final class ReplicaRuntime {
 
     public func linkDown(to peer: NodeID, reason: String) {
         log.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+        snapshotLinkDown(to: peer)
     }
 
     /// The messenger dropped a frame to `peer`. Raft retransmits what a full buffer or a missing link dropped; a
@@ -574,4 +668,27 @@ public final class ReplicaRuntime {
     public func peerRefused(remoteAddress: String, reason: String) {
         log.warning("refused a peer connection", metadata: ["remote": "\(remoteAddress)", "reason": "\(reason)"])
     }
+}
+
+extension ReplicaRuntime {
+    /// Runs slow snapshot file work off the loop thread (and apart from the WAL's); `completion` runs on the
+    /// runtime's thread.
+    public func runInBackground<Result>(
+        _ work: @escaping @Sendable () -> Result, completion: @escaping (Result) -> Void
+    ) {
+        snapshotWorker.run(work, completion: completion)
+    }
+
+    /// The highest commit index recovered from disk (0 for a node that never took part).
+    public var hasHistory: Bool { raft.commitIndex > 0 || raft.lastIndex > 0 }
+
+    /// Retained entries in `(after, through]` (the log before its base is gone: a caller replays from a snapshot).
+    public func entries(after start: UInt64, through end: UInt64) -> [Entry] {
+        let first = max(start, raft.logBase.index) + 1
+        guard end >= first else { return [] }
+        return (first...end).compactMap { raft.entry(at: $0) }
+    }
+
+    /// The log's current start.
+    public var logBase: LogBase { raft.logBase }
 }

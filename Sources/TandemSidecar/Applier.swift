@@ -41,8 +41,17 @@ final class Applier: ConnectionDelegate {
     /// Folds (index, status, body hash) of every applied entry: equal digests at equal indexes mean equal outcomes.
     private(set) var digest = ApplyDigest()
     private(set) var idempotency: IdempotencyTable
-    /// Invariant: appliedIndex only grows, and every index up to it was applied (or was a no-op).
+    /// Invariant: appliedIndex only grows (except when the app's state is replaced: `reset(to:)`, a replay), and
+    /// every index up to it was applied (or was a no-op).
     private(set) var appliedIndex: UInt64
+    /// The term and Tandem-Time of the entry at `appliedIndex` (what a snapshot taken now records).
+    private(set) var appliedTerm: UInt64 = 0
+    private(set) var appliedTimeMs: Int64 = 0
+    /// Bytes of entries applied since start (drives `TANDEM_SNAPSHOT_EVERY` given as a size).
+    private(set) var appliedBytes: UInt64 = 0
+    /// Set while a snapshot is taken or restored: the entry in flight finishes, none other starts.
+    private var pausedBy: (() -> Void)?
+    private(set) var isPaused = false
     /// The app could not be reached for the current entry: the node is not ready until it applies again.
     private(set) var isStalled = false
     private(set) var appliedCount: UInt64 = 0
@@ -51,6 +60,9 @@ final class Applier: ConnectionDelegate {
     var onApplied: ((Entry, AppliedResponse?) -> Void)?
     /// The app refused a connection (it is not running).
     var onAppRefused: (() -> Void)?
+    /// The kept-alive connection closed while no entry was in flight: the app may have restarted (however
+    /// quickly: a new process on the same port accepts the next connection at once).
+    var onIdleConnectionLost: (() -> Void)?
     /// Whether to hold requests after connecting until a possible restart was dealt with (in-memory apps: the
     /// first request into a restarted app must be entry 1 of a replay, not the next entry).
     var isHoldingForRestartCheck: () -> Bool = { false }
@@ -129,6 +141,43 @@ final class Applier: ConnectionDelegate {
         onIdle(current == nil || !currentReachedApp)
     }
 
+    /// Stops applying after the entry in flight (which may wait for an unreachable app), then calls `completion`
+    /// with nothing in flight: the app's state is exactly that of `appliedIndex` until `resumeApplying()`.
+    func pause(_ completion: @escaping () -> Void) {
+        loop.assertOnLoopThread()
+        precondition(!isPaused, "one pause at a time")
+        isPaused = true
+        if current == nil {
+            completion()
+        } else {
+            pausedBy = completion
+        }
+    }
+
+    func resumeApplying() {
+        loop.assertOnLoopThread()
+        precondition(isPaused && pausedBy == nil, "resume only a settled pause")
+        isPaused = false
+        applyNext()
+    }
+
+    /// The app's state was replaced by a snapshot at `index` (paused meanwhile): queued entries up to it are
+    /// dropped, and Tandem's own state (idempotency table, digest) is the snapshot's.
+    func reset(to index: UInt64, term: UInt64, timeMs: Int64, idempotency table: IdempotencyTable, digest: ApplyDigest) {
+        loop.assertOnLoopThread()
+        precondition(isPaused && current == nil, "the app's state is replaced only while paused")
+        // Entries after the snapshot stay queued (an app restart replays the ones in between before them).
+        queue = Array(queue[queueHead...].filter { $0.index > index })
+        queueHead = 0
+        appliedIndex = index
+        appliedTerm = term
+        appliedTimeMs = timeMs
+        idempotency = table
+        self.digest = digest
+        isStalled = false
+        backoffMs = 50
+    }
+
     /// The applied index on disk advanced: an entry held at the redelivery window may go now.
     func resume() {
         guard heldAtWindow else { return }
@@ -140,17 +189,23 @@ final class Applier: ConnectionDelegate {
     /// (`TANDEM_APP_STATE=memory`). `history` is every entry up to the applied index, in order; entries already
     /// queued follow it. The digest and the idempotency table are rebuilt by the replay itself.
     func replayFromStart(history: [Entry]) {
+        replay(history: history, after: 0, idempotency: IdempotencyTable(ttlMs: idempotency.ttlMs), digest: ApplyDigest())
+    }
+
+    /// Starts over from a snapshot the app was just restored to (at `index`), replaying `history` (the entries
+    /// after it up to the applied index) before what is queued.
+    func replay(history: [Entry], after index: UInt64, idempotency table: IdempotencyTable, digest: ApplyDigest) {
         retryTimer.cancel()
         connection?.close()
         connection = nil
         heldRequest = nil
         let pending = (current.map { [$0] } ?? []) + Array(queue[queueHead...])
         current = nil
-        queue = history + pending.filter { $0.index > (history.last?.index ?? 0) }
+        queue = history + pending.filter { $0.index > (history.last?.index ?? index) }
         queueHead = 0
-        appliedIndex = 0
-        digest = ApplyDigest()
-        idempotency = IdempotencyTable(ttlMs: idempotency.ttlMs)
+        appliedIndex = index
+        self.digest = digest
+        idempotency = table
         isStalled = false
         backoffMs = 50
         applyNext()
@@ -167,6 +222,13 @@ final class Applier: ConnectionDelegate {
         guard current == nil || isStalled else { return }
         if current == nil && onIdle != nil {
             settleIdle()
+            return
+        }
+        if current == nil && isPaused {
+            if let settled = pausedBy {
+                pausedBy = nil
+                settled()
+            }
             return
         }
         if queueHead > 1024 && queueHead * 2 > queue.count {
@@ -313,6 +375,8 @@ final class Applier: ConnectionDelegate {
         self.connection = nil
         heldRequest = nil
         if !isConnected, reason == .socketError(ECONNREFUSED) { onAppRefused?() }
+        if isConnected, current == nil, heldRequest == nil { onIdleConnectionLost?() }
+        isConnected = false
         guard current != nil else { return }
         if responseHead != nil, parser.phase == .body {
             var ended = false
@@ -356,6 +420,9 @@ final class Applier: ConnectionDelegate {
         backoffMs = 50
         if entry.kind == .normal { digest.fold(index: entry.index, status: status, body: response?.body ?? []) }
         appliedIndex = entry.index
+        appliedTerm = entry.term
+        appliedTimeMs = entry.timeMs
+        appliedBytes &+= UInt64(entry.data.count)
         appliedCount += 1
         onApplied?(entry, response)
         applyNext()
@@ -381,6 +448,15 @@ struct ApplyDigest: Equatable {
     private(set) var index: UInt64 = 0
     /// The final digest of the last block that ended (its last folded index), to report block by block.
     private(set) var lastCompletedBlock: (index: UInt64, digest: UInt64)?
+
+    init() {}
+
+    /// A digest carried on from a snapshot.
+    init(value: UInt64, index: UInt64, lastCompletedBlock: (index: UInt64, digest: UInt64)?) {
+        self.value = value
+        self.index = index
+        self.lastCompletedBlock = lastCompletedBlock
+    }
 
     mutating func fold(index: UInt64, status: Int, body: [UInt8]) {
         if self.index > 0 && index / Self.blockSize != self.index / Self.blockSize {

@@ -41,6 +41,8 @@ final class DivergenceMonitor {
     /// Indexes already judged: later reports about them change nothing.
     private var judged = BoundedIndexMap(capacity: 1024)
     private(set) var isDiverged = false
+    /// The highest applied index each peer reported (one value per configured peer: bounded).
+    private var highestReported: [NodeID: UInt64] = [:]
     private(set) var divergedAtIndex: UInt64?
     /// Verdicts reached (sound, diverged, or no majority).
     private(set) var comparisons: UInt64 = 0
@@ -102,12 +104,20 @@ final class DivergenceMonitor {
             ignore(from: peer, bytes: payload.count)
             return
         }
+        highestReported[peer] = max(highestReported[peer] ?? 0, index)
         guard hasCompleteDigest(at: index), judged[index] == nil else { return }
         reports[peer, default: BoundedIndexMap(capacity: Self.reportsPerPeer)].insert(index, digest)
         if let own = ownDigests[index] {
             answer(index: index, digest: own)
             judge(index: index)
         }
+    }
+
+    /// The lowest of the applied indexes the other members last reported, once every one of them has reported
+    /// (nil before): everything up to it was applied everywhere.
+    var othersAppliedIndex: UInt64? {
+        guard highestReported.count == peers.count else { return nil }
+        return highestReported.values.min()
     }
 
     /// How many of `peer`'s reports are kept (bounded per peer).

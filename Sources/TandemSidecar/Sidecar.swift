@@ -289,6 +289,11 @@ public final class Sidecar {
             if writePath.divergence.isDiverged { reasons.append("diverged") }
             if writePath.isReplaying { reasons.append("replaying") }
             if !writePath.hasCaughtUp { reasons.append("catching_up") }
+            if writePath.restoringAtStart { reasons.append("restoring_snapshot") }
+            if case .restoring = writePath.snapshots?.phase { reasons.append("restoring_snapshot") }
+            if case .restoreFailed = writePath.snapshots?.phase { reasons.append("snapshot_restore_failed") }
+            if writePath.awaitingAppRestart { reasons.append("awaiting_app_restart") }
+            if writePath.runtime.cannotRebuildReason != nil { reasons.append("cannot_rebuild") }
         }
         return reasons
     }
@@ -315,10 +320,26 @@ public final class Sidecar {
             + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
             + "\"appliedIndex\":\(writePath.appliedIndex),\"digest\":\(jsonString(writePath.applier.digest.hex)),"
             + "\"digestIndex\":\(writePath.applier.digest.index),\"diverged\":\(writePath.divergence.isDiverged),"
-            + "\"lastIndex\":\(status.lastIndex),"
+            + "\"lastIndex\":\(status.lastIndex),\"snapshot\":\(snapshotJSON(writePath)),"
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
             + "\"applyStalled\":\(writePath.applier.isStalled)},"
             + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
+    }
+
+    /// The snapshot part of /status: the latest snapshot, the log's start, and why this replica or a follower
+    /// cannot be rebuilt, if so.
+    private func snapshotJSON(_ writePath: WritePath) -> String {
+        let runtime = writePath.runtime
+        let latest = runtime.latestSnapshot.map { "{\"index\":\($0.id.index),\"term\":\($0.id.term),\"bytes\":\($0.fileBytes)}" }
+        let hooks = writePath.snapshots?.hasAppHooks ?? false
+        var problem = runtime.cannotRebuildReason
+        if problem == nil && !hooks && runtime.logBase.index > 0 {
+            problem = "no TANDEM_SNAPSHOT_SAVE/TANDEM_SNAPSHOT_RESTORE: a replica that loses its data cannot be rebuilt"
+        }
+        let unrebuildable = runtime.unrebuildablePeers.sorted().map { jsonString($0.rawValue) }.joined(separator: ",")
+        return "{\"latest\":\(latest ?? "null"),\"logStartIndex\":\(runtime.logBase.index + 1),"
+            + "\"appHooks\":\(hooks),\"cannotRebuild\":\(problem.map(jsonString) ?? "null"),"
+            + "\"unrebuildablePeers\":[\(unrebuildable)]}"
     }
 
     private func samplePhi() {
@@ -449,6 +470,29 @@ public final class Sidecar {
                 value: Double(counters.commitLatencyMicros.quantile(quantile)) / 1e6, labels: "quantile=\"\(quantile)\""
             )
         }
+        let snapshotCounters = runtime.snapshotCounters
+        for (name, help, value) in [
+            ("tandem_snapshots_taken_total", "Snapshots this node took.", snapshotCounters.taken),
+            ("tandem_log_compactions_total", "Times the log was compacted behind a snapshot.", snapshotCounters.compactions),
+            ("tandem_snapshot_sends_total", "Snapshot transfers to followers started.", snapshotCounters.sendsStarted),
+            ("tandem_snapshot_send_failures_total", "Snapshot transfers to followers that failed.", snapshotCounters.sendsFailed),
+            ("tandem_snapshot_sent_bytes_total", "Snapshot bytes sent to followers.", snapshotCounters.bytesSent),
+            ("tandem_snapshot_installs_total", "Snapshots received and installed.", snapshotCounters.installs),
+            ("tandem_snapshot_receive_failures_total", "Snapshot receptions that failed.", snapshotCounters.receiveFailures),
+            ("tandem_snapshot_received_bytes_total", "Snapshot bytes received.", snapshotCounters.bytesReceived),
+            ("tandem_snapshot_unrebuildable_total", "Followers that needed a snapshot this node could not give.", snapshotCounters.unrebuildable),
+            ("tandem_snapshot_restores_total", "App restores from a snapshot.", writePath.snapshots?.restores ?? 0),
+            ("tandem_snapshot_restore_failures_total", "App restores that failed.", writePath.snapshots?.restoreFailures ?? 0),
+            ("tandem_snapshot_take_failures_total", "Snapshots that could not be taken.", writePath.snapshots?.takeFailures ?? 0),
+        ] {
+            metrics.setCounter(name, help: help, value: Double(value))
+        }
+        metrics.setGauge(
+            "tandem_log_start_index", help: "The first index kept in the log (after compaction).",
+            value: Double(runtime.logBase.index + 1))
+        metrics.setGauge(
+            "tandem_snapshot_index", help: "Index of the latest snapshot on disk (0: none).",
+            value: Double(runtime.latestSnapshot?.id.index ?? 0))
         metrics.setCounter(
             "tandem_applied_entries_total", help: "Entries applied to the local app.",
             value: Double(writePath.applier.appliedCount))

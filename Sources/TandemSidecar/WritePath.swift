@@ -26,7 +26,7 @@ public struct WritePathSettings: Sendable {
 
 /// The write path and the consistent-read waits, between client sessions and the node runtime: proposes writes,
 /// matches applied entries back to the clients waiting for them, and wakes reads waiting for an applied index.
-final class WritePath: ReplicaDelegate {
+final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     let runtime: ReplicaRuntime
     let applier: Applier
     private let settings: WritePathSettings
@@ -65,6 +65,16 @@ final class WritePath: ReplicaDelegate {
     private(set) var hasCaughtUp = false
     /// Set when an in-memory app refused connections; cleared by the replay that follows its return.
     private(set) var appDownEpisode = false
+    /// An in-memory app, this node restarted with history, and no snapshot to reset the app from: the app may
+    /// still hold its state (only Tandem restarted) or not (both did). Tandem does not guess: it waits until it
+    /// sees the app refuse a connection (a restart), then replays the whole log.
+    private(set) var awaitingAppRestart = false
+    /// Snapshots and compaction; nil when the runtime keeps no snapshot files.
+    private(set) var snapshots: SnapshotManager?
+    /// A restore the runtime asked for at start (a snapshot newer than the app's applied index, or an in-memory
+    /// app rebuilt from its latest snapshot) has not finished: nothing is served or applied until it has.
+    private(set) var restoringAtStart = false
+    private var snapshotRetry: TandemNet.Timer?
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
@@ -82,6 +92,11 @@ final class WritePath: ReplicaDelegate {
         divergence = DivergenceMonitor(
             peers: runtime.config.peers.map(\.id), resumedAfter: startAfter, log: log, metrics: metrics)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
+        if runtime.snapshots != nil {
+            snapshots = SnapshotManager(
+                loop: loop, runtime: runtime, applier: applier, upstreamHost: upstreamHost,
+                upstreamPort: upstreamPort, settings: settings, log: log)
+        }
         if settings.appState == .durable {
             applier.redeliveryThrough = runtime.redeliveryThrough
             applier.mayApply = { [unowned runtime] index in runtime.mayApply(index) }
@@ -92,10 +107,31 @@ final class WritePath: ReplicaDelegate {
         }
         if settings.appState == .memory {
             applier.onAppRefused = { [unowned self] in self.appSeenDown() }
-            applier.isHoldingForRestartCheck = { [unowned self] in self.appDownEpisode }
+            applier.isHoldingForRestartCheck = { [unowned self] in self.appDownEpisode || self.awaitingAppRestart }
             applier.onConnectedWhileHolding = { [unowned self] in self.appRestarted() }
+            applier.onIdleConnectionLost = { [unowned self] in
+                // With hooks a possible restart costs a restore and a short replay, and is always exact: the
+                // restore discards whatever the app held. Without them only a refused connection counts.
+                guard let snapshots = self.snapshots, snapshots.hasAppHooks, self.runtime.latestSnapshot != nil,
+                    !self.isReplaying, snapshots.phase == .idle
+                else { return }
+                self.log.info("the app closed its connection: treating it as a restart (restore, then replay)")
+                self.appDownEpisode = true
+                self.retryAppRestarted(afterMs: 100)
+            }
+            if runtime.startupRestore == nil && runtime.hasHistory {
+                awaitingAppRestart = true
+                log.warning(
+                    "in-memory app and no snapshot to reset it from: waiting to see the app restart before "
+                        + "replaying the log into it (restart the app, or set TANDEM_SNAPSHOT_SAVE and "
+                        + "TANDEM_SNAPSHOT_RESTORE)")
+            }
         }
+        if let reason = runtime.cannotRebuildReason { log.error("this replica cannot rebuild its app: \(reason)") }
         runtime.delegate = self
+        runtime.snapshotDelegate = self
+        snapshots?.othersAppliedIndex = { [unowned self] in self.divergence.othersAppliedIndex }
+        if let snapshot = runtime.startupRestore { restoreAtStart(snapshot) } else { takeBaselineIfNeeded() }
         runtime.onApplicationFrame = { [unowned self] peer, type, payload in
             guard type == DivergenceMonitor.frameType else { return }
             self.divergence.onReport(from: peer, payload: payload)
@@ -121,15 +157,26 @@ final class WritePath: ReplicaDelegate {
         divergence.reportOnce(index: block.index, digest: block.digest)
     }
 
-    /// The idempotency table's decisions for entries 1...index, read again from the log (a durable app keeps its
-    /// state across this node's restart, so the keys it applied must keep being deduplicated), with the responses
-    /// the last graceful stop saved.
+    /// The idempotency table's decisions for entries 1...index (a durable app keeps its state across this node's
+    /// restart, so the keys it applied must keep being deduplicated): the table saved in the latest snapshot at or
+    /// below `index`, then the log after it, with the responses the last graceful stop saved.
     private static func rebuildIdempotency(runtime: ReplicaRuntime, through index: UInt64, ttlMs: Int64, log: Logger)
         -> IdempotencyTable
     {
         var table = IdempotencyTable(ttlMs: ttlMs)
+        var after: UInt64 = 0
+        if let snapshot = runtime.latestSnapshot, snapshot.id.index <= index,
+            let state = SnapshotManager.readTandemState(snapshot)
+        {
+            table = state.idempotency
+            after = snapshot.id.index
+        } else if runtime.logBase.index > 0 {
+            log.warning(
+                "the log is compacted and no snapshot holds the idempotency table: keys applied before index "
+                    + "\(runtime.logBase.index) are forgotten")
+        }
         let saved = runtime.recoveredApplyPayload.flatMap(IdempotencyTable.decodeResponses) ?? [:]
-        for entry in runtime.entries(through: index) where entry.kind == .normal {
+        for entry in runtime.entries(after: after, through: index) where entry.kind == .normal {
             guard let command = try? WriteCommand.decode(entry.data) else { continue }
             table.rebuild(command: command, index: entry.index, timeMs: entry.timeMs, responses: saved)
         }
@@ -154,6 +201,8 @@ final class WritePath: ReplicaDelegate {
     }
 
     func stop(checkpointPayload: [UInt8]? = nil) {
+        snapshots?.stop()
+        snapshotRetry?.invalidate()
         sweepTimer.invalidate()
         digestTimer.invalidate()
         applier.stop()
@@ -251,7 +300,9 @@ final class WritePath: ReplicaDelegate {
 
     /// The app refused a connection: if it comes back it is a new process, and an in-memory app lost its state.
     func appSeenDown() {
-        if settings.appState == .memory { appDownEpisode = true }
+        guard settings.appState == .memory else { return }
+        appDownEpisode = true
+        awaitingAppRestart = false
     }
 
     /// The app was seen gone (connection refused) and back: with an in-memory app its state is gone, so the
@@ -265,10 +316,98 @@ final class WritePath: ReplicaDelegate {
             return
         }
         let through = applier.appliedIndex
+        if let snapshots, snapshots.hasAppHooks, let snapshot = runtime.latestSnapshot, snapshot.id.index <= through {
+            // The app is rebuilt from the latest snapshot and the log after it.
+            log.warning(
+                "the app restarted: restoring it from the latest snapshot, then replaying the log after it",
+                metadata: ["snapshot": "\(snapshot.id.index)", "through": "\(through)"])
+            replayingThrough = through
+            snapshots.restore(snapshot) { [unowned self] result in
+                switch result {
+                case .success(let state):
+                    applier.replay(
+                        history: runtime.entries(after: state.appliedIndex, through: through),
+                        after: state.appliedIndex, idempotency: applier.idempotency, digest: applier.digest)
+                    snapshots.resumeAfterRestore()
+                case .failure:
+                    appDownEpisode = true  // The app may not be up yet: tried again shortly.
+                    retryAppRestarted(afterMs: 500)
+                }
+            }
+            return
+        }
+        guard runtime.logBase.index == 0 else {
+            log.error(
+                "the app restarted but the log is compacted and there is no snapshot to restore it from",
+                metadata: ["base": "\(runtime.logBase.index)"])
+            return
+        }
         log.warning(
             "the app restarted: replaying the log into it before serving again", metadata: ["through": "\(through)"])
         replayingThrough = through
-        applier.replayFromStart(history: runtime.entries(through: through))
+        applier.replayFromStart(history: runtime.entries(after: 0, through: through))
+    }
+
+    private func retryAppRestarted(afterMs delay: Int64) {
+        snapshotRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.appRestarted() }
+        snapshotRetry?.schedule(afterMs: delay)
+    }
+
+    // MARK: snapshots
+
+    /// A restore the runtime found necessary at start: done before anything is applied or served.
+    private func restoreAtStart(_ snapshot: SnapshotInfo) {
+        guard let snapshots else { return }
+        restoringAtStart = true
+        snapshots.restore(snapshot) { [unowned self] result in
+            switch result {
+            case .success:
+                restoringAtStart = false
+                if runtime.currentAppliedIndex < snapshot.id.index { runtime.appStateReplaced(at: snapshot.id.index) }
+                reportedAppliedIndex = max(reportedAppliedIndex, snapshot.id.index)
+                snapshots.resumeAfterRestore()
+            case .failure:
+                // The app may be starting: try again shortly; nothing is applied meanwhile.
+                snapshotRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.restoreAtStart(snapshot) }
+                snapshotRetry?.schedule(afterMs: 1000)
+            }
+        }
+    }
+
+    /// An in-memory app with hooks, at the very first start: a snapshot of its empty state at index 0, so that a
+    /// later restart of Tandem alone can reset the app before replaying (it never has to guess whether the app kept
+    /// its state).
+    private func takeBaselineIfNeeded() {
+        guard settings.appState == .memory, let snapshots, snapshots.hasAppHooks, runtime.latestSnapshot == nil,
+            !runtime.hasHistory, applier.appliedIndex == 0
+        else { return }
+        snapshots.take { [weak self] info in
+            guard let self, info == nil, self.applier.appliedIndex == 0 else { return }
+            self.snapshotRetry = TandemNet.Timer(loop: self.loop) { [weak self] in self?.takeBaselineIfNeeded() }
+            self.snapshotRetry?.schedule(afterMs: 500)
+        }
+    }
+
+    func replica(_ replica: ReplicaRuntime, restore snapshot: SnapshotInfo, completion: @escaping (Bool) -> Void) {
+        guard let snapshots else {
+            completion(false)
+            return
+        }
+        snapshots.restore(snapshot) { [unowned self] result in
+            switch result {
+            case .success(let state):
+                reportedAppliedIndex = max(reportedAppliedIndex, state.appliedIndex)
+                replayingThrough = nil
+                completion(true)
+                snapshots.resumeAfterRestore()
+            case .failure:
+                completion(false)
+            }
+        }
+    }
+
+    func replica(_ replica: ReplicaRuntime, canInstall snapshot: SnapshotInfo) -> Bool {
+        SnapshotManager.carriesAppState(snapshot)
     }
 
     /// The commit index this replica must apply before serving: the one known when it first heard of a leader.
@@ -289,6 +428,15 @@ final class WritePath: ReplicaDelegate {
 
     /// Why client requests must wait, or nil when they may be served.
     var notServingReason: String? {
+        if restoringAtStart { return "this replica is restoring its app from a snapshot" }
+        if case .restoreFailed(let reason) = snapshots?.phase {
+            return "restoring the app from a snapshot failed: \(reason)"
+        }
+        if case .restoring = snapshots?.phase { return "this replica is restoring its app from a snapshot" }
+        if awaitingAppRestart {
+            return "in-memory app with no snapshot to reset it from: waiting to see the app restart"
+        }
+        if let reason = runtime.cannotRebuildReason { return reason }
         if isReplaying { return "this replica is replaying the log into its restarted app" }
         if !hasCaughtUp { return "this replica has not caught up with the cluster yet" }
         return nil
@@ -301,6 +449,7 @@ final class WritePath: ReplicaDelegate {
             runtime.markApplied(entry.index)
             reportedAppliedIndex = entry.index
         }
+        snapshots?.noteApplied()
         if let through = replayingThrough {
             if entry.index >= through {
                 replayingThrough = nil

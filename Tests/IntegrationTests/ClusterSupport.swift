@@ -83,6 +83,12 @@ class ClusterTestCase: ProcessTestCase {
         throws
     {
         var env = extraEnvironment
+        if appLauncher == nil && env["TANDEM_SNAPSHOT_SAVE"] == nil {
+            // example-kv keeps its state in memory: with its snapshot endpoints as the hooks, every restart order
+            // of Tandem and the app is exact (the app is reset from a snapshot, then the log after it replayed).
+            env["TANDEM_SNAPSHOT_SAVE"] = "GET /snapshot"
+            env["TANDEM_SNAPSHOT_RESTORE"] = "PUT /snapshot"
+        }
         env["TANDEM_NODE_ID"] = replica.id
         env["TANDEM_PEERS"] = peersVariable
         env["TANDEM_PEER_LISTEN"] = "127.0.0.1:\(replica.peerPort)"

@@ -1,0 +1,354 @@
+// Snapshots in the runtime: compaction after the sidecar took a snapshot, and installation between nodes — the
+// leader streams its latest snapshot file to a follower whose next entry it no longer has (SnapshotTransfer.swift
+// holds the protocol's state machines; this file carries out their actions), and the follower verifies it, has
+// the sidecar restore the app from it, then tells the core, which moves its log's start and answers the leader.
+
+import Logging
+import TandemConsensus
+import TandemStorage
+
+/// The sidecar's side of snapshots, on the runtime's thread.
+public protocol ReplicaSnapshotDelegate: AnyObject {
+    /// A snapshot received from the leader is complete and verified on disk: restore the app (and Tandem's own
+    /// state) from it, then call `completion(true)`, or `completion(false)` when the restore failed.
+    func replica(_ replica: ReplicaRuntime, restore snapshot: SnapshotInfo, completion: @escaping (Bool) -> Void)
+    /// Whether `snapshot` carries the app's state, so that it can rebuild another replica.
+    func replica(_ replica: ReplicaRuntime, canInstall snapshot: SnapshotInfo) -> Bool
+}
+
+/// Snapshot figures for /metrics and /status.
+public struct SnapshotCounters: Sendable {
+    public var taken: UInt64 = 0
+    public var compactions: UInt64 = 0
+    public var sendsStarted: UInt64 = 0
+    public var sendsSucceeded: UInt64 = 0
+    public var sendsFailed: UInt64 = 0
+    public var bytesSent: UInt64 = 0
+    public var receivesStarted: UInt64 = 0
+    public var installs: UInt64 = 0
+    public var receiveFailures: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    /// Times a follower needed a snapshot this node did not have (no hooks): it cannot be rebuilt.
+    public var unrebuildable: UInt64 = 0
+}
+
+extension ReplicaRuntime {
+    /// The sidecar wrote a snapshot: it becomes the one sent to followers, and the log is compacted through
+    /// `compactThrough` (the core clamps it to what is applied and durable, and to the snapshot itself).
+    public func snapshotTaken(_ info: SnapshotInfo, compactThrough: UInt64) {
+        clock.assertOnOwnThread()
+        latestSnapshot = info
+        snapshotCounters.taken += 1
+        cannotRebuildReason = nil
+        if let base = raft.compactLog(through: min(compactThrough, info.id.index)) {
+            var job = PersistJob()
+            job.logBase = .compact(StoredLogBase(index: base.index, term: base.term))
+            snapshotCounters.compactions += 1
+            disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+            log.info("log compacted", metadata: ["through": "\(base.index)", "snapshot": "\(info.id.index)"])
+        }
+        // Two snapshots are kept: the newest, and the one before in case the newest is found damaged.
+        snapshots?.prune(keep: 2, exceptReceiving: incomingTransfer?.id)
+    }
+
+    /// The app's state was replaced by a snapshot at `index` (at start, before anything was applied).
+    public func appStateReplaced(at index: UInt64) {
+        clock.assertOnOwnThread()
+        appliedIndex = max(appliedIndex, index)
+    }
+}
+
+/// A transfer of this node's snapshot to one follower.
+struct OutgoingTransfer {
+    var state: SnapshotSendState
+    let reader: SnapshotReader
+    let info: SnapshotInfo
+}
+
+/// The staging file of the snapshot this node is receiving, and from whom.
+struct IncomingTransfer {
+    let transferID: UInt64
+    let id: SnapshotID
+    let from: NodeID
+    let receiver: UncheckedBox<SnapshotReceiver>
+    /// The verified file, once `finishAndVerify` moved it into place.
+    var installed: SnapshotInfo?
+}
+
+/// Hands a non-Sendable reference to the snapshot worker thread. Safe here because the runtime never touches the
+/// object while a job on it runs (the transfer state machine asks for one sync or verification at a time).
+final class UncheckedBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+extension ReplicaRuntime {
+    var transferOptions: SnapshotTransferOptions { SnapshotTransferOptions() }
+
+    // MARK: leader side
+
+    /// The core listed `peer` as needing a snapshot: stream the latest one to it, if this node has one that
+    /// carries the app's state. Otherwise the follower cannot be rebuilt: said loudly, and retried by the core.
+    func startSnapshotTransfer(to peer: NodeID) {
+        guard outgoingTransfers[peer] == nil else { return }
+        guard let info = latestSnapshot, snapshotDelegate?.replica(self, canInstall: info) ?? false,
+            let reader = try? SnapshotReader(info)
+        else {
+            snapshotCounters.unrebuildable += 1
+            if unrebuildablePeers.insert(peer).inserted {
+                log.error(
+                    "a follower needs entries this node compacted away and there is no snapshot with the app's state "
+                        + "to rebuild it (set TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE)",
+                    metadata: ["peer": "\(peer)", "logStart": "\(raft.logBase.index + 1)"])
+            }
+            clock.soon { [weak self] in
+                guard let self, !self.stopped else { return }
+                self.raft.reportSnapshot(to: peer, succeeded: false, nowMs: self.clock.nowMs())
+                self.scheduleReady()
+            }
+            return
+        }
+        unrebuildablePeers.remove(peer)
+        snapshotCounters.sendsStarted += 1
+        let descriptor = SnapshotDescriptor(
+            index: info.id.index, term: info.id.term, fileBytes: info.fileBytes, payloadCRC: info.payloadCRC)
+        let (state, actions) = SnapshotSendState.begin(
+            transferID: takeSequence(), to: peer, snapshot: descriptor, leaderTerm: raft.currentTerm,
+            options: transferOptions, nowMs: clock.nowMs())
+        outgoingTransfers[peer] = OutgoingTransfer(state: state, reader: reader, info: info)
+        log.info(
+            "sending a snapshot to a follower",
+            metadata: ["peer": "\(peer)", "index": "\(info.id.index)", "bytes": "\(info.fileBytes)"])
+        carryOutSend(actions, peer: peer)
+    }
+
+    func carryOutSend(_ actions: [SnapshotSendState.Action], peer: NodeID) {
+        var pending = actions[...]
+        while let action = pending.popFirst() {
+            switch action {
+            case .send(let type, let payload, let to):
+                if type == SnapshotTransferCodec.FrameType.chunk.rawValue {
+                    snapshotCounters.bytesSent += UInt64(payload.count)
+                }
+                _ = messenger.send(type: type, payload: payload, to: to)
+            case .readChunk(let transferID, let offset, let maxBytes):
+                guard var transfer = outgoingTransfers[peer] else { return }
+                // A page-cache read of one chunk; the window bounds how many are outstanding.
+                let more: [SnapshotSendState.Action]
+                do {
+                    let bytes = try transfer.reader.read(at: offset, maxBytes: maxBytes)
+                    more = transfer.state.chunkRead(transferID: transferID, offset: offset, bytes: bytes)
+                } catch {
+                    log.error("cannot read the snapshot being sent", metadata: ["error": "\(error)"])
+                    more = transfer.state.readFailed(transferID: transferID, offset: offset)
+                }
+                outgoingTransfers[peer] = transfer
+                pending.append(contentsOf: more)
+            case .finished(let succeeded, let reason):
+                guard let transfer = outgoingTransfers.removeValue(forKey: peer) else { return }
+                transfer.reader.close()
+                if succeeded {
+                    snapshotCounters.sendsSucceeded += 1
+                    log.info("snapshot sent", metadata: ["peer": "\(peer)", "index": "\(transfer.info.id.index)"])
+                } else {
+                    snapshotCounters.sendsFailed += 1
+                    log.warning("snapshot transfer failed", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+                }
+                raft.reportSnapshot(to: peer, succeeded: succeeded, nowMs: clock.nowMs())
+                scheduleReady()
+            }
+        }
+    }
+
+    // MARK: follower side
+
+    func receiveSnapshotFrame(type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
+        let frame: SnapshotTransferFrame
+        do {
+            frame = try SnapshotTransferCodec.decode(type: type, payload: payload)
+        } catch {
+            counters.undecodableFrames += 1
+            log.warning("undecodable snapshot frame from peer", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            return
+        }
+        let now = clock.nowMs()
+        switch frame {
+        case .accept, .decline, .ack, .done:
+            guard var transfer = outgoingTransfers[peer] else { return }
+            let actions = transfer.state.onFrame(frame, nowMs: now)
+            outgoingTransfers[peer] = transfer
+            carryOutSend(actions, peer: peer)
+        case .abort:
+            if var transfer = outgoingTransfers[peer] {
+                let actions = transfer.state.onFrame(frame, nowMs: now)
+                outgoingTransfers[peer] = transfer
+                carryOutSend(actions, peer: peer)
+            }
+            carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: raft.commitIndex, nowMs: now))
+        case .offer(let offer):
+            // Only the leader of our term (or a later one) installs a snapshot here.
+            guard offer.leaderTerm >= raft.currentTerm, snapshots != nil else { return }
+            offerFrom = peer
+            carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: raft.commitIndex, nowMs: now))
+        case .chunk:
+            carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: raft.commitIndex, nowMs: now))
+        }
+    }
+
+    func carryOutReceive(_ actions: [SnapshotReceiveState.Action]) {
+        var pending = actions[...]
+        while let action = pending.popFirst() {
+            switch action {
+            case .send(let type, let payload, let to):
+                _ = messenger.send(type: type, payload: payload, to: to)
+            case .openStaging(let transferID, let snapshot):
+                pending.append(contentsOf: openStaging(transferID: transferID, snapshot: snapshot))
+            case .write(let transferID, let offset, let bytes):
+                guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
+                do throws(WALError) {
+                    try bytes.withUnsafeBytes { buffer throws(WALError) in
+                        try incoming.receiver.value.write(buffer, at: offset)
+                    }
+                    snapshotCounters.bytesReceived += UInt64(bytes.count)
+                    pending.append(
+                        contentsOf: receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count)))
+                } catch {
+                    pending.append(contentsOf: receiveState.storageFailed(transferID: transferID, reason: "\(error)"))
+                }
+            case .sync(let transferID):
+                guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
+                let box = incoming.receiver
+                runInBackground({ () -> String? in
+                    do throws(WALError) {
+                        try box.value.sync()
+                        return nil
+                    } catch { return "\(error)" }
+                }) { [weak self] failure in
+                    guard let self, !self.stopped else { return }
+                    if let failure {
+                        self.carryOutReceive(self.receiveState.storageFailed(transferID: transferID, reason: failure))
+                    } else {
+                        self.carryOutReceive(self.receiveState.synced(transferID: transferID))
+                    }
+                }
+            case .finishAndVerify(let transferID, _):
+                guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
+                let box = incoming.receiver
+                runInBackground({ () -> Result<SnapshotInfo, WALError> in
+                    do throws(WALError) { return .success(try box.value.finish()) } catch { return .failure(error) }
+                }) { [weak self] result in
+                    guard let self, !self.stopped else { return }
+                    switch result {
+                    case .success(let info):
+                        self.incomingTransfer?.installed = info
+                        self.carryOutReceive(self.receiveState.verified(transferID: transferID, ok: true))
+                    case .failure(let error):
+                        self.log.error("a received snapshot failed verification", metadata: ["error": "\(error)"])
+                        self.carryOutReceive(self.receiveState.verified(transferID: transferID, ok: false))
+                    }
+                }
+            case .restore(let transferID, let snapshot):
+                restoreReceived(transferID: transferID, snapshot: snapshot)
+            case .discardStaging(let transferID):
+                if let incoming = incomingTransfer, incoming.transferID == transferID {
+                    incoming.receiver.value.abort(deleteStaging: true)
+                }
+            case .finished(let installed, let reason):
+                if installed {
+                    snapshotCounters.installs += 1
+                } else {
+                    snapshotCounters.receiveFailures += 1
+                    log.warning("snapshot reception ended without installing", metadata: ["reason": "\(reason)"])
+                    if let incoming = incomingTransfer, incoming.installed == nil {
+                        incoming.receiver.value.abort(deleteStaging: false)  // Kept: a later attempt resumes.
+                    }
+                }
+                incomingTransfer = nil
+            }
+        }
+    }
+
+    private func openStaging(transferID: UInt64, snapshot: SnapshotDescriptor) -> [SnapshotReceiveState.Action] {
+        guard let snapshots else {
+            return receiveState.stagingFailed(transferID: transferID, reason: "this node keeps no snapshots")
+        }
+        if let previous = incomingTransfer, previous.installed == nil {
+            previous.receiver.value.abort(deleteStaging: false)
+        }
+        incomingTransfer = nil
+        let id = SnapshotID(index: snapshot.index, term: snapshot.term)
+        do throws(WALError) {
+            let receiver = try snapshots.beginReceive(
+                id: id, fileBytes: snapshot.fileBytes, payloadCRC: snapshot.payloadCRC)
+            guard let from = offerFrom else {
+                receiver.abort(deleteStaging: false)
+                return receiveState.stagingFailed(transferID: transferID, reason: "no sender")
+            }
+            incomingTransfer = IncomingTransfer(
+                transferID: transferID, id: id, from: from, receiver: UncheckedBox(receiver), installed: nil)
+            snapshotCounters.receivesStarted += 1
+            log.info(
+                "receiving a snapshot",
+                metadata: [
+                    "from": "\(from)", "index": "\(snapshot.index)", "bytes": "\(snapshot.fileBytes)",
+                    "resumeAt": "\(receiver.offset)",
+                ])
+            return receiveState.stagingOpened(transferID: transferID, resumeOffset: receiver.offset, nowMs: clock.nowMs())
+        } catch {
+            return receiveState.stagingFailed(transferID: transferID, reason: "\(error)")
+        }
+    }
+
+    /// The received snapshot is verified: the sidecar restores the app from it, then the core moves its log's
+    /// start to it (and answers the leader once that is durable).
+    private func restoreReceived(transferID: UInt64, snapshot: SnapshotDescriptor) {
+        guard let incoming = incomingTransfer, incoming.transferID == transferID, let info = incoming.installed,
+            let delegate = snapshotDelegate
+        else {
+            carryOutReceive(receiveState.restored(transferID: transferID, ok: false))
+            return
+        }
+        guard snapshot.index > raft.commitIndex else {
+            // The log caught up meanwhile: nothing to restore (the state machine declines such offers; a late
+            // one is harmless).
+            carryOutReceive(receiveState.restored(transferID: transferID, ok: true))
+            return
+        }
+        delegate.replica(self, restore: info) { [weak self] ok in
+            guard let self, !self.stopped else { return }
+            if ok {
+                self.appliedIndex = max(self.appliedIndex, info.id.index)
+                let base = LogBase(index: info.id.index, term: info.id.term)
+                if self.raft.installSnapshot(base, from: incoming.from) {
+                    self.latestSnapshot = info
+                    self.snapshots?.prune(keep: 2, exceptReceiving: nil)
+                    self.log.info("snapshot installed", metadata: ["index": "\(info.id.index)"])
+                }
+                self.scheduleReady()
+            }
+            self.carryOutReceive(self.receiveState.restored(transferID: transferID, ok: ok))
+        }
+    }
+
+    // MARK: both sides
+
+    func snapshotLinkDown(to peer: NodeID) {
+        if var transfer = outgoingTransfers[peer] {
+            let actions = transfer.state.linkDown()
+            outgoingTransfers[peer] = transfer
+            carryOutSend(actions, peer: peer)
+        }
+        carryOutReceive(receiveState.linkDown(peer: peer))
+    }
+
+    func tickSnapshotTransfers() {
+        let now = clock.nowMs()
+        for peer in Array(outgoingTransfers.keys) {
+            guard var transfer = outgoingTransfers[peer] else { continue }
+            let actions = transfer.state.tick(nowMs: now)
+            outgoingTransfers[peer] = transfer
+            carryOutSend(actions, peer: peer)
+        }
+        carryOutReceive(receiveState.tick(nowMs: now))
+    }
+}
