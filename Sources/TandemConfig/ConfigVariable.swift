@@ -9,6 +9,8 @@ public enum ConfigGroup: String, CaseIterable, Sendable {
     case failureDetection = "Failure detection and elections"
     /// Request classification, timeouts, consistency, idempotency, body size, app state.
     case writesAndReads = "Writes and reads"
+    /// App snapshot hooks and their cadence, log retention, state digests and what divergence triggers.
+    case snapshots = "Snapshots and divergence"
     /// Bounds on queues, connections and rates.
     case overload = "Overload and rate limiting"
     /// Peer TLS, the cluster secret and the admin token.
@@ -52,6 +54,10 @@ public enum ConfigValueKind: Hashable, Sendable {
     case file
     /// A secret of at least `minCharacters` visible ASCII characters; never echoed in errors.
     case secret(minCharacters: Int)
+    /// `METHOD /path` with exactly this method, or `exec:COMMAND` (an `AppHook`).
+    case appHook(method: String)
+    /// A whole number of entries within `minEntries...maxEntries`, or a size within `minBytes...maxBytes`.
+    case cadence(minEntries: Int64, maxEntries: Int64, minBytes: Int64, maxBytes: Int64)
 
     /// What the kind accepts, in words, for errors, `--help` and the README.
     public var accepts: String {
@@ -74,6 +80,10 @@ public enum ConfigValueKind: Hashable, Sendable {
         case .rateLimitKey: return "ip | header:NAME"
         case .file: return "path to a readable file"
         case .secret(let minCharacters): return "\(minCharacters)...1024 visible ASCII characters, no spaces"
+        case .appHook(let method): return AppHook.syntax(method: method)
+        case .cadence(let minEntries, let maxEntries, let minBytes, let maxBytes):
+            return "whole number \(minEntries)...\(maxEntries) (entries), or size "
+                + "\(ConfigFormat.size(minBytes))...\(ConfigFormat.size(maxBytes)) (bytes of applied entries)"
         }
     }
 }

@@ -204,6 +204,29 @@ struct EnvironmentReader {
         return try parse(name, RateLimit.init(parsing:))
     }
 
+    /// A hook in the form the table names (`GET /path`, `PUT /path`, or `exec:COMMAND`); nil when unset.
+    func appHook(_ name: String) throws(ConfigError) -> AppHook? {
+        guard isSet(name) else { return nil }
+        guard case .appHook(let method) = TandemConfiguration.variable(named: name).kind else {
+            preconditionFailure("\(name) is not a hook in the table")
+        }
+        return try parse(name) { text throws(ConfigValueError) in try AppHook.parse(text, method: method) }
+    }
+
+    /// A number of entries or a size, within the table's bounds.
+    func cadence(_ name: String) throws(ConfigError) -> SnapshotCadence {
+        guard
+            case .cadence(let minEntries, let maxEntries, let minBytes, let maxBytes) = TandemConfiguration.variable(
+                named: name
+            ).kind
+        else {
+            preconditionFailure("\(name) is not a cadence in the table")
+        }
+        return try parse(name) { text throws(ConfigValueError) in
+            try SnapshotCadence.parse(text, entries: minEntries...maxEntries, bytes: minBytes...maxBytes)
+        }
+    }
+
     /// A secret: visible ASCII (it goes into headers and HMAC input unchanged), at least the table's minimum.
     func secret(_ name: String) throws(ConfigError) -> String? {
         guard isSet(name) else { return nil }

@@ -143,6 +143,26 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var maxBodyBytes: Int64
     /// `TANDEM_APP_STATE`.
     public var appState: AppState
+    /// `TANDEM_IDEMPOTENCY_MAX_BYTES`: bound on remembered keys (key and fingerprint bytes), and separately on the
+    /// stored responses. Invariant: > 0.
+    public var idempotencyMaxBytes: Int64
+
+    // Snapshots and divergence.
+    /// `TANDEM_SNAPSHOT_SAVE`: a GET or a command; nil when the app is not snapshotted.
+    /// Invariant: set exactly when `snapshotRestore` is set.
+    public var snapshotSave: AppHook?
+    /// `TANDEM_SNAPSHOT_RESTORE`: a PUT or a command; nil when the app is not snapshotted.
+    public var snapshotRestore: AppHook?
+    /// `TANDEM_SNAPSHOT_EVERY`: entries or bytes of applied entries between snapshots. Invariant: > 0.
+    public var snapshotEvery: SnapshotCadence
+    /// `TANDEM_LOG_RETAIN`: entries kept behind a snapshot (may be 0).
+    public var logRetainEntries: UInt64
+    /// `TANDEM_SNAPSHOT_TIMEOUT`: the longest a save or restore hook may run. Invariant: > 0.
+    public var snapshotTimeoutMs: Int64
+    /// `TANDEM_STATE_DIGEST`: a GET or a command; nil to compare digests of the apply responses.
+    public var stateDigest: AppHook?
+    /// `TANDEM_DIVERGENCE_ACTION`.
+    public var divergenceAction: DivergenceAction
 
     // Overload and rate limiting.
     /// `TANDEM_MAX_PENDING_WRITES`. Invariant: > 0.
@@ -236,6 +256,11 @@ public struct TandemConfiguration: Hashable, Sendable {
         precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")
         precondition(upstreamConnectTimeoutMs > 0 && upstreamTimeoutMs > 0, "upstream timeouts are positive")
         precondition(rateLimitKeys > 0, "the rate limiter remembers at least one key")
+        precondition(idempotencyMaxBytes > 0 && snapshotTimeoutMs > 0, "idempotency bound and hook timeout")
+        precondition((snapshotSave == nil) == (snapshotRestore == nil), "snapshot save and restore come together")
+        switch snapshotEvery {
+        case .entries(let count), .bytes(let count): precondition(count > 0, "a snapshot cadence is positive")
+        }
         precondition(
             insecurePeers || otherPeers.isEmpty || tls != nil || clusterSecret != nil, "peers are authenticated")
     }

@@ -31,6 +31,14 @@ extension TandemConfiguration {
         idempotencyTTLMs = try reader.durationMs("TANDEM_IDEMPOTENCY_TTL")
         maxBodyBytes = try reader.sizeBytes("TANDEM_MAX_BODY")
         appState = try reader.keyword("TANDEM_APP_STATE", as: AppState.self)
+        idempotencyMaxBytes = try reader.sizeBytes("TANDEM_IDEMPOTENCY_MAX_BYTES")
+        snapshotSave = try reader.appHook("TANDEM_SNAPSHOT_SAVE")
+        snapshotRestore = try reader.appHook("TANDEM_SNAPSHOT_RESTORE")
+        snapshotEvery = try reader.cadence("TANDEM_SNAPSHOT_EVERY")
+        logRetainEntries = UInt64(try reader.count("TANDEM_LOG_RETAIN"))
+        snapshotTimeoutMs = try reader.durationMs("TANDEM_SNAPSHOT_TIMEOUT")
+        stateDigest = try reader.appHook("TANDEM_STATE_DIGEST")
+        divergenceAction = try reader.keyword("TANDEM_DIVERGENCE_ACTION", as: DivergenceAction.self)
         maxPendingWrites = try reader.count("TANDEM_MAX_PENDING_WRITES")
         maxUncommittedBytes = try reader.sizeBytes("TANDEM_MAX_UNCOMMITTED")
         queueTargetMs = try reader.durationMs("TANDEM_QUEUE_TARGET")
@@ -123,6 +131,7 @@ extension TandemConfiguration {
                 "is smaller than TANDEM_MAX_BODY=\"\(reader.text("TANDEM_MAX_BODY"))\"",
                 "at least TANDEM_MAX_BODY, so that the largest write can be admitted")
         }
+        try checkSnapshotHooksPaired(reader: reader)
         if !peers.isEmpty && !peers.contains(where: { $0.id == nodeID }) {
             let origin = reader.isSet("TANDEM_NODE_ID") ? "TANDEM_NODE_ID" : "the host name (TANDEM_NODE_ID unset)"
             throw reader.failure(
@@ -138,6 +147,20 @@ extension TandemConfiguration {
                     + "or TANDEM_INSECURE_PEERS=true to run unauthenticated on a trusted network")
         }
         try checkListenersDistinct(reader: reader)
+    }
+
+    /// A snapshot that cannot be restored is useless, and a restore with nothing to restore never runs: the two
+    /// hooks come together or not at all.
+    func checkSnapshotHooksPaired(reader: EnvironmentReader) throws(ConfigError) {
+        let hooks = [
+            ("TANDEM_SNAPSHOT_SAVE", "TANDEM_SNAPSHOT_RESTORE"), ("TANDEM_SNAPSHOT_RESTORE", "TANDEM_SNAPSHOT_SAVE"),
+        ]
+        for (name, other) in hooks where reader.isSet(name) && !reader.isSet(other) {
+            throw reader.failure(
+                .conflict, name, reader.text(name), "is set without \(other)",
+                "TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE together (a snapshot that cannot be restored is "
+                    + "useless), or neither")
+        }
     }
 
     /// Two listeners on the same port would fail at bind time with a vaguer error, or worse, on a dual-stack

@@ -71,11 +71,43 @@ extension TandemConfiguration {
             "TANDEM_IDEMPOTENCY_TTL", .writesAndReads, default: "24h", .duration(minMs: 1000, maxMs: 720 * 3_600_000),
             "How long an Idempotency-Key is remembered."),
         ConfigVariable(
+            "TANDEM_IDEMPOTENCY_MAX_BYTES", .writesAndReads, default: "64MiB",
+            .size(minBytes: 64 << 10, maxBytes: 64 << 30),
+            "Bound on the remembered keys and, separately, on the stored responses; the oldest go first."),
+        ConfigVariable(
             "TANDEM_MAX_BODY", .writesAndReads, default: "16MiB", .size(minBytes: 1, maxBytes: 1 << 30),
             "Largest request body; larger gets 413 body_too_large."),
         ConfigVariable(
             "TANDEM_APP_STATE", .writesAndReads, default: "durable", .keyword(AppState.allCases.map(\.rawValue)),
             "durable: resume after the last applied index; memory: replay the log when the app restarts."),
+        // Snapshots and divergence.
+        ConfigVariable(
+            "TANDEM_SNAPSHOT_SAVE", .snapshots, default: "", shown: "none (no app snapshots)", .appHook(method: "GET"),
+            "How to read the app's state: a GET whose 200 body is the state, or a command printing it on stdout; "
+                + "needs TANDEM_SNAPSHOT_RESTORE."),
+        ConfigVariable(
+            "TANDEM_SNAPSHOT_RESTORE", .snapshots, default: "", .appHook(method: "PUT"),
+            "How to replace the app's state: a PUT with the state as its body, or a command reading it on stdin; "
+                + "the app must discard all previous state."),
+        ConfigVariable(
+            "TANDEM_SNAPSHOT_EVERY", .snapshots, default: "10000",
+            .cadence(minEntries: 1, maxEntries: 1_000_000_000, minBytes: 1 << 10, maxBytes: 1 << 40),
+            "Snapshot the app after this many applied entries, or after this many bytes of them."),
+        ConfigVariable(
+            "TANDEM_LOG_RETAIN", .snapshots, default: "5000", .count(min: 0, max: 100_000_000),
+            "Log entries kept behind a snapshot, so that a slightly slow follower catches up without one."),
+        ConfigVariable(
+            "TANDEM_SNAPSHOT_TIMEOUT", .snapshots, default: "10m", .duration(minMs: 1000, maxMs: 24 * 3_600_000),
+            "The longest a snapshot save or restore hook may run before it is stopped and counted as failed."),
+        ConfigVariable(
+            "TANDEM_STATE_DIGEST", .snapshots, default: "", shown: "none (digests of the apply responses)",
+            .appHook(method: "GET"),
+            "How to read a digest of the app's state (a GET or a command) for the divergence check."),
+        ConfigVariable(
+            "TANDEM_DIVERGENCE_ACTION", .snapshots, default: "flag",
+            .keyword(DivergenceAction.allCases.map(\.rawValue)),
+            "What a replica whose state differs from the majority's does: flag it, repair it from a snapshot, "
+                + "or stop."),
         // Overload and rate limiting.
         ConfigVariable(
             "TANDEM_MAX_PENDING_WRITES", .overload, default: "1024", .count(min: 1, max: 1_000_000),

@@ -21,6 +21,22 @@ public struct WritePathSettings: Sendable {
     public var defaultReadConsistency: ReadConsistency = .local
     public var idempotencyTTLMs: Int64 = 24 * 3_600_000
     public var appState: AppState = .durable
+    /// `TANDEM_SNAPSHOT_SAVE`; nil when the app is not snapshotted (then `snapshotRestore` is nil too).
+    public var snapshotSave: AppHook?
+    /// `TANDEM_SNAPSHOT_RESTORE`.
+    public var snapshotRestore: AppHook?
+    /// `TANDEM_SNAPSHOT_EVERY`.
+    public var snapshotCadence: SnapshotCadence = .entries(10_000)
+    /// `TANDEM_LOG_RETAIN`: entries kept behind a snapshot for slow followers.
+    public var logRetainEntries: UInt64 = 5_000
+    /// `TANDEM_DIVERGENCE_ACTION`.
+    public var divergenceAction: DivergenceAction = .flag
+    /// `TANDEM_STATE_DIGEST`; nil to compare digests of the apply responses.
+    public var stateDigest: AppHook?
+    /// `TANDEM_SNAPSHOT_TIMEOUT`: the longest a save or restore hook may run.
+    public var snapshotTimeoutMs: Int64 = 600_000
+    /// `TANDEM_IDEMPOTENCY_MAX_BYTES`: the idempotency table's byte bound (keys, and separately responses).
+    public var idempotencyMaxBytes = 64 << 20
     public init() {}
 }
 

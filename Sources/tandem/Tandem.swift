@@ -107,6 +107,14 @@ extension SidecarOptions {
         writePath.defaultReadConsistency = configuration.readConsistency
         writePath.idempotencyTTLMs = configuration.idempotencyTTLMs
         writePath.appState = configuration.appState
+        writePath.snapshotSave = configuration.snapshotSave
+        writePath.snapshotRestore = configuration.snapshotRestore
+        writePath.snapshotCadence = configuration.snapshotEvery
+        writePath.logRetainEntries = configuration.logRetainEntries
+        writePath.divergenceAction = configuration.divergenceAction
+        writePath.stateDigest = configuration.stateDigest
+        writePath.snapshotTimeoutMs = configuration.snapshotTimeoutMs
+        writePath.idempotencyMaxBytes = Int(configuration.idempotencyMaxBytes)
         overload.rateLimit = configuration.rateLimit
         overload.globalRateLimit = configuration.rateLimitGlobal
         overload.rateLimitKey = configuration.rateLimitKey

@@ -54,6 +54,11 @@ final class EdgeValueTests: XCTestCase {
             if min == 0.1 { result.append(Edge(text: "0.099999", inRange: false)) }
             result += huge.map { Edge(text: $0, inRange: false) }
             return result
+        case .cadence(let minEntries, let maxEntries, let minBytes, let maxBytes):
+            // Both halves: the entry count's edges and the size's, each one beyond.
+            let counts = edges(of: .count(min: minEntries, max: maxEntries)) ?? []
+            let sizes = edges(of: .size(minBytes: minBytes, maxBytes: maxBytes)) ?? []
+            return counts + sizes
         default:
             return nil
         }

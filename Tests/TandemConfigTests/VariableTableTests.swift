@@ -19,6 +19,9 @@ final class VariableTableTests: XCTestCase {
         "TANDEM_INSECURE_PEERS", "TANDEM_RATE_LIMIT_KEYS",
         // Beyond the original contract: the proxy's own timeouts towards the app.
         "TANDEM_UPSTREAM_CONNECT_TIMEOUT", "TANDEM_UPSTREAM_TIMEOUT",
+        // App snapshots, log compaction, state digests and divergence handling; the idempotency table's bound.
+        "TANDEM_SNAPSHOT_SAVE", "TANDEM_SNAPSHOT_RESTORE", "TANDEM_SNAPSHOT_EVERY", "TANDEM_LOG_RETAIN",
+        "TANDEM_SNAPSHOT_TIMEOUT", "TANDEM_STATE_DIGEST", "TANDEM_DIVERGENCE_ACTION", "TANDEM_IDEMPOTENCY_MAX_BYTES",
     ]
 
     func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {
@@ -100,7 +103,10 @@ final class EffectiveValuesTests: XCTestCase {
         "TANDEM_IDEMPOTENCY_TTL": "1440m", "TANDEM_RATE_LIMIT": "10/m", "TANDEM_RATE_LIMIT_KEY": "header:X-Key",
         "TANDEM_TLS_CERT": "/c", "TANDEM_TLS_KEY": "/k", "TANDEM_TLS_CA": "/ca",
         "TANDEM_CLUSTER_SECRET": "s3cr3t-s3cr3t-s3cr3t", "TANDEM_ADMIN_TOKEN": "adm1n-t0ken",
-        "TANDEM_LOG_LEVEL": "ERROR",
+        "TANDEM_LOG_LEVEL": "ERROR", "TANDEM_SNAPSHOT_SAVE": "exec:pg_dump -Fc app",
+        "TANDEM_SNAPSHOT_RESTORE": "PUT /admin/state?replace=1", "TANDEM_SNAPSHOT_EVERY": "0.5GiB",
+        "TANDEM_LOG_RETAIN": "0", "TANDEM_SNAPSHOT_TIMEOUT": "90s", "TANDEM_STATE_DIGEST": "GET /digest",
+        "TANDEM_DIVERGENCE_ACTION": "Repair", "TANDEM_IDEMPOTENCY_MAX_BYTES": "1GB",
     ]
 
     func testEffectiveValuesLoadBackToTheSameConfiguration() throws {
@@ -114,6 +120,12 @@ final class EffectiveValuesTests: XCTestCase {
         XCTAssertEqual(rendered["TANDEM_IDEMPOTENCY_TTL"], "24h")
         XCTAssertEqual(rendered["TANDEM_MAX_BODY"], "1536KiB")
         XCTAssertEqual(rendered["TANDEM_PEERS"], "n1=a:7400,n2=b:7400,n3=c:7400")
+        XCTAssertEqual(rendered["TANDEM_SNAPSHOT_SAVE"], "exec:pg_dump -Fc app")
+        XCTAssertEqual(rendered["TANDEM_SNAPSHOT_RESTORE"], "PUT /admin/state?replace=1")
+        XCTAssertEqual(rendered["TANDEM_SNAPSHOT_EVERY"], "512MiB")
+        XCTAssertEqual(rendered["TANDEM_SNAPSHOT_TIMEOUT"], "90s")
+        XCTAssertEqual(rendered["TANDEM_DIVERGENCE_ACTION"], "repair")
+        XCTAssertEqual(rendered["TANDEM_IDEMPOTENCY_MAX_BYTES"], "1000000000B")
         // Secrets are redacted, so put the real ones back before loading.
         rendered["TANDEM_CLUSTER_SECRET"] = environment["TANDEM_CLUSTER_SECRET"]
         rendered["TANDEM_ADMIN_TOKEN"] = environment["TANDEM_ADMIN_TOKEN"]

@@ -80,7 +80,7 @@ final class IdempotencyTableTests: XCTestCase {
     }
 
     func testStoredResponsesAreBoundedInBytesAndKeysStayDecided() {
-        var table = IdempotencyTable(ttlMs: 1_000_000, capacity: 1_000, responseBytesMax: 1_000)
+        var table = IdempotencyTable(ttlMs: 1_000_000, capacity: 1_000, maxBytes: 1_000)
         for k in 0..<50 {
             let write = command(key: "key-\(k)")
             XCTAssertNil(table.check(command: write, timeMs: Int64(k)))
@@ -91,5 +91,62 @@ final class IdempotencyTableTests: XCTestCase {
         XCTAssertLessThanOrEqual(table.responseBytes, 1_000)
         XCTAssertEqual(table.check(command: command(key: "key-0"), timeMs: 60)?.status, 409, "old answer dropped")
         XCTAssertEqual(table.check(command: command(key: "key-49"), timeMs: 60)?.status, 200, "recent answer kept")
+    }
+
+    func testTheByteBoundForgetsTheOldestKeysAndEveryReplicaForgetsTheSameOnes() {
+        // Two replicas: one has the app's responses, the other lost them all (a crash); decisions must not differ.
+        var withResponses = IdempotencyTable(ttlMs: 1_000_000, capacity: 1_000, maxBytes: 300)
+        var withoutResponses = IdempotencyTable(ttlMs: 1_000_000, capacity: 1_000, maxBytes: 300)
+        var keys: [String] = []
+        for k in 0..<40 {
+            // Keys of varied lengths, so that the bound is about bytes, not count.
+            let key = "key-\(k)-" + String(repeating: "x", count: (k * 7) % 23)
+            keys.append(key)
+            let write = command(key: key)
+            XCTAssertNil(withResponses.check(command: write, timeMs: Int64(k)))
+            XCTAssertNil(withoutResponses.check(command: write, timeMs: Int64(k)))
+            withResponses.record(
+                command: write, index: UInt64(k + 1), response: response(String(repeating: "r", count: 50)),
+                timeMs: Int64(k))
+            withoutResponses.record(command: write, index: UInt64(k + 1), response: nil, timeMs: Int64(k))
+            XCTAssertTrue(withResponses.hasSameDecisions(as: withoutResponses), "after key \(k)")
+            XCTAssertLessThanOrEqual(withResponses.decisionBytes, 300)
+        }
+        XCTAssertLessThan(withResponses.count, 40, "the byte bound forgot keys")
+        XCTAssertGreaterThan(withResponses.count, 5)
+        // What remains is exactly the newest keys: the oldest went first.
+        let expectedBytes = keys.suffix(withResponses.count).reduce(0) { $0 + $1.utf8.count + 8 }
+        XCTAssertEqual(withResponses.decisionBytes, expectedBytes)
+        XCTAssertGreaterThan(expectedBytes + keys[keys.count - withResponses.count - 1].utf8.count + 8, 300)
+        for (position, key) in keys.enumerated() {
+            let remembered = position >= keys.count - withResponses.count
+            let answer = withoutResponses.check(command: command(key: key), timeMs: 100)
+            XCTAssertEqual(answer?.status, remembered ? 409 : nil, "\(key): remembered keys are still decided")
+        }
+    }
+
+    func testAKeyLongerThanTheBoundLeftIsForgottenAtOnceWithoutTrapping() {
+        var table = IdempotencyTable(ttlMs: 1_000_000, capacity: 10, maxBytes: IdempotencyTable.keyBytesMax + 8)
+        let long = String(repeating: "k", count: IdempotencyTable.keyBytesMax)
+        table.record(command: command(key: "short"), index: 1, response: nil, timeMs: 1)
+        table.record(command: command(key: long), index: 2, response: nil, timeMs: 2)
+        XCTAssertEqual(table.count, 1, "the short key made room for the long one")
+        XCTAssertEqual(table.decisionBytes, long.utf8.count + 8)
+        XCTAssertEqual(table.check(command: command(key: long), timeMs: 3)?.status, 409)
+        XCTAssertNil(table.check(command: command(key: "short"), timeMs: 3))
+    }
+
+    func testResponsesAreDroppedOldestFirstWhileKeysStay() {
+        var table = IdempotencyTable(ttlMs: 1_000_000, capacity: 1_000, maxBytes: 1_000)
+        for k in 0..<12 {
+            table.record(
+                command: command(key: "k\(k)"), index: UInt64(k + 1),
+                response: response(String(repeating: "b", count: 200)), timeMs: Int64(k))
+        }
+        let kept = (0..<12).filter { table.storedResponse(for: "k\($0)") != nil }
+        XCTAssertEqual(kept, Array((12 - kept.count)..<12), "the newest responses are the ones kept")
+        XCTAssertEqual(kept.count, 4, "four 202-byte responses fit in 1000 bytes")
+        XCTAssertEqual(table.count, 12, "every key is still decided")
+        XCTAssertEqual(table.check(command: command(key: "k0"), timeMs: 20)?.status, 409)
     }
 }
