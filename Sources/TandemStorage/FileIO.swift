@@ -173,7 +173,80 @@ enum FileIO {
         return fstat(descriptor, &status) == 0 ? Int64(status.st_size) : -1
     }
 
+    /// Removes the file at `path`; one already gone counts as removed (a deletion may be retried).
+    static func removeFile(_ path: String) throws(WALError) {
+        if unlink(path) != 0 && errno != ENOENT { throw .io(operation: "unlink", path: path, errno: errno) }
+    }
+
+    /// Renames `from` to `to`, replacing `to` atomically if it exists. Durable after the directory is synced.
+    static func renameFile(_ from: String, to: String) throws(WALError) {
+        if rename(from, to) != 0 { throw .io(operation: "rename", path: from, errno: errno) }
+    }
+
+    /// The size of the file at `path` (following links), or nil when it cannot be stat'ed.
+    static func size(atPath path: String) -> Int64? {
+        var status = stat()
+        return stat(path, &status) == 0 ? Int64(status.st_size) : nil
+    }
+
+    /// Reads up to `count` bytes at `offset` into `buffer`, looping over short reads and EINTR; returns how many
+    /// bytes were read (fewer only at the end of the file).
+    static func readFully(
+        _ descriptor: Int32, into buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: UInt64, path: String
+    ) throws(WALError) -> Int {
+        precondition(count <= buffer.count)
+        var done = 0
+        while done < count {
+            let result = pread(descriptor, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            if result > 0 {
+                done += result
+            } else if result == 0 {
+                break
+            } else if errno != EINTR {
+                throw .io(operation: "read", path: path, errno: errno)
+            }
+        }
+        return done
+    }
+
+    /// Writes all of `bytes` at `offset` (pwrite), looping over short writes and EINTR.
+    static func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String)
+        throws(WALError)
+    {
+        var done = 0
+        while done < bytes.count {
+            let written = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if written > 0 {
+                done += written
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                throw .writeFailed(file: path, errno: written < 0 ? errno : EIO)
+            }
+        }
+    }
+
     static func closeFile(_ descriptor: Int32) {
         _ = close(descriptor)
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// `withUnsafeBytes` for a body with typed throws (the standard one only rethrows `any Error`).
+    func withBytes<Result>(_ body: (UnsafeRawBufferPointer) throws(WALError) -> Result) throws(WALError) -> Result {
+        let outcome: Swift.Result<Result, WALError> = withUnsafeBytes { raw in
+            Swift.Result { () throws(WALError) in try body(raw) }
+        }
+        return try outcome.get()
+    }
+
+    /// `withUnsafeMutableBytes` for a body with typed throws.
+    mutating func withMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws(WALError) -> Result)
+        throws(WALError) -> Result
+    {
+        let outcome: Swift.Result<Result, WALError> = withUnsafeMutableBytes { raw in
+            Swift.Result { () throws(WALError) in try body(raw) }
+        }
+        return try outcome.get()
     }
 }

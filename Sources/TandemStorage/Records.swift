@@ -7,6 +7,9 @@
 //   hardState    (2): term u64, commit u64, voted u8 (0 none, 1 some), votedFor length u16, votedFor UTF-8
 //   appliedIndex (3): index u64
 //   truncate     (4): fromIndex u64 — every entry at or after fromIndex is void; later entries replace them
+//   base         (5): index u64, term u64, reset u8 — entries through index are covered by a snapshot. reset 0
+//                     (compaction): they are void, the entries after index are kept. reset 1 (an installed
+//                     snapshot replaced the log): every entry is void and the next one has index + 1.
 // Type 0 never exists, so zero-filled space never parses as a record.
 
 /// The kinds of record.
@@ -15,6 +18,7 @@ enum RecordType: UInt8 {
     case hardState = 2
     case appliedIndex = 3
     case truncate = 4
+    case base = 5
 }
 
 /// Bytes before a record's body: length, CRC and type.
@@ -23,6 +27,8 @@ let recordHeaderBytes = 9
 let entryFixedBytes = 16
 /// Bounds the votedFor string, which is a node id.
 let votedForMaxBytes = 1024
+/// The encoded size of a base record.
+let baseRecordBytes = recordHeaderBytes + 17
 
 /// A decoded record.
 enum Record: Equatable {
@@ -30,6 +36,7 @@ enum Record: Equatable {
     case hardState(StoredHardState)
     case appliedIndex(UInt64)
     case truncate(fromIndex: UInt64)
+    case base(StoredLogBase, reset: Bool)
 }
 
 /// Appends encoded records to a byte buffer.
@@ -60,6 +67,11 @@ struct RecordEncoder {
         case .truncate(let fromIndex):
             buffer.append(RecordType.truncate.rawValue)
             appendUInt64(fromIndex, to: &buffer)
+        case .base(let base, let reset):
+            buffer.append(RecordType.base.rawValue)
+            appendUInt64(base.index, to: &buffer)
+            appendUInt64(base.term, to: &buffer)
+            buffer.append(reset ? 1 : 0)
         }
         let bodyBytes = UInt32(buffer.count - start - recordHeaderBytes)
         storeUInt32(bodyBytes, at: start, in: &buffer)
@@ -177,6 +189,9 @@ struct RecordDecoder {
         case .truncate:
             guard body.count == 8 else { return nil }
             return .truncate(fromIndex: loadUInt64(body, 0))
+        case .base:
+            guard body.count == 17, body[16] <= 1 else { return nil }
+            return .base(StoredLogBase(index: loadUInt64(body, 0), term: loadUInt64(body, 8)), reset: body[16] == 1)
         case nil:
             return nil
         }
@@ -190,9 +205,16 @@ struct RecordDecoder {
 /// The index rules of the log, as a value-type state machine shared by the write path (where a violation is a
 /// programmer error) and recovery (where it is corruption).
 struct LogIndexState: Equatable {
-    /// The index the next entry must have, or nil while the log has never held an entry (the first entry may
-    /// then have any index, so that a log can later start after a snapshot).
+    /// The index the next entry must have, or nil while the log has never held an entry nor had a base (the first
+    /// entry may then have any index, as logs written before bases existed could start anywhere).
     private(set) var nextIndex: UInt64?
+    /// The latest base: entries through its index are covered by a snapshot. Invariant: when set, `nextIndex` is
+    /// set and above its index.
+    private(set) var base: StoredLogBase?
+
+    init(nextIndex: UInt64? = nil) {
+        self.nextIndex = nextIndex
+    }
 
     /// Accepts an entry at `index`, or explains why it breaks the log's contiguity.
     mutating func onAppend(index: UInt64) -> String? {
@@ -205,13 +227,37 @@ struct LogIndexState: Equatable {
     }
 
     /// Accepts a truncation from `fromIndex`, or explains why it is out of range. Truncating at the next index
-    /// is a no-op that is still recorded.
+    /// is a no-op that is still recorded. Entries a base covers are in a snapshot and can never be truncated.
     mutating func onTruncate(fromIndex: UInt64) -> String? {
         guard fromIndex >= 1 else { return "truncation from index 0" }
         if let expected = nextIndex, fromIndex > expected {
             return "truncation from \(fromIndex) beyond the next index \(expected)"
         }
+        if let base, fromIndex <= base.index {
+            return "truncation from \(fromIndex) of entries the snapshot base through \(base.index) covers"
+        }
         nextIndex = fromIndex
+        return nil
+    }
+
+    /// Accepts a compaction base, or explains why it cannot follow the current one. A base equal to the current
+    /// one is the copy every new segment starts with. A base at or beyond the next index covers every entry: the
+    /// log then continues after it.
+    mutating func onCompaction(to newBase: StoredLogBase) -> String? {
+        if let base, newBase.index < base.index || (newBase.index == base.index && newBase.term != base.term) {
+            return "snapshot base \(newBase.index) (term \(newBase.term)) after base \(base.index) (term \(base.term))"
+        }
+        guard newBase.index < UInt64.max else { return "snapshot base index overflows" }
+        base = newBase
+        nextIndex = max(nextIndex ?? 0, newBase.index + 1)
+        return nil
+    }
+
+    /// Accepts a reset: every entry is void and the log continues after `newBase`, whatever came before.
+    mutating func onReset(to newBase: StoredLogBase) -> String? {
+        guard newBase.index < UInt64.max else { return "snapshot base index overflows" }
+        base = newBase
+        nextIndex = newBase.index + 1
         return nil
     }
 }

@@ -19,14 +19,22 @@
 // Known limits of the rule: a complete record that legitimately contains an aligned sector of zeros and is then
 // damaged is taken for torn; a torn write that leaves only part of a sector unwritten at a record's end is
 // refused as damage (the node is rebuilt from its peers rather than risk dropping a synced record).
+//
+// Compaction and gaps. Only `compact(to:)` and `reset(to:)` delete segments, oldest first, each deletion durable
+// before the next, and only after the base that allows it is durable; so the segments on disk are always
+// consecutive in sequence, and when the first one is not segment 1 a base must cover every entry that the
+// deleted ones held. The first segment's name says where the log stood when it was created (its first index), so
+// replay resumes there; if the entries it then finds do not start right after the base, entries were lost
+// (a segment deleted by hand, or a base record damaged into a torn tail) and recovery stops with `.corrupt`.
 
 /// The size of a disk sector as the torn-write rule assumes it: a write is torn at sector boundaries.
 let sectorBytes = 512
 
 /// A segment file's identity: `wal-<sequence, 16 digits>-<first index, 20 digits>.log`. The sequence orders the
 /// segments (indexes alone cannot, since a truncation can make a later segment start at a lower index); the first
-/// index is the index the log expected next when the segment was created (0 when the log was still empty), kept
-/// for the compaction to come.
+/// index is the index the log expected next when the segment was created (0 when the log was still empty): every
+/// entry live before the segment was created has a lower index, which is what lets compaction decide that the
+/// segments before it may go, and recovery resume the log where they left it.
 struct SegmentName: Comparable, Hashable {
     var sequence: UInt64
     var firstIndex: UInt64
@@ -52,7 +60,7 @@ struct SegmentName: Comparable, Hashable {
     static func < (left: SegmentName, right: SegmentName) -> Bool { left.sequence < right.sequence }
 }
 
-private func zeroPadded(_ value: UInt64, _ width: Int) -> String {
+func zeroPadded(_ value: UInt64, _ width: Int) -> String {
     let digits = String(value)
     return String(repeating: "0", count: max(0, width - digits.count)) + digits
 }
@@ -62,10 +70,8 @@ struct RecoveryResult {
     var recovered: RecoveredLog
     var indexState: LogIndexState
     var segments: [SegmentName]
-    /// The size of every segment but the last, in bytes.
-    var closedSegmentsBytes: Int64
-    /// The size of the last segment after any torn tail was cut.
-    var lastSegmentBytes: Int64
+    /// The size of each segment in bytes, in the order of `segments` (the last after any torn tail was cut).
+    var segmentSizes: [Int64]
 }
 
 /// Replays the segments of `directory` in order.
@@ -94,8 +100,12 @@ struct Recovery {
     /// Replays every segment, cutting a torn tail off the last one.
     func replay(_ segments: [SegmentName]) throws(WALError) -> RecoveryResult {
         var replay = ReplayState()
-        var closedSegmentsBytes: Int64 = 0
-        var lastSegmentBytes: Int64 = 0
+        if let first = segments.first, first.sequence > 1, first.firstIndex > 0 {
+            // The segments before this one were deleted by a compaction or a reset: the log resumes where they
+            // left it, so that a gap between the base and this segment's entries shows.
+            replay.indexState = LogIndexState(nextIndex: first.firstIndex)
+        }
+        var segmentSizes: [Int64] = []
         var tornTail: TornTail?
         for (position, segment) in segments.enumerated() {
             let path = directory + "/" + segment.fileName
@@ -108,14 +118,35 @@ struct Recovery {
                     file: segment.fileName, offset: Int64(validBytes.end),
                     discardedBytes: Int64(bytes.count - validBytes.end), reason: validBytes.reason)
             }
-            if isLast { lastSegmentBytes = Int64(validBytes.end) } else { closedSegmentsBytes += Int64(bytes.count) }
+            segmentSizes.append(Int64(validBytes.end))
         }
+        if let first = segments.first { try checkNothingIsMissing(before: first, replay) }
         let recovered = RecoveredLog(
             hardState: replay.hardState, appliedIndex: replay.appliedIndex, entries: replay.entries,
-            tornTail: tornTail, segmentCount: segments.count)
+            tornTail: tornTail, segmentCount: segments.count, base: replay.indexState.base)
         return RecoveryResult(
-            recovered: recovered, indexState: replay.indexState, segments: segments,
-            closedSegmentsBytes: closedSegmentsBytes, lastSegmentBytes: lastSegmentBytes)
+            recovered: recovered, indexState: replay.indexState, segments: segments, segmentSizes: segmentSizes)
+    }
+
+    /// When segments before `first` were deleted, checks that a base covers every entry they held (see the
+    /// module header): the entries replayed must start right after the base.
+    private func checkNothingIsMissing(before first: SegmentName, _ replay: ReplayState) throws(WALError) {
+        guard first.sequence > 1 else { return }
+        guard let base = replay.indexState.base else {
+            throw .corrupt(
+                file: first.fileName, offset: 0,
+                reason: "segments 1 through \(first.sequence - 1) are missing and no snapshot base covers the "
+                    + "entries they held")
+        }
+        // A segment created while the log was empty had no entry before it; the log may start after the base.
+        guard first.firstIndex > 0, let nextIndex = replay.indexState.nextIndex else { return }
+        let start = replay.entries.first?.index ?? nextIndex
+        if start != base.index + 1 {
+            throw .corrupt(
+                file: first.fileName, offset: 0,
+                reason: "entries \(base.index + 1) through \(start - 1) are missing: the snapshot base covers "
+                    + "entries through \(base.index) but the log resumes at \(start)")
+        }
     }
 
     /// Replays one segment's records into `replay`; returns where the valid records end (and why they end there
@@ -221,7 +252,8 @@ struct Recovery {
 struct ReplayState {
     var hardState: StoredHardState?
     var appliedIndex: UInt64 = 0
-    /// Invariant: indexes are consecutive, and `indexState` expects the index after the last entry.
+    /// Invariant: indexes are consecutive and above the base's, and `indexState` expects the index after the last
+    /// entry.
     var entries: [WALEntry] = []
     var indexState = LogIndexState()
 
@@ -238,6 +270,14 @@ struct ReplayState {
         case .truncate(let fromIndex):
             if let problem = indexState.onTruncate(fromIndex: fromIndex) { return problem }
             while let last = entries.last, last.index >= fromIndex { entries.removeLast() }
+        case .base(let base, reset: false):
+            if let problem = indexState.onCompaction(to: base) { return problem }
+            // Usually nothing to drop: every segment starts with a copy of the current base.
+            let covered = entries.prefix { $0.index <= base.index }.count
+            if covered > 0 { entries.removeFirst(covered) }
+        case .base(let base, reset: true):
+            if let problem = indexState.onReset(to: base) { return problem }
+            entries.removeAll()
         }
         assert(entries.last.map { $0.index + 1 == indexState.nextIndex } ?? true)
         return nil

@@ -32,13 +32,31 @@ public struct StoredHardState: Sendable, Hashable {
     }
 }
 
+/// The point the log starts after: entries through `index` are covered by a snapshot, so the log holds (at most)
+/// the entries after it. `term` is the term of the entry at `index`, which the consensus layer needs to check the
+/// entry that follows; the log records it without checking it.
+public struct StoredLogBase: Sendable, Hashable {
+    /// The last index the snapshot covers.
+    public var index: UInt64
+    /// The term of the entry at `index`.
+    public var term: UInt64
+
+    public init(index: UInt64, term: UInt64) {
+        self.index = index
+        self.term = term
+    }
+}
+
 /// What `WriteAheadLog.open` found on disk.
 public struct RecoveredLog: Sendable, Hashable {
     /// The latest hard state saved, nil when none ever was.
     public var hardState: StoredHardState?
     /// The latest applied index saved, 0 when none ever was.
     public var appliedIndex: UInt64
-    /// The entries, in index order, with every truncation already applied.
+    /// The entries, in index order, with every truncation already applied: consecutive, and all after `base`
+    /// when it is set. The first then has index `base.index + 1` (recovery refuses a log where entries between
+    /// the base and the first segment left are missing), unless the log's very first entry, never compacted
+    /// away, came later than that.
     public var entries: [WALEntry]
     /// Set when recovery cut off a torn tail (a crash in the middle of a write: an incomplete record, or one
     /// with unwritten zero sectors; see the rule at the top of Recovery.swift). The caller should log it; nothing
@@ -47,6 +65,9 @@ public struct RecoveredLog: Sendable, Hashable {
     public var tornTail: TornTail?
     /// How many segment files the log has.
     public var segmentCount: Int
+    /// The latest base recorded by `compact(to:)` or `reset(to:)`, nil when the log never had one (it then holds
+    /// every entry since the first ever appended).
+    public var base: StoredLogBase? = nil
 }
 
 /// The tail recovery removed from the last segment.

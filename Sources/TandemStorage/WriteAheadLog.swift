@@ -1,9 +1,11 @@
 // TandemStorage: the write-ahead log of one Tandem node.
 //
 // What it owns: the files of the data directory — segment files of CRC32C-checked records holding log entries,
-// truncations, the hard state (term, vote, commit) and the applied index — their group commit (one fsync covers
-// every record appended since the previous one) and their recovery after a crash (a torn tail is cut and
-// reported; damage anywhere else stops the node with the file and offset).
+// truncations, the hard state (term, vote, commit), the applied index and the base (the index a snapshot covers
+// the log through) — their group commit (one fsync covers every record appended since the previous one), their
+// compaction (deleting the segments a snapshot made useless), and their recovery after a crash (a torn tail is
+// cut and reported; damage anywhere else stops the node with the file and offset). Snapshot files themselves are
+// the SnapshotStore's.
 //
 // What counts as a torn tail (the full rule is at the top of Recovery.swift): only the first invalid record of
 // the last segment with no valid record after it, and only when it is incomplete (the file ends before its
@@ -19,8 +21,17 @@
 // they change with nearly every batch (commit, applied), and the vote must be durable before it is sent. As
 // records they ride in the same buffer and the same fsync as the entries of that batch, so persisting "entries +
 // hard state" costs one fsync; a separate file costs a write, an fsync, a rename and a directory fsync each time.
-// Replay keeps the latest of each. Every new segment starts with a copy of both, so that when compaction later
-// deletes old segments, the newest hard state and applied index are never deleted with them.
+// Replay keeps the latest of each. Every new segment starts with a copy of both and of the base, so that when
+// compaction deletes old segments, the newest hard state, applied index and base are never deleted with them.
+//
+// Compaction, and why it is crash-safe without a manifest: `compact(to:)` first makes a base record durable, then
+// deletes whole segments from the oldest, making each deletion durable (a directory fsync) before the next, so
+// that the segments left are always consecutive in sequence. A segment may go when the segment after it was
+// created at an index at most one past the base: every entry live before that point is covered. A crash before
+// the base is durable recovers the old log; after it, the new one whatever was deleted yet. `reset(to:)` writes
+// the next segment (a reset base, the hard state, the applied index) under a temporary name, fsyncs it and
+// renames it into place, so that it exists whole or not at all; only then are all older segments deleted, and
+// replaying any that a crash left is harmless, since the reset record voids every entry before it.
 //
 // File descriptors: the log holds four (the lock, the directory, the last segment, and a spare opened on
 // /dev/null). Running out of descriptors is not a disk failure: at a segment roll the spare is released just
@@ -66,7 +77,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     private var segment: SegmentName
     /// Bytes already written to the last segment. Invariant: equals its file size (pending bytes excluded).
     private var segmentBytes: Int64
-    /// Bytes of every segment before the last.
+    /// Every segment before the last, oldest first, with its size; compaction deletes from the front.
+    private var closedSegments: [(name: SegmentName, bytes: Int64)]
+    /// Bytes of every segment before the last. Invariant: the sum of `closedSegments`' sizes.
     private var closedSegmentsBytes: Int64
     /// Encoded records not yet written. Invariant: shorter than `writeBufferBytes` between calls (a larger
     /// record is written out at once).
@@ -85,8 +98,11 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// The total size of the log on disk plus what is buffered, in bytes (exported as a metric).
     public var sizeBytes: Int64 { closedSegmentsBytes + segmentBytes + Int64(pending.count) }
 
-    /// The index the next appended entry must have; nil while the log has never held an entry.
+    /// The index the next appended entry must have; nil while the log has never held an entry nor had a base.
     public var nextIndex: UInt64? { indexState.nextIndex }
+
+    /// The latest base recorded by `compact(to:)` or `reset(to:)` (or recovered), nil when there was none.
+    public var base: StoredLogBase? { indexState.base }
 
     private init(
         directory: String, options: WALOptions, lockDescriptor: Int32, directoryDescriptor: Int32,
@@ -98,8 +114,9 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.directoryDescriptor = directoryDescriptor
         self.segmentDescriptor = segmentDescriptor
         self.segment = segment
-        self.segmentBytes = recovery.lastSegmentBytes
-        self.closedSegmentsBytes = recovery.closedSegmentsBytes
+        self.segmentBytes = recovery.segmentSizes.last ?? 0
+        self.closedSegments = Array(zip(recovery.segments.dropLast(), recovery.segmentSizes.dropLast()))
+        self.closedSegmentsBytes = recovery.segmentSizes.dropLast().reduce(0, +)
         self.indexState = recovery.indexState
         self.hardState = recovery.recovered.hardState
         self.appliedIndex = recovery.recovered.appliedIndex
@@ -153,6 +170,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             let recovery = Recovery(
                 directory: directory, decoder: decoder,
                 maxSegmentFileBytes: 4 * largestSegmentBytes + recordHeaderBytes + decoder.maxBodyBytes)
+            try removeStagedSegments(directory: directory, directoryDescriptor)
             var result = try recovery.replay(try recovery.listSegments())
             for segment in result.segments { try FileIO.restrictToOwner(directory + "/" + segment.fileName) }
             let segment: SegmentName
@@ -200,6 +218,17 @@ public final class WriteAheadLog: @unchecked Sendable {
             throw error
         }
         return descriptor
+    }
+
+    /// Deletes what an interrupted `reset(to:)` left: a next segment still under its temporary name, never renamed
+    /// into place, so never part of the log.
+    private static func removeStagedSegments(directory: String, _ directoryDescriptor: Int32) throws(WALError) {
+        var removed = false
+        for name in try FileIO.listDirectory(directory) where name.hasPrefix("wal-") && name.hasSuffix(".log.tmp") {
+            try FileIO.removeFile(directory + "/" + name)
+            removed = true
+        }
+        if removed { try FileIO.syncDirectory(directoryDescriptor, path: directory) }
     }
 
     /// Takes a descriptor on /dev/null into reserve unless one is held; false when none could be had.
@@ -403,10 +432,139 @@ public final class WriteAheadLog: @unchecked Sendable {
         FileIO.closeFile(segmentDescriptor)
         _ = reserveSpareDescriptor()
         segmentDescriptor = descriptor
-        segment = next
+        closedSegments.append((segment, segmentBytes))
         closedSegmentsBytes += segmentBytes
+        segment = next
         segmentBytes = 0
-        if let hardState { RecordEncoder.append(.hardState(hardState), to: &pending) }
-        if appliedIndex > 0 { RecordEncoder.append(.appliedIndex(appliedIndex), to: &pending) }
+        appendSegmentHeader(to: &pending, reset: false)
+    }
+
+    /// Encodes what every segment starts with: the base (as a reset for the segment `reset(to:)` writes), the hard
+    /// state and the applied index, so that deleting the segments before it loses none of them.
+    private func appendSegmentHeader(to buffer: inout [UInt8], reset: Bool) {
+        if let base = indexState.base { RecordEncoder.append(.base(base, reset: reset), to: &buffer) }
+        if let hardState { RecordEncoder.append(.hardState(hardState), to: &buffer) }
+        if appliedIndex > 0 { RecordEncoder.append(.appliedIndex(appliedIndex), to: &buffer) }
+    }
+}
+
+// MARK: - Compaction
+
+extension WriteAheadLog {
+    /// Records that the entries through `base.index` are covered by a snapshot (a base record), syncs it together
+    /// with every record appended before it, then deletes every whole segment that holds no entry above the base
+    /// (oldest first, each deletion made durable by a directory fsync before the next). The entries after the base
+    /// are kept and appends continue as before. See the module header for why a crash at any point recovers either
+    /// the old log or the compacted one.
+    ///
+    /// The caller makes the snapshot durable first: once this returns, the covered entries are gone for good.
+    /// A base whose index is at or below the current base's is a no-op. A base at or beyond `nextIndex` covers
+    /// every entry: the log is then empty and the next append must have index `base.index + 1`. The term is
+    /// recorded as given (the log keeps no entries in memory to check it against).
+    /// - Throws: `.descriptorsExhausted` (nothing recorded; not fatal) when the last segment is at its overflow
+    ///   bound and no descriptor is free to start the next one (as for `append`); `.writeFailed` or `.fsyncFailed` (fatal); `.io` when a segment could
+    ///   not be deleted: the base is durable and the segments left are still consecutive, but the node should
+    ///   treat it as fatal like any other `.io`.
+    public func compact(to base: StoredLogBase) throws(WALError) {
+        try checkUsable()
+        if let current = indexState.base, base.index <= current.index { return }
+        var advanced = indexState
+        let problem = advanced.onCompaction(to: base)
+        precondition(problem == nil, "WAL compact: \(problem ?? "")")
+        try checkRoom(forBytes: baseRecordBytes)
+        // The index state advances after the record is placed, so that a segment rolled for it is named after
+        // where the log stood (as for entries), never after the base.
+        try appendRecord(.base(base, reset: false), encodedBytes: baseRecordBytes)
+        indexState = advanced
+        try sync()
+        try deleteOldestSegments(deletableSegmentCount(for: base))
+    }
+
+    /// Discards every entry, because an installed snapshot replaced the log: starts the next segment with a reset
+    /// base record, the hard state and the applied index, makes it durable (written under a temporary name,
+    /// fsynced, renamed into place, directory fsynced), then deletes every older segment. Records appended before
+    /// and not yet synced are written and synced first (only the last segment may ever have a torn tail); the
+    /// entries among them are discarded with the rest. Any base is accepted, even one below the current base.
+    /// The next append must have index `base.index + 1`. Durable when it returns.
+    /// - Throws: `.descriptorsExhausted` (nothing changed; not fatal) when no descriptor is free for the new
+    ///   segment; `.writeFailed`, `.fsyncFailed` or `.io` (fatal). A crash at any point recovers either the old log
+    ///   or the reset one.
+    public func reset(to base: StoredLogBase) throws(WALError) {
+        try checkUsable()
+        var advanced = indexState
+        let problem = advanced.onReset(to: base)
+        precondition(problem == nil, "WAL reset: \(problem ?? "")")
+        try flushPending()
+        if needsSync {
+            try guardingFailure { () throws(WALError) in try FileIO.syncData(segmentDescriptor, path: segmentPath) }
+            needsSync = false
+        }
+        let next = SegmentName(sequence: segment.sequence + 1, firstIndex: base.index + 1)
+        let path = directory + "/" + next.fileName
+        let stagingPath = path + ".tmp"
+        guard reserveSpareDescriptor() else {
+            throw .descriptorsExhausted(operation: "open", path: stagingPath, errno: spareErrno)
+        }
+        releaseReservedDescriptor()
+        let descriptor: Int32
+        do {
+            descriptor = try FileIO.openFile(stagingPath, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC)
+        } catch {
+            _ = reserveSpareDescriptor()
+            if case .io(let operation, _, let code) = error, FileIO.isDescriptorExhaustion(code) {
+                throw .descriptorsExhausted(operation: operation, path: stagingPath, errno: code)
+            }
+            throw error
+        }
+        indexState = advanced
+        var header: [UInt8] = []
+        appendSegmentHeader(to: &header, reset: true)
+        do {
+            try guardingFailure { () throws(WALError) in
+                try header.withBytes { bytes throws(WALError) in
+                    try FileIO.writeAll(descriptor, bytes, path: stagingPath)
+                }
+                try FileIO.syncData(descriptor, path: stagingPath)
+                try FileIO.renameFile(stagingPath, to: path)
+                try FileIO.syncDirectory(directoryDescriptor, path: directory)
+            }
+        } catch {
+            FileIO.closeFile(descriptor)
+            _ = reserveSpareDescriptor()
+            throw error
+        }
+        FileIO.closeFile(segmentDescriptor)
+        _ = reserveSpareDescriptor()
+        closedSegments.append((segment, segmentBytes))
+        closedSegmentsBytes += segmentBytes
+        segmentDescriptor = descriptor
+        segment = next
+        segmentBytes = Int64(header.count)
+        try deleteOldestSegments(closedSegments.count)
+    }
+
+    /// How many of the closed segments, from the oldest, hold no entry above `base`: all those before the newest
+    /// segment that was created at an index at most one past the base (every entry live before a segment was
+    /// created has an index below its first index; later truncations only void entries, never revive them).
+    private func deletableSegmentCount(for base: StoredLogBase) -> Int {
+        guard !closedSegments.isEmpty else { return 0 }
+        // followers[p] is the segment after closedSegments[p].
+        let followers = closedSegments.dropFirst().map(\.name) + [segment]
+        return followers.lastIndex { $0.firstIndex <= base.index + 1 }.map { $0 + 1 } ?? 0
+    }
+
+    /// Deletes the `count` oldest segments, oldest first, fsyncing the directory after each deletion so that the
+    /// segments left are consecutive whatever a crash keeps.
+    private func deleteOldestSegments(_ count: Int) throws(WALError) {
+        precondition(count <= closedSegments.count, "only closed segments are deleted")
+        for _ in 0..<count {
+            let oldest = closedSegments[0]
+            try FileIO.removeFile(directory + "/" + oldest.name.fileName)
+            try guardingFailure { () throws(WALError) in
+                try FileIO.syncDirectory(directoryDescriptor, path: directory)
+            }
+            closedSegments.removeFirst()
+            closedSegmentsBytes -= oldest.bytes
+        }
     }
 }
