@@ -5,7 +5,15 @@ struct Progress {
         case probe
         /// The follower is known to match: appends are pipelined within the inflight limits.
         case replicate
+        /// The follower needs entries this leader no longer has: the runtime streams it a snapshot, and no append
+        /// is sent until it acknowledges `pendingSnapshotIndex` or more, or `snapshotResume` is due.
+        case snapshot
     }
+
+    /// In snapshot state: the leader's log base when the follower was listed in `Ready.snapshotsNeeded`.
+    var pendingSnapshotIndex: UInt64 = 0
+    /// In snapshot state, once the runtime reported the transfer: when to go back to probing, and from where.
+    var snapshotResume: (atMs: Int64, nextIndex: UInt64)?
 
     /// Invariant: `matchIndex < nextIndex`.
     var matchIndex: UInt64 = 0
@@ -62,6 +70,8 @@ struct Progress {
 
     func isPaused(nowMs: Int64, heartbeatIntervalMs: Int64, maxMessages: Int, maxBytes: Int) -> Bool {
         switch state {
+        case .snapshot:
+            return true
         case .probe:
             guard let sent = probeSentAtMs else { return false }
             return nowMs - sent < heartbeatIntervalMs
@@ -75,6 +85,7 @@ struct Progress {
         nextIndex = matchIndex + 1
         probeSentAtMs = nil
         inflight.removeAll()
+        snapshotResume = nil
     }
 
     mutating func becomeReplicate() {
@@ -82,6 +93,27 @@ struct Progress {
         nextIndex = matchIndex + 1
         probeSentAtMs = nil
         inflight.removeAll()
+        snapshotResume = nil
+    }
+
+    /// The follower needs what lies at or before the leader's log base `index`: wait for a snapshot.
+    mutating func becomeSnapshot(index: UInt64) {
+        state = .snapshot
+        pendingSnapshotIndex = index
+        snapshotResume = nil
+        probeSentAtMs = nil
+        inflight.removeAll()
+    }
+
+    /// In snapshot state: whether to go back to probing now (the transfer was reported and its pause is over).
+    /// Probing from `matchIndex + 1` after a failure lists the follower again at once (its next entry is still at or
+    /// before the base); after a success it probes just past the snapshot, which the follower then holds (its
+    /// acknowledgement may have been lost).
+    mutating func resumeAfterSnapshotIfDue(nowMs: Int64) -> Bool {
+        guard state == .snapshot, let resume = snapshotResume, nowMs >= resume.atMs else { return false }
+        becomeProbe()
+        nextIndex = max(nextIndex, resume.nextIndex)
+        return true
     }
 
     /// The follower lost entries it had acknowledged: its log now ends at `lastIndex`, below `matchIndex`.

@@ -1,12 +1,18 @@
 /// The node's log in memory, with the bookkeeping of what is committed, handed out for persistence and durable.
 ///
-/// It is an in-memory array for now. Compaction will put a snapshot before `entries`: every access already goes
-/// through `offset` (the index before the first stored entry) and `term(at:)`, which is the seam for it.
+/// The entries start after `base`: what lies at or before it is covered by a snapshot the runtime keeps (or was
+/// compacted away), and only its term is remembered. Every access goes through `offset` and `term(at:)`.
 struct RaftLog {
-    /// Invariant: `entries[k].index == offset + 1 + k`, and terms never decrease along the array.
+    /// Invariant: `entries[k].index == offset + 1 + k`, and terms never decrease along the array (nor from the base).
     private(set) var entries: [Entry]
-    /// The index just before the first stored entry (a snapshot's index once compaction exists).
-    let offset: UInt64 = 0
+    /// The entry the log starts after. Invariant: `base.index <= persistedIndex` and `base.index <= handedOutIndex`:
+    /// only entries that are durable and carried out are compacted, and an installed snapshot counts as both.
+    private(set) var base: LogBase
+    /// `Entry.timeMs` of the entry at the base when known (this node compacted it), else a lower bound of it: log
+    /// time must not go backwards for a leader whose log holds no entry after the base.
+    private(set) var baseTimeMs: Int64 = 0
+    /// The index just before the first stored entry.
+    var offset: UInt64 { base.index }
     /// Invariant: `handedOutIndex <= committedIndex <= lastIndex`.
     private(set) var committedIndex: UInt64
     /// The last index handed to the runtime to apply (in a Ready's `committedEntries`).
@@ -22,13 +28,20 @@ struct RaftLog {
 
     init(recovered: RecoveredState) {
         entries = recovered.entries
-        let last = recovered.entries.last?.index ?? 0
-        precondition(recovered.hardState.commitIndex <= last, "recovered commit index beyond the recovered log")
-        precondition(recovered.handOutAfter <= recovered.hardState.commitIndex, "applied beyond commit on disk")
+        base = recovered.base
+        let last = recovered.entries.last?.index ?? base.index
+        // The base is committed by definition; a commit index written lazily (without an fsync) may lag it.
+        let commit = max(recovered.hardState.commitIndex, base.index)
+        precondition(commit <= last, "recovered commit index beyond the recovered log")
+        precondition(recovered.handOutAfter >= base.index, "the app state restored must cover the log base")
+        precondition(recovered.handOutAfter <= commit, "applied beyond commit on disk")
+        var previousTerm = base.term
         for (k, entry) in entries.enumerated() {
-            precondition(entry.index == UInt64(k) + 1, "recovered log is not contiguous from index 1")
+            precondition(entry.index == base.index + UInt64(k) + 1, "recovered log is not contiguous from its base")
+            precondition(entry.term >= previousTerm, "recovered log terms go down")
+            previousTerm = entry.term
         }
-        committedIndex = recovered.hardState.commitIndex
+        committedIndex = commit
         handedOutIndex = recovered.handOutAfter
         persistedIndex = last
         unstableFromIndex = last + 1
@@ -36,12 +49,13 @@ struct RaftLog {
     }
 
     var lastIndex: UInt64 { offset + UInt64(entries.count) }
-    var lastTerm: UInt64 { entries.last?.term ?? 0 }
-    var lastTimeMs: Int64 { entries.last?.timeMs ?? 0 }
+    var lastTerm: UInt64 { entries.last?.term ?? base.term }
+    var lastTimeMs: Int64 { entries.last?.timeMs ?? baseTimeMs }
 
-    /// The term of the entry at `index`; 0 for index 0; nil when the index is not in the log.
+    /// The term of the entry at `index`: the base's term at the base (0 for index 0); nil when the index is
+    /// compacted or beyond the log.
     func term(at index: UInt64) -> UInt64? {
-        if index == offset { return 0 }
+        if index == offset { return base.term }
         guard index > offset, index <= lastIndex else { return nil }
         return entries[Int(index - offset - 1)].term
     }
@@ -72,10 +86,12 @@ struct RaftLog {
     }
 
     /// The highest index at or below `index` whose term is at most `term` (0 if none): where a log that has `term`
-    /// at `index` could first agree with ours.
+    /// at `index` could first agree with ours. Below the base the terms are unknown: an index below it (which
+    /// only a snapshot can serve) when even the base's term is too high, and `index` itself when it is below.
     func lastIndex(atOrBelow index: UInt64, withTermAtMost term: UInt64) -> UInt64 {
         var candidate = min(index, lastIndex)
         while candidate > offset, let t = self.term(at: candidate), t > term { candidate -= 1 }
+        if candidate == offset && offset > 0 && base.term > term { return offset - 1 }
         return candidate
     }
 
@@ -120,6 +136,47 @@ struct RaftLog {
         committedIndex = index
     }
 
+    // MARK: Compaction and snapshots
+
+    /// Drops the entries through `index` (durable and carried out: the caller checked). Returns the new base.
+    mutating func compact(through index: UInt64) -> LogBase {
+        precondition(index > offset && index <= persistedIndex && index <= handedOutIndex, "compaction out of bounds")
+        let newBase = LogBase(index: index, term: term(at: index)!)
+        baseTimeMs = entry(at: index)!.timeMs
+        entries.removeFirst(Int(index - offset))
+        base = newBase
+        checkInvariants()
+        return newBase
+    }
+
+    /// Makes `newBase` (beyond the commit index, and committed in the cluster) the log base, as an installed
+    /// snapshot. Keeps the entries after it when the log holds it with the same term (they may well match the
+    /// leader's), else drops the whole log. Returns whether the whole log was dropped.
+    mutating func install(_ newBase: LogBase) -> Bool {
+        precondition(newBase.index > committedIndex, "a stale snapshot")
+        let keepSuffix = term(at: newBase.index) == newBase.term
+        // Entries up to the commit index belong to every leader's log, hence lie before the base in time.
+        baseTimeMs =
+            keepSuffix ? entry(at: newBase.index)!.timeMs : max(baseTimeMs, entry(at: committedIndex)?.timeMs ?? 0)
+        if keepSuffix {
+            entries.removeFirst(Int(newBase.index - offset))
+            // Stored entries replaced after a truncation are dropped now up to the base, the rest still must be.
+            if let truncate = truncateFromIndex { truncateFromIndex = max(truncate, newBase.index + 1) }
+            unstableFromIndex = max(unstableFromIndex, newBase.index + 1)
+        } else {
+            entries = []
+            truncateFromIndex = nil  // The runtime drops the whole stored log.
+            unstableFromIndex = newBase.index + 1
+        }
+        base = newBase
+        committedIndex = newBase.index
+        handedOutIndex = newBase.index
+        persistedIndex = max(persistedIndex, newBase.index)
+        if persistedIndex > lastIndex { persistedIndex = newBase.index }
+        checkInvariants()
+        return !keepSuffix
+    }
+
     // MARK: Ready bookkeeping
 
     /// Entries not yet handed out for persistence.
@@ -153,6 +210,7 @@ struct RaftLog {
     }
 
     func checkInvariants() {
+        precondition(offset <= handedOutIndex && offset <= persistedIndex, "the base is not carried out and durable")
         precondition(handedOutIndex <= committedIndex, "applied beyond committed")
         precondition(committedIndex <= lastIndex, "committed beyond the log")
         precondition(persistedIndex <= lastIndex && persistedIndex < unstableFromIndex, "persisted beyond the log")

@@ -89,11 +89,13 @@ extension RaftNode {
                 inflightMessages: replication?.inflight.count ?? 0,
                 inflightBytes: replication?.inflight.totalBytes ?? 0,
                 lastContactMs: detectors[peer]?.lastArrivalMs,
-                phi: detectors[peer]?.phi(nowMs: phiTime) ?? 0)
+                phi: detectors[peer]?.phi(nowMs: phiTime) ?? 0,
+                awaitingSnapshot: replication?.state == .snapshot)
         }
         return NodeStatus(
             id: config.id, role: role, term: term, leader: leader, commitIndex: log.committedIndex,
-            carriedOutIndex: carriedOutIndex, lastIndex: log.lastIndex, persistedIndex: log.persistedIndex,
+            carriedOutIndex: carriedOutIndex, lastIndex: log.lastIndex, logBaseIndex: log.offset,
+            persistedIndex: log.persistedIndex,
             leaseValid: leaseValid, uncommittedBytes: uncommittedBytes, peers: peers)
     }
 }

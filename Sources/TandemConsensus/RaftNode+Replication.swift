@@ -6,7 +6,8 @@ extension RaftNode {
     mutating func onAppendEntries(_ append: AppendEntries) {
         acceptLeader(append.from)
         if append.prevLogIndex < log.committedIndex {
-            // Everything up to our commit index matches any leader's log; tell the leader where to resume.
+            // Everything up to our commit index matches any leader's log; tell the leader where to resume. This
+            // covers a previous index below our log base too: the base is committed.
             respondToAppend(append, success: true, matchIndex: log.committedIndex)
             return
         }
@@ -62,7 +63,13 @@ extension RaftNode {
         if response.success {
             peer.appendAcknowledged()
             let moved = peer.acknowledge(response.matchIndex)
-            if peer.state == .probe { peer.becomeReplicate() }
+            switch peer.state {
+            case .probe: peer.becomeReplicate()
+            case .snapshot where peer.matchIndex >= peer.pendingSnapshotIndex:
+                // The follower installed the snapshot (or caught up otherwise): appends can serve it from here.
+                peer.becomeReplicate()
+            case .snapshot, .replicate: break
+            }
             progress[response.from] = peer
             if moved {
                 maybeCommit()
@@ -71,6 +78,9 @@ extension RaftNode {
             sendAppends(to: response.from, allowEmpty: false)
             return
         }
+        // No append is outstanding in snapshot state: a refusal is an old one, or a lost log that the snapshot the
+        // follower waits for repairs as well.
+        if peer.state == .snapshot { return }
         if response.rejectedIndex <= peer.matchIndex {
             // Normally a stale answer to an old message. But a refusal (of an append in replicate state, of the
             // outstanding probe, or sent on a heartbeat, see `onHeartbeat`) whose hint says the follower's log
@@ -134,11 +144,20 @@ extension RaftNode {
     /// Sends one append; returns whether another could follow at once (pipelining in replicate state).
     mutating func sendAppend(to peerID: NodeID, allowEmpty: Bool) -> Bool {
         guard var peer = progress[peerID] else { return false }
+        if peer.resumeAfterSnapshotIfDue(nowMs: nowMs) { progress[peerID] = peer }
         guard
             !peer.isPaused(
                 nowMs: nowMs, heartbeatIntervalMs: config.heartbeatIntervalMs,
                 maxMessages: config.maxInflightMessages, maxBytes: config.maxInflightBytes)
         else { return false }
+        if peer.nextIndex <= log.offset {
+            // The entry before the next one is compacted: no append can pass the follower's consistency check.
+            // The runtime streams a snapshot; nothing more is sent to this follower until it is acknowledged.
+            peer.becomeSnapshot(index: log.offset)
+            progress[peerID] = peer
+            if !pending.snapshotsNeeded.contains(peerID) { pending.snapshotsNeeded.append(peerID) }
+            return false
+        }
         // Sized on the exact encoded bytes, the message's fixed part included: a batch of several entries encodes
         // to at most maxMessageBytes, which the frame limit must carry (`RaftConfig.largestAppendPayloadBytes`).
         let budget = config.maxMessageBytes - WireSize.appendEntriesFixed(from: config.id, to: peerID)
@@ -146,7 +165,7 @@ extension RaftNode {
         if batch.isEmpty && !allowEmpty && peer.state == .replicate { return false }
         let prevIndex = peer.nextIndex - 1
         guard let prevTerm = log.term(at: prevIndex) else {
-            preconditionFailure("next index \(peer.nextIndex) outside the log: snapshots are not implemented")
+            preconditionFailure("next index \(peer.nextIndex) beyond the log (last \(log.lastIndex))")
         }
         send(
             .appendEntries(
@@ -166,6 +185,8 @@ extension RaftNode {
             peer.probeSentAtMs = nowMs
             peer.probeRound = reads.round
             peer.probeBytes = batch.reduce(0) { $0 + $1.sizeBytes }
+        case .snapshot:
+            preconditionFailure("an append to a follower waiting for a snapshot")
         }
         progress[peerID] = peer
         return more

@@ -233,7 +233,9 @@ public struct RaftNode: Sendable {
         // Step 1's sync, and what may leave before it, are the core's to decide (the runtime and the simulator
         // both follow these fields, so the order that ships is the order that is tested).
         let termOrVoteChanged = state.term != durableHardState.term || state.votedFor != durableHardState.votedFor
-        batch.mustSync = !batch.entriesToPersist.isEmpty || batch.truncateFromIndex != nil || termOrVoteChanged
+        batch.mustSync =
+            !batch.entriesToPersist.isEmpty || batch.truncateFromIndex != nil || termOrVoteChanged
+            || batch.installedBase != nil
         if role == .leader && !termOrVoteChanged {
             var held: [Message] = []
             for message in batch.messages {
@@ -257,7 +259,8 @@ public struct RaftNode: Sendable {
         outstanding = nil
         if let last = done.lastPersisted { log.persisted(through: last.index, term: last.term) }
         if let state = done.hardState { durableHardState = state }
-        carriedOutIndex = done.handedOutThrough
+        // An installed snapshot may have moved it past what that Ready handed out.
+        carriedOutIndex = max(carriedOutIndex, done.handedOutThrough)
         // A one-node cluster wins its election with its own vote alone, which counts only once durable: otherwise
         // a crash could let it lead the same term twice with different entries.
         if role == .candidate && config.quorum == 1 && durableHardState.term == term
@@ -275,8 +278,12 @@ public struct RaftNode: Sendable {
 
     var currentRoleChange: RoleChange { RoleChange(role: role, term: term, leader: leader) }
 
-    /// The entry at `index` in this node's log, if present (for the runtime and the simulator's checks).
+    /// The entry at `index` in this node's log, if present (for the runtime and the simulator's checks); nil at or
+    /// before the log base (`logBase`), whose entries were compacted.
     public func entry(at index: UInt64) -> Entry? { log.entry(at: index) }
+
+    /// The term of the entry at `index`: also known at the log base (`logBase.term`); nil before it or past the log.
+    public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
 
     /// The index of the last entry in this node's log.
     public var lastIndex: UInt64 { log.lastIndex }

@@ -2,10 +2,12 @@
 ///
 /// The ORDER is part of the contract:
 /// 0. `messagesBeforePersist` may be sent at once, before step 1 (the core decides which: see the field).
-/// 1. Persist `entriesToPersist` and then `hardState`, and fsync when `mustSync` says so. If `truncateFromIndex` is
+/// 1. If `installedBase` is set, record it first (the snapshot it stands for is already restored and durable).
+///    Persist `entriesToPersist` and then `hardState`, and fsync when `mustSync` says so. If `truncateFromIndex` is
 ///    set, first delete every stored entry with an index at or above it (the new entries replace a conflicting
 ///    suffix). In general the entries replace any stored entry at the same or a higher index. When `mustSync` is
 ///    false the hard state may be written without an fsync (or with the next batch that is synced).
+///    `snapshotsNeeded` may be started at any time (streaming a snapshot promises nothing about this disk).
 /// 2. Then send `messages` (they may promise what step 1 made durable: votes, acknowledged entries).
 /// 3. Then apply `committedEntries` to the application, in order.
 /// 4. Then release `readyReads` (serve each once the local applied index reaches its index), fail `failedReads`,
@@ -44,6 +46,17 @@ public struct Ready: Sendable {
     public var unknownProposals: [ProposalID] = []
     /// Non-nil when the role, term or known leader changed (for logs and metrics).
     public var roleChange: RoleChange?
+    /// Followers whose next entry is at or before the log base: the runtime must stream its latest snapshot to each
+    /// (once per listing; the peer stays in the `snapshot` state, receiving no appends, until it acknowledges an index
+    /// >= the base via an AppendResponse, or `reportSnapshot(succeeded: false)` sends it back to probing after a pause
+    /// of at least one election timeout so a failing transfer is not retried in a tight loop). After
+    /// `reportSnapshot(succeeded: true)` with no acknowledgement, the leader probes past the snapshot after two heartbeat
+    /// intervals.
+    public var snapshotsNeeded: [NodeID] = []
+    /// Set after `RaftNode.installSnapshot`: the runtime records it durably before sending this Ready's messages.
+    /// `discardedSuffix` is true when the whole previous log was dropped (WAL reset), false when only entries through
+    /// `base.index` were dropped (WAL compaction).
+    public var installedBase: InstalledBase?
 
     public init() {}
 
@@ -53,6 +66,19 @@ public struct Ready: Sendable {
             && committedEntries.isEmpty
             && readyReads.isEmpty && failedReads.isEmpty && acceptedProposals.isEmpty
             && rejectedProposals.isEmpty && unknownProposals.isEmpty && roleChange == nil
+            && snapshotsNeeded.isEmpty && installedBase == nil
+    }
+}
+
+/// A snapshot installed on this node (`Ready.installedBase`): the new log base, and how much of the stored log goes.
+public struct InstalledBase: Equatable, Sendable {
+    public var base: LogBase
+    /// True: every stored entry is dropped (the log did not hold the base's entry). False: only those through
+    /// `base.index` are (the entries after it are kept, as the log held the base with the same term).
+    public var discardedSuffix: Bool
+    public init(base: LogBase, discardedSuffix: Bool) {
+        self.base = base
+        self.discardedSuffix = discardedSuffix
     }
 }
 
@@ -77,6 +103,9 @@ public struct PeerStatus: Equatable, Sendable {
     public var lastContactMs: Int64?
     /// Suspicion level of the peer as of this node's last tick.
     public var phi: Double
+    /// The leader waits for the peer to install a snapshot (listed in `Ready.snapshotsNeeded`) and sends it no
+    /// appends meanwhile (leader only).
+    public var awaitingSnapshot: Bool
 }
 
 /// A snapshot of the node's state.
@@ -89,6 +118,8 @@ public struct NodeStatus: Equatable, Sendable {
     /// The last committed index the runtime carried out (handed to its applier; not necessarily applied yet).
     public var carriedOutIndex: UInt64
     public var lastIndex: UInt64
+    /// The index the log starts after (`RaftNode.logBase`): entries through it are covered by a snapshot.
+    public var logBaseIndex: UInt64
     /// The last index this node knows to be on its own disk.
     public var persistedIndex: UInt64
     /// Whether lease reads are served right now without a round (leader only).

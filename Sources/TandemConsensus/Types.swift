@@ -79,19 +79,40 @@ public struct HardState: Equatable, Sendable {
     }
 }
 
+/// The point the log starts after: entries through `index` are covered by a snapshot (or were compacted away);
+/// `term` is the term of the entry at `index` (0,0 = the log starts at index 1).
+public struct LogBase: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var index: UInt64
+    public var term: UInt64
+    public init(index: UInt64, term: UInt64) {
+        self.index = index
+        self.term = term
+    }
+    /// No snapshot: the log starts at index 1.
+    public static let empty = LogBase(index: 0, term: 0)
+    public var description: String { "\(index)@\(term)" }
+}
+
 /// What the runtime read back from disk when the node starts.
 public struct RecoveredState: Sendable {
     public var hardState: HardState
-    /// The persisted log, contiguous and starting at index 1 (compaction will add a snapshot before it).
+    /// The persisted log, contiguous and starting at `base.index + 1`.
     public var entries: [Entry]
     /// Committed entries up to here are not handed out again (`Ready.committedEntries` starts after it): the
     /// runtime passes what its app durably applied, or 0 when an in-memory app needs the whole log again.
+    /// Invariant: at least `base.index` (the app state restored from the snapshot covers the base).
     public var handOutAfter: UInt64
+    /// Where the persisted log starts: the last compaction or installed snapshot the runtime recorded. The commit
+    /// index is at least `base.index` (only committed entries are ever covered by a snapshot).
+    public var base: LogBase
 
-    public init(hardState: HardState = HardState(), entries: [Entry] = [], handOutAfter: UInt64 = 0) {
+    public init(
+        hardState: HardState = HardState(), entries: [Entry] = [], handOutAfter: UInt64 = 0, base: LogBase = .empty
+    ) {
         self.hardState = hardState
         self.entries = entries
         self.handOutAfter = handOutAfter
+        self.base = base
     }
 }
 

@@ -27,7 +27,8 @@ extension Simulation {
             fail("\(nodes[index].id) commit index went back from \(nodes[index].lastCommitSeen) to \(commit)")
             return
         }
-        var next = nodes[index].lastCommitSeen + 1
+        // Entries through the log base came with a snapshot (checked when installed) or were seen before compaction.
+        var next = max(nodes[index].lastCommitSeen, raft.logBase.index) + 1
         while next <= commit && report.violation == nil {
             guard let entry = raft.entry(at: next) else {
                 fail("\(nodes[index].id) commits index \(next) that is not in its log")
@@ -47,7 +48,14 @@ extension Simulation {
         leaderOfTerm[term] = index
         // Leader completeness: every entry committed so far in an earlier term is in the new leader's log.
         let raft = nodes[index].raft!
-        for committed in committedLog where committed.term < term {
+        let base = raft.logBase
+        if base.index > 0 && (base.index > committedLog.count || committedLog[Int(base.index) - 1].term != base.term) {
+            fail(
+                "leader completeness: \(nodes[index].id), leader of term \(term), has a log base \(base) never committed"
+            )
+            return
+        }
+        for committed in committedLog[Int(base.index)...] where committed.term < term {
             if raft.entry(at: committed.index) != committed {
                 fail(
                     "leader completeness: \(nodes[index].id), leader of term \(term), lacks committed entry "
@@ -72,7 +80,9 @@ extension Simulation {
         committedLog.append(entry)
         report.committedEntries = committedLog.count
         for other in nodes.indices {
-            guard let raft = nodes[other].raft, raft.currentRole == .leader, raft.currentTerm > entry.term else {
+            guard let raft = nodes[other].raft, raft.currentRole == .leader, raft.currentTerm > entry.term,
+                entry.index > raft.logBase.index
+            else {
                 continue
             }
             if raft.entry(at: entry.index) != entry {
@@ -98,9 +108,10 @@ extension Simulation {
             fail("\(nodes[index].id): a Ready with entries to persist must be synced")
             return
         }
+        let base = raft.logBase
         for entry in ready.entriesToPersist {
-            let previous = entry.index == 1 ? nil : raft.entry(at: entry.index - 1)
-            let prevTerm = entry.index == 1 ? 0 : (previous?.term ?? UInt64.max)
+            let previous = entry.index - 1 == base.index ? nil : raft.entry(at: entry.index - 1)
+            let prevTerm = entry.index - 1 == base.index ? base.term : (previous?.term ?? UInt64.max)
             if let previous, previous.timeMs > entry.timeMs {
                 fail("Tandem-Time went backwards at index \(entry.index): \(previous.timeMs) then \(entry.timeMs)")
                 return
@@ -162,9 +173,11 @@ extension Simulation {
         for a in nodes.indices {
             for b in nodes.indices where a < b {
                 guard let left = nodes[a].raft, let right = nodes[b].raft else { continue }
+                // Below either log's base there is nothing to compare (the snapshots were checked when installed).
+                let floor = max(left.logBase.index, right.logBase.index)
                 var index = min(left.lastIndex, right.lastIndex)
-                while index > 0, left.entry(at: index)?.term != right.entry(at: index)?.term { index -= 1 }
-                while index > 0 {
+                while index > floor, left.entry(at: index)?.term != right.entry(at: index)?.term { index -= 1 }
+                while index > floor {
                     if left.entry(at: index) != right.entry(at: index) {
                         fail("log matching: \(nodes[a].id) and \(nodes[b].id) differ at \(index) below a shared entry")
                         return

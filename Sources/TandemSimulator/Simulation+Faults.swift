@@ -66,6 +66,7 @@ extension Simulation {
         note("crash \(nodes[index].id)")
         nodes[index].raft = nil
         nodes[index].readyInFlight = nil
+        nodes[index].pendingInstall = nil
         nodes[index].unsyncedCommitIndex = nil
         nodes[index].waitingReads = []
         nodes[index].incarnation += 1
@@ -199,7 +200,7 @@ extension Simulation {
         guard let leader = nodes.indices.first(where: { nodes[$0].raft?.currentRole == .leader }) else { return false }
         let raft = nodes[leader].raft!
         let commit = raft.commitIndex
-        guard raft.entry(at: commit)?.term == raft.currentTerm else { return false }
+        guard raft.term(at: commit) == raft.currentTerm else { return false }
         // Every node follows this leader in its term: a stale leader that has not yet heard of a newer term
         // does not count.
         return nodes.allSatisfy {

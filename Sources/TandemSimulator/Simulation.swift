@@ -32,6 +32,10 @@ public struct SimulationOptions: Sendable {
     public var tuning: @Sendable (inout RaftConfig) -> Void = { _ in }
     /// A description of `tuning`, for reports.
     public var timing = "defaults"
+    /// Each node snapshots its application and compacts its log about this often (0: never). The compaction stops
+    /// a random distance, up to `maxRetainedEntries`, behind its snapshot.
+    public var compactionIntervalMs: Int64 = 0
+    public var maxRetainedEntries: UInt64 = 0
 
     public init(seed: UInt64, faults: FaultProfile = .none) {
         self.seed = seed
@@ -52,6 +56,13 @@ public struct SimulationOptions: Sendable {
             config.phiThreshold = phiThreshold
         }
         options.timing = "election=\(electionTimeoutMs)ms phi=\(phiThreshold)"
+        // Compaction: from off to every 100 ms keeping nothing, so that followers that fell behind a partition or a
+        // crash often need a snapshot, which then travels through the same faulty network.
+        options.compactionIntervalMs = [0, 100, 250, 500, 1000][Int(rng.next() % 5)]
+        options.maxRetainedEntries = [0, 5, 20, 100][Int(rng.next() % 4)]
+        if options.compactionIntervalMs > 0 {
+            options.timing += " compaction=\(options.compactionIntervalMs)ms/\(options.maxRetainedEntries)"
+        }
         return options
     }
 }
@@ -75,11 +86,18 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var healToConvergedMs: Int64?
     public var linearizability: CheckResult?
     public var events = 0
+    /// Log compactions, snapshot transfers started by leaders, and snapshots installed by followers.
+    public var compactions = 0
+    public var snapshotsSent = 0
+    public var snapshotsInstalled = 0
+    /// Installed snapshots whose Ready kept the log after the base (the rest reset the whole log).
+    public var installsKeepingSuffix = 0
 
     public var description: String {
         "seed \(seed) nodes=\(nodeCount) [\(faults)] [\(timing)] term=\(highestTerm) committed=\(committedEntries) "
             + "writes ok=\(acknowledgedWrites) unknown=\(unknownWrites) reads=\(servedReads) crashes=\(crashes) "
-            + "partitions=\(partitions) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
+            + "partitions=\(partitions) compactions=\(compactions) snapshots sent=\(snapshotsSent) "
+            + "installed=\(snapshotsInstalled) (\(installsKeepingSuffix) keeping the log after) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
             + "events=\(events) violation=\(violation ?? "none")"
     }
 }
@@ -87,6 +105,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 enum SimEvent {
     case tick(node: Int, incarnation: Int)
     case deliver(Message, to: Int, incarnation: Int)
+    /// A snapshot streamed by `from` arrives at `to` (the stream died if `to` crashed since it started).
+    case deliverSnapshot(SimSnapshot, from: Int, to: Int, incarnation: Int)
+    /// The stream from `leader` to `peer` ended; the leader's runtime reports it to its core.
+    case snapshotReport(leader: Int, incarnation: Int, peer: NodeID, succeeded: Bool)
     case diskDone(node: Int, incarnation: Int)
     case crash
     case restart(node: Int)
@@ -99,13 +121,26 @@ enum SimEvent {
     case livenessProbe
 }
 
+/// A snapshot of the simulated application: its log point and its whole state there.
+struct SimSnapshot {
+    var base: LogBase
+    var app: KVApp
+}
+
 /// One simulated machine: the core, its disk, its application and its clock.
 struct SimNode {
     let id: NodeID
     var raft: RaftNode?
     /// Bumped at each crash: messages and timers addressed to an older incarnation are dropped (TCP died with it).
     var incarnation = 0
+    /// The log and hard state on disk. Its base is where the stored entries start; `snapshot` covers it.
     var disk = RecoveredState()
+    /// The application snapshot on disk. Invariant: at or beyond `disk.base` (compaction never passes it).
+    var snapshot: SimSnapshot?
+    /// A snapshot restored and installed whose Ready (`installedBase`) is not yet on disk: it reaches the disk
+    /// with that Ready, and a crash before loses both.
+    var pendingInstall: SimSnapshot?
+    var nextCompactionMicros: Int64 = 0
     var app = KVApp()
     var clockOffsetMicros: Int64
     var clockRate: Double
@@ -238,6 +273,10 @@ public final class Simulation {
         switch event {
         case .tick(let node, let incarnation): onTick(node, incarnation)
         case .deliver(let message, let node, let incarnation): onDeliver(message, node, incarnation)
+        case .deliverSnapshot(let snapshot, let from, let to, let incarnation):
+            onDeliverSnapshot(snapshot, from: from, to: to, incarnation)
+        case .snapshotReport(let leader, let incarnation, let peer, let succeeded):
+            onSnapshotReport(leader, incarnation, peer: peer, succeeded: succeeded)
         case .diskDone(let node, let incarnation): onDiskDone(node, incarnation)
         case .crash: crashRandomNode()
         case .restart(let node): restart(node)
@@ -260,9 +299,12 @@ public final class Simulation {
         var config = RaftConfig(id: nodes[index].id, peers: nodes.map(\.id))
         options.tuning(&config)
         var recovered = nodes[index].disk
-        recovered.handOutAfter = 0  // The application keeps its state in memory and replays the log.
+        // The application keeps its state in memory: restored from its snapshot, then the log after it replays.
+        recovered.handOutAfter = nodes[index].snapshot?.base.index ?? 0
         nodes[index].raft = RaftNode(config: config, recovered: recovered, seed: rng.next())
-        nodes[index].app = KVApp()
+        nodes[index].app = nodes[index].snapshot?.app ?? KVApp()
+        nodes[index].pendingInstall = nil
+        nodes[index].nextCompactionMicros = nowMicros + compactionPeriodMicros()
         nodes[index].lastCommitSeen = 0
         nodes[index].lastRole = .follower
         nodes[index].lastTerm = recovered.hardState.term
@@ -286,6 +328,10 @@ public final class Simulation {
             // A stalled process misses its ticks; the next one fires when it wakes, late.
             queue.push(.tick(node: index, incarnation: incarnation), atMicros: nodes[index].stalledUntilMicros)
             return
+        }
+        if options.compactionIntervalMs > 0 && nowMicros >= nodes[index].nextCompactionMicros {
+            nodes[index].nextCompactionMicros = nowMicros + compactionPeriodMicros()
+            compact(index)
         }
         nodes[index].raft!.tick(nowMs: localMs(index), wallTimeMs: nowMs)
         afterStep(index)
@@ -344,6 +390,7 @@ public final class Simulation {
     func complete(_ index: Int, _ ready: Ready) {
         persist(index, ready)
         for message in ready.messages { send(message) }
+        for peer in ready.snapshotsNeeded { sendSnapshot(from: index, to: peer) }
         for entry in ready.committedEntries { apply(index, entry) }
         for read in ready.readyReads { nodes[index].waitingReads.append(read) }
         for (id, _) in ready.failedReads { readFailed(id) }
@@ -358,13 +405,33 @@ public final class Simulation {
             if let hardState = ready.hardState { nodes[index].unsyncedCommitIndex = hardState.commitIndex }
             return
         }
+        if let installed = ready.installedBase {
+            guard let snapshot = nodes[index].pendingInstall, snapshot.base == installed.base else {
+                fail("\(nodes[index].id) reports an installed base \(installed.base) it was not given")
+                return
+            }
+            nodes[index].snapshot = snapshot
+            nodes[index].pendingInstall = nil
+            if !installed.discardedSuffix { report.installsKeepingSuffix += 1 }
+            if installed.discardedSuffix {
+                nodes[index].disk.entries = []
+            } else {
+                let drop = min(
+                    Int(installed.base.index - nodes[index].disk.base.index), nodes[index].disk.entries.count)
+                nodes[index].disk.entries.removeFirst(drop)
+            }
+            nodes[index].disk.base = installed.base
+        }
+        let base = nodes[index].disk.base.index
         if let first = ready.entriesToPersist.first {
-            let keep = Int(first.index - 1)
+            precondition(first.index > base, "a Ready persists an entry at or before the log base")
+            let keep = Int(first.index - base - 1)
             precondition(keep <= nodes[index].disk.entries.count, "a Ready left a gap in the log on disk")
             nodes[index].disk.entries.removeSubrange(keep...)
             nodes[index].disk.entries.append(contentsOf: ready.entriesToPersist)
         } else if let truncate = ready.truncateFromIndex {
-            nodes[index].disk.entries.removeSubrange(min(Int(truncate - 1), nodes[index].disk.entries.count)...)
+            let keep = Int(max(truncate, base + 1) - base - 1)
+            nodes[index].disk.entries.removeSubrange(min(keep, nodes[index].disk.entries.count)...)
         }
         if let hardState = ready.hardState {
             nodes[index].disk.hardState = hardState

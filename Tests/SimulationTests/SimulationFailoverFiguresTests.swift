@@ -28,7 +28,7 @@ final class SimulationFailoverFiguresTests: XCTestCase {
             guard let leader = simulation.leaderID, leader != old, let node = simulation.node(leader) else {
                 return false
             }
-            return node.entry(at: node.commitIndex)?.term == node.currentTerm
+            return node.term(at: node.commitIndex) == node.currentTerm
         }
         let committedMs = simulation.nowMs
         guard let detection = simulation.roleHistory[transitionsBefore...].first(where: { $0.role == .preCandidate })

@@ -23,6 +23,7 @@ final class SimulationSwarmTests: XCTestCase {
         var failures = 0
         var worstHealMs: Int64 = 0
         var timedOutChecks = 0
+        var snapshots = SnapshotTally()
         for (done, seed) in seeds.enumerated() {
             if seeds.count >= 2000 && done > 0 && done % 1000 == 0 {
                 print(
@@ -39,6 +40,7 @@ final class SimulationSwarmTests: XCTestCase {
                 }
             }
             worstHealMs = max(worstHealMs, report.healToConvergedMs ?? 0)
+            snapshots.add(report)
             if report.linearizability == .timedOut { timedOutChecks += 1 }
             if let violation = report.violation {
                 failures += 1
@@ -55,5 +57,34 @@ final class SimulationSwarmTests: XCTestCase {
         print(
             "simulation: \(seeds.count) seeds, \(failures) failing, worst heal-to-converged \(worstHealMs) ms, "
                 + "\(timedOutChecks) linearizability checks timed out, \(String(format: "%.1f", seconds)) s")
+        print(snapshots)
+    }
+}
+
+/// How much of the compaction and snapshot path a set of seeds exercised.
+struct SnapshotTally: CustomStringConvertible {
+    var seeds = 0
+    /// Seeds with more than one node and compaction on: the only ones where a snapshot can be needed.
+    var eligibleSeeds = 0
+    var seedsWithInstalls = 0
+    var compactions = 0
+    var sent = 0
+    var installed = 0
+    var keepingSuffix = 0
+
+    mutating func add(_ report: SimulationReport) {
+        seeds += 1
+        if report.nodeCount > 1 && report.compactions > 0 { eligibleSeeds += 1 }
+        if report.snapshotsInstalled > 0 { seedsWithInstalls += 1 }
+        compactions += report.compactions
+        sent += report.snapshotsSent
+        installed += report.snapshotsInstalled
+        keepingSuffix += report.installsKeepingSuffix
+    }
+
+    var description: String {
+        "snapshots: \(seedsWithInstalls) of \(eligibleSeeds) eligible seeds (of \(seeds)) installed one; "
+            + "\(compactions) compactions, \(sent) transfers started, \(installed) installed "
+            + "(\(keepingSuffix) keeping the log after the base)"
     }
 }

@@ -28,6 +28,18 @@ struct TestCluster {
     var maxPayloadBytes = Int.max
     var droppedTooLarge = 0
 
+    // MARK: Snapshots
+    /// Each node's latest snapshot on its disk: its log base point and the entries its app had applied through it.
+    var snapshots: [NodeID: TestSnapshot] = [:]
+    /// Every `Ready.snapshotsNeeded` listing: when, by which leader, for which follower.
+    var snapshotListings: [(atMs: Int64, leader: NodeID, follower: NodeID)] = []
+    /// Transfers in progress; each ends after `latencyMs` with an install and a report (or a failed report).
+    var transfers: [(atMs: Int64, leader: NodeID, follower: NodeID, snapshot: TestSnapshot)] = []
+    /// Transfers to these followers fail (reported to the leader as failed, nothing installed).
+    var failSnapshotsTo: Set<NodeID> = []
+    /// Snapshots installed, by follower, with their base.
+    var installs: [(follower: NodeID, base: LogBase)] = []
+
     init(size: Int, tune: @escaping (inout RaftConfig) -> Void = { _ in }) {
         self.init(ids: (1...size).map { NodeID("n\($0)") }, tune: tune)
     }
@@ -66,6 +78,7 @@ struct TestCluster {
 
     mutating func step() {
         nowMs += 1
+        finishTransfers()
         let due = inFlight.filter { $0.atMs <= nowMs && !stalled.contains($0.message.to) }
         inFlight.removeAll { $0.atMs <= nowMs && !stalled.contains($0.message.to) }
         for (_, message) in due where !down.contains(message.to) {
@@ -84,9 +97,24 @@ struct TestCluster {
     mutating func drain(_ id: NodeID) {
         while nodes[id]!.hasReady {
             let ready = nodes[id]!.ready()
+            if let installed = ready.installedBase {
+                if installed.discardedSuffix {
+                    disks[id]!.entries = []
+                } else {
+                    disks[id]!.entries.removeAll { $0.index <= installed.base.index }
+                }
+                disks[id]!.base = installed.base
+            }
+            let base = disks[id]!.base.index
             if let first = ready.entriesToPersist.first {
-                disks[id]!.entries.removeSubrange(Int(first.index - 1)...)
+                disks[id]!.entries.removeSubrange(Int(first.index - base - 1)...)
                 disks[id]!.entries.append(contentsOf: ready.entriesToPersist)
+            } else if let truncate = ready.truncateFromIndex {
+                disks[id]!.entries.removeAll { $0.index >= truncate }
+            }
+            for follower in ready.snapshotsNeeded {
+                snapshotListings.append((nowMs, id, follower))
+                transfers.append((nowMs + latencyMs, id, follower, snapshots[id]!))
             }
             if let hardState = ready.hardState { disks[id]!.hardState = hardState }
             for message in ready.messagesBeforePersist + ready.messages {  // Persisting is instant here.
@@ -129,6 +157,45 @@ struct TestCluster {
         drain(id)
     }
 
+    /// The runtime's compaction: snapshots the app at what it applied, then compacts the log through `index` (the
+    /// core clamps it) and records the new base on disk. Returns the new base, or nil.
+    @discardableResult
+    mutating func compact(_ id: NodeID, through index: UInt64) -> LogBase? {
+        let appliedEntries = applied[id] ?? []
+        if let last = appliedEntries.last, last.index > snapshots[id]?.base.index ?? 0 {
+            snapshots[id] = TestSnapshot(base: LogBase(index: last.index, term: last.term), applied: appliedEntries)
+            // What the app holds is committed: a restart hands out entries after it only.
+            disks[id]!.hardState.commitIndex = max(disks[id]!.hardState.commitIndex, last.index)
+        }
+        guard let base = nodes[id]!.compactLog(through: index) else { return nil }
+        precondition(base.index <= snapshots[id]!.base.index, "compacted beyond the snapshot")
+        disks[id]!.entries.removeAll { $0.index <= base.index }
+        disks[id]!.base = base
+        return base
+    }
+
+    /// Ends the snapshot transfers that are due: the follower restores and installs, and the leader is told.
+    mutating func finishTransfers() {
+        let due = transfers.filter { $0.atMs <= nowMs }
+        transfers.removeAll { $0.atMs <= nowMs }
+        for transfer in due {
+            let (leader, follower, snapshot) = (transfer.leader, transfer.follower, transfer.snapshot)
+            let reachable =
+                !down.contains(follower) && !blocked.contains([leader, follower]) && !failSnapshotsTo.contains(follower)
+            if reachable && snapshot.base.index > nodes[follower]!.commitIndex {
+                applied[follower] = snapshot.applied  // Restored, and durable with the snapshot.
+                snapshots[follower] = snapshot
+                let installed = nodes[follower]!.installSnapshot(snapshot.base, from: leader)
+                precondition(installed, "a snapshot beyond the commit index is installed")
+                installs.append((follower, snapshot.base))
+                drain(follower)
+            }
+            guard !down.contains(leader) else { continue }
+            nodes[leader]!.reportSnapshot(to: follower, succeeded: reachable, nowMs: nowMs)
+            drain(leader)
+        }
+    }
+
     mutating func crash(_ id: NodeID) {
         down.insert(id)
         inFlight.removeAll { $0.message.to == id }
@@ -138,13 +205,16 @@ struct TestCluster {
     mutating func wipe(_ id: NodeID, seed: UInt64 = 99) {
         crash(id)
         disks[id] = RecoveredState()
+        snapshots[id] = nil
         restart(id, seed: seed)
     }
 
+    /// Restarts `id` from its disk: the app from its snapshot (if any), the log from its base.
     mutating func restart(_ id: NodeID, seed: UInt64 = 99) {
         down.remove(id)
+        disks[id]!.handOutAfter = snapshots[id]?.base.index ?? 0
+        applied[id] = snapshots[id]?.applied ?? []
         nodes[id] = makeNode(id, seed: seed)
-        applied[id] = []
     }
 
     // MARK: Queries
@@ -160,7 +230,7 @@ struct TestCluster {
         let elapsed = run(untilWithinMs: 5000) { cluster in
             guard let leader = cluster.leader else { return false }
             let node = cluster.nodes[leader]!
-            return node.entry(at: node.commitIndex)?.term == node.currentTerm
+            return node.term(at: node.commitIndex) == node.currentTerm
         }
         XCTAssertNotNil(elapsed, "no leader committed within 5 s", file: file, line: line)
         return leader!
@@ -185,4 +255,10 @@ struct TestCluster {
     func appliedPayloads(_ id: NodeID) -> [String] {
         (applied[id] ?? []).filter { $0.kind == .normal }.map { String(decoding: $0.data, as: UTF8.self) }
     }
+}
+
+/// A test node's snapshot: the log point it covers and the app's state there (the entries it had applied).
+struct TestSnapshot {
+    var base: LogBase
+    var applied: [Entry]
 }
