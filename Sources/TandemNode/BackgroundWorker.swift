@@ -13,7 +13,7 @@ final class BackgroundWorker: @unchecked Sendable {
     // runtime's thread.
     private struct Shared {
         var queue: [@Sendable () -> Any] = []
-        var results: [Any] = []
+        var results: [UncheckedBox<Any>] = []
         var stopping = false
         var threadStarted = false
     }
@@ -33,10 +33,12 @@ final class BackgroundWorker: @unchecked Sendable {
     func run<Result>(_ work: @escaping @Sendable () -> Result, completion: @escaping (Result) -> Void) {
         clock.assertOnOwnThread()
         completions.append { completion($0 as! Result) }
+        let job: @Sendable () -> Any = { work() }
         let startThread = state.withLock { shared -> Bool in
-            shared.queue.append { work() }
-            defer { shared.threadStarted = true }
-            return !shared.threadStarted
+            shared.queue.append(job)
+            let start = !shared.threadStarted
+            shared.threadStarted = true
+            return start
         }
         signal.lock()
         signal.signal()
@@ -81,7 +83,7 @@ final class BackgroundWorker: @unchecked Sendable {
             }
             signal.unlock()
             guard let job else { return }
-            let result = job()
+            let result = UncheckedBox(job())
             state.withLock { $0.results.append(result) }
         }
     }
@@ -93,7 +95,7 @@ final class BackgroundWorker: @unchecked Sendable {
             return taken
         }
         for result in results where !completions.isEmpty {
-            completions.removeFirst()(result)
+            completions.removeFirst()(result.value)
         }
         if completions.isEmpty {
             pollTimer?.cancel()

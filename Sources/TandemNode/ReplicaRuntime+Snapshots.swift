@@ -97,8 +97,7 @@ extension ReplicaRuntime {
             snapshotCounters.unrebuildable += 1
             if unrebuildablePeers.insert(peer).inserted {
                 log.error(
-                    "a follower needs entries this node compacted away and there is no snapshot with the app's state "
-                        + "to rebuild it (set TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE)",
+                    "a follower needs compacted entries and no snapshot with the app's state exists to rebuild it",
                     metadata: ["peer": "\(peer)", "logStart": "\(raft.logBase.index + 1)"])
             }
             clock.soon { [weak self] in
@@ -167,7 +166,7 @@ extension ReplicaRuntime {
         do {
             frame = try SnapshotTransferCodec.decode(type: type, payload: payload)
         } catch {
-            counters.undecodableFrames += 1
+            noteUndecodableFrame()
             log.warning("undecodable snapshot frame from peer", metadata: ["peer": "\(peer)", "error": "\(error)"])
             return
         }
@@ -206,9 +205,7 @@ extension ReplicaRuntime {
             case .write(let transferID, let offset, let bytes):
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
                 do throws(WALError) {
-                    try bytes.withUnsafeBytes { buffer throws(WALError) in
-                        try incoming.receiver.value.write(buffer, at: offset)
-                    }
+                    try incoming.receiver.value.write(bytes, at: offset)
                     snapshotCounters.bytesReceived += UInt64(bytes.count)
                     pending.append(
                         contentsOf: receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count)))

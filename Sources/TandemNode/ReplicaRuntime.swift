@@ -603,6 +603,8 @@ public final class ReplicaRuntime {
         }
     }
 
+    func noteUndecodableFrame() { counters.undecodableFrames += 1 }
+
     /// Sends an application frame to every peer (dropped for peers that are not connected).
     public func broadcast(type: UInt8, payload: [UInt8]) {
         precondition(type >= Self.applicationFrameTypeMin, "frame types below 0x40 belong to consensus")

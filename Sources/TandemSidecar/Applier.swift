@@ -83,13 +83,13 @@ final class Applier: ConnectionDelegate {
 
     init(
         loop: EventLoop, upstreamHost: String, upstreamPort: UInt16, startAfter index: UInt64,
-        idempotencyTTLMs: Int64, responseBodyMaxBytes: Int, log: Logger
+        idempotencyTTLMs: Int64, idempotencyMaxBytes: Int, responseBodyMaxBytes: Int, log: Logger
     ) {
         self.loop = loop
         self.upstreamHost = upstreamHost
         self.upstreamPort = upstreamPort
         self.appliedIndex = index
-        self.idempotency = IdempotencyTable(ttlMs: idempotencyTTLMs)
+        self.idempotency = IdempotencyTable(ttlMs: idempotencyTTLMs, maxBytes: idempotencyMaxBytes)
         self.responseBodyMaxBytes = responseBodyMaxBytes
         self.log = log
         self.retryTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.applyNext() }
@@ -189,7 +189,7 @@ final class Applier: ConnectionDelegate {
     /// (`TANDEM_APP_STATE=memory`). `history` is every entry up to the applied index, in order; entries already
     /// queued follow it. The digest and the idempotency table are rebuilt by the replay itself.
     func replayFromStart(history: [Entry]) {
-        replay(history: history, after: 0, idempotency: IdempotencyTable(ttlMs: idempotency.ttlMs), digest: ApplyDigest())
+        replay(history: history, after: 0, idempotency: idempotency.emptied(), digest: ApplyDigest())
     }
 
     /// Starts over from a snapshot the app was just restored to (at `index`), replaying `history` (the entries
@@ -452,10 +452,10 @@ struct ApplyDigest: Equatable {
     init() {}
 
     /// A digest carried on from a snapshot.
-    init(value: UInt64, index: UInt64, lastCompletedBlock: (index: UInt64, digest: UInt64)?) {
-        self.value = value
-        self.index = index
-        self.lastCompletedBlock = lastCompletedBlock
+    init(_ state: ApplyDigestState) {
+        value = state.value
+        index = state.index
+        lastCompletedBlock = state.lastCompletedBlock
     }
 
     mutating func fold(index: UInt64, status: Int, body: [UInt8]) {

@@ -269,7 +269,7 @@ extension IdempotencyTable {
 
     /// Writes the whole table, keys oldest first: bounds, decisions and the responses this node still has. What
     /// `init(decodingState:)` reads back.
-    func encodeState(into writer: inout SnapshotWriter) {
+    func encodeState(into writer: inout StateBytesWriter) {
         precondition(order.count - orderHead == records.count, "every queued key is remembered, once")
         writer.i64(ttlMs)
         writer.u64(UInt64(capacity))
@@ -301,7 +301,7 @@ extension IdempotencyTable {
 
     /// Reads a table written by `encodeState`, refusing anything `record` could not have built: keys out of log
     /// order, duplicated or too long, bounds exceeded, responses that could not be sent as they are.
-    init(decodingState reader: inout SnapshotReader) throws(SnapshotStateError) {
+    init(decodingState reader: inout StateBytesReader) throws(SnapshotStateError) {
         let ttlMs = try reader.i64("idempotency TTL")
         let capacity = try reader.u64("idempotency key cap")
         let maxBytes = try reader.u64("idempotency byte bound")
@@ -349,7 +349,7 @@ extension IdempotencyTable {
     /// The most header fields a stored response may carry (the app's responses are held to far fewer).
     static let snapshotHeaderFieldsMax = 1024
 
-    private static func decodeResponse(_ reader: inout SnapshotReader) throws(SnapshotStateError) -> AppliedResponse {
+    private static func decodeResponse(_ reader: inout StateBytesReader) throws(SnapshotStateError) -> AppliedResponse {
         let status = try reader.u16("status")
         guard (100...999).contains(status) else { throw SnapshotStateError("response status \(status) is invalid") }
         // A stored response is replayed to clients as it is: nothing in it may split or forge a header line.

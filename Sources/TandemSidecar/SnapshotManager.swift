@@ -139,7 +139,7 @@ final class SnapshotManager {
             let id = SnapshotID(index: index, term: applier.appliedTerm)
             let state = TandemSnapshotState(
                 appliedIndex: index, appliedTerm: applier.appliedTerm, timeMs: applier.appliedTimeMs,
-                idempotency: applier.idempotency, digest: applier.digest)
+                idempotency: applier.idempotency, digest: ApplyDigestState(applier.digest))
             let writer: SnapshotWriter
             do {
                 writer = try store.beginWrite(id: id)
@@ -275,7 +275,7 @@ final class SnapshotManager {
                         phase = .idle
                         applier.reset(
                             to: state.appliedIndex, term: state.appliedTerm, timeMs: state.timeMs,
-                            idempotency: state.idempotency, digest: state.digest)
+                            idempotency: state.idempotency, digest: ApplyDigest(state.digest))
                         lastSnapshotIndex = max(lastSnapshotIndex, state.appliedIndex)
                         log.info(
                             "app restored from a snapshot",

@@ -69,7 +69,7 @@ struct TandemSnapshotState {
 
     func encoded() -> [UInt8] {
         precondition(Self.isConsistent(appliedIndex, appliedTerm, idempotency, digest) == nil, "a consistent state")
-        var body = SnapshotWriter()
+        var body = StateBytesWriter()
         body.u64(appliedIndex)
         body.u64(appliedTerm)
         body.i64(timeMs)
@@ -83,7 +83,7 @@ struct TandemSnapshotState {
             body.u8(0)
         }
         idempotency.encodeState(into: &body)
-        var out = SnapshotWriter()
+        var out = StateBytesWriter()
         out.raw(Self.magic)
         out.u16(Self.formatVersion)
         out.u64(UInt64(body.buffer.count))
@@ -99,7 +99,7 @@ struct TandemSnapshotState {
         guard bytes[0..<magic.count].elementsEqual(magic) else {
             throw SnapshotStateError("the bytes do not start with the snapshot state magic")
         }
-        var header = SnapshotReader(bytes[magic.count..<headerBytes])
+        var header = StateBytesReader(bytes[magic.count..<headerBytes])
         let version = try header.u16("format version")
         guard version == formatVersion else {
             throw SnapshotStateError("format version \(version) is not the supported \(formatVersion)")
@@ -109,11 +109,11 @@ struct TandemSnapshotState {
             throw SnapshotStateError("the body length \(bodyLength) does not match the \(bytes.count) bytes")
         }
         let checked = bytes.count - checksumBytes
-        var trailer = SnapshotReader(bytes[checked...])
+        var trailer = StateBytesReader(bytes[checked...])
         guard try trailer.u64("checksum") == checksum(bytes[..<checked]) else {
             throw SnapshotStateError("the checksum does not match: the snapshot state is corrupt")
         }
-        var reader = SnapshotReader(bytes[headerBytes..<checked])
+        var reader = StateBytesReader(bytes[headerBytes..<checked])
         let appliedIndex = try reader.u64("applied index")
         let appliedTerm = try reader.u64("applied term")
         let timeMs = try reader.i64("time")
@@ -162,7 +162,7 @@ struct TandemSnapshotState {
 }
 
 /// Little-endian, length-prefixed writing for snapshot state.
-struct SnapshotWriter {
+struct StateBytesWriter {
     private(set) var buffer: [UInt8] = []
 
     mutating func raw(_ bytes: [UInt8]) { buffer.append(contentsOf: bytes) }
@@ -179,9 +179,9 @@ struct SnapshotWriter {
     mutating func string(_ value: String) { bytes(Array(value.utf8)) }
 }
 
-/// Reads what `SnapshotWriter` wrote. Every read checks the bytes left first, so a hostile length or count can
+/// Reads what `StateBytesWriter` wrote. Every read checks the bytes left first, so a hostile length or count can
 /// only make it throw, never read out of bounds or allocate more than the input's size.
-struct SnapshotReader {
+struct StateBytesReader {
     private let input: ArraySlice<UInt8>
     private var offset: Int
 

@@ -4,6 +4,7 @@ import TandemConsensus
 import TandemHTTP
 import TandemNet
 import TandemNode
+import TandemStorage
 
 /// How a replicated write ended for the client that sent it.
 enum WriteOutcome {
@@ -104,7 +105,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         let startAfter = settings.appState == .memory ? 0 : runtime.recoveredAppliedIndex
         self.applier = Applier(
             loop: loop, upstreamHost: upstreamHost, upstreamPort: upstreamPort, startAfter: startAfter,
-            idempotencyTTLMs: settings.idempotencyTTLMs, responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
+            idempotencyTTLMs: settings.idempotencyTTLMs, idempotencyMaxBytes: settings.idempotencyMaxBytes,
+            responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
         divergence = DivergenceMonitor(
             peers: runtime.config.peers.map(\.id), resumedAfter: startAfter, log: log, metrics: metrics)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
@@ -119,7 +121,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             runtime.onDurableAppliedAdvance = { [unowned applier] in applier.resume() }
             applier.restore(
                 idempotency: Self.rebuildIdempotency(
-                    runtime: runtime, through: startAfter, ttlMs: settings.idempotencyTTLMs, log: log))
+                    runtime: runtime, through: startAfter, ttlMs: settings.idempotencyTTLMs,
+                    maxBytes: settings.idempotencyMaxBytes, log: log))
         }
         if settings.appState == .memory {
             applier.onAppRefused = { [unowned self] in self.appSeenDown() }
@@ -138,9 +141,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             if runtime.startupRestore == nil && runtime.hasHistory {
                 awaitingAppRestart = true
                 log.warning(
-                    "in-memory app and no snapshot to reset it from: waiting to see the app restart before "
-                        + "replaying the log into it (restart the app, or set TANDEM_SNAPSHOT_SAVE and "
-                        + "TANDEM_SNAPSHOT_RESTORE)")
+                    "in-memory app and no snapshot to reset it from: waiting to see the app restart",
+                    metadata: ["hint": "restart the app, or set TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE"])
             }
         }
         if let reason = runtime.cannotRebuildReason { log.error("this replica cannot rebuild its app: \(reason)") }
@@ -176,10 +178,10 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     /// The idempotency table's decisions for entries 1...index (a durable app keeps its state across this node's
     /// restart, so the keys it applied must keep being deduplicated): the table saved in the latest snapshot at or
     /// below `index`, then the log after it, with the responses the last graceful stop saved.
-    private static func rebuildIdempotency(runtime: ReplicaRuntime, through index: UInt64, ttlMs: Int64, log: Logger)
-        -> IdempotencyTable
-    {
-        var table = IdempotencyTable(ttlMs: ttlMs)
+    private static func rebuildIdempotency(
+        runtime: ReplicaRuntime, through index: UInt64, ttlMs: Int64, maxBytes: Int, log: Logger
+    ) -> IdempotencyTable {
+        var table = IdempotencyTable(ttlMs: ttlMs, maxBytes: maxBytes)
         var after: UInt64 = 0
         if let snapshot = runtime.latestSnapshot, snapshot.id.index <= index,
             let state = SnapshotManager.readTandemState(snapshot)
@@ -188,8 +190,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             after = snapshot.id.index
         } else if runtime.logBase.index > 0 {
             log.warning(
-                "the log is compacted and no snapshot holds the idempotency table: keys applied before index "
-                    + "\(runtime.logBase.index) are forgotten")
+                "the log is compacted and no snapshot holds the idempotency table: older keys are forgotten",
+                metadata: ["logStart": "\(runtime.logBase.index + 1)"])
         }
         let saved = runtime.recoveredApplyPayload.flatMap(IdempotencyTable.decodeResponses) ?? [:]
         for entry in runtime.entries(after: after, through: index) where entry.kind == .normal {

@@ -76,6 +76,7 @@ final class WriteCommandValidationTests: XCTestCase {
         for (what, bytes) in invalid {
             let applier = Applier(
                 loop: loop, upstreamHost: "127.0.0.1", upstreamPort: 9, startAfter: 0, idempotencyTTLMs: 1000,
+                idempotencyMaxBytes: 1 << 20,
                 responseBodyMaxBytes: 1 << 20, log: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
             var answers: [AppliedResponse?] = []
             applier.onApplied = { _, response in answers.append(response) }
