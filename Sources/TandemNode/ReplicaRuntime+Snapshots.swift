@@ -290,7 +290,8 @@ extension ReplicaRuntime {
                     "from": "\(from)", "index": "\(snapshot.index)", "bytes": "\(snapshot.fileBytes)",
                     "resumeAt": "\(receiver.offset)",
                 ])
-            return receiveState.stagingOpened(transferID: transferID, resumeOffset: receiver.offset, nowMs: clock.nowMs())
+            return receiveState.stagingOpened(
+                transferID: transferID, resumeOffset: receiver.offset, nowMs: clock.nowMs())
         } catch {
             return receiveState.stagingFailed(transferID: transferID, reason: "\(error)")
         }

@@ -163,7 +163,8 @@ final class Applier: ConnectionDelegate {
 
     /// The app's state was replaced by a snapshot at `index` (paused meanwhile): queued entries up to it are
     /// dropped, and Tandem's own state (idempotency table, digest) is the snapshot's.
-    func reset(to index: UInt64, term: UInt64, timeMs: Int64, idempotency table: IdempotencyTable, digest: ApplyDigest) {
+    func reset(to index: UInt64, term: UInt64, timeMs: Int64, idempotency table: IdempotencyTable, digest: ApplyDigest)
+    {
         loop.assertOnLoopThread()
         precondition(isPaused && current == nil, "the app's state is replaced only while paused")
         // Entries after the snapshot stay queued (an app restart replays the ones in between before them).

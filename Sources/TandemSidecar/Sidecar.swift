@@ -330,7 +330,9 @@ public final class Sidecar {
     /// cannot be rebuilt, if so.
     private func snapshotJSON(_ writePath: WritePath) -> String {
         let runtime = writePath.runtime
-        let latest = runtime.latestSnapshot.map { "{\"index\":\($0.id.index),\"term\":\($0.id.term),\"bytes\":\($0.fileBytes)}" }
+        let latest = runtime.latestSnapshot.map {
+            "{\"index\":\($0.id.index),\"term\":\($0.id.term),\"bytes\":\($0.fileBytes)}"
+        }
         let hooks = writePath.snapshots?.hasAppHooks ?? false
         var problem = runtime.cannotRebuildReason
         if problem == nil && !hooks && runtime.logBase.index > 0 {
@@ -473,17 +475,35 @@ public final class Sidecar {
         let snapshotCounters = runtime.snapshotCounters
         for (name, help, value) in [
             ("tandem_snapshots_taken_total", "Snapshots this node took.", snapshotCounters.taken),
-            ("tandem_log_compactions_total", "Times the log was compacted behind a snapshot.", snapshotCounters.compactions),
+            (
+                "tandem_log_compactions_total", "Times the log was compacted behind a snapshot.",
+                snapshotCounters.compactions
+            ),
             ("tandem_snapshot_sends_total", "Snapshot transfers to followers started.", snapshotCounters.sendsStarted),
-            ("tandem_snapshot_send_failures_total", "Snapshot transfers to followers that failed.", snapshotCounters.sendsFailed),
+            (
+                "tandem_snapshot_send_failures_total", "Snapshot transfers to followers that failed.",
+                snapshotCounters.sendsFailed
+            ),
             ("tandem_snapshot_sent_bytes_total", "Snapshot bytes sent to followers.", snapshotCounters.bytesSent),
             ("tandem_snapshot_installs_total", "Snapshots received and installed.", snapshotCounters.installs),
-            ("tandem_snapshot_receive_failures_total", "Snapshot receptions that failed.", snapshotCounters.receiveFailures),
+            (
+                "tandem_snapshot_receive_failures_total", "Snapshot receptions that failed.",
+                snapshotCounters.receiveFailures
+            ),
             ("tandem_snapshot_received_bytes_total", "Snapshot bytes received.", snapshotCounters.bytesReceived),
-            ("tandem_snapshot_unrebuildable_total", "Followers that needed a snapshot this node could not give.", snapshotCounters.unrebuildable),
+            (
+                "tandem_snapshot_unrebuildable_total", "Followers that needed a snapshot this node could not give.",
+                snapshotCounters.unrebuildable
+            ),
             ("tandem_snapshot_restores_total", "App restores from a snapshot.", writePath.snapshots?.restores ?? 0),
-            ("tandem_snapshot_restore_failures_total", "App restores that failed.", writePath.snapshots?.restoreFailures ?? 0),
-            ("tandem_snapshot_take_failures_total", "Snapshots that could not be taken.", writePath.snapshots?.takeFailures ?? 0),
+            (
+                "tandem_snapshot_restore_failures_total", "App restores that failed.",
+                writePath.snapshots?.restoreFailures ?? 0
+            ),
+            (
+                "tandem_snapshot_take_failures_total", "Snapshots that could not be taken.",
+                writePath.snapshots?.takeFailures ?? 0
+            ),
         ] {
             metrics.setCounter(name, help: help, value: Double(value))
         }

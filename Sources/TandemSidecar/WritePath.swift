@@ -102,7 +102,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         self.settings = settings
         self.metrics = metrics
         self.log = log
-        let startAfter = settings.appState == .memory ? 0 : runtime.recoveredAppliedIndex
+        // An in-memory app starts from what the runtime hands out first: the whole log, or the entries after the
+        // snapshot it is restored from.
+        let startAfter = settings.appState == .memory ? runtime.currentAppliedIndex : runtime.recoveredAppliedIndex
         self.applier = Applier(
             loop: loop, upstreamHost: upstreamHost, upstreamPort: upstreamPort, startAfter: startAfter,
             idempotencyTTLMs: settings.idempotencyTTLMs, idempotencyMaxBytes: settings.idempotencyMaxBytes,
