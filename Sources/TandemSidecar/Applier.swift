@@ -154,6 +154,13 @@ final class Applier: ConnectionDelegate {
         }
     }
 
+    /// Stops applying for good after the entry in flight (`TANDEM_DIVERGENCE_ACTION=stop`).
+    func halt() {
+        loop.assertOnLoopThread()
+        isHalted = true
+    }
+    private(set) var isHalted = false
+
     func resumeApplying() {
         loop.assertOnLoopThread()
         precondition(isPaused && pausedBy == nil, "resume only a settled pause")
@@ -225,6 +232,7 @@ final class Applier: ConnectionDelegate {
             settleIdle()
             return
         }
+        if current == nil && isHalted { return }
         if current == nil && isPaused {
             if let settled = pausedBy {
                 pausedBy = nil

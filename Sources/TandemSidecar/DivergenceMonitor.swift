@@ -58,14 +58,15 @@ final class DivergenceMonitor {
 
     /// `peers` are the cluster's other members (the cluster is they and this node).
     init(
-        peers: [NodeID], resumedAfter index: UInt64, log: Logger = Logger(label: "tandem.divergence"),
-        metrics: Metrics? = nil
+        peers: [NodeID], resumedAfter index: UInt64, comparesStates: Bool = false,
+        log: Logger = Logger(label: "tandem.divergence"), metrics: Metrics? = nil
     ) {
         self.peers = Set(peers)
         self.majority = (self.peers.count + 1) / 2 + 1
         self.log = log
         self.metrics = metrics
-        self.incomparableBlock = index > 0 ? index / ApplyDigest.blockSize : nil
+        // State digests stand alone (each is the whole state's); response digests fold a block of entries.
+        self.incomparableBlock = index > 0 && !comparesStates ? index / ApplyDigest.blockSize : nil
         publishMetrics()
     }
 

@@ -70,6 +70,8 @@ final class SnapshotManager {
         case idle
         case taking(index: UInt64)
         case restoring(index: UInt64)
+        /// The state-digest hook runs at `index` (`TANDEM_STATE_DIGEST`).
+        case digesting(index: UInt64)
         /// A restore failed: the app's state is unknown, so nothing is applied until a restore succeeds.
         case restoreFailed(reason: String)
     }
@@ -220,6 +222,38 @@ final class SnapshotManager {
         return min(snapshotIndex, others)
     }
 
+    // MARK: state digests
+
+    /// Runs the state-digest hook at the applied index now (after the entry in flight), with the applier paused so
+    /// that the app's state is exactly that index's, and hands back a 64-bit FNV-1a hash of its output (nil when
+    /// the hook failed, or when a snapshot is being taken or restored: that index then goes unjudged).
+    func stateDigest(_ hook: AppHook, completion: @escaping (_ index: UInt64, _ digest: UInt64?) -> Void) {
+        guard phase == .idle, !applier.isPaused else {
+            completion(applier.appliedIndex, nil)
+            return
+        }
+        phase = .digesting(index: applier.appliedIndex)
+        applier.pause { [unowned self] in
+            let index = applier.appliedIndex
+            var hash = ApplyDigest.seed
+            hooks.save(
+                hook,
+                into: { bytes in
+                    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+                }
+            ) { [unowned self] result in
+                phase = .idle
+                applier.resumeApplying()
+                switch result {
+                case .success: completion(index, hash)
+                case .failure(let error):
+                    log.warning("the state-digest hook failed", metadata: ["index": "\(index)", "error": "\(error)"])
+                    completion(index, nil)
+                }
+            }
+        }
+    }
+
     // MARK: restoring
 
     /// Replaces the app's state with `info`'s and Tandem's with the one saved beside it. The applier is paused
@@ -228,7 +262,7 @@ final class SnapshotManager {
     func restore(_ info: SnapshotInfo, completion: @escaping (Result<TandemSnapshotState, RestoreError>) -> Void) {
         switch phase {
         case .idle, .restoreFailed: break
-        case .taking, .restoring:
+        case .taking, .restoring, .digesting:
             completion(.failure(RestoreError(description: "a snapshot is being taken or restored")))
             return
         }

@@ -92,6 +92,10 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     /// app rebuilt from its latest snapshot) has not finished: nothing is served or applied until it has.
     private(set) var restoringAtStart = false
     private var snapshotRetry: TandemNet.Timer?
+    /// The latest state digest taken (`TANDEM_STATE_DIGEST`).
+    private var lastStateDigest: (index: UInt64, digest: UInt64)?
+    /// Set once `TANDEM_DIVERGENCE_ACTION=stop` stopped this replica.
+    private(set) var stoppedByDivergence = false
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
@@ -110,7 +114,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             idempotencyTTLMs: settings.idempotencyTTLMs, idempotencyMaxBytes: settings.idempotencyMaxBytes,
             responseBodyMaxBytes: max(maxBodyBytes, 16 << 20), log: log)
         divergence = DivergenceMonitor(
-            peers: runtime.config.peers.map(\.id), resumedAfter: startAfter, log: log, metrics: metrics)
+            peers: runtime.config.peers.map(\.id), resumedAfter: startAfter,
+            comparesStates: settings.stateDigest != nil, log: log, metrics: metrics)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
         if runtime.snapshots != nil {
             snapshots = SnapshotManager(
@@ -155,6 +160,7 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         runtime.onApplicationFrame = { [unowned self] peer, type, payload in
             guard type == DivergenceMonitor.frameType else { return }
             self.divergence.onReport(from: peer, payload: payload)
+            self.checkDivergenceAction()
         }
         divergence.broadcast = { [unowned runtime] payload in
             runtime.broadcast(type: DivergenceMonitor.frameType, payload: payload)
@@ -165,9 +171,42 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         sweepTimer.scheduleRepeating(everyMs: 50)
     }
 
-    /// Every node (whatever its role) tells its peers its digest at its applied index, once a second.
+    /// Every node (whatever its role) tells its peers its digest at its applied index, once a second (with
+    /// `TANDEM_STATE_DIGEST`: its latest state digest).
     private func broadcastDigest() {
+        if settings.stateDigest != nil {
+            if let last = lastStateDigest { divergence.reportCurrent(index: last.index, digest: last.digest) }
+            return
+        }
         divergence.reportCurrent(index: applier.digest.index, digest: applier.digest.value)
+    }
+
+    /// The app's state digest is taken at every multiple of this index (`TANDEM_STATE_DIGEST`): fixed indexes, so
+    /// that every replica's digests meet at the same ones.
+    var stateDigestEvery: UInt64 {
+        if case .entries(let count) = settings.snapshotCadence, count < ApplyDigest.blockSize { return max(count, 1) }
+        return ApplyDigest.blockSize
+    }
+
+    private func takeStateDigest(_ hook: AppHook) {
+        snapshots?.stateDigest(hook) { [weak self] index, digest in
+            guard let self, let digest else { return }
+            self.lastStateDigest = (index, digest)
+            self.divergence.recordApplied(index: index, digest: digest)
+            self.divergence.reportOnce(index: index, digest: digest)
+            self.checkDivergenceAction()
+        }
+    }
+
+    /// `TANDEM_DIVERGENCE_ACTION=stop`: a replica found diverged stops applying and serving (it stays up, for
+    /// inspection, and says why on /readyz and in its log) until it is rebuilt.
+    func checkDivergenceAction() {
+        guard settings.divergenceAction == .stop, divergence.isDiverged, !stoppedByDivergence else { return }
+        stoppedByDivergence = true
+        log.critical(
+            "this replica's state differs from the majority's: it stops applying and serving",
+            metadata: ["action": "TANDEM_DIVERGENCE_ACTION=stop", "next": "rebuild it (README, Runbook)"])
+        applier.halt()
     }
 
     /// Every completed digest block is reported too, so no block goes unjudged however fast writes come.
@@ -448,6 +487,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
 
     /// Why client requests must wait, or nil when they may be served.
     var notServingReason: String? {
+        if stoppedByDivergence {
+            return "this replica's state differs from the majority's (stopped by TANDEM_DIVERGENCE_ACTION=stop)"
+        }
         if restoringAtStart { return "this replica is restoring its app from a snapshot" }
         if case .restoreFailed(let reason) = snapshots?.phase {
             return "restoring the app from a snapshot failed: \(reason)"
@@ -469,7 +511,6 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             runtime.markApplied(entry.index)
             reportedAppliedIndex = entry.index
         }
-        snapshots?.noteApplied()
         if let through = replayingThrough {
             if entry.index >= through {
                 replayingThrough = nil
@@ -477,10 +518,15 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             }
             if entry.index <= through { return }  // a replayed entry: nobody waits for it any more
         }
-        if entry.kind == .normal {
+        if let hook = settings.stateDigest {
+            // Before a snapshot that may be due at the same index: the digest's index is fixed, the snapshot's not.
+            if entry.index % stateDigestEvery == 0 { takeStateDigest(hook) }
+        } else if entry.kind == .normal {
             divergence.recordApplied(index: entry.index, digest: applier.digest.value)
             reportCompletedBlock()
         }
+        snapshots?.noteApplied()
+        checkDivergenceAction()
         if let id = entry.proposal, id.origin == runtime.config.raft.id,
             let pending = pendingWrites.removeValue(forKey: id)
         {

@@ -166,10 +166,13 @@ final class SnapshotVariableTests: XCTestCase {
             errorLine(["TANDEM_SNAPSHOT_TIMEOUT": "500ms"]),
             "TANDEM_SNAPSHOT_TIMEOUT=\"500ms\" is out of range; expected a duration from 1s to 24h")
         XCTAssertEqual(try load(["TANDEM_DIVERGENCE_ACTION": "STOP"]).divergenceAction, .stop)
-        XCTAssertEqual(try load(["TANDEM_DIVERGENCE_ACTION": "repair"]).divergenceAction, .repair)
+        XCTAssertEqual(
+            errorLine(["TANDEM_DIVERGENCE_ACTION": "repair"]),
+            "TANDEM_DIVERGENCE_ACTION=\"repair\" is not available in this release: rebuild a diverged replica by hand "
+                + "(README, Runbook); expected flag | stop")
         XCTAssertEqual(
             errorLine(["TANDEM_DIVERGENCE_ACTION": "fix"]),
-            "TANDEM_DIVERGENCE_ACTION=\"fix\" is not one of the accepted words; expected flag | repair | stop")
+            "TANDEM_DIVERGENCE_ACTION=\"fix\" is not one of the accepted words; expected flag | stop")
         XCTAssertEqual(try load(["TANDEM_IDEMPOTENCY_MAX_BYTES": "1GiB"]).idempotencyMaxBytes, 1 << 30)
         XCTAssertEqual(
             errorLine(["TANDEM_IDEMPOTENCY_MAX_BYTES": "1KiB"]),

@@ -106,7 +106,7 @@ final class EffectiveValuesTests: XCTestCase {
         "TANDEM_LOG_LEVEL": "ERROR", "TANDEM_SNAPSHOT_SAVE": "exec:pg_dump -Fc app",
         "TANDEM_SNAPSHOT_RESTORE": "PUT /admin/state?replace=1", "TANDEM_SNAPSHOT_EVERY": "0.5GiB",
         "TANDEM_LOG_RETAIN": "0", "TANDEM_SNAPSHOT_TIMEOUT": "90s", "TANDEM_STATE_DIGEST": "GET /digest",
-        "TANDEM_DIVERGENCE_ACTION": "Repair", "TANDEM_IDEMPOTENCY_MAX_BYTES": "1GB",
+        "TANDEM_DIVERGENCE_ACTION": "Stop", "TANDEM_IDEMPOTENCY_MAX_BYTES": "1GB",
     ]
 
     func testEffectiveValuesLoadBackToTheSameConfiguration() throws {
@@ -124,7 +124,7 @@ final class EffectiveValuesTests: XCTestCase {
         XCTAssertEqual(rendered["TANDEM_SNAPSHOT_RESTORE"], "PUT /admin/state?replace=1")
         XCTAssertEqual(rendered["TANDEM_SNAPSHOT_EVERY"], "512MiB")
         XCTAssertEqual(rendered["TANDEM_SNAPSHOT_TIMEOUT"], "90s")
-        XCTAssertEqual(rendered["TANDEM_DIVERGENCE_ACTION"], "repair")
+        XCTAssertEqual(rendered["TANDEM_DIVERGENCE_ACTION"], "stop")
         XCTAssertEqual(rendered["TANDEM_IDEMPOTENCY_MAX_BYTES"], "1000000000B")
         // Secrets are redacted, so put the real ones back before loading.
         rendered["TANDEM_CLUSTER_SECRET"] = environment["TANDEM_CLUSTER_SECRET"]

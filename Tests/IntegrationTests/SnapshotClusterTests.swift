@@ -2,25 +2,26 @@ import Foundation
 import Glibc
 import XCTest
 
+/// The value of an unlabelled metric on a replica's /metrics, nil when absent.
+func metric(_ replica: Replica, _ name: String) -> Double? {
+    guard let text = try? httpRequest(port: replica.adminPort, method: "GET", path: "/metrics").bodyText else {
+        return nil
+    }
+    for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+        return Double(line.split(separator: " ").last ?? "")
+    }
+    return nil
+}
+
 /// Snapshots, compaction and installation with real processes: example-kv's `GET /snapshot` and `PUT /snapshot`
 /// as the hooks, snapshots every few dozen entries so that a short test compacts many times.
-final class SnapshotTests: ClusterTestCase {
+final class SnapshotClusterTests: ClusterTestCase {
     override func setUp() {
         super.setUp()
         extraEnvironment["TANDEM_SNAPSHOT_SAVE"] = "GET /snapshot"
         extraEnvironment["TANDEM_SNAPSHOT_RESTORE"] = "PUT /snapshot"
         extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "40"
         extraEnvironment["TANDEM_LOG_RETAIN"] = "10"
-    }
-
-    private func metric(_ replica: Replica, _ name: String) -> Double? {
-        guard let text = try? httpRequest(port: replica.adminPort, method: "GET", path: "/metrics").bodyText else {
-            return nil
-        }
-        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
-            return Double(line.split(separator: " ").last ?? "")
-        }
-        return nil
     }
 
     private func snapshotStatus(_ replica: Replica) -> [String: Any]? { status(replica)?["snapshot"] as? [String: Any] }
@@ -146,5 +147,57 @@ final class SnapshotTests: ClusterTestCase {
             waitUntil(seconds: 20) { (try? counterValue(follower)) == expected() },
             "after both restarted: \((try? counterValue(follower)) ?? "?")")
         XCTAssertNotNil(waitForConvergence())
+    }
+}
+
+/// `TANDEM_STATE_DIGEST` and `TANDEM_DIVERGENCE_ACTION=stop` with real processes: replicas compare digests of their
+/// apps' state (example-kv's `/dump`) at fixed indexes; a replica whose app was changed behind Tandem's back is the
+/// one found diverged, and stops applying and serving.
+final class StateDigestTests: ClusterTestCase {
+    func testAReplicaWhoseStateWasChangedBehindTandemIsFoundDivergedAndStops() throws {
+        extraEnvironment["TANDEM_STATE_DIGEST"] = "GET /dump"
+        extraEnvironment["TANDEM_DIVERGENCE_ACTION"] = "stop"
+        extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "20"
+        try startCluster()
+        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
+        for k in 1...45 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "a\(k)")?.status, 200, "write \(k)")
+        }
+        // Equal states at indexes 20 and 40: no verdict against anyone.
+        XCTAssertTrue(
+            waitUntil(seconds: 10) {
+                self.replicas.allSatisfy { (metric($0, "tandem_digest_comparisons_total") ?? 0) >= 1 }
+            }, "no state digest was compared")
+        for replica in replicas { XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id) }
+
+        // One app gets a write no log entry carries.
+        let victim = replicas[2]
+        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+        for k in 46...85 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "b\(k)")?.status, 200, "write \(k)")
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 15) { (self.status(victim)?["diverged"] as? Bool) == true },
+            "the changed replica was not found diverged: \(String(describing: status(victim)))")
+        for replica in replicas where replica.id != victim.id {
+            XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, "\(replica.id) flagged for another's fault")
+        }
+        let ready = try httpRequest(port: victim.adminPort, method: "GET", path: "/readyz")
+        XCTAssertEqual(ready.status, 503)
+        let read = try httpRequest(port: victim.fixedClientPort, method: "GET", path: "/kv/k1")
+        XCTAssertEqual(read.status, 503, "a stopped replica serves nothing: \(read.bodyText)")
+        // It applies nothing more: its applied index stays where it stopped while the others go on.
+        let stoppedAt = status(victim)?["appliedIndex"] as? Int ?? -1
+        for k in 86...95 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "c\(k)")?.status, 200, "write \(k)")
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 5) {
+                (self.status(self.replicas[0])?["appliedIndex"] as? Int ?? 0) > stoppedAt + 5
+            })
+        XCTAssertEqual(status(victim)?["appliedIndex"] as? Int, stoppedAt)
     }
 }
