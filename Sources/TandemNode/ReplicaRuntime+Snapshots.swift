@@ -63,7 +63,14 @@ struct OutgoingTransfer {
     var state: SnapshotSendState
     let reader: SnapshotReader
     let info: SnapshotInfo
+    /// Asked for by the follower (it cannot rebuild its app), not listed by the core.
+    let requested: Bool
 }
+
+/// A follower that cannot rebuild its app (its snapshot is damaged or gone and its log compacted) asks the leader
+/// for the leader's latest snapshot with this frame (no payload), every `refetchIntervalMs` until one arrives.
+let snapshotRequestFrameType: UInt8 = 0x36
+let refetchIntervalMs: Int64 = 2000
 
 /// The staging file of the snapshot this node is receiving, and from whom.
 struct IncomingTransfer {
@@ -89,7 +96,7 @@ extension ReplicaRuntime {
 
     /// The core listed `peer` as needing a snapshot: stream the latest one to it, if this node has one that
     /// carries the app's state. Otherwise the follower cannot be rebuilt: said loudly, and retried by the core.
-    func startSnapshotTransfer(to peer: NodeID) {
+    func startSnapshotTransfer(to peer: NodeID, requested: Bool = false) {
         guard outgoingTransfers[peer] == nil else { return }
         guard let info = latestSnapshot, snapshotDelegate?.replica(self, canInstall: info) ?? false,
             let reader = try? SnapshotReader(info)
@@ -114,7 +121,7 @@ extension ReplicaRuntime {
         let (state, actions) = SnapshotSendState.begin(
             transferID: takeSequence(), to: peer, snapshot: descriptor, leaderTerm: raft.currentTerm,
             options: transferOptions, nowMs: clock.nowMs())
-        outgoingTransfers[peer] = OutgoingTransfer(state: state, reader: reader, info: info)
+        outgoingTransfers[peer] = OutgoingTransfer(state: state, reader: reader, info: info, requested: requested)
         log.info(
             "sending a snapshot to a follower",
             metadata: ["peer": "\(peer)", "index": "\(info.id.index)", "bytes": "\(info.fileBytes)"])
@@ -188,7 +195,10 @@ extension ReplicaRuntime {
             // Only the leader of our term (or a later one) installs a snapshot here.
             guard offer.leaderTerm >= raft.currentTerm, snapshots != nil else { return }
             offerFrom = peer
-            carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: raft.commitIndex, nowMs: now))
+            // A node refetching a snapshot to rebuild its app takes one its log reaches (it restores the app from
+            // it and replays its own log after it); otherwise only one beyond its commit index is of use.
+            let reach = cannotRebuildReason != nil ? raft.logBase.index : raft.commitIndex
+            carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: reach, nowMs: now))
         case .chunk:
             carryOutReceive(receiveState.onFrame(frame, from: peer, commitIndex: raft.commitIndex, nowMs: now))
         }
@@ -306,6 +316,19 @@ extension ReplicaRuntime {
             carryOutReceive(receiveState.restored(transferID: transferID, ok: false))
             return
         }
+        if cannotRebuildReason != nil, snapshot.index <= raft.commitIndex, snapshot.index >= raft.logBase.index {
+            // A refetch: the app is rebuilt from it; the log after it is this node's own.
+            delegate.replica(self, restore: info) { [weak self] ok in
+                guard let self, !self.stopped else { return }
+                if ok {
+                    self.latestSnapshot = info
+                    self.cannotRebuildReason = nil
+                    self.log.info("app rebuilt from a refetched snapshot", metadata: ["index": "\(info.id.index)"])
+                }
+                self.carryOutReceive(self.receiveState.restored(transferID: transferID, ok: ok))
+            }
+            return
+        }
         guard snapshot.index > raft.commitIndex else {
             // The log caught up meanwhile: nothing to restore (the state machine declines such offers; a late
             // one is harmless).
@@ -339,8 +362,21 @@ extension ReplicaRuntime {
         carryOutReceive(receiveState.linkDown(peer: peer))
     }
 
+    /// A request from a follower that cannot rebuild its app: the leader sends it its latest snapshot.
+    func receiveSnapshotRequest(from peer: NodeID) {
+        guard raft.currentRole == .leader else { return }
+        log.info("a follower asks for a snapshot to rebuild its app", metadata: ["peer": "\(peer)"])
+        startSnapshotTransfer(to: peer, requested: true)
+    }
+
     func tickSnapshotTransfers() {
         let now = clock.nowMs()
+        if cannotRebuildReason != nil, incomingTransfer == nil, snapshots != nil,
+            now - lastRefetchRequestMs >= refetchIntervalMs, let leader = raft.knownLeader, leader != config.raft.id
+        {
+            lastRefetchRequestMs = now
+            _ = messenger.send(type: snapshotRequestFrameType, payload: [], to: leader)
+        }
         for peer in Array(outgoingTransfers.keys) {
             guard var transfer = outgoingTransfers[peer] else { continue }
             let actions = transfer.state.tick(nowMs: now)

@@ -167,6 +167,7 @@ public final class ReplicaRuntime {
     var receiveState = SnapshotReceiveState()
     /// The sender of the offer being handled (the staging file it opens belongs to that transfer).
     var offerFrom: NodeID?
+    var lastRefetchRequestMs: Int64 = .min / 2
     /// Runs snapshot file work (verification, fsync) off the loop thread, apart from the WAL's thread.
     lazy var snapshotWorker = BackgroundWorker(name: "tandem-snapshot", clock: clock)
     public internal(set) var snapshotCounters = SnapshotCounters()
@@ -616,6 +617,10 @@ public final class ReplicaRuntime {
     /// A frame arrived from an authenticated peer.
     public func receive(frameOfType type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
         clock.assertOnOwnThread()
+        if type == snapshotRequestFrameType {
+            receiveSnapshotRequest(from: peer)
+            return
+        }
         if SnapshotTransferCodec.handles(frameType: type) {
             receiveSnapshotFrame(type: type, payload: payload, from: peer)
             return

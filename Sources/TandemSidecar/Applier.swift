@@ -147,6 +147,21 @@ final class Applier: ConnectionDelegate {
         loop.assertOnLoopThread()
         precondition(!isPaused, "one pause at a time")
         isPaused = true
+        if let entry = current, !currentReachedApp {
+            // Held back (a restart check) or waiting to retry an unreachable app: nothing of it reached the app, so
+            // it goes back to the head of the queue instead of holding the pause.
+            retryTimer.cancel()
+            heldRequest = nil
+            connection?.close()
+            connection = nil
+            current = nil
+            isStalled = false
+            if queueHead > 0 && queue[queueHead - 1].index == entry.index {
+                queueHead -= 1
+            } else {
+                queue.insert(entry, at: queueHead)
+            }
+        }
         if current == nil {
             completion()
         } else {

@@ -133,7 +133,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         }
         if settings.appState == .memory {
             applier.onAppRefused = { [unowned self] in self.appSeenDown() }
-            applier.isHoldingForRestartCheck = { [unowned self] in self.appDownEpisode || self.awaitingAppRestart }
+            applier.isHoldingForRestartCheck = { [unowned self] in
+                self.appDownEpisode || self.awaitingAppRestart || self.runtime.cannotRebuildReason != nil
+            }
             applier.onConnectedWhileHolding = { [unowned self] in self.appRestarted() }
             applier.onIdleConnectionLost = { [unowned self] in
                 // With hooks a possible restart costs a restore and a short replay, and is always exact: the
@@ -145,7 +147,7 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                 self.appDownEpisode = true
                 self.retryAppRestarted(afterMs: 100)
             }
-            if runtime.startupRestore == nil && runtime.hasHistory {
+            if runtime.startupRestore == nil && runtime.hasHistory && runtime.cannotRebuildReason == nil {
                 awaitingAppRestart = true
                 log.warning(
                     "in-memory app and no snapshot to reset it from: waiting to see the app restart",
@@ -375,7 +377,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             return
         }
         let through = applier.appliedIndex
-        if let snapshots, snapshots.hasAppHooks, let snapshot = runtime.latestSnapshot, snapshot.id.index <= through {
+        if let snapshots, snapshots.hasAppHooks, let snapshot = runtime.latestSnapshot, snapshot.id.index <= through,
+            snapshot.id.index >= runtime.logBase.index
+        {
             // The app is rebuilt from the latest snapshot and the log after it.
             log.warning(
                 "the app restarted: restoring it from the latest snapshot, then replaying the log after it",
@@ -457,6 +461,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             case .success(let state):
                 reportedAppliedIndex = max(reportedAppliedIndex, state.appliedIndex)
                 replayingThrough = nil
+                awaitingAppRestart = false  // The app holds the snapshot's state now, whatever it held before.
+                appDownEpisode = false
                 completion(true)
                 snapshots.resumeAfterRestore()
             case .failure:
