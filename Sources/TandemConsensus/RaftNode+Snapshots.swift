@@ -11,6 +11,9 @@
 // Follower side: `installSnapshot` replaces the log's start with the snapshot's base, raises the commit, handed-out
 // and carried-out indexes to it (the application already holds that state), and acknowledges it to the leader in
 // the next Ready, after the base is durable.
+//
+// Every listing must end in a `reportSnapshot` (or the follower's acknowledgement): until then the leader sends that
+// follower nothing but heartbeats, for as long as it leads.
 
 extension RaftNode {
     /// The current base: the log holds the entries after `logBase.index`.

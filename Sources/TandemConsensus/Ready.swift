@@ -74,7 +74,9 @@ public struct Ready: Sendable {
 public struct InstalledBase: Equatable, Sendable {
     public var base: LogBase
     /// True: every stored entry is dropped (the log did not hold the base's entry). False: only those through
-    /// `base.index` are (the entries after it are kept, as the log held the base with the same term).
+    /// `base.index` are (the entries after it are kept, as the log held the base with the same term). The stored
+    /// log may end before `base.index` (the entries up to it were still waiting to be persisted): it is then left
+    /// empty, and this Ready's `entriesToPersist` start at `base.index + 1`.
     public var discardedSuffix: Bool
     public init(base: LogBase, discardedSuffix: Bool) {
         self.base = base
