@@ -63,14 +63,19 @@ extension RaftNode {
     /// and, if `from` is still the known leader of the current term, an AppendResponse(success, matchIndex: base.index)
     /// to it, released only after persistence (normal Ready ordering).
     ///
-    /// A leader refuses too when its log disagrees with `base` (a leader holds every committed entry, so such a
-    /// base was never committed). If a Ready is outstanding, its `committedEntries` at or below `base.index` must
-    /// not be applied over the restored state.
+    /// A leader whose log disagrees with `base` holds every entry committed before its term, so the base was
+    /// committed in a later term: it is a deposed leader that has not heard of it yet, steps down and installs. If
+    /// the base's term is not later than its own, the base was never committed, and it refuses (returns false).
+    /// If a Ready is outstanding, its `committedEntries` at or below `base.index` must not be applied over the
+    /// restored state.
     @discardableResult
     public mutating func installSnapshot(_ base: LogBase, from leader: NodeID) -> Bool {
         defer { checkInvariants() }
         guard base.index > log.committedIndex else { return false }
-        if role == .leader && log.term(at: base.index) != base.term { return false }
+        if role == .leader && log.term(at: base.index) != base.term {
+            guard base.term > term else { return false }
+            becomeFollower(term: term, leader: nil)
+        }
         let discarded = log.install(base)
         carriedOutIndex = max(carriedOutIndex, base.index)
         let earlierReset = pending.installedBase?.discardedSuffix ?? false

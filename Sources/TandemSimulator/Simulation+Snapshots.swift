@@ -111,7 +111,8 @@ extension Simulation {
         nodes[index].pendingInstall = snapshot
         guard nodes[index].raft!.installSnapshot(snapshot.base, from: nodes[from].id) else {
             fail(
-                "\(nodes[index].id) refused a snapshot at \(snapshot.base) beyond its commit index \(raft.commitIndex)")
+                "\(nodes[index].id) (\(raft.currentRole), term \(raft.currentTerm)) refused a committed snapshot at "
+                    + "\(snapshot.base) beyond its commit index \(raft.commitIndex)")
             return
         }
         report.snapshotsInstalled += 1

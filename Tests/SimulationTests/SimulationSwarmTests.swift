@@ -77,6 +77,7 @@ final class SimulationSwarmTests: XCTestCase {
             var options = SimulationOptions.everyFault(seed: seed)
             options.compactionIntervalMs = 100
             options.maxRetainedEntries = 0
+            options.timing += " (compaction forced to 100ms/0)"
             let report = Simulation(options: options).run()
             tally.add(report)
             if let violation = report.violation {

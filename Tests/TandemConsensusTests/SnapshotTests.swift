@@ -66,9 +66,11 @@ final class SnapshotTests: XCTestCase {
             node.tick(nowMs: now)
             while node.hasReady { node.advance(node.ready()) }
         }
-        try node.propose([1], id: ProposalID(origin: n1, sequence: 1), wallTimeMs: now, nowMs: now)
+        // Stamped by a wall clock a minute ahead of the next one.
+        try node.propose([1], id: ProposalID(origin: n1, sequence: 1), wallTimeMs: now + 60_000, nowMs: now)
         let ready = node.ready()  // Taken, not yet advanced: nothing in it is durable or carried out.
         XCTAssertEqual(ready.entriesToPersist.map(\.index), [2])
+        let stamped = ready.entriesToPersist[0].timeMs
         XCTAssertEqual(node.compactLog(through: 2)?.index, 1, "only the no-op that was advanced past")
         node.advance(ready)
         while node.hasReady { node.advance(node.ready()) }
@@ -77,7 +79,57 @@ final class SnapshotTests: XCTestCase {
         try node.propose([2], id: ProposalID(origin: n1, sequence: 2), wallTimeMs: now, nowMs: now)
         let next = node.ready()
         XCTAssertEqual(next.entriesToPersist.map(\.index), [3], "the log goes on after its base")
-        XCTAssertGreaterThanOrEqual(next.entriesToPersist[0].timeMs, Int64(now), "log time does not go back")
+        XCTAssertGreaterThanOrEqual(next.entriesToPersist[0].timeMs, stamped, "log time does not go back")
+
+        // A leader holds every committed entry: a snapshot its log disagrees with was never committed.
+        node.advance(next)
+        while node.hasReady { node.advance(node.ready()) }
+        XCTAssertFalse(node.installSnapshot(LogBase(index: 9, term: node.currentTerm), from: n1))
+        XCTAssertEqual(node.logBase.index, 2)
+        XCTAssertFalse(node.hasReady)
+    }
+
+    func testADeposedLeaderInstallsASnapshotCommittedInALaterTermAndStepsDown() throws {
+        // n1 led term 2 and appended entries the others never got; they elected n2 in term 3 and committed past it.
+        var node = RaftNode(
+            config: RaftConfig(id: n1, peers: [n1, n2, n3]),
+            recovered: RecoveredState(
+                hardState: HardState(term: 2, votedFor: n1, commitIndex: 3),
+                entries: (1...3).map { entry($0, term: 1) } + (4...6).map { entry($0, term: 2) }),
+            seed: 1)
+        var now: Int64 = 0
+        while node.currentRole != .leader && now < 10_000 {
+            now += 10
+            node.tick(nowMs: now)
+            while node.hasReady {
+                let ready = node.ready()
+                node.advance(ready)
+                for message in ready.messages {
+                    switch message {
+                    case .preVoteRequest(let m):
+                        let grant = VoteResponse(from: m.to, to: n1, term: m.term, granted: true)
+                        node.step(.preVoteResponse(grant), nowMs: now)
+                    case .voteRequest(let m):
+                        node.step(
+                            .voteResponse(VoteResponse(from: m.to, to: n1, term: m.term, granted: true)), nowMs: now)
+                    default:
+                        break
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(node.currentRole, .leader)
+        while node.hasReady { node.advance(node.ready()) }
+        let term = node.currentTerm
+        XCTAssertFalse(node.installSnapshot(LogBase(index: 5, term: 1), from: n2), "never committed: refused")
+        XCTAssertEqual(node.currentRole, .leader)
+        XCTAssertTrue(node.installSnapshot(LogBase(index: 5, term: term + 1), from: n2))
+        XCTAssertEqual(node.currentRole, .follower)
+        XCTAssertEqual(node.logBase, LogBase(index: 5, term: term + 1))
+        XCTAssertEqual(node.lastIndex, 5, "its own entries of an older term are gone")
+        let ready = node.ready()
+        XCTAssertEqual(ready.installedBase?.discardedSuffix, true)
+        XCTAssertEqual(ready.roleChange?.role, .follower)
     }
 
     // MARK: Snapshot transfer
