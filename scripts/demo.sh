@@ -20,7 +20,8 @@ start_pair() { # node
   local n=$1
   start_app "app-$n"; APP[$n]=$APP_PORT; APPPID[$n]=$APP_PID
   start_tandem "$n" "${APP[$n]}" TANDEM_PEERS="$PEERS" TANDEM_PEER_LISTEN="127.0.0.1:${PEER[$n]}" \
-    TANDEM_CLUSTER_SECRET=demo-cluster-secret-0123456789 TANDEM_APP_STATE=memory
+    TANDEM_CLUSTER_SECRET=demo-cluster-secret-0123456789 TANDEM_APP_STATE=memory \
+    "TANDEM_SNAPSHOT_SAVE=GET /snapshot" "TANDEM_SNAPSHOT_RESTORE=PUT /snapshot"
   CLIENT[$n]=$CLIENT_PORT; ADMIN[$n]=$ADMIN_PORT; TPID[$n]=$TANDEM_PID
 }
 for n in n1 n2 n3; do start_pair $n; done
