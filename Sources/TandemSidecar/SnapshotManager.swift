@@ -1,5 +1,7 @@
+import Dispatch
 import Glibc
 import Logging
+import Synchronization
 import TandemConfig
 import TandemConsensus
 import TandemNet
@@ -57,6 +59,58 @@ enum SnapshotPayload {
         let flag = try reader.readPayload(at: 12 + length, maxBytes: 1)
         guard flag.count == 1, flag[0] <= 1 else { throw Malformed(description: "bad app-state flag") }
         return Parsed(tandemState: state, appIncluded: flag[0] == 1, appOffset: 12 + length + 1)
+    }
+}
+
+/// Carries the save hook's bytes to the snapshot file off the loop thread: they are gathered into 1 MiB pieces and
+/// written, in order, by the runtime's snapshot worker, so a disk that throttles writers stalls that thread and not
+/// the loop (whose heartbeats keep a leader leading). At most `maxQueuedBytes` wait to be written: beyond that the
+/// loop thread waits for the worker, which bounds memory by slowing the hook down to the disk's pace.
+final class SnapshotFileSink: @unchecked Sendable {
+    // Safety: `piece` is touched only on the loop thread; `shared` is guarded by its mutex; `writer` only on the
+    // worker thread once the first piece is queued.
+    private let writer: SnapshotWriter
+    private unowned let runtime: ReplicaRuntime
+    private var piece: [UInt8] = []
+    private let shared = Mutex((queuedBytes: 0, failure: WALError?.none))
+    private let drained = DispatchSemaphore(value: 0)
+    static let pieceBytes = 1 << 20
+    static let maxQueuedBytes = 32 << 20
+
+    init(writer: SnapshotWriter, runtime: ReplicaRuntime) {
+        self.writer = writer
+        self.runtime = runtime
+        piece.reserveCapacity(Self.pieceBytes)
+    }
+
+    /// The first write that failed, if any (read by the job that finishes the file, after every write).
+    var failure: WALError? { shared.withLock { $0.failure } }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if let failure { throw failure }
+        piece.append(contentsOf: bytes)
+        if piece.count >= Self.pieceBytes { flush() }
+    }
+
+    /// Queues what is gathered (call once the hook is done, before finishing the file).
+    func flush() {
+        guard !piece.isEmpty else { return }
+        let data = piece
+        piece = []
+        piece.reserveCapacity(Self.pieceBytes)
+        while shared.withLock({ $0.queuedBytes }) + data.count > Self.maxQueuedBytes {
+            _ = drained.wait(timeout: .now() + .milliseconds(50))
+        }
+        shared.withLock { $0.queuedBytes += data.count }
+        runtime.runInBackground({ [self] in
+            if shared.withLock({ $0.failure }) == nil {
+                do throws(WALError) { try writer.write(data) } catch {
+                    shared.withLock { $0.failure = error }
+                }
+            }
+            shared.withLock { $0.queuedBytes -= data.count }
+            drained.signal()
+        }) { _ in }
     }
 }
 
@@ -157,13 +211,16 @@ final class SnapshotManager {
                 finishTake(writer, index: index, started: started, completion: completion)
                 return
             }
-            hooks.save(hook, into: { bytes in try writer.write(bytes) }) { [unowned self] result in
+            let sink = SnapshotFileSink(writer: writer, runtime: runtime)
+            hooks.save(hook, into: { bytes in try sink.write(bytes) }) { [unowned self] result in
                 applier.resumeApplying()
+                sink.flush()
                 switch result {
                 case .success:
-                    finishTake(writer, index: index, started: started, completion: completion)
+                    finishTake(writer, index: index, started: started, sink: sink, completion: completion)
                 case .failure(let error):
-                    writer.abort()
+                    // After the writes still queued (the worker runs jobs in order).
+                    runtime.runInBackground({ writer.abort() }) { _ in }
                     failTake(index: index, reason: "the save hook failed: \(error)", completion: completion)
                 }
             }
@@ -171,10 +228,16 @@ final class SnapshotManager {
     }
 
     private func finishTake(
-        _ writer: SnapshotWriter, index: UInt64, started: Int64, completion: ((SnapshotInfo?) -> Void)?
+        _ writer: SnapshotWriter, index: UInt64, started: Int64, sink: SnapshotFileSink? = nil,
+        completion: ((SnapshotInfo?) -> Void)?
     ) {
         let appliedBytes = applier.appliedBytes
+        // Queued after every write of the sink, on the same worker: it sees them all, or the first failure.
         runtime.runInBackground({ () -> Result<SnapshotInfo, WALError> in
+            if let failure = sink?.failure {
+                writer.abort()
+                return .failure(failure)
+            }
             do throws(WALError) { return .success(try writer.finish()) } catch { return .failure(error) }
         }) { [unowned self] result in
             switch result {
