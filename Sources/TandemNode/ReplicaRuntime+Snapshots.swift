@@ -213,14 +213,24 @@ extension ReplicaRuntime {
             case .openStaging(let transferID, let snapshot):
                 pending.append(contentsOf: openStaging(transferID: transferID, snapshot: snapshot))
             case .write(let transferID, let offset, let bytes):
+                // On the snapshot worker, like the sync and the verification after it (jobs run in order): a disk
+                // that throttles writers never stalls the loop. The state machine bounds what is queued.
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
-                do throws(WALError) {
-                    try incoming.receiver.value.write(bytes, at: offset)
-                    snapshotCounters.bytesReceived += UInt64(bytes.count)
-                    pending.append(
-                        contentsOf: receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count)))
-                } catch {
-                    pending.append(contentsOf: receiveState.storageFailed(transferID: transferID, reason: "\(error)"))
+                let box = incoming.receiver
+                runInBackground({ () -> String? in
+                    do throws(WALError) {
+                        try box.value.write(bytes, at: offset)
+                        return nil
+                    } catch { return "\(error)" }
+                }) { [weak self] failure in
+                    guard let self, !self.stopped else { return }
+                    if let failure {
+                        self.carryOutReceive(self.receiveState.storageFailed(transferID: transferID, reason: failure))
+                    } else {
+                        self.snapshotCounters.bytesReceived += UInt64(bytes.count)
+                        self.carryOutReceive(
+                            self.receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count)))
+                    }
                 }
             case .sync(let transferID):
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
@@ -258,7 +268,7 @@ extension ReplicaRuntime {
                 restoreReceived(transferID: transferID, snapshot: snapshot)
             case .discardStaging(let transferID):
                 if let incoming = incomingTransfer, incoming.transferID == transferID {
-                    incoming.receiver.value.abort(deleteStaging: true)
+                    abortStaging(incoming, deleteStaging: true)
                 }
             case .finished(let installed, let reason):
                 if installed {
@@ -267,7 +277,7 @@ extension ReplicaRuntime {
                     snapshotCounters.receiveFailures += 1
                     log.warning("snapshot reception ended without installing", metadata: ["reason": "\(reason)"])
                     if let incoming = incomingTransfer, incoming.installed == nil {
-                        incoming.receiver.value.abort(deleteStaging: false)  // Kept: a later attempt resumes.
+                        abortStaging(incoming, deleteStaging: false)  // Kept: a later attempt resumes.
                     }
                 }
                 incomingTransfer = nil
@@ -275,36 +285,56 @@ extension ReplicaRuntime {
         }
     }
 
+    /// Closes a staging file after the writes queued for it (on the same worker, so never under a running write).
+    private func abortStaging(_ incoming: IncomingTransfer, deleteStaging: Bool) {
+        let box = incoming.receiver
+        runInBackground({ box.value.abort(deleteStaging: deleteStaging) }) { _ in }
+    }
+
+    /// Opens the staging file on the snapshot worker, after whatever is still queued for the previous one (which
+    /// may be the same file, resumed).
     private func openStaging(transferID: UInt64, snapshot: SnapshotDescriptor) -> [SnapshotReceiveState.Action] {
-        guard let snapshots else {
+        guard let snapshots, let from = offerFrom else {
             return receiveState.stagingFailed(transferID: transferID, reason: "this node keeps no snapshots")
         }
         if let previous = incomingTransfer, previous.installed == nil {
-            previous.receiver.value.abort(deleteStaging: false)
+            abortStaging(previous, deleteStaging: false)
         }
         incomingTransfer = nil
         let id = SnapshotID(index: snapshot.index, term: snapshot.term)
-        do throws(WALError) {
-            let receiver = try snapshots.beginReceive(
-                id: id, fileBytes: snapshot.fileBytes, payloadCRC: snapshot.payloadCRC)
-            guard let from = offerFrom else {
-                receiver.abort(deleteStaging: false)
-                return receiveState.stagingFailed(transferID: transferID, reason: "no sender")
+        runInBackground({ () -> Result<UncheckedBox<SnapshotReceiver>, WALError> in
+            do throws(WALError) {
+                let receiver = try snapshots.beginReceive(
+                    id: id, fileBytes: snapshot.fileBytes, payloadCRC: snapshot.payloadCRC)
+                return .success(UncheckedBox(receiver))
+            } catch { return .failure(error) }
+        }) { [weak self] result in
+            guard let self, !self.stopped else { return }
+            switch result {
+            case .failure(let error):
+                self.carryOutReceive(self.receiveState.stagingFailed(transferID: transferID, reason: "\(error)"))
+            case .success(let box):
+                guard self.receiveState.transferID == transferID else {
+                    self.abortStaging(
+                        IncomingTransfer(transferID: transferID, id: id, from: from, receiver: box, installed: nil),
+                        deleteStaging: false)
+                    return
+                }
+                self.incomingTransfer = IncomingTransfer(
+                    transferID: transferID, id: id, from: from, receiver: box, installed: nil)
+                self.snapshotCounters.receivesStarted += 1
+                self.log.info(
+                    "receiving a snapshot",
+                    metadata: [
+                        "from": "\(from)", "index": "\(snapshot.index)", "bytes": "\(snapshot.fileBytes)",
+                        "resumeAt": "\(box.value.offset)",
+                    ])
+                self.carryOutReceive(
+                    self.receiveState.stagingOpened(
+                        transferID: transferID, resumeOffset: box.value.offset, nowMs: self.clock.nowMs()))
             }
-            incomingTransfer = IncomingTransfer(
-                transferID: transferID, id: id, from: from, receiver: UncheckedBox(receiver), installed: nil)
-            snapshotCounters.receivesStarted += 1
-            log.info(
-                "receiving a snapshot",
-                metadata: [
-                    "from": "\(from)", "index": "\(snapshot.index)", "bytes": "\(snapshot.fileBytes)",
-                    "resumeAt": "\(receiver.offset)",
-                ])
-            return receiveState.stagingOpened(
-                transferID: transferID, resumeOffset: receiver.offset, nowMs: clock.nowMs())
-        } catch {
-            return receiveState.stagingFailed(transferID: transferID, reason: "\(error)")
         }
+        return []
     }
 
     /// The received snapshot is verified: the sidecar restores the app from it, then the core moves its log's

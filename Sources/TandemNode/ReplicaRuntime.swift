@@ -317,9 +317,8 @@ public final class ReplicaRuntime {
         snapshotWorker.stop()
         for transfer in outgoingTransfers.values { transfer.reader.close() }
         outgoingTransfers.removeAll()
-        if let incoming = incomingTransfer, incoming.installed == nil {
-            incoming.receiver.value.abort(deleteStaging: false)  // Kept: the next run resumes it.
-        }
+        // A staging file being received is left as it is (the snapshot worker may still be writing to it): the next
+        // run resumes from it.
         incomingTransfer = nil
         disk.stop()  // Finishes every queued job first.
         guard let checkpointPayload, !config.replayWholeLogOnStart else { return }
