@@ -158,6 +158,7 @@ final class Applier: ConnectionDelegate {
             isStalled = false
             if queueHead > 0 && queue[queueHead - 1].index == entry.index {
                 queueHead -= 1
+                queue[queueHead] = entry  // Its slot gave up the bytes when it was taken.
             } else {
                 queue.insert(entry, at: queueHead)
             }
@@ -265,6 +266,9 @@ final class Applier: ConnectionDelegate {
             return
         }
         if current == nil {
+            // The queue's slot lets go of the entry's bytes now (the slots themselves are reclaimed in batches):
+            // large entries must not stay in memory for up to a thousand applies after they were applied.
+            queue[queueHead].data = []
             queueHead += 1
             currentReachedApp = false
         }

@@ -391,7 +391,10 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                     applier.replay(
                         history: runtime.entries(after: state.appliedIndex, through: through),
                         after: state.appliedIndex, idempotency: applier.idempotency, digest: applier.digest)
+                    // A snapshot that covers every applied entry leaves nothing to replay: the replay is over.
+                    if state.appliedIndex >= through { replayingThrough = nil }
                     snapshots.resumeAfterRestore()
+                    checkCaughtUp()
                 case .failure:
                     appDownEpisode = true  // The app may not be up yet: tried again shortly.
                     retryAppRestarted(afterMs: 500)
@@ -429,6 +432,7 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                 if runtime.currentAppliedIndex < snapshot.id.index { runtime.appStateReplaced(at: snapshot.id.index) }
                 reportedAppliedIndex = max(reportedAppliedIndex, snapshot.id.index)
                 snapshots.resumeAfterRestore()
+                checkCaughtUp()
             case .failure:
                 // The app may be starting: try again shortly; nothing is applied meanwhile.
                 snapshotRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.restoreAtStart(snapshot) }
@@ -465,6 +469,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                 appDownEpisode = false
                 completion(true)
                 snapshots.resumeAfterRestore()
+                // Nothing may follow to apply (the snapshot covered the whole log): readiness must not wait for it.
+                checkCaughtUp()
             case .failure:
                 completion(false)
             }
@@ -545,6 +551,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     }
 
     private func sweepDeadlines() {
+        // Catching up can end without an apply (a restored snapshot that covers the whole log).
+        checkCaughtUp()
         let now = EventLoop.preciseNowMs()
         for (id, pending) in pendingWrites where pending.deadlineMs <= now {
             pendingWrites.removeValue(forKey: id)

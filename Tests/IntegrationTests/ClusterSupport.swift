@@ -50,6 +50,8 @@ class ClusterTestCase: ProcessTestCase {
     var extraEnvironment: [String: String] = [
         "TANDEM_CLUSTER_SECRET": "integration-secret", "TANDEM_APP_STATE": "memory",
     ]
+    /// How long `startCluster` waits for the first leader (a test with a long election timeout waits longer).
+    var leaderWaitSeconds: Double = 15
     /// Starts the app of a replica; example-kv unless a test needs another app.
     var appLauncher: (() throws -> (ManagedProcess, UInt16))?
 
@@ -62,7 +64,7 @@ class ClusterTestCase: ProcessTestCase {
         let root = NSTemporaryDirectory() + "tandem-cluster-\(UUID().uuidString)"
         replicas = ids.map { Replica(id: $0, peerPort: freePort(), dataDir: "\(root)/\($0)") }
         for replica in replicas { try start(replica) }
-        XCTAssertNotNil(waitForLeader(), "no leader elected")
+        XCTAssertNotNil(waitForLeader(seconds: leaderWaitSeconds), "no leader elected")
     }
 
     var peersVariable: String {

@@ -126,8 +126,10 @@ final class RestartSoundnessTests: ClusterTestCase {
         extraEnvironment["TANDEM_WRITE_TIMEOUT"] = "60s"  // A debug build takes seconds to move 70 MiB...
         extraEnvironment["TANDEM_ELECTION_TIMEOUT"] = "10s"  // ...and its busy loop must not look like a dead leader.
         extraEnvironment["TANDEM_PHI_ACCEPTABLE_PAUSE"] = "8s"
+        // The first election waits out a randomized timeout of up to twice the 10 s, plus a pre-vote round.
+        leaderWaitSeconds = 45
         try startCluster()
-        let leader = try XCTUnwrap(waitForLeader())
+        let leader = try XCTUnwrap(waitForLeader(seconds: 45))
         let body = String(repeating: "x", count: 70 << 20)
         let response = try httpRequest(
             port: leader.clientPort, method: "PUT", path: "/kv/big", body: body, timeoutSeconds: 60)
