@@ -216,37 +216,15 @@ extension ReplicaRuntime {
                 // On the snapshot worker, like the sync and the verification after it (jobs run in order): a disk
                 // that throttles writers never stalls the loop. The state machine bounds what is queued.
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
-                let box = incoming.receiver
-                runInBackground({ () -> String? in
-                    do throws(WALError) {
-                        try box.value.write(bytes, at: offset)
-                        return nil
-                    } catch { return "\(error)" }
-                }) { [weak self] failure in
-                    guard let self, !self.stopped else { return }
-                    if let failure {
-                        self.carryOutReceive(self.receiveState.storageFailed(transferID: transferID, reason: failure))
-                    } else {
-                        self.snapshotCounters.bytesReceived += UInt64(bytes.count)
-                        self.carryOutReceive(
-                            self.receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count)))
-                    }
+                onStaging(incoming, { (receiver) throws(WALError) in try receiver.write(bytes, at: offset) }) {
+                    [unowned self] in
+                    snapshotCounters.bytesReceived += UInt64(bytes.count)
+                    return receiveState.written(transferID: transferID, through: offset + UInt64(bytes.count))
                 }
             case .sync(let transferID):
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
-                let box = incoming.receiver
-                runInBackground({ () -> String? in
-                    do throws(WALError) {
-                        try box.value.sync()
-                        return nil
-                    } catch { return "\(error)" }
-                }) { [weak self] failure in
-                    guard let self, !self.stopped else { return }
-                    if let failure {
-                        self.carryOutReceive(self.receiveState.storageFailed(transferID: transferID, reason: failure))
-                    } else {
-                        self.carryOutReceive(self.receiveState.synced(transferID: transferID))
-                    }
+                onStaging(incoming, { (receiver) throws(WALError) in try receiver.sync() }) { [unowned self] in
+                    receiveState.synced(transferID: transferID)
                 }
             case .finishAndVerify(let transferID, _):
                 guard let incoming = incomingTransfer, incoming.transferID == transferID else { continue }
@@ -281,6 +259,29 @@ extension ReplicaRuntime {
                     }
                 }
                 incomingTransfer = nil
+            }
+        }
+    }
+
+    /// Runs `operation` on the staging file on the snapshot worker (after what is queued before it); back on the
+    /// runtime's thread, a failure ends the transfer as a storage failure, and success carries out `then`'s actions.
+    private func onStaging(
+        _ incoming: IncomingTransfer, _ operation: @escaping @Sendable (SnapshotReceiver) throws(WALError) -> Void,
+        then succeeded: @escaping () -> [SnapshotReceiveState.Action]
+    ) {
+        let box = incoming.receiver
+        let transferID = incoming.transferID
+        runInBackground({ () -> String? in
+            do throws(WALError) {
+                try operation(box.value)
+                return nil
+            } catch { return "\(error)" }
+        }) { [weak self] failure in
+            guard let self, !self.stopped else { return }
+            if let failure {
+                self.carryOutReceive(self.receiveState.storageFailed(transferID: transferID, reason: failure))
+            } else {
+                self.carryOutReceive(succeeded())
             }
         }
     }
