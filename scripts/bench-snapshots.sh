@@ -122,17 +122,8 @@ wait_applied() {
   return 1
 }
 
-# As scripts/lib.sh's, but waiting up to 30 min: a restarted tandem recovers its whole WAL before it listens.
-wait_for_line() {
-  local file=$1 pattern=$2
-  for _ in $(seq 1 36000); do
-    if grep -q "$pattern" "$file" 2>/dev/null; then grep -m1 "$pattern" "$file"; return 0; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$pattern' in $file:" >&2
-  cat "$file" >&2
-  return 1
-}
+# A restarted tandem recovers its whole WAL before it listens: lib.sh's waits get up to 30 min.
+WAIT_FOR_LINE_SECONDS=1800
 
 # stop_pid PID: SIGTERM, then waits (up to 30 s, then SIGKILL) until the process is gone; forgets it.
 stop_pid() {

@@ -17,10 +17,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for_line FILE PATTERN: waits up to 20 s for PATTERN in FILE, prints the first matching line.
+# wait_for_line FILE PATTERN: waits up to WAIT_FOR_LINE_SECONDS (default 20) for PATTERN in FILE, prints the first
+# matching line.
 wait_for_line() {
   local file=$1 pattern=$2
-  for _ in $(seq 1 400); do
+  for _ in $(seq 1 $(( ${WAIT_FOR_LINE_SECONDS:-20} * 20 ))); do
     if grep -q "$pattern" "$file" 2>/dev/null; then grep -m1 "$pattern" "$file"; return 0; fi
     sleep 0.05
   done
