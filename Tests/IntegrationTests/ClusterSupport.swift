@@ -3,21 +3,29 @@ import Glibc
 import XCTest
 
 /// A free TCP port on 127.0.0.1 (bound, read, released). Peers must know each other's ports before they start.
+/// A port no socket holds now, chosen below the kernel's ephemeral range (32768 and up): a port from that range
+/// can be taken as the local end of any outgoing connection (a peer link, an upstream connection) in the moment
+/// between this check and the listener's bind, which made cluster starts fail with "Address already in use".
 func freePort() -> UInt16 {
+    for _ in 0..<500 {
+        let candidate = UInt16.random(in: 20_000...32_000)
+        if portIsFree(candidate) { return candidate }
+    }
+    preconditionFailure("no free port between 20000 and 32000")
+}
+
+private func portIsFree(_ port: UInt16) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    _ = withUnsafePointer(to: &address) {
+    address.sin_port = port.bigEndian
+    let bound = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return UInt16(bigEndian: address.sin_port)
+    return bound == 0
 }
 
 /// One replica: an example-kv app and the tandem beside it, as in a pod.
@@ -160,6 +168,18 @@ class ClusterTestCase: ProcessTestCase {
             return true
         }
         return dump
+    }
+
+    /// What each replica's app holds and its tandem reports, with the end of its log: the message for a test whose
+    /// replicas did not converge.
+    func divergenceReport() -> String {
+        replicas.map { replica in
+            let dump = (try? httpRequest(port: replica.appPort, method: "GET", path: "/dump").bodyText) ?? "no answer"
+            let statusText =
+                (try? httpRequest(port: replica.adminPort, method: "GET", path: "/status").bodyText) ?? "no answer"
+            let log = replica.tandem?.process.output.split(separator: "\n").suffix(40).joined(separator: "\n") ?? ""
+            return "== \(replica.id)\napp: \(dump.prefix(2000))\nstatus: \(statusText.prefix(3000))\nlog:\n\(log)"
+        }.joined(separator: "\n")
     }
 }
 

@@ -60,7 +60,9 @@ final class ClusterLinearizabilityTests: ClusterTestCase {
             }
             return XCTFail("not linearizable: \(verdict)\nempty reads: \(empty)\nits write: \(carried)")
         }
-        let dump = try XCTUnwrap(waitForConvergence(seconds: 30))
+        guard let dump = waitForConvergence(seconds: 30) else {
+            return XCTFail("the replicas did not converge:\n\(divergenceReport())")
+        }
         let state = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any])
         let kv = (state["kv"] as? [String: String]) ?? [:]
         guard case .linearizable = checkFinalState(history, kv: kv, counters: [:], timeoutMs: 60_000) else {
