@@ -21,9 +21,6 @@ final class KVServer {
     static let bodyMaxBytes = KVStore.totalMaxBytes + (64 << 20)
     /// Bound on the request line plus headers of one request.
     static let headersMaxBytes = 64 << 10
-    /// Connections idle longer than this are closed by evhttp.
-    static let idleTimeoutSeconds: Int32 = 60
-
     private init(base: OpaquePointer, http: OpaquePointer, delayMs: Int) {
         self.base = base
         self.http = http
@@ -61,7 +58,8 @@ final class KVServer {
         let context = Unmanaged.passUnretained(server).toOpaque()
         evhttp_set_max_body_size(http, bodyMaxBytes)
         evhttp_set_max_headers_size(http, headersMaxBytes)
-        evhttp_set_timeout(http, idleTimeoutSeconds)
+        // Connections idle longer than this are closed by evhttp.
+        evhttp_set_timeout(http, Int32(options.idleTimeoutSeconds))
         // Let every method through so that the store answers 405 with an Allow header consistently.
         let everyMethod =
             EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_POST.rawValue | EVHTTP_REQ_HEAD.rawValue

@@ -60,9 +60,11 @@ final class Applier: ConnectionDelegate {
     var onApplied: ((Entry, AppliedResponse?) -> Void)?
     /// The app refused a connection (it is not running).
     var onAppRefused: (() -> Void)?
-    /// The kept-alive connection closed while no entry was in flight: the app may have restarted (however
-    /// quickly: a new process on the same port accepts the next connection at once).
-    var onIdleConnectionLost: (() -> Void)?
+    /// An open connection to the app closed (`idle`: no entry was in flight): the app may have restarted (however
+    /// quickly: a new process on the same port accepts the next connection at once), or it closed a connection.
+    var onConnectionLost: ((_ idle: Bool) -> Void)?
+    /// A connection to the app opened.
+    var onConnected: (() -> Void)?
     /// Whether to hold requests after connecting until a possible restart was dealt with (in-memory apps: the
     /// first request into a restarted app must be entry 1 of a replay, not the next entry).
     var isHoldingForRestartCheck: () -> Bool = { false }
@@ -335,6 +337,7 @@ final class Applier: ConnectionDelegate {
 
     func connectionDidConnect(_ connection: Connection) {
         isConnected = true
+        onConnected?()
         if heldRequest != nil {
             if isHoldingForRestartCheck() {
                 onConnectedWhileHolding?()
@@ -403,8 +406,9 @@ final class Applier: ConnectionDelegate {
         self.connection = nil
         heldRequest = nil
         if !isConnected, reason == .socketError(ECONNREFUSED) { onAppRefused?() }
-        if isConnected, current == nil, heldRequest == nil { onIdleConnectionLost?() }
+        let wasConnected = isConnected
         isConnected = false
+        if wasConnected { onConnectionLost?(current == nil) }
         guard current != nil else { return }
         if responseHead != nil, parser.phase == .body {
             var ended = false

@@ -110,6 +110,7 @@ public final class Sidecar {
         // Only a refused connection says the app process is gone; a slow probe under load must never trigger a
         // replay into an app that still holds its state.
         health.onRefused = { [unowned self] in self.writePath?.appSeenDown() }
+        health.onProbeConnected = { [unowned self] in self.writePath?.appProbeConnected() }
         health.onChange = { [unowned self] reachable in
             if reachable {
                 self.log.info("app answers", metadata: ["upstream": "\(self.upstreamAddress)"])

@@ -157,6 +157,9 @@ final class AppHealth {
     /// (a restart, for an in-memory app, means its state is gone too). A slow or failed connect is not this.
     var onRefused: (() -> Void)?
 
+    /// Called when a probe connected: the sidecar checks which process accepted it (`AppListener`).
+    var onProbeConnected: (() -> Void)?
+
     func markReachable() { set(true) }
     func markUnreachable() { set(false) }
 
@@ -218,6 +221,7 @@ final class AppProbe: ConnectionDelegate {
         health.markReachable()
         connection.close()
         inFlight = nil
+        health.onProbeConnected?()
     }
 
     func connectionHasInput(_ connection: Connection) {}

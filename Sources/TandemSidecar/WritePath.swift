@@ -94,6 +94,17 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     private var snapshotRetry: TandemNet.Timer?
     /// The latest state digest taken (`TANDEM_STATE_DIGEST`).
     private var lastStateDigest: (index: UInt64, digest: UInt64)?
+    /// The listening socket of the in-memory app whose state this replica tracks (see `appConnectionLost`).
+    private var appListener: AppListener?
+    private var appReturnWatch: TandemNet.Timer?
+    private var listenerRecheck: TandemNet.Timer?
+    private let upstreamPort: UInt16
+    /// Whether the app's listener can be seen here: only an app on loopback is surely in this network namespace.
+    private let appListenerVisible: Bool
+
+    private func readAppListener() -> AppListener? {
+        appListenerVisible ? AppListener.read(port: upstreamPort) : nil
+    }
     /// Set once `TANDEM_DIVERGENCE_ACTION=stop` stopped this replica.
     private(set) var stoppedByDivergence = false
 
@@ -103,6 +114,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     ) {
         self.loop = loop
         self.runtime = runtime
+        self.upstreamPort = upstreamPort
+        appListenerVisible = AppListener.isLoopback(host: upstreamHost)
         self.settings = settings
         self.metrics = metrics
         self.log = log
@@ -134,19 +147,17 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         if settings.appState == .memory {
             applier.onAppRefused = { [unowned self] in self.appSeenDown() }
             applier.isHoldingForRestartCheck = { [unowned self] in
+                // With the app's listener tracked, every new connection is checked before anything is sent on it:
+                // the app may have restarted while no connection was open (an app closing idle ones).
                 self.appDownEpisode || self.awaitingAppRestart || self.runtime.cannotRebuildReason != nil
+                    || self.appListener?.inodes.isEmpty == false
             }
-            applier.onConnectedWhileHolding = { [unowned self] in self.appRestarted() }
-            applier.onIdleConnectionLost = { [unowned self] in
-                // With hooks a possible restart costs a restore and a short replay, and is always exact: the
-                // restore discards whatever the app held. Without them only a refused connection counts.
-                guard let snapshots = self.snapshots, snapshots.hasAppHooks, self.runtime.latestSnapshot != nil,
-                    !self.isReplaying, snapshots.phase == .idle
-                else { return }
-                self.log.info("the app closed its connection: treating it as a restart (restore, then replay)")
-                self.appDownEpisode = true
-                self.retryAppRestarted(afterMs: 100)
+            applier.onConnectedWhileHolding = { [unowned self] in self.connectedWhileHolding() }
+            applier.onConnected = { [unowned self] in
+                // The first app seen is the one whose state is tracked (a restart handled later records its own).
+                if self.appListener == nil { self.appListener = self.readAppListener() }
             }
+            applier.onConnectionLost = { [unowned self] idle in self.appConnectionLost(idle: idle) }
             if runtime.startupRestore == nil && runtime.hasHistory && runtime.cannotRebuildReason == nil {
                 awaitingAppRestart = true
                 log.warning(
@@ -359,6 +370,82 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         }
     }
 
+    /// A connection to an in-memory app closed: did the app restart? Its listening socket answers that exactly
+    /// when the app is in this network namespace (`AppListener`): the same socket, the same process, nothing to
+    /// rebuild (an app closing idle connections costs nothing); none, the app is down; another, a new process,
+    /// rebuilt at once, however quickly it came back. When Tandem cannot see the listener, an idle connection the
+    /// app closed counts as a restart if hooks make that exact and cheap to recover from (restore, short replay);
+    /// without hooks only a refused connection counts.
+    private func appConnectionLost(idle: Bool, recheck: Bool = true) {
+        switch AppListener.change(from: appListener, to: readAppListener()) {
+        case .same:
+            // A process that exits closes its connections and its listener one after the other: look once more.
+            guard recheck else { return }
+            listenerRecheck = TandemNet.Timer(loop: loop) { [weak self] in
+                self?.appConnectionLost(idle: idle, recheck: false)
+            }
+            listenerRecheck?.schedule(afterMs: 50)
+        case .gone:
+            log.warning("the app's listening socket is gone: the app is down")
+            appSeenDown()
+            watchForAppReturn()
+        case .replaced:
+            log.warning("the app's listening socket changed: the app restarted (rebuilding its state)")
+            appSeenDown()
+            if idle { retryAppRestarted(afterMs: 0) }
+        case .unknown:
+            guard idle, let snapshots, snapshots.hasAppHooks, runtime.latestSnapshot != nil, !isReplaying,
+                snapshots.phase == .idle
+            else { return }
+            log.info("the app closed its connection: treating it as a restart (restore, then replay)")
+            appDownEpisode = true
+            retryAppRestarted(afterMs: 100)
+        }
+    }
+
+    /// The health probe connected to the app: an in-memory app back on its port between two probes, with no
+    /// write since, is found by its new listening socket within one probe interval.
+    func appProbeConnected() {
+        guard settings.appState == .memory, !appDownEpisode,
+            AppListener.change(from: appListener, to: readAppListener()) == .replaced
+        else { return }
+        log.warning("the app's listening socket changed between two probes: the app restarted (rebuilding its state)")
+        appSeenDown()
+        appRestarted()
+    }
+
+    /// The applier connected and holds its request until this replica knows the app is the process it tracks.
+    private func connectedWhileHolding() {
+        if !appDownEpisode && !awaitingAppRestart && runtime.cannotRebuildReason == nil {
+            switch AppListener.change(from: appListener, to: readAppListener()) {
+            case .same, .unknown:
+                applier.releaseHeld()
+                return
+            case .gone, .replaced:
+                log.warning("the app's listening socket changed while no connection was open: the app restarted")
+                appSeenDown()
+            }
+        }
+        appRestarted()
+    }
+
+    /// Looks for the app's new listening socket every 100 ms while the app is down, and rebuilds the app as soon
+    /// as one appears (the health probe may never see the app down if it comes back between two probes).
+    private func watchForAppReturn() {
+        appReturnWatch = TandemNet.Timer(loop: loop) { [weak self] in
+            guard let self else { return }
+            guard self.appDownEpisode else {
+                self.appReturnWatch?.cancel()
+                return
+            }
+            if let now = self.readAppListener(), !now.inodes.isEmpty {
+                self.appReturnWatch?.cancel()
+                self.appRestarted()
+            }
+        }
+        appReturnWatch?.scheduleRepeating(everyMs: 100)
+    }
+
     /// The app refused a connection: if it comes back it is a new process, and an in-memory app lost its state.
     func appSeenDown() {
         guard settings.appState == .memory else { return }
@@ -372,6 +459,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     func appRestarted() {
         guard appDownEpisode else { return }
         appDownEpisode = false
+        // The process being rebuilt now is the one tracked from here on.
+        appListener = readAppListener()
         guard settings.appState == .memory, applier.appliedIndex > 0 else {
             applier.releaseHeld()
             return
