@@ -406,7 +406,12 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     /// The health probe connected to the app: an in-memory app back on its port between two probes, with no
     /// write since, is found by its new listening socket within one probe interval.
     func appProbeConnected() {
-        guard settings.appState == .memory, !appDownEpisode,
+        guard settings.appState == .memory else { return }
+        if appListener == nil {
+            appListener = readAppListener()
+            return
+        }
+        guard !appDownEpisode,
             AppListener.change(from: appListener, to: readAppListener()) == .replaced
         else { return }
         log.warning("the app's listening socket changed between two probes: the app restarted (rebuilding its state)")
