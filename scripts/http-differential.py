@@ -253,7 +253,9 @@ class Origin:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, name=f"origin-{label}", daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"origin-{label}", daemon=True
+        ).start()
 
     def record(self, kind: str, item: object) -> None:
         with self.lock:
@@ -563,21 +565,24 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.terminate()
+    def stop(self, procs: list[subprocess.Popen]) -> None:
+        """TERM to every one at once, then KILL those still running 5 s later."""
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in procs:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
 
     def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            try:
-                self.stop(proc)
-            except Exception as error:  # keep stopping the others
-                print(f"http-differential: could not stop pid {proc.pid}: {error}", file=sys.stderr)
+        try:
+            self.stop(self.started)
+        except Exception as error:
+            print(f"http-differential: could not stop {[p.pid for p in self.started]}: {error}", file=sys.stderr)
 
 
 def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -596,6 +601,13 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
 def which(tool: str) -> str | None:
     """Debian installs both references in /usr/sbin, which is not on every user's PATH."""
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
+
+
+def version(tool: str) -> str:
+    """The first line of `<tool> -v` (nginx prints it on stderr): the references' behaviour depends on it."""
+    done = subprocess.run([which(tool), "-v"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else f"{tool} (version unknown)"
 
 
 def can_connect(port: int) -> bool:
@@ -635,7 +647,7 @@ def start_with_ports(start, count: int, name: str) -> list[int]:
                 return ports
         except HarnessError:
             pass
-        processes.stop(proc)
+        processes.stop([proc])
     raise HarnessError(f"{name} could not bind free ports after 5 attempts; see {log}")
 
 
@@ -773,6 +785,7 @@ def main() -> int:
         for client, proc, log, admin in tandems:
             wait_until(lambda: ready(admin), 60, "tandem /readyz did not turn 200", proc, log)
         setup_s = time.monotonic() - started_at
+        print(f"references: {version('haproxy')}; {version('nginx')}; {len(cases)} cases in {lanes} lanes")
 
         results: dict[str, dict[str, Outcome]] = {}
         pending: queue.Queue[Case] = queue.Queue()
@@ -780,37 +793,47 @@ def main() -> int:
             pending.put(case)
         errors: list[BaseException] = []
 
+        stopping = threading.Event()  # set when the run ends early, so that no lane starts another case
+
+        def run_proxy(name: str, lane: int, case: Case, outcome: dict[str, Outcome | BaseException]) -> None:
+            try:
+                outcome[name] = run_one(ports[name][lane], origins[name][lane], case)
+            except BaseException as error:
+                outcome[name] = error
+
         def lane_worker(lane: int) -> None:
             try:
-                while True:
+                while not stopping.is_set():
                     try:
                         case = pending.get_nowait()
                     except queue.Empty:
                         return
-                    outcome: dict[str, Outcome] = {}
+                    outcome: dict[str, Outcome | BaseException] = {}
+                    # Daemon threads throughout: a run stopped by a signal must not wait for cases in flight.
                     threads = [
-                        threading.Thread(
-                            target=lambda n=name: outcome.__setitem__(
-                                n, run_one(ports[n][lane], origins[n][lane], case)
-                            )
-                        )
+                        threading.Thread(target=run_proxy, args=(name, lane, case, outcome), daemon=True)
                         for name in PROXIES
                     ]
                     for thread in threads:
                         thread.start()
                     for thread in threads:
                         thread.join()
-                    if len(outcome) != len(PROXIES):
-                        raise HarnessError(f"case {case.name}: a proxy run did not finish")
+                    for name in PROXIES:
+                        if not isinstance(outcome.get(name), Outcome):
+                            raise HarnessError(f"case {case.name} through {name}: {outcome.get(name)!r}")
                     results[case.name] = outcome
             except BaseException as error:
                 errors.append(error)
+                stopping.set()
 
-        workers = [threading.Thread(target=lane_worker, args=(lane,)) for lane in range(lanes)]
+        workers = [threading.Thread(target=lane_worker, args=(lane,), daemon=True) for lane in range(lanes)]
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join()
+        try:
+            for worker in workers:
+                worker.join()
+        finally:
+            stopping.set()
         if errors:
             raise errors[0]
         for _, proc, log, _ in tandems:
