@@ -47,6 +47,8 @@ REFERENCES = ("haproxy", "nginx")
 RESPONSE_QUIET_S = 0.5  # after a complete response, this long without a byte means no further response
 MAX_WAIT_S = 3.0  # a proxy that neither answers nor closes within this is waiting for more bytes
 ORIGIN_QUIET_S = 0.2  # after the client closed, this long without origin activity means the case is over
+PAUSE_S = 0.05  # between the segments of a case with `pause`
+BYTEWISE_PAUSE_S = 0.002  # between the bytes of a `bytewise` case
 ORIGIN_BODY = b"origin-ok\n"
 
 
@@ -63,8 +65,18 @@ class Case:
     name: str
     klass: str = ""
     note: str = ""
-    data: bytes = b""
+    segments: list[bytes] = field(default_factory=lambda: [b""])  # sent as separate writes, PAUSE_S apart
+    bytewise: bool = False  # every byte is its own write
     pins: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.segments)
+
+    def writes(self) -> list[bytes]:
+        if self.bytewise:
+            return [bytes([b]) for b in self.data]
+        return self.segments
 
 
 def decode_escapes(text: str, where: str) -> bytes:
@@ -110,7 +122,11 @@ def load_corpus(path: Path) -> list[Case]:
         elif keyword == "note":
             case.note = rest
         elif keyword == "send":
-            case.data += decode_escapes(rest, where)
+            case.segments[-1] += decode_escapes(rest, where)
+        elif keyword == "pause" and not rest:
+            case.segments.append(b"")
+        elif keyword == "bytewise" and not rest:
+            case.bytewise = True
         elif keyword == "expect":
             who, _, what = rest.partition(" ")
             known = what in ("rejected", "forwarded") or what.startswith("forwarded:")
@@ -120,8 +136,8 @@ def load_corpus(path: Path) -> list[Case]:
         else:
             raise ValueError(f"{where}: unknown keyword {keyword!r}")
     for case in cases:
-        if not case.data:
-            raise ValueError(f"case {case.name} sends nothing")
+        if not all(case.segments):
+            raise ValueError(f"case {case.name} sends nothing (or pauses before sending, or pauses twice)")
     return cases
 
 
@@ -431,7 +447,6 @@ class Outcome:
 
 
 def run_one(port: int, origin: Origin, case: Case) -> Outcome:
-    data = case.data
     origin.check_nothing_late()
     mark = origin.mark()
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -439,10 +454,14 @@ def run_one(port: int, origin: Origin, case: Case) -> Outcome:
     closed = False
     complete = False
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(data)
+            for index, write in enumerate(case.writes()):
+                if index:
+                    time.sleep(BYTEWISE_PAUSE_S if case.bytewise else PAUSE_S)  # pacing, so the proxy reads apart
+                sock.sendall(write)
         except OSError:
-            closed = True
+            pass  # the proxy closed early (after an error, typically): its answer may still be there to read
         start = last_byte = time.monotonic()
         sock.setblocking(False)
         while not closed:
