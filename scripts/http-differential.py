@@ -777,7 +777,7 @@ def main() -> int:
     parser.add_argument("--allowlist", type=Path, default=ROOT / "Tests/Differential/allowlist.txt")
     parser.add_argument("--lanes", type=int, default=4, help="cases run this many at a time (one Tandem each)")
     parser.add_argument("--only", action="append", help="run only this case (repeatable)")
-    parser.add_argument("--verbose", action="store_true", help="print what each origin saw for failing cases")
+    parser.add_argument("--verbose", action="store_true", help="print the requests each origin saw, for every case where the proxies differ")
     args = parser.parse_args()
     if not args.tandem or not os.access(args.tandem, os.X_OK):
         raise HarnessError("give the tandem binary as the first argument or in TANDEM_BIN")
@@ -909,7 +909,7 @@ def report(cases, results, allowed, verbose, setup_s, total_s) -> int:
             disagreements.append(case.name)
         columns = " ".join(f"{verdicts[name]:<16}" for name in PROXIES)
         print(f"{case.name:<{width}}  {columns} {result}")
-        if verbose and (fails or pins):
+        if verbose and (fails or pins or why != "agree"):
             for name in PROXIES:
                 for request in outcome[name].forwarded:
                     print(f"    {name}: {request.method!r} {request.target!r} body={request.body!r}")
