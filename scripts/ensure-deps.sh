@@ -8,6 +8,9 @@ for module in libevent libevent_openssl libevent_pthreads openssl; do
   pkg-config --exists "$module" 2>/dev/null || missing+=("$module")
 done
 command -v curl >/dev/null 2>&1 || missing+=("curl")
+# haproxy and nginx (Debian puts both in /usr/sbin) are the reference proxies of scripts/http-differential.py.
+[ -x /usr/sbin/haproxy ] && [ -x /usr/sbin/nginx ] || $([ "$(id -u)" -eq 0 ] || echo sudo) sh -c "apt-get update -qq \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends haproxy nginx >/dev/null"
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -8,6 +8,7 @@ scripts/ensure-deps.sh
 swift format lint --strict --recursive Sources Tests Examples Package.swift
 swift build --build-tests
 swift test --skip-build "$@"
+if [ $# -eq 0 ]; then scripts/http-differential.py .build/debug/tandem; fi  # request parsing vs haproxy and nginx (~15 s)
 # A short libFuzzer run of every fuzz target (the peer codec, the frame parser, WriteCommand, the HTTP parsers)
 # on a full run; `scripts/fuzz.sh <seconds>` runs a longer campaign (Fuzz/README.md has the last figures).
 if [ $# -eq 0 ]; then scripts/fuzz.sh 5; fi
