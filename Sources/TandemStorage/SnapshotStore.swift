@@ -186,6 +186,16 @@ public final class SnapshotStore: @unchecked Sendable {
     public static let defaultMaxFileBytes: UInt64 = 1 << 40
     /// The most bytes any snapshot operation buffers at once.
     public static let chunkBytes = 1 << 20
+    /// Room left free on the disk beyond a received snapshot: the write-ahead log shares it.
+    public static let diskReserveBytes: UInt64 = 64 << 20
+
+    /// The bytes an unprivileged writer may still use on the file system holding `path`; nil when unknown.
+    public static func freeDiskBytes(_ path: String) -> UInt64? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
     /// How many snapshots set aside as corrupt are kept for the operator (the newest by id).
     public static let corruptFilesKept = 2
 
@@ -241,16 +251,32 @@ public final class SnapshotStore: @unchecked Sendable {
     /// there (an earlier attempt, even before a crash), the receiver resumes at its size: `offset` tells the
     /// sender where to continue. A staging file longer than `fileBytes`, or whose header disagrees with the id,
     /// size or CRC, is emptied and the transfer starts over.
-    /// - Throws: `.io` (errno EFBIG) when `fileBytes` is below the header size or above `maxFileBytes`; `.locked`
-    ///   when another receiver holds that staging file; `.io` from the disk.
-    public func beginReceive(id: SnapshotID, fileBytes: UInt64, payloadCRC: UInt32) throws(WALError)
-        -> SnapshotReceiver
-    {
+    /// Before anything is written, the disk must have room for the rest of the file plus `reserveBytes` (kept
+    /// for the write-ahead log, which shares the disk): a snapshot that cannot fit is refused at once, not after
+    /// it filled the disk and stopped the log.
+    /// - Throws: `.io` (errno EFBIG) when `fileBytes` is below the header size or above `maxFileBytes`; `.io`
+    ///   (errno ENOSPC) when the disk lacks room; `.locked` when another receiver holds that staging file; `.io`
+    ///   from the disk.
+    public func beginReceive(
+        id: SnapshotID, fileBytes: UInt64, payloadCRC: UInt32, reserveBytes: UInt64 = SnapshotStore.diskReserveBytes,
+        freeBytes: (String) -> UInt64? = SnapshotStore.freeDiskBytes
+    ) throws(WALError) -> SnapshotReceiver {
         let name = SnapshotFileName.receiving(id, payloadCRC: payloadCRC)
         guard fileBytes >= UInt64(SnapshotStore.headerBytes), fileBytes <= maxFileBytes else {
             throw .io(
                 operation: "receive a snapshot file of \(fileBytes) bytes (accepted: \(SnapshotStore.headerBytes) "
                     + "to \(maxFileBytes))", path: directory + "/" + name, errno: EFBIG)
+        }
+        if let free = freeBytes(directory) {
+            var status = stat()
+            let received = stat(directory + "/" + name, &status) == 0 ? UInt64(max(0, status.st_size)) : 0
+            let needed = fileBytes - min(received, fileBytes) + reserveBytes
+            guard free >= needed else {
+                throw .io(
+                    operation: "receive a snapshot file of \(fileBytes) bytes: \(free) bytes free on the disk, "
+                        + "\(needed) needed (the rest of the file and \(reserveBytes) kept for the log)",
+                    path: directory + "/" + name, errno: ENOSPC)
+            }
         }
         return try SnapshotReceiver(
             id: id, fileBytes: fileBytes, payloadCRC: payloadCRC, directory: directory, name: name)

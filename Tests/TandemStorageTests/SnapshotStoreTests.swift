@@ -199,6 +199,38 @@ final class SnapshotStoreTests: XCTestCase {
 
     // MARK: - Receiving
 
+    /// A snapshot that does not fit on the disk (with room kept for the log) is refused before anything is
+    /// written; a resumed one needs room only for what is still missing.
+    func testAReceiveThatDoesNotFitOnTheDiskIsRefusedBeforeWriting() throws {
+        let (sent, file) = try peerSnapshot(payloadBytes: 100_000, seed: 9)
+        let directory = makeTemporaryDirectory(self)
+        let store = try SnapshotStore(directory: directory)
+        let reserve: UInt64 = 1_000
+        XCTAssertThrowsError(
+            try store.beginReceive(
+                id: sent.id, fileBytes: sent.fileBytes, payloadCRC: sent.payloadCRC, reserveBytes: reserve,
+                freeBytes: { _ in sent.fileBytes + reserve - 1 })
+        ) { error in
+            guard case .io(_, _, let code)? = error as? WALError else { return XCTFail("\(error)") }
+            XCTAssertEqual(code, ENOSPC)
+        }
+        XCTAssertEqual(
+            try FileIO.listDirectory(directory).filter { $0.hasSuffix(".part") }, [], "nothing was written")
+        do {
+            let receiver = try store.beginReceive(
+                id: sent.id, fileBytes: sent.fileBytes, payloadCRC: sent.payloadCRC, reserveBytes: reserve,
+                freeBytes: { _ in sent.fileBytes + reserve })
+            try receiver.write(Array(file[0..<60_000]), at: 0)
+            try receiver.sync()
+        }
+        // 60,000 bytes are on disk: the rest and the reserve fit in less than the whole file would need.
+        let resumed = try store.beginReceive(
+            id: sent.id, fileBytes: sent.fileBytes, payloadCRC: sent.payloadCRC, reserveBytes: reserve,
+            freeBytes: { _ in sent.fileBytes - 60_000 + reserve })
+        XCTAssertEqual(resumed.offset, 60_000)
+        XCTAssertNotNil(SnapshotStore.freeDiskBytes(directory), "statvfs reads the real disk")
+    }
+
     /// A snapshot file made by another node's store, as the bytes a peer sends.
     private func peerSnapshot(payloadBytes: Int, seed: UInt64) throws -> (SnapshotInfo, [UInt8]) {
         let store = try SnapshotStore(directory: makeTemporaryDirectory(self))
