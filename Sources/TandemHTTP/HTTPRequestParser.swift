@@ -152,6 +152,14 @@ struct RequestRole: HTTPMessageRole {
         guard valid else {
             throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
         }
+        // RFC 9112 section 3.2.2: with an absolute-form target the target's authority is the host, and Host is to
+        // be ignored. Tandem forwards both unchanged, so an app (or a route rule) that reads Host could pick
+        // another site than the one the request names: a disagreement is refused, as haproxy does.
+        if let authority = absoluteFormAuthority(target),
+            !asciiCaseInsensitiveEquals(Substring(authority), host)
+        {
+            throw HTTPParseError(.invalidHost, "the Host field disagrees with the absolute-form request target")
+        }
     }
 
     /// `100-continue` is the only expectation defined (RFC 9110 section 10.1.1); HTTP/1.0 requests must have it
@@ -196,6 +204,16 @@ func checkTarget(_ target: UnsafeRawBufferPointer, method: String) throws(HTTPPa
         if let first = authority.first, first != "/" { return }
     }
     throw HTTPParseError(.invalidTarget, "the request target is not origin-form or an http(s) absolute URI")
+}
+
+/// The authority of an absolute-form target (`http://h:8080/p` gives `h:8080`), nil for any other form.
+func absoluteFormAuthority(_ target: String) -> Substring? {
+    guard let first = target.utf8.first, first != UInt8(ascii: "/"), let colon = target.firstIndex(of: ":") else {
+        return nil
+    }
+    let rest = target[target.index(after: colon)...]
+    guard rest.hasPrefix("//") else { return nil }
+    return rest.dropFirst(2).prefix { $0 != "/" && $0 != "?" }
 }
 
 private func isAuthorityForm(_ target: UnsafeRawBufferPointer) -> Bool {

@@ -99,6 +99,19 @@ final class Applier: ConnectionDelegate {
 
     var backlog: Int { queue.count - queueHead + (current == nil ? 0 : 1) }
 
+    /// What the applier is doing, for /status: an operator (or a test) whose replica stopped applying sees why.
+    var activity: String {
+        if isHalted { return "halted" }
+        if let held = heldRequest { return "holding \(held.entry.index) until the app is known not to have restarted" }
+        if let entry = current {
+            if isStalled { return "retrying \(entry.index) (the app is unreachable)" }
+            return currentReachedApp ? "applying \(entry.index)" : "connecting to apply \(entry.index)"
+        }
+        if isPaused { return pausedBy == nil ? "paused" : "pausing" }
+        if heldAtWindow { return "waiting for the applied index on disk" }
+        return queueHead < queue.count ? "queued" : "idle"
+    }
+
     /// Queues committed entries (in log order, continuing the queue).
     func enqueue(_ entries: [Entry]) {
         loop.assertOnLoopThread()

@@ -323,7 +323,9 @@ public final class Sidecar {
             + "\"digestIndex\":\(writePath.applier.digest.index),\"diverged\":\(writePath.divergence.isDiverged),"
             + "\"lastIndex\":\(status.lastIndex),\"snapshot\":\(snapshotJSON(writePath)),"
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
-            + "\"applyStalled\":\(writePath.applier.isStalled)},"
+            + "\"applyStalled\":\(writePath.applier.isStalled),"
+            + "\"applier\":\(jsonString(writePath.applier.activity)),\"queued\":\(writePath.applier.backlog),"
+            + "\"restartCheck\":\(jsonString(writePath.restartCheckState))},"
             + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
     }
 

@@ -403,6 +403,15 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         }
     }
 
+    /// Where this replica stands on whether its in-memory app restarted, for /status.
+    var restartCheckState: String {
+        if appDownEpisode { return "app seen down: rebuilding it when it is back" }
+        if awaitingAppRestart { return "waiting to see the app restart" }
+        if let reason = runtime.cannotRebuildReason { return reason }
+        if isReplaying { return "replaying" }
+        return appListener.map { $0.inodes.isEmpty ? "listener not visible" : "tracking the app's listener" } ?? "none"
+    }
+
     /// The health probe connected to the app: an in-memory app back on its port between two probes, with no
     /// write since, is found by its new listening socket within one probe interval.
     func appProbeConnected() {

@@ -192,12 +192,13 @@ final class RequestParserTests: XCTestCase {
     }
 
     func testEveryTargetFormIsAcceptedWhereTheRFCAllowsIt() {
-        func error(_ requestLine: String) -> HTTPParseError.Code? {
-            feedRequests("\(requestLine)\r\nHost: a\r\n\r\n".bytes).error
+        func error(_ requestLine: String, host: String = "a") -> HTTPParseError.Code? {
+            feedRequests("\(requestLine)\r\nHost: \(host)\r\n\r\n".bytes).error
         }
         XCTAssertNil(error("GET /a/b?c=d&e=%20 HTTP/1.1"))
-        XCTAssertNil(error("GET http://example.com/a?b HTTP/1.1"))
-        XCTAssertNil(error("GET HTTPS://example.com HTTP/1.1"))
+        // An absolute-form target's host must be the Host field's (SmugglingTests has the disagreements).
+        XCTAssertNil(error("GET http://example.com/a?b HTTP/1.1", host: "example.com"))
+        XCTAssertNil(error("GET HTTPS://example.com HTTP/1.1", host: "example.com"))
         XCTAssertNil(error("OPTIONS * HTTP/1.1"))
         XCTAssertNil(error("CONNECT example.com:443 HTTP/1.1"))
         XCTAssertNil(error("CONNECT [::1]:443 HTTP/1.1"))

@@ -193,6 +193,17 @@ final class SmugglingTests: XCTestCase {
         assertRejected("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", .invalidHost)
     }
 
+    /// With an absolute-form target the target names the host: a Host field naming another one is refused (an app
+    /// reading Host would pick another site than the request names); the same host, in any case, is accepted.
+    func testAHostThatDisagreesWithAnAbsoluteFormTargetIsRejected() {
+        assertRejected("GET http://other/r HTTP/1.1\r\nHost: t\r\n\r\n", .invalidHost)
+        assertRejected("GET http://t:8080/r HTTP/1.1\r\nHost: t\r\n\r\n", .invalidHost)
+        assertRejected("GET https://t?x HTTP/1.1\r\nHost: u\r\n\r\n", .invalidHost)
+        XCTAssertNil(feedRequests("GET http://T:8080/r HTTP/1.1\r\nHost: t:8080\r\n\r\n".bytes).error)
+        XCTAssertNil(feedRequests("GET http://t?x=/ HTTP/1.1\r\nHost: t\r\n\r\n".bytes).error)
+        XCTAssertEqual(feedRequests("GET http://t/r HTTP/1.1\r\nHost: t\r\n\r\n".bytes).messages.count, 1)
+    }
+
     func testMalformedRequestLinesAreRejected() {
         assertRejected("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", .invalidTarget)
         assertRejected("GET / b HTTP/1.1\r\nHost: a\r\n\r\n", .invalidTarget)
