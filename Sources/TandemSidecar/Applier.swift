@@ -102,7 +102,10 @@ final class Applier: ConnectionDelegate {
     /// What the applier is doing, for /status: an operator (or a test) whose replica stopped applying sees why.
     var activity: String {
         if isHalted { return "halted" }
-        if let held = heldRequest { return "holding \(held.entry.index) until the app is known not to have restarted" }
+        if let held = heldRequest {
+            let link = isConnected ? "connected" : connection?.isOpen == true ? "connecting" : "no connection"
+            return "holding \(held.entry.index) until the app is known not to have restarted (\(link))"
+        }
         if let entry = current {
             if isStalled { return "retrying \(entry.index) (the app is unreachable)" }
             return currentReachedApp ? "applying \(entry.index)" : "connecting to apply \(entry.index)"

@@ -250,6 +250,8 @@ final class HTTPHookExchange: HookOperation, ConnectionDelegate {
     private var received: UInt64 = 0
     private var sent: UInt64 = 0
     private var reader: WorkerLink?
+    /// Set once the reader thread owns the descriptor (it closes it), or once it was closed here.
+    private var readerStarted = false
     /// Above this many bytes waiting in the connection's output, no more of the state is read from the file.
     static let outputHighWaterBytes = 1 << 20
     static let outputLowWaterBytes = 256 << 10
@@ -294,6 +296,7 @@ final class HTTPHookExchange: HookOperation, ConnectionDelegate {
         connection.setWriteLowWatermark(bytes: Self.outputLowWaterBytes)
         let link = WorkerLink(loop: loop, capacityBytes: Self.outputHighWaterBytes) { [weak self] in self?.pump() }
         reader = link
+        readerStarted = true
         link.startWorker(name: "tandem-hook-read") { link in
             WorkerLink.readFile(descriptor: body.descriptor, length: body.length, into: link)
         }
@@ -307,8 +310,12 @@ final class HTTPHookExchange: HookOperation, ConnectionDelegate {
     }
 
     /// The descriptor is ours from `restore` on: closed by the reader thread, or here when it never started.
+    /// Never both: once the reader closed it, the number may already belong to another socket or file, which a
+    /// second close would take from under its owner (libevent then never hears of that socket again).
     private func closeDescriptorIfUnread() {
-        if let body, reader == nil { close(body.descriptor) }
+        guard let body, !readerStarted else { return }
+        readerStarted = true  // Closed once, here.
+        close(body.descriptor)
     }
 
     /// Stops the reader thread, which closes the descriptor; its link closes itself once the thread is done.

@@ -112,3 +112,47 @@ final class EventLoopTests: XCTestCase {
         }
     }
 }
+
+/// Records whether a connect's callbacks ran before `Connection.connect` returned.
+final class SynchronyProbe: ConnectionDelegate {
+    var returned = false
+    var earlyEvents = 0
+    var connects = 0
+    func connectionDidConnect(_ connection: Connection) {
+        connects += 1
+        if !returned { earlyEvents += 1 }
+    }
+    func connectionHasInput(_ connection: Connection) {}
+    func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        if !returned { earlyEvents += 1 }
+    }
+}
+
+final class ConnectSynchronyTests: XCTestCase {
+    /// A caller sets up its state after `connect` returns (it stores the connection, decides to hold a request):
+    /// no delegate callback may run before that, even on loopback where the connect completes at once.
+    func testConnectCallbacksNeverRunBeforeConnectReturns() throws {
+        let loop = try EventLoop()
+        let server = EchoServer()
+        let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
+        listener.delegate = server
+        var probes: [SynchronyProbe] = []
+        var connections: [Connection] = []
+        for _ in 0..<200 {
+            let probe = SynchronyProbe()
+            probes.append(probe)
+            if let connection = Connection.connect(loop: loop, host: "127.0.0.1", port: listener.port, delegate: probe)
+            {
+                connections.append(connection)
+            }
+            probe.returned = true
+        }
+        let watchdog = Timer(loop: loop) { loop.stop() }
+        watchdog.schedule(afterMs: 2_000)
+        loop.run()
+        XCTAssertEqual(probes.reduce(0) { $0 + $1.earlyEvents }, 0, "callbacks ran inside connect")
+        XCTAssertEqual(probes.reduce(0) { $0 + $1.connects }, 200)
+        for connection in connections { connection.close() }
+        watchdog.invalidate()
+    }
+}

@@ -29,6 +29,8 @@ private final class TinyApp: ListenerDelegate {
     var requests: [Request] = []
     /// Set to read the request body slowly: this many bytes per 10 ms turn.
     var slowReadBytes: Int?
+    /// Set to hold an `.afterBody` answer back this long after the body ended.
+    var answerDelayMs: Int64?
 
     init(loop: EventLoop, answer: @escaping (HTTPRequestHead) -> Answer) throws {
         listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
@@ -63,8 +65,11 @@ private final class TinySession: ConnectionDelegate {
     private var answered = false
     private var slowTimer: TandemNet.Timer?
 
+    private unowned let loop: EventLoop
+
     init(app: TinyApp, loop: EventLoop, connection: Connection) {
         self.app = app
+        self.loop = loop
         self.connection = connection
         if app.slowReadBytes != nil {
             slowTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.connectionHasInput(self.connection) }
@@ -98,7 +103,13 @@ private final class TinySession: ConnectionDelegate {
         if ended, let head, !answered {
             app.requests.append(TinyApp.Request(head: head, body: body))
             switch app.answer(head) {
-            case .afterBody(let bytes): reply(bytes)
+            case .afterBody(let bytes):
+                if let delay = app.answerDelayMs {
+                    slowTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.reply(bytes) }
+                    slowTimer?.schedule(afterMs: delay)
+                } else {
+                    reply(bytes)
+                }
             case .onHead(let bytes): reply(bytes, close: false)
             case .chunked(let payload, let chunkBytes):
                 var out = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
@@ -456,6 +467,43 @@ final class AppHookRunnerTests: XCTestCase {
         XCTAssertEqual(request.head.headers.first(name: "Content-Length"), String(state.count))
         XCTAssertTrue(same(request.body, state), "the body is the state, exactly")
         XCTAssertEqual(fcntl(fd, F_GETFD), -1, "the runner closed the descriptor")
+    }
+
+    /// The reader thread closes the state's descriptor once it has read it all; the runner must not close that
+    /// number again when the app answers: by then the number may belong to another socket or file (a double close
+    /// took a connection's socket from under libevent, and the applier's next connect was never heard of again).
+    func testAnHTTPRestoreClosesItsDescriptorExactlyOnce() throws {
+        let state = payload(300_000, seed: 12)
+        let source = try file("snapshot", state)
+        let fd = descriptor(source)
+        var occupied = false
+        let app = try TinyApp(loop: loop) { _ in .afterBody(TinyApp.response(204, [])) }
+        app.answerDelayMs = 400  // the runner has long taken the reader's outcome when the answer arrives
+        let plain = app.answer
+        let occupy = TandemNet.Timer(loop: loop) {
+            // The reader has read everything and closed the descriptor: its number goes to another file, as the
+            // kernel would give it to the next socket or file opened.
+            guard fcntl(fd, F_GETFD) == -1 else { return }
+            let other = open("/dev/null", O_RDONLY)
+            guard other >= 0 else { return }
+            if other == fd {
+                occupied = true  // The lowest free number: the kernel gave it back at once.
+            } else {
+                occupied = dup2(other, fd) == fd
+                close(other)
+            }
+        }
+        app.answer = { head in
+            // Called at the head and again once the body ended.
+            if !app.requests.isEmpty { occupy.schedule(afterMs: 200) }
+            return plain(head)
+        }
+        let result = restore(
+            runner(port: app.port), .http(method: "PUT", target: "/state"), fd: fd, length: UInt64(state.count))
+        XCTAssertNoThrow(try XCTUnwrap(result).get())
+        XCTAssertTrue(occupied, "the reader closed the descriptor and its number was reused")
+        XCTAssertNotEqual(fcntl(fd, F_GETFD), -1, "the runner closed a descriptor that was no longer its own")
+        close(fd)
     }
 
     func testAnHTTPRestoreRefusedEarlyIsAnErrorAndLeavesNothingRunning() throws {
