@@ -63,7 +63,7 @@ private func readFile(_ path: String) -> [UInt8] {
     precondition(descriptor >= 0, "cannot open \(path)")
     defer { close(descriptor) }
     var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
+    var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
         let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
         precondition(count >= 0, "cannot read \(path)")
