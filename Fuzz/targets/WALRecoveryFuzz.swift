@@ -19,6 +19,14 @@ import TandemStorage
 /// One data directory reused by every input, on tmpfs when there is one (the WAL fsyncs).
 private let directory: String = {
     let root = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
+    // A crash (the point of fuzzing) skips the exit handler: remove what dead runs left.
+    for name in fileNames(in: root) where name.hasPrefix("tandem-fuzz-wal-") {
+        if let pid = Int32(name.dropFirst("tandem-fuzz-wal-".count)), kill(pid, 0) != 0, errno == ESRCH {
+            let stale = root + "/" + name
+            if access(stale, R_OK | W_OK | X_OK) == 0 { emptyDirectory(stale) }
+            rmdir(stale)
+        }
+    }
     let path = "\(root)/tandem-fuzz-wal-\(getpid())"
     precondition(mkdir(path, 0o700) == 0 || errno == EEXIST, "cannot create \(path)")
     atexit(removeDirectory)
