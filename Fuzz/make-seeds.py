@@ -66,3 +66,60 @@ write('write-command', 'bad-value', command('POST', '/k', [('X-A', 'v\r\nX: 1')]
 write('http-parser', 'get', b'\x00GET /a HTTP/1.1\r\nHost: h\r\n\r\n')
 write('http-parser', 'chunked', b'\x06POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n')
 write('http-parser', 'response', b'\x80HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+
+# handshake (Fuzz/targets/HandshakeFuzz.swift): mode byte (bit 0 acceptor, bits 1-2 auth: 0 none, 1 secret,
+# 2 TLS; bit 3 stand-ins), then frames [type u8][length u16][payload]. The target's node is n1 with a fixed nonce
+# and this secret; honest proofs are HMAC-SHA256(secret, label | dialer nonce | acceptor nonce | sender is
+# acceptor | sender id), as in Handshake.swift.
+import hashlib
+import hmac
+
+HELLO, PROOF, REFUSAL = 0x01, 0x02, 0x03
+SECRET = b'fuzz-cluster-secret'
+OUR_NONCE = bytes(0xA0 + i for i in range(32))
+PEER_NONCE = bytes(range(0x10, 0x30))
+
+def hs_frame(ftype, payload): return u8(ftype) + u16(len(payload)) + payload
+def hello(node, mode, incarnation=5, nonce=PEER_NONCE, version=1, magic=b'TNDM'):
+    return magic + u16(version) + u8(mode) + u64(incarnation) + nonce + s(node)
+def proof(sender, sender_is_acceptor, dialer_nonce, acceptor_nonce, secret=SECRET):
+    message = b'tandem-peer-auth-v1' + dialer_nonce + acceptor_nonce + u8(1 if sender_is_acceptor else 0) + s(sender)
+    return hmac.new(secret, message, hashlib.sha256).digest()
+def hs(mode, *frames): return u8(mode) + b''.join(hs_frame(t, p) for t, p in frames)
+
+DIALER, ACCEPTOR = 0, 1
+NONE, SECRET_MODE, TLS = 0 << 1, 1 << 1, 2 << 1
+STAND_INS = 8
+# Honest peers: as the dialer of n2 (the peer is the acceptor), and as an acceptor of n3 (the peer dialled).
+honest_from_acceptor = proof('n2', True, OUR_NONCE, PEER_NONCE)
+honest_from_dialer = proof('n3', False, PEER_NONCE, OUR_NONCE)
+flipped = bytes([honest_from_dialer[0] ^ 0x01]) + honest_from_dialer[1:]
+handshake = {
+    'dialer-none': hs(DIALER | NONE, (HELLO, hello('n2', 0))),
+    'acceptor-tls': hs(ACCEPTOR | TLS, (HELLO, hello('n3', 2))),
+    'dialer-secret-honest': hs(DIALER | SECRET_MODE, (HELLO, hello('n2', 1)), (PROOF, honest_from_acceptor)),
+    'acceptor-secret-honest': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)), (PROOF, honest_from_dialer)),
+    'acceptor-secret-flipped-proof': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)), (PROOF, flipped)),
+    'acceptor-secret-wrong-secret': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)),
+                                       (PROOF, proof('n3', False, PEER_NONCE, OUR_NONCE, b'another secret'))),
+    # Our own proof sent back: it binds our role and id, so it must not pass for the peer's.
+    'acceptor-secret-reflected-proof': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)),
+                                          (PROOF, proof('n1', True, PEER_NONCE, OUR_NONCE))),
+    'acceptor-secret-proof-for-another-id': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)),
+                                               (PROOF, proof('n2', False, PEER_NONCE, OUR_NONCE))),
+    'standin-acceptor-secret-honest': hs(ACCEPTOR | SECRET_MODE | STAND_INS, (HELLO, b'\x02'), (PROOF, b'\x00\x00')),
+    'standin-dialer-secret-mutated': hs(DIALER | SECRET_MODE | STAND_INS, (HELLO, b'\x01'), (PROOF, b'\x07\x40')),
+    'acceptor-stranger': hs(ACCEPTOR | NONE, (HELLO, hello('n4', 0))),
+    'acceptor-self': hs(ACCEPTOR | NONE, (HELLO, hello('n1', 0))),
+    'dialer-wrong-peer': hs(DIALER | TLS, (HELLO, hello('n3', 2))),
+    'mode-mismatch': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 0))),
+    'version-mismatch': hs(DIALER | NONE, (HELLO, hello('n2', 0, version=2))),
+    'bad-magic': hs(DIALER | NONE, (HELLO, hello('n2', 0, magic=b'GET '))),
+    'invalid-utf8-id': hs(ACCEPTOR | NONE, (HELLO, hello('n3', 0)[:-4] + u16(2) + b'\xff\xfe')),
+    'second-hello': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)), (HELLO, hello('n3', 1))),
+    'proof-before-hello': hs(DIALER | SECRET_MODE, (PROOF, honest_from_acceptor)),
+    'refused': hs(DIALER | SECRET_MODE, (REFUSAL, b'wrong cluster secret')),
+    'application-frame-first': hs(ACCEPTOR | NONE, (0x10, b'\x00' * 8)),
+}
+for name, data in handshake.items():
+    write('handshake', name, data)
