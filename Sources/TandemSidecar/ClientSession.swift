@@ -133,42 +133,33 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// while its last bytes are being parsed (an immediate error, a refused write): the loops then go on with the
     /// next pipelined request instead of leaving it unread in the buffer.
     private func readRequest() {
-        var failure: HTTPParseError?
-        var progressed = true
-        while progressed && state == .reading && failure == nil && connection.inputCount > 0 {
-            progressed = false
-            connection.consumeInput { chunk in
-                var offset = 0
-                while offset < chunk.count && state == .reading && failure == nil {
-                    if let upstream = exchange?.upstream,
-                        upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes
-                    {
-                        // The app is not taking the body as fast as the client sends it: stop reading the client.
-                        connection.disableReading()
-                        return offset
-                    }
-                    let phaseBefore = parser.phase
-                    do throws(HTTPParseError) {
-                        let rest = UnsafeRawBufferPointer(rebasing: chunk[offset...])
-                        let used = try parser.parse(rest) { event in onRequestEvent(event) }
-                        if phaseBefore == .idle && parser.phase == .head {
-                            arm(.header, proxy.settings.headerTimeoutMs)
-                        }
-                        guard used > 0 else { break }
-                        if parser.phase == .body && state == .reading && exchange != nil {
-                            // Every byte of a body restarts the wait for the next one.
-                            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
-                        }
-                        offset += used
-                        progressed = true
-                    } catch {
-                        failure = error
-                    }
+        do throws(HTTPParseError) {
+            try connection.parseInput(while: { canReadRequestBytes() }) { rest throws(HTTPParseError) in
+                let phaseBefore = parser.phase
+                let used = try parser.parse(rest) { event in onRequestEvent(event) }
+                if phaseBefore == .idle && parser.phase == .head {
+                    arm(.header, proxy.settings.headerTimeoutMs)
                 }
-                return offset
+                if used > 0 && parser.phase == .body && state == .reading && exchange != nil {
+                    // Every byte of a body restarts the wait for the next one.
+                    bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+                }
+                return used
             }
+        } catch {
+            rejectMalformed(error)
         }
-        if let failure { rejectMalformed(failure) }
+    }
+
+    /// Whether the request parse may take another step: only while reading, and only while the app takes the
+    /// body as fast as the client sends it (otherwise the client is not read until the app drains).
+    private func canReadRequestBytes() -> Bool {
+        guard state == .reading else { return false }
+        if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+            connection.disableReading()
+            return false
+        }
+        return true
     }
 
     private func onRequestEvent(_ event: HTTPRequestEvent) {
@@ -447,19 +438,13 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         guard let exchange, exchange.upstream === upstream else { return }
         var failure: HTTPParseError?
-        upstream.connection.consumeInput { chunk in
-            guard !exchange.responseComplete, failure == nil, state != .tunnel else { return 0 }
-            if connection.outputCount > proxy.settings.bufferHighWaterBytes {
-                // A slow client: stop reading the app until the client's buffer drains.
-                upstream.connection.disableReading()
-                return 0
+        do throws(HTTPParseError) {
+            try upstream.connection.parseInput(while: { canReadResponseBytes(exchange, from: upstream) }) {
+                rest throws(HTTPParseError) in
+                try exchange.responseParser.parse(rest) { event in onResponseEvent(event, exchange) }
             }
-            do throws(HTTPParseError) {
-                return try exchange.responseParser.parse(chunk) { event in onResponseEvent(event, exchange) }
-            } catch {
-                failure = error
-                return 0
-            }
+        } catch {
+            failure = error
         }
         if let failure {
             proxy.metrics.recordUpstreamError("bad_response")
@@ -472,6 +457,17 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         } else if exchange.responseComplete && (exchange.requestComplete || !exchange.responseKeepAlive) {
             finishExchange()
         }
+    }
+
+    /// Whether the response parse may take another step: not past the end of the response or into a tunnel,
+    /// and not while the client's output is above its mark (a slow client: the app is not read until it drains).
+    private func canReadResponseBytes(_ exchange: Exchange, from upstream: UpstreamConnection) -> Bool {
+        guard !exchange.responseComplete, state != .tunnel else { return false }
+        if connection.outputCount > proxy.settings.bufferHighWaterBytes {
+            upstream.connection.disableReading()
+            return false
+        }
+        return true
     }
 
     private func onResponseEvent(_ event: HTTPResponseEvent, _ exchange: Exchange) {
