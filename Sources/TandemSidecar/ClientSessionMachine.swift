@@ -119,7 +119,7 @@ struct ClientSessionMachine: Equatable {
 
     /// The exchange's response is complete and nothing more is expected of it: the request was read whole, or
     /// the app closes its connection (the client's is then closed too, so the rest of the body is not needed).
-    var exchangeCanFinish: Bool { responseComplete && (requestComplete || !appKeepAlive) }
+    var exchangeCanFinish: Bool { exchange != nil && responseComplete && (requestComplete || !appKeepAlive) }
 
     // MARK: request events
 

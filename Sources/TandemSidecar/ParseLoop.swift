@@ -11,7 +11,8 @@ extension Connection {
     /// time), when its state moved on during an event (an exchange ended, a tunnel began), or when the other side
     /// is backed up (it may pause reading as it says no). A step that consumes nothing ends the walk.
     ///
-    /// The walk starts again while it made progress and input remains: an event handler may end an exchange and
+    /// The walk starts again while it made progress, input remains and the caller goes on (checked first, so a
+    /// caller that stopped at the end of its message costs no second walk): an event handler may end an exchange and
     /// ask for the next request while this walk is running, and its nested call finds the input busy and returns
     /// at once; the pipelined request is then parsed here. The parser is reached through `parse` instead of being
     /// passed `inout` for the same reason: the nested call must not begin a second access to it.
@@ -24,7 +25,7 @@ extension Connection {
     ) throws(HTTPParseError) {
         var failure: HTTPParseError?
         var progressed = true
-        while progressed && failure == nil && inputCount > 0 {
+        while progressed && failure == nil && inputCount > 0 && canContinue() {
             progressed = false
             consumeInput { chunk in
                 var offset = 0

@@ -151,6 +151,7 @@ final class ClientSessionMachineTests: XCTestCase {
         XCTAssertTrue(machine.isTunnel)
         XCTAssertTrue(machine.responseStarted && machine.responseComplete && machine.hasExchange)
         XCTAssertFalse(machine.isReading, "bytes are relayed, not parsed")
+        XCTAssertFalse(machine.exchangeCanFinish, "a tunnel ends only when a side closes")
         var expected = Machine.DrainActions()
         expected.enableAppReading = true
         XCTAssertEqual(machine.outputDrained(outputEmpty: true), expected)
