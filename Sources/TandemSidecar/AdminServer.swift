@@ -222,30 +222,22 @@ final class AdminSession: ConnectionDelegate {
         var failure: HTTPParseError?
         var completed: (String, String, HTTPHeaders, Bool)?
         if connection.inputCount > 0 && parser.isIdle && requestStartedMs == nil { requestStartedMs = server.nowMs }
-        connection.consumeInput { chunk in
-            guard failure == nil, completed == nil else { return 0 }
-            var offset = 0
-            while offset < chunk.count && completed == nil {
-                do throws(HTTPParseError) {
-                    let used = try parser.parse(UnsafeRawBufferPointer(rebasing: chunk[offset...])) { event in
-                        switch event {
-                        case .head(let head): pending = (head.method, head.target, head.headers, head.keepAlive)
-                        case .body: break
-                        case .end:
-                            if let request = pending {
-                                completed = (request.method, request.target, request.headers, request.keepAlive)
-                            }
-                            pending = nil
+        do throws(HTTPParseError) {
+            try connection.parseInput(while: { completed == nil }) { rest throws(HTTPParseError) in
+                try parser.parse(rest) { event in
+                    switch event {
+                    case .head(let head): pending = (head.method, head.target, head.headers, head.keepAlive)
+                    case .body: break
+                    case .end:
+                        if let request = pending {
+                            completed = (request.method, request.target, request.headers, request.keepAlive)
                         }
+                        pending = nil
                     }
-                    if used == 0 { break }
-                    offset += used
-                } catch {
-                    failure = error
-                    return offset
                 }
             }
-            return offset
+        } catch {
+            failure = error
         }
         if let failure {
             write(.json(failure.statusCode, errorJSON("bad_request", failure.message, false)), close: true)

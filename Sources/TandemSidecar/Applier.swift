@@ -378,10 +378,9 @@ final class Applier: ConnectionDelegate {
         }
         var complete = false
         var failure: HTTPParseError?
-        connection.consumeInput { chunk in
-            guard !complete, failure == nil else { return 0 }
-            do throws(HTTPParseError) {
-                return try parser.parse(chunk) { event in
+        do throws(HTTPParseError) {
+            try connection.parseInput(while: { !complete }) { rest throws(HTTPParseError) in
+                try parser.parse(rest) { event in
                     switch event {
                     case .head(let head): if !head.isInterim { responseHead = head }
                     case .body(let bytes):
@@ -391,10 +390,9 @@ final class Applier: ConnectionDelegate {
                     case .end: if responseHead != nil { complete = true }
                     }
                 }
-            } catch {
-                failure = error
-                return 0
             }
+        } catch {
+            failure = error
         }
         if let failure {
             log.warning(

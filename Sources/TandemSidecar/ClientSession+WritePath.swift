@@ -59,8 +59,8 @@ extension ClientSession {
         headers.add(name: "Tandem-Leader", value: leader?.rawValue ?? proxy.nodeID)
         if response.replayed { headers.add(name: "Tandem-Replayed", value: "true") }
         headers.add(name: "Set-Cookie", value: "tandem_pos=\(index); Path=/; SameSite=Lax")
-        if proxy.isDraining { exchange.clientKeepAlive = false }
-        if !exchange.clientKeepAlive {
+        let clientKeepAlive = recordWriteAnswered(draining: proxy.isDraining)
+        if !clientKeepAlive {
             headers.add(name: "Connection", value: "close")
         } else if exchange.head.version == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
@@ -70,14 +70,12 @@ extension ClientSession {
                 HTTPResponseHead(status: response.status, reason: response.reason, headers: headers)))
         connection.write(response.body)
         exchange.status = response.status
-        exchange.responseStarted = true
-        exchange.responseComplete = true
         completeCurrentExchange()
     }
 
     // MARK: consistent reads
 
-    /// Starts the wait a read's consistency level asks for; leaves `isWaitingForRead` false when none is needed.
+    /// Starts the wait a read's consistency level asks for; leaves the read routed to the app when none is needed.
     func startConsistentRead(_ exchange: Exchange, writePath: WritePath) throws(ReadLevelError) {
         let level = try Self.consistency(of: exchange.head, default: proxy.writePathSettings.defaultReadConsistency)
         let waitMs = proxy.writePathSettings.readWaitMaxMs
@@ -86,12 +84,12 @@ extension ClientSession {
             return
         case .session:
             guard let after = try Self.sessionIndex(of: exchange.head), after > writePath.appliedIndex else { return }
-            exchange.isWaitingForRead = true
+            routeToReadLevel()
             writePath.waitUntilApplied(after, timeoutMs: waitMs) { [weak self] applied in
                 self?.readWaitEnded(exchange, applied: applied)
             }
         case .linearizable, .lease:
-            exchange.isWaitingForRead = true
+            routeToReadLevel()
             writePath.confirmRead(mode: level == .lease ? .lease : .readIndex) { [weak self] result in
                 switch result {
                 case .success(let index):
@@ -107,7 +105,7 @@ extension ClientSession {
 
     private func readWaitEnded(_ exchange: Exchange, applied: Bool) {
         guard currentExchange === exchange else { return }
-        exchange.isWaitingForRead = false
+        readLevelReached()
         guard applied else {
             answerWithError(
                 WritePath.error(

@@ -12,15 +12,9 @@ final class Exchange {
     /// The request body goes to the app chunked: it arrived chunked and was still arriving when the app
     /// connection was attached. A body that arrived whole while the read waited goes with Content-Length.
     var bodyChunkedToApp = false
-    var requestComplete = false
     var responseParser = HTTPResponseParser(limits: .upstreamResponse)
-    /// The response head was written to the client: from now on errors can only cut the connection.
-    var responseStarted = false
     var responseChunked = false
-    var responseComplete = false
-    var responseKeepAlive = false
     var status = 0
-    var clientKeepAlive: Bool
     /// A bodiless GET or HEAD sent on a reused connection that the app closed before answering may be sent again
     /// once on a fresh connection: nothing can have been applied twice (a retried non-idempotent request must never apply twice).
     var retriedOnFreshConnection = false
@@ -30,10 +24,6 @@ final class Exchange {
     var deferredBody: [UInt8] = []
     /// Bytes of `deferredBody` counted against the proxy's global body budget (`ProxyServer.reserveBodyBytes`).
     var budgetedBodyBytes = 0
-    /// The write goes through the log; the answer comes from the applier, not from an app connection.
-    var isReplicatedWrite = false
-    /// The read waits (session, linearizable, lease) before it is sent to the app.
-    var isWaitingForRead = false
     /// The applied index a read was served at (`Tandem-Position`).
     var readPosition: UInt64?
     /// The admission slot this exchange holds (released when it ends), or the ticket it waits with.
@@ -44,7 +34,6 @@ final class Exchange {
         self.head = head
         self.requestClass = requestClass
         self.startMicros = startMicros
-        self.clientKeepAlive = head.keepAlive
         self.isUpgrade = head.upgrade != nil && requestClass == .bypass
         responseParser.expect(requestMethod: head.method)
     }
@@ -57,28 +46,20 @@ final class Exchange {
 /// A client connection: parses requests one at a time (pipelined requests wait in the input buffer, so responses
 /// leave in order), forwards each to the app through the pool, and streams the answer back, with backpressure in
 /// both directions through the connections' watermarks.
+///
+/// Where the connection is (reading, responding, tunnelling, closing) and the progress of the exchange in flight
+/// are kept by `ClientSessionMachine`; this class owns the resources (sockets, timers, the app connection, the
+/// admission slot) and executes what the machine decides.
 final class ClientSession: ConnectionDelegate, UpstreamOwner {
-    enum State {
-        /// Waiting for (the rest of) a request head, or reading its body.
-        case reading
-        /// The request was sent whole; waiting for or streaming the response.
-        case responding
-        /// Bytes flow both ways unparsed (an Upgrade on a bypass route).
-        case tunnel
-        case closed
-    }
-
     let connection: Connection
     unowned let proxy: ProxyServer
     private var parser: HTTPRequestParser
-    private var state = State.reading
+    /// Where the connection is and how far the exchange in flight got.
+    /// Invariant: `exchange != nil` exactly when `machine.hasExchange` (outside the methods that end exchanges).
+    private(set) var machine = ClientSessionMachine()
     private var exchange: Exchange?
     private var timer: Timer!
     private var timerPurpose = TimerPurpose.idle
-    /// The last response is written; the connection closes when its output buffer is empty.
-    private var isFlushingBeforeClose = false
-    /// Reading the client resumes once the last response has left the output buffer (see `resumeReading`).
-    private var resumeReadingWhenFlushed = false
     /// Fires when a request body stops arriving for the header timeout (408 and close).
     private var bodyTimer: Timer!
 
@@ -100,7 +81,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         arm(.idle, proxy.settings.idleTimeoutMs)
     }
 
-    var isIdle: Bool { exchange == nil && state == .reading && parser.phase == .idle }
+    var isIdle: Bool { exchange == nil && machine.isBetweenRequests && parser.phase == .idle }
 
     /// The exchange in flight, for callbacks that must check they still belong to it.
     var currentExchange: Exchange? { exchange }
@@ -118,57 +99,70 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         finishExchange()
     }
 
+    /// The read in flight waits for its consistency level before it goes to the app.
+    func routeToReadLevel() {
+        machine.route(.readLevel)
+    }
+
+    /// The wait for the read's level is over (reached or not).
+    func readLevelReached() {
+        machine.readLevelReached()
+    }
+
+    /// The applier's answer to the write in flight is about to be written whole; returns whether the
+    /// connection stays open after it.
+    func recordWriteAnswered(draining: Bool) -> Bool {
+        machine.writeAnswered(draining: draining)
+    }
+
     // MARK: client side
 
     func connectionHasInput(_ connection: Connection) {
         proxy.loop.assertOnLoopThread()
-        switch state {
-        case .reading: readRequest()
-        case .tunnel: relay(from: connection, to: exchange?.upstream?.connection)
-        case .responding, .closed: break
+        if machine.isReading {
+            readRequest()
+        } else if machine.isTunnel {
+            relay(from: connection, to: exchange?.upstream?.connection)
         }
+        assertExchangeMatchesMachine()
+    }
+
+    /// The invariant beside `machine`, checked after every client and app event in debug builds.
+    private func assertExchangeMatchesMachine() {
+        assert((exchange != nil) == machine.hasExchange, "exchange and machine disagree: \(machine.state)")
     }
 
     /// Parses requests from the input buffer while this session is reading. An exchange may end synchronously
     /// while its last bytes are being parsed (an immediate error, a refused write): the loops then go on with the
     /// next pipelined request instead of leaving it unread in the buffer.
     private func readRequest() {
-        var failure: HTTPParseError?
-        var progressed = true
-        while progressed && state == .reading && failure == nil && connection.inputCount > 0 {
-            progressed = false
-            connection.consumeInput { chunk in
-                var offset = 0
-                while offset < chunk.count && state == .reading && failure == nil {
-                    if let upstream = exchange?.upstream,
-                        upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes
-                    {
-                        // The app is not taking the body as fast as the client sends it: stop reading the client.
-                        connection.disableReading()
-                        return offset
-                    }
-                    let phaseBefore = parser.phase
-                    do throws(HTTPParseError) {
-                        let rest = UnsafeRawBufferPointer(rebasing: chunk[offset...])
-                        let used = try parser.parse(rest) { event in onRequestEvent(event) }
-                        if phaseBefore == .idle && parser.phase == .head {
-                            arm(.header, proxy.settings.headerTimeoutMs)
-                        }
-                        guard used > 0 else { break }
-                        if parser.phase == .body && state == .reading && exchange != nil {
-                            // Every byte of a body restarts the wait for the next one.
-                            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
-                        }
-                        offset += used
-                        progressed = true
-                    } catch {
-                        failure = error
-                    }
+        do throws(HTTPParseError) {
+            try connection.parseInput(while: { canReadRequestBytes() }) { rest throws(HTTPParseError) in
+                let phaseBefore = parser.phase
+                let used = try parser.parse(rest) { event in onRequestEvent(event) }
+                if phaseBefore == .idle && parser.phase == .head {
+                    arm(.header, proxy.settings.headerTimeoutMs)
                 }
-                return offset
+                if used > 0 && parser.phase == .body && machine.isReading && exchange != nil {
+                    // Every byte of a body restarts the wait for the next one.
+                    bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+                }
+                return used
             }
+        } catch {
+            rejectMalformed(error)
         }
-        if let failure { rejectMalformed(failure) }
+    }
+
+    /// Whether the request parse may take another step: only while reading, and only while the app takes the
+    /// body as fast as the client sends it (otherwise the client is not read until the app drains).
+    private func canReadRequestBytes() -> Bool {
+        guard machine.isReading else { return false }
+        if let upstream = exchange?.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
+            connection.disableReading()
+            return false
+        }
+        return true
     }
 
     private func onRequestEvent(_ event: HTTPRequestEvent) {
@@ -184,8 +178,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         // `%2e` cannot dodge a route rule.
         let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
-        if proxy.isDraining { exchange.clientKeepAlive = false }
         self.exchange = exchange
+        machine.requestHeadParsed(keepAlive: head.keepAlive && !proxy.isDraining)
         timer.cancel()
         if let refusal = methodRefusal(head, requestClass: requestClass) {
             respondWithError(refusal, forceClose: head.framing != .none)
@@ -211,7 +205,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 return
             }
             if requestClass == .write {
-                exchange.isReplicatedWrite = true
+                machine.route(.replicatedWrite)
                 return
             }
             if requestClass == .read {
@@ -223,7 +217,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                         forceClose: true)
                     return
                 }
-                if exchange.isWaitingForRead { return }
+                if machine.exchange?.route == .readLevel { return }
             }
         }
         admit(exchange, as: .read)
@@ -318,11 +312,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         exchange.readPosition = proxy.writePath?.appliedIndex
         if !upstream.isConnected {
             arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
-        } else if exchange.requestComplete {
+        } else if machine.requestComplete {
             arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
         }
         var head = exchange.head
-        if exchange.requestComplete && head.framing != .none {
+        if machine.requestComplete && head.framing != .none {
             // The whole body is here (it arrived while the read waited): it goes with its length, however it
             // was framed by the client.
             head.framing = .contentLength(Int64(exchange.deferredBody.count))
@@ -361,35 +355,36 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func finishRequest(trailers: HTTPHeaders?) {
         bodyTimer.cancel()
         guard let exchange else { return }
-        exchange.requestComplete = true
+        let action = machine.requestEnded()
         // Nothing more is read from the client until this exchange is answered and its answer has left: a
         // client that half-closed after its request (shutdown(SHUT_WR)) must get its response, and the EOF
         // would end the connection if it were read now. Pipelined requests wait in the socket meanwhile.
         connection.disableReading()
-        if exchange.isReplicatedWrite {
-            state = .responding
+        switch action {
+        case .none:
+            preconditionFailure("an exchange in flight has a request to end")
+        case .submitWrite:
             admit(exchange, as: .write)
-            return
+        case .awaitReadLevel:
+            break
+        case .forwardEnd(let finish):
+            if exchange.bodyChunkedToApp, let upstream = exchange.upstream {
+                var forwarded = trailers
+                if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
+                upstream.connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
+            }
+            if exchange.upstream?.isConnected == true {
+                arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
+            }
+            if finish { finishExchange() }
         }
-        if exchange.isWaitingForRead {
-            state = .responding
-            return
-        }
-        if exchange.bodyChunkedToApp, let upstream = exchange.upstream {
-            var forwarded = trailers
-            if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
-            upstream.connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
-        }
-        if !exchange.responseComplete { state = .responding }
-        if exchange.upstream?.isConnected == true { arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs) }
-        if exchange.responseComplete { finishExchange() }
     }
 
     private func rejectMalformed(_ error: HTTPParseError) {
         proxy.metrics.recordParseError(error.code.rawValue)
         proxy.log.debug(
             "rejected malformed request", metadata: ["client": "\(connection.peerAddress)", "reason": "\(error)"])
-        if exchange?.responseStarted == true {
+        if machine.responseStarted {
             close()
             return
         }
@@ -397,23 +392,18 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     func connectionDidDrainOutput(_ connection: Connection) {
-        if isFlushingBeforeClose {
-            if connection.outputCount == 0 { close() }
+        let actions = machine.outputDrained(outputEmpty: connection.outputCount == 0)
+        if actions.close {
+            close()
             return
         }
-        if resumeReadingWhenFlushed && connection.outputCount == 0 {
-            resumeReadingWhenFlushed = false
+        if actions.restoreWriteWatermark {
             connection.setWriteLowWatermark(bytes: proxy.settings.bufferHighWaterBytes / 2)
-            if state == .reading { connection.enableReading() }
         }
-        switch state {
-        case .responding:
-            exchange?.upstream?.connection.enableReading()
-            if let upstream = exchange?.upstream { upstreamHasInput(upstream) }
-        case .tunnel:
-            exchange?.upstream?.connection.enableReading()
-        case .reading, .closed: break
-        }
+        if actions.enableClientReading { connection.enableReading() }
+        if actions.enableAppReading { exchange?.upstream?.connection.enableReading() }
+        if actions.parseAppInput, let upstream = exchange?.upstream { upstreamHasInput(upstream) }
+        assertExchangeMatchesMachine()
     }
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
@@ -424,8 +414,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     // MARK: app side
 
     func upstreamConnected(_ upstream: UpstreamConnection) {
-        guard let exchange else { return }
-        if exchange.requestComplete {
+        guard exchange != nil else { return }
+        if machine.requestComplete {
             arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
         } else {
             timer.cancel()
@@ -434,44 +424,50 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     func upstreamDrained(_ upstream: UpstreamConnection) {
         // The app took the buffered body: resume reading the client.
-        if state == .reading || state == .tunnel {
+        if machine.isReading || machine.isTunnel {
             connection.enableReading()
-            if state == .reading { readRequest() }
+            if machine.isReading { readRequest() }
         }
     }
 
     func upstreamHasInput(_ upstream: UpstreamConnection) {
-        if state == .tunnel {
+        if machine.isTunnel {
             relay(from: upstream.connection, to: connection)
             return
         }
         guard let exchange, exchange.upstream === upstream else { return }
         var failure: HTTPParseError?
-        upstream.connection.consumeInput { chunk in
-            guard !exchange.responseComplete, failure == nil, state != .tunnel else { return 0 }
-            if connection.outputCount > proxy.settings.bufferHighWaterBytes {
-                // A slow client: stop reading the app until the client's buffer drains.
-                upstream.connection.disableReading()
-                return 0
+        do throws(HTTPParseError) {
+            try upstream.connection.parseInput(while: { canReadResponseBytes(exchange, from: upstream) }) {
+                rest throws(HTTPParseError) in
+                try exchange.responseParser.parse(rest) { event in onResponseEvent(event, exchange) }
             }
-            do throws(HTTPParseError) {
-                return try exchange.responseParser.parse(chunk) { event in onResponseEvent(event, exchange) }
-            } catch {
-                failure = error
-                return 0
-            }
+        } catch {
+            failure = error
         }
         if let failure {
             proxy.metrics.recordUpstreamError("bad_response")
             failExchange(.badUpstreamResponse(failure.message))
             return
         }
-        if state == .tunnel {
+        if machine.isTunnel {
             relay(from: upstream.connection, to: connection)
             if connection.inputCount > 0 { relay(from: connection, to: upstream.connection) }
-        } else if exchange.responseComplete && (exchange.requestComplete || !exchange.responseKeepAlive) {
+        } else if currentExchange === exchange && machine.exchangeCanFinish {
             finishExchange()
         }
+        assertExchangeMatchesMachine()
+    }
+
+    /// Whether the response parse may take another step: not past the end of the response or into a tunnel,
+    /// and not while the client's output is above its mark (a slow client: the app is not read until it drains).
+    private func canReadResponseBytes(_ exchange: Exchange, from upstream: UpstreamConnection) -> Bool {
+        guard currentExchange === exchange, !machine.responseComplete else { return false }
+        if connection.outputCount > proxy.settings.bufferHighWaterBytes {
+            upstream.connection.disableReading()
+            return false
+        }
+        return true
     }
 
     private func onResponseEvent(_ event: HTTPResponseEvent, _ exchange: Exchange) {
@@ -486,13 +482,14 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 connection.write(bytes)
             }
         case .end(let trailers):
-            guard exchange.responseStarted else { return }  // an interim 1xx ended; the final head follows
+            // An interim 1xx ended (the final head follows), or the 101 that began a tunnel.
+            guard currentExchange === exchange, machine.responseStarted, !machine.isTunnel else { return }
             if exchange.responseChunked {
                 var forwarded = trailers
                 if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
                 connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
             }
-            exchange.responseComplete = true
+            machine.responseEnded()
         }
     }
 
@@ -502,50 +499,33 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         timer.cancel()
         exchange.status = head.status
-        exchange.responseStarted = true
-        exchange.responseKeepAlive = head.keepAlive
-        if head.status == 101 {
-            guard exchange.isUpgrade else {
-                failExchange(.badUpstreamResponse("the app switched protocols on a route that is not bypass"))
-                return
-            }
+        let action = machine.responseHeadReceived(
+            switchesProtocols: head.status == 101, upgradeAllowed: exchange.isUpgrade, framing: head.framing,
+            appKeepAlive: head.keepAlive, requestVersion: exchange.head.version, draining: proxy.isDraining)
+        let clientKeepAlive: Bool
+        switch action {
+        case .refuseUpgrade:
+            failExchange(.badUpstreamResponse("the app switched protocols on a route that is not bypass"))
+            return
+        case .upgrade:
             var upgraded = head.headers
             ProxyHeaders.removeHopByHop(from: &upgraded, keepUpgrade: true)
             connection.write(
                 HTTPSerializer.responseHead(
                     HTTPResponseHead(status: head.status, reason: head.reason, headers: upgraded)))
-            state = .tunnel
-            exchange.responseComplete = true
             connection.enableReading()
             return
+        case .relay(let chunked, let keepAlive):
+            exchange.responseChunked = chunked
+            clientKeepAlive = keepAlive
         }
         var headers = head.headers
         ProxyHeaders.removeHopByHop(from: &headers)
-        switch head.framing {
-        case .chunked:
-            if exchange.head.version == .http1_1 {
-                exchange.responseChunked = true
-            } else {
-                // HTTP/1.0 has no chunked coding: the body goes de-chunked, delimited by the close.
-                exchange.clientKeepAlive = false
-            }
-        case .untilClose:
-            exchange.responseKeepAlive = false
-            if exchange.head.version == .http1_1 {
-                exchange.responseChunked = true
-            } else {
-                exchange.clientKeepAlive = false
-            }
-        case .none, .contentLength:
-            break
-        }
-        // A request whose body is still arriving cannot be followed by another; a draining process keeps none.
-        if !exchange.requestComplete || proxy.isDraining { exchange.clientKeepAlive = false }
         if exchange.responseChunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
         if exchange.requestClass == .read, let position = exchange.readPosition {
             headers.add(name: "Tandem-Position", value: String(position))
         }
-        if !exchange.clientKeepAlive {
+        if !clientKeepAlive {
             headers.add(name: "Connection", value: "close")
         } else if exchange.head.version == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
@@ -557,15 +537,15 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     func upstreamClosed(_ upstream: UpstreamConnection, reason: CloseReason) {
         guard let exchange, exchange.upstream === upstream else { return }
         exchange.upstream = nil
-        if state == .tunnel {
+        if machine.isTunnel {
             connection.closeAfterFlush()
             teardown()
             return
         }
-        if exchange.responseStarted {
+        if machine.responseStarted {
             if exchange.responseParser.phase == .body,
                 (try? exchange.responseParser.finishAtEOF { event in onResponseEvent(event, exchange) }) != nil,
-                exchange.responseComplete
+                machine.responseComplete
             {
                 finishExchange()
             } else {
@@ -620,31 +600,28 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                     "the app sent bytes beyond the end of its response; its connection is closed",
                     metadata: ["status": "\(exchange.status)", "bytes": "\(upstream.connection.inputCount)"])
             }
-            if exchange.responseKeepAlive && exchange.requestComplete && !exchange.isUpgrade && !overran {
+            if machine.appKeepAlive && machine.requestComplete && !exchange.isUpgrade && !overran {
                 proxy.pool.release(upstream)
             } else {
                 proxy.pool.discard(upstream)
             }
         }
-        guard exchange.clientKeepAlive && !proxy.isDraining else {
+        guard machine.exchangeFinished(draining: proxy.isDraining) else {
             closeAfterFlush()
             return
         }
-        state = .reading
-        resumeReading()
-        arm(.idle, proxy.settings.idleTimeoutMs)
-        if connection.inputCount > 0 { readRequest() }  // a pipelined request is already waiting
+        readNextRequest()
     }
 
     /// Answers an exchange that failed before its response started with Tandem's own JSON error.
     private func failExchange(_ error: TandemErrorResponse) {
-        guard let exchange, !exchange.responseStarted else {
+        guard let exchange, !machine.responseStarted else {
             close()
             return
         }
         if let upstream = exchange.upstream { proxy.pool.discard(upstream) }
         exchange.upstream = nil
-        respondWithError(error, forceClose: !exchange.requestComplete)
+        respondWithError(error, forceClose: !machine.requestComplete)
     }
 
     private func respondWithError(_ error: TandemErrorResponse, forceClose: Bool = false) {
@@ -657,26 +634,22 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
         // A request without a body is complete once its head is parsed: the connection can stay open.
-        let requestComplete = exchange.map { $0.requestComplete || $0.head.framing == .none } ?? false
-        let keepAlive = !forceClose && (exchange?.clientKeepAlive ?? false) && requestComplete && !proxy.isDraining
+        let keepAlive = machine.answeredWithError(
+            forceClose: forceClose, requestBodiless: exchange?.head.framing == BodyFraming.none,
+            draining: proxy.isDraining)
         var error = error
         error.closeConnection = !keepAlive
         connection.write(error.bytes)
         proxy.metrics.recordRequest(
             class: (exchange?.requestClass ?? .read).rawValue, status: error.status,
             latencyMicros: exchange.map { EventLoop.preciseNowMicros() - $0.startMicros } ?? 0)
-        if keepAlive {
-            state = .reading
-            if error.code == "overloaded" {
-                connection.disableReading()
-                arm(.resumeAfterShed, Self.shedPauseMs)
-                return
-            }
-            resumeReading()
-            arm(.idle, proxy.settings.idleTimeoutMs)
-            if connection.inputCount > 0 { readRequest() }
-        } else {
+        if !keepAlive {
             closeAfterFlush()
+        } else if error.code == "overloaded" {
+            connection.disableReading()
+            arm(.resumeAfterShed, Self.shedPauseMs)
+        } else {
+            readNextRequest()
         }
     }
 
@@ -684,27 +657,27 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     /// Reads the client again after an exchange ended, once its answer has left the output buffer: reading
     /// earlier could see the EOF of a client that half-closed and end the connection with the answer unsent.
-    /// Pipelined requests already buffered are parsed at once by the caller.
-    private func resumeReading() {
-        guard connection.outputCount > 0 else {
-            connection.enableReading()
-            return
+    /// Pipelined requests already buffered are parsed at once.
+    private func readNextRequest() {
+        switch machine.resumeReading(outputEmpty: connection.outputCount == 0) {
+        case .now: connection.enableReading()
+        case .whenFlushed: connection.setWriteLowWatermark(bytes: 0)
         }
-        resumeReadingWhenFlushed = true
-        connection.setWriteLowWatermark(bytes: 0)
+        arm(.idle, proxy.settings.idleTimeoutMs)
+        if connection.inputCount > 0 { readRequest() }  // a pipelined request is already waiting
     }
 
     /// A request body stopped arriving for the header timeout: 408 and close (the body is incomplete, so the
     /// connection cannot carry another request). A body that waits because the app is not taking it (the
     /// client is not being read) is not stalled.
     private func onBodyTimeout() {
-        guard let exchange, !exchange.requestComplete, state == .reading else { return }
+        guard let exchange, case .reading(_?) = machine.state else { return }
         if let upstream = exchange.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
             bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
             return
         }
         proxy.metrics.recordParseError("body_timeout")
-        guard !exchange.responseStarted else {
+        guard !machine.responseStarted else {
             close()
             return
         }
@@ -723,7 +696,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func onTimer() {
         switch timerPurpose {
         case .idle:
-            if isIdle || isFlushingBeforeClose { close() }
+            if isIdle || machine.isClosingAfterFlush { close() }
         case .header:
             if exchange == nil {
                 proxy.metrics.recordParseError("header_timeout")
@@ -738,10 +711,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             failExchange(
                 .upstreamUnavailable("cannot connect to the app within \(proxy.settings.upstreamConnectTimeoutMs) ms"))
         case .resumeAfterShed:
-            guard state == .reading else { return }
-            resumeReading()
-            arm(.idle, proxy.settings.idleTimeoutMs)
-            if connection.inputCount > 0 { readRequest() }
+            guard machine.isReading else { return }
+            readNextRequest()
         case .upstreamResponse:
             proxy.metrics.recordUpstreamError("timeout")
             failExchange(
@@ -761,14 +732,13 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// Ends the session once everything written has reached the socket. The session stays registered until
     /// then, so a draining process does not exit with a response still in its buffers.
     private func closeAfterFlush() {
-        state = .closed
+        machine.closeAfterFlush()
         timer.cancel()
         connection.disableReading()
         if connection.outputCount == 0 {
             close()
             return
         }
-        isFlushingBeforeClose = true
         connection.setWriteLowWatermark(bytes: 0)
         arm(.idle, proxy.settings.idleTimeoutMs)  // a client that never reads is cut off by the idle timeout
     }
@@ -780,11 +750,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func teardown() {
-        guard state != .closed || exchange != nil || timer != nil else { return }
+        guard machine.state != .closed || exchange != nil || timer != nil else { return }
         if let exchange { releaseAdmission(exchange, dropped: false) }
         if let upstream = exchange?.upstream { proxy.pool.discard(upstream) }
         exchange = nil
-        state = .closed
+        machine.closed()
         timer?.invalidate()
         bodyTimer?.invalidate()
         proxy.sessionEnded(self)
