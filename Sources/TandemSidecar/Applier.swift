@@ -36,6 +36,11 @@ final class Applier: ConnectionDelegate {
     private var responseHead: HTTPResponseHead?
     private var responseBody: [UInt8] = []
     private var retryTimer: TandemNet.Timer!
+    /// A connect to the app that has not completed within `connectTimeoutMs` is given up and tried again: nothing
+    /// was delivered on it, and a connect nobody hears of again must not stop applying for good.
+    private var connectTimer: TandemNet.Timer!
+    /// `TANDEM_UPSTREAM_CONNECT_TIMEOUT`.
+    var connectTimeoutMs: Int64 = 2_000
     private var backoffMs: Int64 = 50
     private let responseBodyMaxBytes: Int
     /// Folds (index, status, body hash) of every applied entry: equal digests at equal indexes mean equal outcomes.
@@ -95,6 +100,7 @@ final class Applier: ConnectionDelegate {
         self.responseBodyMaxBytes = responseBodyMaxBytes
         self.log = log
         self.retryTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.applyNext() }
+        self.connectTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.connectTimedOut() }
     }
 
     var backlog: Int { queue.count - queueHead + (current == nil ? 0 : 1) }
@@ -255,6 +261,7 @@ final class Applier: ConnectionDelegate {
 
     func stop() {
         retryTimer.invalidate()
+        connectTimer.invalidate()
         idleTimer?.invalidate()
         connection?.close()
         connection = nil
@@ -318,6 +325,7 @@ final class Applier: ConnectionDelegate {
         if connection == nil || connection?.isOpen != true {
             isConnected = false
             connection = Connection.connect(loop: loop, host: upstreamHost, port: upstreamPort, delegate: self)
+            connectTimer.schedule(afterMs: connectTimeoutMs)
             connection?.enableReading()
             guard connection != nil else {
                 scheduleRetry(reason: "cannot create a socket")
@@ -352,6 +360,7 @@ final class Applier: ConnectionDelegate {
     // MARK: connection events
 
     func connectionDidConnect(_ connection: Connection) {
+        connectTimer.cancel()
         isConnected = true
         onConnected?()
         if heldRequest != nil {
@@ -417,6 +426,7 @@ final class Applier: ConnectionDelegate {
     }
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        connectTimer.cancel()
         self.connection = nil
         heldRequest = nil
         if !isConnected, reason == .socketError(ECONNREFUSED) { onAppRefused?() }
@@ -444,6 +454,17 @@ final class Applier: ConnectionDelegate {
         }
         finish(entry, response: response, status: head.status)
     }
+
+    private func connectTimedOut() {
+        guard let pending = connection, !isConnected else { return }
+        pending.close()
+        connection = nil
+        heldRequest = nil
+        connectTimeouts += 1
+        guard current != nil else { return }
+        scheduleRetry(reason: "no connection to the app within \(connectTimeoutMs) ms")
+    }
+    private(set) var connectTimeouts: UInt64 = 0
 
     private func scheduleRetry(reason: String) {
         retryCount += 1

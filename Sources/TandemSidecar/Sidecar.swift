@@ -90,6 +90,7 @@ public final class Sidecar {
                 loop: loop, runtime: runtime, upstreamHost: options.proxy.upstreamHost,
                 upstreamPort: options.proxy.upstreamPort, settings: options.writePath,
                 maxBodyBytes: Int(options.proxy.limits.bodyMaxBytes), metrics: metrics, log: log)
+            writePath?.applier.connectTimeoutMs = options.proxy.upstreamConnectTimeoutMs
         } else {
             writePath = nil
         }

@@ -250,6 +250,82 @@ final class UpstreamBehaviourTests: ProcessTestCase {
         XCTAssertTrue(metrics.contains("tandem_upstream_errors_total{kind=\"timeout\"} 1"), metrics)
     }
 
+    /// A connect the app never completes (its accept queue full: the kernel drops the SYN, and its own retries are
+    /// seconds apart) is given up after TANDEM_UPSTREAM_CONNECT_TIMEOUT and tried afresh: once the app accepts
+    /// again, the write is applied on a new connection instead of waiting on the lost one.
+    func testAnApplyConnectThatNeverCompletesIsGivenUpAndRetried() throws {
+        let flag = NSTemporaryDirectory() + "accept-\(UUID().uuidString)"
+        let (app, appPort) = try startPythonApp(
+            name: "frozen-app",
+            source: """
+                import os, socket, sys, threading, time
+                server = socket.socket()
+                server.bind(("127.0.0.1", 0))
+                server.listen(0)
+                port = server.getsockname()[1]
+                # Fill the accept queue (one connection with backlog 0): the kernel now drops every new SYN.
+                fillers = []
+                for _ in range(2):
+                    filler = socket.socket()
+                    filler.setblocking(False)
+                    filler.connect_ex(("127.0.0.1", port))
+                    fillers.append(filler)
+                time.sleep(0.2)
+                print("frozen app listening on 127.0.0.1:%d" % port, flush=True)
+                while not os.path.exists(sys.argv[1]):
+                    time.sleep(0.05)
+                def serve(conn):
+                    data = b""
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                        while b"\\r\\n\\r\\n" in data:
+                            head, data = data.split(b"\\r\\n\\r\\n", 1)
+                            length = 0
+                            for line in head.split(b"\\r\\n")[1:]:
+                                name, _, value = line.partition(b":")
+                                if name.strip().lower() == b"content-length":
+                                    length = int(value)
+                            while len(data) < length:
+                                data += conn.recv(65536)
+                            data = data[length:]
+                            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+                while True:
+                    conn, _ = server.accept()
+                    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+                """, arguments: [flag])
+        _ = app
+        let tandem = try startTandem(
+            upstreamPort: appPort, environment: ["TANDEM_UPSTREAM_CONNECT_TIMEOUT": "1s"], waitUntilReady: false)
+        final class Answer: @unchecked Sendable {  // guarded by `lock`
+            private let lock = NSLock()
+            private var stored: TestResponse?
+            var value: TestResponse? {
+                get { lock.withLock { stored } }
+                set { lock.withLock { stored = newValue } }
+            }
+        }
+        let answer = Answer()
+        let port = tandem.clientPort
+        let writer = Thread {
+            answer.value = try? httpRequest(port: port, method: "PUT", path: "/kv/a", body: "1", timeoutSeconds: 40)
+        }
+        // The node elects itself and takes the write only once it leads; retry until the write is in the log.
+        XCTAssertTrue(
+            waitUntil(seconds: 20) { tandem.process.output.contains("\"msg\":\"role changed\"") }, tandem.process.output
+        )
+        usleep(300_000)
+        writer.start()
+        XCTAssertTrue(
+            waitUntil(seconds: 20) { tandem.process.output.contains("no connection to the app within 1000 ms") },
+            "the stuck connect was not given up: \(tandem.process.output.suffix(2000))")
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        XCTAssertTrue(waitUntil(seconds: 30) { answer.value != nil }, "the write was never answered")
+        XCTAssertEqual(answer.value?.status, 200, answer.value?.bodyText ?? "")
+    }
+
     func testUpgradeOnABypassRouteIsTunnelledBothWays() throws {
         let script = NSTemporaryDirectory() + "upgrade-\(UUID().uuidString).py"
         try """
