@@ -129,7 +129,7 @@ extension TandemConfiguration {
             "Idle keep-alive client connections are closed after this."),
         ConfigVariable(
             "TANDEM_UPSTREAM_CONNECT_TIMEOUT", .overload, default: "2s", .duration(minMs: 1, maxMs: 600_000),
-            "A connection to the app not established by then gives 502 upstream_unavailable."),
+            "A connection to the app not established by then gives 502 upstream_unavailable (an apply retries)."),
         ConfigVariable(
             "TANDEM_UPSTREAM_TIMEOUT", .overload, default: "30s", .duration(minMs: 1, maxMs: 3_600_000),
             "A proxied read whose response head has not come by then gives 504 upstream_timeout."),
