@@ -131,12 +131,34 @@ static inline int tandem_aes256gcm_finish_seal(EVP_CIPHER_CTX *context, unsigned
         && EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, 16, tag16) == 1;
 }
 
+/// Seals one whole message in one call (the common case of a small frame): `prefixLength` bytes of `prefix` then
+/// `length` bytes of `input` are encrypted into `output` (which holds both), and the tag goes to `tag16`.
+static inline int tandem_aes256gcm_seal_message(EVP_CIPHER_CTX *context, const unsigned char *nonce12,
+                                                const unsigned char *aad, int aadLength, const unsigned char *prefix,
+                                                int prefixLength, const unsigned char *input, int length,
+                                                unsigned char *output, unsigned char *tag16) {
+    return tandem_aes256gcm_begin(context, nonce12, aad, aadLength)
+        && (prefixLength == 0 || tandem_aes256gcm_update(context, prefix, output, prefixLength))
+        && (length == 0 || tandem_aes256gcm_update(context, input, output + prefixLength, length))
+        && tandem_aes256gcm_finish_seal(context, tag16);
+}
+
 /// Ends an opened message: 1 only when `tag16` authenticates the nonce, the associated data and the ciphertext.
 static inline int tandem_aes256gcm_finish_open(EVP_CIPHER_CTX *context, const unsigned char *tag16) {
     unsigned char unused[16];
     int written = 0;
     return EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_TAG, 16, (void *)tag16) == 1
         && EVP_CipherFinal_ex(context, unused, &written) == 1 && written == 0;
+}
+
+/// Opens one whole message in one call: 1 only when it authenticates; `output` then holds the `length` bytes of
+/// plaintext (garbage otherwise, to be discarded unread).
+static inline int tandem_aes256gcm_open_message(EVP_CIPHER_CTX *context, const unsigned char *nonce12,
+                                                const unsigned char *aad, int aadLength, const unsigned char *input,
+                                                int length, const unsigned char *tag16, unsigned char *output) {
+    return tandem_aes256gcm_begin(context, nonce12, aad, aadLength)
+        && (length == 0 || tandem_aes256gcm_update(context, input, output, length))
+        && tandem_aes256gcm_finish_open(context, tag16);
 }
 
 #endif

@@ -75,16 +75,56 @@ public final class AES256GCM {
     /// `associatedData` (which is not encrypted).
     public func begin(counter: UInt64, associatedData: UnsafeRawBufferPointer) throws(AEADError) {
         precondition(associatedData.count <= Int(Int32.max), "associated data too large")
+        let ok = AES256GCM.withNonce(counter) { nonce in
+            tandem_aes256gcm_begin(context, nonce, bytes(associatedData), Int32(associatedData.count))
+        }
+        guard ok == 1 else { throw .cipherFailed }
+    }
+
+    /// Seals a whole message in one call (`begin`, `update`s and `finishSeal` at once, which saves their per-call
+    /// costs on small messages): `prefix` then `input` are encrypted into `output`, which must hold both.
+    public func sealMessage(
+        counter: UInt64, associatedData: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer,
+        input: UnsafeRawBufferPointer, into output: UnsafeMutableRawPointer, tagInto tag: UnsafeMutableRawPointer
+    ) throws(AEADError) {
+        precondition(direction == .seal, "sealMessage on an opening context")
+        precondition(
+            associatedData.count <= 1 << 30 && prefix.count <= 1 << 30 && input.count <= 1 << 30,
+            "one-call messages are below 1 GiB; stream larger ones")
+        let ok = AES256GCM.withNonce(counter) { nonce in
+            tandem_aes256gcm_seal_message(
+                context, nonce, bytes(associatedData), Int32(associatedData.count), bytes(prefix),
+                Int32(prefix.count), bytes(input), Int32(input.count), output.assumingMemoryBound(to: UInt8.self),
+                tag.assumingMemoryBound(to: UInt8.self))
+        }
+        guard ok == 1 else { throw .cipherFailed }
+    }
+
+    /// Opens a whole message in one call: true only when `tag` authenticates the nonce, the associated data and
+    /// `ciphertext`; `output` (`ciphertext.count` bytes) then holds the plaintext, and garbage otherwise.
+    public func openMessage(
+        counter: UInt64, associatedData: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer,
+        tag: UnsafeRawBufferPointer, into output: UnsafeMutableRawPointer
+    ) -> Bool {
+        precondition(direction == .open, "openMessage on a sealing context")
+        precondition(
+            associatedData.count <= 1 << 30 && ciphertext.count <= 1 << 30, "one-call messages are below 1 GiB")
+        guard tag.count == AES256GCM.tagBytes else { return false }
+        let ok = AES256GCM.withNonce(counter) { nonce in
+            tandem_aes256gcm_open_message(
+                context, nonce, bytes(associatedData), Int32(associatedData.count), bytes(ciphertext),
+                Int32(ciphertext.count), bytes(tag), output.assumingMemoryBound(to: UInt8.self))
+        }
+        return ok == 1
+    }
+
+    /// The 96-bit nonce of message `counter`: four zero bytes, then the counter big-endian.
+    private static func withNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
         // Three 32-bit words lie contiguous in a homogeneous tuple: exactly the 12 nonce bytes.
         var nonce: (UInt32, UInt32, UInt32) = (
             0, UInt32(truncatingIfNeeded: counter >> 32).bigEndian, UInt32(truncatingIfNeeded: counter).bigEndian
         )
-        let ok = withUnsafeBytes(of: &nonce) { nonceBytes in
-            tandem_aes256gcm_begin(
-                context, nonceBytes.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(associatedData.count))
-        }
-        guard ok == 1 else { throw .cipherFailed }
+        return withUnsafeBytes(of: &nonce) { body($0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
     }
 
     /// Encrypts (seal) or decrypts (open) `input` into `output`, which must hold `input.count` bytes. The two may be
@@ -117,4 +157,8 @@ public final class AES256GCM {
         guard tag.count == AES256GCM.tagBytes, let base = tag.baseAddress else { return false }
         return tandem_aes256gcm_finish_open(context, base.assumingMemoryBound(to: UInt8.self)) == 1
     }
+}
+
+private func bytes(_ buffer: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? {
+    buffer.baseAddress?.assumingMemoryBound(to: UInt8.self)
 }

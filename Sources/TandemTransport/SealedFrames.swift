@@ -60,15 +60,15 @@ struct LinkKeys: Equatable {
 }
 
 /// The 5-byte frame header as a value, so that sealing and opening build their associated data without allocating.
-private func withFrameHeader<R>(
-    type: UInt8, payloadBytes: Int, _ body: (UnsafeRawBufferPointer) throws(AEADError) -> R
-) throws(AEADError) -> R {
+private func withFrameHeader<R, E: Error>(
+    type: UInt8, payloadBytes: Int, _ body: (UnsafeRawBufferPointer) throws(E) -> R
+) throws(E) -> R {
     let length = UInt32(payloadBytes)
     var header = (
         UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8),
         UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 24), type
     )
-    return try withUnsafeBytes(of: &header) { bytes throws(AEADError) in try body(bytes) }
+    return try withUnsafeBytes(of: &header) { bytes throws(E) in try body(bytes) }
 }
 
 /// Seals the frames one side of a link sends. Each frame is encrypted through one fixed scratch buffer, so a frame
@@ -104,6 +104,23 @@ final class FrameSealer {
         let base = scratch.baseAddress!
         let capacity = scratch.count
         do throws(AEADError) {
+            let frameBytes = FrameParser.headerBytes + sealedBytes
+            if frameBytes <= capacity {
+                // The common case: the whole frame is sealed into the scratch buffer in one call and written once.
+                var innerType = type
+                try withFrameHeader(type: PeerProtocol.sealedFrameType, payloadBytes: sealedBytes) {
+                    header throws(AEADError) in
+                    base.copyMemory(from: header.baseAddress!, byteCount: header.count)
+                    try withUnsafeBytes(of: &innerType) { prefix throws(AEADError) in
+                        try cipher.sealMessage(
+                            counter: sequence, associatedData: header, prefix: prefix, input: payload,
+                            into: base + header.count, tagInto: base + (frameBytes - AES256GCM.tagBytes))
+                    }
+                }
+                write(UnsafeRawBufferPointer(rebasing: scratch[0..<frameBytes]))
+                sequence += 1
+                return true
+            }
             var used = 0
             try withFrameHeader(type: PeerProtocol.sealedFrameType, payloadBytes: sealedBytes) {
                 header throws(AEADError) in
@@ -148,6 +165,8 @@ final class FrameSealer {
 final class FrameOpener {
     /// A buffer grown for a larger frame is given back once a smaller one follows: a link keeps at most this much.
     static let retainedBufferBytes = 256 * 1024
+    /// Frames up to this size are opened in one call; larger ones (a frame limit raised past 1 GiB) in pieces.
+    static let oneCallLimitBytes = 1 << 30
 
     enum Outcome {
         /// The frame authenticated. `payload` lies in the opener's buffer, valid until the next `open`.
@@ -182,13 +201,21 @@ final class FrameOpener {
         guard sequence < UInt64.max else { return .failed(.sequenceExhausted) }
         let cipherBytes = payload.count - AES256GCM.tagBytes
         reserve(cipherBytes)
+        let ciphertext = UnsafeRawBufferPointer(rebasing: payload[0..<cipherBytes])
+        let tag = UnsafeRawBufferPointer(rebasing: payload[cipherBytes...])
         let authentic: Bool
         do throws(AEADError) {
-            try withFrameHeader(type: frameType, payloadBytes: payload.count) { header throws(AEADError) in
+            authentic = try withFrameHeader(type: frameType, payloadBytes: payload.count) {
+                header throws(AEADError) in
+                guard cipherBytes > FrameOpener.oneCallLimitBytes else {
+                    return cipher.openMessage(
+                        counter: sequence, associatedData: header, ciphertext: ciphertext, tag: tag,
+                        into: buffer.baseAddress!)
+                }
                 try cipher.begin(counter: sequence, associatedData: header)
+                try cipher.update(ciphertext, into: buffer.baseAddress!)
+                return cipher.finishOpen(tag: tag)
             }
-            try cipher.update(UnsafeRawBufferPointer(rebasing: payload[0..<cipherBytes]), into: buffer.baseAddress!)
-            authentic = cipher.finishOpen(tag: UnsafeRawBufferPointer(rebasing: payload[cipherBytes...]))
         } catch {
             preconditionFailure("AES-256-GCM failed on valid arguments: \(error)")
         }
