@@ -79,6 +79,11 @@ public protocol PeerMessenger: AnyObject {
     func start(for runtime: ReplicaRuntime) throws
     func send(_ message: Message) -> SendOutcome
     func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome
+    /// Closes the link to `peer` because of what arrived on it (an undecodable frame, a message from another node,
+    /// one the core refused). The peer is told only that the connection ended; both sides then reconnect, and the
+    /// new link is authenticated from scratch. The runtime hears `linkDown` (possibly from within this call) and,
+    /// once the link is back, `linkUp`. Nothing happens while there is no link.
+    func closeLink(to peer: NodeID, reason: String)
     func stop()
 }
 
@@ -227,6 +232,7 @@ public final class TransportMessenger: PeerMessenger, PeerTransportDelegate {
     public func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome {
         transport?.send(type: type, payload: payload, to: peer) ?? .droppedNotConnected
     }
+    public func closeLink(to peer: NodeID, reason: String) { transport?.closeLink(to: peer, reason: reason) }
     public func stop() { transport?.stop() }
 
     public func peerTransport(

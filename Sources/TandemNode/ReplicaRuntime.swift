@@ -628,23 +628,29 @@ public final class ReplicaRuntime {
             onApplicationFrame?(peer, type, payload)
             return
         }
+        // A bad frame from an authenticated peer is dropped without effect and ends its link: the peer is broken or
+        // compromised, and a flood of bad frames then costs it a reconnect and a handshake per frame.
+        func disconnect(_ what: String, _ reason: String) {
+            counters.undecodableFrames += 1
+            log.warning(
+                "\(what) from peer; closing its link", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+            messenger.closeLink(to: peer, reason: "\(what): \(reason)")
+        }
         do {
             let message = try ConsensusCodec.decode(type: type, payload: payload)
             guard message.from == peer else {
-                counters.undecodableFrames += 1
+                disconnect("a message in another node's name", "from \(message.from) on the link of \(peer)")
                 return
             }
             // The core checks what only it knows (a term far above ours, an acknowledgement beyond its log):
-            // a refusal is a bad frame like an undecodable one, dropped without effect.
+            // a refusal is a bad frame like an undecodable one.
             if let refusal = raft.step(message, nowMs: clock.nowMs()) {
-                counters.undecodableFrames += 1
-                log.warning("refused a message from peer", metadata: ["peer": "\(peer)", "reason": "\(refusal)"])
+                disconnect("a refused message", "\(refusal)")
                 return
             }
             scheduleReady()
         } catch {
-            counters.undecodableFrames += 1
-            log.warning("undecodable frame from peer", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            disconnect("an undecodable frame", "\(error)")
         }
     }
 

@@ -3,10 +3,12 @@
 // Both sides send a hello at once: magic, protocol version, authentication mode, the sender's node id, its
 // incarnation (random per transport instance, so a restarted peer is recognised) and a fresh 32-byte nonce.
 // With a cluster secret, each side then sends proof = HMAC-SHA256(secret, label | dialer nonce | acceptor nonce |
-// sender role | sender id) and checks the other's proof in constant time. A recorded proof is useless on a later
-// connection because the other side's nonce is fresh, and a proof cannot be reflected back because it binds the
-// sender's role and id. With TLS or no authentication the hello alone completes the handshake (the transport checks
-// the certificate names the claimed node).
+// sender role | sender id | sender incarnation) and checks the other's proof in constant time. A recorded proof is
+// useless on a later connection because the other side's nonce is fresh, a proof cannot be reflected back because
+// it binds the sender's role and id, and a hello whose incarnation was altered on the way fails its proof. Every
+// frame after the proofs is sealed under keys derived from the secret and both nonces (SealedFrames.swift). With
+// TLS or no authentication the hello alone completes the handshake (the transport checks the certificate names the
+// claimed node).
 
 import TandemConsensus
 import TandemNet
@@ -65,7 +67,7 @@ public enum HandshakeAction: Equatable, Sendable {
 /// The handshake of one link. Feed it every frame received before it reports `.established`.
 public struct Handshake {
     public static let nonceBytes = 32
-    static let proofLabel = Array("tandem-peer-auth-v1".utf8)
+    static let proofLabel = Array("tandem-peer-auth-v2".utf8)
 
     enum State: Equatable {
         case awaitingHello
@@ -83,6 +85,8 @@ public struct Handshake {
     // Invariant: nonce.count == nonceBytes.
     let nonce: [UInt8]
     private(set) var state: State = .awaitingHello
+    /// The peer's nonce, once its hello arrived: with ours, what a cluster-secret link derives its frame keys from.
+    public private(set) var peerNonce: [UInt8]?
 
     public init(
         selfID: NodeID, incarnation: UInt64, auth: HandshakeAuth, role: LinkRole, knownPeers: Set<NodeID>,
@@ -163,8 +167,10 @@ public struct Handshake {
                 return .established(peer)
             }
             state = .awaitingProof(peer: peer, peerNonce: peerNonce)
+            self.peerNonce = peerNonce
             return .send(
-                type: PeerProtocol.proofFrameType, payload: proof(by: selfID, role: role, peerNonce: peerNonce))
+                type: PeerProtocol.proofFrameType,
+                payload: proof(by: selfID, incarnation: incarnation, role: role, peerNonce: peerNonce))
         } catch {
             return .refuse(.malformedHandshake("hello: \(error)"))
         }
@@ -183,7 +189,7 @@ public struct Handshake {
         _ payload: UnsafeRawBufferPointer, peer: PeerIdentity, peerNonce: [UInt8]
     ) -> HandshakeAction {
         let peerRole: LinkRole = role == .acceptor ? .dialer(expected: selfID) : .acceptor
-        let expected = proof(by: peer.id, role: peerRole, peerNonce: peerNonce)
+        let expected = proof(by: peer.id, incarnation: peer.incarnation, role: peerRole, peerNonce: peerNonce)
         guard Crypto.constantTimeEqual(expected, [UInt8](payload)) else {
             return .refuse(.badProof(claimed: peer.id.rawValue))
         }
@@ -191,9 +197,9 @@ public struct Handshake {
         return .established(peer)
     }
 
-    /// The proof that `sender`, playing `role`, knows the secret, on this link's pair of nonces.
+    /// The proof that `sender` (of `incarnation`), playing `role`, knows the secret, on this link's pair of nonces.
     /// `peerNonce` is the nonce of the side that is not this handshake's owner.
-    func proof(by sender: NodeID, role senderRole: LinkRole, peerNonce: [UInt8]) -> [UInt8] {
+    func proof(by sender: NodeID, incarnation: UInt64, role senderRole: LinkRole, peerNonce: [UInt8]) -> [UInt8] {
         guard case .secret(let key) = auth else { preconditionFailure("proofs exist only with a cluster secret") }
         let (dialerNonce, acceptorNonce) = role == .acceptor ? (peerNonce, nonce) : (nonce, peerNonce)
         var message = ByteWriter(reservingCapacity: 128)
@@ -202,6 +208,7 @@ public struct Handshake {
         message.raw(acceptorNonce)
         message.u8(senderRole == .acceptor ? 1 : 0)
         message.string(sender.rawValue)
+        message.u64(incarnation)
         do {
             return try Crypto.hmacSHA256(key: key, message: message.bytes)
         } catch {

@@ -17,6 +17,9 @@ final class PeerLink: ConnectionDelegate {
     private var parser = FrameParser(maxPayloadBytes: PeerProtocol.handshakeMaxPayloadBytes)
     private let maxFramePayloadBytes: Int
     private var handshakeTimer: Timer?
+    /// Set together when a cluster-secret handshake completes: from then on every frame is sealed both ways.
+    private var sealer: FrameSealer?
+    private var opener: FrameOpener?
     /// Set once the handshake completed and the transport kept this link.
     private(set) var identity: PeerIdentity?
     /// Set once this link is closed or closing; no callback reaches the transport after that.
@@ -65,14 +68,23 @@ final class PeerLink: ConnectionDelegate {
 
     var outputCount: Int { connection?.outputCount ?? 0 }
 
-    func writeFrame(type: UInt8, payload: [UInt8]) {
+    @discardableResult
+    func writeFrame(type: UInt8, payload: [UInt8]) -> Bool {
         payload.withUnsafeBytes { writeFrame(type: type, payload: $0) }
     }
 
-    /// Writes header and payload into the output buffer; libevent sends everything written in one loop turn
-    /// together, so many small frames cost one system call.
-    func writeFrame(type: UInt8, payload: UnsafeRawBufferPointer) {
-        guard let connection, !isClosed else { return }
+    /// Writes header and payload into the output buffer (sealed, once a cluster-secret handshake completed);
+    /// libevent sends everything written in one loop turn together, so many small frames cost one system call.
+    /// Returns false, writing nothing, when the link has no sealing nonce left: the caller must then `close` it
+    /// (not done here, so that the transport's state is consistent when it hears of the close).
+    @discardableResult
+    func writeFrame(type: UInt8, payload: UnsafeRawBufferPointer) -> Bool {
+        guard let connection, !isClosed else { return true }
+        if let sealer {
+            guard sealer.seal(type: type, payload: payload, write: { connection.write($0) }) else { return false }
+            lastSentMs = loop.nowMs
+            return true
+        }
         let length = UInt32(payload.count)
         var header = (
             UInt8(truncatingIfNeeded: length), UInt8(truncatingIfNeeded: length >> 8),
@@ -81,6 +93,7 @@ final class PeerLink: ConnectionDelegate {
         withUnsafeBytes(of: &header) { connection.write($0) }
         connection.write(payload)
         lastSentMs = loop.nowMs
+        return true
     }
 
     /// Closes without telling the transport (the transport decided it).
@@ -113,6 +126,9 @@ final class PeerLink: ConnectionDelegate {
         connection.write(reason)
     }
 
+    /// Closes an established link for `failure` and reports it to the transport as a disconnect.
+    func close(_ failure: LinkFailure) { fail(failure) }
+
     /// Closes on an error found on an established or handshaking link and reports it as a disconnect.
     private func fail(_ failure: LinkFailure) {
         guard !isClosed else { return }
@@ -143,8 +159,10 @@ final class PeerLink: ConnectionDelegate {
         let silentMs = nowMs - lastReceivedMs
         if silentMs >= idleTimeoutMs {
             fail(.idleTimeout(silentMs: silentMs))
-        } else if nowMs - lastSentMs >= keepaliveIntervalMs {
-            writeFrame(type: PeerProtocol.keepaliveFrameType, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+        } else if nowMs - lastSentMs >= keepaliveIntervalMs,
+            !writeFrame(type: PeerProtocol.keepaliveFrameType, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+        {
+            fail(.sequenceExhausted)
         }
     }
 
@@ -184,6 +202,18 @@ final class PeerLink: ConnectionDelegate {
         guard !isClosed else { return .stop }
         lastReceivedMs = loop.nowMs
         guard identity != nil else { return onHandshakeFrame(type: type, payload: payload) }
+        guard let opener else { return onEstablishedFrame(type: type, payload: payload) }
+        // Nothing of a frame that does not open reaches anyone: the link closes on it.
+        switch opener.open(frameType: type, payload: payload) {
+        case .opened(let innerType, let plaintext):
+            return onEstablishedFrame(type: innerType, payload: plaintext)
+        case .failed(let failure):
+            fail(failure)
+            return .stop
+        }
+    }
+
+    private func onEstablishedFrame(type: UInt8, payload: UnsafeRawBufferPointer) -> FrameVerdict {
         if type == PeerProtocol.keepaliveFrameType && payload.isEmpty { return .proceed }
         guard type >= PeerProtocol.firstApplicationFrameType else {
             fail(.unexpectedFrame(type: type))
@@ -205,10 +235,18 @@ final class PeerLink: ConnectionDelegate {
             return .stop
         case .established(let peer):
             identity = peer
+            var limit = maxFramePayloadBytes
+            if case .secret = handshake.auth {
+                // Before the transport hears of the link: it may send on it from that very call.
+                let keys = LinkKeys(handshake: handshake, peer: peer.id)
+                sealer = FrameSealer(key: keys.send)
+                opener = FrameOpener(key: keys.receive)
+                limit = min(Int(UInt32.max), limit + PeerProtocol.sealedFrameOverheadBytes)
+            }
             // The deadline timer stays armed until the transport keeps the link: a refusal reuses it as a grace.
             guard let transport, transport.linkAuthenticated(self, peer: peer), !isClosed else { return .stop }
             stopTimer()
-            return .proceedWithLimit(maxPayloadBytes: maxFramePayloadBytes)
+            return .proceedWithLimit(maxPayloadBytes: limit)
         }
     }
 

@@ -179,13 +179,16 @@ public final class PeerTransport {
         precondition(type >= PeerProtocol.firstApplicationFrameType, "frame types below 0x10 are the transport's")
         guard var slot = slots[peer] else { preconditionFailure("send to \(peer), which is not a configured peer") }
         let outcome: SendOutcome
+        var exhausted: PeerLink?
         if payload.count > options.maxFramePayloadBytes {
             outcome = .droppedTooLarge
         } else if let link = slot.active {
             if link.outputCount >= options.outputHardLimitBytes {
                 outcome = .droppedOutputFull
+            } else if !link.writeFrame(type: type, payload: payload) {
+                exhausted = link
+                outcome = .droppedNotConnected
             } else {
-                link.writeFrame(type: type, payload: payload)
                 slot.status.framesOut += 1
                 slot.status.bytesOut += UInt64(FrameParser.headerBytes + payload.count)
                 outcome = link.outputCount > options.outputHighWaterMarkBytes ? .queuedAboveHighWaterMark : .queued
@@ -197,8 +200,9 @@ public final class PeerTransport {
             slot.status.framesDropped += 1
             if outcome == .droppedTooLarge { slot.status.framesDroppedTooLarge += 1 }
         }
-        // Written back before the delegate hears of a drop: it may send again from the callback.
+        // Written back before the delegate hears of a drop or a close: it may send again from the callback.
         slots[peer] = slot
+        exhausted?.close(.sequenceExhausted)
         if !outcome.isQueued {
             delegate?.peerTransport(
                 self, droppedFrameTo: peer, type: type, payloadBytes: payload.count, outcome: outcome)
@@ -210,6 +214,16 @@ public final class PeerTransport {
     @discardableResult
     public func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome {
         payload.withUnsafeBytes { send(type: type, payload: $0, to: peer) }
+    }
+
+    /// Closes the authenticated link to `peer` because of what arrived on it (a frame the layer above cannot
+    /// accept: undecodable, from another node, refused by the core). The delegate hears `peerDidDisconnect` with
+    /// `.closedByNode(reason)`; both sides then redial, and the new link is authenticated from scratch, so a peer
+    /// sending bad frames costs one handshake per frame instead of a link it can keep busy. May be called from
+    /// `didReceiveFrameFrom` (no later frame of that link is delivered). Nothing happens without a link.
+    public func closeLink(to peer: NodeID, reason: String) {
+        guard let link = slots[peer]?.active else { return }
+        link.close(.closedByNode(reason))
     }
 
     // MARK: status

@@ -1,11 +1,11 @@
 // TandemTransport: authenticated, framed links between Tandem nodes, and the binary codec of consensus messages.
 //
 // It owns one TCP (or TLS) connection per pair of nodes: dialing, accepting, the hello/authentication handshake,
-// frame parsing with a size limit, the choice of one connection when both sides dial at once, and reconnection with
-// jittered backoff. It must never interpret consensus (it moves opaque typed frames; `ConsensusCodec` is the only
-// part that knows `Message`), never retransmit (a frame to a disconnected peer is dropped and counted: Raft
-// retransmits), never block the loop thread, and never touch a C module (TandemNet is its only window on libevent
-// and OpenSSL).
+// sealing every later frame with a cluster secret (SealedFrames.swift), frame parsing with a size limit, the
+// choice of one connection when both sides dial at once, and reconnection with jittered backoff. It must never
+// interpret consensus (it moves opaque typed frames; `ConsensusCodec` is the only part that knows `Message`), never
+// retransmit (a frame to a disconnected peer is dropped and counted: Raft retransmits), never block the loop
+// thread, and never touch a C module (TandemNet is its only window on libevent and OpenSSL, AES-GCM included).
 //
 // Threading contract: a PeerTransport lives on one EventLoop. Create it, call every method, and receive every
 // delegate callback on that loop's thread only. The codec and the parsers are plain values, usable anywhere.
@@ -22,8 +22,10 @@ public enum PeerProtocol {
     /// The first bytes of every hello payload: "TNDM".
     public static let magic: [UInt8] = [0x54, 0x4E, 0x44, 0x4D]
     /// The protocol version this build speaks. A peer with another version is refused with both numbers logged.
-    public static let version: UInt16 = 1
-    /// Frame types below this are the transport's own (hello, proof, refusal); applications use the rest.
+    /// 2: frames after a cluster-secret handshake are sealed (SealedFrames.swift), and proofs bind the incarnation.
+    public static let version: UInt16 = 2
+    /// Frame types below this are the transport's own (hello, proof, refusal, keepalive, sealed); applications use
+    /// the rest.
     public static let firstApplicationFrameType: UInt8 = 0x10
     /// The payload limit while the handshake runs: a stranger cannot make us buffer a large frame.
     public static let handshakeMaxPayloadBytes = 1024
@@ -54,7 +56,8 @@ public enum PeerAuth: Sendable {
     /// The caller must log a loud warning at start.
     case none
     /// HMAC-SHA256 challenge on a shared cluster secret: each side proves knowledge of the secret over both sides'
-    /// fresh nonces and its own node id. The secret itself never crosses the wire.
+    /// fresh nonces and its own node id. The secret itself never crosses the wire. Every frame after the handshake
+    /// is encrypted and authenticated (AES-256-GCM, per-link per-direction keys, sequence-number nonces).
     case secret(String)
     /// Mutual TLS: both sides present certificates signed by the CA at `caPath`. The certificate must also name the
     /// node: a DNS subjectAltName (or, without DNS SANs, the common name) equal to its node id or to its configured
@@ -129,6 +132,15 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case closed(CloseReason)
     /// A newer connection from a restarted peer replaced this one.
     case replacedByNewerConnection
+    /// A sealed frame (cluster-secret mode) did not authenticate: it was altered, forged, replayed, reordered, or
+    /// frames before it were dropped. `sequence` is the frame number this side expected.
+    case frameAuthenticationFailed(sequence: UInt64)
+    /// A frame arrived unsealed after a cluster-secret handshake, where every frame must be sealed.
+    case unsealedFrame(type: UInt8)
+    /// One direction of the link used up its 2^64 frame numbers; a new link gets fresh keys.
+    case sequenceExhausted
+    /// This node closed the link because of what the peer sent on it (`PeerTransport.closeLink`).
+    case closedByNode(String)
 
     public var description: String {
         switch self {
@@ -154,6 +166,12 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
         case .unexpectedFrame(let type): return "unexpected frame type \(type) at this point of the protocol"
         case .closed(let reason): return "connection closed: \(reason)"
         case .replacedByNewerConnection: return "replaced by a newer connection from the restarted peer"
+        case .frameAuthenticationFailed(let sequence):
+            return "sealed frame \(sequence) failed authentication (altered, forged, replayed, reordered or spliced)"
+        case .unsealedFrame(let type):
+            return "unencrypted frame of type \(type) after the cluster-secret handshake (every frame must be sealed)"
+        case .sequenceExhausted: return "the link used up its frame sequence numbers; reconnecting for fresh keys"
+        case .closedByNode(let reason): return "closed by this node: \(reason)"
         }
     }
 }

@@ -232,6 +232,8 @@ final class SimNetwork {
     var maxLatencyMicros: Int64 = 3000
     private(set) var framesDelivered = 0
     private(set) var framesDroppedTooLarge = 0
+    /// Links closed by a node because of a bad frame (`PeerMessenger.closeLink`).
+    private(set) var droppedLinks = 0
 
     init(world: SimWorld) { self.world = world }
 
@@ -251,6 +253,17 @@ final class SimNetwork {
             for other in others where other != node && !self.isCut(node, other) {
                 self.reconnected(node, other)
             }
+        }
+    }
+
+    /// One side closed the link between `a` and `b` (a bad frame): what was in flight on it is lost, and it comes
+    /// back (each side hears "link up") a reconnect later, unless it is cut by then.
+    func dropLink(_ a: NodeID, _ b: NodeID) {
+        for pair in [[a, b], [b, a]] { epochs[pair, default: 0] += 1 }
+        droppedLinks += 1
+        world.schedule(afterMicros: 1000) { [weak self] in
+            guard let self, !self.isCut(a, b) else { return }
+            self.reconnected(a, b)
         }
     }
 
@@ -312,6 +325,7 @@ final class SimMessenger: PeerMessenger {
     var peerStatuses: [LinkStatus] { [] }
     func start(for runtime: ReplicaRuntime) throws { self.runtime = runtime }
     func stop() {}
+    func closeLink(to peer: NodeID, reason: String) { network.dropLink(selfID, peer) }
 
     func send(_ message: Message) -> SendOutcome {
         let (type, payload) = ConsensusCodec.encode(message)

@@ -212,9 +212,12 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
         nodes[0].transport.send(type: 0x70, payload: Array(repeating: 1, count: 64 * 1024 + 1), to: NodeID("n2"))
         XCTAssertTrue(runLoop(loop) { !nodes[1].recorder.disconnected.isEmpty })
+        // The limit applies to the payload; the frame on the wire is larger by what sealing adds (secret mode).
+        let overhead = PeerProtocol.sealedFrameOverheadBytes
         XCTAssertEqual(
             nodes[1].recorder.disconnected.first?.1,
-            .frame(.frameTooLarge(payloadBytes: 64 * 1024 + 1, maxPayloadBytes: 64 * 1024)))
+            .frame(
+                .frameTooLarge(payloadBytes: UInt32(64 * 1024 + 1 + overhead), maxPayloadBytes: 64 * 1024 + overhead)))
         XCTAssertTrue(nodes[1].recorder.frames.isEmpty, "the oversized frame is never delivered")
         // The link comes back (Raft would then send smaller batches).
         XCTAssertTrue(runLoop(loop) { self.allConnected(nodes) })
