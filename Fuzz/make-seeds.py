@@ -70,7 +70,7 @@ write('http-parser', 'response', b'\x80HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
 # handshake (Fuzz/targets/HandshakeFuzz.swift): mode byte (bit 0 acceptor, bits 1-2 auth: 0 none, 1 secret,
 # 2 TLS; bit 3 stand-ins), then frames [type u8][length u16][payload]. The target's node is n1 with a fixed nonce
 # and this secret; honest proofs are HMAC-SHA256(secret, label | dialer nonce | acceptor nonce | sender is
-# acceptor | sender id), as in Handshake.swift.
+# acceptor | sender id | sender incarnation), as in Handshake.swift. Hellos say version 2 with a secret, 1 otherwise.
 import hashlib
 import hmac
 
@@ -80,10 +80,12 @@ OUR_NONCE = bytes(0xA0 + i for i in range(32))
 PEER_NONCE = bytes(range(0x10, 0x30))
 
 def hs_frame(ftype, payload): return u8(ftype) + u16(len(payload)) + payload
-def hello(node, mode, incarnation=5, nonce=PEER_NONCE, version=1, magic=b'TNDM'):
+def hello(node, mode, incarnation=5, nonce=PEER_NONCE, version=None, magic=b'TNDM'):
+    version = version if version is not None else (2 if mode == 1 else 1)
     return magic + u16(version) + u8(mode) + u64(incarnation) + nonce + s(node)
-def proof(sender, sender_is_acceptor, dialer_nonce, acceptor_nonce, secret=SECRET):
-    message = b'tandem-peer-auth-v1' + dialer_nonce + acceptor_nonce + u8(1 if sender_is_acceptor else 0) + s(sender)
+def proof(sender, sender_is_acceptor, dialer_nonce, acceptor_nonce, secret=SECRET, incarnation=5):
+    message = (b'tandem-peer-auth-v2' + dialer_nonce + acceptor_nonce + u8(1 if sender_is_acceptor else 0) + s(sender)
+               + u64(incarnation))
     return hmac.new(secret, message, hashlib.sha256).digest()
 def hs(mode, *frames): return u8(mode) + b''.join(hs_frame(t, p) for t, p in frames)
 
@@ -104,7 +106,7 @@ handshake = {
                                        (PROOF, proof('n3', False, PEER_NONCE, OUR_NONCE, b'another secret'))),
     # Our own proof sent back: it binds our role and id, so it must not pass for the peer's.
     'acceptor-secret-reflected-proof': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)),
-                                          (PROOF, proof('n1', True, PEER_NONCE, OUR_NONCE))),
+                                          (PROOF, proof('n1', True, PEER_NONCE, OUR_NONCE, incarnation=7))),
     'acceptor-secret-proof-for-another-id': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)),
                                                (PROOF, proof('n2', False, PEER_NONCE, OUR_NONCE))),
     'standin-acceptor-secret-honest': hs(ACCEPTOR | SECRET_MODE | STAND_INS, (HELLO, b'\x02'), (PROOF, b'\x00\x00')),
@@ -114,6 +116,7 @@ handshake = {
     'dialer-wrong-peer': hs(DIALER | TLS, (HELLO, hello('n3', 2))),
     'mode-mismatch': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 0))),
     'version-mismatch': hs(DIALER | NONE, (HELLO, hello('n2', 0, version=2))),
+    'version-mismatch-secret': hs(DIALER | SECRET_MODE, (HELLO, hello('n2', 1, version=1))),
     'bad-magic': hs(DIALER | NONE, (HELLO, hello('n2', 0, magic=b'GET '))),
     'invalid-utf8-id': hs(ACCEPTOR | NONE, (HELLO, hello('n3', 0)[:-4] + u16(2) + b'\xff\xfe')),
     'second-hello': hs(ACCEPTOR | SECRET_MODE, (HELLO, hello('n3', 1)), (HELLO, hello('n3', 1))),

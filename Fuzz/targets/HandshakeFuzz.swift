@@ -41,10 +41,13 @@ private struct Hello: Equatable {
     var id: String
 }
 
+/// The version a hello carries in each mode: 2 with a cluster secret (sealed frames), 1 otherwise.
+private func version(mode: UInt8) -> UInt16 { mode == 1 ? 2 : 1 }
+
 /// The hello layout: magic, version u16, mode u8, incarnation u64, nonce, id (u16 length + UTF-8), nothing after.
 private func helloPayload(id: String, incarnation: UInt64, mode: UInt8, nonce: [UInt8]) -> [UInt8] {
     var bytes = PeerProtocol.magic
-    bytes += [UInt8(truncatingIfNeeded: PeerProtocol.version), UInt8(truncatingIfNeeded: PeerProtocol.version >> 8)]
+    bytes += [UInt8(truncatingIfNeeded: version(mode: mode)), UInt8(truncatingIfNeeded: version(mode: mode) >> 8)]
     bytes.append(mode)
     bytes += (0..<8).map { UInt8(truncatingIfNeeded: incarnation >> (8 * $0)) }
     bytes += nonce
@@ -57,7 +60,7 @@ private func parseHello(_ bytes: [UInt8], mode: UInt8) -> Hello? {
     let nonceAt = 15
     let idAt = nonceAt + Handshake.nonceBytes + 2
     guard bytes.count >= idAt, Array(bytes[0..<4]) == PeerProtocol.magic,
-        UInt16(bytes[4]) | UInt16(bytes[5]) << 8 == PeerProtocol.version, bytes[6] == mode
+        UInt16(bytes[4]) | UInt16(bytes[5]) << 8 == version(mode: mode), bytes[6] == mode
     else { return nil }
     let idBytes = Int(bytes[idAt - 2]) | Int(bytes[idAt - 1]) << 8
     guard bytes.count == idAt + idBytes, let id = String(validating: bytes[idAt...], as: UTF8.self) else {
@@ -67,14 +70,16 @@ private func parseHello(_ bytes: [UInt8], mode: UInt8) -> Hello? {
     return Hello(incarnation: incarnation, nonce: Array(bytes[nonceAt..<(nonceAt + Handshake.nonceBytes)]), id: id)
 }
 
-/// HMAC-SHA256(secret, label | dialer nonce | acceptor nonce | sender is acceptor | sender id as u16 + UTF-8).
-private func honestProof(sender: String, senderIsAcceptor: Bool, dialerNonce: [UInt8], acceptorNonce: [UInt8])
-    -> [UInt8]
-{
+/// HMAC-SHA256(secret, label | dialer nonce | acceptor nonce | sender is acceptor | sender id as u16 + UTF-8 |
+/// sender incarnation as u64).
+private func honestProof(
+    sender: String, incarnation: UInt64, senderIsAcceptor: Bool, dialerNonce: [UInt8], acceptorNonce: [UInt8]
+) -> [UInt8] {
     let id = Array(sender.utf8)
     let message =
         Handshake.proofLabel + dialerNonce + acceptorNonce + [senderIsAcceptor ? 1 : 0]
         + [UInt8(truncatingIfNeeded: id.count), UInt8(truncatingIfNeeded: id.count >> 8)] + id
+        + (0..<8).map { UInt8(truncatingIfNeeded: incarnation >> (8 * $0)) }
     do {
         return try Crypto.hmacSHA256(key: secret, message: message)
     } catch {
@@ -112,7 +117,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         } else if standIns, type == PeerProtocol.proofFrameType, payload.count == 2, let hello = lastHello {
             let (position, mask) = (Int(payload[0]), payload[1])
             payload = honestProof(
-                sender: hello.id, senderIsAcceptor: !weAccept, dialerNonce: weAccept ? hello.nonce : ourNonce,
+                sender: hello.id, incarnation: hello.incarnation, senderIsAcceptor: !weAccept, dialerNonce: weAccept ? hello.nonce : ourNonce,
                 acceptorNonce: weAccept ? ourNonce : hello.nonce)
             payload[position % payload.count] ^= mask
             expectProof = mask == 0
@@ -131,7 +136,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             precondition(
                 proof
                     == honestProof(
-                        sender: selfID.rawValue, senderIsAcceptor: weAccept,
+                        sender: selfID.rawValue, incarnation: 7, senderIsAcceptor: weAccept,
                         dialerNonce: weAccept ? hello.nonce : ourNonce, acceptorNonce: weAccept ? ourNonce : hello.nonce
                     ),
                 "this node's proof is not the HMAC of the protocol")
@@ -147,7 +152,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 guard let accepted else { preconditionFailure("established on a proof with no hello answered") }
                 hello = accepted
                 let expected = honestProof(
-                    sender: accepted.id, senderIsAcceptor: !weAccept,
+                    sender: accepted.id, incarnation: accepted.incarnation, senderIsAcceptor: !weAccept,
                     dialerNonce: weAccept ? accepted.nonce : ourNonce,
                     acceptorNonce: weAccept ? ourNonce : accepted.nonce)
                 precondition(payload == expected, "established on a proof that is not the peer's HMAC")

@@ -157,7 +157,7 @@ extension TandemConfiguration {
             "PEM CA bundle that peer certificates must chain to."),
         ConfigVariable(
             "TANDEM_CLUSTER_SECRET", .security, default: "", .secret(minCharacters: 16),
-            "Shared secret for HMAC peer authentication when TLS is off (frames are not encrypted)."),
+            "Shared secret when TLS is off: peers prove it in the handshake, then every frame is AES-256-GCM sealed."),
         ConfigVariable(
             "TANDEM_INSECURE_PEERS", .security, default: "false", .keyword(["false", "true"]),
             "true lets a node with peers run with neither TLS nor TANDEM_CLUSTER_SECRET (trusted networks only)."),

@@ -111,7 +111,7 @@ public struct Handshake {
     public func helloPayload() -> [UInt8] {
         var writer = ByteWriter(reservingCapacity: 64 + selfID.rawValue.utf8.count)
         writer.raw(PeerProtocol.magic)
-        writer.u16(PeerProtocol.version)
+        writer.u16(PeerProtocol.version(for: auth))
         writer.u8(auth.wireCode)
         writer.u64(incarnation)
         writer.raw(nonce)
@@ -146,15 +146,17 @@ public struct Handshake {
         do throws(DecodeError) {
             guard payload.count >= 6, try reader.raw(4) == PeerProtocol.magic else { return .refuse(.badMagic) }
             let version = try reader.u16()
-            guard version == PeerProtocol.version else {
-                return .refuse(.versionMismatch(peerVersion: version, ourVersion: PeerProtocol.version))
-            }
             let mode = try reader.u8()
+            // The mode first: the version follows from it (PeerProtocol.version(for:)), and a mode mismatch is
+            // the more useful thing to tell an operator.
             guard mode == auth.wireCode else {
                 return .refuse(
                     .authModeMismatch(
                         peerMode: HandshakeAuth.name(ofWireCode: mode),
                         ourMode: HandshakeAuth.name(ofWireCode: auth.wireCode)))
+            }
+            guard version == PeerProtocol.version(for: auth) else {
+                return .refuse(.versionMismatch(peerVersion: version, ourVersion: PeerProtocol.version(for: auth)))
             }
             let peerIncarnation = try reader.u64()
             let peerNonce = try reader.raw(Handshake.nonceBytes)

@@ -21,9 +21,17 @@ import TandemNet
 public enum PeerProtocol {
     /// The first bytes of every hello payload: "TNDM".
     public static let magic: [UInt8] = [0x54, 0x4E, 0x44, 0x4D]
-    /// The protocol version this build speaks. A peer with another version is refused with both numbers logged.
-    /// 2: frames after a cluster-secret handshake are sealed (SealedFrames.swift), and proofs bind the incarnation.
+    /// The newest protocol version this build speaks. A peer with another version is refused with both numbers
+    /// logged. 2: frames after a cluster-secret handshake are sealed (SealedFrames.swift), and proofs bind the
+    /// incarnation; with TLS or no authentication nothing changed on the wire, so those modes still say 1 and a
+    /// rolling upgrade of such a cluster mixes releases freely.
     public static let version: UInt16 = 2
+
+    /// The version a hello announces, and requires of the peer's, in `auth` mode.
+    public static func version(for auth: HandshakeAuth) -> UInt16 {
+        if case .secret = auth { return 2 }
+        return 1
+    }
     /// Frame types below this are the transport's own (hello, proof, refusal, keepalive, sealed); applications use
     /// the rest.
     public static let firstApplicationFrameType: UInt8 = 0x10

@@ -76,7 +76,8 @@ final class HandshakeTests: XCTestCase {
         var acceptor = handshake(n2, .acceptor, auth: secret, peers: [n1])
         let attackerHello = handshake(n1, .dialer(expected: n2), auth: .none, peers: [n2]).helloPayload()
         var forged = attackerHello
-        forged[6] = HandshakeAuth.secret([]).wireCode  // claim secret mode
+        forged[4] = UInt8(PeerProtocol.version(for: secret))  // claim secret mode, with its version
+        forged[6] = HandshakeAuth.secret([]).wireCode
         guard case .send(_, let ownProof) = deliver(PeerProtocol.helloFrameType, forged, to: &acceptor) else {
             return XCTFail("the acceptor should send its proof")
         }
@@ -106,13 +107,30 @@ final class HandshakeTests: XCTestCase {
             .refuse(.unexpectedPeer(expected: n2, claimed: "n3")))
     }
 
+    /// Only the cluster-secret mode changed on the wire (sealed frames): its hellos say 2, and a node of the
+    /// previous release (1, plaintext frames) is refused; TLS and unauthenticated hellos still say 1, so clusters
+    /// in those modes upgrade one node at a time without a split.
+    func testOnlyTheSecretModeAnnouncesTheSealedFramesVersion() {
+        for (auth, expected) in [(HandshakeAuth.none, UInt16(1)), (.tls, 1), (.secret(Array("s".utf8)), 2)] {
+            let hello = handshake(n1, .dialer(expected: n2), auth: auth, peers: [n2]).helloPayload()
+            XCTAssertEqual(UInt16(hello[4]) | UInt16(hello[5]) << 8, expected, "\(auth)")
+        }
+        var acceptor = handshake(n2, .acceptor, auth: .secret(Array("s".utf8)), peers: [n1])
+        var old = handshake(n1, .dialer(expected: n2), auth: .secret(Array("s".utf8)), peers: [n2]).helloPayload()
+        old[4] = 1
+        old[5] = 0
+        XCTAssertEqual(
+            deliver(PeerProtocol.helloFrameType, old, to: &acceptor),
+            .refuse(.versionMismatch(peerVersion: 1, ourVersion: 2)))
+    }
+
     func testAnotherProtocolVersionIsRefusedNamingBothVersions() {
         var acceptor = handshake(n2, .acceptor, auth: .none, peers: [n1])
         var hello = handshake(n1, .dialer(expected: n2), auth: .none, peers: [n2]).helloPayload()
         hello[4] = 9
         hello[5] = 0
         let action = deliver(PeerProtocol.helloFrameType, hello, to: &acceptor)
-        XCTAssertEqual(action, .refuse(.versionMismatch(peerVersion: 9, ourVersion: PeerProtocol.version)))
+        XCTAssertEqual(action, .refuse(.versionMismatch(peerVersion: 9, ourVersion: PeerProtocol.version(for: .none))))
         if case .refuse(let failure) = action { XCTAssertTrue(failure.description.contains("version 9")) }
     }
 
