@@ -22,17 +22,7 @@ final class BadPeerFrameTests: XCTestCase {
     private let ids = [NodeID("n1"), NodeID("n2"), NodeID("n3")]
 
     private func runtime(_ messenger: PeerMessenger) throws -> ReplicaRuntime {
-        let world = SimWorld(seed: 1)
-        let liveness = Liveness()
-        let config = ReplicaConfig(
-            raft: RaftConfig(id: ids[0], peers: ids),
-            peers: ids.dropFirst().map { PeerEndpoint(id: $0, host: "sim", port: 0) }, peerListenHost: "sim",
-            peerListenPort: 0, auth: .none, dataDirectory: "/nonexistent")
-        let durable = DurableDisk()
-        return try ReplicaRuntime(
-            config: config, clock: SimClock(world: world, liveness: liveness, wallOffsetMs: 0),
-            disk: SimDisk(world: world, liveness: liveness, durable: durable, maxLatencyMs: 0, failureChance: 0),
-            recovery: try durable.recover(), messenger: messenger, seed: 1, log: .silent)
+        try loneRuntime { _ in messenger }
     }
 
     private func deliver(_ message: Message, from peer: NodeID, to node: ReplicaRuntime) {

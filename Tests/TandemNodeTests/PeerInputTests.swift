@@ -5,24 +5,9 @@ import XCTest
 @testable import TandemNode
 
 /// Frames from a peer reach the core only if both the codec and the core accept them; whatever either refuses is
-/// counted as an undecodable frame, and the node carries on.
+/// counted as an undecodable frame and changes nothing (BadPeerFrameTests: it also closes that peer's link).
 final class PeerInputTests: XCTestCase {
-    private func runtime() throws -> ReplicaRuntime {
-        let world = SimWorld(seed: 1)
-        let liveness = Liveness()
-        let ids = [NodeID("n1"), NodeID("n2"), NodeID("n3")]
-        let config = ReplicaConfig(
-            raft: RaftConfig(id: ids[0], peers: ids),
-            peers: ids.dropFirst().map { PeerEndpoint(id: $0, host: "sim", port: 0) }, peerListenHost: "sim",
-            peerListenPort: 0, auth: .none, dataDirectory: "/nonexistent")
-        let durable = DurableDisk()
-        return try ReplicaRuntime(
-            config: config, clock: SimClock(world: world, liveness: liveness, wallOffsetMs: 0),
-            disk: SimDisk(world: world, liveness: liveness, durable: durable, maxLatencyMs: 0, failureChance: 0),
-            recovery: try durable.recover(),
-            messenger: SimMessenger(network: SimNetwork(world: world), selfID: ids[0], frameLimit: 1 << 20),
-            seed: 1, log: .silent)
-    }
+    private func runtime() throws -> ReplicaRuntime { try loneRuntime() }
 
     private func deliver(_ message: Message, to node: ReplicaRuntime) {
         let (type, payload) = ConsensusCodec.encode(message)
