@@ -8,9 +8,12 @@ for module in libevent libevent_openssl libevent_pthreads openssl; do
   pkg-config --exists "$module" 2>/dev/null || missing+=("$module")
 done
 command -v curl >/dev/null 2>&1 || missing+=("curl")
-# haproxy and nginx (Debian puts both in /usr/sbin) are the reference proxies of scripts/http-differential.py.
-[ -x /usr/sbin/haproxy ] && [ -x /usr/sbin/nginx ] || $([ "$(id -u)" -eq 0 ] || echo sudo) sh -c "apt-get update -qq \
-  && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends haproxy nginx >/dev/null"
+# With --test (scripts/test.sh), also haproxy and nginx, the reference proxies of scripts/http-differential.py
+# (Debian puts both in /usr/sbin); the demo and the benchmarks do not need them.
+if [ "${1:-}" = "--test" ]; then
+  [ -x /usr/sbin/haproxy ] && [ -x /usr/sbin/nginx ] || $([ "$(id -u)" -eq 0 ] || echo sudo) sh -c "apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends haproxy nginx >/dev/null"
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -3,7 +3,7 @@
 # integration with real processes). Extra arguments go to `swift test` (e.g. --filter Simulation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --test
 # The code is formatted with the toolchain's swift-format and the checked-in .swift-format; drift fails here.
 swift format lint --strict --recursive Sources Tests Examples Package.swift
 swift build --build-tests
