@@ -154,8 +154,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             }
             applier.onConnectedWhileHolding = { [unowned self] in self.connectedWhileHolding() }
             applier.onConnected = { [unowned self] in
-                // The first app seen is the one whose state is tracked (a restart handled later records its own).
-                if self.appListener == nil { self.appListener = self.readAppListener() }
+                // The first app seen is the one whose state is tracked (a restart handled later records its own);
+                // a listener not seen yet (read a moment too early) is looked for again.
+                if self.appListener?.inodes.isEmpty ?? true { self.appListener = self.readAppListener() }
             }
             applier.onConnectionLost = { [unowned self] idle in self.appConnectionLost(idle: idle) }
             if runtime.startupRestore == nil && runtime.hasHistory && runtime.cannotRebuildReason == nil {
@@ -416,7 +417,7 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     /// write since, is found by its new listening socket within one probe interval.
     func appProbeConnected() {
         guard settings.appState == .memory else { return }
-        if appListener == nil {
+        if appListener?.inodes.isEmpty ?? true {
             appListener = readAppListener()
             return
         }
