@@ -120,8 +120,9 @@ public enum SnapshotCadence: Hashable, Sendable, CustomStringConvertible {
 public enum DivergenceAction: String, CaseIterable, Sendable {
     /// Report it (status, metrics, logs, not ready) and keep serving: an operator decides.
     case flag
-    /// Replace the app's state with a snapshot from a replica that agrees with the majority.
+    /// Save the app's state aside, then replace it with the leader's snapshot when the leader is one of the
+    /// members that agree, and replay the log after it.
     case repair
-    /// Stop serving and exit, so that an orchestrator's restart or an operator deals with it.
+    /// Stop applying and serving, and stay up (not ready) with the app's state kept for an operator.
     case stop
 }

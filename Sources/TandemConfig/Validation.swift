@@ -38,15 +38,15 @@ extension TandemConfiguration {
         logRetainEntries = UInt64(try reader.count("TANDEM_LOG_RETAIN"))
         snapshotTimeoutMs = try reader.durationMs("TANDEM_SNAPSHOT_TIMEOUT")
         stateDigest = try reader.appHook("TANDEM_STATE_DIGEST")
-        if reader.text("TANDEM_DIVERGENCE_ACTION").lowercased() == DivergenceAction.repair.rawValue {
-            // The majority is not always the replica whose answers the clients saw (docs/DETERMINISM.md shows a
-            // case where repairing from it would bring back deleted files): refused rather than guessed.
+        divergenceAction = try reader.keyword("TANDEM_DIVERGENCE_ACTION", as: DivergenceAction.self)
+        if divergenceAction == .repair && (snapshotSave == nil || snapshotRestore == nil) {
+            // A repair copies the leader's snapshot into the app and saves the diverged state aside first.
             throw reader.failure(
                 .invalidValue, "TANDEM_DIVERGENCE_ACTION", "repair",
-                "is not available in this release: rebuild a diverged replica by hand (README, Runbook)",
-                "flag | stop")
+                "needs TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE (a replica is repaired from the leader's "
+                    + "snapshot, after its own state is saved aside)",
+                "flag | stop, or set both hooks")
         }
-        divergenceAction = try reader.keyword("TANDEM_DIVERGENCE_ACTION", as: DivergenceAction.self)
         maxPendingWrites = try reader.count("TANDEM_MAX_PENDING_WRITES")
         maxUncommittedBytes = try reader.sizeBytes("TANDEM_MAX_UNCOMMITTED")
         queueTargetMs = try reader.durationMs("TANDEM_QUEUE_TARGET")

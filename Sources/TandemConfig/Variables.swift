@@ -105,9 +105,9 @@ extension TandemConfiguration {
             "How to read a digest of the app's state (a GET or a command) for the divergence check."),
         ConfigVariable(
             "TANDEM_DIVERGENCE_ACTION", .snapshots, default: "flag",
-            .keyword(DivergenceAction.allCases.filter { $0 != .repair }.map(\.rawValue)),
-            "What a replica whose state differs from the majority's does: flag it, or stop applying and serving "
-                + "(repair is refused in this release)."),
+            .keyword(DivergenceAction.allCases.map(\.rawValue)),
+            "What a replica whose state differs from the majority's does: flag it, stop applying and serving, or "
+                + "repair it from the leader's snapshot (needs both snapshot hooks)."),
         // Overload and rate limiting.
         ConfigVariable(
             "TANDEM_MAX_PENDING_WRITES", .overload, default: "1024", .count(min: 1, max: 1_000_000),

@@ -51,6 +51,17 @@ extension ReplicaRuntime {
         snapshots?.prune(keep: 2, exceptReceiving: incomingTransfer?.id)
     }
 
+    /// The sidecar threw this replica's app state away (a divergence repair): until an app state is restored from
+    /// the leader's latest snapshot, this replica asks the leader for it every `refetchIntervalMs`, like a replica
+    /// whose own snapshot is gone, and says `reason` where it says why it cannot serve. The sidecar must not take a
+    /// snapshot of its own meanwhile (that would end the request with the very state being replaced).
+    public func requestAppRebuild(reason: String) {
+        clock.assertOnOwnThread()
+        cannotRebuildReason = reason
+        lastRefetchRequestMs = .min / 2
+        log.warning("asking the leader for its snapshot to rebuild the app from", metadata: ["reason": "\(reason)"])
+    }
+
     /// The app's state was replaced by a snapshot at `index` (at start, before anything was applied).
     public func appStateReplaced(at index: UInt64) {
         clock.assertOnOwnThread()

@@ -44,6 +44,8 @@ final class DivergenceMonitor {
     /// The highest applied index each peer reported (one value per configured peer: bounded).
     private var highestReported: [NodeID: UInt64] = [:]
     private(set) var divergedAtIndex: UInt64?
+    /// The other members whose digests formed the majority of the diverged verdict (empty while sound).
+    private(set) var majorityMembers: Set<NodeID> = []
     /// Verdicts reached (sound, diverged, or no majority).
     private(set) var comparisons: UInt64 = 0
     private(set) var noMajorityCount: UInt64 = 0
@@ -172,6 +174,7 @@ final class DivergenceMonitor {
             guard !isDiverged else { break }
             isDiverged = true
             divergedAtIndex = index
+            majorityMembers = Set(peers.filter { reports[$0]?[index] == majorityDigest })
             log.critical(
                 """
                 DIVERGED: this replica's app answered differently from the majority of the cluster: \
@@ -192,6 +195,19 @@ final class DivergenceMonitor {
                     metadata: ["index": "\(index)", "clusterSize": "\(peers.count + 1)"])
             }
         }
+        publishMetrics()
+    }
+
+    /// Forgets the verdict and every digest, this node's and the peers', after the app's state was replaced by a
+    /// repair: the digests recorded before came from the state that was thrown away. Counters are kept.
+    func reset() {
+        ownDigests = BoundedIndexMap(capacity: ownDigests.capacity)
+        reports = [:]
+        sent = BoundedIndexMap(capacity: sent.capacity)
+        judged = BoundedIndexMap(capacity: judged.capacity)
+        isDiverged = false
+        divergedAtIndex = nil
+        majorityMembers = []
         publishMetrics()
     }
 

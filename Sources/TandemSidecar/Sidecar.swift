@@ -289,6 +289,8 @@ public final class Sidecar {
             if writePath.applier.isStalled { reasons.append("apply_stalled") }
             if status.commitIndex > writePath.appliedIndex + options.readyLagMaxEntries { reasons.append("lagging") }
             if writePath.divergence.isDiverged { reasons.append("diverged") }
+            if writePath.repair.isRepairing { reasons.append("repairing") }
+            if writePath.stoppedByDivergence != nil { reasons.append("stopped_diverged") }
             if writePath.isReplaying { reasons.append("replaying") }
             if !writePath.hasCaughtUp { reasons.append("catching_up") }
             if writePath.restoringAtStart { reasons.append("restoring_snapshot") }
@@ -322,6 +324,8 @@ public final class Sidecar {
             + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
             + "\"appliedIndex\":\(writePath.appliedIndex),\"digest\":\(jsonString(writePath.applier.digest.hex)),"
             + "\"digestIndex\":\(writePath.applier.digest.index),\"diverged\":\(writePath.divergence.isDiverged),"
+            + "\"repair\":{\"phase\":\(jsonString(writePath.repair.phase.description)),"
+            + "\"completed\":\(writePath.repair.completed)},"
             + "\"lastIndex\":\(status.lastIndex),\"snapshot\":\(snapshotJSON(writePath)),"
             + "\"app\":{\"address\":\(jsonString(upstreamAddress)),\"reachable\":\(health.isReachable),"
             + "\"applyStalled\":\(writePath.applier.isStalled),"
@@ -449,6 +453,16 @@ public final class Sidecar {
             "tandem_diverged",
             help: "1 when a majority of the cluster agrees on applied outcomes that differ from this replica's.",
             value: writePath.divergence.isDiverged ? 1 : 0)
+        for (result, value) in [
+            ("started", writePath.repair.started), ("completed", writePath.repair.completed),
+            ("gave_up", writePath.repair.gaveUp),
+        ] {
+            metrics.setCounter(
+                "tandem_divergence_repairs_total",
+                help:
+                    "Repairs of this replica from the leader's snapshot (TANDEM_DIVERGENCE_ACTION=repair), by result.",
+                value: Double(value), labels: "result=\"\(result)\"")
+        }
         metrics.setCounter(
             "tandem_digest_comparisons_total",
             help: "Verdicts this replica reached on its own digests against the other members'.",

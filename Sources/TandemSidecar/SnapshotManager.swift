@@ -188,6 +188,33 @@ final class SnapshotManager {
             completion?(nil)
             return
         }
+        write(into: store, asCopy: false, completion: completion)
+    }
+
+    /// The directory where a replica about to be repaired keeps its diverged state (`TANDEM_DIVERGENCE_ACTION`).
+    var divergedCopyDirectory: String { runtime.config.dataDirectory + "/diverged" }
+
+    /// Saves the app's state as it is now, in the snapshot file format, in `divergedCopyDirectory`: not a snapshot
+    /// of this node (never sent, restored from or compacted to), a copy kept for an operator before a repair
+    /// replaces the state. The newest copy is kept. Needs the save hook; nil when the copy could not be written.
+    func saveDivergedCopy(completion: @escaping (SnapshotInfo?) -> Void) {
+        guard phase == .idle, settings.snapshotSave != nil else {
+            completion(nil)
+            return
+        }
+        let store: SnapshotStore
+        do { store = try SnapshotStore(directory: divergedCopyDirectory) } catch {
+            log.error("cannot open the directory for the diverged copy", metadata: ["error": "\(error)"])
+            completion(nil)
+            return
+        }
+        write(into: store, asCopy: true) { info in
+            if info != nil { store.prune(keep: 1, exceptReceiving: nil) }
+            completion(info)
+        }
+    }
+
+    private func write(into store: SnapshotStore, asCopy: Bool, completion: ((SnapshotInfo?) -> Void)?) {
         phase = .taking(index: applier.appliedIndex)
         let started = EventLoop.preciseNowMs()
         applier.pause { [unowned self] in
@@ -203,12 +230,12 @@ final class SnapshotManager {
                     SnapshotPayload.header(tandemState: state.encoded(), appIncluded: settings.snapshotSave != nil))
             } catch {
                 applier.resumeApplying()
-                failTake(index: index, reason: "\(error)", completion: completion)
+                failTake(index: index, reason: "\(error)", asCopy: asCopy, completion: completion)
                 return
             }
             guard let hook = settings.snapshotSave else {
                 applier.resumeApplying()
-                finishTake(writer, index: index, started: started, completion: completion)
+                finishTake(writer, index: index, started: started, asCopy: asCopy, completion: completion)
                 return
             }
             let sink = SnapshotFileSink(writer: writer, runtime: runtime)
@@ -217,18 +244,20 @@ final class SnapshotManager {
                 sink.flush()
                 switch result {
                 case .success:
-                    finishTake(writer, index: index, started: started, sink: sink, completion: completion)
+                    finishTake(
+                        writer, index: index, started: started, sink: sink, asCopy: asCopy, completion: completion)
                 case .failure(let error):
                     // After the writes still queued (the worker runs jobs in order).
                     runtime.runInBackground({ writer.abort() }) { _ in }
-                    failTake(index: index, reason: "the save hook failed: \(error)", completion: completion)
+                    failTake(
+                        index: index, reason: "the save hook failed: \(error)", asCopy: asCopy, completion: completion)
                 }
             }
         }
     }
 
     private func finishTake(
-        _ writer: SnapshotWriter, index: UInt64, started: Int64, sink: SnapshotFileSink? = nil,
+        _ writer: SnapshotWriter, index: UInt64, started: Int64, sink: SnapshotFileSink? = nil, asCopy: Bool,
         completion: ((SnapshotInfo?) -> Void)?
     ) {
         let appliedBytes = applier.appliedBytes
@@ -242,7 +271,13 @@ final class SnapshotManager {
         }) { [unowned self] result in
             switch result {
             case .failure(let error):
-                failTake(index: index, reason: "\(error)", completion: completion)
+                failTake(index: index, reason: "\(error)", asCopy: asCopy, completion: completion)
+            case .success(let info) where asCopy:
+                phase = .idle
+                log.warning(
+                    "the diverged app state was saved aside",
+                    metadata: ["index": "\(index)", "bytes": "\(info.fileBytes)", "path": "\(info.path)"])
+                completion?(info)
             case .success(let info):
                 phase = .idle
                 taken += 1
@@ -262,8 +297,13 @@ final class SnapshotManager {
         }
     }
 
-    private func failTake(index: UInt64, reason: String, completion: ((SnapshotInfo?) -> Void)?) {
+    private func failTake(index: UInt64, reason: String, asCopy: Bool, completion: ((SnapshotInfo?) -> Void)?) {
         phase = .idle
+        if asCopy {
+            log.error("the diverged app state could not be saved aside", metadata: ["reason": "\(reason)"])
+            completion?(nil)
+            return
+        }
         takeFailures += 1
         // The next attempt waits for another cadence's worth of entries rather than hammering a failing hook.
         lastSnapshotIndex = index

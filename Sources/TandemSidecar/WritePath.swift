@@ -105,8 +105,10 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     private func readAppListener() -> AppListener? {
         appListenerVisible ? AppListener.read(port: upstreamPort) : nil
     }
-    /// Set once `TANDEM_DIVERGENCE_ACTION=stop` stopped this replica.
-    private(set) var stoppedByDivergence = false
+    /// Set once `TANDEM_DIVERGENCE_ACTION=stop` (or a repair that gave up) stopped this replica, with the reason.
+    private(set) var stoppedByDivergence: String?
+    /// `TANDEM_DIVERGENCE_ACTION=repair`: the repair of this replica, when it is found diverged.
+    private(set) var repair = DivergenceRepair()
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
@@ -179,7 +181,10 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         divergence.broadcast = { [unowned runtime] payload in
             runtime.broadcast(type: DivergenceMonitor.frameType, payload: payload)
         }
-        digestTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.broadcastDigest() }
+        digestTimer = TandemNet.Timer(loop: loop) { [unowned self] in
+            self.broadcastDigest()
+            self.carryOut(self.repair.tick(self.repairSituation, nowMs: EventLoop.preciseNowMs()))
+        }
         digestTimer.scheduleRepeating(everyMs: 1000)
         sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweepDeadlines() }
         sweepTimer.scheduleRepeating(everyMs: 50)
@@ -212,15 +217,80 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         }
     }
 
-    /// `TANDEM_DIVERGENCE_ACTION=stop`: a replica found diverged stops applying and serving (it stays up, for
-    /// inspection, and says why on /readyz and in its log) until it is rebuilt.
+    /// What a replica found diverged does (`TANDEM_DIVERGENCE_ACTION`): `stop` stops applying and serving (it
+    /// stays up, for inspection, and says why on /readyz and in its log) until it is rebuilt; `repair` starts the
+    /// repair (`DivergenceRepair`); `flag` only reports it.
     func checkDivergenceAction() {
-        guard settings.divergenceAction == .stop, divergence.isDiverged, !stoppedByDivergence else { return }
-        stoppedByDivergence = true
+        guard divergence.isDiverged, stoppedByDivergence == nil else { return }
+        switch settings.divergenceAction {
+        case .flag:
+            return
+        case .stop:
+            stopForDivergence("this replica's state differs from the majority's (TANDEM_DIVERGENCE_ACTION=stop)")
+        case .repair:
+            carryOut(repair.diverged(repairSituation, nowMs: EventLoop.preciseNowMs()))
+        }
+    }
+
+    private func stopForDivergence(_ reason: String) {
+        guard stoppedByDivergence == nil else { return }
+        stoppedByDivergence = reason
         log.critical(
-            "this replica's state differs from the majority's: it stops applying and serving",
-            metadata: ["action": "TANDEM_DIVERGENCE_ACTION=stop", "next": "rebuild it (README, Runbook)"])
+            "this replica stops applying and serving", metadata: ["reason": "\(reason)", "next": "README, Runbook"])
         applier.halt()
+    }
+
+    // MARK: divergence repair
+
+    private var repairSituation: DivergenceRepair.Situation {
+        let me = runtime.config.raft.id
+        let authoritative = leader.map { $0 != me && divergence.majorityMembers.contains($0) } ?? false
+        return DivergenceRepair.Situation(isLeader: role == .leader, leaderIsAuthoritative: authoritative)
+    }
+
+    private func carryOut(_ actions: [DivergenceRepair.Action]) {
+        for action in actions {
+            log.warning(
+                "divergence repair", metadata: ["step": "\(action)", "phase": "\(repair.phase)"])
+            switch action {
+            case .transferLeadership:
+                // To a member whose state the repair will copy: any of the majority that agreed.
+                guard let target = divergence.majorityMembers.sorted().first else { continue }
+                do { try runtime.transferLeadership(to: target) } catch {
+                    log.warning("handing leadership over failed", metadata: ["to": "\(target)", "error": "\(error)"])
+                }
+            case .saveCopy:
+                saveDivergedCopy()
+            case .requestSnapshot:
+                runtime.requestAppRebuild(
+                    reason: "this replica's state differs from the majority's: it is being repaired from the "
+                        + "leader's snapshot (TANDEM_DIVERGENCE_ACTION=repair)")
+            case .markRepaired:
+                divergence.reset()
+                log.warning(
+                    "this replica was repaired from the leader's snapshot and serves again",
+                    metadata: ["applied": "\(applier.appliedIndex)", "repairs": "\(repair.completed)"])
+            case .stop(let reason):
+                stopForDivergence(reason)
+            }
+        }
+    }
+
+    /// Saves the app's diverged state aside, once no other snapshot work runs.
+    private func saveDivergedCopy() {
+        guard let snapshots else {
+            carryOut(repair.copySaved(ok: false, repairSituation, nowMs: EventLoop.preciseNowMs()))
+            return
+        }
+        guard snapshots.phase == .idle, !applier.isPaused else {
+            snapshotRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.saveDivergedCopy() }
+            snapshotRetry?.schedule(afterMs: 200)
+            return
+        }
+        snapshots.saveDivergedCopy { [weak self] info in
+            guard let self else { return }
+            self.carryOut(self.repair.copySaved(ok: info != nil, self.repairSituation, nowMs: EventLoop.preciseNowMs()))
+        }
     }
 
     /// Every completed digest block is reported too, so no block goes unjudged however fast writes come.
@@ -361,6 +431,7 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         leader = change.leader
         term = change.term
         checkCaughtUp()
+        carryOut(repair.tick(repairSituation, nowMs: EventLoop.preciseNowMs()))
         if leaderChanged && change.leader != nil {
             // A write forwarded to the old leader either reached the new leader's log (and then commits within a
             // few heartbeats) or is lost: waiting the whole write timeout for it only delays the honest 504.
@@ -564,6 +635,9 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             completion(false)
             return
         }
+        // What the app had applied before: entries after the snapshot up to it are replayed (a repair replaces a
+        // state that was ahead of the leader's snapshot).
+        let through = max(applier.appliedIndex, replayingThrough ?? 0)
         snapshots.restore(snapshot) { [unowned self] result in
             switch result {
             case .success(let state):
@@ -572,6 +646,17 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                 awaitingAppRestart = false  // The app holds the snapshot's state now, whatever it held before.
                 appDownEpisode = false
                 completion(true)
+                let replays = through > state.appliedIndex && state.appliedIndex >= runtime.logBase.index
+                if replays {
+                    log.info(
+                        "replaying the log after the restored snapshot",
+                        metadata: ["after": "\(state.appliedIndex)", "through": "\(through)"])
+                    replayingThrough = through
+                    applier.replay(
+                        history: runtime.entries(after: state.appliedIndex, through: through),
+                        after: state.appliedIndex, idempotency: applier.idempotency, digest: applier.digest)
+                }
+                carryOut(repair.restored(replaying: replays))
                 snapshots.resumeAfterRestore()
                 // Nothing may follow to apply (the snapshot covered the whole log): readiness must not wait for it.
                 checkCaughtUp()
@@ -603,9 +688,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
 
     /// Why client requests must wait, or nil when they may be served.
     var notServingReason: String? {
-        if stoppedByDivergence {
-            return "this replica's state differs from the majority's (stopped by TANDEM_DIVERGENCE_ACTION=stop)"
-        }
+        if let stoppedByDivergence { return stoppedByDivergence }
+        if repair.isRepairing { return "this replica's state differs from the majority's: repair: \(repair.phase)" }
         if restoringAtStart { return "this replica is restoring its app from a snapshot" }
         if case .restoreFailed(let reason) = snapshots?.phase {
             return "restoring the app from a snapshot failed: \(reason)"
@@ -631,17 +715,21 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             if entry.index >= through {
                 replayingThrough = nil
                 log.info("replay finished: serving again", metadata: ["index": "\(entry.index)"])
+                carryOut(repair.replayFinished())
             }
             if entry.index <= through { return }  // a replayed entry: nobody waits for it any more
         }
-        if let hook = settings.stateDigest {
+        if repair.isRepairing {
+            // The state is about to be replaced: neither compared nor snapshotted (a snapshot of it would end the
+            // request for the leader's).
+        } else if let hook = settings.stateDigest {
             // Before a snapshot that may be due at the same index: the digest's index is fixed, the snapshot's not.
             if entry.index % stateDigestEvery == 0 { takeStateDigest(hook) }
         } else if entry.kind == .normal {
             divergence.recordApplied(index: entry.index, digest: applier.digest.value)
             reportCompletedBlock()
         }
-        snapshots?.noteApplied()
+        if !repair.isRepairing { snapshots?.noteApplied() }
         checkDivergenceAction()
         if let id = entry.proposal, id.origin == runtime.config.raft.id,
             let pending = pendingWrites.removeValue(forKey: id)

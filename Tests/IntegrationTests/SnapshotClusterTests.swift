@@ -201,3 +201,88 @@ final class StateDigestTests: ClusterTestCase {
         XCTAssertEqual(status(victim)?["appliedIndex"] as? Int, stoppedAt)
     }
 }
+
+/// `TANDEM_DIVERGENCE_ACTION=repair` with real processes: a replica whose app was changed behind Tandem's back is
+/// found diverged by the state digests, saves its state aside, is rebuilt from the leader's snapshot and the log
+/// after it, and serves again with the majority's state; nobody else is touched.
+final class DivergenceRepairClusterTests: ClusterTestCase {
+    override func setUp() {
+        super.setUp()
+        extraEnvironment["TANDEM_STATE_DIGEST"] = "GET /dump"
+        extraEnvironment["TANDEM_DIVERGENCE_ACTION"] = "repair"
+        extraEnvironment["TANDEM_SNAPSHOT_SAVE"] = "GET /snapshot"
+        extraEnvironment["TANDEM_SNAPSHOT_RESTORE"] = "PUT /snapshot"
+        extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "20"
+        extraEnvironment["TANDEM_LOG_RETAIN"] = "10"
+    }
+
+    private func repairStatus(_ replica: Replica) -> [String: Any]? { status(replica)?["repair"] as? [String: Any] }
+
+    func testADivergedFollowerIsRepairedFromTheLeadersSnapshot() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        try divergeAndRepair(victim: try XCTUnwrap(replicas.first { $0.id != leader.id }))
+    }
+
+    /// The diverged replica leads: it hands leadership to a member of the majority before it is repaired.
+    func testADivergedLeaderHandsOffAndIsRepaired() throws {
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        try divergeAndRepair(victim: leader)
+        XCTAssertNotEqual(status(leader)?["role"] as? String, "leader", "the repaired node still leads")
+    }
+
+    private func divergeAndRepair(victim: Replica) throws {
+        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
+        for k in 1...45 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "a\(k)")?.status, 200, "write \(k)")
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 10) {
+                self.replicas.allSatisfy { (metric($0, "tandem_digest_comparisons_total") ?? 0) >= 1 }
+            }, "no state digest was compared")
+        for replica in replicas { XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id) }
+
+        // One app gets a write no log entry carries.
+        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+        for k in 46...85 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "b\(k)")?.status, 200, "write \(k)")
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 30) { (self.repairStatus(victim)?["completed"] as? Int ?? 0) >= 1 },
+            "the diverged replica was not repaired:\n\(divergenceReport())")
+        for replica in replicas where replica.id != victim.id {
+            XCTAssertEqual(repairStatus(replica)?["completed"] as? Int, 0, "\(replica.id) repaired for another's fault")
+            XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, "\(replica.id) flagged for another's fault")
+        }
+        XCTAssertEqual(
+            try httpRequest(port: victim.appPort, method: "GET", path: "/kv/rogue").status, 404,
+            "the write made behind Tandem's back is gone from the repaired app")
+
+        // Its diverged state was kept aside, rogue write included.
+        let copies = try FileManager.default.contentsOfDirectory(atPath: victim.dataDir + "/diverged")
+            .filter { $0.hasSuffix(".snap") }
+        XCTAssertEqual(copies.count, 1, "\(copies)")
+        let copy = try Data(contentsOf: URL(fileURLWithPath: victim.dataDir + "/diverged/" + (copies.first ?? "")))
+        XCTAssertNotNil(copy.range(of: Data("rogue".utf8)), "the copy does not hold the diverged state")
+
+        // It serves again, stays sound, and every replica ends with the same state.
+        for k in 86...110 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "c\(k)")?.status, 200, "write \(k)")
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 15) {
+                (try? httpRequest(port: victim.adminPort, method: "GET", path: "/readyz").status) == 200
+            }, "the repaired replica is not ready:\n\(divergenceReport())")
+        XCTAssertNotNil(waitForConvergence(), "the replicas did not converge:\n\(divergenceReport())")
+        XCTAssertEqual(
+            try httpRequest(port: victim.fixedClientPort, method: "GET", path: "/kv/k110").bodyText, "v110",
+            "the repaired replica serves the latest write")
+        for replica in replicas { XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id) }
+        XCTAssertEqual(repairStatus(victim)?["completed"] as? Int, 1, "repaired once, not again and again")
+        XCTAssertEqual(repairStatus(victim)?["phase"] as? String, "idle")
+    }
+}

@@ -167,12 +167,18 @@ final class SnapshotVariableTests: XCTestCase {
             "TANDEM_SNAPSHOT_TIMEOUT=\"500ms\" is out of range; expected a duration from 1s to 24h")
         XCTAssertEqual(try load(["TANDEM_DIVERGENCE_ACTION": "STOP"]).divergenceAction, .stop)
         XCTAssertEqual(
-            errorLine(["TANDEM_DIVERGENCE_ACTION": "repair"]),
-            "TANDEM_DIVERGENCE_ACTION=\"repair\" is not available in this release: rebuild a diverged replica by hand "
-                + "(README, Runbook); expected flag | stop")
+            errorLine(["TANDEM_DIVERGENCE_ACTION": "repair", "TANDEM_SNAPSHOT_SAVE": "GET /snapshot"]),
+            "TANDEM_DIVERGENCE_ACTION=\"repair\" needs TANDEM_SNAPSHOT_SAVE and TANDEM_SNAPSHOT_RESTORE (a replica "
+                + "is repaired from the leader's snapshot, after its own state is saved aside); expected flag | stop, "
+                + "or set both hooks")
+        let repairing = try load([
+            "TANDEM_DIVERGENCE_ACTION": "repair", "TANDEM_SNAPSHOT_SAVE": "GET /snapshot",
+            "TANDEM_SNAPSHOT_RESTORE": "PUT /snapshot",
+        ])
+        XCTAssertEqual(repairing.divergenceAction, .repair)
         XCTAssertEqual(
             errorLine(["TANDEM_DIVERGENCE_ACTION": "fix"]),
-            "TANDEM_DIVERGENCE_ACTION=\"fix\" is not one of the accepted words; expected flag | stop")
+            "TANDEM_DIVERGENCE_ACTION=\"fix\" is not one of the accepted words; expected flag | repair | stop")
         XCTAssertEqual(try load(["TANDEM_IDEMPOTENCY_MAX_BYTES": "1GiB"]).idempotencyMaxBytes, 1 << 30)
         XCTAssertEqual(
             errorLine(["TANDEM_IDEMPOTENCY_MAX_BYTES": "1KiB"]),
