@@ -157,6 +157,7 @@ extension RaftNode {
     public mutating func linkUp(to peer: NodeID, nowMs: Int64) {
         observeClock(nowMs)
         defer { checkInvariants() }
+        if peer == leader { leaderLinkClosedAtMs = nil }
         for (id, pending) in pendingForwards.sorted(by: { $0.key.sequence < $1.key.sequence })
         where pending.leader == peer && pending.term == term && leader == peer {
             resend(id)

@@ -56,6 +56,15 @@ public struct RaftConfig: Sendable {
     // counts its lease from the sending by its own clock and stops `leaseClockDriftMarginMs` earlier, which
     // covers the two clocks running at rates up to 1/15 (6.6 %) apart: lease * (1 + 1/15) < stickiness *
     // (1 - 1/15) holds for lease = 7/8 stickiness. So no lease read is served once another leader can exist.
+    //
+    // One exception shortens the stickiness: a follower whose link to the leader was closed from the leader's end
+    // (EOF or a reset) and stayed closed for `leaderGoneAfterMs` takes the leader for gone (a killed process's
+    // kernel closes its sockets at once, so failover need not wait for the detector). It stays safe because the
+    // leader ends its lease whenever a link closes (`RaftNode.linkDown`) and renews it only from rounds that a
+    // quorum acknowledged over open links: a live leader whose link was closed closed it itself, or got the
+    // reset with its next heartbeat, well within `leaderGoneAfterMs`. The one case this trusts the network in: a
+    // middlebox that resets the follower's side of every follower's link while silently dropping the leader's
+    // packets, so that the leader never learns its links are gone.
 
     /// The silence after which the detector of a follower of a steady, idle leader suspects it: the mean
     /// inter-arrival time (one heartbeat interval), plus the acceptable pause, plus as many floor standard
@@ -76,6 +85,12 @@ public struct RaftConfig: Sendable {
         let cap = electionTimeoutMs - max(1, electionTimeoutMs / 5)
         return max(1, min(max(steadyDetectionMs, 2 * heartbeatIntervalMs), cap))
     }
+
+    /// How long the link to the leader must stay closed from the leader's end (EOF or a reset, not a timeout) before
+    /// a follower treats the leader as gone without waiting for its detector or its stickiness: two heartbeat
+    /// intervals, in which a live leader that closed a link on purpose dials again (25-50 ms), and in which a live
+    /// leader whose link was closed has noticed it and dropped its lease (see `RaftNode.linkDown`).
+    public var leaderGoneAfterMs: Int64 { 2 * heartbeatIntervalMs }
 
     /// The part of the stickiness the lease gives up to clock drift: an eighth of it, at least 1 ms.
     public var leaseClockDriftMarginMs: Int64 { max(1, (leaderStickinessMs + 7) / 8) }

@@ -75,7 +75,9 @@ extension RaftNode {
             resendVoteRequests()
             return
         }
-        guard role == .follower, leader != nil, case .suspected = leaderVerdict else {
+        var suspected = leaderLinkGone
+        if case .suspected = leaderVerdict { suspected = true }
+        guard role == .follower, leader != nil, suspected else {
             phiElectionAtMs = nil
             return
         }
@@ -91,7 +93,7 @@ extension RaftNode {
     /// Whether this node heard from the leader of its term (or started) less than `leaderStickinessMs` ago: then
     /// it neither grants a (pre-)vote nor starts a pre-vote of its own. A TimeoutNow campaign skips this.
     var heardFromLeaderWithinStickiness: Bool {
-        nowMs - lastLeaderContactMs < config.leaderStickinessMs
+        nowMs - lastLeaderContactMs < config.leaderStickinessMs && !leaderLinkGone
     }
 
     mutating func tickLeader(stalled: Bool) {
@@ -125,6 +127,7 @@ extension RaftNode {
             votedFor = nil
         }
         role = .follower
+        if newLeader != leader { leaderLinkClosedAtMs = nil }
         leader = newLeader
         votes = [:]
         phiElectionAtMs = nil
@@ -244,6 +247,7 @@ extension RaftNode {
         precondition(role != .leader, "two leaders in term \(term)")
         if role != .follower || leader != from { becomeFollower(term: term, leader: from) }
         lastLeaderContactMs = nowMs
+        leaderLinkClosedAtMs = nil
         phiElectionAtMs = nil
         electionDeadlineMs = nowMs + randomElectionTimeoutMs()
     }

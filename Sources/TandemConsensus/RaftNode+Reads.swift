@@ -30,6 +30,9 @@ struct ReadState {
     var quorumAckedRound: UInt64 = 0
     /// Lease reads skip the round until then (leader's clock).
     var leaseExpiryMs: Int64 = .min
+    /// Rounds up to this one were sent before a peer link closed: acknowledged later, they confirm reads but no
+    /// longer extend the lease (a follower whose link closed may stop backing the leader early; see `linkDown`).
+    var leaseRoundFloor: UInt64 = 0
     /// Follower side: reads forwarded to the leader, with when they were sent.
     var forwarded: [ReadID: Int64] = [:]
 
@@ -119,7 +122,7 @@ extension RaftNode {
         let confirmed = acked[config.quorum - 1]
         guard confirmed > reads.quorumAckedRound else { return }
         reads.quorumAckedRound = confirmed
-        if let sentAt = reads.roundSentAtMs[confirmed], !leaseDisabledInTerm {
+        if confirmed > reads.leaseRoundFloor, let sentAt = reads.roundSentAtMs[confirmed], !leaseDisabledInTerm {
             // Every acknowledging follower neither grants a vote nor campaigns for the stickiness period from
             // when it received the round, which is after we sent it; a new leader needs one of them. The lease
             // stops short of that by the clock-drift margin (the derivation is beside RaftConfig.leaseDurationMs).

@@ -41,6 +41,9 @@ public struct RaftNode: Sendable {
     var lastTickMs: Int64?
     /// When this node last heard from the leader of its term (starts at `startedAtMs`).
     var lastLeaderContactMs: Int64 = .min
+    /// When the link to the leader was closed from the leader's end (EOF or reset) and not reopened since; see
+    /// `linkDown(to:closedByPeer:nowMs:)`.
+    var leaderLinkClosedAtMs: Int64?
     /// The randomized fallback: a follower or candidate that hears nothing by then starts a pre-vote.
     var electionDeadlineMs: Int64 = .max
     /// Set when phi crossed the threshold for the leader: the pre-vote starts then (a small random delay later).
@@ -320,7 +323,7 @@ public struct RaftNode: Sendable {
     /// Whether a leader is presumed alive, which makes this node refuse (pre-)votes. Also true for a while after
     /// start, because a restarted node cannot remember whose lease it may have backed.
     var leaderSeemsAlive: Bool {
-        role == .leader || nowMs - lastLeaderContactMs < config.leaderStickinessMs
+        role == .leader || (nowMs - lastLeaderContactMs < config.leaderStickinessMs && !leaderLinkGone)
     }
 
     mutating func send(_ message: Message) {

@@ -246,7 +246,7 @@ public final class TransportMessenger: PeerMessenger, PeerTransportDelegate {
     }
 
     public func peerTransport(_ transport: PeerTransport, peerDidDisconnect peer: NodeID, reason: LinkFailure) {
-        runtime?.linkDown(to: peer, reason: "\(reason)")
+        runtime?.linkDown(to: peer, reason: "\(reason)", closedByPeer: reason.isClosedByPeer)
     }
 
     public func peerTransport(

@@ -662,9 +662,12 @@ public final class ReplicaRuntime {
         scheduleReady()
     }
 
-    public func linkDown(to peer: NodeID, reason: String) {
+    /// `closedByPeer`: the other end closed it (see `RaftNode.linkDown`).
+    public func linkDown(to peer: NodeID, reason: String, closedByPeer: Bool = false) {
         log.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
         snapshotLinkDown(to: peer)
+        raft.linkDown(to: peer, closedByPeer: closedByPeer, nowMs: clock.nowMs())
+        scheduleReady()
     }
 
     /// The messenger dropped a frame to `peer`. Raft retransmits what a full buffer or a missing link dropped; a

@@ -14,6 +14,7 @@
 // transport holds each link in exactly one place (`pendingLinks`, a peer's `dialing` slot or a peer's `active`
 // slot) and closes every link it holds when it stops or is deinitialized, so no callback outlives it.
 
+import Glibc
 import TandemConsensus
 import TandemNet
 
@@ -149,6 +150,17 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case sequenceExhausted
     /// This node closed the link because of what the peer sent on it (`PeerTransport.closeLink`).
     case closedByNode(String)
+
+    /// The other end closed the connection (EOF, or a reset), as the kernel of a killed process does at once: not a
+    /// timeout, a refusal, or this node's own decision.
+    public var isClosedByPeer: Bool {
+        guard case .closed(let reason) = self else { return false }
+        switch reason {
+        case .peerClosed: return true
+        case .socketError(let code): return code == ECONNRESET || code == EPIPE
+        case .resolutionFailed, .closedLocally: return false
+        }
+    }
 
     public var description: String {
         switch self {
