@@ -49,6 +49,7 @@ final class ShardingTests: ClusterTestCase {
         // Under load: kill shard A's leader pair, restart it, and keep writing through haproxy all along.
         let leader = try XCTUnwrap(on(shardA) { waitForLeader() }, "shard A has no leader")
         let load = Load()
+        defer { load.stop.set() }  // also when the test fails early: the writers must not outlive it
         let writers = (0..<2).map { writer in
             Thread {
                 var index = 0
