@@ -69,6 +69,7 @@ extension Message {
                 return "entry terms out of order or above the message term"
             }
             if let proposal = entry.proposal, !proposal.origin.isWellFormed { return "entry proposal origin id" }
+            if entry.kind == .configuration && entry.configuration == nil { return "undecodable configuration entry" }
             previousTerm = entry.term
         }
         return nil

@@ -2,8 +2,15 @@
 public struct RaftConfig: Sendable {
     /// This node.
     public var id: NodeID
-    /// Every member of the cluster, this node included. Static for now.
+    /// Every node this one may exchange messages with, this node included (its address book). Unless
+    /// `initialConfiguration` says otherwise, also the voters the cluster starts with.
     public var peers: [NodeID]
+    /// The configuration of a log that holds none yet (no configuration entry and no base configuration): nil makes
+    /// every peer a voter. A node that joins a running cluster passes one it is not a voter of (for example the
+    /// cluster's voters, or no voters at all): it then never campaigns, and waits for a leader to add it.
+    public var initialConfiguration: ClusterConfiguration?
+    /// Removing a voter is refused when fewer would remain (`MembershipError.wouldGoBelowMinimum`); at least 1.
+    public var minimumVoters: Int = 1
     /// How often the leader sends heartbeats (each also starts a read-confirmation round).
     public var heartbeatIntervalMs: Int64 = 100
     /// Base of the randomized fallback election timeout, drawn from [1x, 2x).
@@ -98,8 +105,13 @@ public struct RaftConfig: Sendable {
     /// How long a quorum-acknowledged heartbeat round keeps the leader's lease valid, measured from its sending.
     public var leaseDurationMs: Int64 { leaderStickinessMs - leaseClockDriftMarginMs }
 
-    /// The number of members whose agreement decides.
-    public var quorum: Int { peers.count / 2 + 1 }
+    /// The number of initial voters whose agreement decides (the node uses its current configuration's).
+    public var quorum: Int { bootstrapConfiguration.quorum }
+
+    /// The configuration the log starts with: `initialConfiguration`, or every peer a voter.
+    public var bootstrapConfiguration: ClusterConfiguration {
+        initialConfiguration ?? ClusterConfiguration(voters: peers)
+    }
 
     /// The relations the protocol relies on that this configuration breaks, in words; empty when it is valid.
     /// The executable checks it before it builds a node, so a bad setting exits with a message, not a trap.
@@ -119,6 +131,7 @@ public struct RaftConfig: Sendable {
         require(phiSampleWindow > 0 && phiMinStdDevMs > 0 && phiThreshold > 0, "detector settings")
         require(phiAcceptablePauseMs >= 0 && phiThreshold.isFinite && phiMinStdDevMs.isFinite, "detector settings")
         require(maxCommittedEntriesPerReady > 0 && readTimeoutMs > 0, "ready and read limits")
+        require(minimumVoters >= 1, "at least one voter must remain")
         return found
     }
 

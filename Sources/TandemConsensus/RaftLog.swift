@@ -25,10 +25,17 @@ struct RaftLog {
     private(set) var unstableFromIndex: UInt64
     /// Set when entries already handed out were replaced: the next Ready must truncate from here.
     private(set) var truncateFromIndex: UInt64?
+    /// The configuration in force at the base.
+    private(set) var baseConfiguration: ClusterConfiguration
+    /// The configuration entries after the base, in index order: the last one is in force (appended is enough), and
+    /// truncating it brings back the one before. Invariant: every index is in `offset + 1 ... lastIndex`.
+    private(set) var configurations: [(index: UInt64, configuration: ClusterConfiguration)] = []
 
-    init(recovered: RecoveredState) {
+    /// `bootstrap` is the configuration at the base when the recovered state does not say.
+    init(recovered: RecoveredState, bootstrap: ClusterConfiguration) {
         entries = recovered.entries
         base = recovered.base
+        baseConfiguration = recovered.baseConfiguration ?? bootstrap
         let last = recovered.entries.last?.index ?? base.index
         // The base is committed by definition; a commit index written lazily (without an fsync) may lag it.
         let commit = max(recovered.hardState.commitIndex, base.index)
@@ -45,10 +52,35 @@ struct RaftLog {
         handedOutIndex = recovered.handOutAfter
         persistedIndex = last
         unstableFromIndex = last + 1
+        for entry in entries { noteConfiguration(entry) }
         checkInvariants()
     }
 
     var lastIndex: UInt64 { offset + UInt64(entries.count) }
+
+    // MARK: Configuration
+
+    /// The configuration in force: the last one in the log, committed or not.
+    var configuration: ClusterConfiguration { configurations.last?.configuration ?? baseConfiguration }
+    /// The index of the entry that holds `configuration` (the base's index when the log holds none after it).
+    var configurationIndex: UInt64 { configurations.last?.index ?? base.index }
+    /// The last configuration at or below the commit index.
+    var committedConfiguration: ClusterConfiguration { configuration(at: committedIndex)! }
+
+    /// The configuration in force at `index`; nil below the base (unknown there) or beyond the log.
+    func configuration(at index: UInt64) -> ClusterConfiguration? {
+        guard index >= offset, index <= lastIndex else { return nil }
+        return configurations.last { $0.index <= index }?.configuration ?? baseConfiguration
+    }
+
+    private mutating func noteConfiguration(_ entry: Entry) {
+        guard entry.kind == .configuration else { return }
+        guard let configuration = entry.configuration else {
+            // Checked before any entry reaches the log (leader, `Message.malformation`): a corrupted disk.
+            preconditionFailure("configuration entry \(entry.index) does not decode")
+        }
+        configurations.append((entry.index, configuration))
+    }
     var lastTerm: UInt64 { entries.last?.term ?? base.term }
     var lastTimeMs: Int64 { entries.last?.timeMs ?? baseTimeMs }
 
@@ -99,6 +131,7 @@ struct RaftLog {
     mutating func append(_ entry: Entry) {
         precondition(entry.index == lastIndex + 1 && entry.term >= lastTerm, "leader append out of order")
         entries.append(entry)
+        noteConfiguration(entry)
     }
 
     /// Applies an append from the leader whose consistency check passed. Skips entries already present, truncates a
@@ -115,7 +148,10 @@ struct RaftLog {
             }
             k += 1
         }
-        for entry in newEntries[k...] { entries.append(entry) }
+        for entry in newEntries[k...] {
+            entries.append(entry)
+            noteConfiguration(entry)
+        }
         checkInvariants()
         return prevIndex + UInt64(newEntries.count)
     }
@@ -123,6 +159,8 @@ struct RaftLog {
     private mutating func truncate(from index: UInt64) {
         precondition(index > committedIndex, "a committed entry may never be replaced")
         entries.removeLast(Int(lastIndex - index + 1))
+        // A configuration takes effect when appended, so removing its entry rolls the node back to the one before.
+        configurations.removeAll { $0.index >= index }
         persistedIndex = min(persistedIndex, index - 1)
         if index < unstableFromIndex {
             truncateFromIndex = min(truncateFromIndex ?? index, index)
@@ -143,6 +181,8 @@ struct RaftLog {
         precondition(index > offset && index <= persistedIndex && index <= handedOutIndex, "compaction out of bounds")
         let newBase = LogBase(index: index, term: term(at: index)!)
         baseTimeMs = entry(at: index)!.timeMs
+        baseConfiguration = configuration(at: index)!
+        configurations.removeAll { $0.index <= index }
         entries.removeFirst(Int(index - offset))
         base = newBase
         checkInvariants()
@@ -152,9 +192,14 @@ struct RaftLog {
     /// Makes `newBase` (beyond the commit index, and committed in the cluster) the log base, as an installed
     /// snapshot. Keeps the entries after it when the log holds it with the same term (they may well match the
     /// leader's), else drops the whole log. Returns whether the whole log was dropped.
-    mutating func install(_ newBase: LogBase) -> Bool {
+    /// `configuration` is the one the snapshot carries (in force at its index); nil when it carries none: the
+    /// log's own at the base if it holds it, else the committed one (the best this node knows).
+    mutating func install(_ newBase: LogBase, configuration snapshotConfiguration: ClusterConfiguration?) -> Bool {
         precondition(newBase.index > committedIndex, "a stale snapshot")
         let keepSuffix = term(at: newBase.index) == newBase.term
+        baseConfiguration =
+            snapshotConfiguration ?? (keepSuffix ? configuration(at: newBase.index)! : committedConfiguration)
+        configurations.removeAll { !keepSuffix || $0.index <= newBase.index }
         // Entries up to the commit index belong to every leader's log, hence lie before the base in time.
         baseTimeMs =
             keepSuffix ? entry(at: newBase.index)!.timeMs : max(baseTimeMs, entry(at: committedIndex)?.timeMs ?? 0)
@@ -215,5 +260,6 @@ struct RaftLog {
         precondition(committedIndex <= lastIndex, "committed beyond the log")
         precondition(persistedIndex <= lastIndex && persistedIndex < unstableFromIndex, "persisted beyond the log")
         precondition(unstableFromIndex <= lastIndex + 1, "unstable start beyond the log")
+        precondition(configurations.allSatisfy { $0.index > offset && $0.index <= lastIndex }, "stray configuration")
     }
 }

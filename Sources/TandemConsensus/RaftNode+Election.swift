@@ -106,15 +106,20 @@ extension RaftNode {
             becomeFollower(term: term, leader: nil)
             return
         }
+        if let deadline = removalHandoffDeadlineMs, nowMs >= deadline {
+            // Removed, and the transfer did not end our term in time: stop leading a cluster we are not part of.
+            becomeFollower(term: term, leader: nil)
+            return
+        }
         if let transfer, nowMs >= transfer.deadlineMs { self.transfer = nil }
         if nowMs >= heartbeatDueMs { broadcastHeartbeat() }
     }
 
     /// Check-quorum: has a quorum (this node included) been heard from within the last election timeout?
     func hasActiveQuorum() -> Bool {
-        var active = 1
-        for peer in others where nowMs - progress[peer]!.lastHeardMs < config.electionTimeoutMs { active += 1 }
-        return active >= config.quorum
+        var active: Set<NodeID> = [config.id]
+        for peer in others where nowMs - progress[peer]!.lastHeardMs < config.electionTimeoutMs { active.insert(peer) }
+        return configuration.isQuorum(active)
     }
 
     // MARK: Role changes
@@ -139,6 +144,7 @@ extension RaftNode {
     mutating func stepDownAsLeader() {
         progress = [:]
         transfer = nil
+        removalHandoffDeadlineMs = nil
         heartbeatDueMs = .max
         uncommittedBytes = 0
         failLeaderReads(.notLeader)
@@ -151,7 +157,9 @@ extension RaftNode {
     var nextTerm: UInt64? { term < Message.termMax ? term + 1 : nil }
 
     mutating func startPreVote() {
-        guard let next = nextTerm else {
+        // Learners and nodes outside the configuration never campaign: their votes would not count, and a leader
+        // they elected could not reach a quorum of voters.
+        guard let next = nextTerm, isVoter else {
             electionDeadlineMs = nowMs + randomElectionTimeoutMs()
             phiElectionAtMs = nil
             return
@@ -163,11 +171,11 @@ extension RaftNode {
         electionDeadlineMs = nowMs + randomElectionTimeoutMs()
         voteResendDueMs = nowMs + config.heartbeatIntervalMs
         campaignIsTransfer = false
-        if config.quorum == 1 {
+        if isSoleVoter {
             campaign(transfer: false)
             return
         }
-        for peer in others {
+        for peer in otherVoters {
             send(
                 .preVoteRequest(
                     VoteRequest(
@@ -177,7 +185,7 @@ extension RaftNode {
     }
 
     mutating func campaign(transfer: Bool) {
-        guard let next = nextTerm else { return }
+        guard let next = nextTerm, isVoter else { return }
         term = next
         votedFor = config.id
         role = .candidate
@@ -186,11 +194,11 @@ extension RaftNode {
         electionDeadlineMs = nowMs + randomElectionTimeoutMs()
         voteResendDueMs = nowMs + config.heartbeatIntervalMs
         campaignIsTransfer = transfer
-        if config.quorum == 1 {
+        if isSoleVoter {
             return  // Our vote is our quorum, but only once durable: `advance` makes us leader.
         }
         // The vote for ourselves is in the hard state of this Ready, so it is durable before these requests leave.
-        for peer in others {
+        for peer in otherVoters {
             send(
                 .voteRequest(
                     VoteRequest(
@@ -208,7 +216,7 @@ extension RaftNode {
         voteResendDueMs = nowMs + max(1, config.heartbeatIntervalMs / 2)
         let preVote = role == .preCandidate
         guard let campaignTerm = preVote ? nextTerm : term else { return }
-        for peer in others where preVote ? votes[peer] != true : votes[peer] == nil {
+        for peer in otherVoters where preVote ? votes[peer] != true : votes[peer] == nil {
             let request = VoteRequest(
                 from: config.id, to: peer, term: campaignTerm,
                 lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
@@ -228,6 +236,7 @@ extension RaftNode {
         for peer in others { progress[peer] = Progress(nextIndex: log.lastIndex + 1, nowMs: nowMs) }
         uncommittedBytes = 0
         transfer = nil
+        removalHandoffDeadlineMs = nil
         leaseDisabledInTerm = false
         reads.startTerm()
         checkQuorumSinceMs = nowMs
@@ -309,15 +318,16 @@ extension RaftNode {
 
     enum Tally { case won, lost, pending }
 
+    /// Counts the voters of the configuration in force only: a grant from anyone else decides nothing.
     func tally() -> Tally {
-        let granted = votes.values.filter { $0 }.count
-        if granted >= config.quorum { return .won }
-        if votes.count - granted >= config.quorum { return .lost }
+        let granted = Set(votes.filter { $0.value }.keys), refused = Set(votes.filter { !$0.value }.keys)
+        if configuration.isQuorum(granted) { return .won }
+        if configuration.isQuorum(refused) { return .lost }
         return .pending
     }
 
     mutating func onTimeoutNow(_ message: TimeoutNow) {
-        guard role != .leader else { return }
+        guard role != .leader, isVoter else { return }
         // The leader caught us up and asked us to take over: campaign now, and voters skip their stickiness.
         campaign(transfer: true)
     }

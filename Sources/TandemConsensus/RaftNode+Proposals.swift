@@ -39,7 +39,7 @@ extension RaftNode {
         log.append(entry)
         uncommittedBytes += entry.sizeBytes
         needsAppendBroadcast = true
-        if config.quorum == 1 { maybeCommit() }
+        if isSoleVoter { maybeCommit() }
         return (entry.index, entry.term)
     }
 
@@ -52,7 +52,8 @@ extension RaftNode {
         defer { checkInvariants() }
         guard role == .leader else { throw .notLeader }
         guard target != config.id else { throw .targetIsSelf }
-        guard progress[target] != nil else { throw .unknownTarget }
+        // A learner cannot campaign, so it is no target either.
+        guard progress[target] != nil, configuration.isVoter(target) else { throw .unknownTarget }
         guard transfer == nil else { throw .alreadyInProgress }
         transfer = LeadershipTransfer(target: target, deadlineMs: self.nowMs + config.electionTimeoutMs)
         if !maybeSendTimeoutNow(to: target) {

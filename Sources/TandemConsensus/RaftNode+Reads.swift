@@ -98,7 +98,7 @@ extension RaftNode {
             return
         }
         read.index = log.committedIndex
-        if config.quorum == 1 || (read.mode == .lease && leaseValid) {
+        if isSoleVoter || (read.mode == .lease && leaseValid) {
             release(read, .ready(index: read.index))
             return
         }
@@ -116,10 +116,10 @@ extension RaftNode {
     /// Recomputes the highest round a quorum acknowledged; extends the lease and releases confirmed reads.
     mutating func updateQuorumRound() {
         guard role == .leader else { return }
-        var acked = others.map { progress[$0]!.ackedRound }
-        acked.append(reads.round)
+        var acked = otherVoters.map { progress[$0]!.ackedRound }
+        if isVoter { acked.append(reads.round) }
         acked.sort(by: >)
-        let confirmed = acked[config.quorum - 1]
+        let confirmed = acked[configuration.quorum - 1]
         guard confirmed > reads.quorumAckedRound else { return }
         reads.quorumAckedRound = confirmed
         if confirmed > reads.leaseRoundFloor, let sentAt = reads.roundSentAtMs[confirmed], !leaseDisabledInTerm {

@@ -22,6 +22,7 @@ extension RaftNode {
             return
         }
         let lastNewIndex = log.appendFromLeader(prevIndex: append.prevLogIndex, entries: append.entries)
+        reconcileConfiguration()
         log.commit(to: min(append.leaderCommit, lastNewIndex))
         // The response leaves in the same Ready as the entries, so it is sent only after they are durable.
         respondToAppend(append, success: true, matchIndex: lastNewIndex)
@@ -204,19 +205,21 @@ extension RaftNode {
         updateQuorumRound()
     }
 
-    /// Commits the highest index a quorum holds, if it is of the current term (Raft's commitment rule).
+    /// Commits the highest index a quorum of voters holds, if it is of the current term (Raft's commitment rule).
+    /// Learners' copies count for nothing, nor does the leader's own once the configuration in force removed it.
     mutating func maybeCommit() {
         guard role == .leader else { return }
-        var matches = others.map { progress[$0]!.matchIndex }
-        matches.append(log.persistedIndex)  // Our own entries count only once durable.
+        var matches = otherVoters.map { progress[$0]!.matchIndex }
+        if isVoter { matches.append(log.persistedIndex) }  // Our own entries count only once durable.
         matches.sort(by: >)
-        let candidate = matches[config.quorum - 1]
+        let candidate = matches[configuration.quorum - 1]
         guard candidate > log.committedIndex, log.term(at: candidate) == term else { return }
         let previous = log.committedIndex
         log.commit(to: candidate)
         releaseUncommittedBytes(from: previous + 1, through: candidate)
         needsCommitBroadcast = true
         if log.term(at: previous) != term { onFirstCommitInTerm() }
+        handOffIfRemoved()
     }
 
     mutating func releaseUncommittedBytes(from start: UInt64, through end: UInt64) {

@@ -68,15 +68,22 @@ extension RaftNode {
     /// the base's term is not later than its own, the base was never committed, and it refuses (returns false).
     /// If a Ready is outstanding, its `committedEntries` at or below `base.index` must not be applied over the
     /// restored state.
+    ///
+    /// `configuration` is the cluster configuration in force at `base.index`, which the snapshot carries: it becomes
+    /// the configuration at the log base (and the one in force when the log holds none after it). Nil when the
+    /// snapshot carries none (a runtime that does not record it yet): the node keeps what its log knows.
     @discardableResult
-    public mutating func installSnapshot(_ base: LogBase, from leader: NodeID) -> Bool {
+    public mutating func installSnapshot(
+        _ base: LogBase, configuration snapshotConfiguration: ClusterConfiguration? = nil, from leader: NodeID
+    ) -> Bool {
         defer { checkInvariants() }
         guard base.index > log.committedIndex else { return false }
         if role == .leader && log.term(at: base.index) != base.term {
             guard base.term > term else { return false }
             becomeFollower(term: term, leader: nil)
         }
-        let discarded = log.install(base)
+        let discarded = log.install(base, configuration: snapshotConfiguration)
+        reconcileConfiguration()
         carriedOutIndex = max(carriedOutIndex, base.index)
         let earlierReset = pending.installedBase?.discardedSuffix ?? false
         pending.installedBase = InstalledBase(base: base, discardedSuffix: discarded || earlierReset)

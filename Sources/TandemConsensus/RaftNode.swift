@@ -18,8 +18,16 @@
 /// ```
 public struct RaftNode: Sendable {
     public let config: RaftConfig
-    /// The other members, sorted. Static for now; configuration changes would replace it.
-    let others: [NodeID]
+    /// The other members of the configuration in force (voters and learners), sorted: the leader replicates to
+    /// each. Follows `configuration` (see `reconcileConfiguration`).
+    var others: [NodeID]
+    /// The configuration in force: the last one in this node's log, committed or not (`committedConfiguration`
+    /// is the last committed one). `others`, the progress map and every quorum follow it.
+    public internal(set) var configuration: ClusterConfiguration
+    /// Every node this one accepts messages from: its address book and every member of a configuration it held.
+    var knownPeers: Set<NodeID>
+    /// Set when the leader's removal committed and it started handing off: it steps down by then at the latest.
+    var removalHandoffDeadlineMs: Int64?
     let detectorConfig: PhiAccrualDetector.Config
 
     // MARK: Durable state (handed out in Ready.hardState)
@@ -114,7 +122,10 @@ public struct RaftNode: Sendable {
     public init(config: RaftConfig, recovered: RecoveredState, seed: UInt64) {
         config.validate()
         self.config = config
-        others = config.peers.filter { $0 != config.id }.sorted()
+        log = RaftLog(recovered: recovered, bootstrap: config.bootstrapConfiguration)
+        configuration = log.configuration
+        others = log.configuration.members.filter { $0 != config.id }.sorted()
+        knownPeers = Set(config.peers).union(log.configuration.members).subtracting([config.id])
         var detector = PhiAccrualDetector.Config()
         detector.threshold = config.phiThreshold
         detector.minStdDevMs = config.phiMinStdDevMs
@@ -124,10 +135,9 @@ public struct RaftNode: Sendable {
         detector.localPauseThresholdMs = config.localPauseThresholdMs
         detector.localPauseQuietMs = config.localPauseQuietMs
         detectorConfig = detector
-        for peer in others { detectors[peer] = PhiAccrualDetector(config: detector) }
+        for peer in knownPeers { detectors[peer] = PhiAccrualDetector(config: detector) }
         term = recovered.hardState.term
         votedFor = recovered.hardState.votedFor
-        log = RaftLog(recovered: recovered)
         rng = SplitMix64(seed: seed)
         forwardOutcomes = ForwardOutcomeTable(
             capacity: config.forwardOutcomeCapacity, retentionMs: config.forwardOutcomeRetentionMs)
@@ -147,7 +157,7 @@ public struct RaftNode: Sendable {
         if let wallTimeMs { wallOffsetMs = wallTimeMs - self.nowMs }
         let stalled = noteLocalStall()
         var leaderVerdict: PhiAccrualDetector.Verdict?
-        for peer in others {
+        for peer in detectors.keys {
             let verdict = detectors[peer]!.onTick(nowMs: self.nowMs)
             if peer == leader { leaderVerdict = verdict }
         }
@@ -169,6 +179,7 @@ public struct RaftNode: Sendable {
         observeClock(nowMs)
         if let refusal = refusal(of: message) { return refusal }
         let from = message.from
+        if detectors[from] == nil { detectors[from] = PhiAccrualDetector(config: detectorConfig) }
         detectors[from]!.onHeartbeat(nowMs: self.nowMs)
         progress[from]?.lastHeardMs = self.nowMs
         if message.isTermAgnostic || admitTerm(of: message) {
@@ -184,7 +195,7 @@ public struct RaftNode: Sendable {
     /// next index past the log).
     public func refusal(of message: Message) -> MessageRefusal? {
         guard message.to == config.id else { return MessageRefusal("addressed to another node") }
-        guard message.from != config.id, detectors[message.from] != nil else {
+        guard message.from != config.id, knownPeers.contains(message.from) else {
             return MessageRefusal("from a node that is not another member")
         }
         if let problem = message.malformation { return MessageRefusal(problem) }
@@ -266,7 +277,7 @@ public struct RaftNode: Sendable {
         carriedOutIndex = max(carriedOutIndex, done.handedOutThrough)
         // A one-node cluster wins its election with its own vote alone, which counts only once durable: otherwise
         // a crash could let it lead the same term twice with different entries.
-        if role == .candidate && config.quorum == 1 && durableHardState.term == term
+        if role == .candidate && isSoleVoter && durableHardState.term == term
             && durableHardState.votedFor == config.id
         {
             becomeLeader()
@@ -334,6 +345,7 @@ public struct RaftNode: Sendable {
         log.checkInvariants()
         precondition((role == .leader) == (leader == config.id), "leader field disagrees with role")
         precondition(role != .leader || progress.count == others.count, "leader without progress for every peer")
+        precondition(configuration == log.configuration, "configuration not reconciled with the log")
         precondition(role != .candidate || votedFor == config.id, "candidate has not voted for itself")
         precondition(term >= lastHandedHardState.term, "term went backwards")
         precondition(carriedOutIndex <= log.handedOutIndex, "applied beyond handed out")

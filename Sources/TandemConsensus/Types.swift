@@ -33,12 +33,16 @@ public struct ReadID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "read \(origin)#\(sequence)" }
 }
 
-/// What an entry means to the runtime. Raw values are stable on disk; leave room for configuration changes.
+/// What an entry means to the runtime. Raw values are stable on disk and on the wire: a new kind takes a new value,
+/// so logs written before it still decode.
 public enum EntryKind: UInt8, Sendable {
     /// Appended by every new leader so that it commits an entry of its own term; the runtime applies nothing.
     case noop = 0
     /// A client write: `data` goes to the application.
     case normal = 1
+    /// A membership change: `data` is the whole new configuration (`ClusterConfiguration.encoded`). The core acts
+    /// on it when it is appended; the application applies nothing.
+    case configuration = 2
 }
 
 /// One replicated log entry.
@@ -105,14 +109,20 @@ public struct RecoveredState: Sendable {
     /// Where the persisted log starts: the last compaction or installed snapshot the runtime recorded. The commit
     /// index is at least `base.index` (only committed entries are ever covered by a snapshot).
     public var base: LogBase
+    /// The configuration in force at `base.index` (the one the snapshot there carried, or the log held when it was
+    /// compacted). Nil: unknown, the node takes `RaftConfig.initialConfiguration` (right for a log that was never
+    /// compacted past a configuration entry; a runtime that does not record it yet passes nil).
+    public var baseConfiguration: ClusterConfiguration?
 
     public init(
-        hardState: HardState = HardState(), entries: [Entry] = [], handOutAfter: UInt64 = 0, base: LogBase = .empty
+        hardState: HardState = HardState(), entries: [Entry] = [], handOutAfter: UInt64 = 0, base: LogBase = .empty,
+        baseConfiguration: ClusterConfiguration? = nil
     ) {
         self.hardState = hardState
         self.entries = entries
         self.handOutAfter = handOutAfter
         self.base = base
+        self.baseConfiguration = baseConfiguration
     }
 }
 

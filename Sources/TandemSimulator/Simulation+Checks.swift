@@ -46,6 +46,19 @@ extension Simulation {
             return
         }
         leaderOfTerm[term] = index
+        // Membership: only a voter leads, and the voters that elected it (a majority of its configuration) share a
+        // voter with every majority of the latest committed configuration: no two disjoint majorities can decide.
+        let configuration = nodes[index].raft!.configuration
+        if !configuration.isVoter(nodes[index].id) {
+            fail("\(nodes[index].id) leads term \(term) but is not a voter of its configuration \(configuration)")
+            return
+        }
+        if !configuration.majoritiesIntersect(committedConfiguration) {
+            fail(
+                "membership: \(nodes[index].id) leads term \(term) with \(configuration), whose majorities may miss "
+                    + "those of the committed \(committedConfiguration)")
+            return
+        }
         // Leader completeness: every entry committed so far in an earlier term is in the new leader's log.
         let raft = nodes[index].raft!
         let base = raft.logBase
@@ -78,6 +91,16 @@ extension Simulation {
         }
         precondition(position == committedLog.count, "commit indexes are contiguous")
         committedLog.append(entry)
+        if entry.kind == .configuration {
+            guard let configuration = entry.configuration else {
+                fail("committed configuration entry \(entry.index) does not decode")
+                return
+            }
+            committedConfiguration = configuration
+            committedConfigurations.append((entry.index, configuration))
+            report.configurationsCommitted += 1
+            note("configuration \(configuration) committed at \(entry.index)")
+        }
         report.committedEntries = committedLog.count
         for other in nodes.indices {
             guard let raft = nodes[other].raft, raft.currentRole == .leader, raft.currentTerm > entry.term,
@@ -116,6 +139,20 @@ extension Simulation {
                 fail("Tandem-Time went backwards at index \(entry.index): \(previous.timeMs) then \(entry.timeMs)")
                 return
             }
+            if entry.kind == .configuration {
+                guard let configuration = entry.configuration else {
+                    fail("\(nodes[index].id) persists an undecodable configuration entry at \(entry.index)")
+                    return
+                }
+                if let previous = raft.configuration(at: entry.index - 1),
+                    !Simulation.isSingleServerStep(from: previous, to: configuration)
+                {
+                    fail(
+                        "membership: entry \(entry.index) changes \(previous) to \(configuration), more than one server"
+                    )
+                    return
+                }
+            }
             let key = EntryKey(index: entry.index, term: entry.term)
             if let known = entriesSeen[key] {
                 if known.entry != entry || known.prevTerm != prevTerm {
@@ -146,11 +183,20 @@ extension Simulation {
         }
     }
 
+    /// Whether `next` differs from `previous` in the standing of exactly one node (added as a learner, promoted, or
+    /// removed): the single-server rule that keeps majorities of consecutive configurations intersecting.
+    static func isSingleServerStep(from previous: ClusterConfiguration, to next: ClusterConfiguration) -> Bool {
+        func standing(_ c: ClusterConfiguration, _ id: NodeID) -> Int { c.isVoter(id) ? 2 : c.isLearner(id) ? 1 : 0 }
+        let changed = Set(previous.members + next.members).filter { standing(previous, $0) != standing(next, $0) }
+        return changed.count == 1
+    }
+
     /// The end of a run: logs agree pairwise, applications agree, and the clients' history is linearizable.
     func finalChecks() {
         checkLogsPairwise()
         guard report.violation == nil else { return }
-        let states = nodes.map { $0.app.values }
+        // Nodes removed (or never added) stop receiving the log: only the final configuration's members must agree.
+        let states = convergenceMembers().map { nodes[$0].app.values }
         if let first = states.first, states.contains(where: { $0 != first }) {
             fail("applications diverged after convergence")
             return

@@ -14,7 +14,11 @@ struct SimClient {
 extension Simulation {
     func clientStep(_ client: Int) {
         guard clientsActive, clients[client].current == nil else { return }
-        let up = nodes.indices.filter { nodes[$0].isUp && nodes[$0].stalledUntilMicros <= nowMicros }
+        // Clients talk to members (as a load balancer would route them): a removed node no longer applies the log.
+        let up = nodes.indices.filter {
+            nodes[$0].isUp && nodes[$0].stalledUntilMicros <= nowMicros
+                && nodes[$0].raft!.configuration.contains(nodes[$0].id)
+        }
         guard let node = up.randomElement(using: &rng) else {
             queue.push(.clientStep(client: client), atMicros: nowMicros + 50_000)
             return

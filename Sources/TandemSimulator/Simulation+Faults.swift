@@ -87,6 +87,7 @@ extension Simulation {
         scheduleNext(.crash, rate: faults.crashesPerSecond)
         scheduleNext(.partition, rate: faults.partitionsPerSecond)
         scheduleNext(.stall, rate: faults.stallsPerSecond)
+        scheduleNext(.membershipChange, rate: options.membershipChangesPerSecond)
     }
 
     /// Schedules the next event of a Poisson process with `rate` per second.
@@ -192,8 +193,18 @@ extension Simulation {
     }
 
     func allApplicationsCaughtUp() -> Bool {
-        let commit = nodes.compactMap { $0.raft?.commitIndex }.max() ?? 0
-        return nodes.allSatisfy { $0.isUp && $0.app.appliedIndex == commit && $0.readyInFlight == nil }
+        let members = convergenceMembers()
+        let commit = members.compactMap { nodes[$0].raft?.commitIndex }.max() ?? 0
+        return members.allSatisfy {
+            nodes[$0].isUp && nodes[$0].app.appliedIndex == commit && nodes[$0].readyInFlight == nil
+        }
+    }
+
+    /// The nodes that must converge: the members of the configuration of the live leader with the highest term (of
+    /// the latest committed configuration when there is none). Removed and never-added nodes receive no log.
+    func convergenceMembers() -> [Int] {
+        let configuration = leaderID.flatMap { nodes[index(of: $0)].raft?.configuration } ?? committedConfiguration
+        return nodes.indices.filter { configuration.contains(nodes[$0].id) }
     }
 
     func isConverged() -> Bool {
@@ -201,9 +212,10 @@ extension Simulation {
         let raft = nodes[leader].raft!
         let commit = raft.commitIndex
         guard raft.term(at: commit) == raft.currentTerm else { return false }
-        // Every node follows this leader in its term: a stale leader that has not yet heard of a newer term
-        // does not count.
-        return nodes.allSatisfy {
+        // Every member follows this leader in its term: a stale leader that has not yet heard of a newer term
+        // does not count. A leader whose own removal committed is handing off, not converged.
+        guard raft.committedConfiguration.isVoter(nodes[leader].id) else { return false }
+        return nodes.filter { raft.configuration.contains($0.id) }.allSatisfy {
             $0.isUp && $0.raft!.currentTerm == raft.currentTerm && $0.raft!.knownLeader == nodes[leader].id
                 && $0.app.appliedIndex >= commit && $0.readyInFlight == nil
         }

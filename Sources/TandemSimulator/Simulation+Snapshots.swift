@@ -21,7 +21,8 @@ extension Simulation {
         let app = nodes[index].app
         if app.appliedIndex > nodes[index].snapshot?.base.index ?? 0 {
             nodes[index].snapshot = SimSnapshot(
-                base: LogBase(index: app.appliedIndex, term: app.appliedTerm), app: app)
+                base: LogBase(index: app.appliedIndex, term: app.appliedTerm), app: app,
+                configuration: nodes[index].raft!.configuration(at: app.appliedIndex))
             // The snapshot holds committed state: a restart hands out only what follows it.
             nodes[index].disk.hardState.commitIndex = max(nodes[index].disk.hardState.commitIndex, app.appliedIndex)
         }
@@ -38,6 +39,7 @@ extension Simulation {
         }
         nodes[index].disk.entries.removeFirst(dropped)
         nodes[index].disk.base = base
+        nodes[index].disk.baseConfiguration = nodes[index].raft!.baseConfiguration
         report.compactions += 1
         note("\(nodes[index].id) compacts through \(base)")
     }
@@ -107,9 +109,21 @@ extension Simulation {
             fail("\(nodes[from].id) sent a snapshot at \(snapshot.base) that is not a committed state")
             return
         }
+        let expected =
+            committedConfigurations.last { $0.index <= snapshot.base.index }?.configuration
+            ?? ClusterConfiguration(voters: Array(nodes.prefix(options.nodeCount).map(\.id)))
+        if snapshot.configuration != expected {
+            fail(
+                "\(nodes[from].id) sent a snapshot at \(snapshot.base) carrying "
+                    + "\(snapshot.configuration.map { "\($0)" } ?? "no configuration"), committed there: \(expected)")
+            return
+        }
         nodes[index].app = snapshot.app
         nodes[index].pendingInstall = snapshot
-        guard nodes[index].raft!.installSnapshot(snapshot.base, from: nodes[from].id) else {
+        guard
+            nodes[index].raft!.installSnapshot(
+                snapshot.base, configuration: snapshot.configuration, from: nodes[from].id)
+        else {
             fail(
                 "\(nodes[index].id) (\(raft.currentRole), term \(raft.currentTerm)) refused a committed snapshot at "
                     + "\(snapshot.base) beyond its commit index \(raft.commitIndex)")

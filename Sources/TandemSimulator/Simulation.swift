@@ -36,6 +36,13 @@ public struct SimulationOptions: Sendable {
     /// a random distance, up to `maxRetainedEntries`, behind its snapshot.
     public var compactionIntervalMs: Int64 = 0
     public var maxRetainedEntries: UInt64 = 0
+    /// Nodes that exist beside the `nodeCount` initial voters but start outside the configuration: a leader may add
+    /// them (as learners, then promote them).
+    public var spareNodes = 0
+    /// Mean membership changes the simulated operator proposes per second during chaos (0: none): add a spare as a
+    /// learner, promote a learner, or remove a member (the leader too), keeping at least `minimumVoters`.
+    public var membershipChangesPerSecond: Double = 0
+    public var minimumVoters = 1
 
     public init(seed: UInt64, faults: FaultProfile = .none) {
         self.seed = seed
@@ -65,6 +72,20 @@ public struct SimulationOptions: Sendable {
         }
         return options
     }
+
+    /// The membership CI profile: every fault class enabled, 3 or 5 initial voters and two spare nodes, and a
+    /// simulated operator that keeps adding, promoting and removing members (the leader too) during the chaos.
+    public static func membershipChurn(seed: UInt64) -> SimulationOptions {
+        var options = everyFault(seed: seed)
+        var rng = SplitMix64(seed: seed ^ 0x00C0_FFEE)
+        options.nodeCount = [3, 3, 5][Int(rng.next() % 3)]
+        options.spareNodes = 2
+        options.minimumVoters = 2
+        options.membershipChangesPerSecond = [1.0, 2.0, 4.0][Int(rng.next() % 3)]
+        options.chaosDurationMs = 4000
+        options.timing += " membership=\(options.membershipChangesPerSecond)/s"
+        return options
+    }
 }
 
 /// The outcome of a run.
@@ -92,12 +113,18 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var snapshotsInstalled = 0
     /// Installed snapshots whose Ready kept the log after the base (the rest reset the whole log).
     public var installsKeepingSuffix = 0
+    /// Membership changes proposed and accepted by a leader, refused, and committed configurations seen.
+    public var membershipProposed = 0
+    public var membershipRefused = 0
+    public var configurationsCommitted = 0
 
     public var description: String {
         "seed \(seed) nodes=\(nodeCount) [\(faults)] [\(timing)] term=\(highestTerm) committed=\(committedEntries) "
             + "writes ok=\(acknowledgedWrites) unknown=\(unknownWrites) reads=\(servedReads) crashes=\(crashes) "
             + "partitions=\(partitions) compactions=\(compactions) snapshots sent=\(snapshotsSent) "
-            + "installed=\(snapshotsInstalled) (\(installsKeepingSuffix) keeping the log after) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
+            + "installed=\(snapshotsInstalled) (\(installsKeepingSuffix) keeping the log after) "
+            + "membership proposed=\(membershipProposed) refused=\(membershipRefused) "
+            + "committed=\(configurationsCommitted) healToConverged=\(healToConvergedMs.map { "\($0)ms" } ?? "-") "
             + "events=\(events) violation=\(violation ?? "none")"
     }
 }
@@ -119,12 +146,15 @@ enum SimEvent {
     case clientStep(client: Int)
     case clientTimeout(client: Int, operation: Int)
     case livenessProbe
+    case membershipChange
 }
 
 /// A snapshot of the simulated application: its log point and its whole state there.
 struct SimSnapshot {
     var base: LogBase
     var app: KVApp
+    /// The cluster configuration in force at `base.index`, which travels with the snapshot.
+    var configuration: ClusterConfiguration?
 }
 
 /// One simulated machine: the core, its disk, its application and its clock.
@@ -177,6 +207,10 @@ public final class Simulation {
     var leaderOfTerm: [UInt64: Int] = [:]
     var committedLog: [Entry] = []
     var entriesSeen: [EntryKey: (entry: Entry, prevTerm: UInt64)] = [:]
+    /// Every committed configuration entry, in index order (to check the configuration a snapshot carries).
+    var committedConfigurations: [(index: UInt64, configuration: ClusterConfiguration)] = []
+    /// The configuration of the highest committed configuration entry (the initial one before any).
+    public internal(set) var committedConfiguration: ClusterConfiguration
 
     // Clients (see Simulation+Clients.swift).
     var clients: [SimClient] = []
@@ -204,7 +238,8 @@ public final class Simulation {
         report = SimulationReport(
             seed: options.seed, faults: options.faults, nodeCount: options.nodeCount,
             timing: options.timing)
-        let ids = (1...options.nodeCount).map { NodeID("n\($0)") }
+        let ids = (1...(options.nodeCount + options.spareNodes)).map { NodeID("n\($0)") }
+        committedConfiguration = ClusterConfiguration(voters: Array(ids.prefix(options.nodeCount)))
         for id in ids {
             let drift = faults.maxClockDrift * (2 * unit() - 1)
             let offset = Int64(rng.next() % 1_000_000_000)
@@ -286,6 +321,7 @@ public final class Simulation {
         case .clientStep(let client): clientStep(client)
         case .clientTimeout(let client, let operation): clientTimeout(client, operation)
         case .livenessProbe: break
+        case .membershipChange: randomMembershipChange()
         }
     }
 
@@ -296,7 +332,11 @@ public final class Simulation {
     }
 
     func boot(_ index: Int) {
+        // Every simulated node is in every address book; the first `nodeCount` are the initial voters, and a spare
+        // starts outside the configuration (so it never campaigns) until a leader adds it.
         var config = RaftConfig(id: nodes[index].id, peers: nodes.map(\.id))
+        config.initialConfiguration = ClusterConfiguration(voters: Array(nodes.prefix(options.nodeCount).map(\.id)))
+        config.minimumVoters = options.minimumVoters
         options.tuning(&config)
         var recovered = nodes[index].disk
         // The application keeps its state in memory: restored from its snapshot, then the log after it replays.
@@ -421,6 +461,7 @@ public final class Simulation {
                 nodes[index].disk.entries.removeFirst(drop)
             }
             nodes[index].disk.base = installed.base
+            nodes[index].disk.baseConfiguration = snapshot.configuration
         }
         let base = nodes[index].disk.base.index
         if let first = ready.entriesToPersist.first {

@@ -104,6 +104,7 @@ struct TestCluster {
                     disks[id]!.entries.removeAll { $0.index <= installed.base.index }
                 }
                 disks[id]!.base = installed.base
+                disks[id]!.baseConfiguration = nodes[id]!.baseConfiguration
             }
             let base = disks[id]!.base.index
             if let first = ready.entriesToPersist.first {
@@ -163,7 +164,9 @@ struct TestCluster {
     mutating func compact(_ id: NodeID, through index: UInt64) -> LogBase? {
         let appliedEntries = applied[id] ?? []
         if let last = appliedEntries.last, last.index > snapshots[id]?.base.index ?? 0 {
-            snapshots[id] = TestSnapshot(base: LogBase(index: last.index, term: last.term), applied: appliedEntries)
+            snapshots[id] = TestSnapshot(
+                base: LogBase(index: last.index, term: last.term), applied: appliedEntries,
+                configuration: nodes[id]!.configuration(at: last.index))
             // What the app holds is committed: a restart hands out entries after it only.
             disks[id]!.hardState.commitIndex = max(disks[id]!.hardState.commitIndex, last.index)
         }
@@ -171,6 +174,7 @@ struct TestCluster {
         precondition(base.index <= snapshots[id]!.base.index, "compacted beyond the snapshot")
         disks[id]!.entries.removeAll { $0.index <= base.index }
         disks[id]!.base = base
+        disks[id]!.baseConfiguration = nodes[id]!.baseConfiguration
         return base
     }
 
@@ -185,7 +189,8 @@ struct TestCluster {
             if reachable && snapshot.base.index > nodes[follower]!.commitIndex {
                 applied[follower] = snapshot.applied  // Restored, and durable with the snapshot.
                 snapshots[follower] = snapshot
-                let installed = nodes[follower]!.installSnapshot(snapshot.base, from: leader)
+                let installed = nodes[follower]!.installSnapshot(
+                    snapshot.base, configuration: snapshot.configuration, from: leader)
                 precondition(installed, "a snapshot beyond the commit index is installed")
                 installs.append((follower, snapshot.base))
                 drain(follower)
@@ -261,4 +266,6 @@ struct TestCluster {
 struct TestSnapshot {
     var base: LogBase
     var applied: [Entry]
+    /// The cluster configuration in force at `base.index`, carried with the snapshot.
+    var configuration: ClusterConfiguration? = nil
 }
