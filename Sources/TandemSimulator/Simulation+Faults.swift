@@ -48,10 +48,20 @@ extension Simulation {
     /// Cuts one direction of one link.
     public func block(from: NodeID, to: NodeID) { blocked.insert(Link(from: index(of: from), to: index(of: to))) }
 
-    /// Restores every link.
+    /// Restores every link; the connections a resetting partition closed come back (both ends are told).
     public func healPartition() {
         if !blocked.isEmpty { note("heal") }
         blocked = []
+        for link in resetLinks { tellLink(link.from, about: link.to, up: true, closedByPeer: false) }
+        resetLinks = []
+    }
+
+    /// Tells node `index` (after a network delay) that its link to node `peer` closed or came back.
+    func tellLink(_ index: Int, about peer: Int, up: Bool, closedByPeer: Bool) {
+        guard nodes[index].isUp else { return }
+        let event = SimEvent.link(
+            node: index, incarnation: nodes[index].incarnation, peer: nodes[peer].id, up: up, closedByPeer: closedByPeer)
+        queue.push(event, atMicros: nowMicros + max(1, faults.baseDelayMs * 1000 + randomMicros(upToMs: faults.jitterMs)))
     }
 
     /// Freezes a node's process (no ticks, no message handling) for `ms`; its clock keeps running.
@@ -72,12 +82,18 @@ extension Simulation {
         nodes[index].incarnation += 1
         nodes[index].stalledUntilMicros = 0
         abandonClientOperations(on: index)
+        // The dead process's kernel closes its connections: every live peer sees its link reset at once.
+        // (Not across a partition that drops packets: the reset never arrives there.)
+        for peer in nodes.indices where peer != index && !blocked.contains(Link(from: index, to: peer)) {
+            tellLink(peer, about: index, up: false, closedByPeer: true)
+        }
     }
 
     func restart(_ index: Int) {
         guard !nodes[index].isUp else { return }
         note("restart \(nodes[index].id)")
         boot(index)
+        for peer in nodes.indices where peer != index { tellLink(peer, about: index, up: true, closedByPeer: false) }
     }
 
     // MARK: Random faults
@@ -135,6 +151,15 @@ extension Simulation {
                     blocked.insert(Link(from: a, to: b))
                     blocked.insert(Link(from: b, to: a))
                 }
+            }
+        }
+        if rng.next() % 2 == 0 {
+            // A partition that resets connections (a firewall rejecting both ways): both ends of every link cut
+            // both ways see it close. (One that resets one side and silently drops the other is the case the
+            // closed-link shortcut trusts the network not to produce; see RaftConfig.)
+            for link in blocked where blocked.contains(Link(from: link.to, to: link.from)) {
+                resetLinks.insert(link)
+                tellLink(link.from, about: link.to, up: false, closedByPeer: true)
             }
         }
         note("partition \(blocked.map { "\(nodes[$0.from].id)->\(nodes[$0.to].id)" }.sorted())")

@@ -147,6 +147,9 @@ enum SimEvent {
     case clientTimeout(client: Int, operation: Int)
     case livenessProbe
     case membershipChange
+    /// `node`'s transport reports its link to `peer` closed (`closedByPeer`: reset or ended from the other side) or
+    /// open again, as a real one does when a process dies or a partition resets and heals connections.
+    case link(node: Int, incarnation: Int, peer: NodeID, up: Bool, closedByPeer: Bool)
 }
 
 /// A snapshot of the simulated application: its log point and its whole state there.
@@ -200,6 +203,8 @@ public final class Simulation {
     var chaosActive = false
     var clientsActive = true
     var blocked: Set<Link> = []
+    /// Links whose connections the current partition reset (both ends were told): told again when it heals.
+    var resetLinks: Set<Link> = []
     var partitionGeneration = 0
     var report: SimulationReport
 
@@ -322,6 +327,8 @@ public final class Simulation {
         case .clientTimeout(let client, let operation): clientTimeout(client, operation)
         case .livenessProbe: break
         case .membershipChange: randomMembershipChange()
+        case .link(let node, let incarnation, let peer, let up, let closedByPeer):
+            onLink(node, incarnation, peer: peer, up: up, closedByPeer: closedByPeer)
         }
     }
 
@@ -377,6 +384,18 @@ public final class Simulation {
         afterStep(index)
         let intervalMicros = Int64(Double(options.tickIntervalMs * 1000) / nodes[index].clockRate)
         scheduleTick(index, afterMicros: max(1, intervalMicros))
+    }
+
+    func onLink(_ index: Int, _ incarnation: Int, peer: NodeID, up: Bool, closedByPeer: Bool) {
+        guard nodes[index].isUp, nodes[index].incarnation == incarnation else { return }
+        let event = SimEvent.link(node: index, incarnation: incarnation, peer: peer, up: up, closedByPeer: closedByPeer)
+        if deferIfStalled(index, event) { return }
+        if up {
+            nodes[index].raft!.linkUp(to: peer, nowMs: localMs(index))
+        } else {
+            nodes[index].raft!.linkDown(to: peer, closedByPeer: closedByPeer, nowMs: localMs(index))
+        }
+        afterStep(index)
     }
 
     func onDeliver(_ message: Message, _ index: Int, _ incarnation: Int) {
