@@ -30,6 +30,7 @@ extension TandemConfiguration: CustomStringConvertible, CustomDebugStringConvert
             ("TANDEM_IDEMPOTENCY_MAX_BYTES", ConfigFormat.size(idempotencyMaxBytes)),
             ("TANDEM_MAX_BODY", ConfigFormat.size(maxBodyBytes)),
             ("TANDEM_APP_STATE", appState.rawValue),
+            ("TANDEM_APPLY_PIPELINE", String(applyPipeline)),
             ("TANDEM_SNAPSHOT_SAVE", snapshotSave?.description ?? ""),
             ("TANDEM_SNAPSHOT_RESTORE", snapshotRestore?.description ?? ""),
             ("TANDEM_SNAPSHOT_EVERY", snapshotEvery.description),

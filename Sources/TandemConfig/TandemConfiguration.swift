@@ -143,6 +143,9 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var maxBodyBytes: Int64
     /// `TANDEM_APP_STATE`.
     public var appState: AppState
+    /// `TANDEM_APPLY_PIPELINE`: requests the applier writes to the app ahead of their answers.
+    /// Invariant: 1...256 (a response parser tracks at most 256 pending requests).
+    public var applyPipeline: Int
     /// `TANDEM_IDEMPOTENCY_MAX_BYTES`: bound on remembered keys (key and fingerprint bytes), and separately on the
     /// stored responses. Invariant: > 0.
     public var idempotencyMaxBytes: Int64
@@ -253,6 +256,7 @@ public struct TandemConfiguration: Hashable, Sendable {
         precondition(queueTargetMs < 100, "queue target below the CoDel interval")
         precondition(readWaitMaxMs >= 0 && idempotencyTTLMs > 0, "read wait and TTL")
         precondition(maxPendingWrites > 0 && maxConnections > 0, "limits are positive")
+        precondition((1...256).contains(applyPipeline), "the apply pipeline holds 1 to 256 requests")
         precondition(headerTimeoutMs > 0 && idleTimeoutMs > 0, "connection timeouts are positive")
         precondition(upstreamConnectTimeoutMs > 0 && upstreamTimeoutMs > 0, "upstream timeouts are positive")
         precondition(rateLimitKeys > 0, "the rate limiter remembers at least one key")

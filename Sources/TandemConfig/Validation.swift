@@ -31,6 +31,7 @@ extension TandemConfiguration {
         idempotencyTTLMs = try reader.durationMs("TANDEM_IDEMPOTENCY_TTL")
         maxBodyBytes = try reader.sizeBytes("TANDEM_MAX_BODY")
         appState = try reader.keyword("TANDEM_APP_STATE", as: AppState.self)
+        applyPipeline = try reader.count("TANDEM_APPLY_PIPELINE")
         idempotencyMaxBytes = try reader.sizeBytes("TANDEM_IDEMPOTENCY_MAX_BYTES")
         snapshotSave = try reader.appHook("TANDEM_SNAPSHOT_SAVE")
         snapshotRestore = try reader.appHook("TANDEM_SNAPSHOT_RESTORE")

@@ -80,6 +80,10 @@ extension TandemConfiguration {
         ConfigVariable(
             "TANDEM_APP_STATE", .writesAndReads, default: "durable", .keyword(AppState.allCases.map(\.rawValue)),
             "durable: resume after the last applied index; memory: replay the log when the app restarts."),
+        ConfigVariable(
+            "TANDEM_APPLY_PIPELINE", .writesAndReads, default: "16", .count(min: 1, max: 256),
+            "Committed writes sent to the app ahead of their answers on its one apply connection (HTTP/1.1 "
+                + "pipelining, answers handed on in log order); 1 sends one at a time."),
         // Snapshots and divergence.
         ConfigVariable(
             "TANDEM_SNAPSHOT_SAVE", .snapshots, default: "", shown: "none (no app snapshots)", .appHook(method: "GET"),

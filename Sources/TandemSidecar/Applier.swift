@@ -14,33 +14,52 @@ struct AppliedResponse {
     var replayed = false
 }
 
-/// Applies committed entries to the local app strictly in log order, one at a time, over one connection of its
-/// own. An unreachable app is retried with backoff and the entry is never skipped; meanwhile the node reports
-/// not-ready. Any HTTP response counts as applied: a 4xx is a deterministic outcome, the same on every replica.
+/// Applies committed entries to the local app strictly in log order over one connection of its own. Up to
+/// `pipelineLimit` requests are written ahead of their answers (HTTP/1.1 pipelining: the app reads them in order
+/// and answers in order), and every answer is handed on (digest, idempotency table, the waiting client, the
+/// applied index) strictly in index order. An unreachable app is retried with backoff and no entry is ever
+/// skipped; meanwhile the node reports not-ready. Any HTTP response counts as applied: a 4xx is a deterministic
+/// outcome, the same on every replica.
 ///
-/// A retry after a connection broke mid-request may deliver an entry twice; it carries the same `Tandem-Index`
-/// both times, which an app can use to deduplicate (README, "Guarantees").
+/// A connection that breaks, or an answer that closes it, leaves the requests written after the last answer
+/// unanswered: they are written again, in order, on the next connection. Such an entry may be delivered twice; it
+/// carries the same `Tandem-Index` both times, which an app can use to deduplicate (README, "Guarantees").
+///
+/// An entry whose outcome depends on the entries before it in a way the app cannot see waits until they are all
+/// answered: one with an `Idempotency-Key` (the table must hold every earlier key when it is looked up, exactly as
+/// on a replica applying one entry at a time), a no-op, and an undecodable one (answered by Tandem in order).
 final class Applier: ConnectionDelegate {
     private unowned let loop: EventLoop
     private let upstreamHost: String
     private let upstreamPort: UInt16
     private let log: Logger
-    /// Entries committed and not yet applied, in order. Bounded by what the log holds (the core caps uncommitted
-    /// bytes, and committed entries are handed out in bounded batches).
+    /// Entries committed and not yet taken into the window, in order. Bounded by what the log holds (the core caps
+    /// uncommitted bytes, and committed entries are handed out in bounded batches).
     private var queue: [Entry] = []
     private var queueHead = 0
-    private var current: Entry?
+    /// Entries taken from the queue whose answers are awaited, in order.
+    private var window = ApplyWindow(limit: 1)
     private var connection: Connection?
     private var isConnected = false
     private var parser = HTTPResponseParser(limits: .upstreamResponse)
     private var responseHead: HTTPResponseHead?
     private var responseBody: [UInt8] = []
     private var retryTimer: TandemNet.Timer!
+    /// A retry is scheduled: no connection is opened before it fires.
+    private var isWaitingToRetry = false
     /// A connect to the app that has not completed within `connectTimeoutMs` is given up and tried again: nothing
     /// was delivered on it, and a connect nobody hears of again must not stop applying for good.
     private var connectTimer: TandemNet.Timer!
     /// `TANDEM_UPSTREAM_CONNECT_TIMEOUT`.
     var connectTimeoutMs: Int64 = 2_000
+    /// `TANDEM_APPLY_PIPELINE`: the most requests written to the app ahead of their answers (1: one at a time).
+    var pipelineLimit: Int {
+        get { window.limit }
+        set { window.limit = newValue }
+    }
+    /// Whether the answer to `index` must be handed on before anything after it is written: the owner may pause
+    /// the applier there and needs the app's state to be exactly that index's (a state digest due at it).
+    var pipelineStopsAfter: (UInt64) -> Bool = { _ in false }
     private var backoffMs: Int64 = 50
     private let responseBodyMaxBytes: Int
     /// Folds (index, status, body hash) of every applied entry: equal digests at equal indexes mean equal outcomes.
@@ -54,10 +73,10 @@ final class Applier: ConnectionDelegate {
     private(set) var appliedTimeMs: Int64 = 0
     /// Bytes of entries applied since start (drives `TANDEM_SNAPSHOT_EVERY` given as a size).
     private(set) var appliedBytes: UInt64 = 0
-    /// Set while a snapshot is taken or restored: the entry in flight finishes, none other starts.
+    /// Set while a snapshot is taken or restored: the entries in flight finish, none other starts.
     private var pausedBy: (() -> Void)?
     private(set) var isPaused = false
-    /// The app could not be reached for the current entry: the node is not ready until it applies again.
+    /// The app could not be reached for the entries in flight: the node is not ready until it applies again.
     private(set) var isStalled = false
     private(set) var appliedCount: UInt64 = 0
     private(set) var retryCount: UInt64 = 0
@@ -75,18 +94,19 @@ final class Applier: ConnectionDelegate {
     var isHoldingForRestartCheck: () -> Bool = { false }
     /// Connected while holding: the owner decides (replay from the start, or `releaseHeld()`).
     var onConnectedWhileHolding: (() -> Void)?
-    private var heldRequest: (command: WriteCommand, entry: Entry)?
+    /// Nothing is written on the current connection until the owner calls `releaseHeld()` (or replays).
+    private var isHolding = false
     /// Entries up to this index may have reached the app before a crash: they carry `Tandem-Redelivery: true`.
     var redeliveryThrough: UInt64 = 0
     /// Whether `index` may be handed to the app now (the runtime bounds how far apply runs ahead of the applied
     /// index on disk). When it says no, `resume()` is called later.
     var mayApply: (UInt64) -> Bool = { _ in true }
     private var heldAtWindow = false
-    /// Bytes of the current entry were written to the app at least once: it may have been applied.
-    private var currentReachedApp = false
-    /// Set by a graceful stop: finish the current entry, start no other; then call this.
+    /// Set by a graceful stop: finish the entries in flight, start no other; then call this.
     private var onIdle: ((Bool) -> Void)?
     private(set) var redeliveredCount: UInt64 = 0
+    /// Requests written again on a new connection after the one they were written on closed unanswered.
+    private(set) var rewrittenCount: UInt64 = 0
 
     init(
         loop: EventLoop, upstreamHost: String, upstreamPort: UInt16, startAfter index: UInt64,
@@ -99,22 +119,27 @@ final class Applier: ConnectionDelegate {
         self.idempotency = IdempotencyTable(ttlMs: idempotencyTTLMs, maxBytes: idempotencyMaxBytes)
         self.responseBodyMaxBytes = responseBodyMaxBytes
         self.log = log
-        self.retryTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.applyNext() }
+        self.retryTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.retryFired() }
         self.connectTimer = TandemNet.Timer(loop: loop) { [weak self] in self?.connectTimedOut() }
     }
 
-    var backlog: Int { queue.count - queueHead + (current == nil ? 0 : 1) }
+    var backlog: Int { queue.count - queueHead + window.count }
+
+    /// Requests written to the app and not answered yet (at most `pipelineLimit`).
+    var inFlight: Int { window.sent }
 
     /// What the applier is doing, for /status: an operator (or a test) whose replica stopped applying sees why.
     var activity: String {
         if isHalted { return "halted" }
-        if let held = heldRequest {
+        if isHolding, let held = window.first {
             let link = isConnected ? "connected" : connection?.isOpen == true ? "connecting" : "no connection"
             return "holding \(held.entry.index) until the app is known not to have restarted (\(link))"
         }
-        if let entry = current {
-            if isStalled { return "retrying \(entry.index) (the app is unreachable)" }
-            return currentReachedApp ? "applying \(entry.index)" : "connecting to apply \(entry.index)"
+        if let first = window.first {
+            if isStalled { return "retrying \(first.entry.index) (the app is unreachable)" }
+            guard first.reachedApp else { return "connecting to apply \(first.entry.index)" }
+            let last = window.last?.entry.index ?? first.entry.index
+            return last == first.entry.index ? "applying \(last)" : "applying \(first.entry.index)...\(last)"
         }
         if isPaused { return pausedBy == nil ? "paused" : "pausing" }
         if heldAtWindow { return "waiting for the applied index on disk" }
@@ -126,27 +151,28 @@ final class Applier: ConnectionDelegate {
         loop.assertOnLoopThread()
         for entry in entries where entry.index > appliedIndex {
             // The runtime hands out committed entries once each, contiguous and in order.
-            let last = queue.last?.index ?? current?.index ?? appliedIndex
+            let last = queue.last?.index ?? window.last?.entry.index ?? appliedIndex
             precondition(
                 entry.index == last + 1, "committed entries must arrive contiguous: \(entry.index) after \(last)")
             queue.append(entry)
         }
-        if current == nil { applyNext() }
+        pump()
     }
 
     /// Replaces the idempotency table (rebuilt from the log at start, before anything is applied).
     func restore(idempotency table: IdempotencyTable) {
-        precondition(current == nil && appliedCount == 0, "the table is restored before the first apply")
+        precondition(window.isEmpty && appliedCount == 0, "the table is restored before the first apply")
         idempotency = table
     }
 
-    /// A graceful stop: lets the entry in flight finish (at most `timeoutMs`), starts no other, then calls
+    /// A graceful stop: lets the entries in flight finish (at most `timeoutMs`), starts no other, then calls
     /// `completion(true)` when nothing may have reached the app without being recorded as applied.
     func finishCurrent(timeoutMs: Int64, completion: @escaping (Bool) -> Void) {
         onIdle = completion
-        if current == nil || !currentReachedApp || isStalled {
+        if !window.anyReachedApp || isStalled {
             retryTimer.cancel()
-            settleIdle()  // Nothing in flight (a stalled entry that reached the app counts as not settled).
+            isWaitingToRetry = false
+            settleIdle()  // Nothing in flight (stalled entries that reached the app count as not settled).
             return
         }
         idleTimer = TandemNet.Timer(loop: loop, priority: .control) { [weak self] in
@@ -162,39 +188,47 @@ final class Applier: ConnectionDelegate {
         guard let onIdle else { return }
         self.onIdle = nil
         idleTimer?.invalidate()
-        onIdle(current == nil || !currentReachedApp)
+        onIdle(!window.anyReachedApp)
     }
 
-    /// Stops applying after the entry in flight (which may wait for an unreachable app), then calls `completion`
+    /// Stops applying after the entries in flight (which may wait for an unreachable app), then calls `completion`
     /// with nothing in flight: the app's state is exactly that of `appliedIndex` until `resumeApplying()`.
     func pause(_ completion: @escaping () -> Void) {
         loop.assertOnLoopThread()
         precondition(!isPaused, "one pause at a time")
         isPaused = true
-        if let entry = current, !currentReachedApp {
-            // Held back (a restart check) or waiting to retry an unreachable app: nothing of it reached the app, so
-            // it goes back to the head of the queue instead of holding the pause.
-            retryTimer.cancel()
-            heldRequest = nil
-            connection?.close()
-            connection = nil
-            current = nil
-            isStalled = false
-            if queueHead > 0 && queue[queueHead - 1].index == entry.index {
-                queueHead -= 1
-                queue[queueHead] = entry  // Its slot gave up the bytes when it was taken.
-            } else {
-                queue.insert(entry, at: queueHead)
+        // Entries none of whose bytes reached the app (held back by a restart check, waiting for a connection, or to
+        // retry an unreachable app) go back to the head of the queue instead of holding the pause.
+        let unreached = window.removeUnreached()
+        if !unreached.isEmpty {
+            putBack(unreached)
+            if window.isEmpty {
+                retryTimer.cancel()
+                isWaitingToRetry = false
+                isStalled = false
+                if isHolding || !isConnected { dropConnection() }
             }
         }
-        if current == nil {
+        if window.isEmpty {
             completion()
         } else {
             pausedBy = completion
         }
     }
 
-    /// Stops applying for good after the entry in flight (`TANDEM_DIVERGENCE_ACTION=stop`).
+    /// Returns entries taken from the queue to its head, in order.
+    private func putBack(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        if queueHead >= entries.count && queue[queueHead - entries.count].index == first.index {
+            // Their slots gave up the bytes when they were taken.
+            queueHead -= entries.count
+            queue.replaceSubrange(queueHead..<(queueHead + entries.count), with: entries)
+        } else {
+            queue.insert(contentsOf: entries, at: queueHead)
+        }
+    }
+
+    /// Stops applying for good after the entries in flight (`TANDEM_DIVERGENCE_ACTION=stop`).
     func halt() {
         loop.assertOnLoopThread()
         isHalted = true
@@ -205,7 +239,7 @@ final class Applier: ConnectionDelegate {
         loop.assertOnLoopThread()
         precondition(isPaused && pausedBy == nil, "resume only a settled pause")
         isPaused = false
-        applyNext()
+        pump()
     }
 
     /// The app's state was replaced by a snapshot at `index` (paused meanwhile): queued entries up to it are
@@ -213,7 +247,7 @@ final class Applier: ConnectionDelegate {
     func reset(to index: UInt64, term: UInt64, timeMs: Int64, idempotency table: IdempotencyTable, digest: ApplyDigest)
     {
         loop.assertOnLoopThread()
-        precondition(isPaused && current == nil, "the app's state is replaced only while paused")
+        precondition(isPaused && window.isEmpty, "the app's state is replaced only while paused")
         // Entries after the snapshot stay queued (an app restart replays the ones in between before them).
         queue = Array(queue[queueHead...].filter { $0.index > index })
         queueHead = 0
@@ -230,7 +264,7 @@ final class Applier: ConnectionDelegate {
     func resume() {
         guard heldAtWindow else { return }
         heldAtWindow = false
-        applyNext()
+        pump()
     }
 
     /// Starts over from the beginning of the log: the app restarted and lost its in-memory state
@@ -244,11 +278,9 @@ final class Applier: ConnectionDelegate {
     /// after it up to the applied index) before what is queued.
     func replay(history: [Entry], after index: UInt64, idempotency table: IdempotencyTable, digest: ApplyDigest) {
         retryTimer.cancel()
-        connection?.close()
-        connection = nil
-        heldRequest = nil
-        let pending = (current.map { [$0] } ?? []) + Array(queue[queueHead...])
-        current = nil
+        isWaitingToRetry = false
+        dropConnection()
+        let pending = window.removeAll() + Array(queue[queueHead...])
         queue = history + pending.filter { $0.index > (history.last?.index ?? index) }
         queueHead = 0
         appliedIndex = index
@@ -256,7 +288,7 @@ final class Applier: ConnectionDelegate {
         idempotency = table
         isStalled = false
         backoffMs = 50
-        applyNext()
+        pump()
     }
 
     func stop() {
@@ -267,103 +299,141 @@ final class Applier: ConnectionDelegate {
         connection = nil
     }
 
-    private func applyNext() {
-        guard current == nil || isStalled else { return }
-        if current == nil && onIdle != nil {
-            settleIdle()
-            return
-        }
-        if current == nil && isHalted { return }
-        if current == nil && isPaused {
-            if let settled = pausedBy {
-                pausedBy = nil
-                settled()
+    // MARK: taking entries and writing requests
+
+    /// Does whatever can be done now: settles a pause or a graceful stop once nothing is in flight, takes entries
+    /// into the window (or answers those that need no app), and writes the window's unwritten requests.
+    private func pump() {
+        if window.isEmpty {
+            if onIdle != nil {
+                settleIdle()
+                return
             }
-            return
+            if isHalted { return }
+            if isPaused {
+                if let settled = pausedBy {
+                    pausedBy = nil
+                    settled()
+                }
+                return
+            }
         }
         if queueHead > 1024 && queueHead * 2 > queue.count {
             queue.removeFirst(queueHead)
             queueHead = 0
         }
-        guard let entry = current ?? (queueHead < queue.count ? queue[queueHead] : nil) else { return }
-        guard current != nil || mayApply(entry.index) else {
+        if !isPaused && !isHalted && onIdle == nil {
+            while takeNext() {}
+        }
+        writeUnsent()
+    }
+
+    /// Takes the next queued entry into the window; false when none may be taken now. An entry that needs no
+    /// request to the app is answered here (then the caller stops: `finish` pumps again).
+    private func takeNext() -> Bool {
+        guard queueHead < queue.count, !window.isFull else { return false }
+        if let last = window.last, pipelineStopsAfter(last.entry.index) { return false }
+        let entry = queue[queueHead]
+        guard mayApply(entry.index) else {
             heldAtWindow = true
-            return
+            return false
         }
-        if current == nil {
-            // The queue's slot lets go of the entry's bytes now (the slots themselves are reclaimed in batches):
-            // large entries must not stay in memory for up to a thousand applies after they were applied.
-            queue[queueHead].data = []
-            queueHead += 1
-            currentReachedApp = false
-        }
-        current = entry
+        heldAtWindow = false
+        var command: WriteCommand?
+        if entry.kind == .normal { command = try? WriteCommand.decode(entry.data) }
+        let keyed = command.map { IdempotencyTable.key(of: $0) != nil } ?? false
+        // Decided in order against everything before it: it waits until nothing is in flight.
+        if (command == nil || keyed) && !window.isEmpty { return false }
+        // The queue's slot lets go of the entry's bytes now (the slots themselves are reclaimed in batches):
+        // large entries must not stay in memory for up to a thousand applies after they were applied.
+        queue[queueHead].data = []
+        queueHead += 1
         guard entry.kind == .normal else {
             finish(entry, response: nil, status: 0)
-            return
+            return false
         }
-        let command: WriteCommand
-        do {
-            command = try WriteCommand.decode(entry.data)
-        } catch {
+        guard let command else {
             // Every replica decodes the same bytes the same way, so this outcome is deterministic too.
-            log.error("undecodable log entry", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+            log.error("undecodable log entry", metadata: ["index": "\(entry.index)"])
             finish(entry, response: Self.tandemAnswer(500, "bad_entry", "the log entry cannot be decoded"), status: 500)
-            return
+            return false
         }
-        if let answer = idempotency.check(command: command, timeMs: entry.timeMs) {
+        if keyed, let answer = idempotency.check(command: command, timeMs: entry.timeMs) {
             // A replay is this node's stored answer, which another replica may lack: the digest folds a fixed
             // outcome for it (the decision itself is the same everywhere, being a function of the log).
             finish(entry, response: answer, status: answer.replayed ? 0 : answer.status)
-            return
+            return false
         }
-        send(command, for: entry)
+        window.append(entry, command: command)
+        return true
     }
 
-    private func send(_ command: WriteCommand, for entry: Entry) {
-        precondition(current?.index == entry.index, "only the current entry is sent to the app")
+    /// Writes, in order, every request of the window not written on the current connection, opening one first if
+    /// there is none (unless a retry is due later, or a new connection is held for a restart check).
+    private func writeUnsent() {
+        guard window.hasUnsent, !isWaitingToRetry else { return }
         if connection == nil || connection?.isOpen != true {
-            isConnected = false
+            dropConnection()
             connection = Connection.connect(loop: loop, host: upstreamHost, port: upstreamPort, delegate: self)
-            connectTimer.schedule(afterMs: connectTimeoutMs)
-            connection?.enableReading()
-            guard connection != nil else {
+            guard let connection else {
                 scheduleRetry(reason: "cannot create a socket")
                 return
             }
-            if isHoldingForRestartCheck() {
-                heldRequest = (command, entry)
-                return
-            }
+            connectTimer.schedule(afterMs: connectTimeoutMs)
+            connection.enableReading()
+            isHolding = isHoldingForRestartCheck()
         }
-        var headers = command.headers
+        guard !isHolding, let connection else { return }
+        while window.hasUnsent {
+            let (slot, firstTime) = window.markNextSent()
+            if !firstTime { rewrittenCount += 1 }
+            write(slot, firstTime: firstTime, on: connection)
+        }
+    }
+
+    private func write(_ slot: ApplyWindow.Slot, firstTime: Bool, on connection: Connection) {
+        let entry = slot.entry
+        var headers = slot.command.headers
+        // The client's session drops it; an older log may hold it: nothing here waits for 100 Continue.
+        headers.remove(name: "Expect")
         headers.add(name: "Tandem-Index", value: String(entry.index))
         headers.add(name: "Tandem-Term", value: String(entry.term))
         headers.add(name: "Tandem-Time", value: String(entry.timeMs))
         headers.add(name: "Tandem-Request-Id", value: "\(entry.term)-\(entry.index)")
         if entry.index <= redeliveryThrough {
             headers.add(name: "Tandem-Redelivery", value: "true")
-            if !currentReachedApp { redeliveredCount += 1 }
+            if firstTime { redeliveredCount += 1 }
         }
-        currentReachedApp = true
-        ProxyHeaders.setFraming(.contentLength(Int64(command.body.count)), in: &headers)
+        ProxyHeaders.setFraming(.contentLength(Int64(slot.command.body.count)), in: &headers)
+        parser.expect(requestMethod: slot.command.method)
+        connection.write(
+            HTTPSerializer.requestHead(
+                HTTPRequestHead(method: slot.command.method, target: slot.command.target, headers: headers)))
+        connection.write(slot.command.body)
+    }
+
+    /// Forgets the current connection (closing it if open): whatever was written on it and not answered is
+    /// written again on the next one.
+    private func dropConnection() {
+        connectTimer.cancel()
+        connection?.close()
+        connection = nil
+        isConnected = false
+        isHolding = false
+        window.connectionLost()
         parser = HTTPResponseParser(limits: .upstreamResponse)
-        parser.expect(requestMethod: command.method)
         responseHead = nil
         responseBody.removeAll(keepingCapacity: true)
-        connection?.write(
-            HTTPSerializer.requestHead(
-                HTTPRequestHead(method: command.method, target: command.target, headers: headers)))
-        connection?.write(command.body)
     }
 
     // MARK: connection events
 
     func connectionDidConnect(_ connection: Connection) {
+        guard connection === self.connection else { return }
         connectTimer.cancel()
         isConnected = true
         onConnected?()
-        if heldRequest != nil {
+        if isHolding {
             if isHoldingForRestartCheck() {
                 onConnectedWhileHolding?()
             } else {
@@ -372,96 +442,113 @@ final class Applier: ConnectionDelegate {
         }
     }
 
-    /// Sends the request held back while a restart check was pending.
+    /// Writes the requests held back while a restart check was pending.
     func releaseHeld() {
-        guard let held = heldRequest, connection?.isOpen == true else { return }
-        heldRequest = nil
-        send(held.command, for: held.entry)
+        guard isHolding, connection?.isOpen == true else { return }
+        isHolding = false
+        pump()
     }
 
     func connectionHasInput(_ connection: Connection) {
-        guard let entry = current else {
-            connection.close()  // bytes nobody asked for: the connection is out of step
-            self.connection = nil
-            return
+        // One response at a time: handing one on may pause, replay or close, which changes what follows.
+        while connection === self.connection, connection.inputCount > 0 {
+            guard window.sent > 0 else {
+                // Bytes nobody asked for: the connection is out of step.
+                dropConnection()
+                if !window.isEmpty { scheduleRetry(reason: "the app sent bytes no request asked for") }
+                return
+            }
+            let head: HTTPResponseHead
+            do throws(HTTPParseError) {
+                guard let complete = try parseOneResponse(connection) else { return }
+                head = complete
+            } catch {
+                log.warning(
+                    "malformed response from the app while applying",
+                    metadata: ["index": "\(window.first?.entry.index ?? 0)", "error": "\(error)"])
+                dropConnection()
+                scheduleRetry(reason: "malformed response")
+                return
+            }
+            handOn(head)
         }
+    }
+
+    /// Parses input up to the end of one final response; returns its head, or nil when more input is needed.
+    private func parseOneResponse(_ connection: Connection) throws(HTTPParseError) -> HTTPResponseHead? {
         var complete = false
-        var failure: HTTPParseError?
-        do throws(HTTPParseError) {
-            try connection.parseInput(while: { !complete }) { rest throws(HTTPParseError) in
-                try parser.parse(rest) { event in
-                    switch event {
-                    case .head(let head): if !head.isInterim { responseHead = head }
-                    case .body(let bytes):
-                        if responseBody.count + bytes.count <= responseBodyMaxBytes {
-                            responseBody.append(contentsOf: bytes)
-                        }
-                    case .end: if responseHead != nil { complete = true }
+        try connection.parseInput(while: { !complete }) { rest throws(HTTPParseError) in
+            try parser.parse(rest) { event in
+                switch event {
+                case .head(let head): if !head.isInterim { responseHead = head }
+                case .body(let bytes):
+                    if responseBody.count + bytes.count <= responseBodyMaxBytes {
+                        responseBody.append(contentsOf: bytes)
                     }
+                case .end: if responseHead != nil { complete = true }  // an interim response's end is not one
                 }
             }
-        } catch {
-            failure = error
         }
-        if let failure {
-            log.warning(
-                "malformed response from the app while applying",
-                metadata: ["index": "\(entry.index)", "error": "\(failure)"])
-            connection.close()
-            self.connection = nil
-            scheduleRetry(reason: "malformed response")
-            return
-        }
-        guard complete, let head = responseHead else { return }
-        if !head.keepAlive {
-            connection.close()
-            self.connection = nil
-        }
+        return complete ? responseHead : nil
+    }
+
+    /// The answer to the oldest request in flight: it is applied. An answer that closes the connection stops the
+    /// pipeline there: the requests written after it are written again on a new connection.
+    private func handOn(_ head: HTTPResponseHead) {
+        let slot = window.completeFirst()
         let response = AppliedResponse(
             status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
-        if let command = try? WriteCommand.decode(entry.data) {
-            idempotency.record(command: command, index: entry.index, response: response, timeMs: entry.timeMs)
+        responseHead = nil
+        responseBody.removeAll(keepingCapacity: true)
+        if !head.keepAlive {
+            if window.sent > 0 {
+                log.debug(
+                    "the app closed the connection with requests unanswered: writing them again",
+                    metadata: ["from": "\(slot.entry.index + 1)", "count": "\(window.sent)"])
+            }
+            dropConnection()
         }
-        finish(entry, response: response, status: head.status)
+        // Keyless entries look the table up in order here (its expiry sees every earlier entry, as with one at a
+        // time); keyed ones were decided when nothing was in flight.
+        if IdempotencyTable.key(of: slot.command) == nil {
+            _ = idempotency.check(command: slot.command, timeMs: slot.entry.timeMs)
+        }
+        idempotency.record(
+            command: slot.command, index: slot.entry.index, response: response, timeMs: slot.entry.timeMs)
+        finish(slot.entry, response: response, status: head.status)
     }
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
+        guard connection === self.connection else { return }
         connectTimer.cancel()
-        self.connection = nil
-        heldRequest = nil
         if !isConnected, reason == .socketError(ECONNREFUSED) { onAppRefused?() }
         let wasConnected = isConnected
-        isConnected = false
-        if wasConnected { onConnectionLost?(current == nil) }
-        guard current != nil else { return }
-        if responseHead != nil, parser.phase == .body {
+        let wasIdle = window.isEmpty
+        // A response delimited by the close ends here.
+        var endedAtClose: HTTPResponseHead?
+        if window.sent > 0, let head = responseHead, parser.phase == .body {
             var ended = false
             try? parser.finishAtEOF { event in if case .end = event { ended = true } }
-            if ended {
-                connectionHasInputAfterEOF()
-                return
-            }
+            if ended { endedAtClose = head }
         }
+        self.connection = nil
+        isConnected = false
+        if wasConnected { onConnectionLost?(wasIdle) }
+        if let head = endedAtClose, self.connection == nil, window.sent > 0 {
+            // Handing it on drops the connection (its answer did not keep it alive); the rest is written again.
+            handOn(head)
+            return
+        }
+        dropConnection()
+        guard !window.isEmpty else { return }
         scheduleRetry(reason: "\(reason)")
     }
 
-    private func connectionHasInputAfterEOF() {
-        guard let entry = current, let head = responseHead else { return }
-        let response = AppliedResponse(
-            status: head.status, reason: head.reason, headers: head.headers, body: responseBody)
-        if let command = try? WriteCommand.decode(entry.data) {
-            idempotency.record(command: command, index: entry.index, response: response, timeMs: entry.timeMs)
-        }
-        finish(entry, response: response, status: head.status)
-    }
-
     private func connectTimedOut() {
-        guard let pending = connection, !isConnected else { return }
-        pending.close()
-        connection = nil
-        heldRequest = nil
+        guard connection != nil, !isConnected else { return }
+        dropConnection()
         connectTimeouts += 1
-        guard current != nil else { return }
+        guard !window.isEmpty else { return }
         scheduleRetry(reason: "no connection to the app within \(connectTimeoutMs) ms")
     }
     private(set) var connectTimeouts: UInt64 = 0
@@ -471,17 +558,22 @@ final class Applier: ConnectionDelegate {
         if !isStalled {
             log.warning(
                 "app unreachable while applying: retrying",
-                metadata: ["index": "\(current?.index ?? 0)", "reason": "\(reason)"])
+                metadata: ["index": "\(window.first?.entry.index ?? 0)", "reason": "\(reason)"])
         }
         isStalled = true
+        isWaitingToRetry = true
         retryTimer.schedule(afterMs: backoffMs)
         backoffMs = min(backoffMs * 2, 2000)
+    }
+
+    private func retryFired() {
+        isWaitingToRetry = false
+        pump()
     }
 
     private func finish(_ entry: Entry, response: AppliedResponse?, status: Int) {
         loop.assertOnLoopThread()
         precondition(entry.index == appliedIndex + 1, "entries are applied once each, in order, none skipped")
-        current = nil
         if isStalled { log.info("app reachable again: applying", metadata: ["index": "\(entry.index)"]) }
         isStalled = false
         backoffMs = 50
@@ -492,7 +584,7 @@ final class Applier: ConnectionDelegate {
         appliedBytes &+= UInt64(entry.data.count)
         appliedCount += 1
         onApplied?(entry, response)
-        applyNext()
+        pump()
     }
 
     static func tandemAnswer(_ status: Int, _ code: String, _ message: String) -> AppliedResponse {

@@ -27,6 +27,8 @@ public struct SidecarOptions: Sendable {
     /// How long SIGTERM waits for in-flight requests before closing them.
     public var drainTimeoutMs: Int64 = 10_000
     public var appProbeIntervalMs: Int64 = 1_000
+    /// `TANDEM_APPLY_PIPELINE`: committed writes sent to the app ahead of their answers (1...256).
+    public var applyPipeline = 16
 
     public init() {}
 }
@@ -91,6 +93,13 @@ public final class Sidecar {
                 upstreamPort: options.proxy.upstreamPort, settings: options.writePath,
                 maxBodyBytes: Int(options.proxy.limits.bodyMaxBytes), metrics: metrics, log: log)
             writePath?.applier.connectTimeoutMs = options.proxy.upstreamConnectTimeoutMs
+            writePath?.applier.pipelineLimit = options.applyPipeline
+            if let writePath, options.writePath.stateDigest != nil {
+                // A state digest is taken with the applier paused right after its index: the app must not have
+                // been sent anything beyond it yet.
+                let every = writePath.stateDigestEvery
+                writePath.applier.pipelineStopsAfter = { $0 % every == 0 }
+            }
         } else {
             writePath = nil
         }

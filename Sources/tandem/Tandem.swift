@@ -115,6 +115,7 @@ extension SidecarOptions {
         writePath.stateDigest = configuration.stateDigest
         writePath.snapshotTimeoutMs = configuration.snapshotTimeoutMs
         writePath.idempotencyMaxBytes = Int(configuration.idempotencyMaxBytes)
+        applyPipeline = configuration.applyPipeline
         overload.rateLimit = configuration.rateLimit
         overload.globalRateLimit = configuration.rateLimitGlobal
         overload.rateLimitKey = configuration.rateLimitKey

@@ -394,3 +394,23 @@ final class CombinationTests: XCTestCase {
         XCTAssertFalse(TandemConfiguration.fileIsReadable("/nonexistent/tandem/file"))
     }
 }
+
+/// `TANDEM_APPLY_PIPELINE`: requests in flight to the app, 1 (one at a time) to 256 (what a response parser tracks).
+final class ApplyPipelineVariableTests: XCTestCase {
+    func testTheDefaultIsSixteenAndTheBoundsAreAccepted() throws {
+        XCTAssertEqual(try load([:]).applyPipeline, 16)
+        XCTAssertEqual(try load(["TANDEM_APPLY_PIPELINE": "1"]).applyPipeline, 1)
+        XCTAssertEqual(try load(["TANDEM_APPLY_PIPELINE": "256"]).applyPipeline, 256)
+        XCTAssertTrue(
+            try load(["TANDEM_APPLY_PIPELINE": "4"]).effectiveValues.contains { $0 == ("TANDEM_APPLY_PIPELINE", "4") })
+    }
+
+    func testValuesOutsideOneToTwoHundredFiftySixAreRefused() {
+        XCTAssertEqual(
+            errorLine(["TANDEM_APPLY_PIPELINE": "0"]),
+            "TANDEM_APPLY_PIPELINE=\"0\" is out of range; expected a whole number from 1 to 256")
+        XCTAssertEqual(
+            errorLine(["TANDEM_APPLY_PIPELINE": "257"]),
+            "TANDEM_APPLY_PIPELINE=\"257\" is out of range; expected a whole number from 1 to 256")
+    }
+}

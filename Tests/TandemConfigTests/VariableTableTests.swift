@@ -22,6 +22,8 @@ final class VariableTableTests: XCTestCase {
         // App snapshots, log compaction, state digests and divergence handling; the idempotency table's bound.
         "TANDEM_SNAPSHOT_SAVE", "TANDEM_SNAPSHOT_RESTORE", "TANDEM_SNAPSHOT_EVERY", "TANDEM_LOG_RETAIN",
         "TANDEM_SNAPSHOT_TIMEOUT", "TANDEM_STATE_DIGEST", "TANDEM_DIVERGENCE_ACTION", "TANDEM_IDEMPOTENCY_MAX_BYTES",
+        // Pipelined apply requests.
+        "TANDEM_APPLY_PIPELINE",
     ]
 
     func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {
