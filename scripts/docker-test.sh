@@ -7,10 +7,12 @@
 #
 #   scripts/docker-test.sh              the full build: Swift compiles inside the build stage (slow: ~15+ min)
 #   scripts/docker-test.sh --prebuilt   the runtime stages only, around .build/release/{tandem,example-kv}
-#                                       (built here if missing); the fast path
+#                                       (built here if missing; TANDEM_PREBUILT_DIR=.build/debug takes the debug
+#                                       binaries instead, e.g. in CI after scripts/test.sh); the fast path
 #
 # Environment: TANDEM_DOCKER_CACHE (default /var/cache/tandem-docker: the Debian root filesystem and dockerd's
-# image store, both reused by later runs), TANDEM_DOCKER_SUBNET (default 172.31.250.0/24: the only network the
+# image store, both reused by later runs), TANDEM_DOCKER_NO_CACHE=1 (the first `docker build` without its layer
+# cache, to time a cold build), TANDEM_DOCKER_SUBNET (default 172.31.250.0/24: the only network the
 # containers are on; it is internal, so they reach each other and this host and nothing else).
 #
 # What it leaves as it found: its dockerd is stopped by the PID it started, its containers, networks and volumes
@@ -27,7 +29,7 @@ MODE=full
 case "${1:-}" in
   "") ;;
   --prebuilt) MODE=prebuilt ;;
-  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: $0 [--prebuilt]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" -eq 0 ] || { echo "docker-test: needs root (it starts dockerd)" >&2; exit 1; }
@@ -38,6 +40,7 @@ PROJECT=tandem-demo
 RUN=$(mktemp -d /run/tandem-docker.XXXXXX)   # short: dockerd's and containerd's sockets live here
 export DOCKER_HOST="unix://$RUN/docker.sock"
 export DOCKER_BUILDKIT=0                        # see "Which builder" in Docker/README.md
+NO_CACHE=(); [ -z "${TANDEM_DOCKER_NO_CACHE:-}" ] || NO_CACHE=(--no-cache)   # to time a cold build
 SCRIPT_START=$(date +%s)
 
 log() { printf '[docker-test %4ss] %s\n' "$(( $(date +%s) - SCRIPT_START ))" "$*" >&2; }
@@ -78,11 +81,15 @@ cleanup() {
     if [ -n "$COMPOSE_FILE" ]; then "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" down -v -t 1 >/dev/null 2>&1; fi
     docker ps -aq --filter label=tandem-docker-test | xargs -r docker rm -f >/dev/null 2>&1
     docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1
-    docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker network rm >/dev/null 2>&1
+    docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+      | xargs -r docker network rm >/dev/null 2>&1
     docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm >/dev/null 2>&1
     kill -TERM "$DOCKERD_PID"
     for _ in $(seq 1 300); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$DOCKERD_PID" 2>/dev/null && { log "dockerd $DOCKERD_PID did not stop in 30 s; killing it"; kill -KILL "$DOCKERD_PID"; }
+    if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+      log "dockerd $DOCKERD_PID did not stop in 30 s; killing it"
+      kill -KILL "$DOCKERD_PID"
+    fi
     wait "$DOCKERD_PID" 2>/dev/null
   fi
   for key in "${!saved_sysctl[@]}"; do
@@ -115,7 +122,8 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 docker version >/dev/null || fail "dockerd did not answer within 30 s"
-log "dockerd $(docker version -f '{{.Server.Version}}') running as PID $DOCKERD_PID; compose: ${COMPOSE[*]} $("${COMPOSE[@]}" version --short 2>/dev/null)"
+log "dockerd $(docker version -f '{{.Server.Version}}') running as PID $DOCKERD_PID;" \
+  "compose: ${COMPOSE[*]} $("${COMPOSE[@]}" version --short 2>/dev/null)"
 
 # --- the images the Dockerfile starts FROM --------------------------------------------------------------------------
 # Their names come from the Dockerfile itself (its ARG defaults and FROM lines), so they cannot drift apart.
@@ -151,7 +159,8 @@ if [ ! -f "$base_tar" ]; then
     cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/"
     rm -f "$rootfs/etc/apt/sources.list"
   fi
-  grep -h -E '^Acquire::Check-(Valid-Until|Date)' /etc/apt/apt.conf.d/* 2>/dev/null >"$rootfs/etc/apt/apt.conf.d/99host" || true
+  grep -h -E '^Acquire::Check-(Valid-Until|Date)' /etc/apt/apt.conf.d/* 2>/dev/null \
+    >"$rootfs/etc/apt/apt.conf.d/99host" || true
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
   tar -C "$rootfs" --numeric-owner -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
   rm -rf "$rootfs"
@@ -186,7 +195,7 @@ if [ "$MODE" = full ] && ! have_image "$TOOLCHAIN_IMAGE"; then
   started=$(date +%s)
   toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")   # .../usr
   "$toolchain/bin/swift" --version 2>/dev/null | grep -q "Swift version $SWIFT_VERSION" \
-    || fail "the Dockerfile wants Swift $SWIFT_VERSION; $toolchain has $("$toolchain/bin/swift" --version 2>&1 | head -1)"
+    || fail "the Dockerfile wants Swift $SWIFT_VERSION; $toolchain has: $("$toolchain/bin/swift" --version 2>&1)"
   log "making $TOOLCHAIN_IMAGE from $BASE_IMAGE and $toolchain"
   docker rm -f tandem-toolchain-prep >/dev/null 2>&1 || true
   docker run -d --name tandem-toolchain-prep --label tandem-docker-test --network host "$BASE_IMAGE" \
@@ -225,8 +234,9 @@ if [ "$MODE" = full ]; then
     image=tandem:dev; [ "$target" = example-kv ] && image=tandem-example-kv:dev
     started=$(date +%s)
     log "docker build --target $target -t $image (log: $CACHE/build-$target.log)"
-    build_context | docker build --network host -f Docker/Dockerfile --target "$target" -t "$image" - \
+    build_context | docker build "${NO_CACHE[@]}" --network host -f Docker/Dockerfile --target "$target" -t "$image" - \
       >"$CACHE/build-$target.log" 2>&1 || { tail -30 "$CACHE/build-$target.log" >&2; fail "docker build $target"; }
+    NO_CACHE=()   # the second target reuses the first's layers, as it would on a cold machine
     record "full build of $target: $(( $(date +%s) - started )) s, image $(image_size "$image")"
   done
 else
@@ -234,13 +244,15 @@ else
   # FROM on), with the build stage's /staging made here from binaries built on this host. Same Debian release
   # as the image, so the same libevent and OpenSSL sonames.
   started=$(date +%s)
+  bin=${TANDEM_PREBUILT_DIR:-.build/release}
   for product in tandem example-kv; do
-    [ -x ".build/release/$product" ] || swift build -c release --product "$product"
+    [ -x "$bin/$product" ] || [ "$bin" != .build/release ] || swift build -c release --product "$product"
+    [ -x "$bin/$product" ] || fail "no $bin/$product"
   done
   ctx="$RUN/prebuilt"
   mkdir -p "$ctx/staging/usr/local/bin" "$ctx/staging/usr/lib/swift/linux"
-  cp .build/release/tandem .build/release/example-kv "$ctx/staging/usr/local/bin/"
-  ldd .build/release/tandem .build/release/example-kv | awk '$3 ~ /\/lib\/swift\// { print $3 }' | sort -u \
+  cp "$bin/tandem" "$bin/example-kv" "$ctx/staging/usr/local/bin/"
+  ldd "$bin/tandem" "$bin/example-kv" | awk '$3 ~ /\/lib\/swift\// { print $3 }' | sort -u \
     | xargs -r cp -L -t "$ctx/staging/usr/lib/swift/linux/"
   sed -n '/^ARG /p' Docker/Dockerfile >"$ctx/Dockerfile"
   sed -n '/^FROM .* AS runtime-base$/,$p' Docker/Dockerfile \
@@ -248,8 +260,10 @@ else
   grep -q '^COPY staging/ /$' "$ctx/Dockerfile" || fail "Docker/Dockerfile no longer copies /staging/ from build"
   for target in example-kv tandem; do
     image=tandem:dev; [ "$target" = example-kv ] && image=tandem-example-kv:dev
-    docker build --network host --target "$target" -t "$image" "$ctx" >"$CACHE/build-prebuilt-$target.log" 2>&1 \
+    docker build "${NO_CACHE[@]}" --network host --target "$target" -t "$image" "$ctx" \
+      >"$CACHE/build-prebuilt-$target.log" 2>&1 \
       || { tail -30 "$CACHE/build-prebuilt-$target.log" >&2; fail "docker build (prebuilt) $target"; }
+    NO_CACHE=()
     record "prebuilt image $image: $(image_size "$image")"
   done
   record "prebuilt images built in $(( $(date +%s) - started )) s"
@@ -257,9 +271,11 @@ fi
 
 # --- the images on their own ------------------------------------------------------------------------------------
 run_quiet() { docker run --rm --network none --label tandem-docker-test "$@"; }
-[ "$(docker image inspect -f '{{.Config.User}}' tandem:dev)" = "10001:10001" ] || fail "tandem:dev does not run as 10001"
+[ "$(docker image inspect -f '{{.Config.User}}' tandem:dev)" = "10001:10001" ] \
+  || fail "tandem:dev does not run as 10001"
 [ "$(run_quiet --entrypoint id tandem:dev -u)" = 10001 ] || fail "tandem:dev's user is not uid 10001"
-run_quiet tandem:dev --help | grep -q TANDEM_PEERS || fail "tandem --help"
+help=$(run_quiet tandem:dev --help) || fail "tandem --help exited non-zero"
+grep -q TANDEM_PEERS <<<"$help" || fail "tandem --help does not list TANDEM_PEERS: $help"
 record "tandem --help runs as uid 10001"
 
 # Each image's own HEALTHCHECK turns healthy: example-kv alone, and tandem alone (standalone: no peers).
@@ -320,7 +336,10 @@ status_field() {
 wait_ready() {  # node seconds
   local deadline=$(( $(date +%s) + $2 ))
   until curl -fs --max-time 1 "http://${IP[$1]}:9400/readyz" >/dev/null; do
-    [ "$(date +%s)" -lt "$deadline" ] || { docker logs "${CID[tandem$1]}" 2>&1 | tail -20 >&2; fail "n$1 not ready after $2 s"; }
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      docker logs "${CID[tandem$1]}" 2>&1 | tail -20 >&2
+      fail "n$1 not ready after $2 s"
+    fi
     sleep 0.1
   done
 }
@@ -336,7 +355,8 @@ put() {  # node key value
 }
 for n in 1 2 3; do put "$n" "written-through-n$n" "hello-$n"; done
 for n in 1 2 3; do
-  [ "$(curl -s --max-time 5 -H 'Tandem-Consistency: linearizable' "http://${IP[$n]}:8080/kv/written-through-n1")" = hello-1 ] \
+  read_back=$(curl -s --max-time 5 -H 'Tandem-Consistency: linearizable' "http://${IP[$n]}:8080/kv/written-through-n1")
+  [ "$read_back" = hello-1 ] \
     || fail "n$n does not read back the write made through n1"
 done
 record "compose: a write through each node, read back linearizably from each"
@@ -344,17 +364,29 @@ record "compose: a write through each node, read back linearizably from each"
 # Kill the leader's pair like a crashed machine, and time until a survivor names a new leader.
 old_term=$(status_field "$leader" term)
 survivors=(); for n in 1 2 3; do [ "$n" = "$leader" ] || survivors+=("$n"); done
-killed_at=$(now_ms)
-docker kill "${CID[app$leader]}" "${CID[tandem$leader]}" >/dev/null
-new_leader=""
-while [ -z "$new_leader" ]; do
-  for n in "${survivors[@]}"; do
-    l=$(status_field "$n" leader); t=$(status_field "$n" term)
-    if [ -n "$l" ] && [ "$l" != "n$leader" ] && [ -n "$t" ] && [ "$t" -gt "$old_term" ]; then new_leader=${l#n}; fi
-  done
-  [ $(( $(now_ms) - killed_at )) -lt 30000 ] || fail "no new leader 30 s after killing n$leader"
-done
-failover_ms=$(( $(now_ms) - killed_at ))
+# One Python process kills and polls, so the time measured is the cluster's and not process start-up's: from just
+# before `docker kill` until a survivor's /status names another leader in a newer term (polled every 10 ms).
+read -r failover_ms new_leader < <(python3 - "$old_term" "n$leader" "${IP[${survivors[0]}]}" "${IP[${survivors[1]}]}" \
+  "${CID[app$leader]}" "${CID[tandem$leader]}" <<'PY'
+import json, subprocess, sys, time, urllib.request
+old_term, old_leader, addresses, containers = int(sys.argv[1]), sys.argv[2], sys.argv[3:5], sys.argv[5:]
+start = time.monotonic()
+subprocess.run(["docker", "kill", *containers], check=True, stdout=subprocess.DEVNULL)
+while time.monotonic() - start < 30:
+    for address in addresses:
+        try:
+            with urllib.request.urlopen(f"http://{address}:9400/status", timeout=0.3) as response:
+                status = json.load(response)
+        except (OSError, ValueError):
+            continue
+        if status.get("leader") not in (None, old_leader) and status.get("term", 0) > old_term:
+            print(round((time.monotonic() - start) * 1000), status["leader"].lstrip("n"))
+            sys.exit(0)
+    time.sleep(0.01)
+print("timeout -")
+PY
+)
+[ "$failover_ms" != timeout ] || fail "no new leader 30 s after killing n$leader"
 record "compose: docker kill of n$leader's pair; new leader n$new_leader after $failover_ms ms"
 for n in "${survivors[@]}"; do put "$n" "after-failover-n$n" "still-$n"; done
 record "compose: writes through both survivors succeed"
