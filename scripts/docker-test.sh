@@ -53,6 +53,7 @@ record() { RESULTS+=("$1"); log "$1"; }
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null && python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then need+=(docker-compose); fi
 if [ ${#need[@]} -gt 0 ]; then
@@ -106,6 +107,7 @@ cleanup() {
   exit $status
 }
 trap cleanup EXIT
+trap 'log "FAILED: line $LINENO exited with status $?"' ERR
 trap 'exit 130' INT TERM
 
 # --- dockerd, private to this run ---------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ if [ ! -f "$base_tar" ]; then
     rm -rf "$rootfs"
     # The host's own mirror (debootstrap's default when the host names none).
     mirror=$( (sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources
-      awk '$1 == "deb" { print $2 }' /etc/apt/sources.list) 2>/dev/null | head -1)
+      awk '$1 == "deb" { print $2 }' /etc/apt/sources.list) 2>/dev/null | head -1 || true)
     log "debootstrap $DEBIAN_RELEASE ${mirror:+from $mirror }(once; cached in $base_tar)"
     debootstrap --variant=minbase "$DEBIAN_RELEASE" "$rootfs" ${mirror:+"$mirror"} >"$RUN/debootstrap.log" 2>&1 \
       || { tail -20 "$RUN/debootstrap.log" >&2; fail "debootstrap"; }
@@ -326,6 +328,21 @@ for n in 1 2 3; do
   IP[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${CID[app$n]}")
 done
 for name in app1 app2 app3 tandem1 tandem2 tandem3; do wait_healthy "${CID[$name]}" 90; done
+# No pair may reach anything but the subnet and this host. Docker 20.10 marks the network internal but, run with
+# --iptables=false, still gives each container a default route via the bridge, so it is deleted in each pair's
+# namespace (the sidecar shares it) right after the app starts; then the check that none is left.
+isolate() {
+  local pid
+  pid=$(docker inspect -f '{{.State.Pid}}' "${CID[app$1]}")
+  nsenter -t "$pid" -n ip route del default 2>/dev/null || true
+  if nsenter -t "$pid" -n ip route show default | grep -q .; then fail "app$1 still has a default route"; fi
+  nsenter -t "$pid" -n ip -6 route del default 2>/dev/null || true
+}
+for n in 1 2 3; do isolate "$n"; done
+for n in 1 2 3; do
+  routes=$(docker exec "${CID[app$n]}" cat /proc/net/route)
+  awk 'NR > 1 && $2 == "00000000" { exit 1 }' <<<"$routes" || fail "app$n has a default route: $routes"
+done
 record "compose: six containers healthy $(( $(now_ms) - started )) ms after up (addresses ${IP[1]} ${IP[2]} ${IP[3]})"
 
 # Reads field $2 of node $1's /status ("" when it does not answer).
@@ -394,6 +411,7 @@ record "compose: writes through both survivors succeed"
 # Bring the pair back: the app first (it owns the network namespace), then its sidecar.
 started=$(now_ms)
 docker start "${CID[app$leader]}" >/dev/null
+isolate "$leader"
 docker start "${CID[tandem$leader]}" >/dev/null
 wait_ready "$leader" 120
 record "compose: n$leader back and ready $(( $(now_ms) - started )) ms after docker start"
