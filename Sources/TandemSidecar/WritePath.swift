@@ -109,6 +109,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
     private(set) var stoppedByDivergence: String?
     /// `TANDEM_DIVERGENCE_ACTION=repair`: the repair of this replica, when it is found diverged.
     private(set) var repair = DivergenceRepair()
+    /// Retries saving the diverged copy while other snapshot work runs (its own timer: `snapshotRetry` may be busy).
+    private var repairRetry: TandemNet.Timer?
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, upstreamHost: String, upstreamPort: UInt16,
@@ -283,8 +285,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             return
         }
         guard snapshots.phase == .idle, !applier.isPaused else {
-            snapshotRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.saveDivergedCopy() }
-            snapshotRetry?.schedule(afterMs: 200)
+            repairRetry = TandemNet.Timer(loop: loop) { [weak self] in self?.saveDivergedCopy() }
+            repairRetry?.schedule(afterMs: 200)
             return
         }
         snapshots.saveDivergedCopy { [weak self] info in
