@@ -14,6 +14,8 @@
 # Usage: [BIN=.build/release] scripts/bench-snapshots.sh [1-node checkpoints] [3-node checkpoints] [8 MiB values]
 #   e.g. scripts/bench-snapshots.sh "10000 100000 1000000" "10000 100000" 127   (127 x 8 MiB = 1016 MiB:
 #   example-kv's store holds at most 1 GiB including keys). An empty list skips that cluster; 0 values skips transfer.
+# EXAMPLE_KV_ARGS passes options to every example-kv: on a loaded machine a 1 GiB state takes example-kv longer than
+#   its 60 s connection timeout to produce and send for GET /snapshot, which then fails; --idle-timeout 600 lifts it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A CHECKPOINTS=([1]=${1-"10000 100000 1000000"} [3]=${2-"10000 100000"})
@@ -145,7 +147,8 @@ stop_pid() {
 restart_app() {
   local n=$1 log="$WORKDIR/app-$1.log"
   rm -f "$log"
-  "$BIN/example-kv" --port "${APP[$n]}" >"$log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$BIN/example-kv" --port "${APP[$n]}" ${EXAMPLE_KV_ARGS:-} >"$log" 2>&1 &
   APPPID[$n]=$!
   disown "${APPPID[$n]}"
   PIDS+=("${APPPID[$n]}")

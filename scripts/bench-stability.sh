@@ -30,19 +30,12 @@ start_tandem_cluster 3
 for n in "${NODES[@]}"; do wait_ready "$n"; done
 LEADER=$(wait_cluster_leader "${NODES[@]}")
 
-# elections_sum: elections started by all three nodes so far (tandem_elections_total, pre-votes that became votes).
-elections_sum() {
+# metric_sum NAME: a counter summed over the three nodes (tandem_elections_total: pre-votes that became votes;
+# tandem_leader_changes_total: changes of the leader each node knows).
+metric_sum() {
   local n total=0 value
   for n in "${NODES[@]}"; do
-    value=$(tandem_metric "${ADMIN[$n]}" tandem_elections_total)
-    value=${value:-0}; total=$((total + ${value%.*}))
-  done
-  echo "$total"
-}
-leader_changes_sum() {
-  local n total=0 value
-  for n in "${NODES[@]}"; do
-    value=$(tandem_metric "${ADMIN[$n]}" tandem_leader_changes_total)
+    value=$(tandem_metric "${ADMIN[$n]}" "$1")
     value=${value:-0}; total=$((total + ${value%.*}))
   done
   echo "$total"
@@ -53,7 +46,7 @@ terms() { local n; for n in "${NODES[@]}"; do printf '%s ' "$(tandem_status "${A
 ROWS=()
 phase() {
   local name=$1 elections_before changes_before terms_before ok=0 failed=0 i=0 end code n port
-  elections_before=$(elections_sum); changes_before=$(leader_changes_sum); terms_before=$(terms)
+  elections_before=$(metric_sum tandem_elections_total); changes_before=$(metric_sum tandem_leader_changes_total); terms_before=$(terms)
   end=$(($(date +%s) + MINUTES * 60))
   local load_max=0 load
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -65,7 +58,7 @@ phase() {
     fi
     sleep 0.05
   done
-  ROWS+=("| $name | $MINUTES | $(($(elections_sum) - elections_before)) | $(($(leader_changes_sum) - changes_before)) | $terms_before-> $(terms)| $ok | $failed | $load_max |")
+  ROWS+=("| $name | $MINUTES | $(($(metric_sum tandem_elections_total) - elections_before)) | $(($(metric_sum tandem_leader_changes_total) - changes_before)) | $terms_before-> $(terms)| $ok | $failed | $load_max |")
   echo "   $name: ${ROWS[-1]}" >&2
 }
 

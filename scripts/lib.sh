@@ -33,7 +33,9 @@ wait_for_line() {
 # start_app NAME: starts example-kv on a free port; sets APP_PORT and APP_PID.
 start_app() {
   local log="$WORKDIR/$1.log"
-  "$BIN/example-kv" --port 0 >"$log" 2>&1 &
+  # EXAMPLE_KV_ARGS: more options for every app (a benchmark with huge snapshots lengthens --idle-timeout).
+  # shellcheck disable=SC2086
+  "$BIN/example-kv" --port 0 ${EXAMPLE_KV_ARGS:-} >"$log" 2>&1 &
   APP_PID=$!
   disown "$APP_PID"  # no job-control notices when the demo kills it on purpose
   PIDS+=("$APP_PID")

@@ -94,12 +94,6 @@ public final class Sidecar {
                 maxBodyBytes: Int(options.proxy.limits.bodyMaxBytes), metrics: metrics, log: log)
             writePath?.applier.connectTimeoutMs = options.proxy.upstreamConnectTimeoutMs
             writePath?.applier.pipelineLimit = options.applyPipeline
-            if let writePath, options.writePath.stateDigest != nil {
-                // A state digest is taken with the applier paused right after its index: the app must not have
-                // been sent anything beyond it yet.
-                let every = writePath.stateDigestEvery
-                writePath.applier.pipelineStopsAfter = { $0 % every == 0 }
-            }
         } else {
             writePath = nil
         }

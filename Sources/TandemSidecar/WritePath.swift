@@ -134,6 +134,12 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             peers: runtime.config.peers.map(\.id), resumedAfter: startAfter,
             comparesStates: settings.stateDigest != nil, log: log, metrics: metrics)
         applier.onApplied = { [unowned self] entry, response in self.onApplied(entry, response) }
+        if settings.stateDigest != nil {
+            // A state digest is taken with the applier paused right after its index: with pipelining, the app must
+            // not have been sent anything beyond that index yet.
+            let every = stateDigestEvery
+            applier.pipelineStopsAfter = { $0 % every == 0 }
+        }
         if runtime.snapshots != nil {
             snapshots = SnapshotManager(
                 loop: loop, runtime: runtime, applier: applier, upstreamHost: upstreamHost,

@@ -56,12 +56,14 @@ extension Simulation {
         resetLinks = []
     }
 
-    /// Tells node `index` (after a network delay) that its link to node `peer` closed or came back.
+    /// Tells node `index` that its link to node `peer` closed or came back, after every message `peer` already sent
+    /// it has arrived (a connection's end comes after its bytes, as TCP's FIN or reset follows the data before it).
     func tellLink(_ index: Int, about peer: Int, up: Bool, closedByPeer: Bool) {
         guard nodes[index].isUp else { return }
         let event = SimEvent.link(
-            node: index, incarnation: nodes[index].incarnation, peer: nodes[peer].id, up: up, closedByPeer: closedByPeer)
-        queue.push(event, atMicros: nowMicros + max(1, faults.baseDelayMs * 1000 + randomMicros(upToMs: faults.jitterMs)))
+            node: index, incarnation: nodes[index].incarnation, peer: nodes[peer].id, up: up, closedByPeer: closedByPeer
+        )
+        queue.push(event, atMicros: nowMicros + (faults.baseDelayMs + faults.jitterMs) * 1000 + 1)
     }
 
     /// Freezes a node's process (no ticks, no message handling) for `ms`; its clock keeps running.

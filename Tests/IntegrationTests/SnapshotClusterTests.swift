@@ -150,6 +150,25 @@ final class SnapshotClusterTests: ClusterTestCase {
     }
 }
 
+extension ClusterTestCase {
+    /// Writes `/kv/k1` to `/kv/k45` (each acknowledged, retried with its idempotency key) with state digests every
+    /// 20 entries, and waits until every replica compared one (equal states at 20 and 40): nobody is diverged.
+    func writeUntilStateDigestsAgree(_ writer: RetryingWriter, file: StaticString = #filePath, line: UInt = #line) {
+        for k in 1...45 {
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "a\(k)")?.status, 200, "write \(k)",
+                file: file, line: line)
+        }
+        XCTAssertTrue(
+            waitUntil(seconds: 10) {
+                self.replicas.allSatisfy { (metric($0, "tandem_digest_comparisons_total") ?? 0) >= 1 }
+            }, "no state digest was compared", file: file, line: line)
+        for replica in replicas {
+            XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id, file: file, line: line)
+        }
+    }
+}
+
 /// `TANDEM_STATE_DIGEST` and `TANDEM_DIVERGENCE_ACTION=stop` with real processes: replicas compare digests of their
 /// apps' state (example-kv's `/dump`) at fixed indexes; a replica whose app was changed behind Tandem's back is the
 /// one found diverged, and stops applying and serving.
@@ -160,16 +179,7 @@ final class StateDigestTests: ClusterTestCase {
         extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "20"
         try startCluster()
         let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
-        for k in 1...45 {
-            XCTAssertEqual(
-                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "a\(k)")?.status, 200, "write \(k)")
-        }
-        // Equal states at indexes 20 and 40: no verdict against anyone.
-        XCTAssertTrue(
-            waitUntil(seconds: 10) {
-                self.replicas.allSatisfy { (metric($0, "tandem_digest_comparisons_total") ?? 0) >= 1 }
-            }, "no state digest was compared")
-        for replica in replicas { XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id) }
+        writeUntilStateDigestsAgree(writer)
 
         // One app gets a write no log entry carries.
         let victim = replicas[2]
@@ -234,15 +244,7 @@ final class DivergenceRepairClusterTests: ClusterTestCase {
 
     private func divergeAndRepair(victim: Replica) throws {
         let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
-        for k in 1...45 {
-            XCTAssertEqual(
-                writer.write(method: "PUT", path: "/kv/k\(k)", body: "v\(k)", key: "a\(k)")?.status, 200, "write \(k)")
-        }
-        XCTAssertTrue(
-            waitUntil(seconds: 10) {
-                self.replicas.allSatisfy { (metric($0, "tandem_digest_comparisons_total") ?? 0) >= 1 }
-            }, "no state digest was compared")
-        for replica in replicas { XCTAssertEqual(status(replica)?["diverged"] as? Bool, false, replica.id) }
+        writeUntilStateDigestsAgree(writer)
 
         // One app gets a write no log entry carries.
         XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
