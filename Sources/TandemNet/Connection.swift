@@ -54,6 +54,15 @@ public final class Connection {
     private var isConsumingInput = false
     private var closeRequested = false
     private var closeWhenFlushed = false
+    /// Set by `pauseReading()`: the read event stays armed (no `epoll_ctl`) and nothing is reported until
+    /// `enableReading()`. Bytes that arrive meanwhile are read into the input buffer and reading is then really
+    /// disabled; an EOF or a read error that arrives meanwhile is held in `heldPeerEvent` and reported after
+    /// reading resumes, so the delegate sees what it would have seen had reading been disabled.
+    private var isReadingPaused = false
+    private var heldPeerEvent: (events: Int16, errno: Int32)?
+    private var inputArrivedWhilePaused = false
+    /// The errno of a held read error, for the report of it that `enableReading()` triggered.
+    private var heldReportErrno: Int32?
 
     private static let onRead: bufferevent_data_cb = { _, context in
         guard let context else { return }
@@ -122,7 +131,29 @@ public final class Connection {
     // MARK: reading
 
     public func enableReading() {
-        if let bev { bufferevent_enable(bev, Int16(EV_READ)) }
+        guard let bev else { return }
+        isReadingPaused = false
+        if let held = heldPeerEvent {
+            // Reported from the loop, not from inside this call: the caller is in the middle of its own work.
+            heldPeerEvent = nil
+            heldReportErrno = held.errno
+            bufferevent_trigger_event(bev, held.events, Int32(BEV_OPT_DEFER_CALLBACKS.rawValue))
+            return
+        }
+        bufferevent_enable(bev, Int16(EV_READ))
+        if inputArrivedWhilePaused {
+            // The bytes are already buffered: the socket will not report them again.
+            inputArrivedWhilePaused = false
+            bufferevent_trigger(bev, Int16(EV_READ), Int32(BEV_OPT_DEFER_CALLBACKS.rawValue))
+        }
+    }
+
+    /// Like `disableReading()` for the delegate (no input, EOF or read error is reported until
+    /// `enableReading()`), but cheaper when the peer sends nothing meanwhile, as a client waiting for its answer
+    /// does: the read event is left armed instead of being removed from epoll and added again.
+    public func pauseReading() {
+        guard bev != nil else { return }
+        isReadingPaused = true
     }
 
     /// Stops reading the socket: the kernel buffers fill and TCP pushes back on the sender.
@@ -255,6 +286,11 @@ public final class Connection {
 
     private func readable() {
         guard !closeRequested else { return }
+        if isReadingPaused {
+            inputArrivedWhilePaused = true
+            if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+            return
+        }
         delegate?.connectionHasInput(self)
     }
 
@@ -269,6 +305,14 @@ public final class Connection {
 
     private func event(_ events: Int16) {
         guard let bev, !closeRequested else { return }
+        let readSide = events & (tandem_bev_event_eof() | tandem_bev_event_error()) != 0
+        if isReadingPaused && readSide && events & tandem_bev_event_reading() != 0 {
+            // libevent stopped reading on its own; hold the event until reading resumes.
+            heldPeerEvent = (events, errno)
+            return
+        }
+        let heldErrno = heldReportErrno
+        heldReportErrno = nil
         if events & tandem_bev_event_connected() != 0 {
             if let fd = Optional(bufferevent_getfd(bev)), fd >= 0 { setNoDelay(fd) }
             delegate?.connectionDidConnect(self)
@@ -279,7 +323,7 @@ public final class Connection {
             if dnsError != 0 {
                 fail(.resolutionFailed(String(cString: evutil_gai_strerror(dnsError))))
             } else {
-                let code = errno
+                let code = heldErrno ?? errno
                 fail(.socketError(code == 0 ? ECONNRESET : code))
             }
             return
