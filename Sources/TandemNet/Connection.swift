@@ -44,8 +44,28 @@ extension ConnectionDelegate {
 ///
 /// Ownership rule: a connection retains itself while its bufferevent lives, and releases itself when it closes,
 /// so nothing else needs to keep it alive while it is open.
+///
+/// Writes on a plain TCP connection are staged and sent at the end of the loop turn's callbacks (see
+/// `EventLoop.scheduleFlush`): everything one turn wrote leaves in one `writev`, and when the socket takes it all,
+/// straight from the staging buffer without arming a write event. A proxy that let the bufferevent write each
+/// response paid two `epoll_ctl` calls per response (arm the write event, then disarm it once the buffer drained)
+/// and a loop turn between them. Only what the socket does not take is handed to the bufferevent, which writes
+/// it when the socket is writable, as before. TLS connections write through their bufferevent directly.
 public final class Connection {
     private var bev: OpaquePointer?
+    /// The loop that flushes staged writes; nil for connections that write through the bufferevent directly.
+    /// Unowned without a reference count: a bufferevent cannot outlive the event base of its loop anyway.
+    private unowned(unsafe) let flushLoop: EventLoop?
+    /// Bytes written during this loop turn, not yet offered to the socket. Invariant: empty unless a flush is
+    /// scheduled or the connection is closed; always ahead of nothing (the bufferevent's output is sent first).
+    private let staging: OpaquePointer?
+    private var isFlushScheduled = false
+    /// True once the socket is connected (accepted sockets at once, outbound ones at `BEV_EVENT_CONNECTED`): only
+    /// then may staged bytes go to the socket without the bufferevent.
+    private var isEstablished = false
+    /// The write low-water mark as last set, so a direct write reports a drain as libevent's write callback would.
+    private var writeLowWatermark = 0
+    private(set) var priority = EventPriority.normal
     private var retainedSelf: Unmanaged<Connection>?
     public var delegate: ConnectionDelegate?
     /// The peer's IP address as text ("127.0.0.1", "::1"), or the target host of an outbound connection.
@@ -54,6 +74,15 @@ public final class Connection {
     private var isConsumingInput = false
     private var closeRequested = false
     private var closeWhenFlushed = false
+    /// Set by `pauseReading()`: the read event stays armed (no `epoll_ctl`) and nothing is reported until
+    /// `enableReading()`. Bytes that arrive meanwhile are read into the input buffer and reading is then really
+    /// disabled; an EOF or a read error that arrives meanwhile is held in `heldPeerEvent` and reported after
+    /// reading resumes, so the delegate sees what it would have seen had reading been disabled.
+    private var isReadingPaused = false
+    private var heldPeerEvent: (events: Int16, errno: Int32)?
+    private var inputArrivedWhilePaused = false
+    /// The errno of a held read error, for the report of it that `enableReading()` triggered.
+    private var heldReportErrno: Int32?
 
     private static let onRead: bufferevent_data_cb = { _, context in
         guard let context else { return }
@@ -62,7 +91,7 @@ public final class Connection {
 
     private static let onWrite: bufferevent_data_cb = { _, context in
         guard let context else { return }
-        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().drained()
+        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().bufferEventDrained()
     }
 
     private static let onEvent: bufferevent_event_cb = { _, events, context in
@@ -73,21 +102,41 @@ public final class Connection {
     /// Wraps an accepted socket. Reading starts disabled; call `enableReading()` once a delegate is set.
     init?(loop: EventLoop, acceptedFD fd: Int32, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
-        guard let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+        self.flushLoop = loop
+        self.staging = evbuffer_new()
+        guard staging != nil, let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        else {
             return nil
         }
         setNoDelay(fd)
+        isEstablished = true
         adopt(bev, priority: priority)
     }
 
-    /// Adopts a bufferevent made elsewhere in TandemNet (TLS connections).
+    /// Adopts a bufferevent made elsewhere in TandemNet (TLS connections): writes go through it directly.
     init(bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
+        self.flushLoop = nil
+        self.staging = nil
         adopt(bev, priority: priority)
+    }
+
+    /// An outbound plain TCP connection, not yet connected: writes are staged (see the type's comment).
+    private init(loop: EventLoop, connectingBev bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
+        self.peerAddress = peerAddress
+        self.flushLoop = loop
+        self.staging = evbuffer_new()
+        precondition(staging != nil, "evbuffer_new failed: out of memory")
+        adopt(bev, priority: priority)
+    }
+
+    deinit {
+        if let staging { evbuffer_free(staging) }
     }
 
     private func adopt(_ bev: OpaquePointer, priority: EventPriority) {
         self.bev = bev
+        self.priority = priority
         retainedSelf = Unmanaged.passRetained(self)
         bufferevent_setcb(bev, Connection.onRead, Connection.onWrite, Connection.onEvent, retainedSelf!.toOpaque())
         bufferevent_priority_set(bev, priority.rawValue)
@@ -104,7 +153,7 @@ public final class Connection {
         guard let bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
             return nil
         }
-        let connection = Connection(bev: bev, peerAddress: host, priority: priority)
+        let connection = Connection(loop: loop, connectingBev: bev, peerAddress: host, priority: priority)
         connection.delegate = delegate
         let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         let result = bufferevent_socket_connect_hostname(bev, loop.dns, AF_UNSPEC, bareHost, Int32(port))
@@ -122,7 +171,29 @@ public final class Connection {
     // MARK: reading
 
     public func enableReading() {
-        if let bev { bufferevent_enable(bev, Int16(EV_READ)) }
+        guard let bev else { return }
+        isReadingPaused = false
+        if let held = heldPeerEvent {
+            // Reported from the loop, not from inside this call: the caller is in the middle of its own work.
+            heldPeerEvent = nil
+            heldReportErrno = held.errno
+            bufferevent_trigger_event(bev, held.events, Int32(BEV_OPT_DEFER_CALLBACKS.rawValue))
+            return
+        }
+        bufferevent_enable(bev, Int16(EV_READ))
+        if inputArrivedWhilePaused {
+            // The bytes are already buffered: the socket will not report them again.
+            inputArrivedWhilePaused = false
+            bufferevent_trigger(bev, Int16(EV_READ), Int32(BEV_OPT_DEFER_CALLBACKS.rawValue))
+        }
+    }
+
+    /// Like `disableReading()` for the delegate (no input, EOF or read error is reported until
+    /// `enableReading()`), but cheaper when the peer sends nothing meanwhile, as a client waiting for its answer
+    /// does: the read event is left armed instead of being removed from epoll and added again.
+    public func pauseReading() {
+        guard bev != nil else { return }
+        isReadingPaused = true
     }
 
     /// Stops reading the socket: the kernel buffers fill and TCP pushes back on the sender.
@@ -137,6 +208,7 @@ public final class Connection {
 
     /// `connectionDidDrainOutput` fires when the output buffer falls to this many bytes.
     public func setWriteLowWatermark(bytes: Int) {
+        writeLowWatermark = bytes
         if let bev { bufferevent_setwatermark(bev, Int16(EV_WRITE), bytes, 0) }
     }
 
@@ -182,14 +254,48 @@ public final class Connection {
 
     // MARK: writing
 
+    /// Bytes written and not yet taken by the socket (staged ones included).
     public var outputCount: Int {
         guard let bev else { return 0 }
-        return evbuffer_get_length(bufferevent_get_output(bev))
+        let staged = staging.map { evbuffer_get_length($0) } ?? 0
+        return evbuffer_get_length(bufferevent_get_output(bev)) + staged
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard let bev, !closeRequested, let base = bytes.baseAddress, bytes.count > 0 else { return }
-        evbuffer_add(bufferevent_get_output(bev), base, bytes.count)
+        guard let staging else {
+            evbuffer_add(bufferevent_get_output(bev), base, bytes.count)
+            return
+        }
+        evbuffer_add(staging, base, bytes.count)
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !isFlushScheduled, let flushLoop else { return }
+        isFlushScheduled = true
+        flushLoop.scheduleFlush(self)
+    }
+
+    /// Offers the staged bytes to the socket (called by the loop after the turn's callbacks). When the
+    /// bufferevent still holds earlier output, or the socket does not take everything, the rest goes to the
+    /// bufferevent, which arms its write event and reports the drain as usual. A write error is left for the
+    /// bufferevent to meet again and report through the delegate, so errors have one path.
+    func flushStaged() {
+        isFlushScheduled = false
+        guard let bev, let staging, !closeRequested else { return }
+        guard evbuffer_get_length(staging) > 0 else { return }
+        let output = bufferevent_get_output(bev)
+        if isEstablished && evbuffer_get_length(output) == 0 {
+            let written = evbuffer_write(staging, bufferevent_getfd(bev))
+            if evbuffer_get_length(staging) == 0 {
+                // Everything left: what libevent's write callback would report (the output is at 0, which is at
+                // or below any low-water mark).
+                if written > 0 { drained() }
+                return
+            }
+        }
+        evbuffer_add_buffer(output, staging)
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -209,7 +315,12 @@ public final class Connection {
         let input = bufferevent_get_input(bev)
         let amount = min(evbuffer_get_length(input), maxBytes)
         guard amount > 0 else { return 0 }
-        return Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
+        guard let otherStaging = other.staging else {
+            return Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
+        }
+        let moved = Int(evbuffer_remove_buffer(input, otherStaging, amount))
+        if moved > 0 { other.scheduleFlush() }
+        return moved
     }
 
     // MARK: closing
@@ -235,6 +346,7 @@ public final class Connection {
 
     private func finishClose() {
         guard let bev else { return }
+        if let staging { evbuffer_drain(staging, evbuffer_get_length(staging)) }
         bufferevent_free(bev)
         self.bev = nil
         delegate = nil
@@ -255,7 +367,22 @@ public final class Connection {
 
     private func readable() {
         guard !closeRequested else { return }
+        if isReadingPaused {
+            inputArrivedWhilePaused = true
+            if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+            return
+        }
         delegate?.connectionHasInput(self)
+    }
+
+    /// libevent's write callback: the bufferevent's output is at or below the low-water mark. It also runs when
+    /// that output was empty all along (on connecting, or on a stale write event), while staged bytes wait for
+    /// the turn's flush: the connection has not drained then, and reporting it would close a connection that
+    /// `closeAfterFlush()` marked before its bytes left. The flush reports the drain itself (see
+    /// `flushStaged()`), or hands the bytes to the bufferevent, whose callback then reports it.
+    private func bufferEventDrained() {
+        if let staging, evbuffer_get_length(staging) > 0 { return }
+        drained()
     }
 
     private func drained() {
@@ -269,8 +396,17 @@ public final class Connection {
 
     private func event(_ events: Int16) {
         guard let bev, !closeRequested else { return }
+        let readSide = events & (tandem_bev_event_eof() | tandem_bev_event_error()) != 0
+        if isReadingPaused && readSide && events & tandem_bev_event_reading() != 0 {
+            // libevent stopped reading on its own; hold the event until reading resumes.
+            heldPeerEvent = (events, errno)
+            return
+        }
+        let heldErrno = heldReportErrno
+        heldReportErrno = nil
         if events & tandem_bev_event_connected() != 0 {
             if let fd = Optional(bufferevent_getfd(bev)), fd >= 0 { setNoDelay(fd) }
+            isEstablished = true
             delegate?.connectionDidConnect(self)
             return
         }
@@ -279,7 +415,7 @@ public final class Connection {
             if dnsError != 0 {
                 fail(.resolutionFailed(String(cString: evutil_gai_strerror(dnsError))))
             } else {
-                let code = errno
+                let code = heldErrno ?? errno
                 fail(.socketError(code == 0 ? ECONNRESET : code))
             }
             return

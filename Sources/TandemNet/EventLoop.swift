@@ -51,6 +51,28 @@ public final class EventLoop {
     let dns: OpaquePointer?
     /// The thread that created the loop, and the only one that may touch it (see the threading rule above).
     private let ownerThread = pthread_self()
+    /// Connections with staged writes, by priority, and the events that flush them once the callbacks of the
+    /// turn have run (an active event of the same priority runs after those already active).
+    private var pendingFlushes: [[Connection]] = [[], []]
+    private var flushEvents: [OpaquePointer] = []
+    private var flushContexts: [FlushContext] = []
+
+    /// What a flush event's callback needs: the loop and the priority it flushes.
+    private final class FlushContext {
+        unowned(unsafe) let loop: EventLoop
+        let priority: Int
+
+        init(loop: EventLoop, priority: Int) {
+            self.loop = loop
+            self.priority = priority
+        }
+    }
+
+    private static let flush: event_callback_fn = { _, _, context in
+        guard let context else { return }
+        let flushContext = Unmanaged<FlushContext>.fromOpaque(context).takeUnretainedValue()
+        flushContext.loop.runFlushes(priority: flushContext.priority)
+    }
 
     public init() throws(NetError) {
         _ = threadingInitialized
@@ -64,9 +86,18 @@ public final class EventLoop {
         self.base = base
         // Names are resolved at connect time and again on every reconnect (Kubernetes headless services).
         self.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE)
+        for priority in [EventPriority.control, .normal] {
+            let context = FlushContext(loop: self, priority: Int(priority.rawValue))
+            let event = event_new(base, -1, 0, EventLoop.flush, Unmanaged.passUnretained(context).toOpaque())
+            precondition(event != nil, "event_new failed: out of memory")
+            event_priority_set(event, priority.rawValue)
+            flushContexts.append(context)
+            flushEvents.append(event!)
+        }
     }
 
     deinit {
+        for event in flushEvents { event_free(event) }
         if let dns { evdns_base_free(dns, 0) }
         event_base_free(base)
     }
@@ -79,6 +110,22 @@ public final class EventLoop {
     /// Makes `run()` return after the callbacks of the current turn.
     public func stop() {
         event_base_loopexit(base, nil)
+    }
+
+    /// Flushes `connection`'s staged writes after the callbacks already active in this turn (loop thread only).
+    func scheduleFlush(_ connection: Connection) {
+        let priority = Int(connection.priority.rawValue)
+        if pendingFlushes[priority].isEmpty { event_active(flushEvents[priority], 0, 0) }
+        pendingFlushes[priority].append(connection)
+    }
+
+    private func runFlushes(priority: Int) {
+        // A flush can report a drain whose handler writes again: those join the next batch.
+        while !pendingFlushes[priority].isEmpty {
+            let batch = pendingFlushes[priority]
+            pendingFlushes[priority] = []
+            for connection in batch { connection.flushStaged() }
+        }
     }
 
     /// Monotonic milliseconds (a coarse clock: cheap, a few milliseconds of resolution).

@@ -234,7 +234,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         let method = head.method
         let writeMethods = proxy.classifier.writeMethods
         let caseVariantOfWrite =
-            !writeMethods.contains(method) && writeMethods.contains { $0.lowercased() == method.lowercased() }
+            !writeMethods.contains(method) && proxy.lowercasedWriteMethods.contains(method.lowercased())
         let unknownRead =
             requestClass == .read && !Self.readMethods.contains(method)
             && !proxy.classifier.readRoutes.contains { $0.matches(method: method, path: String(head.path)) }
@@ -322,8 +322,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             head.framing = .contentLength(Int64(exchange.deferredBody.count))
         }
         exchange.bodyChunkedToApp = head.framing == .chunked
-        upstream.connection.write(
-            proxy.forwardedRequestHead(head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade))
+        proxy.writeForwardedRequestHead(
+            head, clientAddress: connection.peerAddress, keepUpgrade: exchange.isUpgrade, to: upstream.connection)
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
             releaseDeferredBody(exchange)
@@ -358,8 +358,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         let action = machine.requestEnded()
         // Nothing more is read from the client until this exchange is answered and its answer has left: a
         // client that half-closed after its request (shutdown(SHUT_WR)) must get its response, and the EOF
-        // would end the connection if it were read now. Pipelined requests wait in the socket meanwhile.
-        connection.disableReading()
+        // would end the connection if it were read now. Pipelined requests wait meanwhile. Paused rather than
+        // disabled: a client waiting for its answer sends nothing, and the read event then stays armed.
+        connection.pauseReading()
         switch action {
         case .none:
             preconditionFailure("an exchange in flight has a request to end")
@@ -530,8 +531,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         } else if exchange.head.version == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
         }
-        connection.write(
-            HTTPSerializer.responseHead(HTTPResponseHead(status: head.status, reason: head.reason, headers: headers)))
+        proxy.writeResponseHead(
+            HTTPResponseHead(status: head.status, reason: head.reason, headers: headers), to: connection)
     }
 
     func upstreamClosed(_ upstream: UpstreamConnection, reason: CloseReason) {
@@ -576,8 +577,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         exchange.upstream = fresh
-        fresh.connection.write(
-            proxy.forwardedRequestHead(exchange.head, clientAddress: connection.peerAddress, keepUpgrade: false))
+        proxy.writeForwardedRequestHead(
+            exchange.head, clientAddress: connection.peerAddress, keepUpgrade: false, to: fresh.connection)
         arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
     }
 

@@ -24,8 +24,15 @@ public final class Metrics {
         }
     }
 
-    /// Requests by class and status code: key "class|code".
-    private(set) var requestCounts: [String: UInt64] = [:]
+    /// A request class and a status code: the key of the request counter. Built without formatting a string,
+    /// since it is counted on every request; the text appears only when the metrics are rendered.
+    struct RequestKey: Hashable {
+        let requestClass: String
+        let status: Int
+    }
+
+    /// Requests by class and status code.
+    private(set) var requestCounts: [RequestKey: UInt64] = [:]
     private(set) var latencyByClass: [String: Histogram] = [:]
     private(set) var upstreamErrors: [String: UInt64] = [:]
     private(set) var parseErrors: [String: UInt64] = [:]
@@ -45,7 +52,7 @@ public final class Metrics {
     public init() {}
 
     public func recordRequest(class requestClass: String, status: Int, latencyMicros: Int64) {
-        requestCounts["\(requestClass)|\(status)", default: 0] += 1
+        requestCounts[RequestKey(requestClass: requestClass, status: status), default: 0] += 1
         latencyByClass[requestClass, default: Histogram()].observe(micros: latencyMicros)
     }
 
@@ -90,9 +97,13 @@ public final class Metrics {
         out += "# HELP tandem_up 1 while the event loop turns.\n# TYPE tandem_up gauge\ntandem_up 1\n"
         out += "# HELP tandem_requests_total Client requests answered, by class (read, write, bypass) and status.\n"
         out += "# TYPE tandem_requests_total counter\n"
-        for key in requestCounts.keys.sorted() {
-            let parts = key.split(separator: "|")
-            out += "tandem_requests_total{class=\"\(parts[0])\",code=\"\(parts[1])\"} \(requestCounts[key]!)\n"
+        // Ordered by class, then code (codes are three digits, so this is the order of their text too).
+        let keys = requestCounts.keys.sorted {
+            ($0.requestClass, $0.status) < ($1.requestClass, $1.status)
+        }
+        for key in keys {
+            out +=
+                "tandem_requests_total{class=\"\(key.requestClass)\",code=\"\(key.status)\"} \(requestCounts[key]!)\n"
         }
         renderHistograms(into: &out)
         out += "# HELP tandem_upstream_errors_total Failures talking to the local app, by kind.\n"

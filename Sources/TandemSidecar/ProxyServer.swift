@@ -36,6 +36,8 @@ final class ProxyServer: ListenerDelegate {
     let metrics: Metrics
     let pool: UpstreamPool
     let classifier: RequestClassifier
+    /// The write methods in lower case, to spot a case variant of one (`post`) with one lookup per request.
+    let lowercasedWriteMethods: Set<String>
     let log: Logger
     private(set) var listener: Listener?
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
@@ -57,6 +59,7 @@ final class ProxyServer: ListenerDelegate {
         self.metrics = metrics
         self.log = log
         self.classifier = settings.classifier
+        self.lowercasedWriteMethods = Set(settings.classifier.writeMethods.map { $0.lowercased() })
         let sixteenBodies = Int(clamping: settings.limits.bodyMaxBytes).multipliedReportingOverflow(by: 16)
         self.bodyBudgetBytes = max(
             settings.bodyBudgetFloorBytes, sixteenBodies.overflow ? .max : sixteenBodies.partialValue)
@@ -125,18 +128,40 @@ final class ProxyServer: ListenerDelegate {
         pool.closeAll()
     }
 
-    /// The request head as the app receives it: hop-by-hop fields and every client `Tandem-*` field removed,
-    /// forwarding fields appended, body framing restated (chunked bodies are re-chunked; Expect is answered by
-    /// Tandem itself).
-    func forwardedRequestHead(_ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool) -> [UInt8] {
+    /// Writes the request head as the app receives it: hop-by-hop fields and every client `Tandem-*` field
+    /// removed, forwarding fields appended, body framing restated (chunked bodies are re-chunked; Expect is
+    /// answered by Tandem itself).
+    func writeForwardedRequestHead(
+        _ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool, to connection: Connection
+    ) {
         var headers = head.headers
         ProxyHeaders.removeHopByHop(from: &headers, keepUpgrade: keepUpgrade)
         ProxyHeaders.removeTandemFields(from: &headers)
         headers.remove(name: "Expect")
         ProxyHeaders.appendForwarding(to: &headers, clientAddress: clientAddress)
         ProxyHeaders.setFraming(head.framing, in: &headers)
-        return HTTPSerializer.requestHead(HTTPRequestHead(method: head.method, target: head.target, headers: headers))
+        let forwarded = HTTPRequestHead(method: head.method, target: head.target, headers: headers)
+        writeHead(to: connection) { HTTPSerializer.appendRequestHead(forwarded, into: &$0) }
     }
+
+    /// Writes a response head to a client.
+    func writeResponseHead(_ head: HTTPResponseHead, to connection: Connection) {
+        writeHead(to: connection) { HTTPSerializer.appendResponseHead(head, into: &$0) }
+    }
+
+    /// Serializes a head into `headBuffer` and writes it. One buffer serves every head (the loop is
+    /// single-threaded and the bytes are copied out by the write): serializing into a fresh array grew it five or
+    /// six times per head, on every request and every response.
+    private func writeHead(to connection: Connection, _ serialize: (inout [UInt8]) -> Void) {
+        headBuffer.removeAll(keepingCapacity: true)
+        serialize(&headBuffer)
+        connection.write(headBuffer)
+        // A huge head (up to the header limit) does not keep its memory for the life of the process.
+        if headBuffer.capacity > Self.headBufferRetainedBytesMax { headBuffer = [] }
+    }
+
+    private var headBuffer: [UInt8] = []
+    private static let headBufferRetainedBytesMax = 16 * 1024
 }
 
 extension TandemErrorResponse {
