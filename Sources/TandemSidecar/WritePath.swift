@@ -439,7 +439,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
         leader = change.leader
         term = change.term
         checkCaughtUp()
-        carryOut(repair.tick(repairSituation, nowMs: EventLoop.preciseNowMs()))
+        // The repair hears of the new role at its next tick (`digestTimer`), not here: this runs while the runtime
+        // carries out a Ready, where a leadership transfer would change the core between ready() and advance().
         if leaderChanged && change.leader != nil {
             // A write forwarded to the old leader either reached the new leader's log (and then commits within a
             // few heartbeats) or is lost: waiting the whole write timeout for it only delays the honest 504.
