@@ -11,6 +11,19 @@ final class LinkLossTests: XCTestCase {
         cluster.drain(node)
     }
 
+    /// A settled 3-node cluster in which one follower's link to the leader is cut both ways and reported closed
+    /// from the leader's end, while the leader lives: (cluster, leader, that follower, the leader's term).
+    private func cutOneFollowerFromItsLeader() -> (TestCluster, NodeID, NodeID, UInt64) {
+        var cluster = TestCluster(size: 3)
+        let leader = cluster.electLeader()
+        cluster.run(forMs: 500)
+        let term = cluster.nodes[leader]!.currentTerm
+        let follower = cluster.followers(of: leader)[0]
+        cluster.blocked.formUnion([[leader, follower], [follower, leader]])
+        linkDown(&cluster, at: follower, to: leader, closedByPeer: true)
+        return (cluster, leader, follower, term)
+    }
+
     /// kill -9 of the leader: both followers see its end close at once. A new leader is elected soon after
     /// `leaderGoneAfterMs`, long before the stickiness (800 ms with the defaults) would have let anyone campaign.
     func testAKilledLeadersClosedLinksElectANewLeaderBeforeTheStickinessRunsOut() {
@@ -50,13 +63,7 @@ final class LinkLossTests: XCTestCase {
 
     /// A live leader closed one link on purpose and the follower dialled again at once: nothing happens.
     func testALinkThatComesBackInTimeChangesNothing() {
-        var cluster = TestCluster(size: 3)
-        let leader = cluster.electLeader()
-        cluster.run(forMs: 500)
-        let term = cluster.nodes[leader]!.currentTerm
-        let follower = cluster.followers(of: leader)[0]
-        cluster.blocked.formUnion([[leader, follower], [follower, leader]])
-        linkDown(&cluster, at: follower, to: leader, closedByPeer: true)
+        var (cluster, leader, follower, term) = cutOneFollowerFromItsLeader()
         cluster.run(forMs: 40)
         cluster.heal()
         cluster.nodes[follower]!.linkUp(to: leader, nowMs: cluster.nowMs)
@@ -69,13 +76,7 @@ final class LinkLossTests: XCTestCase {
     /// One follower's link closed and stays closed while the other follower still hears the leader: that follower
     /// stays loyal and refuses the pre-vote, so the leader is not deposed.
     func testOneFollowerLosingItsLinkCannotDeposeALeaderTheOtherStillHears() {
-        var cluster = TestCluster(size: 3)
-        let leader = cluster.electLeader()
-        cluster.run(forMs: 500)
-        let term = cluster.nodes[leader]!.currentTerm
-        let loner = cluster.followers(of: leader)[0]
-        cluster.blocked.formUnion([[leader, loner], [loner, leader]])
-        linkDown(&cluster, at: loner, to: leader, closedByPeer: true)
+        var (cluster, leader, _, term) = cutOneFollowerFromItsLeader()
         cluster.run(forMs: 3000)
         XCTAssertEqual(cluster.leader, leader)
         XCTAssertEqual(cluster.nodes[leader]!.currentTerm, term, "the leader's term did not move")
