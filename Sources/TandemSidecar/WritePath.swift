@@ -728,17 +728,19 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             }
             if entry.index <= through { return }  // a replayed entry: nobody waits for it any more
         }
-        if repair.isRepairing {
-            // The state is about to be replaced: neither compared nor snapshotted (a snapshot of it would end the
-            // request for the leader's).
-        } else if let hook = settings.stateDigest {
-            // Before a snapshot that may be due at the same index: the digest's index is fixed, the snapshot's not.
-            if entry.index % stateDigestEvery == 0 { takeStateDigest(hook) }
-        } else if entry.kind == .normal {
-            divergence.recordApplied(index: entry.index, digest: applier.digest.value)
-            reportCompletedBlock()
+        // While a repair runs the state is about to be replaced: neither compared nor snapshotted (a snapshot of it
+        // would end the request for the leader's).
+        if !repair.isRepairing {
+            if let hook = settings.stateDigest {
+                // Before a snapshot that may be due at the same index: the digest's index is fixed, the snapshot's
+                // not.
+                if entry.index % stateDigestEvery == 0 { takeStateDigest(hook) }
+            } else if entry.kind == .normal {
+                divergence.recordApplied(index: entry.index, digest: applier.digest.value)
+                reportCompletedBlock()
+            }
+            snapshots?.noteApplied()
         }
-        if !repair.isRepairing { snapshots?.noteApplied() }
         checkDivergenceAction()
         if let id = entry.proposal, id.origin == runtime.config.raft.id,
             let pending = pendingWrites.removeValue(forKey: id)
