@@ -225,3 +225,50 @@ extension Substring {
         return result
     }
 }
+
+/// `TANDEM_JOIN`: where a node with no state asks to be admitted to a running cluster.
+public enum JoinTargets: Hashable, Sendable, CustomStringConvertible {
+    /// Peer listeners of members, tried in turn.
+    case addresses([HostPort])
+    /// A DNS name: its SRV records name the members and their ports; without any, its A/AAAA records on port 7400
+    /// (a Kubernetes headless Service gives both).
+    case dnsName(String)
+
+    public static let syntax = "host:port,... of members' peer listeners, or a DNS name (SRV, else A on port 7400)"
+    public static let defaultPort: UInt16 = 7400
+
+    public init(parsing text: String) throws(ConfigValueError) {
+        if text.contains(":") || text.contains(",") {
+            var addresses: [HostPort] = []
+            for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+                let address = try HostPort(parsing: String(part).trimmingWhitespace())
+                guard address.port != 0 else {
+                    throw ConfigValueError(problem: "lists \(address) with port 0", expected: Self.syntax)
+                }
+                addresses.append(address)
+            }
+            guard addresses.count <= Peer.countMax else {
+                throw ConfigValueError(problem: "lists more than \(Peer.countMax) addresses", expected: Self.syntax)
+            }
+            self = .addresses(addresses)
+        } else {
+            guard HostPort.isDNSName(text) || HostPort.isIPLiteral(text, family: AF_INET) else {
+                throw ConfigValueError(problem: "is neither host:port,... nor a DNS name", expected: Self.syntax)
+            }
+            self = .dnsName(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .addresses(let list): list.map(\.description).joined(separator: ",")
+        case .dnsName(let name): name
+        }
+    }
+}
+
+extension String {
+    fileprivate func trimmingWhitespace() -> String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}

@@ -38,6 +38,8 @@ public enum ConfigValueKind: Hashable, Sendable {
     case nodeID
     /// The `TANDEM_PEERS` list.
     case peers
+    /// `TANDEM_JOIN`: a comma list of `host:port`, or one DNS name.
+    case joinTargets
     /// A directory path.
     case directory
     /// One of a fixed set of words, matched without regard to case.
@@ -72,6 +74,7 @@ public enum ConfigValueKind: Hashable, Sendable {
         case .connectAddress: return "host:port, port 1...65535"
         case .nodeID: return NodeID.syntax
         case .peers: return "id=host:port,... with unique ids and addresses, at most \(Peer.countMax)"
+        case .joinTargets: return JoinTargets.syntax
         case .directory: return "a directory path"
         case .keyword(let words): return words.joined(separator: " | ")
         case .methods: return "comma list of upper-case methods"

@@ -107,6 +107,13 @@ public struct TandemConfiguration: Hashable, Sendable {
     /// All members, this node included (`TANDEM_PEERS`); empty means a one-node cluster.
     /// Invariant: ids unique, addresses unique, at most `Peer.countMax`.
     public var peers: [Peer]
+    /// `TANDEM_JOIN`; nil when unset. A node not listed in `peers` (or with no peers) joins through it.
+    public var join: JoinTargets?
+    /// `TANDEM_JOIN_ADVERTISE`, or the host name with the peer listener's port.
+    public var joinAdvertise: HostPort
+    /// Whether this node joins a running cluster instead of founding one: TANDEM_JOIN is set and TANDEM_PEERS does
+    /// not list it.
+    public var joinsCluster: Bool { join != nil && !peers.contains { $0.id == nodeID } }
     /// Data directory (`TANDEM_DATA_DIR`).
     public var dataDir: String
 
@@ -247,7 +254,8 @@ public struct TandemConfiguration: Hashable, Sendable {
     /// configuration by hand (tests, simulators) can call it too.
     public func checkInvariants() {
         precondition(upstream.port != 0, "upstream port is never 0")
-        precondition(peers.isEmpty || peers.contains { $0.id == nodeID }, "nodeID is a member of peers")
+        precondition(
+            peers.isEmpty || peers.contains { $0.id == nodeID } || join != nil, "nodeID is a member of peers")
         precondition(Set(peers.map(\.id)).count == peers.count && peers.count <= Peer.countMax, "peer ids unique")
         precondition(heartbeatIntervalMs > 0 && heartbeatIntervalMs < electionTimeoutMs, "heartbeat < election")
         precondition(phiThreshold > 0 && phiMinStdDevMs > 0 && phiAcceptablePauseMs >= 0, "phi parameters")
@@ -266,6 +274,7 @@ public struct TandemConfiguration: Hashable, Sendable {
         case .entries(let count), .bytes(let count): precondition(count > 0, "a snapshot cadence is positive")
         }
         precondition(
-            insecurePeers || otherPeers.isEmpty || tls != nil || clusterSecret != nil, "peers are authenticated")
+            insecurePeers || (otherPeers.isEmpty && join == nil) || tls != nil || clusterSecret != nil,
+            "peers are authenticated")
     }
 }

@@ -15,6 +15,14 @@ extension TandemConfiguration {
         peers = try reader.parse("TANDEM_PEERS") { text throws(ConfigValueError) in
             text.isEmpty ? [] : try Peer.parseList(text)
         }
+        join = try reader.parse("TANDEM_JOIN") { text throws(ConfigValueError) in
+            text.isEmpty ? nil : try JoinTargets(parsing: text)
+        }
+        if reader.isSet("TANDEM_JOIN_ADVERTISE") {
+            joinAdvertise = try reader.address("TANDEM_JOIN_ADVERTISE")
+        } else {
+            joinAdvertise = HostPort(host: hostName, port: peerListen.port, kind: .dnsName)
+        }
         dataDir = try TandemConfiguration.readDataDir(reader)
         heartbeatIntervalMs = try reader.durationMs("TANDEM_HEARTBEAT_INTERVAL")
         phiThreshold = try reader.number("TANDEM_PHI_THRESHOLD")
@@ -141,14 +149,20 @@ extension TandemConfiguration {
                 "at least TANDEM_MAX_BODY, so that the largest write can be admitted")
         }
         try checkSnapshotHooksPaired(reader: reader)
-        if !peers.isEmpty && !peers.contains(where: { $0.id == nodeID }) {
+        if !peers.isEmpty && !peers.contains(where: { $0.id == nodeID }) && join == nil {
             let origin = reader.isSet("TANDEM_NODE_ID") ? "TANDEM_NODE_ID" : "the host name (TANDEM_NODE_ID unset)"
             throw reader.failure(
                 .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"),
                 "does not list this node \(nodeID) from \(origin)",
-                "every member including this node, or TANDEM_NODE_ID set to one of the ids")
+                "every member including this node, TANDEM_NODE_ID set to one of the ids, or TANDEM_JOIN to join")
         }
         // A member that accepts unauthenticated peers lets anyone who reaches its peer port vote and append.
+        if join != nil && tls == nil && clusterSecret == nil && !insecurePeers {
+            throw reader.failure(
+                .conflict, "TANDEM_JOIN", reader.text("TANDEM_JOIN"), "has no peer authentication",
+                "TANDEM_CLUSTER_SECRET, or TANDEM_TLS_CERT, TANDEM_TLS_KEY and TANDEM_TLS_CA, "
+                    + "or TANDEM_INSECURE_PEERS=true to run unauthenticated on a trusted network")
+        }
         if !otherPeers.isEmpty && tls == nil && clusterSecret == nil && !insecurePeers {
             throw reader.failure(
                 .conflict, "TANDEM_PEERS", reader.text("TANDEM_PEERS"), "has no peer authentication",

@@ -21,10 +21,18 @@ extension TandemConfiguration {
         // Cluster.
         ConfigVariable(
             "TANDEM_NODE_ID", .cluster, default: "", shown: "the host name", .nodeID,
-            "This node's id; must appear in TANDEM_PEERS when peers are listed."),
+            "This node's id; must appear in TANDEM_PEERS when peers are listed, unless TANDEM_JOIN is set."),
         ConfigVariable(
             "TANDEM_PEERS", .cluster, default: "", shown: "none (a one-node cluster)", .peers,
-            "Every member of the cluster, this node included."),
+            "The founding members, this node included; used only by a node with no state (later the membership "
+                + "persisted in the log is the one in force)."),
+        ConfigVariable(
+            "TANDEM_JOIN", .cluster, default: "", shown: "none", .joinTargets,
+            "Members' peer addresses, or a DNS name (SRV records, else A records on port 7400), asked to admit this "
+                + "node as a learner when it has no state and TANDEM_PEERS does not list it."),
+        ConfigVariable(
+            "TANDEM_JOIN_ADVERTISE", .cluster, default: "", shown: "the host name and the TANDEM_PEER_LISTEN port",
+            .connectAddress, "The peer address the members record for this node when it joins."),
         ConfigVariable(
             "TANDEM_DATA_DIR", .cluster, default: "./tandem-data", .directory,
             "Write-ahead log, hard state and applied index."),

@@ -15,12 +15,38 @@ public struct ClusterConfiguration: Hashable, Sendable, CustomStringConvertible 
     public let voters: [NodeID]
     /// Sorted, distinct, and disjoint from `voters`.
     public let learners: [NodeID]
+    /// Where each member's peer listener is (`host:port`), as the runtime dials it; the core only carries it, so
+    /// that every node, whoever leads, can reach a member added at run time. A member may have none (its address
+    /// comes from the node's own settings then). Invariant: keys are members, values `isWellFormedAddress`.
+    public let addresses: [NodeID: String]
 
-    /// A configuration; ids are sorted and deduplicated, and an id listed as both is a voter.
-    public init(voters: [NodeID], learners: [NodeID] = []) {
+    /// A configuration; ids are sorted and deduplicated, an id listed as both is a voter, and addresses of
+    /// non-members are dropped.
+    public init(voters: [NodeID], learners: [NodeID] = [], addresses: [NodeID: String] = [:]) {
         let voterSet = Set(voters)
         self.voters = voterSet.sorted()
         self.learners = Set(learners).subtracting(voterSet).sorted()
+        let members = voterSet.union(learners)
+        self.addresses = addresses.filter { members.contains($0.key) }
+    }
+
+    /// This configuration with `address` recorded for the member `id`.
+    public func settingAddress(_ address: String, of id: NodeID) -> ClusterConfiguration {
+        var updated = addresses
+        updated[id] = address
+        return ClusterConfiguration(voters: voters, learners: learners, addresses: updated)
+    }
+
+    /// Whether `address` is one a configuration carries: `host:port` (host a name, an IPv4 literal or a bracketed
+    /// IPv6 literal), 1...255 printable ASCII bytes without spaces, commas or quotes, and a port of 1...65535.
+    public static func isWellFormedAddress(_ address: String) -> Bool {
+        let bytes = Array(address.utf8)
+        guard (3...255).contains(bytes.count),
+            bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"") }),
+            let colon = bytes.lastIndex(of: UInt8(ascii: ":")), colon > 0,
+            let port = UInt16(String(decoding: bytes[(colon + 1)...], as: UTF8.self)), port > 0
+        else { return false }
+        return true
     }
 
     /// Every member, voters first.
@@ -55,15 +81,17 @@ public struct ClusterConfiguration: Hashable, Sendable, CustomStringConvertible 
         case .addLearner(let id):
             guard id.isWellFormed else { throw .invalidMember }
             guard !contains(id) else { throw .alreadyMember }
-            return ClusterConfiguration(voters: voters, learners: learners + [id])
+            return ClusterConfiguration(voters: voters, learners: learners + [id], addresses: addresses)
         case .promote(let id):
             guard contains(id) else { throw .unknownMember }
             guard isLearner(id) else { throw .alreadyVoter }
-            return ClusterConfiguration(voters: voters + [id], learners: learners.filter { $0 != id })
+            return ClusterConfiguration(
+                voters: voters + [id], learners: learners.filter { $0 != id }, addresses: addresses)
         case .remove(let id):
             guard contains(id) else { throw .unknownMember }
             if isVoter(id) && voters.count - 1 < max(1, minimumVoters) { throw .wouldGoBelowMinimum }
-            return ClusterConfiguration(voters: voters.filter { $0 != id }, learners: learners.filter { $0 != id })
+            return ClusterConfiguration(
+                voters: voters.filter { $0 != id }, learners: learners.filter { $0 != id }, addresses: addresses)
         }
     }
 
@@ -74,26 +102,38 @@ public struct ClusterConfiguration: Hashable, Sendable, CustomStringConvertible 
 
     // MARK: Encoding (the data of a `.configuration` entry; stable on disk and on the wire)
     //
-    // version u8 (1), voter count u16, voters (u16 length + UTF-8 each), learner count u16, learners.
+    // version u8 (1 or 2), voter count u16, voters (u16 length + UTF-8 each), learner count u16, learners; version 2
+    // then has an address count u16 and that many (id, address) pairs, each a u16 length + UTF-8, sorted by id.
+    // Version 1 (no addresses) is written when there are none, so configurations without them encode as before.
 
     static let encodingVersion: UInt8 = 1
+    static let encodingVersionWithAddresses: UInt8 = 2
 
     /// The bytes of a `.configuration` entry's data.
     public var encoded: [UInt8] {
-        var bytes: [UInt8] = [Self.encodingVersion]
+        var bytes: [UInt8] = [addresses.isEmpty ? Self.encodingVersion : Self.encodingVersionWithAddresses]
+        func string(_ text: String) {
+            let utf8 = Array(text.utf8)
+            bytes.append(contentsOf: [UInt8(utf8.count >> 8), UInt8(utf8.count & 0xFF)])
+            bytes.append(contentsOf: utf8)
+        }
         for list in [voters, learners] {
             bytes.append(contentsOf: [UInt8(list.count >> 8), UInt8(list.count & 0xFF)])
-            for id in list {
-                let utf8 = Array(id.rawValue.utf8)
-                bytes.append(contentsOf: [UInt8(utf8.count >> 8), UInt8(utf8.count & 0xFF)])
-                bytes.append(contentsOf: utf8)
+            for id in list { string(id.rawValue) }
+        }
+        if !addresses.isEmpty {
+            bytes.append(contentsOf: [UInt8(addresses.count >> 8), UInt8(addresses.count & 0xFF)])
+            for (id, address) in addresses.sorted(by: { $0.key < $1.key }) {
+                string(id.rawValue)
+                string(address)
             }
         }
         return bytes
     }
 
     /// Decodes `encoded`; nil unless the bytes are exactly one well-formed configuration (known version, well
-    /// formed ids, sorted and distinct lists, no id in both, nothing left over).
+    /// formed ids and addresses, sorted and distinct lists, no id in both, addresses only of members, nothing
+    /// left over).
     public init?(decoding bytes: [UInt8]) {
         var offset = 0
         func u16() -> Int? {
@@ -113,13 +153,34 @@ public struct ClusterConfiguration: Hashable, Sendable, CustomStringConvertible 
             }
             return ids
         }
-        guard bytes.first == Self.encodingVersion else { return nil }
-        offset = 1
-        guard let voters = list(), let learners = list(), offset == bytes.count,
-            Set(voters).isDisjoint(with: learners)
+        guard let version = bytes.first,
+            version == Self.encodingVersion || version == Self.encodingVersionWithAddresses
         else { return nil }
+        offset = 1
+        guard let voters = list(), let learners = list(), Set(voters).isDisjoint(with: learners) else { return nil }
+        var addresses: [NodeID: String] = [:]
+        if version == Self.encodingVersionWithAddresses {
+            let members = Set(voters).union(learners)
+            guard let count = u16(), count > 0 else { return nil }
+            var previous: NodeID?
+            for _ in 0..<count {
+                guard let idLength = u16(), offset + idLength <= bytes.count else { return nil }
+                let id = NodeID(String(decoding: bytes[offset..<offset + idLength], as: UTF8.self))
+                offset += idLength
+                guard let length = u16(), offset + length <= bytes.count else { return nil }
+                let address = String(decoding: bytes[offset..<offset + length], as: UTF8.self)
+                offset += length
+                guard members.contains(id), previous.map({ $0 < id }) ?? true,
+                    Self.isWellFormedAddress(address)
+                else { return nil }
+                previous = id
+                addresses[id] = address
+            }
+        }
+        guard offset == bytes.count else { return nil }
         self.voters = voters
         self.learners = learners
+        self.addresses = addresses
     }
 }
 
@@ -168,6 +229,8 @@ public enum MembershipError: Error, Equatable, Sendable {
     case invalidMember
     /// Removing this voter would leave fewer than `RaftConfig.minimumVoters`.
     case wouldGoBelowMinimum
+    /// The address given for the member is not `host:port` (`ClusterConfiguration.isWellFormedAddress`).
+    case invalidAddress
 }
 
 /// How far one member's log is behind the leader's (leader only), for an operator or an autopilot.

@@ -60,6 +60,12 @@ struct RaftLog {
 
     // MARK: Configuration
 
+    /// Replaces the configuration at the base of an empty, never compacted log (a node admitted to a cluster).
+    mutating func replaceBaseConfiguration(_ configuration: ClusterConfiguration) {
+        precondition(base.index == 0 && entries.isEmpty, "only an empty log takes an admitted configuration")
+        baseConfiguration = configuration
+    }
+
     /// The configuration in force: the last one in the log, committed or not.
     var configuration: ClusterConfiguration { configurations.last?.configuration ?? baseConfiguration }
     /// The index of the entry that holds `configuration` (the base's index when the log holds none after it).

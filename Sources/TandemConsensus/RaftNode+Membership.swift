@@ -43,18 +43,25 @@ extension RaftNode {
     /// - Throws: `.notLeader`; `.leadershipTransferInProgress`; `.changeInProgress` while an earlier change is
     ///   uncommitted; `.notYetCommittedInTerm` until this leader committed an entry of its term; and what
     ///   `ClusterConfiguration.applying` refuses (`.unknownMember`, `.alreadyMember`, `.alreadyVoter`,
-    ///   `.invalidMember`, `.wouldGoBelowMinimum`). A thrown change was not appended.
+    ///   `.invalidMember`, `.wouldGoBelowMinimum`), and `.invalidAddress` for an `address` that is not
+    ///   `host:port`. A thrown change was not appended.
+    /// - Parameter address: the peer address of the member added (recorded in the configuration, so every node can
+    ///   reach it); nil keeps whatever the configuration holds.
     @discardableResult
-    public mutating func proposeMembershipChange(_ change: MembershipChange, nowMs: Int64) throws(MembershipError)
-        -> UInt64
-    {
+    public mutating func proposeMembershipChange(
+        _ change: MembershipChange, address: String? = nil, nowMs: Int64
+    ) throws(MembershipError) -> UInt64 {
         observeClock(nowMs)
         defer { checkInvariants() }
         guard role == .leader else { throw .notLeader }
         guard transfer == nil, removalHandoffDeadlineMs == nil else { throw .leadershipTransferInProgress }
         guard log.configurationIndex <= log.committedIndex else { throw .changeInProgress }
         guard log.term(at: log.committedIndex) == term else { throw .notYetCommittedInTerm }
-        let next = try configuration.applying(change, minimumVoters: config.minimumVoters)
+        var next = try configuration.applying(change, minimumVoters: config.minimumVoters)
+        if let address {
+            guard ClusterConfiguration.isWellFormedAddress(address) else { throw .invalidAddress }
+            if case .addLearner(let id) = change { next = next.settingAddress(address, of: id) }
+        }
         let entry = Entry(
             term: term, index: log.lastIndex + 1, kind: .configuration, timeMs: entryTimeMs(), proposal: nil,
             data: next.encoded)
@@ -81,6 +88,24 @@ extension RaftNode {
     @discardableResult
     public mutating func removeMember(_ id: NodeID, nowMs: Int64) throws(MembershipError) -> UInt64 {
         try proposeMembershipChange(.remove(id), nowMs: nowMs)
+    }
+
+    /// Whether this node's log is empty and was never compacted: nothing it holds can have been decided yet.
+    public var hasEmptyLog: Bool { log.base.index == 0 && log.lastIndex == 0 }
+
+    /// Takes `admitted` (what the cluster answered when it admitted this node) as the configuration at the base of
+    /// an empty log: a node that joins learns the members before the leader's first append reaches it, so it
+    /// accepts their messages and its status shows them. Safe because the log is empty: the node holds nothing a
+    /// quorum could count, and the leader's entries and snapshot overwrite the configuration as they arrive.
+    /// Returns false (and changes nothing) when the log is not empty.
+    @discardableResult
+    public mutating func adoptAdmittedConfiguration(_ admitted: ClusterConfiguration) -> Bool {
+        guard hasEmptyLog else { return false }
+        log.replaceBaseConfiguration(admitted)
+        knownPeers.formUnion(admitted.members.filter { $0 != config.id })
+        reconcileConfiguration()
+        checkInvariants()
+        return true
     }
 
     // MARK: Following the log's configuration

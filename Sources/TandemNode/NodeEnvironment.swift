@@ -48,6 +48,9 @@ public protocol NodeDisk: AnyObject {
 public struct NodeRecovery: Sendable {
     /// Where the log starts: entries through `base.index` are covered by a snapshot (`.empty` for none).
     public var base: LogBase = .empty
+    /// The cluster configuration in force at `base` as the log recorded it (`ClusterConfiguration.encoded`); nil
+    /// when none was recorded (then the node starts from its settings' configuration).
+    public var baseConfiguration: [UInt8]?
     /// Entries after `base`, contiguous.
     public var entries: [Entry]
     public var hardState: TandemConsensus.HardState
@@ -85,6 +88,17 @@ public protocol PeerMessenger: AnyObject {
     /// once the link is back, `linkUp`. Nothing happens while there is no link.
     func closeLink(to peer: NodeID, reason: String)
     func stop()
+    /// The members to keep links to, as the configuration in force says (this node's own id is ignored).
+    func setPeers(_ peers: [PeerEndpoint])
+    /// Dials a member whose id this node does not know (a node asking to join); the runtime hears
+    /// `strangerConnected` or `strangerDialFailed`.
+    func dialStranger(host: String, port: UInt16)
+}
+
+extension PeerMessenger {
+    /// Messengers of a fixed cluster (the simulators) keep their peers.
+    public func setPeers(_ peers: [PeerEndpoint]) {}
+    public func dialStranger(host: String, port: UInt16) {}
 }
 
 // MARK: production wiring
@@ -180,7 +194,10 @@ public final class WALNodeDisk: NodeDisk {
         var recovery = NodeRecovery(
             entries: entries, hardState: hard, appliedIndex: recovered.appliedIndex, previousRun: previousRun,
             incarnation: incarnation, note: note, walBytes: wal.sizeBytes)
-        if let base = recovered.base { recovery.base = LogBase(index: base.index, term: base.term) }
+        if let base = recovered.base {
+            recovery.base = LogBase(index: base.index, term: base.term)
+            recovery.baseConfiguration = base.configuration
+        }
         return (disk, recovery)
     }
 
@@ -234,6 +251,25 @@ public final class TransportMessenger: PeerMessenger, PeerTransportDelegate {
     }
     public func closeLink(to peer: NodeID, reason: String) { transport?.closeLink(to: peer, reason: reason) }
     public func stop() { transport?.stop() }
+    public func setPeers(_ peers: [PeerEndpoint]) { _ = peers }
+    public func dialStranger(host: String, port: UInt16) { _ = (host, port) }
+
+    public func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFromStranger peer: NodeID, type: UInt8,
+        payload: UnsafeRawBufferPointer
+    ) {
+        runtime?.receiveFromStranger(frameOfType: type, payload: payload, from: peer)
+    }
+
+    public func peerTransport(_ transport: PeerTransport, strangerDidConnect peer: NodeID, address: String) {
+        runtime?.strangerConnected(peer)
+    }
+
+    public func peerTransport(
+        _ transport: PeerTransport, strangerDialFailed host: String, port: UInt16, reason: LinkFailure
+    ) {
+        runtime?.strangerDialFailed(host: host, port: port, reason: "\(reason)")
+    }
 
     public func peerTransport(
         _ transport: PeerTransport, didReceiveFrameFrom peer: NodeID, type: UInt8, payload: UnsafeRawBufferPointer

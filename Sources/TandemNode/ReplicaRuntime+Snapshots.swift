@@ -42,7 +42,8 @@ extension ReplicaRuntime {
         cannotRebuildReason = nil
         if let base = raft.compactLog(through: min(compactThrough, info.id.index)) {
             var job = PersistJob()
-            job.logBase = .compact(StoredLogBase(index: base.index, term: base.term))
+            job.logBase = .compact(
+                StoredLogBase(index: base.index, term: base.term, configuration: raft.baseConfiguration.encoded))
             snapshotCounters.compactions += 1
             disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
             log.info("log compacted", metadata: ["through": "\(base.index)", "snapshot": "\(info.id.index)"])
@@ -131,7 +132,8 @@ extension ReplicaRuntime {
             index: info.id.index, term: info.id.term, fileBytes: info.fileBytes, payloadCRC: info.payloadCRC)
         let (state, actions) = SnapshotSendState.begin(
             transferID: takeSequence(), to: peer, snapshot: descriptor, leaderTerm: raft.currentTerm,
-            options: transferOptions, nowMs: clock.nowMs())
+            configuration: raft.configuration(at: info.id.index)?.encoded, options: transferOptions,
+            nowMs: clock.nowMs())
         outgoingTransfers[peer] = OutgoingTransfer(state: state, reader: reader, info: info, requested: requested)
         log.info(
             "sending a snapshot to a follower",
@@ -206,6 +208,7 @@ extension ReplicaRuntime {
             // Only the leader of our term (or a later one) installs a snapshot here.
             guard offer.leaderTerm >= raft.currentTerm, snapshots != nil else { return }
             offerFrom = peer
+            offeredConfiguration = (offer.transferID, offer.configuration.flatMap(ClusterConfiguration.init(decoding:)))
             // A node refetching a snapshot to rebuild its app takes one its log reaches (it restores the app from
             // it and replays its own log after it); otherwise only one beyond its commit index is of use.
             let reach = cannotRebuildReason != nil ? raft.logBase.index : raft.commitIndex
@@ -382,7 +385,9 @@ extension ReplicaRuntime {
             if ok {
                 self.appliedIndex = max(self.appliedIndex, info.id.index)
                 let base = LogBase(index: info.id.index, term: info.id.term)
-                if self.raft.installSnapshot(base, from: incoming.from) {
+                let configuration =
+                    self.offeredConfiguration?.transferID == transferID ? self.offeredConfiguration?.configuration : nil
+                if self.raft.installSnapshot(base, configuration: configuration, from: incoming.from) {
                     self.latestSnapshot = info
                     self.snapshots?.prune(keep: 2, exceptReceiving: nil)
                     self.log.info("snapshot installed", metadata: ["index": "\(info.id.index)"])

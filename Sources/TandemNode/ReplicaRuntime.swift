@@ -28,6 +28,13 @@ public struct ReplicaConfig: Sendable {
     public var replayWholeLogOnStart = false
     public var tickIntervalMs: Int64 = 10
     public var transport = PeerTransportOptions()
+    /// How this node asks to be admitted when it starts with no state and is not a founding member (nil: it is
+    /// one, or it waits to be added by an operator).
+    public var join: JoinSettings?
+    /// When the leader promotes learners on its own.
+    public var promotion = PromotionSettings()
+    /// This node's peer address as others dial it (shown by `GET /members`; a joiner sends it).
+    public var advertisedAddress: String?
 
     public init(
         raft: RaftConfig, peers: [PeerEndpoint], peerListenHost: String, peerListenPort: UInt16, auth: PeerAuth,
@@ -141,6 +148,10 @@ public final class ReplicaRuntime {
     private var appliedFlushInFlight = false
     private var retryTimer: NodeTimer?
     public let recoveryNote: String?
+    /// Whether the log on disk recorded a configuration (a compaction, an installed snapshot or an admission wrote
+    /// one): then the membership is the persisted one, whatever the settings say.
+    public let hasRecordedConfiguration: Bool
+    var membership = MembershipState()
     var stopped = false
     /// Frames of types at or above `applicationFrameTypeMin` are not consensus messages: they go to this handler
     /// (e.g. the sidecar's divergence digests), with the payload valid only during the call.
@@ -167,6 +178,8 @@ public final class ReplicaRuntime {
     var receiveState = SnapshotReceiveState()
     /// The sender of the offer being handled (the staging file it opens belongs to that transfer).
     var offerFrom: NodeID?
+    /// The cluster configuration the latest Offer carried (for the transfer it names): the installed log's start.
+    var offeredConfiguration: (transferID: UInt64, configuration: ClusterConfiguration?)?
     var lastRefetchRequestMs: Int64 = .min / 2
     /// Runs snapshot file work (verification, fsync) off the loop thread, apart from the WAL's thread.
     lazy var snapshotWorker = BackgroundWorker(name: "tandem-snapshot", clock: clock)
@@ -216,7 +229,13 @@ public final class ReplicaRuntime {
         var baseChangeAtStart: LogBaseChange?
         if let snapshot = latestSnapshot, snapshot.id.index > max(applied, recovery.base.index) {
             let base = LogBase(index: snapshot.id.index, term: snapshot.id.term)
-            let stored = StoredLogBase(index: base.index, term: base.term)
+            // The configuration at the snapshot: what the entries kept say, else what the log had at its base
+            // (a snapshot received just before a crash: the leader's entries after it correct it).
+            recovery.baseConfiguration =
+                (recovery.entries.last { $0.index <= base.index && $0.kind == .configuration }?.data)
+                ?? recovery.baseConfiguration
+            let stored = StoredLogBase(
+                index: base.index, term: base.term, configuration: recovery.baseConfiguration)
             if let kept = recovery.entries.firstIndex(where: { $0.index == base.index }),
                 recovery.entries[kept].term == base.term
             {
@@ -267,12 +286,14 @@ public final class ReplicaRuntime {
         raft = RaftNode(
             config: config.raft,
             recovered: RecoveredState(
-                hardState: hard, entries: recovery.entries, handOutAfter: handOutAfter, base: recovery.base),
+                hardState: hard, entries: recovery.entries, handOutAfter: handOutAfter, base: recovery.base,
+                baseConfiguration: recovery.baseConfiguration.flatMap(ClusterConfiguration.init(decoding:))),
             seed: seed)
         appliedIndex = handOutAfter
         durableAppliedIndex = applied
         lastPersistedHardState = hard
         recoveryNote = recovery.note
+        hasRecordedConfiguration = recovery.baseConfiguration != nil
         counters.walBytes = recovery.walBytes
     }
 
@@ -290,6 +311,8 @@ public final class ReplicaRuntime {
             disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
         }
         try messenger.start(for: self)
+        startJoiningIfNeeded()
+        syncAddressBook()
         tickTimer = clock.every(ms: config.tickIntervalMs) { [unowned self] in self.onTick() }
         appliedFlushTimer = clock.every(ms: 1000) { [unowned self] in self.flushAppliedIndex() }
         scheduleReady()
@@ -348,6 +371,7 @@ public final class ReplicaRuntime {
         // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
         raft.tick(nowMs: clock.nowMs(), wallTimeMs: clock.wallClockMs())
         tickSnapshotTransfers()
+        tickMembership()
         scheduleReady()
     }
 
@@ -449,7 +473,8 @@ public final class ReplicaRuntime {
         if let installed = ready.installedBase {
             // The app holds the snapshot's state (the sidecar restored it before the core took it): the log now
             // starts after it, and the applied index is recorded with it in the same sync.
-            let stored = StoredLogBase(index: installed.base.index, term: installed.base.term)
+            let stored = StoredLogBase(
+                index: installed.base.index, term: installed.base.term, configuration: raft.baseConfiguration.encoded)
             job.logBase = installed.discardedSuffix ? .reset(stored) : .compact(stored)
             job.appliedIndex = max(job.appliedIndex ?? 0, appliedIndex)
         }
@@ -535,6 +560,7 @@ public final class ReplicaRuntime {
         for (id, error) in ready.rejectedProposals { pendingProposals.removeValue(forKey: id)?(.rejected(error)) }
         for id in ready.unknownProposals { pendingProposals.removeValue(forKey: id)?(.unknown) }
         raft.advance(ready)
+        if !ready.committedEntries.isEmpty || raft.configuration != membership.bookConfiguration { tickMembership() }
         scheduleReady()
     }
 
@@ -608,7 +634,9 @@ public final class ReplicaRuntime {
     /// Sends an application frame to every peer (dropped for peers that are not connected).
     public func broadcast(type: UInt8, payload: [UInt8]) {
         precondition(type >= Self.applicationFrameTypeMin, "frame types below 0x40 belong to consensus")
-        for peer in config.peers { _ = messenger.send(type: type, payload: payload, to: peer.id) }
+        for peer in raft.configuration.members where peer != config.raft.id {
+            _ = messenger.send(type: type, payload: payload, to: peer)
+        }
     }
 
     // MARK: inputs from the peers
@@ -622,6 +650,10 @@ public final class ReplicaRuntime {
         }
         if SnapshotTransferCodec.handles(frameType: type) {
             receiveSnapshotFrame(type: type, payload: payload, from: peer)
+            return
+        }
+        if MembershipFrames.handles(frameType: type) {
+            receiveMembershipFrame(type: type, payload: payload, from: peer, isStranger: false)
             return
         }
         if type >= Self.applicationFrameTypeMin {
@@ -678,6 +710,15 @@ public final class ReplicaRuntime {
         log.warning(
             "a frame larger than the peer frame limit was dropped",
             metadata: ["peer": "\(peer)", "type": "\(type)", "bytes": "\(payloadBytes)"])
+    }
+
+    /// A frame from an authenticated node outside the address book: only a request to join (or the answer to
+    /// this node's own) is heard; nothing from a stranger reaches the consensus core.
+    public func receiveFromStranger(frameOfType type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
+        clock.assertOnOwnThread()
+        guard MembershipFrames.handles(frameType: type) else { return }
+        receiveMembershipFrame(type: type, payload: payload, from: peer, isStranger: true)
+        scheduleReady()
     }
 
     public func peerRefused(remoteAddress: String, reason: String) {

@@ -13,7 +13,9 @@
 // block the runtime, hold more than a bounded amount of data, or let a peer's frame trap the process.
 //
 // Layouts (all integers little-endian; frame types below the application range and above the consensus types):
-//   0x30 offer  = transferID u64, leaderTerm u64, index u64, term u64, fileBytes u64, payloadCRC u32
+//   0x30 offer  = transferID u64, leaderTerm u64, index u64, term u64, fileBytes u64, payloadCRC u32,
+//                 [configuration length u32, configuration bytes] (the cluster configuration in force at index;
+//                 absent from senders that predate membership changes)
 //   0x31 answer = transferID u64, tag u8: 0 accept (resumeOffset u64) | 1 decline (reason u8)
 //   0x32 chunk  = transferID u64, offset u64, length u32, bytes
 //   0x33 ack    = transferID u64, durableOffset u64
@@ -51,11 +53,19 @@ public struct SnapshotOffer: Equatable, Sendable {
     /// The sender's term as leader: an offer of a later leader replaces a transfer in progress.
     public var leaderTerm: UInt64
     public var snapshot: SnapshotDescriptor
+    /// The cluster configuration in force at the snapshot's index (`ClusterConfiguration.encoded`): the receiver's
+    /// log starts from it. At most `SnapshotOffer.configurationMaxBytes`.
+    public var configuration: [UInt8]?
 
-    public init(transferID: UInt64, leaderTerm: UInt64, snapshot: SnapshotDescriptor) {
+    public static let configurationMaxBytes = 64 * 1024
+
+    public init(
+        transferID: UInt64, leaderTerm: UInt64, snapshot: SnapshotDescriptor, configuration: [UInt8]? = nil
+    ) {
         self.transferID = transferID
         self.leaderTerm = leaderTerm
         self.snapshot = snapshot
+        self.configuration = configuration
     }
 }
 
@@ -179,6 +189,10 @@ public enum SnapshotTransferCodec {
             writer.u64(offer.snapshot.term)
             writer.u64(offer.snapshot.fileBytes)
             writer.u32(offer.snapshot.payloadCRC)
+            if let configuration = offer.configuration {
+                writer.u32(UInt32(configuration.count))
+                writer.raw(configuration)
+            }
             return (FrameType.offer.rawValue, writer.bytes)
         case .accept(let id, let resumeOffset):
             var writer = TransferWireWriter(capacity: 17)
@@ -280,9 +294,19 @@ public enum SnapshotTransferCodec {
         guard fileBytes > 0, fileBytes <= UInt64(Int64.max) else {
             throw .invalidValue(field: "snapshot file size", offset: sizeOffset)
         }
+        var configuration: [UInt8]?
+        if !reader.isAtEnd {
+            let lengthOffset = reader.offset
+            let length = try reader.u32()
+            guard length <= SnapshotOffer.configurationMaxBytes else {
+                throw .invalidValue(field: "configuration length", offset: lengthOffset)
+            }
+            configuration = try reader.raw(Int(length))
+        }
         return SnapshotOffer(
             transferID: id, leaderTerm: leaderTerm,
-            snapshot: SnapshotDescriptor(index: index, term: term, fileBytes: fileBytes, payloadCRC: crc))
+            snapshot: SnapshotDescriptor(index: index, term: term, fileBytes: fileBytes, payloadCRC: crc),
+            configuration: configuration)
     }
 
     private static func readAnswer(_ reader: inout TransferWireReader) throws(DecodeError) -> SnapshotTransferFrame {
@@ -331,6 +355,8 @@ private struct TransferWireReader {
     private(set) var offset = 0
 
     init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var isAtEnd: Bool { offset == bytes.count }
 
     private mutating func take(_ count: Int) throws(DecodeError) -> UnsafeRawBufferPointer {
         guard count >= 0, count <= bytes.count - offset else { throw .truncated(offset: offset, neededBytes: count) }
@@ -435,6 +461,8 @@ public struct SnapshotSendState: Sendable {
     public let peer: NodeID
     public let snapshot: SnapshotDescriptor
     public let leaderTerm: UInt64
+    /// The cluster configuration in force at the snapshot's index, sent with the Offer.
+    public let configuration: [UInt8]?
     public let options: SnapshotTransferOptions
     private(set) var phase = Phase.offering
     /// The receiver's cumulative ack: every byte below it is written to its staging file.
@@ -467,17 +495,17 @@ public struct SnapshotSendState: Sendable {
     /// Starts an attempt: the state, and its first action (the Offer).
     public static func begin(
         transferID: UInt64, to peer: NodeID, snapshot: SnapshotDescriptor, leaderTerm: UInt64,
-        options: SnapshotTransferOptions = SnapshotTransferOptions(), nowMs: Int64
+        configuration: [UInt8]? = nil, options: SnapshotTransferOptions = SnapshotTransferOptions(), nowMs: Int64
     ) -> (state: SnapshotSendState, actions: [Action]) {
         let state = SnapshotSendState(
-            transferID: transferID, peer: peer, snapshot: snapshot, leaderTerm: leaderTerm, options: options,
-            nowMs: nowMs)
+            transferID: transferID, peer: peer, snapshot: snapshot, leaderTerm: leaderTerm,
+            configuration: configuration, options: options, nowMs: nowMs)
         return (state, [state.offerFrame])
     }
 
     private init(
         transferID: UInt64, peer: NodeID, snapshot: SnapshotDescriptor, leaderTerm: UInt64,
-        options: SnapshotTransferOptions, nowMs: Int64
+        configuration: [UInt8]?, options: SnapshotTransferOptions, nowMs: Int64
     ) {
         precondition(snapshot.fileBytes > 0, "a snapshot file is never empty")
         precondition(options.chunkBytes > 0 && options.windowBytes >= options.chunkBytes, "invalid window")
@@ -485,6 +513,7 @@ public struct SnapshotSendState: Sendable {
         self.peer = peer
         self.snapshot = snapshot
         self.leaderTerm = leaderTerm
+        self.configuration = configuration
         self.options = options
         lastProgressMs = nowMs
         lastOfferMs = nowMs
@@ -492,7 +521,10 @@ public struct SnapshotSendState: Sendable {
     }
 
     private var offerFrame: Action {
-        send(.offer(SnapshotOffer(transferID: transferID, leaderTerm: leaderTerm, snapshot: snapshot)))
+        send(
+            .offer(
+                SnapshotOffer(
+                    transferID: transferID, leaderTerm: leaderTerm, snapshot: snapshot, configuration: configuration)))
     }
 
     private func send(_ frame: SnapshotTransferFrame) -> Action {

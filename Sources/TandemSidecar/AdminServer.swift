@@ -12,6 +12,22 @@ struct AdminResponse {
     }
 }
 
+/// One admin request, whole (admin bodies are small: the parser caps them at 64 KiB).
+struct AdminRequest {
+    var method: String
+    var path: String
+    var query: String
+    var body: [UInt8]
+}
+
+/// How an admin endpoint answers: at once, or later (an action that waits for the cluster, such as a membership
+/// change waiting for its commit). A later answer must come exactly once; the connection reads nothing more until
+/// it has (one request at a time, as always), and one that closed meanwhile drops it.
+enum AdminAnswer {
+    case now(AdminResponse)
+    case later((@escaping (AdminResponse) -> Void) -> Void)
+}
+
 /// Bounds on admin connections (see `AdminServer`).
 struct AdminLimits {
     /// A request whose head is not complete this long after its first byte is answered 408 and closed.
@@ -43,6 +59,8 @@ final class AdminServer: ListenerDelegate {
     let limits: AdminLimits
     /// Routes a complete request (method, path without query, query) to an answer.
     var handler: ((String, String, String) -> AdminResponse)?
+    /// Endpoints that need the body or answer later; asked first, nil means "not mine" (then `handler`).
+    var actionHandler: ((AdminRequest) -> AdminAnswer?)?
     private var sessions: [ObjectIdentifier: AdminSession] = [:]
     private var sweepTimer: TandemNet.Timer?
     /// Connections closed to make room for a new one at the cap, for tests and metrics.
@@ -110,14 +128,19 @@ final class AdminServer: ListenerDelegate {
         metrics.openAdminConnections = sessions.count
     }
 
-    func respond(method: String, target: String, headers: HTTPHeaders, clientAddress: String) -> AdminResponse {
+    func respond(method: String, target: String, headers: HTTPHeaders, body: [UInt8], clientAddress: String)
+        -> AdminAnswer
+    {
         let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = String(parts.first ?? "")
         let query = parts.count > 1 ? String(parts[1]) : ""
         if path.hasPrefix("/admin/") {
-            if let refusal = refusal(headers: headers, clientAddress: clientAddress) { return refusal }
+            if let refusal = refusal(headers: headers, clientAddress: clientAddress) { return .now(refusal) }
         }
-        return handler?(method, path, query) ?? .json(404, errorJSON("not_found", "no such endpoint", false))
+        if let answer = actionHandler?(AdminRequest(method: method, path: path, query: query, body: body)) {
+            return answer
+        }
+        return .now(handler?(method, path, query) ?? .json(404, errorJSON("not_found", "no such endpoint", false)))
     }
 
     /// Nil when an admin action may proceed; else the answer that refuses it.
@@ -181,6 +204,9 @@ final class AdminSession: ConnectionDelegate {
     private unowned let server: AdminServer
     private var parser = HTTPRequestParser(limits: HTTPLimits(headerCountMax: 50, bodyMaxBytes: 64 * 1024))
     private var pending: (method: String, target: String, headers: HTTPHeaders, keepAlive: Bool)?
+    private var pendingBody: [UInt8] = []
+    /// A request whose answer comes later is being served: nothing more is read until it has been written.
+    private var isAwaitingAnswer = false
     /// Loop time of the last byte read or written; the quietest session is evicted first at the cap.
     private(set) var lastActivityMs: Int64
     /// Loop time when the request being read started (its first byte), nil between requests.
@@ -198,41 +224,72 @@ final class AdminSession: ConnectionDelegate {
     func connectionHasInput(_ connection: Connection) {
         lastActivityMs = server.nowMs
         // One request at a time: the next is parsed only once the answer to this one fits under the mark.
-        while !isEnded && !isPausedForOutput {
+        while !isEnded && !isPausedForOutput && !isAwaitingAnswer {
             guard let request = readOneRequest() else { return }
             let answer = server.respond(
-                method: request.method, target: request.target, headers: request.headers,
+                method: request.method, target: request.target, headers: request.headers, body: request.body,
                 clientAddress: connection.peerAddress)
-            write(answer, close: !request.keepAlive)
-            if !request.keepAlive {
-                finish()
-                return
-            }
-            if connection.outputCount > server.limits.outputHighWaterMarkBytes {
-                isPausedForOutput = true
+            switch answer {
+            case .now(let response):
+                guard answered(response, keepAlive: request.keepAlive) else { return }
+            case .later(let start):
+                isAwaitingAnswer = true
                 connection.disableReading()
-                connection.setWriteLowWatermark(bytes: server.limits.outputHighWaterMarkBytes / 2)
+                var isAnswered = false
+                start { [weak self] response in
+                    guard let self, !isAnswered else { return }
+                    isAnswered = true
+                    self.isAwaitingAnswer = false
+                    guard !self.isEnded else { return }
+                    self.lastActivityMs = self.server.nowMs
+                    guard self.answered(response, keepAlive: request.keepAlive) else { return }
+                    if !self.isPausedForOutput { self.connection.enableReading() }
+                    if self.connection.inputCount > 0 { self.connectionHasInput(self.connection) }
+                }
+                return
             }
         }
     }
 
+    /// Writes the answer to the request just read; false when the connection is finishing (not keep-alive).
+    private func answered(_ response: AdminResponse, keepAlive: Bool) -> Bool {
+        write(response, close: !keepAlive)
+        if !keepAlive {
+            finish()
+            return false
+        }
+        if connection.outputCount > server.limits.outputHighWaterMarkBytes {
+            isPausedForOutput = true
+            connection.disableReading()
+            connection.setWriteLowWatermark(bytes: server.limits.outputHighWaterMarkBytes / 2)
+        }
+        return true
+    }
+
     /// Parses buffered input through the end of at most one request. Nil when none is complete yet (or the
     /// request was bad: then it has been answered and the connection is closing).
-    private func readOneRequest() -> (method: String, target: String, headers: HTTPHeaders, keepAlive: Bool)? {
+    private func readOneRequest() -> (
+        method: String, target: String, headers: HTTPHeaders, body: [UInt8], keepAlive: Bool
+    )? {
         var failure: HTTPParseError?
-        var completed: (String, String, HTTPHeaders, Bool)?
+        var completed: (String, String, HTTPHeaders, [UInt8], Bool)?
         if connection.inputCount > 0 && parser.isIdle && requestStartedMs == nil { requestStartedMs = server.nowMs }
         do throws(HTTPParseError) {
             try connection.parseInput(while: { completed == nil }) { rest throws(HTTPParseError) in
                 try parser.parse(rest) { event in
                     switch event {
-                    case .head(let head): pending = (head.method, head.target, head.headers, head.keepAlive)
-                    case .body: break
+                    case .head(let head):
+                        pending = (head.method, head.target, head.headers, head.keepAlive)
+                        pendingBody = []
+                    case .body(let bytes): pendingBody.append(contentsOf: bytes)
                     case .end:
                         if let request = pending {
-                            completed = (request.method, request.target, request.headers, request.keepAlive)
+                            completed = (
+                                request.method, request.target, request.headers, pendingBody, request.keepAlive
+                            )
                         }
                         pending = nil
+                        pendingBody = []
                     }
                 }
             }
@@ -246,7 +303,7 @@ final class AdminSession: ConnectionDelegate {
         }
         guard let completed else { return nil }
         requestStartedMs = nil
-        return (completed.0, completed.1, completed.2, completed.3)
+        return (completed.0, completed.1, completed.2, completed.3, completed.4)
     }
 
     func connectionDidDrainOutput(_ connection: Connection) {

