@@ -84,9 +84,9 @@ enum StatusTable {
 
 /// A tiny blocking HTTP/1.1 client for the admin commands (one request, Connection: close).
 enum AdminClient {
-    static func request(method: String, address: String, path: String, bearerToken: String? = nil) throws -> (
-        Int, String
-    ) {
+    static func request(
+        method: String, address: String, path: String, bearerToken: String? = nil, body: [UInt8]? = nil
+    ) throws -> (Int, String) {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw ValidationError("--admin must be host:port, not \(address)")
         }
@@ -107,10 +107,13 @@ enum AdminClient {
         guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             throw ValidationError("cannot connect to \(address): \(String(cString: strerror(errno)))")
         }
-        var request = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\nContent-Length: 0\r\n"
+        var request = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
+        request += "Content-Length: \(body?.count ?? 0)\r\n"
+        if body != nil { request += "Content-Type: application/json\r\n" }
         if let bearerToken { request += "Authorization: Bearer \(bearerToken)\r\n" }
         request += "\r\n"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        let bytes = Array(request.utf8) + (body ?? [])
+        _ = send(fd, bytes, bytes.count, 0)
         var response = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 65536)
         while response.count < 16 * 1024 * 1024 {

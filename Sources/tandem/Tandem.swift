@@ -19,7 +19,7 @@ struct Tandem: ParsableCommand {
         abstract: "A sidecar that makes an unmodified service highly available.",
         discussion: "Run `tandem` (or `tandem serve`) beside each replica of your app.\n\n"
             + TandemConfiguration.helpText(),
-        subcommands: [Serve.self, Status.self, TransferLeadership.self, ConfigReference.self],
+        subcommands: [Serve.self, Status.self, TransferLeadership.self, Members.self, ConfigReference.self],
         defaultSubcommand: Serve.self)
 }
 
