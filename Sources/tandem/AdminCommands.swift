@@ -85,7 +85,8 @@ enum StatusTable {
 /// A tiny blocking HTTP/1.1 client for the admin commands (one request, Connection: close).
 enum AdminClient {
     static func request(
-        method: String, address: String, path: String, bearerToken: String? = nil, body: [UInt8]? = nil
+        method: String, address: String, path: String, bearerToken: String? = nil, body: [UInt8]? = nil,
+        timeoutSeconds: Int = 5
     ) throws -> (Int, String) {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw ValidationError("--admin must be host:port, not \(address)")
@@ -102,7 +103,7 @@ enum AdminClient {
         let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, 0)
         guard fd >= 0 else { throw ValidationError("cannot create a socket") }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             throw ValidationError("cannot connect to \(address): \(String(cString: strerror(errno)))")

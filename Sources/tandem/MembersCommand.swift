@@ -136,7 +136,9 @@ enum MembersRequest {
         let answer: String
         do {
             (status, answer) = try AdminClient.request(
-                method: method, address: admin, path: path, bearerToken: token, body: body)
+                method: method, address: admin, path: path, bearerToken: token, body: body,
+                // A change is answered once committed, or after the node's own 10 s limit: wait past it.
+                timeoutSeconds: 20)
         } catch let error as ValidationError {
             fail(error.message)
         }
