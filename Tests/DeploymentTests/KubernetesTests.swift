@@ -4,11 +4,6 @@ import XCTest
 /// Docker/k8s: the StatefulSet with Tandem as a native sidecar, its Services, PodDisruptionBudget and RBAC, checked
 /// against the configuration table without a cluster, and the sidecar's preStop script run against stand-ins.
 final class KubernetesTests: XCTestCase {
-    // added by the membership work: the live-membership variables the manifests set before the configuration table
-    // lists them. They are let through the name check and kept from the loader until then; once the table has them
-    // this set is empty and the loader checks them like every other variable.
-    private static let notYetInTheTable = Set(["TANDEM_JOIN", "TANDEM_JOIN_ADVERTISE"]).subtracting(TandemTable.names)
-
     private func document(kind: String, name: String? = nil, in path: String) throws -> YAMLNode {
         let documents = try RepositoryFiles.yamlFile(path)
         return try XCTUnwrap(
@@ -95,7 +90,7 @@ final class KubernetesTests: XCTestCase {
         let dockerfile = Dockerfile(try RepositoryFiles.text("Docker/Dockerfile"))
         var environment = dockerfile.environment(of: try XCTUnwrap(dockerfile.stage(named: "tandem")))
         environment.merge(try containerEnvironment(of: container, podName: podName)) { _, container in container }
-        return environment.filter { !Self.notYetInTheTable.contains($0.key) }
+        return environment
     }
 
     /// A probe's or Service's port as a number: numbers as they are, names looked up in the container's ports.
@@ -128,7 +123,7 @@ final class KubernetesTests: XCTestCase {
         XCTAssertTrue(names.contains("TANDEM_TLS_CERT"))
         XCTAssertTrue(names.contains("TANDEM_JOIN"))
         XCTAssertEqual(
-            TandemTable.unknownNames(in: names.filter { !Self.notYetInTheTable.contains($0) }), [],
+            TandemTable.unknownNames(in: names), [],
             "tandem exits 2 on unknown TANDEM_* names")
     }
 
@@ -374,12 +369,9 @@ final class KubernetesTests: XCTestCase {
                 variables["TANDEM_JOIN_ADVERTISE"], "\(pod).\(serviceName):\(founder.peerListen.port)",
                 "a joining pod gives its own stable name and peer port")
             XCTAssertEqual(variables["POD_NAMESPACE"], Self.namespace)
-            // added by the membership work: until the table has TANDEM_JOIN the loader refuses a node id missing
-            // from TANDEM_PEERS; from then on a joining pod's whole environment must be accepted like a founder's.
-            if Self.notYetInTheTable.isEmpty {
-                let configuration = TandemTable.load(try environment(of: tandem, podName: pod), context: pod)
-                XCTAssertEqual(configuration?.nodeID, pod)
-            }
+            // A joining pod's whole environment is accepted like a founder's.
+            let configuration = TandemTable.load(try environment(of: tandem, podName: pod), context: pod)
+            XCTAssertEqual(configuration?.nodeID, pod)
         }
     }
 
