@@ -8,6 +8,10 @@
 //                   done:    configurationIndex u64, configuration (u32 length + `ClusterConfiguration.encoded`)
 //                   refused: code string, message string, retryable u8, leader id string (empty: unknown),
 //                            leader address string (empty: unknown)
+//   0x3A view request = requestID u64 (a member asks the leader how it sees the members)
+//   0x3B view         = requestID u64, leader id string (empty: none), configurationIndex u64, committed u8,
+//                       member count u16, then per member: id string, address string (empty: unknown), voter u8,
+//                       matchIndex (u8 known + u64), lagEntries (u8 known + u64)
 // Every string is bounded (`MembershipFrames.stringMax`), the configuration by `configurationMax`; a frame that
 // breaks any rule, or has bytes left over, does not decode.
 
@@ -88,15 +92,20 @@ public enum MembershipFrame: Equatable, Sendable {
     case request(id: UInt64, operation: MembershipOperation, member: NodeID, address: String?)
     case done(id: UInt64, configurationIndex: UInt64, configuration: ClusterConfiguration)
     case refused(id: UInt64, MembershipRefusal)
+    case viewRequest(id: UInt64)
+    case view(id: UInt64, MembershipView)
 }
 
 public enum MembershipFrames {
     public static let requestType: UInt8 = 0x38
     public static let responseType: UInt8 = 0x39
+    public static let viewRequestType: UInt8 = 0x3A
+    public static let viewType: UInt8 = 0x3B
+    static let viewMembersMax = 256
     static let stringMax = 1024
     static let configurationMax = 64 * 1024
 
-    public static func handles(frameType: UInt8) -> Bool { frameType == requestType || frameType == responseType }
+    public static func handles(frameType: UInt8) -> Bool { (requestType...viewType).contains(frameType) }
 
     public static func encode(_ frame: MembershipFrame) -> (type: UInt8, payload: [UInt8]) {
         var bytes: [UInt8] = []
@@ -130,6 +139,26 @@ public enum MembershipFrames {
             string(refusal.leader?.rawValue ?? "")
             string(refusal.leaderAddress ?? "")
             return (responseType, bytes)
+        case .viewRequest(let id):
+            u64(id)
+            return (viewRequestType, bytes)
+        case .view(let id, let view):
+            u64(id)
+            string(view.leader?.rawValue ?? "")
+            u64(view.configurationIndex)
+            bytes.append(view.committed ? 1 : 0)
+            let members = view.members.prefix(viewMembersMax)
+            withUnsafeBytes(of: UInt16(members.count).littleEndian) { bytes.append(contentsOf: $0) }
+            for member in members {
+                string(member.id.rawValue)
+                string(member.address ?? "")
+                bytes.append(member.isVoter ? 1 : 0)
+                for value in [member.matchIndex, member.lagEntries] {
+                    bytes.append(value == nil ? 0 : 1)
+                    u64(value ?? 0)
+                }
+            }
+            return (viewType, bytes)
         }
     }
 
@@ -180,6 +209,34 @@ public enum MembershipFrames {
             default:
                 return nil
             }
+        case viewRequestType:
+            guard let id = u64() else { return nil }
+            frame = .viewRequest(id: id)
+        case viewType:
+            guard let id = u64(), let leader = string(), let index = u64(), let committed = u8(), committed <= 1,
+                let count = take(2).map({ Int(UInt16(littleEndian: $0.loadUnaligned(as: UInt16.self))) }),
+                count <= viewMembersMax
+            else { return nil }
+            var members: [MemberView] = []
+            for _ in 0..<count {
+                guard let member = string(), NodeID(member).isWellFormed, let address = string(),
+                    let voter = u8(), voter <= 1
+                else { return nil }
+                var known: [UInt64?] = []
+                for _ in 0..<2 {
+                    guard let flag = u8(), flag <= 1, let value = u64() else { return nil }
+                    known.append(flag == 1 ? value : nil)
+                }
+                members.append(
+                    MemberView(
+                        id: NodeID(member), address: address.isEmpty ? nil : address, isVoter: voter == 1,
+                        matchIndex: known[0], lagEntries: known[1]))
+            }
+            frame = .view(
+                id: id,
+                MembershipView(
+                    members: members, leader: leader.isEmpty ? nil : NodeID(leader), configurationIndex: index,
+                    committed: committed == 1, isMember: false, isJoining: false))
         default:
             return nil
         }

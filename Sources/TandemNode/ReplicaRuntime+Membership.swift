@@ -104,6 +104,11 @@ struct MembershipState {
     /// A leader learned from a refusal, asked before the next listed target.
     var joinRedirect: PeerEndpoint?
     var lastJoinComplaintMs: Int64 = .min / 2
+    /// The leader's view of the members, as last fetched (followers), with the local time it arrived.
+    var leaderView: (view: MembershipView, receivedAtMs: Int64)?
+    /// Until when someone wants the leader's view (a status page, GET /members): fetched every second till then.
+    var leaderViewWantedUntilMs: Int64 = .min / 2
+    var lastLeaderViewRequestMs: Int64 = .min / 2
     /// Bound on waiting changes (admin requests and relayed ones).
     static let maxWaiters = 64
     static let answerTimeoutMs: Int64 = 10_000
@@ -130,6 +135,25 @@ extension ReplicaRuntime {
             members: members, leader: raft.status.leader, configurationIndex: index,
             committed: index <= raft.commitIndex, isMember: configuration.contains(config.raft.id),
             isJoining: isJoining)
+    }
+
+    /// The members as the leader sees them (with every member's match index and lag), and how old that is: this
+    /// node's own view when it leads, else the last one fetched from the leader (nil until one arrives). Asking keeps
+    /// it fetched, once a second, for the next 10 s.
+    public var leaderMembershipView: (view: MembershipView, ageMs: Int64)? {
+        let now = clock.nowMs()
+        if raft.currentRole == .leader { return (membershipView, 0) }
+        membership.leaderViewWantedUntilMs = now + 10_000
+        guard let fetched = membership.leaderView, fetched.view.leader == raft.status.leader else { return nil }
+        return (fetched.view, max(0, now - fetched.receivedAtMs))
+    }
+
+    private func fetchLeaderView(nowMs: Int64) {
+        guard raft.currentRole != .leader, nowMs < membership.leaderViewWantedUntilMs,
+            nowMs - membership.lastLeaderViewRequestMs >= 1000, let leader = raft.status.leader
+        else { return }
+        membership.lastLeaderViewRequestMs = nowMs
+        reply(.viewRequest(id: 0), to: leader)
     }
 
     /// The index of the entry holding the configuration in force (the log base's index when none after it).
@@ -295,6 +319,7 @@ extension ReplicaRuntime {
         syncAddressBook()
         promoteCaughtUpLearner(nowMs: now)
         tickJoin(nowMs: now)
+        fetchLeaderView(nowMs: now)
     }
 
     /// Points the transport at the members of the configuration in force (and this node's configured peers, so a
@@ -394,6 +419,12 @@ extension ReplicaRuntime {
             } else if let waiter = membership.waiters.removeValue(forKey: id) {
                 waiter.completion(.failure(refusal))
             }
+        case .viewRequest(let id):
+            guard !isStranger, raft.currentRole == .leader else { return }
+            reply(.view(id: id, membershipView), to: peer)
+        case .view(_, let view):
+            guard !isStranger, view.leader == peer else { return }
+            membership.leaderView = (view, clock.nowMs())
         }
     }
 
