@@ -63,6 +63,7 @@ let package = Package(
             name: "tandem",
             dependencies: [
                 "TandemSidecar", "TandemConfig", "TandemConsensus", "TandemNode", "TandemTransport", "TandemHTTP",
+                "TandemNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "ExampleKV", dependencies: ["CLibevent"], path: "Examples/ExampleKV"),

@@ -8,6 +8,7 @@ import Logging
 import TandemConfig
 import TandemConsensus
 import TandemHTTP
+import TandemNet
 import TandemNode
 import TandemSidecar
 import TandemTransport
@@ -182,19 +183,55 @@ extension SidecarOptions {
     /// The members `TANDEM_JOIN` names right now (a DNS name is resolved again at every round). The ids are
     /// placeholders: a joiner learns a member's id from its handshake.
     static func resolveJoinTargets(_ targets: JoinTargets) -> [PeerEndpoint] {
+        func endpoint(_ host: String, _ port: UInt16) -> PeerEndpoint {
+            PeerEndpoint(id: NodeID("join-target"), host: host, port: port)
+        }
         switch targets {
         case .addresses(let list):
-            return list.map { PeerEndpoint(id: NodeID("join-target"), host: $0.host, port: $0.port) }
+            return list.map { endpoint($0.host, $0.port) }
         case .dnsName(let name):
-            do {
-                let resolved = try resolveJoinNameStub(
-                    name, defaultPort: JoinTargets.defaultPort)
-                return resolved.map { PeerEndpoint(id: NodeID("join-target"), host: $0.host, port: $0.port) }
-            } catch {
-                FileHandle.standardError.write(Data("tandem: cannot resolve TANDEM_JOIN \(name): \(error)\n".utf8))
-                return []
-            }
+            return resolveJoinName(name).map { endpoint($0.host, $0.port) }
         }
     }
+
+    /// SRV records of the name (tried as given, then under each `search` domain of /etc/resolv.conf for a name
+    /// without dots, as the system resolver would); without any, the name's addresses as the system resolver
+    /// gives them (search domains, /etc/hosts) on port 7400. A Kubernetes headless Service answers the second for
+    /// its plain name and the first for `_peer._tcp.<service>.<namespace>.svc.cluster.local`.
+    static func resolveJoinName(_ name: String) -> [(host: String, port: UInt16)] {
+        let resolver = DNSResolver.fromResolvConf()
+        var names = [name]
+        if !name.contains("."),
+            let text = try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)
+        {
+            for line in text.split(separator: "\n") where line.hasPrefix("search ") || line.hasPrefix("domain ") {
+                names += line.split(separator: " ").dropFirst().prefix(6).map { "\(name).\($0)" }
+            }
+        }
+        for candidate in names {
+            if let records = try? resolver.srv(candidate), !records.isEmpty {
+                return records.map { ($0.host, $0.port) }
+            }
+        }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, String(JoinTargets.defaultPort), &hints, &result) == 0 else { return [] }
+        defer { freeaddrinfo(result) }
+        var found: [(host: String, port: UInt16)] = []
+        var next = result
+        while let info = next {
+            var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(
+                info.pointee.ai_addr, info.pointee.ai_addrlen, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
+                == 0
+            {
+                let text = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !found.contains(where: { $0.host == text }) { found.append((text, JoinTargets.defaultPort)) }
+            }
+            next = info.pointee.ai_next
+        }
+        return found
+    }
 }
-func resolveJoinNameStub(_ name: String, defaultPort: UInt16) throws -> [(host: String, port: UInt16)] { [] }
+
