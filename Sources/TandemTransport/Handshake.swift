@@ -9,6 +9,13 @@
 // frame after the proofs is sealed under keys derived from the secret and both nonces (SealedFrames.swift). With
 // TLS or no authentication the hello alone completes the handshake (the transport checks the certificate names the
 // claimed node).
+//
+// A dialer that does not know whom it dials (`LinkRole.strangerDialer`, a node joining through any member's address)
+// accepts any well-formed claimed id. That weakens nothing: the expected id never entered the proofs, which bind the
+// sender's role, id and incarnation to both nonces, so the id the link is filed under is still the one the other
+// side proved with the secret (or its certificate names), and the dialer's own proof is the same as for any dial.
+// An acceptor that admits strangers likewise accepts an unconfigured id; the transport decides what such a link
+// becomes.
 
 import TandemConsensus
 import TandemNet
@@ -19,6 +26,8 @@ public enum LinkRole: Equatable, Sendable {
     case dialer(expected: NodeID)
     /// We accepted; the peer names itself in its hello.
     case acceptor
+    /// We dialled an address without knowing which node answers: any well-formed id but our own is accepted.
+    case strangerDialer
 }
 
 /// The authentication a handshake performs. The secret is held as UTF-8 bytes.
@@ -68,10 +77,12 @@ public enum HandshakeAction: Equatable, Sendable {
 public struct Handshake {
     public static let nonceBytes = 32
     static let proofLabel = Array("tandem-peer-auth-v2".utf8)
+    /// The longest node id a stranger may claim, in UTF-8 bytes (configured ids are matched exactly instead).
+    public static let maxStrangerIDBytes = 255
 
     enum State: Equatable {
         case awaitingHello
-        // Invariant: the peer's nonce is nonceBytes long and its id is a configured peer.
+        // Invariant: the peer's nonce is nonceBytes long and its id passed `checkClaim`.
         case awaitingProof(peer: PeerIdentity, peerNonce: [UInt8])
         case established(PeerIdentity)
         case failed
@@ -82,6 +93,8 @@ public struct Handshake {
     let auth: HandshakeAuth
     let role: LinkRole
     let knownPeers: Set<NodeID>
+    /// An acceptor that admits strangers takes any well-formed id but its own, not only `knownPeers`.
+    let admitsStrangers: Bool
     // Invariant: nonce.count == nonceBytes.
     let nonce: [UInt8]
     private(set) var state: State = .awaitingHello
@@ -90,7 +103,7 @@ public struct Handshake {
 
     public init(
         selfID: NodeID, incarnation: UInt64, auth: HandshakeAuth, role: LinkRole, knownPeers: Set<NodeID>,
-        nonce: [UInt8]
+        nonce: [UInt8], admitsStrangers: Bool = false
     ) {
         precondition(nonce.count == Handshake.nonceBytes, "a handshake nonce is \(Handshake.nonceBytes) bytes")
         precondition(!knownPeers.contains(selfID), "a node is not its own peer")
@@ -99,6 +112,7 @@ public struct Handshake {
         self.auth = auth
         self.role = role
         self.knownPeers = knownPeers
+        self.admitsStrangers = admitsStrangers
         self.nonce = nonce
     }
 
@@ -183,8 +197,19 @@ public struct Handshake {
         case .dialer(let expected):
             return claimed == expected.rawValue ? nil : .unexpectedPeer(expected: expected, claimed: claimed)
         case .acceptor:
-            return knownPeers.contains(NodeID(claimed)) ? nil : .unknownPeer(claimed: claimed)
+            if knownPeers.contains(NodeID(claimed)) { return nil }
+            return admitsStrangers && Handshake.isWellFormedStrangerID(claimed, selfID: selfID)
+                ? nil : .unknownPeer(claimed: claimed)
+        case .strangerDialer:
+            return Handshake.isWellFormedStrangerID(claimed, selfID: selfID) ? nil : .unknownPeer(claimed: claimed)
         }
+    }
+
+    /// An id a stranger may claim: not empty, not ours, at most `maxStrangerIDBytes`, no control characters (it
+    /// ends up in log lines and status pages).
+    static func isWellFormedStrangerID(_ claimed: String, selfID: NodeID) -> Bool {
+        !claimed.isEmpty && claimed != selfID.rawValue && claimed.utf8.count <= maxStrangerIDBytes
+            && !claimed.unicodeScalars.contains { $0.properties.generalCategory == .control }
     }
 
     private mutating func onProof(

@@ -48,7 +48,7 @@ final class PeerLink: ConnectionDelegate {
     /// The node that dialled this link: the tie-breaker when both sides dialled at once.
     func dialler(selfID: NodeID) -> NodeID? {
         switch role {
-        case .dialer: return selfID
+        case .dialer, .strangerDialer: return selfID
         case .acceptor: return identity?.id
         }
     }

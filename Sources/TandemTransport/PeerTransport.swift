@@ -1,5 +1,6 @@
 // The set of links of one node: one authenticated connection per peer, kept up by dialing and reconnecting.
 
+import Glibc
 import TandemConsensus
 import TandemNet
 
@@ -24,6 +25,11 @@ public enum TransportError: Error, CustomStringConvertible {
 /// One connection per pair: both sides dial; when both connections complete, the one dialled by the smaller node
 /// id is kept and the other closed, so both sides keep the same one. A link from a restarted peer (a new
 /// incarnation) replaces the old link at once.
+///
+/// The peers can change at run time (`setPeers`). A node that is not (yet) a peer but authenticates like one is a
+/// stranger: its link is kept apart (bounded, closed when idle) and its frames reach only the delegate's stranger
+/// method, so the consensus path never sees it. A joining node finds a member through its address alone
+/// (`dialStranger`); once the member's peers include the joiner, its stranger link becomes the joiner's peer link.
 public final class PeerTransport {
     public let selfID: NodeID
     /// Accepted links still in their handshake from one source address, at most. A real peer has at most one or
@@ -34,7 +40,7 @@ public final class PeerTransport {
     public weak var delegate: PeerTransportDelegate?
 
     private struct PeerSlot {
-        let endpoint: PeerEndpoint
+        var endpoint: PeerEndpoint
         // Invariant: active, when set, is established (identity.id == endpoint.id) and not closed.
         var active: PeerLink?
         // Invariant: dialing, when set, is an outbound link still in its handshake.
@@ -58,6 +64,32 @@ public final class PeerTransport {
     private var pendingInbound: [ObjectIdentifier: PeerLink] = [:]
     /// The order links entered `pendingInbound` (oldest first), for eviction. Holds only pending links.
     private var pendingOrder: [ObjectIdentifier] = []
+
+    /// An authenticated link to a node that is not a configured peer.
+    private struct StrangerLink {
+        let link: PeerLink
+        /// Loop-clock time of the last application frame either way, for the stranger idle timeout.
+        var lastFrameMs: Int64
+    }
+    /// A `dialStranger` link still in its handshake, with the address it dialled (for the delegate).
+    private struct StrangerDial {
+        let link: PeerLink
+        let host: String
+        let port: UInt16
+    }
+    // Invariant: strangers.count <= options.maxStrangers; no key is in `slots`; each link is established under its
+    // key, open, and no slot's active link.
+    private var strangers: [NodeID: StrangerLink] = [:]
+    /// The order links became strangers (oldest first), for eviction. Holds exactly the keys of `strangers`.
+    private var strangerOrder: [NodeID] = []
+    // Invariant: every entry is an outbound `.strangerDialer` link still in its handshake.
+    private var strangerDials: [ObjectIdentifier: StrangerDial] = [:]
+    private var strangerTimer: Timer?
+    /// Stranger dial failures waiting for the next loop turn: `dialStranger` never calls back from inside itself,
+    /// so a caller that retries from the failure callback cannot spin without the loop running.
+    private var pendingDialFailures: [(host: String, port: UInt16, reason: LinkFailure)] = []
+    private var dialFailureTimer: Timer?
+    private var isStarted = false
     /// Random per instance, sent in the hello: how peers tell a restart from a duplicate connection.
     let incarnation: UInt64
     private var isStopped = false
@@ -127,6 +159,7 @@ public final class PeerTransport {
     /// Dials every peer. Call once, after setting the delegate.
     public func start() {
         precondition(!isStopped, "a stopped transport does not restart")
+        isStarted = true
         for id in slots.keys.sorted() { dial(id) }
         if options.keepaliveIntervalMs > 0 {
             let timer = Timer(loop: loop, priority: options.priority) { [weak self] in self?.checkLiveness() }
@@ -138,8 +171,9 @@ public final class PeerTransport {
     /// Keepalives on idle links and the idle timeout on silent ones (see `PeerTransportOptions`).
     private func checkLiveness() {
         let nowMs = loop.nowMs
-        // A snapshot: closing a link below edits `slots`.
-        let links = slots.values.compactMap(\.active)
+        // A snapshot: closing a link below edits `slots`. Stranger links get keepalives too: the other side may
+        // already count this node as a peer, and it closes a link that stays silent.
+        let links = slots.values.compactMap(\.active) + strangers.values.map(\.link)
         for link in links {
             link.checkLiveness(
                 nowMs: nowMs, keepaliveIntervalMs: options.keepaliveIntervalMs, idleTimeoutMs: options.idleTimeoutMs)
@@ -154,9 +188,19 @@ public final class PeerTransport {
         livenessTimer = nil
         listener?.close()
         tlsListener?.close()
+        strangerTimer?.invalidate()
+        strangerTimer = nil
+        dialFailureTimer?.invalidate()
+        dialFailureTimer = nil
+        pendingDialFailures.removeAll()
         for link in pendingInbound.values { link.closeLocally() }
         pendingInbound.removeAll()
         pendingOrder.removeAll()
+        for stranger in strangers.values { stranger.link.closeLocally() }
+        strangers.removeAll()
+        strangerOrder.removeAll()
+        for dial in strangerDials.values { dial.link.closeLocally() }
+        strangerDials.removeAll()
         for id in slots.keys {
             slots[id]?.reconnectTimer?.invalidate()
             slots[id]?.reconnectTimer = nil
@@ -170,14 +214,16 @@ public final class PeerTransport {
 
     // MARK: sending
 
-    /// Queues one frame to `peer`. `type` must be an application type (>= 0x10) and `peer` a configured peer.
-    /// Frames written in one loop turn leave in one write. A frame to a peer without an authenticated link, or to a
-    /// peer whose output is at its hard limit, or larger than `maxFramePayloadBytes` (the peer would refuse it and
-    /// close the link), is dropped, counted and reported to the delegate; the outcome says which.
+    /// Queues one frame to `peer`, a configured peer or a stranger with an open link. `type` must be an application
+    /// type (>= 0x10). Frames written in one loop turn leave in one write. A frame to a peer without an
+    /// authenticated link, or to a peer whose output is at its hard limit, or larger than `maxFramePayloadBytes`
+    /// (the peer would refuse it and close the link), is dropped, counted and reported to the delegate; the outcome
+    /// says which. A frame to an id that is neither a peer nor an open stranger (a peer just removed, a stranger
+    /// whose link closed) is dropped as `.droppedNotConnected` and reported, but counted nowhere.
     @discardableResult
     public func send(type: UInt8, payload: UnsafeRawBufferPointer, to peer: NodeID) -> SendOutcome {
         precondition(type >= PeerProtocol.firstApplicationFrameType, "frame types below 0x10 are the transport's")
-        guard var slot = slots[peer] else { preconditionFailure("send to \(peer), which is not a configured peer") }
+        guard var slot = slots[peer] else { return sendToStranger(type: type, payload: payload, to: peer) }
         let outcome: SendOutcome
         var exhausted: PeerLink?
         if payload.count > options.maxFramePayloadBytes {
@@ -210,6 +256,33 @@ public final class PeerTransport {
         return outcome
     }
 
+    /// `send` to an id that is not a configured peer: on its stranger link, if one is open.
+    private func sendToStranger(type: UInt8, payload: UnsafeRawBufferPointer, to peer: NodeID) -> SendOutcome {
+        let outcome: SendOutcome
+        var exhausted: PeerLink?
+        if payload.count > options.maxFramePayloadBytes {
+            outcome = .droppedTooLarge
+        } else if let link = strangers[peer]?.link {
+            if link.outputCount >= options.outputHardLimitBytes {
+                outcome = .droppedOutputFull
+            } else if !link.writeFrame(type: type, payload: payload) {
+                exhausted = link
+                outcome = .droppedNotConnected
+            } else {
+                strangers[peer]?.lastFrameMs = loop.nowMs
+                outcome = link.outputCount > options.outputHighWaterMarkBytes ? .queuedAboveHighWaterMark : .queued
+            }
+        } else {
+            outcome = .droppedNotConnected
+        }
+        exhausted?.close(.sequenceExhausted)
+        if !outcome.isQueued {
+            delegate?.peerTransport(
+                self, droppedFrameTo: peer, type: type, payloadBytes: payload.count, outcome: outcome)
+        }
+        return outcome
+    }
+
     /// `send(type:payload:to:)` for an array payload.
     @discardableResult
     public func send(type: UInt8, payload: [UInt8], to peer: NodeID) -> SendOutcome {
@@ -220,10 +293,145 @@ public final class PeerTransport {
     /// accept: undecodable, from another node, refused by the core). The delegate hears `peerDidDisconnect` with
     /// `.closedByNode(reason)`; both sides then redial, and the new link is authenticated from scratch, so a peer
     /// sending bad frames costs one handshake per frame instead of a link it can keep busy. May be called from
-    /// `didReceiveFrameFrom` (no later frame of that link is delivered). Nothing happens without a link.
+    /// `didReceiveFrameFrom` (no later frame of that link is delivered). Nothing happens without a link. A
+    /// stranger's link closes the same way, without a callback, and is not redialled.
     public func closeLink(to peer: NodeID, reason: String) {
-        guard let link = slots[peer]?.active else { return }
+        guard let link = slots[peer]?.active ?? strangers[peer]?.link else { return }
         link.close(.closedByNode(reason))
+    }
+
+    // MARK: membership
+
+    /// Replaces the address book (this node's own id is ignored, as in `init`). A new id gets a slot and is dialled
+    /// (once `start` was called); an open stranger link under a new id becomes its link at once (`peerDidConnect`)
+    /// instead of being redialled. A removed id loses its link and slot (`peerDidDisconnect` with `.removed` when
+    /// it was connected); an id with another address is redialled there (`.addressChanged` when it was
+    /// connected). An unchanged id keeps its link untouched. Handshakes started after the call know the new set.
+    public func setPeers(_ peers: [PeerEndpoint]) {
+        guard !isStopped else { return }
+        var book: [NodeID: PeerEndpoint] = [:]
+        for peer in peers where peer.id != selfID {
+            precondition(book[peer.id] == nil, "peer \(peer.id) is configured twice")
+            book[peer.id] = peer
+        }
+        // Removals first: the delegate hears of each change with the transport already consistent.
+        for id in slots.keys.sorted() where book[id] == nil { removePeer(id) }
+        for (id, endpoint) in book.sorted(by: { $0.key < $1.key }) {
+            if let current = slots[id]?.endpoint {
+                if current != endpoint { readdress(id, to: endpoint) }
+            } else {
+                addPeer(endpoint)
+            }
+        }
+    }
+
+    private func removePeer(_ id: NodeID) {
+        guard let slot = slots.removeValue(forKey: id) else { return }
+        slot.reconnectTimer?.invalidate()
+        slot.dialing?.closeLocally()
+        slot.active?.closeLocally()
+        assertInvariants()
+        if slot.active != nil { delegate?.peerTransport(self, peerDidDisconnect: id, reason: .removed) }
+    }
+
+    private func readdress(_ id: NodeID, to endpoint: PeerEndpoint) {
+        guard var slot = slots[id] else { return }
+        let wasConnected = slot.active != nil
+        slot.dialing?.closeLocally()
+        slot.dialing = nil
+        slot.active?.closeLocally()
+        slot.active = nil
+        slot.reconnectTimer?.cancel()
+        slot.consecutiveFailures = 0
+        slot.endpoint = endpoint
+        slot.status.address = endpoint.address
+        slot.status.connected = false
+        slots[id] = slot
+        assertInvariants()
+        if wasConnected { delegate?.peerTransport(self, peerDidDisconnect: id, reason: .addressChanged) }
+        if isStarted { dial(id) }
+    }
+
+    private func addPeer(_ endpoint: PeerEndpoint) {
+        let id = endpoint.id
+        slots[id] = PeerSlot(
+            endpoint: endpoint, status: LinkStatus(id: id, address: endpoint.address, connected: false))
+        if let stranger = strangers.removeValue(forKey: id) {
+            // Its identity was proved like a peer's (a certificate naming the id, with TLS): keep the link.
+            strangerOrder.removeAll { $0 == id }
+            activate(stranger.link, peer: id)
+        } else {
+            assertInvariants()
+            if isStarted { dial(id) }
+        }
+    }
+
+    /// Dials `host:port` without knowing which node answers (a joining node asking any member). The handshake
+    /// accepts whichever id the other side proves: a configured peer's link becomes that peer's link
+    /// (`peerDidConnect`), anyone else's a stranger link (`strangerDidConnect`). A failure is reported once through
+    /// `strangerDialFailed`, never from inside this call, and not retried.
+    public func dialStranger(host: String, port: UInt16) {
+        guard !isStopped else { return }
+        let link = makeLink(role: .strangerDialer, remoteAddress: host)
+        let (connection, tls) = connect(link, host: host, port: port)
+        let connectError = errno  // what a connect that failed inside the call left behind
+        guard let connection, connection.isOpen else {
+            reportDialFailure(host: host, port: port, reason: .closed(.socketError(connectError)))
+            return
+        }
+        strangerDials[ObjectIdentifier(link)] = StrangerDial(link: link, host: host, port: port)
+        link.start(
+            connection: connection, tls: tls, handshakeTimeoutMs: options.handshakeTimeoutMs, priority: options.priority
+        )
+        assertInvariants()
+    }
+
+    private func reportDialFailure(host: String, port: UInt16, reason: LinkFailure) {
+        pendingDialFailures.append((host, port, reason))
+        if dialFailureTimer == nil {
+            dialFailureTimer = Timer(loop: loop, priority: options.priority) { [weak self] in
+                self?.deliverDialFailures()
+            }
+        }
+        dialFailureTimer?.schedule(afterMs: 0)
+    }
+
+    private func deliverDialFailures() {
+        let failures = pendingDialFailures
+        pendingDialFailures.removeAll()
+        for failure in failures where !isStopped {
+            delegate?.peerTransport(self, strangerDialFailed: failure.host, port: failure.port, reason: failure.reason)
+        }
+    }
+
+    /// Keeps an authenticated link under `id` as a stranger: a newer link of the same id replaces the older, and a
+    /// full table gives up its oldest stranger.
+    private func admitStranger(_ link: PeerLink, id: NodeID) {
+        if strangers[id] != nil { dropStranger(id) }
+        if strangers.count >= options.maxStrangers, let oldest = strangerOrder.first { dropStranger(oldest) }
+        strangers[id] = StrangerLink(link: link, lastFrameMs: loop.nowMs)
+        strangerOrder.append(id)
+        if strangerTimer == nil {
+            let timer = Timer(loop: loop, priority: options.priority) { [weak self] in self?.closeIdleStrangers() }
+            timer.scheduleRepeating(everyMs: max(10, options.strangerIdleTimeoutMs / 4))
+            strangerTimer = timer
+        }
+        assertInvariants()
+    }
+
+    /// Closes a stranger link quietly: a stranger was never a peer, so the delegate has no bookkeeping to update.
+    private func dropStranger(_ id: NodeID) {
+        guard let stranger = strangers.removeValue(forKey: id) else { return }
+        strangerOrder.removeAll { $0 == id }
+        stranger.link.closeLocally()
+    }
+
+    private func closeIdleStrangers() {
+        let nowMs = loop.nowMs
+        for (id, stranger) in strangers where nowMs - stranger.lastFrameMs >= options.strangerIdleTimeoutMs {
+            dropStranger(id)
+        }
+        assertInvariants()
     }
 
     // MARK: status
@@ -243,6 +451,9 @@ public final class PeerTransport {
 
     /// True while an authenticated link to `peer` is up.
     public func isConnected(to peer: NodeID) -> Bool { slots[peer]?.active != nil }
+
+    /// The ids of the open stranger links, ordered.
+    public var strangerIDs: [NodeID] { strangers.keys.sorted() }
 
     /// Open links that concern `peer` (established or dialing), for tests of the one-connection rule.
     func openLinkCount(to peer: NodeID) -> Int {
@@ -276,6 +487,19 @@ public final class PeerTransport {
                 )
             }
         }
+        assert(strangers.count <= options.maxStrangers, "more stranger links than allowed")
+        assert(
+            strangerOrder.count == strangers.count && strangerOrder.allSatisfy { strangers[$0] != nil },
+            "strangerOrder lists exactly the stranger links")
+        for (id, stranger) in strangers {
+            assert(slots[id] == nil, "\(id) is a stranger and a configured peer")
+            assert(
+                stranger.link.identity?.id == id && !stranger.link.isClosed, "the stranger link \(id) is established")
+            assert(!slots.values.contains { $0.active === stranger.link }, "a stranger link is no peer's active link")
+        }
+        assert(
+            strangerDials.values.allSatisfy { $0.link.identity == nil && $0.link.role == .strangerDialer },
+            "a stranger dial is an outbound handshake")
     }
 
     // MARK: dialing
@@ -284,16 +508,7 @@ public final class PeerTransport {
         guard !isStopped, let slot = slots[id], slot.active == nil, slot.dialing == nil else { return }
         let endpoint = slot.endpoint
         let link = makeLink(role: .dialer(expected: id), remoteAddress: endpoint.host)
-        var tls: TLSConnection?
-        let connection: Connection?
-        if let tlsContext {
-            tls = tlsContext.connect(
-                loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
-            connection = tls?.connection
-        } else {
-            connection = Connection.connect(
-                loop: loop, host: endpoint.host, port: endpoint.port, priority: options.priority, delegate: link)
-        }
+        let (connection, tls) = connect(link, host: endpoint.host, port: endpoint.port)
         // A connect that failed inside the call (no route, a blackhole route: EINVAL, ENETUNREACH) has already
         // closed its connection, before this dial was recorded: nothing else would ever dial this peer again.
         guard let connection, connection.isOpen else {
@@ -307,6 +522,16 @@ public final class PeerTransport {
         assertInvariants()
     }
 
+    private func connect(_ link: PeerLink, host: String, port: UInt16) -> (Connection?, TLSConnection?) {
+        guard let tlsContext else {
+            return (
+                Connection.connect(loop: loop, host: host, port: port, priority: options.priority, delegate: link), nil
+            )
+        }
+        let tls = tlsContext.connect(loop: loop, host: host, port: port, priority: options.priority, delegate: link)
+        return (tls?.connection, tls)
+    }
+
     private func makeLink(role: LinkRole, remoteAddress: String) -> PeerLink {
         let nonce: [UInt8]
         do {
@@ -317,7 +542,7 @@ public final class PeerTransport {
         }
         let handshake = Handshake(
             selfID: selfID, incarnation: incarnation, auth: handshakeAuth, role: role, knownPeers: Set(slots.keys),
-            nonce: nonce)
+            nonce: nonce, admitsStrangers: options.maxStrangers > 0)
         return PeerLink(
             transport: self, loop: loop, handshake: handshake, remoteAddress: remoteAddress,
             maxFramePayloadBytes: options.maxFramePayloadBytes)
@@ -343,15 +568,19 @@ public final class PeerTransport {
     /// The handshake of `link` completed. Returns false when the link is not kept (closed or refused here).
     /// `slots` is written back before every delegate call, because the delegate may call `send` from it.
     func linkAuthenticated(_ link: PeerLink, peer: PeerIdentity) -> Bool {
-        guard !isStopped, let endpoint = slots[peer.id]?.endpoint else {
+        guard !isStopped else {
             link.closeLocally()
             return false
         }
-        guard link.certificateNames(anyOf: [peer.id.rawValue, endpoint.host]) else {
+        // A configured peer's certificate may name its configured host instead; a stranger's must name its id.
+        let host = slots[peer.id]?.endpoint.host
+        guard link.certificateNames(anyOf: [peer.id.rawValue] + (host.map { [$0] } ?? [])) else {
             link.refuse(.certificateMismatch(claimed: peer.id.rawValue, subject: link.certificateSubject))
             return false
         }
         removePending(link)
+        let dial = strangerDials.removeValue(forKey: ObjectIdentifier(link))
+        guard host != nil else { return keepAsStranger(link, peer: peer.id, dial: dial) }
         if slots[peer.id]?.dialing === link { slots[peer.id]?.dialing = nil }
         guard let old = slots[peer.id]?.active else {
             activate(link, peer: peer.id)
@@ -379,6 +608,32 @@ public final class PeerTransport {
         return true
     }
 
+    /// An authenticated link from or to a node that is not a configured peer.
+    private func keepAsStranger(_ link: PeerLink, peer: NodeID, dial: StrangerDial?) -> Bool {
+        if case .dialer = link.role {
+            // Its peer was removed while it dialled (setPeers closes those dials; this is the safety net).
+            link.closeLocally()
+            return false
+        }
+        guard options.maxStrangers > 0 else {
+            // Only a handshake that began before setPeers removed the id gets here, or a stranger dial.
+            if let dial {
+                link.closeLocally()
+                assertInvariants()
+                reportDialFailure(host: dial.host, port: dial.port, reason: .unknownPeer(claimed: peer.rawValue))
+            } else {
+                link.refuse(.unknownPeer(claimed: peer.rawValue))
+            }
+            return false
+        }
+        admitStranger(link, id: peer)
+        if let dial {
+            let address = PeerEndpoint(id: peer, host: dial.host, port: dial.port).address
+            delegate?.peerTransport(self, strangerDidConnect: peer, address: address)
+        }
+        return !link.isClosed
+    }
+
     private func activate(_ link: PeerLink, peer: NodeID) {
         guard var slot = slots[peer] else { return }
         slot.active = link
@@ -403,7 +658,13 @@ public final class PeerTransport {
 
     /// A frame arrived on an established link.
     func linkReceived(_ link: PeerLink, type: UInt8, payload: UnsafeRawBufferPointer) {
-        guard let id = link.identity?.id, slots[id]?.active === link else { return }
+        guard let id = link.identity?.id else { return }
+        if strangers[id]?.link === link {
+            strangers[id]?.lastFrameMs = loop.nowMs
+            delegate?.peerTransport(self, didReceiveFrameFromStranger: id, type: type, payload: payload)
+            return
+        }
+        guard slots[id]?.active === link else { return }
         slots[id]?.status.framesIn += 1
         slots[id]?.status.bytesIn += UInt64(FrameParser.headerBytes + payload.count)
         slots[id]?.status.lastFrameReceivedMs = loop.nowMs
@@ -412,6 +673,11 @@ public final class PeerTransport {
 
     /// The link refused its peer during the handshake (or TLS did); it is closing.
     func linkRefused(_ link: PeerLink, failure: LinkFailure) {
+        if let dial = strangerDials.removeValue(forKey: ObjectIdentifier(link)) {
+            assertInvariants()
+            reportDialFailure(host: dial.host, port: dial.port, reason: failure)
+            return
+        }
         let dialedPeer = forget(link)
         assertInvariants()
         delegate?.peerTransport(self, authenticationFailedFrom: link.remoteAddress, reason: failure)
@@ -426,6 +692,17 @@ public final class PeerTransport {
             assertInvariants()
             delegate?.peerTransport(self, peerDidDisconnect: id, reason: failure)
             scheduleReconnect(id)
+            return
+        }
+        if let id = link.identity?.id, strangers[id]?.link === link {
+            strangers.removeValue(forKey: id)
+            strangerOrder.removeAll { $0 == id }
+            assertInvariants()
+            return
+        }
+        if let dial = strangerDials.removeValue(forKey: ObjectIdentifier(link)) {
+            assertInvariants()
+            reportDialFailure(host: dial.host, port: dial.port, reason: failure)
             return
         }
         if let dialedPeer = forget(link) { scheduleReconnect(dialedPeer) }

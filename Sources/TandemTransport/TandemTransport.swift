@@ -11,8 +11,8 @@
 // delegate callback on that loop's thread only. The codec and the parsers are plain values, usable anywhere.
 //
 // Ownership of connections: each `Connection` retains itself while open and holds its link object as delegate; the
-// transport holds each link in exactly one place (`pendingLinks`, a peer's `dialing` slot or a peer's `active`
-// slot) and closes every link it holds when it stops or is deinitialized, so no callback outlives it.
+// transport holds each link in exactly one place (`pendingInbound`, a peer's `dialing` or `active` slot, the
+// stranger dials or the stranger links) and closes every link it holds when it stops or is deinitialized, so no callback outlives it.
 
 import Glibc
 import TandemConsensus
@@ -100,6 +100,13 @@ public struct PeerTransportOptions: Sendable {
     public var priority: EventPriority = .control
     /// Accepted links still in their handshake, at most; more are closed at once (a flood cannot exhaust memory).
     public var maxPendingInboundLinks: Int = 64
+    /// Authenticated links from nodes that are not configured peers (a node asking to join), at most; a newer one
+    /// beyond the bound evicts the oldest. 0 refuses every unconfigured id in the handshake, as before membership
+    /// could change at run time. A stranger still proves the cluster secret (or presents a certificate naming it).
+    public var maxStrangers: Int = 8
+    /// A stranger link on which no application frame went either way for this long is closed (keepalives do not
+    /// count: a stranger cannot hold a slot by only keeping its socket warm).
+    public var strangerIdleTimeoutMs: Int64 = 30_000
 
     public init() {}
 
@@ -111,6 +118,7 @@ public struct PeerTransportOptions: Sendable {
         precondition(handshakeTimeoutMs > 0 && maxPendingInboundLinks > 0, "bad handshake limits")
         precondition(keepaliveIntervalMs >= 0, "a negative keepalive interval")
         precondition(keepaliveIntervalMs == 0 || idleTimeoutMs > keepaliveIntervalMs, "idle timeout within keepalive")
+        precondition(maxStrangers >= 0 && strangerIdleTimeoutMs > 0, "bad stranger limits")
     }
 }
 
@@ -150,6 +158,10 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case sequenceExhausted
     /// This node closed the link because of what the peer sent on it (`PeerTransport.closeLink`).
     case closedByNode(String)
+    /// `PeerTransport.setPeers` removed the peer from the address book.
+    case removed
+    /// `PeerTransport.setPeers` gave the peer another address; the link is redialled there.
+    case addressChanged
 
     /// The other end closed the connection (EOF, or a reset), as the kernel of a killed process does at once: not a
     /// timeout, a refusal, or this node's own decision.
@@ -192,6 +204,8 @@ public enum LinkFailure: Error, Equatable, Sendable, CustomStringConvertible {
             return "unencrypted frame of type \(type) after the cluster-secret handshake (every frame must be sealed)"
         case .sequenceExhausted: return "the link used up its frame sequence numbers; reconnecting for fresh keys"
         case .closedByNode(let reason): return "closed by this node: \(reason)"
+        case .removed: return "the node was removed from the peers"
+        case .addressChanged: return "the node's address changed; redialling it there"
         }
     }
 }
@@ -239,7 +253,9 @@ public struct LinkStatus: Equatable, Sendable {
     public var outputBufferedBytes: Int = 0
 }
 
-/// The transport's callbacks, all on the loop thread.
+/// The transport's callbacks, all on the loop thread. Strangers (authenticated nodes that are not configured peers)
+/// are reported only through the `Stranger` methods, never through the peer ones, so the consensus path never sees
+/// them.
 public protocol PeerTransportDelegate: AnyObject {
     /// A frame from an authenticated peer. `payload` points into the connection's buffer and is valid only during
     /// the call: copy what must outlive it (`ConsensusCodec.decode` does). The delegate may call `send` from here.
@@ -257,11 +273,32 @@ public protocol PeerTransportDelegate: AnyObject {
     /// counters are updated; the delegate may call `send` from here.
     func peerTransport(
         _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome)
+    /// A frame from a stranger link (`payload` valid during the call only). The delegate may `send` back to `peer`.
+    func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFromStranger peer: NodeID, type: UInt8,
+        payload: UnsafeRawBufferPointer)
+    /// `dialStranger` reached a node that is not a configured peer: `peer` is the id it proved, `address` the
+    /// "host:port" dialled. The link is kept as a stranger link.
+    func peerTransport(_ transport: PeerTransport, strangerDidConnect peer: NodeID, address: String)
+    /// `dialStranger` failed (refused, timed out, connect error); it is not retried.
+    func peerTransport(_ transport: PeerTransport, strangerDialFailed host: String, port: UInt16, reason: LinkFailure)
 }
 
 extension PeerTransportDelegate {
     /// Delegates written before drops were reported ignore them (the counters still have them).
     public func peerTransport(
         _ transport: PeerTransport, droppedFrameTo peer: NodeID, type: UInt8, payloadBytes: Int, outcome: SendOutcome
+    ) {}
+
+    /// Delegates that take no part in joining drop strangers' frames.
+    public func peerTransport(
+        _ transport: PeerTransport, didReceiveFrameFromStranger peer: NodeID, type: UInt8,
+        payload: UnsafeRawBufferPointer
+    ) {}
+
+    public func peerTransport(_ transport: PeerTransport, strangerDidConnect peer: NodeID, address: String) {}
+
+    public func peerTransport(
+        _ transport: PeerTransport, strangerDialFailed host: String, port: UInt16, reason: LinkFailure
     ) {}
 }

@@ -190,7 +190,9 @@ final class PeerTransportTests: XCTestCase {
         let n1 = PeerEndpoint(id: NodeID("n1"), host: "127.0.0.1", port: ports[0])
         let n2 = PeerEndpoint(id: NodeID("n2"), host: "127.0.0.1", port: ports[1])
         let intruderEndpoint = PeerEndpoint(id: NodeID("intruder"), host: "127.0.0.1", port: ports[1])
-        let good = try makeNode(0, endpoints: [n1, n2], auth: .secret("s"), options: fastOptions())
+        var noStrangers = fastOptions()
+        noStrangers.maxStrangers = 0  // with strangers admitted, "intruder" would be kept apart as one
+        let good = try makeNode(0, endpoints: [n1, n2], auth: .secret("s"), options: noStrangers)
         let intruder = try makeNode(1, endpoints: [n1, intruderEndpoint], auth: .secret("s"), options: fastOptions())
         XCTAssertTrue(
             runLoop(loop) {
