@@ -251,8 +251,8 @@ public final class TransportMessenger: PeerMessenger, PeerTransportDelegate {
     }
     public func closeLink(to peer: NodeID, reason: String) { transport?.closeLink(to: peer, reason: reason) }
     public func stop() { transport?.stop() }
-    public func setPeers(_ peers: [PeerEndpoint]) { _ = peers }
-    public func dialStranger(host: String, port: UInt16) { _ = (host, port) }
+    public func setPeers(_ peers: [PeerEndpoint]) { transport?.setPeers(peers) }
+    public func dialStranger(host: String, port: UInt16) { transport?.dialStranger(host: host, port: port) }
 
     public func peerTransport(
         _ transport: PeerTransport, didReceiveFrameFromStranger peer: NodeID, type: UInt8,

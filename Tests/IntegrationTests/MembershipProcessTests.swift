@@ -59,7 +59,7 @@ final class MembershipProcessTests: ClusterTestCase {
         return try XCTUnwrap(waitForLeader())
     }
 
-    private func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    private func runCLI(_ arguments: [String]) throws -> (status: Int32?, output: String) {
         let process = try ManagedProcess(
             name: "tandem-cli", executable: BuiltProducts.path("tandem"), arguments: arguments)
         track(process)
