@@ -94,8 +94,9 @@ struct MembershipState {
 
     var waiters: [UInt64: Waiter] = [:]
     var nextRequestID: UInt64 = 1
-    /// The configuration the transport's address book was last set from.
+    /// The configuration the transport's address book was last set from, and the book.
     var bookConfiguration: ClusterConfiguration?
+    var book: [PeerEndpoint]?
     var promotion: LearnerPromotionPolicy?
     var lastPromotionCheckMs: Int64 = .min / 2
     var join = JoinPhase.notJoining
@@ -322,24 +323,35 @@ extension ReplicaRuntime {
         fetchLeaderView(nowMs: now)
     }
 
-    /// Points the transport at the members of the configuration in force (and this node's configured peers, so a
-    /// node whose log holds no configuration yet still reaches them).
+    /// Points the transport at the members of the configuration in force, those of the committed one, and the
+    /// leader. A member being removed stays reachable until its removal commits, and a leader until it is no longer
+    /// the leader: a removed leader must still reach the others to commit its own removal and hand off.
     func syncAddressBook() {
         let configuration = raft.configuration
-        guard configuration != membership.bookConfiguration else { return }
-        let previous = membership.bookConfiguration
-        membership.bookConfiguration = configuration
+        let committed = raft.committedConfiguration
+        var ids = Set(configuration.members).union(committed.members)
+        if let leader = raft.status.leader { ids.insert(leader) }
+        ids.remove(config.raft.id)
         var endpoints: [PeerEndpoint] = []
-        for id in configuration.members where id != config.raft.id {
-            if let text = configuration.addresses[id], let endpoint = PeerEndpoint(id: id, address: text) {
+        for id in ids.sorted() {
+            let text = configuration.addresses[id] ?? committed.addresses[id]
+            if let text, let endpoint = PeerEndpoint(id: id, address: text) {
                 endpoints.append(endpoint)
             } else if let configured = config.peers.first(where: { $0.id == id }) {
                 endpoints.append(configured)
+            } else if let known = membership.book?.first(where: { $0.id == id }) {
+                endpoints.append(known)
             } else {
                 log.error("a member has no known address; it cannot be reached", metadata: ["member": "\(id)"])
             }
         }
-        messenger.setPeers(endpoints)
+        if endpoints != membership.book {
+            membership.book = endpoints
+            messenger.setPeers(endpoints)
+        }
+        guard configuration != membership.bookConfiguration else { return }
+        let previous = membership.bookConfiguration
+        membership.bookConfiguration = configuration
         if previous != nil {
             log.info(
                 "membership changed", metadata: ["configuration": "\(configuration)", "self": "\(config.raft.id)"])

@@ -154,7 +154,7 @@ final class MembershipProcessTests: ClusterTestCase {
         let follower = try XCTUnwrap(replicas.first { $0.id != leader.id })
         let response = try httpRequest(
             port: follower.adminPort, method: "DELETE", path: "/admin/members/\(leader.id)", timeoutSeconds: 20)
-        XCTAssertEqual(response.status, 200, response.bodyText)
+        XCTAssertEqual(response.status, 200, "\(response.bodyText)\n\(divergenceReport())")
         let others = replicas.filter { $0.id != leader.id }
         let next = waitForLeader(among: others, seconds: 20)
         XCTAssertNotNil(next, "the others elect a leader among themselves")
