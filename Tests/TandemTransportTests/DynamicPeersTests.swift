@@ -1,6 +1,7 @@
 // Membership at run time: peers added, removed and moved with setPeers, and strangers (authenticated nodes that are
 // not configured peers) accepted, dialled, bounded, timed out and promoted to peers.
 
+import Foundation
 import Glibc
 import TandemConsensus
 import TandemNet
@@ -397,5 +398,90 @@ final class DynamicPeersTests: XCTestCase {
         XCTAssertEqual(
             itself.helloPayload().withUnsafeBytes { dialer.onFrame(type: PeerProtocol.helloFrameType, payload: $0) },
             .refuse(.unknownPeer(claimed: "n1")), "a node that dials its own address does not keep the link")
+    }
+}
+
+/// Strangers under mutual TLS: the certificate must name the id a stranger claims, as a peer's must.
+final class DynamicPeersTLSTests: XCTestCase {
+    private var loop: EventLoop!
+    private var directory: URL!
+
+    override func setUpWithError() throws {
+        ignoreBrokenPipeSignals()
+        loop = try EventLoop()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-join-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        loop = nil
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    private func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.currentDirectoryURL = directory
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw XCTSkip("openssl \(arguments[0]) failed") }
+    }
+
+    /// A CA "ca" and, for each name, a leaf certificate whose only DNS name is that name.
+    private func makeCertificates(_ names: [String]) throws {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try openssl(["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"])
+        for name in names {
+            try openssl(["req"] + ec + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(name)"])
+            try "subjectAltName=DNS:\(name)".write(toFile: path("\(name).ext"), atomically: true, encoding: .utf8)
+            try openssl([
+                "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "\(name).pem", "-days", "2", "-extfile", "\(name).ext",
+            ])
+        }
+    }
+
+    private func node(_ id: String, certificate: String, peers: [PeerEndpoint] = []) throws -> Node {
+        var options = PeerTransportOptions()
+        options.reconnectBackoffMinMs = 20
+        options.reconnectBackoffMaxMs = 200
+        let transport = try PeerTransport(
+            loop: loop, selfID: NodeID(id), peers: peers, listenHost: "127.0.0.1", listenPort: 0,
+            auth: .tls(
+                certPath: path("\(certificate).pem"), keyPath: path("\(certificate).key"), caPath: path("ca.pem")),
+            options: options)
+        let recorder = MembershipRecorder()
+        transport.delegate = recorder
+        transport.start()
+        return Node(transport: transport, recorder: recorder)
+    }
+
+    func testAStrangerIsAdmittedOnlyUnderTheIDItsCertificateNames() throws {
+        try makeCertificates(["n1", "joiner", "other"])
+        let member = try node("n1", certificate: "n1")
+        let joiner = try node("joiner", certificate: "joiner")
+        joiner.transport.dialStranger(host: "127.0.0.1", port: member.transport.listenPort)
+        XCTAssertTrue(
+            runLoop(loop) {
+                member.transport.strangerIDs == [joiner.id] && !joiner.recorder.strangersConnected.isEmpty
+            },
+            "\(member.recorder.authFailures) \(joiner.recorder.strangerDialFailures)")
+        XCTAssertEqual(joiner.recorder.strangersConnected.first?.0, member.id)
+        // A valid cluster certificate for "other", used by a process claiming to be "impostor".
+        let impostor = try node("impostor", certificate: "other", peers: [member.endpoint])
+        XCTAssertTrue(
+            runLoop(loop) {
+                member.recorder.authFailures.contains {
+                    if case .certificateMismatch(claimed: "impostor", _) = $0.1 { true } else { false }
+                }
+            }, "\(member.recorder.authFailures)")
+        XCTAssertEqual(member.transport.strangerIDs, [joiner.id])
+        XCTAssertTrue(member.recorder.connected.isEmpty, "never a peer either")
+        impostor.transport.stop()
     }
 }
