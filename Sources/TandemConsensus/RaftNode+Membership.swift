@@ -108,6 +108,15 @@ extension RaftNode {
         return true
     }
 
+    /// The runtime learned that a committed configuration leaves this node out: it steps down (its lease and any
+    /// leadership end here, waiting reads and proposals fail as on any step-down) and follows no leader. The
+    /// runtime stops ticking it and feeding it messages afterwards.
+    public mutating func stepDownAsRemoved(nowMs: Int64) {
+        observeClock(nowMs)
+        if role != .follower || leader != nil { becomeFollower(term: term, leader: nil) }
+        checkInvariants()
+    }
+
     // MARK: Following the log's configuration
 
     /// Sets up `others`, detectors and (on the leader) progress for the configuration the log now holds. Called

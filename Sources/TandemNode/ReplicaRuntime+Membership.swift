@@ -10,6 +10,7 @@
 // leader's appends and snapshot from then on. Nothing here bypasses the core's rules: one change at a time, only
 // after the leader committed an entry of its term, learners never vote.
 
+import Foundation
 import Logging
 import TandemConsensus
 import TandemStorage
@@ -110,6 +111,11 @@ struct MembershipState {
     /// Until when someone wants the leader's view (a status page, GET /members): fetched every second till then.
     var leaderViewWantedUntilMs: Int64 = .min / 2
     var lastLeaderViewRequestMs: Int64 = .min / 2
+    /// Set once a member told this node it was removed (and persisted in `<data>/removed`): it takes no part
+    /// any more, whatever its own log says, until its data directory is wiped.
+    var removal: (index: UInt64, configuration: ClusterConfiguration)?
+    /// When each stranger was last told it is not a member (bounded: strangers are).
+    var noticesSentMs: [NodeID: Int64] = [:]
     /// Bound on waiting changes (admin requests and relayed ones).
     static let maxWaiters = 64
     static let answerTimeoutMs: Int64 = 10_000
@@ -174,9 +180,65 @@ extension ReplicaRuntime {
         }
     }
 
-    /// Whether this node was removed from the cluster: the configuration in force names others but not it.
+    /// Whether this node was removed from the cluster: a member said so, or the configuration in force names
+    /// others but not it.
     public var isRemoved: Bool {
-        !isJoining && !raft.configuration.contains(config.raft.id) && !raft.configuration.members.isEmpty
+        membership.removal != nil
+            || (!isJoining && !raft.configuration.contains(config.raft.id) && !raft.configuration.members.isEmpty)
+    }
+
+    static func removalMarkerPath(_ dataDirectory: String) -> String { dataDirectory + "/removed" }
+
+    /// The removal recorded by an earlier run, if any (read once at start).
+    static func recordedRemoval(_ dataDirectory: String) -> (index: UInt64, configuration: ClusterConfiguration)? {
+        guard let data = FileManager.default.contents(atPath: removalMarkerPath(dataDirectory)), data.count > 8
+        else { return nil }
+        let bytes = [UInt8](data)
+        let index = bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard let configuration = ClusterConfiguration(decoding: Array(bytes[8...])) else { return nil }
+        return (index, configuration)
+    }
+
+    /// A member told this node that a committed configuration leaves it out: it stops taking part (no ticks, no
+    /// consensus messages), records that on disk so that a restart on the same data stays out, and says so.
+    private func noteRemoval(at index: UInt64, configuration: ClusterConfiguration, from peer: NodeID) {
+        // Only a voter of a later committed configuration that leaves this node out speaks for the cluster (a
+        // joining node, whose own configuration has no voters, never does).
+        guard membership.removal == nil, !isJoining, !configuration.contains(config.raft.id),
+            configuration.isVoter(peer), index > configurationIndex
+        else { return }
+        membership.removal = (index, configuration)
+        raft.stepDownAsRemoved(nowMs: clock.nowMs())
+        scheduleReady()
+        var bytes = withUnsafeBytes(of: index.littleEndian) { [UInt8]($0) }
+        bytes += configuration.encoded
+        let path = Self.removalMarkerPath(config.dataDirectory)
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
+            let fd = open(path, O_RDONLY)
+            if fd >= 0 {
+                fsync(fd)
+                close(fd)
+            }
+        } catch {
+            log.error("cannot record the removal on disk", metadata: ["error": "\(error)"])
+        }
+        log.warning(
+            "removed from the cluster: this node takes no part any more; wipe its data directory to join again",
+            metadata: ["configuration": "\(configuration)", "index": "\(index)", "toldBy": "\(peer)"])
+    }
+
+    /// A stranger sent consensus traffic: a member removed while it was away (or that never heard its removal
+    /// commit). Told once a second at most, with the committed configuration that leaves it out.
+    func noticeStranger(_ peer: NodeID) {
+        guard membership.removal == nil, !isJoining, raft.committedConfiguration.isVoter(config.raft.id),
+            !raft.committedConfiguration.contains(peer), !raft.configuration.contains(peer)
+        else { return }
+        let now = clock.nowMs()
+        if let last = membership.noticesSentMs[peer], now - last < 1000 { return }
+        if membership.noticesSentMs.count >= 64 { membership.noticesSentMs.removeAll() }
+        membership.noticesSentMs[peer] = now
+        reply(.done(id: 0, configurationIndex: raft.commitIndex, configuration: raft.committedConfiguration), to: peer)
     }
 
     /// The peer address of `id`: the configuration's, else this node's settings'.
@@ -228,6 +290,7 @@ extension ReplicaRuntime {
         }
         let id = membership.nextRequestID
         membership.nextRequestID += 1
+        assert(id > 0, "request id 0 is the removal notice")
         membership.waiters[id] = MembershipState.Waiter(
             kind: .relayed, deadlineMs: clock.nowMs() + MembershipState.answerTimeoutMs, completion: completion)
     }
@@ -422,6 +485,8 @@ extension ReplicaRuntime {
         case .done(let id, let index, let configuration):
             if case .asking(_, let asked, _) = membership.join, asked == id {
                 admitted(configuration, at: index)
+            } else if id == 0 {
+                noteRemoval(at: index, configuration: configuration, from: peer)
             } else if let waiter = membership.waiters.removeValue(forKey: id) {
                 waiter.completion(.success((index, configuration)))
             }

@@ -294,6 +294,7 @@ public final class ReplicaRuntime {
         lastPersistedHardState = hard
         recoveryNote = recovery.note
         hasRecordedConfiguration = recovery.baseConfiguration != nil
+        membership.removal = Self.recordedRemoval(config.dataDirectory)
         counters.walBytes = recovery.walBytes
     }
 
@@ -368,6 +369,7 @@ public final class ReplicaRuntime {
     // MARK: inputs
 
     private func onTick() {
+        if membership.removal != nil { return }
         // The wall clock lets a leader stamp Tandem-Time on entries it did not propose itself (forwards, no-ops).
         raft.tick(nowMs: clock.nowMs(), wallTimeMs: clock.wallClockMs())
         tickSnapshotTransfers()
@@ -660,6 +662,8 @@ public final class ReplicaRuntime {
             onApplicationFrame?(peer, type, payload)
             return
         }
+        // A removed node takes no part: consensus traffic from its former peers is not for it any more.
+        if membership.removal != nil { return }
         // A bad frame from an authenticated peer is dropped without effect and ends its link: the peer is broken or
         // compromised, and a flood of bad frames then costs it a reconnect and a handshake per frame.
         func disconnect(_ what: String, _ reason: String) {
@@ -716,7 +720,10 @@ public final class ReplicaRuntime {
     /// this node's own) is heard; nothing from a stranger reaches the consensus core.
     public func receiveFromStranger(frameOfType type: UInt8, payload: UnsafeRawBufferPointer, from peer: NodeID) {
         clock.assertOnOwnThread()
-        guard MembershipFrames.handles(frameType: type) else { return }
+        guard MembershipFrames.handles(frameType: type) else {
+            if ConsensusCodec.FrameType(rawValue: type) != nil { noticeStranger(peer) }
+            return
+        }
         receiveMembershipFrame(type: type, payload: payload, from: peer, isStranger: true)
         scheduleReady()
     }
