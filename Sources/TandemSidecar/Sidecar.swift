@@ -314,20 +314,40 @@ public final class Sidecar {
     private func statusJSON() -> String {
         guard let writePath else {
             return "{\"id\":\(jsonString(options.nodeID)),\"role\":\"standalone\",\"term\":0,\"leader\":null,"
-                + "\"commitIndex\":0,\"appliedIndex\":0,\"digest\":null,\"diverged\":false,\"peers\":[]}"
+                + "\"commitIndex\":0,\"appliedIndex\":0,\"digest\":null,\"diverged\":false,\"peers\":[],"
+                + "\"cluster\":null}"
         }
         let runtime = writePath.runtime
         let status = runtime.status
         let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let now = EventLoop.preciseNowMs()
+        func role(_ isVoter: Bool?) -> String { isVoter.map { $0 ? "\"voter\"" : "\"learner\"" } ?? "null" }
+        func number(_ value: UInt64?) -> String { value.map(String.init) ?? "null" }
+        // Only the leader tracks replication: elsewhere match index and lag are unknown (null), not 0.
+        let leads = status.role == .leader
+        let voters = Dictionary(
+            runtime.membershipView.members.map { ($0.id, $0.isVoter) }, uniquingKeysWith: { first, _ in first })
         let peers = status.peers.map { peer -> String in
             let link = links[peer.id]
             let lastContact = peer.lastContactMs.map { String(max(0, now - $0)) } ?? "null"
             let lag = status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0
             return "{\"id\":\(jsonString(peer.id.rawValue)),\"address\":\(jsonString(link?.address ?? "")),"
+                + "\"role\":\(role(voters[peer.id])),"
                 + "\"connected\":\(link?.connected ?? false),\"phi\":\(jsonNumber(runtime.phi(for: peer.id))),"
-                + "\"matchIndex\":\(peer.matchIndex),\"lagEntries\":\(lag),\"lastContactMs\":\(lastContact)}"
+                + "\"matchIndex\":\(number(leads ? peer.matchIndex : nil)),\"lagEntries\":\(number(leads ? lag : nil)),"
+                + "\"lastContactMs\":\(lastContact)}"
         }.joined(separator: ",")
+        // The members as the leader sees them; reading it keeps a follower fetching it while /status is polled.
+        let cluster =
+            runtime.leaderMembershipView.flatMap { seen -> String? in
+                guard let leader = seen.view.leader else { return nil }
+                let members = seen.view.members.map { member in
+                    "{\"id\":\(jsonString(member.id.rawValue)),\"address\":\(member.address.map(jsonString) ?? "null"),"
+                        + "\"role\":\(role(member.isVoter)),\"matchIndex\":\(number(member.matchIndex)),"
+                        + "\"lagEntries\":\(number(member.lagEntries))}"
+                }.joined(separator: ",")
+                return "{\"asSeenBy\":\(jsonString(leader.rawValue)),\"ageMs\":\(seen.ageMs),\"members\":[\(members)]}"
+            } ?? "null"
         let leader = status.leader.map { jsonString($0.rawValue) } ?? "null"
         return "{\"id\":\(jsonString(options.nodeID)),\"role\":\(jsonString(Self.roleName(status.role))),"
             + "\"term\":\(status.term),\"leader\":\(leader),\"commitIndex\":\(status.commitIndex),"
@@ -340,7 +360,8 @@ public final class Sidecar {
             + "\"applyStalled\":\(writePath.applier.isStalled),"
             + "\"applier\":\(jsonString(writePath.applier.activity)),\"queued\":\(writePath.applier.backlog),"
             + "\"restartCheck\":\(jsonString(writePath.restartCheckState))},"
-            + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)]}"
+            + "\"draining\":\(isDraining),\"uptimeMs\":\(EventLoop.preciseNowMs() - startedAtMs),\"peers\":[\(peers)],"
+            + "\"cluster\":\(cluster)}"
     }
 
     /// The snapshot part of /status: the latest snapshot, the log's start, and why this replica or a follower
@@ -384,20 +405,39 @@ public final class Sidecar {
         let runtime = writePath.runtime
         let status = runtime.status
         let links = Dictionary(runtime.transportStatus.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        func role(_ isVoter: Bool) -> StatusPageModel.MemberRole { isVoter ? .voter : .learner }
+        // Only the leader tracks every peer; a follower hears from its leader alone, so for the others a missing
+        // contact or a zero match index means "not tracked here" and is shown as unknown.
+        let leads = status.role == .leader
+        let voters = Dictionary(
+            runtime.membershipView.members.map { ($0.id, $0.isVoter) }, uniquingKeysWith: { first, _ in first })
         let peers = status.peers.map { peer in
-            StatusPageModel.Peer(
-                id: peer.id.rawValue, address: links[peer.id]?.address ?? "",
+            let lastContact: StatusPageModel.LastContact =
+                peer.lastContactMs.map { .heard(msAgo: max(0, now - $0)) }
+                ?? (leads || peer.id == status.leader ? .never : .unknown)
+            return StatusPageModel.Peer(
+                id: peer.id.rawValue, address: links[peer.id]?.address ?? "", role: voters[peer.id].map(role),
                 connected: links[peer.id]?.connected ?? false,
-                phi: runtime.phi(for: peer.id), matchIndex: peer.matchIndex,
-                lagEntries: status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0,
-                lastContactMs: peer.lastContactMs.map { max(0, now - $0) },
-                phiHistory: phiHistory[peer.id.rawValue] ?? [])
+                phi: runtime.phi(for: peer.id), matchIndex: leads ? peer.matchIndex : nil,
+                lagEntries: leads
+                    ? (status.commitIndex > peer.matchIndex ? status.commitIndex - peer.matchIndex : 0) : nil,
+                lastContact: lastContact, phiHistory: phiHistory[peer.id.rawValue] ?? [])
+        }
+        let cluster = runtime.leaderMembershipView.flatMap { seen -> StatusPageModel.Cluster? in
+            guard let leader = seen.view.leader else { return nil }
+            return StatusPageModel.Cluster(
+                asSeenBy: leader.rawValue, ageMs: seen.ageMs,
+                members: seen.view.members.map {
+                    StatusPageModel.Cluster.Member(
+                        id: $0.id.rawValue, address: $0.address, role: role($0.isVoter), matchIndex: $0.matchIndex,
+                        lagEntries: $0.lagEntries)
+                })
         }
         let model = StatusPageModel(
             nodeID: options.nodeID, role: Self.roleName(status.role), term: status.term,
             leader: status.leader?.rawValue,
             commitIndex: status.commitIndex, appliedIndex: min(writePath.appliedIndex, status.commitIndex),
-            diverged: writePath.divergence.isDiverged, peers: peers, nowMs: now,
+            diverged: writePath.divergence.isDiverged, peers: peers, cluster: cluster, nowMs: now,
             phiThreshold: runtime.config.raft.phiThreshold)
         return StatusPage.render(model)
     }

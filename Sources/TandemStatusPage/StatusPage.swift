@@ -2,8 +2,12 @@
 //
 // It owns the HTML: one self-contained page (inline CSS and SVG, no external assets, no JavaScript; the page
 // reloads itself with `<meta http-equiv="refresh">`) showing this node's role, term, leader, commit and applied
-// index, divergence, and per peer its link, phi, match index, lag, last contact and a chart of phi over the last
-// minute. It is a pure function of a `StatusPageModel`.
+// index, divergence, per peer its role, link, phi, match index, lag, last contact and a chart of phi over the last
+// minute, and every member as the leader sees it. It is a pure function of a `StatusPageModel`.
+//
+// What this node does not know is shown as "unknown", never as a number or as "never": a follower has no
+// replication progress for its peers and hears only from the leader, and a zero or a "never" there would read as a
+// broken peer. The leader's view (fetched by followers) is the one place where every member's lag is known.
 //
 // The markup is also well-formed XML (void elements self-closed), so a test can parse the whole page and any
 // escaping mistake shows up as a parse error rather than as a subtly broken page.
@@ -46,6 +50,7 @@ public enum StatusPage {
         }
         html.append(summary(model))
         html.append(peerTable(model))
+        html.append(clusterSection(model))
         html.append(charts(model))
         html.append(
             "<p class=\"footer\">Refreshes every \(refreshSeconds) s. Machine-readable: "
@@ -79,21 +84,27 @@ public enum StatusPage {
         }
         var lines = [
             "<table class=\"peers\">",
-            "<thead><tr><th>Peer</th><th>Address</th><th>Link</th><th>Phi</th><th>Match index</th>"
+            "<thead><tr><th>Peer</th><th>Address</th><th>Role</th><th>Link</th><th>Phi</th><th>Match index</th>"
                 + "<th>Lag (entries)</th><th>Last contact</th></tr></thead>",
             "<tbody>",
         ]
         for peer in model.peers {
             let suspected = !(peer.phi < model.phiThreshold)
-            let lastContact = peer.lastContactMs.map { "\($0) ms ago" } ?? "never"
+            let lastContact: String
+            switch peer.lastContact {
+            case .heard(let msAgo): lastContact = cell("lastContactMs", "\(msAgo) ms ago")
+            case .never: lastContact = cell("lastContactMs", "never")
+            case .unknown: lastContact = unknownCell("lastContactMs")
+            }
             let cells = [
                 cell("id", HTMLText.escape(peer.id)),
                 cell("address", HTMLText.escape(peer.address)),
+                peer.role.map { cell("role", $0.rawValue) } ?? unknownCell("role"),
                 cell("connected", peer.connected ? "connected" : "down", cssClass: peer.connected ? "up" : "down"),
                 cell("phi", HTMLText.phi(peer.phi), cssClass: suspected ? "suspected" : nil),
-                cell("matchIndex", "\(peer.matchIndex)"),
-                cell("lagEntries", "\(peer.lagEntries)"),
-                cell("lastContactMs", lastContact),
+                numberCell("matchIndex", peer.matchIndex),
+                numberCell("lagEntries", peer.lagEntries),
+                lastContact,
             ]
             lines.append("<tr data-peer=\"\(HTMLText.escape(peer.id))\">" + cells.joined() + "</tr>")
         }
@@ -102,9 +113,68 @@ public enum StatusPage {
         return lines.joined(separator: "\n")
     }
 
+    /// Every member as the leader sees it, or a plain sentence saying why that is not available. On the leader
+    /// this is its own view; elsewhere it is as old as the heading says.
+    static func clusterSection(_ model: StatusPageModel) -> String {
+        let heading = "Cluster as the leader sees it"
+        guard let cluster = model.cluster else {
+            let why: String
+            if let leader = model.leader, leader != model.nodeID {
+                why =
+                    "Not available yet: the leader (\(HTMLText.escape(leader))) has not sent its view. This node asks "
+                    + "for it once a second while this page is open."
+            } else if model.leader == nil {
+                why = "Not available: no leader is known."
+            } else {
+                why = "Not available."
+            }
+            return "<h2 id=\"cluster-heading\">\(heading)</h2>\n<p class=\"unavailable\" id=\"cluster-unavailable\">"
+                + "\(why)</p>"
+        }
+        let leader = HTMLText.escape(cluster.asSeenBy)
+        let when =
+            cluster.asSeenBy == model.nodeID
+            ? "this node" : "\(HTMLText.fixed(Double(cluster.ageMs) / 1000, decimals: 1)) s ago"
+        var lines = [
+            "<h2 id=\"cluster-heading\">\(heading) (\(leader), \(when))</h2>",
+            "<table class=\"peers\" id=\"cluster\">",
+            "<thead><tr><th>Member</th><th>Address</th><th>Role</th><th>Match index</th>"
+                + "<th>Lag (entries)</th></tr></thead>",
+            "<tbody>",
+        ]
+        for member in cluster.members {
+            let id = HTMLText.escape(member.id)
+            var notes: [String] = []
+            if member.id == cluster.asSeenBy { notes.append("leader") }
+            if member.id == model.nodeID { notes.append("this node") }
+            let note = notes.isEmpty ? "" : " <span class=\"note\">(\(notes.joined(separator: ", ")))</span>"
+            let cells = [
+                cell("id", id + note),
+                member.address.map { cell("address", HTMLText.escape($0)) } ?? unknownCell("address"),
+                cell("role", member.role.rawValue),
+                numberCell("matchIndex", member.matchIndex),
+                numberCell("lagEntries", member.lagEntries),
+            ]
+            lines.append("<tr data-member=\"\(id)\">" + cells.joined() + "</tr>")
+        }
+        lines.append("</tbody>")
+        lines.append("</table>")
+        lines.append("<p class=\"note\">Lag: entries a member lacks from the leader's log.</p>")
+        return lines.joined(separator: "\n")
+    }
+
     private static func cell(_ field: String, _ value: String, cssClass: String? = nil) -> String {
         let classAttribute = cssClass.map { " class=\"\($0)\"" } ?? ""
         return "<td data-field=\"\(field)\"\(classAttribute)>\(value)</td>"
+    }
+
+    /// A value this node does not know: the word, muted, so it never reads as a measurement.
+    private static func unknownCell(_ field: String) -> String {
+        cell(field, "unknown", cssClass: "unknown")
+    }
+
+    private static func numberCell(_ field: String, _ value: UInt64?) -> String {
+        value.map { cell(field, "\($0)") } ?? unknownCell(field)
     }
 
     /// One figure per peer with its phi chart over the last minute.
@@ -130,6 +200,7 @@ public enum StatusPage {
         dl.summary{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}dd{margin:0}\
         table.peers{border-collapse:collapse}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}\
         td.up{color:#2e7d32}td.down,td.suspected{color:#c62828;font-weight:600}\
+        .unknown{color:#78909c}.note,.unavailable{color:#555}.note{font-size:.9em}\
         .diverged{background:#c62828;color:#fff;padding:.6em;font-weight:600}\
         .charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}figcaption{font-size:.8em;color:#555}\
         .footer{margin-top:2em;font-size:.8em;color:#555}

@@ -44,6 +44,8 @@ struct TransferLeadership: ParsableCommand {
     }
 }
 
+/// The `tandem status` text: this node's numbers, its peers as it sees them, and the cluster as the leader sees it.
+/// Anything null in `/status` (unknown on this node, such as a follower's match index for its peers) prints "-".
 enum StatusTable {
     static func render(_ status: [String: Any]) -> String {
         func text(_ value: Any?) -> String {
@@ -59,24 +61,44 @@ enum StatusTable {
             "node \(text(status["id"]))  role \(text(status["role"]))  term \(text(status["term"]))  leader \(text(status["leader"]))",
             "commit \(text(status["commitIndex"]))  applied \(text(status["appliedIndex"]))  diverged \(yesNo(status["diverged"]))",
         ]
-        let peers = status["peers"] as? [[String: Any]] ?? []
-        if !peers.isEmpty {
-            lines.append("")
-            let header = ["PEER", "ADDRESS", "CONNECTED", "PHI", "MATCH", "LAG", "LAST CONTACT MS"]
-            var rows = [header]
-            for peer in peers {
-                rows.append([
-                    text(peer["id"]), text(peer["address"]), yesNo(peer["connected"]), decimal(peer["phi"]),
-                    text(peer["matchIndex"]), text(peer["lagEntries"]), text(peer["lastContactMs"]),
-                ])
-            }
-            let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        func table(_ rows: [[String]]) {
+            let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
                 lines.append(
                     row.enumerated().map {
                         $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)
                     }.joined(separator: "  "))
             }
+        }
+        let peers = status["peers"] as? [[String: Any]] ?? []
+        if !peers.isEmpty {
+            lines.append("")
+            var rows = [["PEER", "ADDRESS", "ROLE", "CONNECTED", "PHI", "MATCH", "LAG", "LAST CONTACT MS"]]
+            for peer in peers {
+                rows.append([
+                    text(peer["id"]), text(peer["address"]), text(peer["role"]), yesNo(peer["connected"]),
+                    decimal(peer["phi"]), text(peer["matchIndex"]), text(peer["lagEntries"]),
+                    text(peer["lastContactMs"]),
+                ])
+            }
+            table(rows)
+        }
+        lines.append("")
+        if let cluster = status["cluster"] as? [String: Any] {
+            let age =
+                (cluster["ageMs"] as? NSNumber).map(\.doubleValue).map { String(format: "%.1f s ago", $0 / 1000) }
+                ?? "-"
+            lines.append("cluster as \(text(cluster["asSeenBy"])) sees it (\(age))")
+            var rows = [["MEMBER", "ADDRESS", "ROLE", "MATCH", "LAG"]]
+            for member in cluster["members"] as? [[String: Any]] ?? [] {
+                rows.append([
+                    text(member["id"]), text(member["address"]), text(member["role"]), text(member["matchIndex"]),
+                    text(member["lagEntries"]),
+                ])
+            }
+            table(rows)
+        } else {
+            lines.append("cluster as the leader sees it: not available (no leader known, or its view not received yet)")
         }
         return lines.joined(separator: "\n")
     }

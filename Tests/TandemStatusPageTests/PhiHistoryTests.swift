@@ -63,8 +63,8 @@ final class PhiHistoryTests: XCTestCase {
             nodeID: "n1", role: "leader", term: 1, leader: "n1", commitIndex: 1, appliedIndex: 1, diverged: false,
             peers: [
                 StatusPageModel.Peer(
-                    id: "n2", address: "n2:7400", connected: true, phi: 0, matchIndex: 1, lagEntries: 0,
-                    lastContactMs: 5, phiHistory: history.samples(for: "n2"))
+                    id: "n2", address: "n2:7400", role: .voter, connected: true, phi: 0, matchIndex: 1, lagEntries: 0,
+                    lastContact: .heard(msAgo: 5), phiHistory: history.samples(for: "n2"))
             ], nowMs: nowMs)
         XCTAssertEqual(history.samples(for: "n2").count, 61, "seconds 59...119")
         XCTAssertTrue(StatusPage.render(model).contains("n2: 61 samples"))

@@ -7,12 +7,13 @@ final class StatusPageTests: XCTestCase {
     private let nowMs: Int64 = 1_000_000
 
     private func peer(
-        _ id: String, phi: Double = 0.4, matchIndex: UInt64 = 10, lagEntries: UInt64 = 0,
-        lastContactMs: Int64? = 12, history: [(tMs: Int64, phi: Double)] = []
+        _ id: String, role: StatusPageModel.MemberRole? = .voter, phi: Double = 0.4, matchIndex: UInt64? = 10,
+        lagEntries: UInt64? = 0, lastContact: StatusPageModel.LastContact = .heard(msAgo: 12),
+        history: [(tMs: Int64, phi: Double)] = []
     ) -> StatusPageModel.Peer {
         StatusPageModel.Peer(
-            id: id, address: "\(id).tandem-peers:7400", connected: true, phi: phi, matchIndex: matchIndex,
-            lagEntries: lagEntries, lastContactMs: lastContactMs, phiHistory: history)
+            id: id, address: "\(id).tandem-peers:7400", role: role, connected: true, phi: phi, matchIndex: matchIndex,
+            lagEntries: lagEntries, lastContact: lastContact, phiHistory: history)
     }
 
     private func model(nodeID: String = "n1", peers: [StatusPageModel.Peer]) -> StatusPageModel {
@@ -97,16 +98,19 @@ final class StatusPageTests: XCTestCase {
 
     func testThePeerTableShowsExactlyEachPeersNumbers() {
         let peers = [
-            peer("n2", phi: 0.437, matchIndex: 40, lagEntries: 2, lastContactMs: 15),
-            peer("n3", phi: 9.5, matchIndex: 31, lagEntries: 11, lastContactMs: nil),
+            peer("n2", phi: 0.437, matchIndex: 40, lagEntries: 2, lastContact: .heard(msAgo: 15)),
+            peer("n3", role: .learner, phi: 9.5, matchIndex: 31, lagEntries: 11, lastContact: .never),
         ]
         let html = StatusPage.render(model(peers: peers))
         for (expected, row) in zip(peers, ["n2", "n3"]) {
             guard let rowHTML = text(in: html, after: "<tr data-peer=\"\(row)\">", until: "</tr>") else {
                 return XCTFail("no row for \(row)")
             }
-            XCTAssertEqual(text(in: rowHTML, after: "data-field=\"matchIndex\">", until: "<"), "\(expected.matchIndex)")
-            XCTAssertEqual(text(in: rowHTML, after: "data-field=\"lagEntries\">", until: "<"), "\(expected.lagEntries)")
+            XCTAssertEqual(
+                text(in: rowHTML, after: "data-field=\"matchIndex\">", until: "<"), "\(expected.matchIndex!)")
+            XCTAssertEqual(
+                text(in: rowHTML, after: "data-field=\"lagEntries\">", until: "<"), "\(expected.lagEntries!)")
+            XCTAssertEqual(text(in: rowHTML, after: "data-field=\"role\">", until: "<"), expected.role?.rawValue)
             XCTAssertEqual(text(in: rowHTML, after: "data-field=\"address\">", until: "<"), expected.address)
         }
         let n2 = text(in: html, after: "<tr data-peer=\"n2\">", until: "</tr>")!
@@ -115,6 +119,135 @@ final class StatusPageTests: XCTestCase {
         let n3 = text(in: html, after: "<tr data-peer=\"n3\">", until: "</tr>")!
         XCTAssertTrue(n3.contains("data-field=\"phi\" class=\"suspected\">9.50<"), "above the threshold is flagged")
         XCTAssertEqual(text(in: n3, after: "data-field=\"lastContactMs\">", until: "<"), "never")
+    }
+
+    /// A follower of n1: it tracks no replication for its peers and hears from n1 only.
+    private func followerModel(cluster: StatusPageModel.Cluster?) -> StatusPageModel {
+        StatusPageModel(
+            nodeID: "n2", role: "follower", term: 7, leader: "n1", commitIndex: 42, appliedIndex: 42,
+            diverged: false,
+            peers: [
+                peer("n1", matchIndex: nil, lagEntries: nil, lastContact: .heard(msAgo: 30)),
+                peer("n3", matchIndex: nil, lagEntries: nil, lastContact: .unknown),
+                peer("n4", role: .learner, matchIndex: nil, lagEntries: nil, lastContact: .unknown),
+            ],
+            cluster: cluster, nowMs: nowMs)
+    }
+
+    private let leadersView = StatusPageModel.Cluster(
+        asSeenBy: "n1", ageMs: 400,
+        members: [
+            .init(id: "n1", address: "n1.tandem-peers:7400", role: .voter, matchIndex: 51, lagEntries: 0),
+            .init(id: "n2", address: "n2.tandem-peers:7400", role: .voter, matchIndex: 50, lagEntries: 1),
+            .init(id: "n3", address: "n3.tandem-peers:7400", role: .voter, matchIndex: 51, lagEntries: 0),
+            .init(id: "n4", address: nil, role: .learner, matchIndex: nil, lagEntries: nil),
+        ])
+
+    func testAFollowerShowsWhatItDoesNotTrackAsUnknownNeverAsZeroOrNever() throws {
+        let html = StatusPage.render(followerModel(cluster: nil))
+        let table = try XCTUnwrap(text(in: html, after: "<table class=\"peers\">", until: "</table>"))
+        for id in ["n1", "n3", "n4"] {
+            let row = try XCTUnwrap(text(in: table, after: "<tr data-peer=\"\(id)\">", until: "</tr>"))
+            for field in ["matchIndex", "lagEntries"] {
+                XCTAssertEqual(
+                    text(in: row, after: "data-field=\"\(field)\" class=\"unknown\">", until: "<"), "unknown",
+                    "\(id) \(field)")
+            }
+        }
+        let n1 = try XCTUnwrap(text(in: table, after: "<tr data-peer=\"n1\">", until: "</tr>"))
+        XCTAssertEqual(text(in: n1, after: "data-field=\"lastContactMs\">", until: "<"), "30 ms ago", "it hears n1")
+        let n3 = try XCTUnwrap(text(in: table, after: "<tr data-peer=\"n3\">", until: "</tr>"))
+        XCTAssertEqual(text(in: n3, after: "data-field=\"lastContactMs\" class=\"unknown\">", until: "<"), "unknown")
+        XCTAssertFalse(table.contains(">never<"), "a peer this node does not track is not 'never' heard from")
+        XCTAssertFalse(table.contains(">0<"), "nothing unknown is shown as 0")
+        XCTAssertTrue(html.contains(".unknown{color:#78909c}"), "unknowns are muted")
+    }
+
+    func testThePeerTableHasARoleColumnAndAnUnknownRoleSaysSo() throws {
+        let html = StatusPage.render(model(peers: [peer("n2"), peer("n3", role: .learner), peer("n4", role: nil)]))
+        XCTAssertTrue(html.contains("<th>Address</th><th>Role</th><th>Link</th>"))
+        let roles = try ["n2", "n3", "n4"].map { id in
+            let row = try XCTUnwrap(text(in: html, after: "<tr data-peer=\"\(id)\">", until: "</tr>"))
+            return try XCTUnwrap(text(in: row, after: "data-field=\"role\"", until: "</td>"))
+        }
+        XCTAssertEqual(roles, [">voter", ">learner", " class=\"unknown\">unknown"])
+    }
+
+    func testTheLeaderShowsNeverForAMemberItNeverHeardFrom() throws {
+        let html = StatusPage.render(model(peers: [peer("n2", lastContact: .never)]))
+        let row = try XCTUnwrap(text(in: html, after: "<tr data-peer=\"n2\">", until: "</tr>"))
+        XCTAssertEqual(text(in: row, after: "data-field=\"lastContactMs\">", until: "<"), "never")
+        XCTAssertFalse(row.contains("unknown"))
+    }
+
+    func testTheClusterSectionListsEveryMemberAsTheLeaderSeesIt() throws {
+        let html = StatusPage.render(followerModel(cluster: leadersView))
+        XCTAssertEqual(
+            text(in: html, after: "<h2 id=\"cluster-heading\">", until: "</h2>"),
+            "Cluster as the leader sees it (n1, 0.4 s ago)")
+        let table = try XCTUnwrap(text(in: html, after: "<table class=\"peers\" id=\"cluster\">", until: "</table>"))
+        XCTAssertEqual(table.components(separatedBy: "<tr data-member=").count - 1, 4, "the leader itself included")
+        func field(_ member: String, _ name: String) throws -> String? {
+            let row = try XCTUnwrap(text(in: table, after: "<tr data-member=\"\(member)\">", until: "</tr>"))
+            return text(in: row, after: "data-field=\"\(name)\"", until: "</td>")
+        }
+        XCTAssertEqual(try field("n1", "id"), ">n1 <span class=\"note\">(leader)</span>")
+        XCTAssertEqual(try field("n2", "id"), ">n2 <span class=\"note\">(this node)</span>")
+        XCTAssertEqual(try field("n2", "matchIndex"), ">50")
+        XCTAssertEqual(try field("n2", "lagEntries"), ">1")
+        XCTAssertEqual(try field("n3", "role"), ">voter")
+        XCTAssertEqual(try field("n4", "role"), ">learner")
+        XCTAssertEqual(try field("n4", "address"), " class=\"unknown\">unknown")
+        XCTAssertEqual(try field("n4", "matchIndex"), " class=\"unknown\">unknown")
+        XCTAssertEqual(try field("n4", "lagEntries"), " class=\"unknown\">unknown")
+        XCTAssertFalse(html.contains("cluster-unavailable"))
+    }
+
+    func testOnTheLeaderTheClusterSectionIsItsOwnView() {
+        var page = model(peers: [peer("n2")])
+        page.cluster = StatusPageModel.Cluster(
+            asSeenBy: "n1", ageMs: 0,
+            members: [.init(id: "n1", address: "a:1", role: .voter, matchIndex: 42, lagEntries: 0)])
+        let html = StatusPage.render(page)
+        XCTAssertEqual(
+            text(in: html, after: "<h2 id=\"cluster-heading\">", until: "</h2>"),
+            "Cluster as the leader sees it (n1, this node)")
+        XCTAssertTrue(html.contains(">n1 <span class=\"note\">(leader, this node)</span>"))
+    }
+
+    func testWithoutTheLeadersViewTheClusterSectionSaysSoPlainly() {
+        let waiting = StatusPage.render(followerModel(cluster: nil))
+        XCTAssertEqual(
+            text(in: waiting, after: "<p class=\"unavailable\" id=\"cluster-unavailable\">", until: "</p>"),
+            "Not available yet: the leader (n1) has not sent its view. This node asks for it once a second while "
+                + "this page is open.")
+        XCTAssertFalse(waiting.contains("id=\"cluster\""), "no empty table")
+        var leaderless = followerModel(cluster: nil)
+        leaderless.leader = nil
+        XCTAssertEqual(
+            text(
+                in: StatusPage.render(leaderless), after: "<p class=\"unavailable\" id=\"cluster-unavailable\">",
+                until: "</p>"),
+            "Not available: no leader is known.")
+        XCTAssertEqual(
+            text(in: waiting, after: "<h2 id=\"cluster-heading\">", until: "</h2>"), "Cluster as the leader sees it")
+    }
+
+    func testTheClusterSectionEscapesEveryString() {
+        let hostile = "<b onclick='x'>&"
+        var page = followerModel(
+            cluster: StatusPageModel.Cluster(
+                asSeenBy: hostile, ageMs: 1_250,
+                members: [.init(id: hostile, address: "<i>:1", role: .voter, matchIndex: 1, lagEntries: 0)]))
+        page.leader = "<u>"
+        let html = StatusPage.render(page)
+        XCTAssertFalse(html.contains("<b "), "no element from a member id")
+        XCTAssertFalse(html.contains("<i>"), "no element from an address")
+        XCTAssertTrue(html.contains("(&lt;b onclick=&#39;x&#39;&gt;&amp;, 1.3 s ago)"))
+        XCTAssertTrue(html.contains("<tr data-member=\"&lt;b onclick=&#39;x&#39;&gt;&amp;\">"))
+        XCTAssertTrue(html.contains(">&lt;i&gt;:1</td>"))
+        page.cluster = nil
+        XCTAssertTrue(StatusPage.render(page).contains("the leader (&lt;u&gt;) has not sent its view"))
     }
 
     func testInfiniteAndNaNPhiAreRenderedAsWordsAndNeverAsBrokenNumbers() {

@@ -47,14 +47,23 @@ final class WellFormedTests: XCTestCase {
         let names = ["<script>alert(1)</script>", "a&b", "\"quoted\" 'single'", "]]>", "<!--", "n2"]
         let peers = names.enumerated().map { index, name in
             StatusPageModel.Peer(
-                id: name, address: "\(name):7400", connected: index % 2 == 0,
-                phi: [Double.nan, .infinity, -.infinity, 0, 7.99, 8][index], matchIndex: UInt64(index),
-                lagEntries: UInt64(index * 3), lastContactMs: index == 0 ? nil : Int64(index),
+                id: name, address: "\(name):7400", role: index == 1 ? nil : .voter, connected: index % 2 == 0,
+                phi: [Double.nan, .infinity, -.infinity, 0, 7.99, 8][index],
+                matchIndex: index == 2 ? nil : UInt64(index),
+                lagEntries: index == 2 ? nil : UInt64(index * 3),
+                lastContact: index == 0 ? .never : index == 3 ? .unknown : .heard(msAgo: Int64(index)),
                 phiHistory: (0..<10).map { (Int64(1_000_000 - 5_000 * $0), Double($0) * 1.5) }.reversed())
+        }
+        let members = (["&lt;"] + names).enumerated().map { index, name in
+            StatusPageModel.Cluster.Member(
+                id: name, address: index == 3 ? nil : "\(name):7400", role: index % 2 == 0 ? .voter : .learner,
+                matchIndex: index == 4 ? nil : UInt64(index), lagEntries: index == 4 ? nil : 0)
         }
         return StatusPageModel(
             nodeID: "</title><b>", role: "<i>follower", term: 3, leader: "&lt;", commitIndex: 9, appliedIndex: 9,
-            diverged: true, peers: peers, nowMs: 1_000_000)
+            diverged: true, peers: peers,
+            cluster: StatusPageModel.Cluster(asSeenBy: "&lt;", ageMs: 420, members: members),
+            nowMs: 1_000_000)
     }
 
     func testThePageIsWellFormedEvenWithHostileStrings() throws {
@@ -63,12 +72,15 @@ final class WellFormedTests: XCTestCase {
         let names = document.elements.map(\.name)
         XCTAssertEqual(names.first, "html")
         XCTAssertFalse(names.contains("script") || names.contains("b") || names.contains("i"), "no injected element")
-        XCTAssertEqual(names.filter { $0 == "tr" }.count, 1 + 6, "a header row and one row per peer")
+        XCTAssertEqual(
+            names.filter { $0 == "tr" }.count, (1 + 6) + (1 + 7), "a header row and one row per peer, then per member")
+        XCTAssertEqual(names.filter { $0 == "table" }.count, 2, "the peers and the cluster as the leader sees it")
         XCTAssertEqual(names.filter { $0 == "svg" }.count, 6, "one chart per peer")
         XCTAssertEqual(names.filter { $0 == "polyline" }.count, 6)
         // The parser decodes the entities back: the operator reads exactly the configured strings.
         XCTAssertTrue(document.text.contains("<script>alert(1)</script>:7400"))
         XCTAssertTrue(document.text.contains("Tandem </title><b> (<i>follower)"))
+        XCTAssertTrue(document.text.contains("Cluster as the leader sees it (&lt;, 0.4 s ago)"))
     }
 
     func testEveryPolylineHasOnePointPerSampleAndOnlyCoordinatesInsideTheChart() throws {
