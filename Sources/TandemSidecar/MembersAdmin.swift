@@ -27,7 +27,8 @@ struct MembersAdmin {
                     .json(
                         400,
                         errorJSON(
-                            "invalid_request", "the body must be a JSON object {\"id\":\"n4\",\"address\":\"host:7400\"}",
+                            "invalid_request",
+                            "the body must be a JSON object {\"id\":\"n4\",\"address\":\"host:7400\"}",
                             false)))
             }
             return change(.addLearner(NodeID(id)), address: address)

@@ -234,4 +234,3 @@ extension SidecarOptions {
         return found
     }
 }
-

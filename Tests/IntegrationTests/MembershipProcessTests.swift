@@ -109,7 +109,8 @@ final class MembershipProcessTests: ClusterTestCase {
         let grown = waitUntil(seconds: 60) {
             self.roles(leader).map { $0.voters == ["n1", "n2", "n3", "n4", "n5"] && $0.learners.isEmpty } ?? false
         }
-        XCTAssertTrue(grown, "n4 and n5 were not admitted and promoted: \(members(leader) ?? [:])\n\(divergenceReport())")
+        XCTAssertTrue(
+            grown, "n4 and n5 were not admitted and promoted: \(members(leader) ?? [:])\n\(divergenceReport())")
         XCTAssertTrue(waitUntil(seconds: 30) { self.readiness(n4).isEmpty && self.readiness(n5).isEmpty })
         usleep(1_000_000)
 
@@ -175,7 +176,8 @@ final class MembershipProcessTests: ClusterTestCase {
         let writer = RetryingWriter(ports: { [replicas] in replicas.map(\.clientPort) })
         for index in 0..<120 {
             XCTAssertEqual(
-                writer.write(method: "PUT", path: "/kv/k\(index)", body: String(repeating: "v", count: 2000), key: "w\(index)")?
+                writer.write(
+                    method: "PUT", path: "/kv/k\(index)", body: String(repeating: "v", count: 2000), key: "w\(index)")?
                     .status, 200)
         }
         let n4 = try join("n4", through: leader)
@@ -201,7 +203,8 @@ final class MembershipProcessTests: ClusterTestCase {
         XCTAssertTrue(waitUntil(seconds: 15) { self.readiness(n4).contains("removed") })
         crash(n4)
         for index in 0..<20 {
-            XCTAssertEqual(writer.write(method: "PUT", path: "/kv/late\(index)", body: "x", key: "late\(index)")?.status, 200)
+            XCTAssertEqual(
+                writer.write(method: "PUT", path: "/kv/late\(index)", body: "x", key: "late\(index)")?.status, 200)
         }
         let termBefore = status(leader)?["term"] as? Int
         try start(

@@ -76,7 +76,8 @@ final class MembershipFrameTests: XCTestCase {
     }
 
     func testPeerEndpointsParseFromAddresses() {
-        XCTAssertEqual(PeerEndpoint(id: NodeID("a"), address: "h:7400"), PeerEndpoint(id: NodeID("a"), host: "h", port: 7400))
+        XCTAssertEqual(
+            PeerEndpoint(id: NodeID("a"), address: "h:7400"), PeerEndpoint(id: NodeID("a"), host: "h", port: 7400))
         XCTAssertEqual(PeerEndpoint(id: NodeID("a"), address: "[::1]:9")?.host, "::1")
         XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "h:0"))
         XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: ":1"))
