@@ -13,6 +13,8 @@ extension TandemConfiguration: CustomStringConvertible, CustomDebugStringConvert
             ("TANDEM_PROTOCOL", appProtocol.rawValue),
             ("TANDEM_NODE_ID", nodeID),
             ("TANDEM_PEERS", peers.map(\.description).joined(separator: ",")),
+            ("TANDEM_JOIN", join?.description ?? ""),
+            ("TANDEM_JOIN_ADVERTISE", joinAdvertise?.description ?? ""),
             ("TANDEM_DATA_DIR", dataDir),
             ("TANDEM_HEARTBEAT_INTERVAL", ConfigFormat.duration(heartbeatIntervalMs)),
             ("TANDEM_PHI_THRESHOLD", ConfigFormat.number(phiThreshold)),

@@ -109,8 +109,14 @@ public struct TandemConfiguration: Hashable, Sendable {
     public var peers: [Peer]
     /// `TANDEM_JOIN`; nil when unset. A node not listed in `peers` (or with no peers) joins through it.
     public var join: JoinTargets?
-    /// `TANDEM_JOIN_ADVERTISE`, or the host name with the peer listener's port.
-    public var joinAdvertise: HostPort
+    /// `TANDEM_JOIN_ADVERTISE`; nil when unset (a joining node then advertises its host name with the peer
+    /// listener's port: `advertisedPeerAddress(hostName:)`).
+    public var joinAdvertise: HostPort?
+
+    /// The peer address a joining node asks the members to record for it.
+    public func advertisedPeerAddress(hostName: String) -> String {
+        joinAdvertise?.description ?? "\(hostName):\(peerListen.port)"
+    }
     /// Whether this node joins a running cluster instead of founding one: TANDEM_JOIN is set and TANDEM_PEERS does
     /// not list it.
     public var joinsCluster: Bool { join != nil && !peers.contains { $0.id == nodeID } }

@@ -18,11 +18,7 @@ extension TandemConfiguration {
         join = try reader.parse("TANDEM_JOIN") { text throws(ConfigValueError) in
             text.isEmpty ? nil : try JoinTargets(parsing: text)
         }
-        if reader.isSet("TANDEM_JOIN_ADVERTISE") {
-            joinAdvertise = try reader.address("TANDEM_JOIN_ADVERTISE")
-        } else {
-            joinAdvertise = HostPort(host: hostName, port: peerListen.port, kind: .dnsName)
-        }
+        joinAdvertise = reader.isSet("TANDEM_JOIN_ADVERTISE") ? try reader.address("TANDEM_JOIN_ADVERTISE") : nil
         dataDir = try TandemConfiguration.readDataDir(reader)
         heartbeatIntervalMs = try reader.durationMs("TANDEM_HEARTBEAT_INTERVAL")
         phiThreshold = try reader.number("TANDEM_PHI_THRESHOLD")

@@ -512,8 +512,30 @@ extension ReplicaRuntime {
 
     // MARK: Joining
 
-    /// Starts asking to be admitted when this node has no state and a way to join; called by `start()`.
-    func startJoiningIfNeeded() {
+    /// At start: a founder with no state records the founding configuration (so that a later `TANDEM_PEERS` can
+    /// never silently replace it), a node whose persisted membership differs from its settings says so, and a node
+    /// with no state and a way to join starts asking to be admitted.
+    func startMembership() {
+        if config.join == nil, raft.hasEmptyLog, !hasRecordedConfiguration, membership.removal == nil {
+            var job = PersistJob()
+            job.logBase = .reset(StoredLogBase(index: 0, term: 0, configuration: raft.configuration.encoded))
+            disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+        } else if !config.peers.isEmpty, hasRecordedConfiguration || configurationIndex > 0 {
+            let settings = Set(config.peers.map(\.id) + [config.raft.id])
+            if settings != Set(raft.configuration.members) {
+                log.warning(
+                    "TANDEM_PEERS differs from the membership this node persisted; the persisted one is in force (change members with tandem members, not TANDEM_PEERS)",
+                    metadata: [
+                        "persisted": "\(raft.configuration)",
+                        "TANDEM_PEERS": "\(settings.sorted().map(\.rawValue).joined(separator: ","))",
+                    ])
+            }
+        }
+        startJoiningIfNeeded()
+    }
+
+    /// Starts asking to be admitted when this node has no state and a way to join.
+    private func startJoiningIfNeeded() {
         guard let join = config.join else { return }
         guard raft.hasEmptyLog, !hasRecordedConfiguration else {
             log.info("TANDEM_JOIN is set but this node already has a log: it starts from its persisted membership")

@@ -312,7 +312,7 @@ public final class ReplicaRuntime {
             disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
         }
         try messenger.start(for: self)
-        startJoiningIfNeeded()
+        startMembership()
         syncAddressBook()
         tickTimer = clock.every(ms: config.tickIntervalMs) { [unowned self] in self.onTick() }
         appliedFlushTimer = clock.every(ms: 1000) { [unowned self] in self.flushAppliedIndex() }

@@ -167,9 +167,10 @@ extension SidecarOptions {
         replica.replayWholeLogOnStart = configuration.appState == .memory
         replica.advertisedAddress =
             configuration.peers.first { $0.id == configuration.nodeID }?.address.description
-            ?? configuration.joinAdvertise.description
+            ?? configuration.advertisedPeerAddress(hostName: ProcessInfo.processInfo.hostName)
         if joins, let targets = configuration.join {
-            var join = JoinSettings(advertiseAddress: configuration.joinAdvertise.description) {
+            let advertise = configuration.advertisedPeerAddress(hostName: ProcessInfo.processInfo.hostName)
+            var join = JoinSettings(advertiseAddress: advertise) {
                 Self.resolveJoinTargets(targets)
             }
             join.retryMs = 1000

@@ -320,15 +320,46 @@ final class CombinationTests: XCTestCase {
         XCTAssertNoThrow(try load(["TANDEM_MAX_BODY": "64MiB"]))
     }
 
+    func testANodeMissingFromThePeersJoinsThroughTANDEMJOINWhichNeedsAuthentication() throws {
+        let founders = "n1=a:7400,n2=b:7400,n3=c:7400"
+        let secret = "0123456789abcdef"
+        let joining = try load([
+            "TANDEM_PEERS": founders, "TANDEM_NODE_ID": "n4", "TANDEM_JOIN": "a:7400, b:7400",
+            "TANDEM_CLUSTER_SECRET": secret, "TANDEM_JOIN_ADVERTISE": "d:7400",
+        ])
+        XCTAssertTrue(joining.joinsCluster)
+        XCTAssertEqual(joining.join?.description, "a:7400,b:7400")
+        XCTAssertEqual(joining.advertisedPeerAddress(hostName: "ignored"), "d:7400")
+        let named = try load([
+            "TANDEM_NODE_ID": "n4", "TANDEM_JOIN": "tandem-peers.default.svc.cluster.local",
+            "TANDEM_CLUSTER_SECRET": secret,
+        ])
+        XCTAssertEqual(named.join, .dnsName("tandem-peers.default.svc.cluster.local"))
+        XCTAssertEqual(named.advertisedPeerAddress(hostName: "box"), "box:7400", "host name and peer port")
+        let founder = try load([
+            "TANDEM_PEERS": founders, "TANDEM_NODE_ID": "n1", "TANDEM_JOIN": "tandem-peers",
+            "TANDEM_CLUSTER_SECRET": secret,
+        ])
+        XCTAssertFalse(founder.joinsCluster, "a node listed in TANDEM_PEERS founds, whatever TANDEM_JOIN says")
+        XCTAssertTrue(
+            errorLine(["TANDEM_NODE_ID": "n4", "TANDEM_JOIN": "a:7400"]).hasPrefix(
+                "TANDEM_JOIN=\"a:7400\" has no peer authentication"))
+        for bad in ["a:0", "a:7400,,b:7400", "bad name!", "a:99999"] {
+            XCTAssertTrue(
+                errorLine(["TANDEM_NODE_ID": "n4", "TANDEM_JOIN": bad, "TANDEM_CLUSTER_SECRET": secret]).hasPrefix(
+                    "TANDEM_JOIN="), bad)
+        }
+    }
+
     func testThisNodeMustBeAmongItsPeers() throws {
         XCTAssertEqual(
             errorLine(["TANDEM_PEERS": "n1=a:7400,n2=b:7400,n3=c:7400", "TANDEM_NODE_ID": "n4"]),
             "TANDEM_PEERS=\"n1=a:7400,n2=b:7400,n3=c:7400\" does not list this node n4 from TANDEM_NODE_ID; expected "
-                + "every member including this node, or TANDEM_NODE_ID set to one of the ids")
+                + "every member including this node, TANDEM_NODE_ID set to one of the ids, or TANDEM_JOIN to join")
         XCTAssertEqual(
             errorLine(["TANDEM_PEERS": "n1=a:7400"], hostName: "box"),
             "TANDEM_PEERS=\"n1=a:7400\" does not list this node box from the host name (TANDEM_NODE_ID unset); "
-                + "expected every member including this node, or TANDEM_NODE_ID set to one of the ids")
+                + "expected every member including this node, TANDEM_NODE_ID set to one of the ids, or TANDEM_JOIN to join")
         XCTAssertEqual(
             try load(
                 ["TANDEM_PEERS": "box=a:7400,n2=b:7400,n3=c:7400", "TANDEM_CLUSTER_SECRET": "0123456789abcdef"],

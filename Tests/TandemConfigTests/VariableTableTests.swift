@@ -24,6 +24,8 @@ final class VariableTableTests: XCTestCase {
         "TANDEM_SNAPSHOT_TIMEOUT", "TANDEM_STATE_DIGEST", "TANDEM_DIVERGENCE_ACTION", "TANDEM_IDEMPOTENCY_MAX_BYTES",
         // Pipelined apply requests.
         "TANDEM_APPLY_PIPELINE",
+        // Joining a running cluster (TANDEM_JOIN is in the contract; the advertised address is ours).
+        "TANDEM_JOIN", "TANDEM_JOIN_ADVERTISE",
     ]
 
     func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {
