@@ -15,6 +15,8 @@ extension TandemConfiguration: CustomStringConvertible, CustomDebugStringConvert
             ("TANDEM_PEERS", peers.map(\.description).joined(separator: ",")),
             ("TANDEM_JOIN", join?.description ?? ""),
             ("TANDEM_JOIN_ADVERTISE", joinAdvertise?.description ?? ""),
+            ("TANDEM_REMOVE_DEAD_AFTER", ConfigFormat.duration(removeDeadAfterMs)),
+            ("TANDEM_REMOVE_DEAD_MIN_VOTERS", String(removeDeadMinVoters)),
             ("TANDEM_DATA_DIR", dataDir),
             ("TANDEM_HEARTBEAT_INTERVAL", ConfigFormat.duration(heartbeatIntervalMs)),
             ("TANDEM_PHI_THRESHOLD", ConfigFormat.number(phiThreshold)),

@@ -113,6 +113,11 @@ public struct TandemConfiguration: Hashable, Sendable {
     /// listener's port: `advertisedPeerAddress(hostName:)`).
     public var joinAdvertise: HostPort?
 
+    /// `TANDEM_REMOVE_DEAD_AFTER` in milliseconds; 0: dead members are never removed automatically.
+    public var removeDeadAfterMs: Int64
+    /// `TANDEM_REMOVE_DEAD_MIN_VOTERS`.
+    public var removeDeadMinVoters: Int
+
     /// The peer address a joining node asks the members to record for it.
     public func advertisedPeerAddress(hostName: String) -> String {
         joinAdvertise?.description ?? "\(hostName):\(peerListen.port)"

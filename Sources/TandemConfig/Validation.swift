@@ -19,6 +19,8 @@ extension TandemConfiguration {
             text.isEmpty ? nil : try JoinTargets(parsing: text)
         }
         joinAdvertise = reader.isSet("TANDEM_JOIN_ADVERTISE") ? try reader.address("TANDEM_JOIN_ADVERTISE") : nil
+        removeDeadAfterMs = try reader.durationMs("TANDEM_REMOVE_DEAD_AFTER")
+        removeDeadMinVoters = try reader.count("TANDEM_REMOVE_DEAD_MIN_VOTERS")
         dataDir = try TandemConfiguration.readDataDir(reader)
         heartbeatIntervalMs = try reader.durationMs("TANDEM_HEARTBEAT_INTERVAL")
         phiThreshold = try reader.number("TANDEM_PHI_THRESHOLD")

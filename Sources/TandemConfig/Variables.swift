@@ -34,6 +34,14 @@ extension TandemConfiguration {
             "TANDEM_JOIN_ADVERTISE", .cluster, default: "", shown: "the host name and the TANDEM_PEER_LISTEN port",
             .connectAddress, "The peer address the members record for this node when it joins."),
         ConfigVariable(
+            "TANDEM_REMOVE_DEAD_AFTER", .cluster, default: "0s", shown: "off (0s)",
+            .duration(minMs: 0, maxMs: 7 * 86_400_000),
+            "When set, the leader removes a member it has not heard from for this long, one at a time, never leaving "
+                + "fewer voters than TANDEM_REMOVE_DEAD_MIN_VOTERS."),
+        ConfigVariable(
+            "TANDEM_REMOVE_DEAD_MIN_VOTERS", .cluster, default: "3", .count(min: 1, max: 15),
+            "The fewest voters the removal of dead members leaves (explicit removals may go lower)."),
+        ConfigVariable(
             "TANDEM_DATA_DIR", .cluster, default: "./tandem-data", .directory,
             "Write-ahead log, hard state and applied index."),
         // Failure detection and elections.

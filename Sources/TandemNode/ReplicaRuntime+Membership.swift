@@ -42,6 +42,10 @@ public struct PromotionSettings: Sendable {
     public var stableForMs: Int64 = 3000
     public var heardWithinMs: Int64 = 2000
     public var checkEveryMs: Int64 = 250
+    /// A member the leader has not heard from for this long is removed (0: never; opt-in), one at a time, and
+    /// never a voter when fewer than `removeDeadMinVoters` would remain.
+    public var removeDeadAfterMs: Int64 = 0
+    public var removeDeadMinVoters = 3
     public init() {}
 }
 
@@ -99,6 +103,8 @@ struct MembershipState {
     var bookConfiguration: ClusterConfiguration?
     var book: [PeerEndpoint]?
     var promotion: LearnerPromotionPolicy?
+    /// Since when this node leads (for the dead-member rule: a new leader first gives everyone the full time).
+    var leaderSinceMs: Int64?
     var lastPromotionCheckMs: Int64 = .min / 2
     var join = JoinPhase.notJoining
     var joinTargets: [PeerEndpoint] = []
@@ -429,8 +435,10 @@ extension ReplicaRuntime {
     private func promoteCaughtUpLearner(nowMs: Int64) {
         guard config.promotion.enabled, raft.currentRole == .leader else {
             membership.promotion = nil
+            membership.leaderSinceMs = nil
             return
         }
+        if membership.leaderSinceMs == nil { membership.leaderSinceMs = nowMs }
         guard nowMs - membership.lastPromotionCheckMs >= config.promotion.checkEveryMs else { return }
         membership.lastPromotionCheckMs = nowMs
         if membership.promotion == nil {
@@ -443,6 +451,7 @@ extension ReplicaRuntime {
             if nowMs - member.lastHeardMs > config.promotion.heardWithinMs { member.lag = .max }
             return member
         }
+        if removeDeadMember(nowMs: nowMs) { return }
         guard let learner = membership.promotion?.observe(heard, nowMs: nowMs) else { return }
         do throws(MembershipError) {
             let index = try raft.proposeMembershipChange(.promote(learner), nowMs: nowMs)
@@ -451,6 +460,32 @@ extension ReplicaRuntime {
         } catch {
             // Another change is in progress, or the leader is new: the next observation tries again.
         }
+    }
+
+    /// Removes one member the leader has not heard from for `removeDeadAfterMs` (opt-in), learners first, a
+    /// voter only while at least `removeDeadMinVoters` remain. True when a removal was appended.
+    private func removeDeadMember(nowMs: Int64) -> Bool {
+        let after = config.promotion.removeDeadAfterMs
+        guard after > 0, let since = membership.leaderSinceMs, nowMs - since >= after else { return false }
+        let configuration = raft.configuration
+        let dead = raft.memberProgress.filter { nowMs - $0.lastHeardMs >= after }
+            .sorted { ($0.isVoter ? 1 : 0, $0.id) < ($1.isVoter ? 1 : 0, $1.id) }
+        for member in dead {
+            if member.isVoter && configuration.voters.count - 1 < config.promotion.removeDeadMinVoters { continue }
+            do throws(MembershipError) {
+                let index = try raft.proposeMembershipChange(.remove(member.id), nowMs: nowMs)
+                log.warning(
+                    "removing a member not heard from for TANDEM_REMOVE_DEAD_AFTER",
+                    metadata: [
+                        "member": "\(member.id)", "silentMs": "\(nowMs - member.lastHeardMs)", "index": "\(index)",
+                    ])
+                scheduleReady()
+                return true
+            } catch {
+                return false
+            }
+        }
+        return false
     }
 
     // MARK: Frames

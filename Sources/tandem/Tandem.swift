@@ -165,6 +165,8 @@ extension SidecarOptions {
             peerListenHost: configuration.peerListen.host, peerListenPort: configuration.peerListen.port, auth: auth,
             dataDirectory: configuration.dataDir)
         replica.replayWholeLogOnStart = configuration.appState == .memory
+        replica.promotion.removeDeadAfterMs = configuration.removeDeadAfterMs
+        replica.promotion.removeDeadMinVoters = configuration.removeDeadMinVoters
         replica.advertisedAddress =
             configuration.peers.first { $0.id == configuration.nodeID }?.address.description
             ?? configuration.advertisedPeerAddress(hostName: ProcessInfo.processInfo.hostName)

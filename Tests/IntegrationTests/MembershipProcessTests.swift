@@ -171,19 +171,33 @@ final class MembershipProcessTests: ClusterTestCase {
         XCTAssertNotEqual(status(leader)?["role"] as? String, "leader")
     }
 
-    func testARemovedNodeRestartedWithItsOldDataTakesNoPartAndAJoinerRestartedMidAdmissionCatchesUp() throws {
+    func testARemovedNodeRestartedWithItsOldDataTakesNoPartAndALearnerKilledDuringItsSnapshotCatchesUp() throws {
+        // 16 MiB of state and a snapshot every 4 MiB: the learner is rebuilt through a transfer long enough to be
+        // interrupted.
+        extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "4MiB"
         let leader = try startFounders()
         let writer = RetryingWriter(ports: { [replicas] in replicas.map(\.clientPort) })
-        for index in 0..<120 {
+        let value = String(repeating: "v", count: 1 << 20)
+        for index in 0..<16 {
             XCTAssertEqual(
-                writer.write(
-                    method: "PUT", path: "/kv/k\(index)", body: String(repeating: "v", count: 2000), key: "w\(index)")?
-                    .status, 200)
+                writer.write(method: "PUT", path: "/kv/k\(index)", body: value, key: "w\(index)")?.status, 200)
         }
+        XCTAssertTrue(
+            waitUntil(seconds: 30) { (self.status(leader)?["snapshot"] as? [String: Any])?["latest"] is [String: Any] },
+            "no snapshot on the leader")
         let n4 = try join("n4", through: leader)
-        // Killed as soon as it is a learner (its snapshot is on its way or being restored), then started again
-        // with the same data directory.
-        XCTAssertTrue(waitUntil(seconds: 30) { self.roles(leader)?.learners.contains("n4") ?? false })
+        // Killed while the snapshot is being received (its staging file exists), then started on the same data.
+        var staged = false
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: n4.dataDir + "/snapshots")) ?? []
+            if names.contains(where: { $0.hasPrefix("receiving-") }) {
+                staged = true
+                break
+            }
+            usleep(1000)
+        }
+        XCTAssertTrue(staged, "no snapshot transfer to the learner was seen")
         crash(n4)
         try start(
             n4,
@@ -194,7 +208,7 @@ final class MembershipProcessTests: ClusterTestCase {
         XCTAssertTrue(
             waitUntil(seconds: 60) { self.roles(leader)?.voters == ["n1", "n2", "n3", "n4"] },
             "\(members(leader) ?? [:])\n\(divergenceReport())")
-        guard waitForConvergence(seconds: 30) != nil else {
+        guard waitForConvergence(seconds: 60) != nil else {
             return XCTFail("n4 did not catch up:\n\(divergenceReport())")
         }
 
@@ -219,5 +233,39 @@ final class MembershipProcessTests: ClusterTestCase {
         XCTAssertEqual(status(leader)?["role"] as? String, "leader")
         XCTAssertEqual(roles(leader)?.voters, ["n1", "n2", "n3"], "nobody re-added it")
         XCTAssertNotEqual(status(n4)?["role"] as? String, "leader")
+
+        // Re-added by an operator while it still has that data: it stays out (refused), never promoted, and the
+        // cluster goes on undisturbed.
+        let readd = try httpRequest(
+            port: leader.adminPort, method: "POST", path: "/admin/members",
+            body: "{\"id\":\"n4\",\"address\":\"127.0.0.1:\(n4.peerPort)\"}", timeoutSeconds: 20)
+        XCTAssertEqual(readd.status, 200, readd.bodyText)
+        usleep(5_000_000)
+        XCTAssertEqual(roles(leader)?.learners, ["n4"], "a node that refuses never catches up, so never votes")
+        XCTAssertEqual(roles(leader)?.voters, ["n1", "n2", "n3"])
+        XCTAssertTrue(readiness(n4).contains("removed"))
+        XCTAssertEqual(status(leader)?["term"] as? Int, termBefore)
+        XCTAssertEqual(writer.write(method: "PUT", path: "/kv/end", body: "x", key: "end")?.status, 200)
+    }
+
+    func testADeadMemberIsRemovedWhenOptedInButNeverBelowTheMinimumVoters() throws {
+        extraEnvironment["TANDEM_REMOVE_DEAD_AFTER"] = "2s"
+        extraEnvironment["TANDEM_REMOVE_DEAD_MIN_VOTERS"] = "3"
+        let leader = try startFounders()
+        let n4 = try join("n4", through: leader)
+        XCTAssertTrue(
+            waitUntil(seconds: 60) { self.roles(leader)?.voters == ["n1", "n2", "n3", "n4"] },
+            "\(members(leader) ?? [:])")
+        crash(n4)
+        XCTAssertTrue(
+            waitUntil(seconds: 20) { self.roles(leader)?.voters == ["n1", "n2", "n3"] },
+            "the silent n4 was not removed: \(members(leader) ?? [:])")
+        // One more dies: removing it would leave two voters, below the minimum of three.
+        let follower = try XCTUnwrap(replicas.first { $0.id != leader.id && $0.id != "n4" })
+        crash(follower)
+        usleep(5_000_000)
+        XCTAssertEqual(roles(leader)?.voters, ["n1", "n2", "n3"], "never below TANDEM_REMOVE_DEAD_MIN_VOTERS")
+        let writer = RetryingWriter(ports: { [leader.clientPort] })
+        XCTAssertEqual(writer.write(method: "PUT", path: "/kv/still", body: "up", key: "still")?.status, 200)
     }
 }

@@ -359,7 +359,8 @@ final class CombinationTests: XCTestCase {
         XCTAssertEqual(
             errorLine(["TANDEM_PEERS": "n1=a:7400"], hostName: "box"),
             "TANDEM_PEERS=\"n1=a:7400\" does not list this node box from the host name (TANDEM_NODE_ID unset); "
-                + "expected every member including this node, TANDEM_NODE_ID set to one of the ids, or TANDEM_JOIN to join")
+                + "expected every member including this node, TANDEM_NODE_ID set to one of the ids, or TANDEM_JOIN to join"
+        )
         XCTAssertEqual(
             try load(
                 ["TANDEM_PEERS": "box=a:7400,n2=b:7400,n3=c:7400", "TANDEM_CLUSTER_SECRET": "0123456789abcdef"],

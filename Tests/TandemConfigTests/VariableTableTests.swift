@@ -25,7 +25,7 @@ final class VariableTableTests: XCTestCase {
         // Pipelined apply requests.
         "TANDEM_APPLY_PIPELINE",
         // Joining a running cluster (TANDEM_JOIN is in the contract; the advertised address is ours).
-        "TANDEM_JOIN", "TANDEM_JOIN_ADVERTISE",
+        "TANDEM_JOIN", "TANDEM_JOIN_ADVERTISE", "TANDEM_REMOVE_DEAD_AFTER", "TANDEM_REMOVE_DEAD_MIN_VOTERS",
     ]
 
     func testTheTableListsExactlyTheVariablesOfPRODUCTOnce() {

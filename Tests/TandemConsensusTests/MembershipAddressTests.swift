@@ -103,3 +103,29 @@ final class MembershipAddressTests: XCTestCase {
         XCTAssertEqual(member.configuration, ClusterConfiguration(voters: [n1, n2, n3]))
     }
 }
+
+/// A learner serves reads at every level and forwards writes, like any follower, before it is promoted.
+final class LearnerServiceTests: XCTestCase {
+    func testALearnerForwardsWritesAndServesReadIndexReads() throws {
+        var cluster = TestCluster(size: 4) {
+            $0.initialConfiguration = ClusterConfiguration(voters: [NodeID("n1"), NodeID("n2"), NodeID("n3")])
+        }
+        let learner = NodeID("n4")
+        let leader = cluster.electLeader()
+        _ = try cluster.nodes[leader]!.proposeMembershipChange(.addLearner(learner), nowMs: cluster.nowMs)
+        cluster.drain(leader)
+        XCTAssertNotNil(cluster.run(untilWithinMs: 2000) { $0.nodes[learner]!.configuration.isLearner(learner) })
+        try cluster.propose("through-the-learner", at: learner, sequence: 1)
+        XCTAssertNotNil(
+            cluster.run(untilWithinMs: 2000) {
+                $0.appliedPayloads(leader).contains("through-the-learner")
+                    && $0.appliedPayloads(learner).contains("through-the-learner")
+            }, "the learner's write was forwarded, committed and applied everywhere")
+        let read = cluster.read(9, at: learner, mode: .readIndex)
+        cluster.run(forMs: 50)
+        XCTAssertEqual(cluster.readyReads[learner]?.map(\.id), [read], "a linearizable read at the learner")
+        let committed = cluster.nodes[leader]!.commitIndex
+        XCTAssertGreaterThanOrEqual(cluster.readyReads[learner]?.first?.index ?? 0, committed - 1)
+        XCTAssertFalse(cluster.nodes[learner]!.isVoter, "still a learner throughout")
+    }
+}
