@@ -11,6 +11,10 @@ extension RaftNode {
     /// beyond the log.
     public func configuration(at index: UInt64) -> ClusterConfiguration? { log.configuration(at: index) }
 
+    /// The index of the entry that holds the configuration in force (the log base's index when the log holds none
+    /// after it).
+    public var configurationIndex: UInt64 { log.configurationIndex }
+
     /// The configuration in force at the log base (`logBase`): what a runtime records with a compaction.
     public var baseConfiguration: ClusterConfiguration { log.baseConfiguration }
 

@@ -170,13 +170,7 @@ extension ReplicaRuntime {
     }
 
     /// The index of the entry holding the configuration in force (the log base's index when none after it).
-    var configurationIndex: UInt64 {
-        var index = raft.lastIndex
-        let current = raft.configuration
-        // The configuration in force was set by the last entry whose configuration differs from the one before.
-        while index > raft.logBase.index, raft.configuration(at: index - 1) == current { index -= 1 }
-        return index
-    }
+    var configurationIndex: UInt64 { raft.configurationIndex }
 
     /// Whether this node waits to be admitted to a cluster (`TANDEM_JOIN`).
     public var isJoining: Bool {

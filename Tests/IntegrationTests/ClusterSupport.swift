@@ -177,7 +177,12 @@ class ClusterTestCase: ProcessTestCase {
             let dump = (try? httpRequest(port: replica.appPort, method: "GET", path: "/dump").bodyText) ?? "no answer"
             let statusText =
                 (try? httpRequest(port: replica.adminPort, method: "GET", path: "/status").bodyText) ?? "no answer"
-            let log = replica.tandem?.process.output.split(separator: "\n").suffix(40).joined(separator: "\n") ?? ""
+            let lines = (replica.tandem?.process.output ?? "").split(separator: "\n")
+            // A crash's message and first frames come before its long backtrace: kept apart from the tail.
+            let crash =
+                lines.firstIndex { $0.contains("Fatal error") || $0.contains("failed: ") || $0.contains("Crash at") }
+                .map { lines[$0..<min(lines.count, $0 + 12)].joined(separator: "\n") + "\n...\n" } ?? ""
+            let log = crash + lines.suffix(40).joined(separator: "\n")
             return "== \(replica.id)\napp: \(dump.prefix(2000))\nstatus: \(statusText.prefix(3000))\nlog:\n\(log)"
         }.joined(separator: "\n")
     }

@@ -268,4 +268,22 @@ final class MembershipProcessTests: ClusterTestCase {
         let writer = RetryingWriter(ports: { [leader.clientPort] })
         XCTAssertEqual(writer.write(method: "PUT", path: "/kv/still", body: "up", key: "still")?.status, 200)
     }
+
+    func testAFounderRestartedWithADifferentPeerListKeepsThePersistedMembershipAndSaysSo() throws {
+        let leader = try startFounders()
+        let writer = RetryingWriter(ports: { [replicas] in replicas.map(\.clientPort) })
+        XCTAssertEqual(writer.write(method: "PUT", path: "/kv/a", body: "1", key: "a")?.status, 200)
+        let follower = try XCTUnwrap(replicas.first { $0.id != leader.id })
+        crash(follower)
+        try start(follower, environment: ["TANDEM_PEERS": founders + ",n9=127.0.0.1:1"])
+        XCTAssertTrue(
+            waitUntil(seconds: 15) {
+                follower.tandem?.process.output.contains("TANDEM_PEERS differs from the membership this node persisted")
+                    ?? false
+            }, "the mismatch was not reported: \(follower.tandem?.process.output.suffix(2000) ?? "")")
+        XCTAssertTrue(waitUntil(seconds: 15) { self.roles(follower)?.voters == ["n1", "n2", "n3"] })
+        XCTAssertEqual(roles(leader)?.voters, ["n1", "n2", "n3"], "n9 was never made a member")
+        XCTAssertEqual(writer.write(method: "PUT", path: "/kv/b", body: "2", key: "b")?.status, 200)
+        XCTAssertNotNil(waitForConvergence(seconds: 20), divergenceReport())
+    }
 }
