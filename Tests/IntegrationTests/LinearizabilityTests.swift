@@ -11,25 +11,9 @@ final class ClusterLinearizabilityTests: ClusterTestCase {
         let leader = try XCTUnwrap(waitForLeader())
         let ports = replicas.map(\.clientPort)
         let recorder = HistoryRecorder()
-        let keys = ["a", "b", "c"]
         let stop = Flag()
         let group = DispatchGroup()
-        for client in 0..<4 {
-            DispatchQueue.global().async(group: group) {
-                var rng = SystemRandomNumberGenerator()
-                var sequence = 0
-                while !stop.isSet {
-                    sequence += 1
-                    let key = keys.randomElement(using: &rng)!
-                    let port = ports.randomElement(using: &rng)!
-                    if Bool.random(using: &rng) {
-                        recorder.put(client: client, key: key, value: "c\(client)-\(sequence)", port: port)
-                    } else {
-                        recorder.get(client: client, key: key, port: port)
-                    }
-                }
-            }
-        }
+        recorder.startClients(4, keys: ["a", "b", "c"], ports: ports, until: stop, in: group)
         usleep(2_000_000)
         crash(leader)
         usleep(3_000_000)
@@ -90,6 +74,27 @@ final class HistoryRecorder: @unchecked Sendable {  // guarded by `lock`
     private func nowMs() -> Int64 { Int64((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) }
 
     var operations: [KVOperation] { lock.withLock { recorded } }
+
+    /// Starts `count` clients, each writing or reading (linearizable) a random key of `keys` on a random node of
+    /// `ports`, one operation at a time, until `stop` is set.
+    func startClients(_ count: Int, keys: [String], ports: [UInt16], until stop: Flag, in group: DispatchGroup) {
+        for client in 0..<count {
+            DispatchQueue.global().async(group: group) {
+                var rng = SystemRandomNumberGenerator()
+                var sequence = 0
+                while !stop.isSet {
+                    sequence += 1
+                    let key = keys.randomElement(using: &rng)!
+                    let port = ports.randomElement(using: &rng)!
+                    if Bool.random(using: &rng) {
+                        self.put(client: client, key: key, value: "c\(client)-\(sequence)", port: port)
+                    } else {
+                        self.get(client: client, key: key, port: port)
+                    }
+                }
+            }
+        }
+    }
 
     private func add(_ operation: KVOperation) { lock.withLock { recorded.append(operation) } }
 

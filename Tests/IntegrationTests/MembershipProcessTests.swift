@@ -73,23 +73,7 @@ final class MembershipProcessTests: ClusterTestCase {
         let stop = Flag()
         let group = DispatchGroup()
         let ports = replicas.map(\.clientPort)
-        let keys = ["a", "b", "c"]
-        for client in 0..<3 {
-            DispatchQueue.global().async(group: group) {
-                var rng = SystemRandomNumberGenerator()
-                var sequence = 0
-                while !stop.isSet {
-                    sequence += 1
-                    let key = keys.randomElement(using: &rng)!
-                    let port = ports.randomElement(using: &rng)!
-                    if Bool.random(using: &rng) {
-                        recorder.put(client: client, key: key, value: "c\(client)-\(sequence)", port: port)
-                    } else {
-                        recorder.get(client: client, key: key, port: port)
-                    }
-                }
-            }
-        }
+        recorder.startClients(3, keys: ["a", "b", "c"], ports: ports, until: stop, in: group)
         // Increments with an idempotency key each, retried until acknowledged: the counter must end exact.
         let acknowledged = Locked(0)
         DispatchQueue.global().async(group: group) {
