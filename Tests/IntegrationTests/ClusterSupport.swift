@@ -6,13 +6,22 @@ import XCTest
 /// A port no socket holds now, chosen below the kernel's ephemeral range (32768 and up): a port from that range
 /// can be taken as the local end of any outgoing connection (a peer link, an upstream connection) in the moment
 /// between this check and the listener's bind, which made cluster starts fail with "Address already in use".
+/// Ports already handed out are never handed out again in this process: a cluster's ports are all chosen before
+/// any of its nodes binds one, so two replicas of one test could otherwise be given the same free port.
 func freePort() -> UInt16 {
     for _ in 0..<500 {
         let candidate = UInt16.random(in: 20_000...32_000)
-        if portIsFree(candidate) { return candidate }
+        guard portIsFree(candidate) else { continue }
+        let isNew = handedOutPorts.withValue { ports in
+            if ports.count > 8_000 { ports.removeAll() }
+            return ports.insert(candidate).inserted
+        }
+        if isNew { return candidate }
     }
     preconditionFailure("no free port between 20000 and 32000")
 }
+
+private let handedOutPorts = Locked(Set<UInt16>())
 
 private func portIsFree(_ port: UInt16) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
