@@ -102,6 +102,8 @@ struct MembershipState {
     /// The configuration the transport's address book was last set from, and the book.
     var bookConfiguration: ClusterConfiguration?
     var book: [PeerEndpoint]?
+    /// What the book was computed from: it is computed again only when one of them changed.
+    var bookSources: (configuration: ClusterConfiguration, committed: ClusterConfiguration, leader: NodeID?)?
     var promotion: LearnerPromotionPolicy?
     /// Since when this node leads (for the dead-member rule: a new leader first gives everyone the full time).
     var leaderSinceMs: Int64?
@@ -145,7 +147,7 @@ extension ReplicaRuntime {
         }
         let index = configurationIndex
         return MembershipView(
-            members: members, leader: raft.status.leader, configurationIndex: index,
+            members: members, leader: raft.knownLeader, configurationIndex: index,
             committed: index <= raft.commitIndex, isMember: configuration.contains(config.raft.id),
             isJoining: isJoining)
     }
@@ -157,13 +159,13 @@ extension ReplicaRuntime {
         let now = clock.nowMs()
         if raft.currentRole == .leader { return (membershipView, 0) }
         membership.leaderViewWantedUntilMs = now + 10_000
-        guard let fetched = membership.leaderView, fetched.view.leader == raft.status.leader else { return nil }
+        guard let fetched = membership.leaderView, fetched.view.leader == raft.knownLeader else { return nil }
         return (fetched.view, max(0, now - fetched.receivedAtMs))
     }
 
     private func fetchLeaderView(nowMs: Int64) {
         guard raft.currentRole != .leader, nowMs < membership.leaderViewWantedUntilMs,
-            nowMs - membership.lastLeaderViewRequestMs >= 1000, let leader = raft.status.leader
+            nowMs - membership.lastLeaderViewRequestMs >= 1000, let leader = raft.knownLeader
         else { return }
         membership.lastLeaderViewRequestMs = nowMs
         reply(.viewRequest(id: 0), to: leader)
@@ -281,7 +283,7 @@ extension ReplicaRuntime {
         }
         let request = MembershipFrames.encode(
             .request(id: membership.nextRequestID, operation: operation, member: member, address: address))
-        guard let leader = raft.status.leader,
+        guard let leader = raft.knownLeader,
             [.queued, .queuedAboveHighWaterMark].contains(
                 messenger.send(type: request.type, payload: request.payload, to: leader))
         else {
@@ -392,8 +394,15 @@ extension ReplicaRuntime {
     func syncAddressBook() {
         let configuration = raft.configuration
         let committed = raft.committedConfiguration
+        let leader = raft.knownLeader
+        if let sources = membership.bookSources, sources.configuration == configuration,
+            sources.committed == committed, sources.leader == leader
+        {
+            return
+        }
+        membership.bookSources = (configuration, committed, leader)
         var ids = Set(configuration.members).union(committed.members)
-        if let leader = raft.status.leader { ids.insert(leader) }
+        if let leader { ids.insert(leader) }
         ids.remove(config.raft.id)
         var endpoints: [PeerEndpoint] = []
         for id in ids.sorted() {
@@ -496,7 +505,7 @@ extension ReplicaRuntime {
             // A stranger may only ask to join, and only as itself.
             if isStranger && (operation != .join || member != peer) { return }
             guard raft.currentRole == .leader else {
-                let leader = raft.status.leader
+                let leader = raft.knownLeader
                 var refusal = leader == nil ? refusalNoLeader() : MembershipRefusal(.notLeader)
                 refusal.leader = leader
                 refusal.leaderAddress = leader.flatMap { self.address(of: $0) }

@@ -562,7 +562,12 @@ public final class ReplicaRuntime {
         for (id, error) in ready.rejectedProposals { pendingProposals.removeValue(forKey: id)?(.rejected(error)) }
         for id in ready.unknownProposals { pendingProposals.removeValue(forKey: id)?(.unknown) }
         raft.advance(ready)
-        if !ready.committedEntries.isEmpty || raft.configuration != membership.bookConfiguration { tickMembership() }
+        // Membership work waits for the next tick (10 ms) unless a change is waiting for its commit, the leader
+        // changed or the configuration did: the write path does not pay for it on every Ready.
+        if !membership.waiters.isEmpty || ready.roleChange != nil || raft.configuration != membership.bookConfiguration
+        {
+            tickMembership()
+        }
         scheduleReady()
     }
 
