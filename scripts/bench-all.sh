@@ -8,14 +8,15 @@
 #   failover  scripts/bench-failover.sh  kill -9 of the leader to the first acknowledged write; writes lost
 #   overload  scripts/bench-overload.sh  goodput at 10x the base load against the best step; /healthz worst
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 6 minutes): 5 s per row, connections "1 50" (reads) and "1 64" (writes), 8 failovers.
+#   quick (default, about 8 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   failovers.
 #   full (about 20 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-quick}
 case "$MODE" in
-  quick) SECONDS_PER_ROW=5 READ_CONNS="1 50" WRITE_CONNS="1 64" FAILOVERS=8 OVERLOAD_STEP=5 ;;
+  quick) SECONDS_PER_ROW=5 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=8 OVERLOAD_STEP=5 ;;
   full) SECONDS_PER_ROW=10 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=20 OVERLOAD_STEP=8 ;;
   *) echo "usage: scripts/bench-all.sh [quick|full]" >&2; exit 2 ;;
 esac

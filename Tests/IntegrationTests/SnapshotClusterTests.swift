@@ -30,6 +30,13 @@ final class SnapshotClusterTests: ClusterTestCase {
         try httpRequest(port: replica.appPort, method: "GET", path: "/counters/c").bodyText
     }
 
+    /// What a replica's Tandem thinks of its app, and its last log lines: enough to tell which restart check missed.
+    private func appReport(_ replica: Replica) -> String {
+        let app = (status(replica)?["app"]).map { "\($0)" } ?? "no status"
+        let lines = (replica.tandem?.process.output ?? "").split(separator: "\n").suffix(25).joined(separator: "\n")
+        return "app status: \(app)\nlast log lines:\n\(lines)"
+    }
+
     /// A follower whose data directory and app are lost while writes go on is rebuilt from the leader's snapshot
     /// (it needs entries the leader compacted away), then catches up from the log: every replica ends with the
     /// same bytes, and every acknowledged increment counted once.
@@ -137,7 +144,7 @@ final class SnapshotClusterTests: ClusterTestCase {
         follower.app = app
         XCTAssertTrue(
             waitUntil(seconds: 20) { (try? counterValue(follower)) == expected() },
-            "after the app alone restarted: \((try? counterValue(follower)) ?? "?")")
+            "after the app alone restarted: \((try? counterValue(follower)) ?? "?")\n\(appReport(follower))")
 
         // 3. Both.
         writeSome(30)
@@ -145,7 +152,7 @@ final class SnapshotClusterTests: ClusterTestCase {
         try start(follower, waitUntilReady: true)
         XCTAssertTrue(
             waitUntil(seconds: 20) { (try? counterValue(follower)) == expected() },
-            "after both restarted: \((try? counterValue(follower)) ?? "?")")
+            "after both restarted: \((try? counterValue(follower)) ?? "?")\n\(appReport(follower))")
         XCTAssertNotNil(waitForConvergence())
     }
 }
