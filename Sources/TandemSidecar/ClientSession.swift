@@ -65,10 +65,17 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse, resumeAfterShed }
 
-    /// After a request is shed, its connection is not read for this long. A client that honours Retry-After is
-    /// not slowed; one that retries at once is held back by TCP instead of costing a parse and a 503 each time
-    /// (under a closed-loop flood those 503s ate the CPU the admitted writes needed).
-    static let shedPauseMs: Int64 = 250
+    /// After a request is shed, its connection is not read until the Retry-After its 503 gives has passed. A client
+    /// that honours Retry-After is not slowed; one that retries at once is held back by TCP instead of costing a
+    /// parse and a 503 each time. Under a closed-loop flood those 503s take the CPU the admitted writes need, at a
+    /// rate of one per turned-away client per pause: with a quarter of a second, goodput at 10x the offered load
+    /// fell to 0.57-0.83 of the best step; with the full second it stays at 0.93-0.95 (scripts/bench-overload.sh,
+    /// BENCHMARKS.md).
+    static func shedPause(for answer: TandemErrorResponse) -> Int64 {
+        Int64(answer.retryAfterSeconds ?? overloadedRetryAfterSeconds) * 1000
+    }
+    /// The Retry-After of a 503 `overloaded` answered by the admission queues.
+    static let overloadedRetryAfterSeconds = 1
 
     init(connection: Connection, proxy: ProxyServer) {
         self.connection = connection
@@ -281,7 +288,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     static func overloaded(_ message: String) -> TandemErrorResponse {
-        TandemErrorResponse(status: 503, code: "overloaded", message: message, retryable: true, retryAfterSeconds: 1)
+        TandemErrorResponse(
+            status: 503, code: "overloaded", message: message, retryable: true,
+            retryAfterSeconds: overloadedRetryAfterSeconds)
     }
 
     /// Gives the exchange's slot back (its latency feeds the concurrency limit) and forgets any wait.
@@ -648,7 +657,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             closeAfterFlush()
         } else if error.code == "overloaded" {
             connection.disableReading()
-            arm(.resumeAfterShed, Self.shedPauseMs)
+            arm(.resumeAfterShed, Self.shedPause(for: error))
         } else {
             readNextRequest()
         }

@@ -140,4 +140,44 @@ final class OverloadTests: ClusterTestCase {
             try httpRequest(port: tandem.clientPort, method: "POST", path: "/counters/after/incr").status, 200)
         XCTAssertEqual(try httpRequest(port: tandem.adminPort, method: "GET", path: "/readyz").status, 200)
     }
+
+    /// A client that comes straight back after each 503 `overloaded` is not read again before the Retry-After (one
+    /// second) has passed: turned-away clients cost one parse and one 503 a second each, not four. (Lower bounds
+    /// only: a loaded machine can make a pause longer, never shorter.)
+    func testAShedClientIsNotReadAgainBeforeItsRetryAfter() throws {
+        let (_, appPort) = try startApp(extraArguments: ["--delay-ms", "6000"])
+        let tandem = try startTandem(
+            upstreamPort: appPort, environment: ["TANDEM_MAX_PENDING_WRITES": "1", "TANDEM_WRITE_TIMEOUT": "30s"])
+        let request = "POST /counters/shed/incr HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        // One write holds the only pending slot while the app takes six seconds over it.
+        let holder = try RawClient(port: tandem.clientPort, timeoutSeconds: 30)
+        holder.send(request)
+        XCTAssertTrue(
+            waitUntil(seconds: 10) {
+                guard let body = try? httpRequest(port: tandem.adminPort, method: "GET", path: "/status").body,
+                    let status = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                    let committed = status["commitIndex"] as? Int, let applied = status["appliedIndex"] as? Int
+                else { return false }
+                return committed > applied
+            }, "the holding write never committed")
+        let client = try RawClient(port: tandem.clientPort, timeoutSeconds: 30)
+        client.send(request)
+        XCTAssertEqual(try client.readResponse(method: "POST").status, 503, "the second writer was not shed")
+        var answeredAt = Date()
+        var gapsMs: [Int] = []
+        for _ in 0..<3 {
+            client.send(request)
+            let response = try client.readResponse(method: "POST")
+            XCTAssertEqual(response.status, 503)
+            XCTAssertEqual(response.headers.first(name: "Retry-After"), "1")
+            XCTAssertNotEqual(response.headers.first(name: "Connection"), "close")
+            gapsMs.append(Int(Date().timeIntervalSince(answeredAt) * 1000))
+            answeredAt = Date()
+        }
+        for gap in gapsMs { XCTAssertGreaterThanOrEqual(gap, 980, "gaps \(gapsMs)") }
+        XCTAssertEqual(try holder.readResponse(method: "POST").status, 200)
+        XCTAssertEqual(
+            try httpRequest(port: appPort, method: "GET", path: "/counters/shed").bodyText,
+            "{\"name\":\"shed\",\"value\":1}", "only the admitted write reached the app")
+    }
 }
