@@ -99,11 +99,12 @@ struct MembershipState {
 
     var waiters: [UInt64: Waiter] = [:]
     var nextRequestID: UInt64 = 1
-    /// The configuration the transport's address book was last set from, and the book.
-    var bookConfiguration: ClusterConfiguration?
+    /// The transport's address book.
     var book: [PeerEndpoint]?
     /// What the book was computed from: it is computed again only when one of them changed.
     var bookSources: (configuration: ClusterConfiguration, committed: ClusterConfiguration, leader: NodeID?)?
+    /// The configuration the address book was last computed from.
+    var bookConfiguration: ClusterConfiguration? { bookSources?.configuration }
     var promotion: LearnerPromotionPolicy?
     /// Since when this node leads (for the dead-member rule: a new leader first gives everyone the full time).
     var leaderSinceMs: Int64?
@@ -400,6 +401,7 @@ extension ReplicaRuntime {
         {
             return
         }
+        let previous = membership.bookConfiguration
         membership.bookSources = (configuration, committed, leader)
         var ids = Set(configuration.members).union(committed.members)
         if let leader { ids.insert(leader) }
@@ -421,9 +423,7 @@ extension ReplicaRuntime {
             membership.book = endpoints
             messenger.setPeers(endpoints)
         }
-        guard configuration != membership.bookConfiguration else { return }
-        let previous = membership.bookConfiguration
-        membership.bookConfiguration = configuration
+        guard configuration != previous else { return }
         if previous != nil {
             log.info(
                 "membership changed", metadata: ["configuration": "\(configuration)", "self": "\(config.raft.id)"])
@@ -555,9 +555,7 @@ extension ReplicaRuntime {
     /// with no state and a way to join starts asking to be admitted.
     func startMembership() {
         if config.join == nil, raft.hasEmptyLog, !hasRecordedConfiguration, membership.removal == nil {
-            var job = PersistJob()
-            job.logBase = .reset(StoredLogBase(index: 0, term: 0, configuration: raft.configuration.encoded))
-            disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+            recordEmptyLogBase(raft.configuration)
         } else if !config.peers.isEmpty, hasRecordedConfiguration || configurationIndex > 0 {
             let settings = Set(config.peers.map(\.id) + [config.raft.id])
             if settings != Set(raft.configuration.members) {
@@ -570,6 +568,16 @@ extension ReplicaRuntime {
             }
         }
         startJoiningIfNeeded()
+    }
+
+    /// Persists `configuration` as the base of this node's empty log (index 0, term 0), the way a compaction
+    /// records the configuration at its base: a founder's first membership and a joiner's admission survive a
+    /// restart, and the node never falls back to `TANDEM_PEERS` afterwards.
+    private func recordEmptyLogBase(_ configuration: ClusterConfiguration) {
+        precondition(raft.hasEmptyLog, "only an empty log's base is replaced")
+        var job = PersistJob()
+        job.logBase = .reset(StoredLogBase(index: 0, term: 0, configuration: configuration.encoded))
+        disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
     }
 
     /// Starts asking to be admitted when this node has no state and a way to join.
@@ -676,9 +684,7 @@ extension ReplicaRuntime {
             return
         }
         membership.join = .admitted
-        var job = PersistJob()
-        job.logBase = .reset(StoredLogBase(index: 0, term: 0, configuration: configuration.encoded))
-        disk.submit(job) { [unowned self] outcome in self.recordDisk(outcome) }
+        recordEmptyLogBase(configuration)
         log.info(
             "admitted to the cluster as a learner",
             metadata: ["configuration": "\(configuration)", "index": "\(index)"])
