@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemNet", "TandemConsensus", "TandemStorage", "TandemTransport",
+                "TandemNet", "TandemConsensus", "TandemStorage", "TandemTransport", "TandemConfig",
                 .product(name: "Logging", package: "swift-log"),
             ]),
 

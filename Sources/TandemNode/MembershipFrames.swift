@@ -82,7 +82,11 @@ public struct MembershipRefusal: Error, Equatable, Sendable {
                 code: "below_minimum", message: "removing this voter would leave fewer voters than the minimum",
                 retryable: false)
         case .invalidAddress:
-            self.init(code: "invalid_address", message: "an address is host:port", retryable: false)
+            self.init(
+                code: "invalid_address",
+                message:
+                    "an address is host:port: a DNS name, an IPv4 address or a bracketed IPv6 one, and a port 1-65535",
+                retryable: false)
         }
     }
 }

@@ -16,6 +16,8 @@ import TandemConsensus
 import TandemStorage
 import TandemTransport
 
+import struct TandemConfig.HostPort
+
 /// How a node with no state joins a running cluster (`TANDEM_JOIN`).
 public struct JoinSettings: Sendable {
     /// The members to ask, resolved again before each round (DNS answers change as pods come and go). Called off
@@ -325,7 +327,11 @@ extension ReplicaRuntime {
             }
             change = .addLearner(member)
         }
-        guard address != nil || operation != .join else {
+        // The core bounds what a configuration entry may carry; an address is parsed here as every dial will
+        // parse it, so no member is added with an address nobody can reach.
+        guard address != nil || operation != .join,
+            address.map({ PeerEndpoint(id: member, address: $0) != nil }) ?? true
+        else {
             completion(.failure(MembershipRefusal(.invalidAddress)))
             return
         }
@@ -694,14 +700,10 @@ extension ReplicaRuntime {
 }
 
 extension PeerEndpoint {
-    /// An endpoint from `host:port` (a bracketed IPv6 host is unbracketed); nil when the text is not that.
+    /// An endpoint from `host:port` as the configuration's addresses accept it (`HostPort`: a DNS name, an IPv4
+    /// literal or a bracketed IPv6 one, unbracketed here) with a port other than 0; nil when the text is not that.
     public init?(id: NodeID, address: String) {
-        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]),
-            port > 0
-        else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.init(id: id, host: host, port: port)
+        guard let parsed = try? HostPort(parsing: address), parsed.port > 0 else { return nil }
+        self.init(id: id, host: parsed.host, port: parsed.port)
     }
 }

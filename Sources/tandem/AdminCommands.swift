@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemConfig
 
 /// `tandem status`: the cluster as this node's admin listener sees it, as a table.
 struct Status: ParsableCommand {
@@ -110,11 +111,10 @@ enum AdminClient {
         method: String, address: String, path: String, bearerToken: String? = nil, body: [UInt8]? = nil,
         timeoutSeconds: Int = 5
     ) throws -> (Int, String) {
-        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
-            throw ValidationError("--admin must be host:port, not \(address)")
+        guard let parsed = try? HostPort(parsing: address), parsed.port > 0 else {
+            throw ValidationError("--admin must be \(HostPort.syntax) (not port 0), not \(address)")
         }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let (host, port) = (parsed.host, parsed.port)
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?

@@ -28,6 +28,27 @@ final class OperationsTests: ClusterTestCase {
         XCTAssertFalse(dump.contains("\"other\""), dump)
     }
 
+    /// A member is added only with an address every node can dial: a host that is neither a DNS name nor an IP
+    /// literal, or port 0, is refused before anything reaches the log.
+    func testAMemberWithAnAddressNobodyCouldDialIsRefused() throws {
+        try startCluster(size: 1)
+        let node = try XCTUnwrap(waitForLeader())
+        for address in ["bad host:7400", "999.1.1.1:7400", "h:0", "[zz]:7400"] {
+            let answer = try httpRequest(
+                port: node.adminPort, method: "POST", path: "/admin/members",
+                body: "{\"id\":\"n9\",\"address\":\"\(address)\"}", timeoutSeconds: 20)
+            XCTAssertEqual(answer.status, 400, "\(address): \(answer.bodyText)")
+            XCTAssertTrue(answer.bodyText.contains("invalid_address"), "\(address): \(answer.bodyText)")
+        }
+        let members = try httpRequest(port: node.adminPort, method: "GET", path: "/members").bodyText
+        XCTAssertFalse(members.contains("n9"), members)
+        let good = try httpRequest(
+            port: node.adminPort, method: "POST", path: "/admin/members",
+            body: "{\"id\":\"n9\",\"address\":\"127.0.0.1:1\"}", timeoutSeconds: 20)
+        XCTAssertEqual(
+            good.status, 200, "a well-formed address is taken (the learner need not be up): \(good.bodyText)")
+    }
+
     func testTransferLeadershipEndpointHandsOverAndRequiresTheAdminToken() throws {
         extraEnvironment["TANDEM_ADMIN_TOKEN"] = "operator-token"
         try startCluster()

@@ -82,5 +82,12 @@ final class MembershipFrameTests: XCTestCase {
         XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "h:0"))
         XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: ":1"))
         XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "nocolon"))
+        // Parsed as the configuration's own addresses are (HostPort), not by splitting at the last colon.
+        XCTAssertEqual(PeerEndpoint(id: NodeID("a"), address: "10.0.0.7:7400")?.host, "10.0.0.7")
+        XCTAssertEqual(PeerEndpoint(id: NodeID("a"), address: "tandem-1.tandem-peers:7400")?.port, 7400)
+        XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "999.1.1.1:7400"), "not an IPv4 address")
+        XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "[zz]:7400"), "not an IPv6 address")
+        XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "::1:7400"), "an IPv6 host needs brackets")
+        XCTAssertNil(PeerEndpoint(id: NodeID("a"), address: "h:65536"))
     }
 }
