@@ -237,6 +237,12 @@ func isHostCharacter(_ byte: UInt8) -> Bool {
 /// The path part of a request target, without query: `/a/b` for `/a/b?x`, and for an absolute-form target the
 /// path after the authority (`/` when it has none). The asterisk and authority forms are returned unchanged.
 public func requestPath(ofTarget target: String) -> Substring {
+    let utf8 = target.utf8
+    // The origin form, nearly every request: up to the first `?`, found over bytes (targets are ASCII) instead of
+    // Characters.
+    if utf8.first == UInt8(ascii: "/") {
+        return target[..<(utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
+    }
     var rest = Substring(target)
     if !rest.hasPrefix("/") {
         if let colon = rest.firstIndex(of: ":"), rest[colon...].hasPrefix("://") {
