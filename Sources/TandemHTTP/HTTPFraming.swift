@@ -3,14 +3,14 @@
 
 /// The fields of a head that matter to framing and connection management, gathered in one pass.
 struct FramingFields {
-    var contentLengthValues: [String] = []
-    var transferEncodingValues: [String] = []
-    var hostValues: [String] = []
+    var contentLengthValues = FieldValues()
+    var transferEncodingValues = FieldValues()
+    var hostValues = FieldValues()
     var connectionClose = false
     var connectionKeepAlive = false
     var connectionUpgrade = false
     var upgradeValue: String?
-    var expectValues: [String] = []
+    var expectValues = FieldValues()
 
     init(scanning headers: HTTPHeaders) {
         for (name, value) in headers {
@@ -128,4 +128,38 @@ func parseHTTPVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTPParseError) ->
         && bytes[6] == UInt8(ascii: ".") && ASCII.isDigit(bytes[7])
     if wellFormed { throw HTTPParseError(.unsupportedVersion, "only HTTP/1.0 and HTTP/1.1 are supported") }
     throw HTTPParseError(.invalidVersion, "the HTTP version is malformed")
+}
+
+/// The values of the fields with one name, in received order. Nearly every message has none or one of each
+/// framing field, so the first value is kept inline: an array here cost a heap allocation per message for its
+/// Host (requests) or Content-Length (responses).
+struct FieldValues: Sequence {
+    /// The first value, nil when there is none.
+    private(set) var first: String?
+    /// The values after the first. Invariant: empty while `first` is nil.
+    private var others: [String] = []
+
+    var count: Int { first == nil ? 0 : 1 + others.count }
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ value: String) {
+        if first == nil {
+            first = value
+        } else {
+            others.append(value)
+        }
+    }
+
+    func makeIterator() -> Iterator { Iterator(values: self) }
+
+    struct Iterator: IteratorProtocol {
+        let values: FieldValues
+        var position = 0
+
+        mutating func next() -> String? {
+            defer { position += 1 }
+            if position == 0 { return values.first }
+            return position - 1 < values.others.count ? values.others[position - 1] : nil
+        }
+    }
 }

@@ -140,7 +140,7 @@ struct RequestRole: HTTPMessageRole {
 
     /// RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. The value must be a
     /// uri-host with an optional port (or empty).
-    private func checkHost(_ hostValues: [String]) throws(HTTPParseError) {
+    private func checkHost(_ hostValues: FieldValues) throws(HTTPParseError) {
         guard hostValues.count <= 1 else { throw HTTPParseError(.multipleHost, "more than one Host field") }
         guard let host = hostValues.first else {
             if version == .http1_1 { throw HTTPParseError(.missingHost, "an HTTP/1.1 request without Host") }
@@ -164,7 +164,7 @@ struct RequestRole: HTTPMessageRole {
 
     /// `100-continue` is the only expectation defined (RFC 9110 section 10.1.1); HTTP/1.0 requests must have it
     /// ignored. Any other expectation is refused with 417 rather than silently ignored.
-    private func checkExpectation(_ expectValues: [String]) throws(HTTPParseError) -> Bool {
+    private func checkExpectation(_ expectValues: FieldValues) throws(HTTPParseError) -> Bool {
         guard !expectValues.isEmpty else { return false }
         let all100Continue = expectValues.allSatisfy {
             asciiCaseInsensitiveEquals(trimmingOptionalWhitespace(Substring($0)), "100-continue")
@@ -237,6 +237,12 @@ func isHostCharacter(_ byte: UInt8) -> Bool {
 /// The path part of a request target, without query: `/a/b` for `/a/b?x`, and for an absolute-form target the
 /// path after the authority (`/` when it has none). The asterisk and authority forms are returned unchanged.
 public func requestPath(ofTarget target: String) -> Substring {
+    let utf8 = target.utf8
+    // The origin form, nearly every request: up to the first `?`, found over bytes (targets are ASCII) instead of
+    // Characters.
+    if utf8.first == UInt8(ascii: "/") {
+        return target[..<(utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
+    }
     var rest = Substring(target)
     if !rest.hasPrefix("/") {
         if let colon = rest.firstIndex(of: ":"), rest[colon...].hasPrefix("://") {

@@ -47,7 +47,7 @@ public enum HTTPStatus {
 
 /// Turns heads and chunk framing into bytes.
 public enum HTTPSerializer {
-    private static let crlf: [UInt8] = [ASCII.carriageReturn, ASCII.lineFeed]
+    static let crlf: [UInt8] = [ASCII.carriageReturn, ASCII.lineFeed]
 
     /// The bytes of `HTTP/1.1 100 Continue`, sent before reading the body of an `Expect: 100-continue` request.
     public static let continueResponse: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
@@ -73,15 +73,47 @@ public enum HTTPSerializer {
 
     /// Appends `version SP status SP reason CRLF`, the fields and the empty line.
     public static func appendResponseHead(_ head: HTTPResponseHead, into buffer: inout [UInt8]) {
-        precondition(head.status >= 100 && head.status <= 999, "status \(head.status) is not three digits")
-        precondition(isSafeFieldValue(head.reason), "reason phrase contains CR, LF or NUL")
-        buffer.append(contentsOf: head.version.description.utf8)
-        buffer.append(ASCII.space)
-        buffer.append(contentsOf: String(head.status).utf8)
-        buffer.append(ASCII.space)
-        buffer.append(contentsOf: head.reason.utf8)
-        buffer.append(contentsOf: crlf)
+        appendStatusLine(status: head.status, reason: head.reason, version: head.version, into: &buffer)
         appendFields(head.headers, into: &buffer)
+    }
+
+    /// Appends `version SP status SP reason CRLF` alone, for a head whose fields the caller appends one by one
+    /// (`appendField`) before `appendEndOfHead`.
+    public static func appendStatusLine(
+        status: Int, reason: String, version: HTTPVersion = .http1_1, into buffer: inout [UInt8]
+    ) {
+        precondition(status >= 100 && status <= 999, "status \(status) is not three digits")
+        precondition(isSafeFieldValue(reason), "reason phrase contains CR, LF or NUL")
+        buffer.append(contentsOf: version.description.utf8)
+        buffer.append(ASCII.space)
+        buffer.append(UInt8(ascii: "0") + UInt8(status / 100))
+        buffer.append(UInt8(ascii: "0") + UInt8(status / 10 % 10))
+        buffer.append(UInt8(ascii: "0") + UInt8(status % 10))
+        buffer.append(ASCII.space)
+        buffer.append(contentsOf: reason.utf8)
+        buffer.append(contentsOf: crlf)
+    }
+
+    /// Appends one field line `name: value CRLF`. The name must be a token and the value must not contain CR, LF
+    /// or NUL; anything else is a programmer error that could split the message, so it traps.
+    public static func appendField(name: String, value: String, into buffer: inout [UInt8]) {
+        precondition(isValidFieldName(name), "invalid header field name \(name.debugDescription)")
+        precondition(isSafeFieldValue(value), "header field value contains CR, LF or NUL")
+        appendValidatedField(name: name, value: value, into: &buffer)
+    }
+
+    /// `appendField` for a field taken from an `HTTPHeaders`, which checked it when it was added.
+    static func appendValidatedField(name: String, value: String, into buffer: inout [UInt8]) {
+        buffer.append(contentsOf: name.utf8)
+        buffer.append(ASCII.colon)
+        buffer.append(ASCII.space)
+        buffer.append(contentsOf: value.utf8)
+        buffer.append(contentsOf: crlf)
+    }
+
+    /// Appends the empty line that ends a head whose fields were appended one by one.
+    public static func appendEndOfHead(into buffer: inout [UInt8]) {
+        buffer.append(contentsOf: crlf)
     }
 
     /// The bytes of a request head.
@@ -138,13 +170,7 @@ public enum HTTPSerializer {
     /// Appends `name: value CRLF` for each field, then the empty line. `HTTPHeaders` guarantees no field can
     /// contain CR, LF or NUL, so the output always has exactly the fields given.
     public static func appendFields(_ fields: HTTPHeaders, into buffer: inout [UInt8]) {
-        for (name, value) in fields {
-            buffer.append(contentsOf: name.utf8)
-            buffer.append(ASCII.colon)
-            buffer.append(ASCII.space)
-            buffer.append(contentsOf: value.utf8)
-            buffer.append(contentsOf: crlf)
-        }
+        for (name, value) in fields { appendValidatedField(name: name, value: value, into: &buffer) }
         buffer.append(contentsOf: crlf)
     }
 }

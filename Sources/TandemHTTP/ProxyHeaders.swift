@@ -177,7 +177,7 @@ public enum ProxyHeaders {
     }
 
     /// Digits, hex letters, dots, colons and the `%` of an IPv6 zone; nothing that could break a field.
-    private static func isAddressCharacter(_ byte: UInt8) -> Bool {
+    static func isAddressCharacter(_ byte: UInt8) -> Bool {
         ASCII.isDigit(byte) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
             || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || byte == UInt8(ascii: ".")
             || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "%")

@@ -140,7 +140,14 @@ func globMatches(pattern: String.UTF8View, text: String.UTF8View) -> Bool {
 /// interpret it, so that the path a rule sees is the path the app serves. A path not starting with `/`
 /// (asterisk or authority form) is returned unchanged.
 public func normalizedRoutePath(_ path: Substring) -> String {
-    guard path.hasPrefix("/") else { return String(path) }
+    // Most paths have no `%` and no `.`: nothing to decode or remove, so one byte scan and no intermediate array.
+    let utf8 = path.utf8
+    guard utf8.first == UInt8(ascii: "/") else { return String(path) }
+    let plain =
+        utf8.withContiguousStorageIfAvailable { bytes in
+            !bytes.contains { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: ".") }
+        } ?? false
+    if plain { return String(path) }
     let decoded = decodingUnreservedPercentEncodings(path)
     guard decoded.contains(".") else { return decoded }
     let segments = decoded.split(separator: "/", omittingEmptySubsequences: false).dropFirst()

@@ -212,6 +212,9 @@ public final class Connection {
         if let bev { bufferevent_setwatermark(bev, Int16(EV_WRITE), bytes, 0) }
     }
 
+    /// How many chunks of the input one `evbuffer_peek` reports.
+    private static let peekVectorCount = 16
+
     public var inputCount: Int {
         guard let bev else { return 0 }
         return evbuffer_get_length(bufferevent_get_input(bev))
@@ -226,26 +229,29 @@ public final class Connection {
         let input = bufferevent_get_input(bev)
         isConsumingInput = true
         var total = 0
-        var vectors = [iovec](repeating: iovec(), count: 16)
-        walk: while !closeRequested {
-            let count = Int(evbuffer_peek(input, -1, nil, &vectors, 16))
-            if count == 0 { break }
-            var consumedNow = 0
-            var stopped = false
-            for vector in vectors.prefix(min(count, 16)) {
-                let chunk = UnsafeRawBufferPointer(start: vector.iov_base, count: vector.iov_len)
-                let used = body(chunk)
-                precondition(used >= 0 && used <= chunk.count, "consumeInput body consumed outside its chunk")
-                consumedNow += used
-                if used < chunk.count || closeRequested {
-                    stopped = true
-                    break
+        // On the stack: an array here cost a heap allocation (and a generic metadata lookup) on every read.
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.peekVectorCount) { vectors in
+            guard let base = vectors.baseAddress else { return }
+            walk: while !closeRequested {
+                let count = Int(evbuffer_peek(input, -1, nil, base, Int32(Self.peekVectorCount)))
+                if count == 0 { break }
+                var consumedNow = 0
+                var stopped = false
+                for index in 0..<min(count, Self.peekVectorCount) {
+                    let chunk = UnsafeRawBufferPointer(start: base[index].iov_base, count: base[index].iov_len)
+                    let used = body(chunk)
+                    precondition(used >= 0 && used <= chunk.count, "consumeInput body consumed outside its chunk")
+                    consumedNow += used
+                    if used < chunk.count || closeRequested {
+                        stopped = true
+                        break
+                    }
                 }
+                evbuffer_drain(input, consumedNow)
+                total += consumedNow
+                // More chunks than vectors means another round; otherwise everything buffered was offered.
+                if stopped || count <= Self.peekVectorCount { break walk }
             }
-            evbuffer_drain(input, consumedNow)
-            total += consumedNow
-            // More than 16 chunks means another round; otherwise everything buffered was offered.
-            if stopped || count <= 16 { break walk }
         }
         isConsumingInput = false
         if closeRequested { finishClose() }

@@ -127,6 +127,15 @@ final class Admission {
 
     // MARK: concurrency
 
+    /// The slot `admit` would grant at once (nothing waits and the limit has room), or nil when the request would
+    /// have to wait or be refused. The common case needs no ticket and no callbacks: callers try this first and
+    /// make a ticket only when it returns nil; the decision is the same as `admit`'s.
+    func grantNow(_ kind: Kind) -> AdmissionSlot? {
+        let lane = index(kind)
+        guard lanes[lane].queue.isEmpty && lanes[lane].limit.tryAcquire() else { return nil }
+        return slot(kind, now: EventLoop.preciseNowMicros())
+    }
+
     /// Grants a slot now, queues the ticket, or refuses it (false: the queue is full, answer 503).
     func admit(_ kind: Kind, ticket: AdmissionTicket) -> Bool {
         let lane = index(kind)
@@ -163,8 +172,12 @@ final class Admission {
     var readQueueLength: Int { lanes[0].queue.count }
     var writeQueueLength: Int { lanes[1].queue.count }
 
+    private func slot(_ kind: Kind, now: Int64) -> AdmissionSlot {
+        AdmissionSlot(kind: kind, startMicros: now, inflightAtStart: lanes[index(kind)].limit.inflight)
+    }
+
     private func grant(_ ticket: AdmissionTicket, kind: Kind, now: Int64) {
-        let slot = AdmissionSlot(kind: kind, startMicros: now, inflightAtStart: lanes[index(kind)].limit.inflight)
+        let slot = slot(kind, now: now)
         let onGranted = ticket.onGranted
         ticket.onGranted = nil
         ticket.onShed = nil

@@ -130,23 +130,26 @@ final class ProxyServer: ListenerDelegate {
 
     /// Writes the request head as the app receives it: hop-by-hop fields and every client `Tandem-*` field
     /// removed, forwarding fields appended, body framing restated (chunked bodies are re-chunked; Expect is
-    /// answered by Tandem itself).
+    /// answered by Tandem itself). `forwardedElement` is `ProxyHeaders.forwardedElement(clientAddress:)`.
     func writeForwardedRequestHead(
-        _ head: HTTPRequestHead, clientAddress: String, keepUpgrade: Bool, to connection: Connection
+        _ head: HTTPRequestHead, clientAddress: String, forwardedElement: String, keepUpgrade: Bool,
+        to connection: Connection
     ) {
-        var headers = head.headers
-        ProxyHeaders.removeHopByHop(from: &headers, keepUpgrade: keepUpgrade)
-        ProxyHeaders.removeTandemFields(from: &headers)
-        headers.remove(name: "Expect")
-        ProxyHeaders.appendForwarding(to: &headers, clientAddress: clientAddress)
-        ProxyHeaders.setFraming(head.framing, in: &headers)
-        let forwarded = HTTPRequestHead(method: head.method, target: head.target, headers: headers)
-        writeHead(to: connection) { HTTPSerializer.appendRequestHead(forwarded, into: &$0) }
+        writeHead(to: connection) {
+            ProxyHeaders.appendForwardedRequestHead(
+                head, clientAddress: clientAddress, forwardedElement: forwardedElement, keepUpgrade: keepUpgrade,
+                into: &$0)
+        }
     }
 
     /// Writes a response head to a client.
     func writeResponseHead(_ head: HTTPResponseHead, to connection: Connection) {
         writeHead(to: connection) { HTTPSerializer.appendResponseHead(head, into: &$0) }
+    }
+
+    /// Writes a head serialized by `serialize` into the shared head buffer (see `writeHead(to:_:)`).
+    func writeSerializedHead(to connection: Connection, _ serialize: (inout [UInt8]) -> Void) {
+        writeHead(to: connection, serialize)
     }
 
     /// Serializes a head into `headBuffer` and writes it. One buffer serves every head (the loop is
