@@ -50,16 +50,21 @@ final class Admission {
         // No probing down to a tiny concurrency: at a floor of 4, 50 healthy clients queue behind the probe and
         // CoDel sheds them (Envoy #8337). The floors stay well above ordinary client concurrency.
         var readConfig = AdaptiveConcurrencyLimit.Configuration()
+        // The read floor is the starting limit: with a floor of 64, a jump from 50 to 256 clients of a healthy
+        // app (their latency five times what the long average had learned, the app's own queue) drove the limit
+        // to 64 within a second and CoDel shed reads the app served in 17 ms (scripts/bench-proxy.sh). Above the
+        // floor the limit still follows the app's latency, up to 4096; a slow app's answers stay bounded by
+        // TANDEM_UPSTREAM_TIMEOUT.
         readConfig.initialLimit = 256
-        readConfig.minLimit = 64
+        readConfig.minLimit = 256
         readConfig.maxLimit = 4096
         readConfig.probeIntervalSamples = nil
         var writeConfig = AdaptiveConcurrencyLimit.Configuration()
-        // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group.
-        // Writes are applied one at a time whatever the window, so a small window buys no latency, only
-        // rejections: each refused client comes straight back, and at 10x load answering 503s ate the CPU the
-        // writes needed (goodput fell to 16 % of peak in scripts/bench-overload.sh). A window near the pending
-        // limit keeps the log's batches full; CoDel still sheds a queue that stands beyond it.
+        // Writes are batched into one fsync: allow many in flight, or group commit has nothing to group. A small
+        // window buys no latency, only rejections: each refused client comes straight back, and at 10x load
+        // answering 503s ate the CPU the writes needed (goodput fell to 16 % of peak in scripts/bench-overload.sh).
+        // A window near the pending limit keeps the log's batches full; CoDel still sheds a queue that stands
+        // beyond it.
         writeConfig.maxLimit = max(8, writeQueueCapacity)
         writeConfig.initialLimit = writeConfig.maxLimit
         writeConfig.minLimit = max(4, writeConfig.maxLimit / 4)

@@ -35,4 +35,27 @@ final class AdmissionFastPathTests: XCTestCase {
         XCTAssertEqual(admission.readQueueLength, 0)
         XCTAssertEqual(admission.grantNow(.write)?.kind, .write, "the write lane is separate")
     }
+
+    /// Reads whose latency jumps (more clients of a healthy app queue in the app itself) shrink the read limit no
+    /// lower than where it starts, 256: a jump from 50 to 256 clients must not be shed.
+    func testTheReadLimitNeverFallsBelowItsStartWhenLatencyJumps() throws {
+        let loop = try EventLoop()
+        let admission = makeAdmission(loop)
+        defer { admission.stop() }
+        XCTAssertEqual(admission.readLimit, 256)
+        // A thousand quick reads teach the limiter a normal latency, then a thousand take 50 ms at full concurrency.
+        for round in 0..<2000 {
+            guard var slot = admission.grantNow(.read) else { return XCTFail("no slot at round \(round)") }
+            let latencyMicros: Int64 = round < 1000 ? 1000 : 50_000
+            slot = AdmissionSlot(
+                kind: .read, startMicros: EventLoop.preciseNowMicros() - latencyMicros, inflightAtStart: 256)
+            admission.release(slot, dropped: false)
+        }
+        XCTAssertGreaterThanOrEqual(admission.readLimit, 256, "the limit stays at or above its floor")
+        for _ in 0..<50 {
+            guard let slot = admission.grantNow(.read) else { return XCTFail("no slot") }
+            admission.release(slot, dropped: true)
+        }
+        XCTAssertEqual(admission.readLimit, 256, "fifty drops in a row take it down to the floor, not below")
+    }
 }
