@@ -127,6 +127,8 @@ final class Applier: ConnectionDelegate {
 
     /// Requests written to the app and not answered yet (at most `pipelineLimit`).
     var inFlight: Int { window.sent }
+    /// Entries taken for the app and not answered yet, written on this connection or not.
+    var unanswered: Int { window.count }
 
     /// What the applier is doing, for /status: an operator (or a test) whose replica stopped applying sees why.
     var activity: String {
@@ -214,6 +216,22 @@ final class Applier: ConnectionDelegate {
         } else {
             pausedBy = completion
         }
+    }
+
+    /// The app process the window's requests were written to is gone (an in-memory app restarted): none of them
+    /// can be answered any more, and the new process holds none of them. They go back to the head of the queue, to
+    /// be applied once the app is rebuilt, and the connection (held for the restart check) is dropped: the pause
+    /// of the restore that follows must not wait for answers that cannot come (it waited forever when an entry was
+    /// in flight as the app died). Not while a pause is under way: it waits for the window, and emptying it would
+    /// let a snapshot being taken read the new, empty app.
+    func forgetRequestsToLostApp() {
+        loop.assertOnLoopThread()
+        guard !window.isEmpty, !isPaused else { return }
+        retryTimer.cancel()
+        isWaitingToRetry = false
+        isStalled = false
+        dropConnection()
+        putBack(window.removeAll())
     }
 
     /// Returns entries taken from the queue to its head, in order.

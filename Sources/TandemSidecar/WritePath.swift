@@ -569,6 +569,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
                 "the app restarted: restoring it from the latest snapshot, then replaying the log after it",
                 metadata: ["snapshot": "\(snapshot.id.index)", "through": "\(through)"])
             replayingThrough = through
+            // Whatever was in flight went to the process that died: it is applied again after the rebuild.
+            applier.forgetRequestsToLostApp()
             snapshots.restore(snapshot) { [unowned self] result in
                 switch result {
                 case .success(let state):

@@ -355,6 +355,35 @@ final class ApplierPipelineTests: XCTestCase {
         XCTAssertEqual(UInt64(state.received), state.applied, "the app got nothing beyond the applied index")
     }
 
+    /// An in-memory app dies with requests in flight and comes back at once: the applier reconnects and holds
+    /// them for the restart check, and the owner rebuilds the app. The requests went to the dead process and can
+    /// never be answered, so the owner forgets them before pausing for the restore: the pause settles at once
+    /// (it waited forever before), and every entry is then applied, in order, to the new process.
+    func testRequestsToAnAppThatDiedAreForgottenSoTheRestorePauseSettles() throws {
+        startApplier(window: 16)
+        app.policy = { $0.tandemIndex == 3 && $0.connection == 1 ? .closeUnanswered : .answer }
+        var holding = false
+        var settledWithInFlight: Int?
+        applier.onConnectionLost = { idle in if !idle { holding = true } }
+        applier.isHoldingForRestartCheck = { holding }
+        let resume = TandemNet.Timer(loop: loop) { [unowned self] in applier.resumeApplying() }
+        applier.onConnectedWhileHolding = { [unowned self] in
+            XCTAssertGreaterThan(applier.unanswered, 0, "requests to the dead process are still in the window")
+            applier.forgetRequestsToLostApp()
+            applier.pause { [unowned self] in
+                settledWithInFlight = applier.unanswered
+                holding = false
+                resume.schedule(afterMs: 5)
+            }
+        }
+        applyAll(Self.entries(1...100))
+        XCTAssertEqual(settledWithInFlight, 0, "the restore's pause settled, with nothing unanswered")
+        assertDeliveredInOrder(100)
+        XCTAssertEqual(
+            app.receipts.filter { $0.connection > 1 }.first?.tandemIndex, 3,
+            "the new process got the first unanswered entry first")
+    }
+
     func testAnEntryAfterWhichTheOwnerMayPauseIsAnsweredBeforeAnythingFollowsIt() {
         startApplier(window: 16)
         applier.pipelineStopsAfter = { $0 % 25 == 0 }
