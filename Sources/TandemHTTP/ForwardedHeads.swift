@@ -33,7 +33,7 @@ extension ProxyHeaders {
             }
         }
         // Only a request with a `Connection` field pays for its option list.
-        let nominated = sawConnection ? nominatedFieldNames(fields) : []
+        let nominated = sawConnection ? nominatedFieldNames(head.headers) : []
         func isForwarded(_ name: String) -> Bool {
             if keepUpgrade && asciiCaseInsensitiveEquals(name, "Upgrade") { return true }
             if isHopByHop(name, nominated: nominated) || isTandemFieldName(name) { return false }
@@ -91,25 +91,17 @@ extension ProxyHeaders {
         HTTPSerializer.appendStatusLine(status: status, reason: reason, into: &buffer)
         let fields = headers.fields
         let sawConnection = fields.contains { asciiCaseInsensitiveEquals($0.name, "Connection") }
-        let nominated = sawConnection ? nominatedFieldNames(fields) : []
+        let nominated = sawConnection ? nominatedFieldNames(headers) : []
         for field in fields where !isHopByHop(field.name, nominated: nominated) {
             HTTPSerializer.appendValidatedField(name: field.name, value: field.value, into: &buffer)
         }
     }
 
-    /// The options of every `Connection` field, as `removeHopByHop` reads them: the fields they name are removed,
-    /// except the protected ones.
-    private static func nominatedFieldNames(_ fields: [HTTPHeaders.Element]) -> [Substring] {
-        var nominated: [Substring] = []
-        for field in fields where asciiCaseInsensitiveEquals(field.name, "Connection") {
-            for element in field.value.split(separator: ",", omittingEmptySubsequences: true) {
-                let option = trimmingOptionalWhitespace(element)
-                if !option.isEmpty && !protectedFieldNames.contains(where: { asciiCaseInsensitiveEquals($0, option) }) {
-                    nominated.append(option)
-                }
-            }
+    /// The options of every `Connection` field: the fields they name are hop-by-hop, except the protected ones.
+    static func nominatedFieldNames(_ headers: HTTPHeaders) -> [Substring] {
+        headers.tokens(name: "Connection").filter { option in
+            !protectedFieldNames.contains { asciiCaseInsensitiveEquals($0, option) }
         }
-        return nominated
     }
 
     private static func isHopByHop(_ name: String, nominated: [Substring]) -> Bool {

@@ -20,9 +20,7 @@ public enum ProxyHeaders {
     /// end-to-end fields in their order. When `keepUpgrade` (a tunnelled Upgrade request on a bypass route, or
     /// the app's 101 answer), `Upgrade` is kept and `Connection: upgrade` re-added so the next hop upgrades too.
     public static func removeHopByHop(from headers: inout HTTPHeaders, keepUpgrade: Bool = false) {
-        let nominated = headers.tokens(name: "Connection").filter { option in
-            !protectedFieldNames.contains { asciiCaseInsensitiveEquals($0, option) }
-        }
+        let nominated = nominatedFieldNames(headers)
         headers.removeAll { field in
             if keepUpgrade && asciiCaseInsensitiveEquals(field.name, "Upgrade") { return false }
             return hopByHopFieldNames.contains { asciiCaseInsensitiveEquals($0, field.name) }
