@@ -18,7 +18,9 @@ public struct ProxySettings: Sendable {
     public var maxConnections = 10_000
     /// Above this many buffered bytes on one side, the other side stops being read (TCP backpressure).
     public var bufferHighWaterBytes = 256 * 1024
-    public var upstreamMaxIdle = 128
+    /// Idle app connections kept however long they idle; the ones above are closed after `upstreamSurplusIdleMs`.
+    public var upstreamIdleFloor = 128
+    public var upstreamSurplusIdleMs: Int64 = 5_000
     /// Request bodies held in memory across all client connections (a write's body until it is proposed, a
     /// waiting read's body until it goes to the app) are bounded by the larger of this and 16 bodies of the
     /// largest size (`limits.bodyMaxBytes`); beyond it a body is shed with 503 overloaded.
@@ -64,8 +66,9 @@ final class ProxyServer: ListenerDelegate {
         self.bodyBudgetBytes = max(
             settings.bodyBudgetFloorBytes, sixteenBodies.overflow ? .max : sixteenBodies.partialValue)
         self.pool = UpstreamPool(
-            loop: loop, host: settings.upstreamHost, port: settings.upstreamPort, maxIdle: settings.upstreamMaxIdle,
-            bufferHighWaterBytes: settings.bufferHighWaterBytes, health: health, metrics: metrics)
+            loop: loop, host: settings.upstreamHost, port: settings.upstreamPort, idleFloor: settings.upstreamIdleFloor,
+            surplusIdleMs: settings.upstreamSurplusIdleMs, bufferHighWaterBytes: settings.bufferHighWaterBytes,
+            health: health, metrics: metrics)
         let listener = try Listener(loop: loop, host: settings.listenHost, port: settings.listenPort)
         self.listener = listener
         listener.delegate = self

@@ -20,6 +20,8 @@ final class UpstreamConnection: ConnectionDelegate {
     private(set) var isConnected = false
     /// Exchanges completed on this connection: a reused connection may have been closed by the app meanwhile.
     var completedExchanges = 0
+    /// When the connection last went back to the pool (loop clock, ms); meaningful only while it idles.
+    var idleSinceMs: Int64 = 0
 
     init(pool: UpstreamPool) {
         self.pool = pool
@@ -63,28 +65,39 @@ final class UpstreamConnection: ConnectionDelegate {
 }
 
 /// Keep-alive connections to the local app, most recently used first (warm connections, fewer idle timeouts).
-/// Bounded: at most `maxIdle` idle connections; busy ones are bounded by the client sessions that hold them.
+///
+/// Bounded by demand: a connection is busy only while a client session holds it (so busy ones are bounded by the
+/// sessions), and a released one stays idle for the next request. Up to `idleFloor` idle connections are kept for
+/// good; the ones above it are closed once they have idled for `surplusIdleMs`, least recently used first. A
+/// fixed cap on idle connections instead made every burst above it pay a connect and a close per request beyond
+/// the cap (at 256 concurrent reads and a cap of 128, one app connection dialled for every other read).
 final class UpstreamPool {
     private unowned let loop: EventLoop
     let host: String
     let port: UInt16
-    let maxIdle: Int
+    let idleFloor: Int
+    let surplusIdleMs: Int64
     let bufferHighWaterBytes: Int
     let health: AppHealth
     private let metrics: Metrics
-    /// Idle connections, most recently released last. Invariant: every element has no owner and is open.
+    /// Idle connections, most recently released last (so `idleSinceMs` never decreases along it). Invariant:
+    /// every element has no owner and is open.
     private var idle: [UpstreamConnection] = []
+    /// Closes the idle surplus over `idleFloor` when it has idled long enough; scheduled only while there is one.
+    private var surplusTimer: Timer?
     /// Every open connection, idle or busy, so that shutdown can close them all.
     private var open: [ObjectIdentifier: UpstreamConnection] = [:]
 
     init(
-        loop: EventLoop, host: String, port: UInt16, maxIdle: Int, bufferHighWaterBytes: Int, health: AppHealth,
-        metrics: Metrics
+        loop: EventLoop, host: String, port: UInt16, idleFloor: Int, surplusIdleMs: Int64, bufferHighWaterBytes: Int,
+        health: AppHealth, metrics: Metrics
     ) {
+        precondition(idleFloor >= 0 && surplusIdleMs > 0, "pool bounds are positive")
         self.loop = loop
         self.host = host
         self.port = port
-        self.maxIdle = maxIdle
+        self.idleFloor = idleFloor
+        self.surplusIdleMs = surplusIdleMs
         self.bufferHighWaterBytes = bufferHighWaterBytes
         self.health = health
         self.metrics = metrics
@@ -117,12 +130,36 @@ final class UpstreamPool {
         precondition(!idle.contains { $0 === upstream }, "an upstream connection released twice")
         upstream.owner = nil
         upstream.completedExchanges += 1
-        guard upstream.connection.isOpen, idle.count < maxIdle else {
+        guard upstream.connection.isOpen else {
             discard(upstream)
             return
         }
+        upstream.idleSinceMs = loop.nowMs
         idle.append(upstream)
+        if idle.count > idleFloor { scheduleSurplusCheck(afterMs: surplusIdleMs) }
         publishGauges()
+    }
+
+    /// Closes the idle connections above the floor that have idled for `surplusIdleMs`, oldest first, and looks
+    /// again when the next one would be due.
+    private func closeIdleSurplus() {
+        let now = loop.nowMs
+        var expired = 0
+        while idle.count - expired > idleFloor, idle[expired].idleSinceMs + surplusIdleMs <= now { expired += 1 }
+        let closing = idle.prefix(expired)
+        idle.removeFirst(expired)
+        for upstream in closing { discard(upstream) }
+        if idle.count > idleFloor, let oldest = idle.first {
+            scheduleSurplusCheck(afterMs: max(1, oldest.idleSinceMs + surplusIdleMs - now))
+        }
+    }
+
+    private func scheduleSurplusCheck(afterMs delayMs: Int64) {
+        if surplusTimer == nil {
+            surplusTimer = Timer(loop: loop, priority: .control) { [unowned self] in closeIdleSurplus() }
+        }
+        guard let surplusTimer, !surplusTimer.isScheduled else { return }
+        surplusTimer.schedule(afterMs: delayMs)
     }
 
     /// Closes a connection that must not be reused (an exchange failed or was abandoned half way).
@@ -139,6 +176,8 @@ final class UpstreamPool {
     }
 
     func closeAll() {
+        surplusTimer?.invalidate()
+        surplusTimer = nil
         for upstream in Array(open.values) { discard(upstream) }
     }
 

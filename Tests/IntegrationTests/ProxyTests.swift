@@ -326,6 +326,65 @@ final class UpstreamBehaviourTests: ProcessTestCase {
         XCTAssertEqual(answer.value?.status, 200, answer.value?.bodyText ?? "")
     }
 
+    /// More reads in flight than the pool's idle floor (128) keep their app connections: 200 keep-alive clients
+    /// reading three times each cost the app 200 connections, not 200 new ones per burst above the floor (the
+    /// pool used to close every connection released beyond 128, then dial again for the next burst: at 256 clients
+    /// that was a connect and a close for every other read). The surplus over the floor is closed only once it
+    /// has idled for the pool's surplus timeout.
+    func testABurstAboveTheIdleFloorReusesItsAppConnections() throws {
+        let (_, appPort) = try startPythonApp(
+            name: "counting-app",
+            source: """
+                import socket, threading, time
+                lock = threading.Lock()
+                carried = set()
+                server = socket.socket()
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("127.0.0.1", 0))
+                server.listen(1024)
+                print("counting app listening on 127.0.0.1:%d" % server.getsockname()[1], flush=True)
+                def serve(conn, number):
+                    data = b""
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                        while b"\\r\\n\\r\\n" in data:
+                            head, data = data.split(b"\\r\\n\\r\\n", 1)
+                            if head.startswith(b"GET /count "):
+                                with lock:
+                                    body = str(len(carried)).encode()
+                            else:
+                                with lock:
+                                    carried.add(number)
+                                time.sleep(0.2)
+                                body = b"ok"
+                            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+                number = 0
+                while True:
+                    conn, _ = server.accept()
+                    number += 1
+                    threading.Thread(target=serve, args=(conn, number), daemon=True).start()
+                """)
+        let tandem = try startTandem(upstreamPort: appPort)
+        let clients = try (0..<200).map { _ in try RawClient(port: tandem.clientPort) }
+        for _ in 0..<3 {
+            for client in clients { client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n") }
+            for client in clients { XCTAssertEqual(try client.readResponse().bodyText, "ok") }
+        }
+        let carried = try httpRequest(port: appPort, method: "GET", path: "/count").bodyText
+        XCTAssertEqual(carried, "200", "app connections that carried a read, for 600 reads by 200 clients")
+        let metrics = try httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText
+        XCTAssertTrue(metrics.contains("tandem_upstream_connections{state=\"idle\"} 200\n"), metrics)
+        // The 72 above the floor go once they have idled for the surplus timeout (5 s), the floor stays.
+        XCTAssertTrue(
+            waitUntil(seconds: 15) {
+                let text = (try? httpRequest(port: tandem.adminPort, method: "GET", path: "/metrics").bodyText) ?? ""
+                return text.contains("tandem_upstream_connections{state=\"idle\"} 128\n")
+            }, "the idle surplus was not closed")
+    }
+
     func testUpgradeOnABypassRouteIsTunnelledBothWays() throws {
         let script = NSTemporaryDirectory() + "upgrade-\(UUID().uuidString).py"
         try """
