@@ -51,8 +51,29 @@ extension ConnectionDelegate {
 /// response paid two `epoll_ctl` calls per response (arm the write event, then disarm it once the buffer drained)
 /// and a loop turn between them. Only what the socket does not take is handed to the bufferevent, which writes
 /// it when the socket is writable, as before. TLS connections write through their bufferevent directly.
+///
+/// A plain TCP connection also reads its socket itself, with one `recv` into the bufferevent's input buffer from
+/// its own read event: libevent's read asks the kernel how much is waiting (`ioctl(FIONREAD)`) before every
+/// `readv`, one system call more per read, and walks its bufferevent machinery around it. The bufferevent then
+/// only writes, connects and reports write errors. TLS connections read through their bufferevent.
 public final class Connection {
     private var bev: OpaquePointer?
+    /// The socket of a plain TCP connection (set once it is connected), which it reads with `readEvent`.
+    private var fd: Int32 = -1
+    /// The read event of a plain TCP connection (`EV_READ | EV_PERSIST` on `fd`), made once `fd` is known; nil for
+    /// TLS connections, which read through their bufferevent. `isReadArmed` mirrors whether it is added.
+    private var readEvent: OpaquePointer?
+    private var isReadArmed = false
+    /// What the delegate asked for: reading on (`enableReading`) or off (`disableReading`, `closeAfterFlush`).
+    private var wantsReading = false
+    /// Reads stop at this many buffered input bytes and resume below it (0: no bound).
+    private var readHighWatermark = 0
+    /// The peer's EOF or a read error was met: the socket is not read again.
+    private var readSideEnded = false
+    /// Set by `enableReading()` for the read event's callback, which it activates: input buffered while reading
+    /// was paused, or a peer event held then, still to be reported.
+    private var pendingInputReport = false
+    private var pendingPeerEvent: (events: Int16, errno: Int32)?
     /// The loop that flushes staged writes; nil for connections that write through the bufferevent directly.
     /// Unowned without a reference count: a bufferevent cannot outlive the event base of its loop anyway.
     private unowned(unsafe) let flushLoop: EventLoop?
@@ -99,6 +120,14 @@ public final class Connection {
         Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().event(events)
     }
 
+    private static let onSocketReadable: event_callback_fn = { _, _, context in
+        guard let context else { return }
+        Unmanaged<Connection>.fromOpaque(context).takeUnretainedValue().socketReadable()
+    }
+
+    /// The most one read callback takes from the socket (libevent took at most 4096).
+    private static let readChunkBytes = 16 * 1024
+
     /// Wraps an accepted socket. Reading starts disabled; call `enableReading()` once a delegate is set.
     init?(loop: EventLoop, acceptedFD fd: Int32, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
@@ -111,6 +140,7 @@ public final class Connection {
         setNoDelay(fd)
         isEstablished = true
         adopt(bev, priority: priority)
+        makeReadEvent(fd: fd, base: loop.base)
     }
 
     /// Adopts a bufferevent made elsewhere in TandemNet (TLS connections): writes go through it directly.
@@ -134,6 +164,33 @@ public final class Connection {
         if let staging { evbuffer_free(staging) }
     }
 
+    /// Creates the read event of a plain TCP connection on its connected socket, armed if reading is wanted.
+    private func makeReadEvent(fd: Int32, base: OpaquePointer) {
+        precondition(staging != nil && readEvent == nil && fd >= 0, "a read event is made once, for plain TCP")
+        self.fd = fd
+        // A socket bufferevent freezes the end of its input buffer, which only its own read may lift; it never
+        // reads here, and the read event's `recv` adds to the buffer instead.
+        if let bev { evbuffer_unfreeze(bufferevent_get_input(bev), 0) }
+        readEvent = event_new(
+            base, fd, Int16(EV_READ | EV_PERSIST), Connection.onSocketReadable,
+            Unmanaged.passUnretained(self).toOpaque())
+        precondition(readEvent != nil, "event_new failed: out of memory")
+        event_priority_set(readEvent, priority.rawValue)
+        updateReadInterest()
+    }
+
+    /// Adds or removes the read event so that it is armed exactly when the socket should be read: reading is
+    /// wanted, the input is under its high-water mark, the read side has not ended, and no input or peer event
+    /// waits in a pause.
+    private func updateReadInterest() {
+        guard let readEvent else { return }
+        let full = readHighWatermark > 0 && inputCount >= readHighWatermark
+        let heldInPause = isReadingPaused && (inputArrivedWhilePaused || heldPeerEvent != nil)
+        let wanted = wantsReading && !full && !readSideEnded && !heldInPause && !closeRequested
+        guard wanted != isReadArmed else { return }
+        isReadArmed = wanted
+        if wanted { event_add(readEvent, nil) } else { event_del(readEvent) }
+    }
     private func adopt(_ bev: OpaquePointer, priority: EventPriority) {
         self.bev = bev
         self.priority = priority
@@ -172,6 +229,10 @@ public final class Connection {
 
     public func enableReading() {
         guard let bev else { return }
+        if staging != nil {
+            enableOwnReading()
+            return
+        }
         isReadingPaused = false
         if let held = heldPeerEvent {
             // Reported from the loop, not from inside this call: the caller is in the middle of its own work.
@@ -188,6 +249,24 @@ public final class Connection {
         }
     }
 
+    /// `enableReading()` of a plain TCP connection: what a pause held is reported from the read event's callback
+    /// (activated, so from the loop, not from inside this call), like the deferred triggers of the bufferevent.
+    private func enableOwnReading() {
+        wantsReading = true
+        isReadingPaused = false
+        if let held = heldPeerEvent {
+            heldPeerEvent = nil
+            pendingPeerEvent = held
+        } else if inputArrivedWhilePaused {
+            inputArrivedWhilePaused = false
+            pendingInputReport = true
+        }
+        updateReadInterest()
+        if let readEvent, pendingPeerEvent != nil || pendingInputReport {
+            event_active(readEvent, Int32(EV_READ), 0)
+        }
+    }
+
     /// Like `disableReading()` for the delegate (no input, EOF or read error is reported until
     /// `enableReading()`), but cheaper when the peer sends nothing meanwhile, as a client waiting for its answer
     /// does: the read event is left armed instead of being removed from epoll and added again.
@@ -198,12 +277,24 @@ public final class Connection {
 
     /// Stops reading the socket: the kernel buffers fill and TCP pushes back on the sender.
     public func disableReading() {
-        if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+        guard let bev else { return }
+        if staging != nil {
+            wantsReading = false
+            updateReadInterest()
+        } else {
+            bufferevent_disable(bev, Int16(EV_READ))
+        }
     }
 
-    /// Above this many buffered input bytes libevent stops reading the socket (TCP backpressure). 0 = no limit.
+    /// Above this many buffered input bytes the socket is not read (TCP backpressure). 0 = no limit.
     public func setReadHighWatermark(bytes: Int) {
-        if let bev { bufferevent_setwatermark(bev, Int16(EV_READ), 0, bytes) }
+        guard let bev else { return }
+        if staging != nil {
+            readHighWatermark = bytes
+            updateReadInterest()
+        } else {
+            bufferevent_setwatermark(bev, Int16(EV_READ), 0, bytes)
+        }
     }
 
     /// `connectionDidDrainOutput` fires when the output buffer falls to this many bytes.
@@ -254,7 +345,11 @@ public final class Connection {
             }
         }
         isConsumingInput = false
-        if closeRequested { finishClose() }
+        if closeRequested {
+            finishClose()
+        } else if total > 0 && readHighWatermark > 0 {
+            updateReadInterest()
+        }
         return total
     }
 
@@ -293,7 +388,7 @@ public final class Connection {
         guard evbuffer_get_length(staging) > 0 else { return }
         let output = bufferevent_get_output(bev)
         if isEstablished && evbuffer_get_length(output) == 0 {
-            let written = evbuffer_write(staging, bufferevent_getfd(bev))
+            let written = send(staging)
             if evbuffer_get_length(staging) == 0 {
                 // Everything left: what libevent's write callback would report (the output is at 0, which is at
                 // or below any low-water mark).
@@ -302,6 +397,28 @@ public final class Connection {
             }
         }
         evbuffer_add_buffer(output, staging)
+    }
+
+    /// Offers `buffer`'s bytes to the socket in one `send` (`sendmsg` when they span several chains) and drains
+    /// what it took. Returns that count, or -1 (errno set). `send` skips the file layer `writev` goes through.
+    private func send(_ buffer: OpaquePointer) -> Int {
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.peekVectorCount) { vectors in
+            guard let base = vectors.baseAddress else { return -1 }
+            let chains = min(
+                Int(evbuffer_peek(buffer, -1, nil, base, Int32(Self.peekVectorCount))), Self.peekVectorCount)
+            guard chains > 0 else { return 0 }
+            let sent: Int
+            if chains == 1 {
+                sent = Glibc.send(fd, base[0].iov_base, base[0].iov_len, Int32(Glibc.MSG_NOSIGNAL))
+            } else {
+                var message = msghdr()
+                message.msg_iov = base
+                message.msg_iovlen = chains
+                sent = sendmsg(fd, &message, Int32(Glibc.MSG_NOSIGNAL))
+            }
+            if sent > 0 { evbuffer_drain(buffer, sent) }
+            return sent
+        }
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -321,11 +438,14 @@ public final class Connection {
         let input = bufferevent_get_input(bev)
         let amount = min(evbuffer_get_length(input), maxBytes)
         guard amount > 0 else { return 0 }
-        guard let otherStaging = other.staging else {
-            return Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
+        let moved: Int
+        if let otherStaging = other.staging {
+            moved = Int(evbuffer_remove_buffer(input, otherStaging, amount))
+            if moved > 0 { other.scheduleFlush() }
+        } else {
+            moved = Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
         }
-        let moved = Int(evbuffer_remove_buffer(input, otherStaging, amount))
-        if moved > 0 { other.scheduleFlush() }
+        if moved > 0 && readHighWatermark > 0 { updateReadInterest() }
         return moved
     }
 
@@ -342,6 +462,8 @@ public final class Connection {
     public func closeAfterFlush() {
         guard let bev, !closeRequested else { return }
         bufferevent_disable(bev, Int16(EV_READ))
+        wantsReading = false
+        updateReadInterest()
         if outputCount == 0 {
             close()
         } else {
@@ -352,6 +474,12 @@ public final class Connection {
 
     private func finishClose() {
         guard let bev else { return }
+        if let readEvent {
+            // Before the bufferevent closes the socket: an event must not outlive its descriptor in epoll.
+            event_free(readEvent)
+            self.readEvent = nil
+            isReadArmed = false
+        }
         if let staging { evbuffer_drain(staging, evbuffer_get_length(staging)) }
         bufferevent_free(bev)
         self.bev = nil
@@ -370,6 +498,61 @@ public final class Connection {
     }
 
     // MARK: libevent callbacks
+
+    /// The read event of a plain TCP connection: the socket is readable, or `enableOwnReading()` activated it to
+    /// report what a pause held. Reads once (at most `readChunkBytes`, less near the high-water mark) straight
+    /// into the input buffer, then reports as the bufferevent would: input, or the peer's EOF or error as a
+    /// read-side event (held while reading is paused).
+    private func socketReadable() {
+        guard let bev, !closeRequested else { return }
+        if let peerEvent = pendingPeerEvent {
+            pendingPeerEvent = nil
+            heldReportErrno = peerEvent.errno
+            event(peerEvent.events)
+            return
+        }
+        var received = 0
+        var ended: (events: Int16, errno: Int32)?
+        if isReadArmed { (received, ended) = receive(into: bufferevent_get_input(bev)) }
+        if ended != nil { readSideEnded = true }
+        let reportInput = received > 0 || pendingInputReport
+        pendingInputReport = false
+        if isReadingPaused {
+            if received > 0 { inputArrivedWhilePaused = true }
+            if let ended { heldPeerEvent = ended }
+            updateReadInterest()
+            return
+        }
+        updateReadInterest()
+        if let ended {
+            // `event` lets the delegate see the unread input before the close.
+            heldReportErrno = ended.errno
+            event(ended.events)
+        } else if reportInput {
+            delegate?.connectionHasInput(self)
+        }
+    }
+
+    /// One `recv` into `input`, at most `readChunkBytes` and never past the high-water mark: the bytes taken, or
+    /// the read-side event the socket ended with (EOF, or an error other than "nothing to read").
+    private func receive(into input: OpaquePointer?) -> (received: Int, ended: (events: Int16, errno: Int32)?) {
+        var room = Self.readChunkBytes
+        if readHighWatermark > 0 { room = min(room, readHighWatermark - evbuffer_get_length(input)) }
+        guard room > 0 else { return (0, nil) }
+        var vector = iovec()
+        let reserved = evbuffer_reserve_space(input, room, &vector, 1)
+        precondition(reserved == 1, "no room in an input buffer: out of memory, or its end is frozen")
+        let count = recv(fd, vector.iov_base, min(room, vector.iov_len), 0)
+        if count > 0 {
+            vector.iov_len = count
+            evbuffer_commit_space(input, &vector, 1)
+            return (count, nil)
+        }
+        if count == 0 { return (0, (tandem_bev_event_eof() | tandem_bev_event_reading(), 0)) }
+        let code = errno
+        if code == EAGAIN || code == EWOULDBLOCK || code == EINTR { return (0, nil) }
+        return (0, (tandem_bev_event_error() | tandem_bev_event_reading(), code))
+    }
 
     private func readable() {
         guard !closeRequested else { return }
@@ -411,7 +594,11 @@ public final class Connection {
         let heldErrno = heldReportErrno
         heldReportErrno = nil
         if events & tandem_bev_event_connected() != 0 {
-            if let fd = Optional(bufferevent_getfd(bev)), fd >= 0 { setNoDelay(fd) }
+            let fd = bufferevent_getfd(bev)
+            if fd >= 0 {
+                setNoDelay(fd)
+                if staging != nil, readEvent == nil { makeReadEvent(fd: fd, base: bufferevent_get_base(bev)) }
+            }
             isEstablished = true
             delegate?.connectionDidConnect(self)
             return
