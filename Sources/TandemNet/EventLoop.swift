@@ -54,6 +54,8 @@ public final class EventLoop {
     /// Connections with staged writes, by priority, and the events that flush them once the callbacks of the
     /// turn have run (an active event of the same priority runs after those already active).
     private var pendingFlushes: [[Connection]] = [[], []]
+    /// The batch being flushed, kept between turns so that its storage is reused instead of allocated per turn.
+    private var flushingBatch: [Connection] = []
     private var flushEvents: [OpaquePointer] = []
     private var flushContexts: [FlushContext] = []
 
@@ -122,9 +124,9 @@ public final class EventLoop {
     private func runFlushes(priority: Int) {
         // A flush can report a drain whose handler writes again: those join the next batch.
         while !pendingFlushes[priority].isEmpty {
-            let batch = pendingFlushes[priority]
-            pendingFlushes[priority] = []
-            for connection in batch { connection.flushStaged() }
+            swap(&flushingBatch, &pendingFlushes[priority])
+            for connection in flushingBatch { connection.flushStaged() }
+            flushingBatch.removeAll(keepingCapacity: true)
         }
     }
 
@@ -156,10 +158,21 @@ public final class EventLoop {
 }
 
 /// A one-shot or repeating timer on a loop. The handler runs on the loop thread.
+///
+/// A one-shot timer is moved later and cancelled without telling libevent: a session re-arms its timeout on every
+/// request and cancels it on every answer, and each `event_add`/`event_del` took the base's lock and reordered its
+/// timer heap. The libevent event stays armed for the earliest deadline asked for; when it fires, a deadline
+/// that moved later arms it again for the rest, and a cancelled one does nothing. Only an earlier deadline
+/// re-adds the event. So the handler runs at the latest deadline set, as before, and never for a cancelled one.
 public final class Timer {
     private var event: OpaquePointer?
     private var handler: (() -> Void)?
     private var repeatingIntervalMs: Int64?
+    /// When a one-shot schedule is due (monotonic microseconds); nil when none is scheduled.
+    private var deadlineMicros: Int64?
+    /// When the libevent event will fire (monotonic microseconds), at or before `deadlineMicros`; nil when the
+    /// event is not armed.
+    private var armedForMicros: Int64?
 
     private static let fire: event_callback_fn = { _, _, context in
         guard let context else { return }
@@ -182,40 +195,67 @@ public final class Timer {
     /// Fires once after `delayMs`, replacing any earlier schedule.
     public func schedule(afterMs delayMs: Int64) {
         repeatingIntervalMs = nil
-        arm(delayMs)
+        let now = Self.monotonicMicros()
+        let deadline = now + max(0, delayMs) * 1000
+        deadlineMicros = deadline
+        if let armed = armedForMicros, armed <= deadline { return }  // It fires first, then arms for the rest.
+        arm(micros: deadline - now, until: deadline)
     }
 
     /// Fires every `intervalMs`, starting one interval from now.
     public func scheduleRepeating(everyMs intervalMs: Int64) {
         precondition(intervalMs > 0, "a repeating timer needs a positive interval")
         repeatingIntervalMs = intervalMs
-        arm(intervalMs)
+        deadlineMicros = nil
+        arm(micros: intervalMs * 1000, until: Self.monotonicMicros() + intervalMs * 1000)
     }
 
-    public var isScheduled: Bool {
-        guard let event else { return false }
-        return tandem_evtimer_pending(event) != 0
-    }
+    public var isScheduled: Bool { repeatingIntervalMs != nil || deadlineMicros != nil }
 
+    /// Stops the timer: its handler does not run until it is scheduled again. The libevent event may stay armed
+    /// (see the type's comment) and then fires once with nothing to do.
     public func cancel() {
         repeatingIntervalMs = nil
-        if let event { _ = tandem_evtimer_del(event) }
+        deadlineMicros = nil
     }
 
     /// Cancels and drops the handler, so that anything it captured is released.
     public func invalidate() {
         cancel()
+        if let event { _ = tandem_evtimer_del(event) }
+        armedForMicros = nil
         handler = nil
     }
 
-    private func arm(_ delayMs: Int64) {
+    private func arm(micros: Int64, until deadline: Int64) {
         guard let event else { return }
-        _ = tandem_evtimer_add(event, max(0, delayMs) * 1000)
+        _ = tandem_evtimer_add(event, max(0, micros))
+        armedForMicros = deadline
     }
 
     private func onFire() {
-        if let interval = repeatingIntervalMs { arm(interval) }
+        armedForMicros = nil
+        if let interval = repeatingIntervalMs {
+            arm(micros: interval * 1000, until: Self.monotonicMicros() + interval * 1000)
+            handler?()
+            return
+        }
+        guard let deadline = deadlineMicros else { return }  // Cancelled after it was armed.
+        let now = Self.monotonicMicros()
+        if now < deadline {
+            arm(micros: deadline - now, until: deadline)  // Moved later after it was armed.
+            return
+        }
+        deadlineMicros = nil
         handler?()
+    }
+
+    /// The clock libevent's timers run on, in microseconds: CLOCK_MONOTONIC_COARSE (libevent 2.1 picks it unless a
+    /// base asks for precise timers). On the same clock, a deadline the event was armed for has passed when it fires.
+    private static func monotonicMicros() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 }
 
