@@ -12,74 +12,93 @@ extension ProxyHeaders {
         _ head: HTTPRequestHead, clientAddress: String, forwardedElement: String, keepUpgrade: Bool,
         into buffer: inout [UInt8]
     ) {
-        precondition(
-            !clientAddress.isEmpty && clientAddress.utf8.allSatisfy(isAddressCharacter),
-            "client address must be a numeric IP address")
+        precondition(isClientAddress(clientAddress), "client address must be a numeric IP address")
         precondition(isSafeFieldValue(forwardedElement), "the Forwarded element contains CR, LF or NUL")
         precondition(isValidFieldName(head.method), "invalid method \(head.method.debugDescription)")
-        precondition(
-            !head.target.isEmpty && head.target.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }, "invalid request target")
-        let fields = head.headers.fields
-        var sawConnection = false
-        var sawUpgrade = false
-        var forwardedWellFormed = true
-        for field in fields {
-            switch field.name.utf8.count {
-            case 7 where asciiCaseInsensitiveEquals(field.name, "Upgrade"): sawUpgrade = true
-            case 9 where forwardedWellFormed && asciiCaseInsensitiveEquals(field.name, "Forwarded"):
-                forwardedWellFormed = isWellFormedForwarded(field.value)
-            case 10 where asciiCaseInsensitiveEquals(field.name, "Connection"): sawConnection = true
-            default: break
+        precondition(isValidRequestTarget(head.target), "invalid request target")
+        // The fields are read and copied as bytes: none of them becomes a String on the way through.
+        head.headers.withFields { raw, spans in
+            var sawConnection = false
+            var sawUpgrade = false
+            var forwardedWellFormed = true
+            for span in spans {
+                let name = raw.slice(span.nameRange)
+                switch span.nameCount {
+                case 7 where asciiCaseInsensitiveEquals(name, "Upgrade"): sawUpgrade = true
+                case 9 where forwardedWellFormed && asciiCaseInsensitiveEquals(name, "Forwarded"):
+                    forwardedWellFormed = isWellFormedForwarded(raw.slice(span.valueRange))
+                case 10 where asciiCaseInsensitiveEquals(name, "Connection"): sawConnection = true
+                default: break
+                }
             }
-        }
-        // Only a request with a `Connection` field pays for its option list.
-        let nominated = sawConnection ? nominatedFieldNames(head.headers) : []
-        func isForwarded(_ name: String) -> Bool {
-            if keepUpgrade && asciiCaseInsensitiveEquals(name, "Upgrade") { return true }
-            if isHopByHop(name, nominated: nominated) || isTandemFieldName(name) { return false }
-            switch name.utf8.count {
-            case 6: return !asciiCaseInsensitiveEquals(name, "Expect")
-            case 9: return forwardedWellFormed || !asciiCaseInsensitiveEquals(name, "Forwarded")
-            case 14: return !asciiCaseInsensitiveEquals(name, "Content-Length")
-            default: return true
+            // Only a request with a `Connection` field pays for its option list.
+            let nominated = sawConnection ? nominatedFieldNames(head.headers) : []
+            func isForwarded(_ name: UnsafeRawBufferPointer) -> Bool {
+                if keepUpgrade && name.count == 7 && asciiCaseInsensitiveEquals(name, "Upgrade") { return true }
+                if isHopByHop(name, nominated: nominated) || isTandemFieldName(name) { return false }
+                switch name.count {
+                case 6: return !asciiCaseInsensitiveEquals(name, "Expect")
+                case 9: return forwardedWellFormed || !asciiCaseInsensitiveEquals(name, "Forwarded")
+                case 14: return !asciiCaseInsensitiveEquals(name, "Content-Length")
+                default: return true
+                }
             }
-        }
-        // The client's address joins the last forwarded field of each list, or a new field after all the others.
-        var lastForwardedFor: Int?
-        var lastForwarded: Int?
-        for index in fields.indices where isForwarded(fields[index].name) {
-            if asciiCaseInsensitiveEquals(fields[index].name, "X-Forwarded-For") { lastForwardedFor = index }
-            if asciiCaseInsensitiveEquals(fields[index].name, "Forwarded") { lastForwarded = index }
-        }
-        buffer.append(contentsOf: head.method.utf8)
-        buffer.append(ASCII.space)
-        buffer.append(contentsOf: head.target.utf8)
-        buffer.append(contentsOf: " HTTP/1.1\r\n".utf8)
-        for index in fields.indices where isForwarded(fields[index].name) {
-            let field = fields[index]
-            if index == lastForwardedFor {
-                appendListField(field, element: clientAddress, into: &buffer)
-            } else if index == lastForwarded {
-                appendListField(field, element: forwardedElement, into: &buffer)
-            } else {
-                HTTPSerializer.appendValidatedField(name: field.name, value: field.value, into: &buffer)
+            // The client's address joins the last forwarded field of each list, or a new field after the others.
+            var lastForwardedFor: Int?
+            var lastForwarded: Int?
+            for index in spans.indices {
+                let name = raw.slice(spans[index].nameRange)
+                switch name.count {
+                case 9 where asciiCaseInsensitiveEquals(name, "Forwarded") && isForwarded(name):
+                    lastForwarded = index
+                case 15 where asciiCaseInsensitiveEquals(name, "X-Forwarded-For") && isForwarded(name):
+                    lastForwardedFor = index
+                default: break
+                }
             }
-        }
-        if keepUpgrade && sawUpgrade { HTTPSerializer.appendField(name: "Connection", value: "upgrade", into: &buffer) }
-        // Both values were checked above.
-        if lastForwardedFor == nil {
-            HTTPSerializer.appendValidatedField(name: "X-Forwarded-For", value: clientAddress, into: &buffer)
-        }
-        if lastForwarded == nil {
-            HTTPSerializer.appendValidatedField(name: "Forwarded", value: forwardedElement, into: &buffer)
+            buffer.appendUTF8(head.method)
+            buffer.append(ASCII.space)
+            buffer.appendUTF8(head.target)
+            buffer.appendASCII(" HTTP/1.1\r\n")
+            for index in spans.indices {
+                let span = spans[index]
+                let name = raw.slice(span.nameRange)
+                guard isForwarded(name) else { continue }
+                let value = raw.slice(span.valueRange)
+                if index == lastForwardedFor {
+                    withUTF8Bytes(clientAddress) {
+                        appendListField(name: name, value: value, element: $0, into: &buffer)
+                    }
+                } else if index == lastForwarded {
+                    withUTF8Bytes(forwardedElement) {
+                        appendListField(name: name, value: value, element: $0, into: &buffer)
+                    }
+                } else {
+                    HTTPSerializer.appendValidatedField(name: name, value: value, into: &buffer)
+                }
+            }
+            if keepUpgrade && sawUpgrade { buffer.appendASCII("Connection: upgrade\r\n") }
+            // Both values were checked above.
+            if lastForwardedFor == nil {
+                buffer.appendASCII("X-Forwarded-For: ")
+                buffer.appendUTF8(clientAddress)
+                buffer.appendCRLF()
+            }
+            if lastForwarded == nil {
+                buffer.appendASCII("Forwarded: ")
+                buffer.appendUTF8(forwardedElement)
+                buffer.appendCRLF()
+            }
         }
         switch head.framing {
         case .none: break
         case .contentLength(let length):
-            HTTPSerializer.appendField(name: "Content-Length", value: String(length), into: &buffer)
-        case .chunked: HTTPSerializer.appendField(name: "Transfer-Encoding", value: "chunked", into: &buffer)
+            buffer.appendASCII("Content-Length: ")
+            buffer.appendDecimal(UInt64(length))
+            buffer.appendCRLF()
+        case .chunked: buffer.appendASCII("Transfer-Encoding: chunked\r\n")
         }
-        buffer.append(contentsOf: HTTPSerializer.crlf)
+        buffer.appendCRLF()
     }
 
     /// Appends the status line and the fields of `headers` that `removeHopByHop` keeps, but not the empty line
@@ -89,11 +108,16 @@ extension ProxyHeaders {
         status: Int, reason: String, headers: HTTPHeaders, into buffer: inout [UInt8]
     ) {
         HTTPSerializer.appendStatusLine(status: status, reason: reason, into: &buffer)
-        let fields = headers.fields
-        let sawConnection = fields.contains { asciiCaseInsensitiveEquals($0.name, "Connection") }
-        let nominated = sawConnection ? nominatedFieldNames(headers) : []
-        for field in fields where !isHopByHop(field.name, nominated: nominated) {
-            HTTPSerializer.appendValidatedField(name: field.name, value: field.value, into: &buffer)
+        headers.withFields { raw, spans in
+            let sawConnection = spans.contains {
+                $0.nameCount == 10 && asciiCaseInsensitiveEquals(raw.slice($0.nameRange), "Connection")
+            }
+            let nominated = sawConnection ? nominatedFieldNames(headers) : []
+            for span in spans {
+                let name = raw.slice(span.nameRange)
+                if isHopByHop(name, nominated: nominated) { continue }
+                HTTPSerializer.appendValidatedField(name: name, value: raw.slice(span.valueRange), into: &buffer)
+            }
         }
     }
 
@@ -104,14 +128,20 @@ extension ProxyHeaders {
         }
     }
 
-    private static func isHopByHop(_ name: String, nominated: [Substring]) -> Bool {
-        isFixedHopByHopName(name) || nominated.contains { asciiCaseInsensitiveEquals($0, name) }
+    private static func isHopByHop(_ name: UnsafeRawBufferPointer, nominated: [Substring]) -> Bool {
+        if isFixedHopByHopName(name) { return true }
+        return nominated.contains { option in withUTF8Bytes(option) { asciiCaseInsensitiveEquals($0, name) } }
+    }
+
+    /// True for the names of `hopByHopFieldNames` (any case).
+    static func isFixedHopByHopName(_ name: String) -> Bool {
+        withUTF8Bytes(name) { isFixedHopByHopName($0) }
     }
 
     /// True for the names of `hopByHopFieldNames` (any case), dispatching on the length first: most fields are
     /// none of them and cost one integer compare instead of nine string compares.
-    static func isFixedHopByHopName(_ name: String) -> Bool {
-        switch name.utf8.count {
+    static func isFixedHopByHopName(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
         case 2: return asciiCaseInsensitiveEquals(name, "TE")
         case 7: return asciiCaseInsensitiveEquals(name, "Upgrade") || asciiCaseInsensitiveEquals(name, "Trailer")
         case 10:
@@ -125,14 +155,35 @@ extension ProxyHeaders {
     }
 
     /// A list field with one more element, as `appendForwarding` extends it.
-    private static func appendListField(_ field: HTTPHeaders.Element, element: String, into buffer: inout [UInt8]) {
-        buffer.append(contentsOf: field.name.utf8)
-        buffer.append(contentsOf: ": ".utf8)
-        if !field.value.isEmpty {
-            buffer.append(contentsOf: field.value.utf8)
-            buffer.append(contentsOf: ", ".utf8)
+    private static func appendListField(
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, element: UnsafeRawBufferPointer,
+        into buffer: inout [UInt8]
+    ) {
+        buffer.appendBytes(name)
+        buffer.appendASCII(": ")
+        if !value.isEmpty {
+            buffer.appendBytes(value)
+            buffer.appendASCII(", ")
         }
-        buffer.append(contentsOf: element.utf8)
-        buffer.append(contentsOf: HTTPSerializer.crlf)
+        buffer.appendBytes(element)
+        buffer.appendCRLF()
+    }
+
+    /// A non-empty numeric IP address (see `isAddressCharacter`).
+    static func isClientAddress(_ address: String) -> Bool {
+        withUTF8Bytes(address) { bytes in
+            guard !bytes.isEmpty else { return false }
+            for byte in bytes where !isAddressCharacter(byte) { return false }
+            return true
+        }
+    }
+}
+
+/// A request target the serializers may write: non-empty visible ASCII.
+func isValidRequestTarget(_ target: String) -> Bool {
+    withUTF8Bytes(target) { bytes in
+        guard !bytes.isEmpty else { return false }
+        for byte in bytes where byte <= 0x20 || byte >= 0x7F { return false }
+        return true
     }
 }

@@ -1,40 +1,87 @@
 // HTTPFraming: the header-level rules shared by requests and responses — which fields decide the framing,
 // and the strict checks that stop a front end and a back end from disagreeing on where a message ends.
 
-/// The fields of a head that matter to framing and connection management, gathered in one pass.
+/// The fields of a head that matter to framing and connection management, gathered in one pass over the bytes
+/// of the names. It keeps the positions of the fields, not their values: a value is read (as bytes, or as a
+/// String on the rare paths) only by the check that needs it.
 struct FramingFields {
-    var contentLengthValues = FieldValues()
-    var transferEncodingValues = FieldValues()
-    var hostValues = FieldValues()
+    /// The fields scanned; the positions below are into it.
+    let headers: HTTPHeaders
+    var contentLengthFields = InlineList<Int>()
+    var transferEncodingFields = InlineList<Int>()
+    var hostFields = InlineList<Int>()
     var connectionClose = false
     var connectionKeepAlive = false
     var connectionUpgrade = false
-    var upgradeValue: String?
-    var expectValues = FieldValues()
+    /// The first `Upgrade` field.
+    var upgradeField: Int?
+    var expectFields = InlineList<Int>()
 
     init(scanning headers: HTTPHeaders) {
-        for (name, value) in headers {
-            // Dispatch on the length first: most fields are none of these and cost one integer compare.
-            switch name.utf8.count {
-            case 4 where asciiCaseInsensitiveEquals(name, "host"): hostValues.append(value)
-            case 6 where asciiCaseInsensitiveEquals(name, "expect"): expectValues.append(value)
-            case 7 where asciiCaseInsensitiveEquals(name, "upgrade"): upgradeValue = upgradeValue ?? value
-            case 10 where asciiCaseInsensitiveEquals(name, "connection"): noteConnectionOptions(value)
-            case 14 where asciiCaseInsensitiveEquals(name, "content-length"): contentLengthValues.append(value)
-            case 17 where asciiCaseInsensitiveEquals(name, "transfer-encoding"):
-                transferEncodingValues.append(value)
-            default: break
+        self.headers = headers
+        headers.withFields { raw, spans in
+            for index in spans.indices {
+                let span = spans[index]
+                let name = raw.slice(span.nameRange)
+                // Dispatch on the length first: most fields are none of these and cost one integer compare.
+                switch span.nameCount {
+                case 4 where asciiCaseInsensitiveEquals(name, "host"): hostFields.append(index)
+                case 6 where asciiCaseInsensitiveEquals(name, "expect"): expectFields.append(index)
+                case 7 where asciiCaseInsensitiveEquals(name, "upgrade"): upgradeField = upgradeField ?? index
+                case 10 where asciiCaseInsensitiveEquals(name, "connection"):
+                    noteConnectionOptions(raw.slice(span.valueRange))
+                case 14 where asciiCaseInsensitiveEquals(name, "content-length"): contentLengthFields.append(index)
+                case 17 where asciiCaseInsensitiveEquals(name, "transfer-encoding"):
+                    transferEncodingFields.append(index)
+                default: break
+                }
             }
         }
     }
 
-    private mutating func noteConnectionOptions(_ value: String) {
-        for option in value.split(separator: ",") {
-            let token = trimmingOptionalWhitespace(option)
+    /// The value of the first `Upgrade` field, nil when there is none.
+    var upgradeValue: String? { upgradeField.map { headers.value(at: $0) } }
+
+    /// The values of the fields at these positions, in order.
+    func values(_ positions: InlineList<Int>) -> [String] { positions.map { headers.value(at: $0) } }
+
+    /// Calls `body` with the bytes of the value of the field at a position.
+    func withValue<R>(at position: Int, _ body: (UnsafeRawBufferPointer) throws(HTTPParseError) -> R)
+        throws(HTTPParseError) -> R
+    {
+        let outcome: Result<R, HTTPParseError> = headers.withFields { raw, spans in
+            Result { () throws(HTTPParseError) in try body(raw.slice(spans[position].valueRange)) }
+        }
+        return try outcome.get()
+    }
+
+    private mutating func noteConnectionOptions(_ value: UnsafeRawBufferPointer) {
+        // Non-ASCII text is split into Characters, as it always was (a combining mark after a comma joins it).
+        guard value.allSatisfy({ $0 < 0x80 }) else {
+            for option in String(decoding: value, as: UTF8.self).split(separator: ",") {
+                noteConnectionOption(trimmingOptionalWhitespace(option))
+            }
+            return
+        }
+        var elementStart = 0
+        while elementStart <= value.count {
+            let elementEnd = value.firstOffset(of: UInt8(ascii: ","), from: elementStart) ?? value.count
+            var start = elementStart
+            var end = elementEnd
+            while start < end, ASCII.isWhitespace(value[start]) { start += 1 }
+            while end > start, ASCII.isWhitespace(value[end - 1]) { end -= 1 }
+            let token = value.slice(start..<end)
             if asciiCaseInsensitiveEquals(token, "close") { connectionClose = true }
             if asciiCaseInsensitiveEquals(token, "keep-alive") { connectionKeepAlive = true }
             if asciiCaseInsensitiveEquals(token, "upgrade") { connectionUpgrade = true }
+            elementStart = elementEnd + 1
         }
+    }
+
+    private mutating func noteConnectionOption(_ token: Substring) {
+        if asciiCaseInsensitiveEquals(token, "close") { connectionClose = true }
+        if asciiCaseInsensitiveEquals(token, "keep-alive") { connectionKeepAlive = true }
+        if asciiCaseInsensitiveEquals(token, "upgrade") { connectionUpgrade = true }
     }
 
     /// Whether the connection stays open after this message (RFC 9112 section 9.3): HTTP/1.1 unless
@@ -47,14 +94,14 @@ struct FramingFields {
     /// The framing the headers declare: `.chunked`, `.contentLength(n)`, or nil when they declare none.
     /// Throws on every ambiguous combination (RFC 9112 section 6.3 items 3 to 5, applied strictly).
     func declaredFraming(version: HTTPVersion) throws(HTTPParseError) -> BodyPlan? {
-        if !transferEncodingValues.isEmpty {
+        if !transferEncodingFields.isEmpty {
             // RFC 9112 section 6.1: HTTP/1.0 has no Transfer-Encoding, so a 1.0 message carrying one was framed
             // by something that disagrees with us about the version; the framing is faulty.
             guard version == .http1_1 else {
                 throw HTTPParseError(.transferEncodingInHTTP10, "Transfer-Encoding in an HTTP/1.0 message")
             }
             // CL.TE and TE.CL smuggling: never guess which one the other side used.
-            guard contentLengthValues.isEmpty else {
+            guard contentLengthFields.isEmpty else {
                 throw HTTPParseError(.conflictingFraming, "both Content-Length and Transfer-Encoding")
             }
             try checkChunkedOnly()
@@ -63,11 +110,12 @@ struct FramingFields {
         // Even two equal Content-Length fields (or a list "5, 5"), which RFC 9110 would let us merge, are rejected:
         // a recipient that keeps the first and one that keeps the last field need not agree, and no honest
         // client sends them.
-        guard contentLengthValues.count <= 1 else {
+        guard contentLengthFields.count <= 1 else {
             throw HTTPParseError(.duplicateContentLength, "more than one Content-Length field")
         }
-        guard let value = contentLengthValues.first else { return nil }
-        return .contentLength(try parseContentLength(value))
+        guard let position = contentLengthFields.first else { return nil }
+        return .contentLength(
+            try withValue(at: position) { value throws(HTTPParseError) in try parseContentLength(value) })
     }
 
     /// Accepts exactly one `chunked` coding. A list that does not end in chunked, or applies it twice, leaves
@@ -76,7 +124,7 @@ struct FramingFields {
     /// those are refused as not implemented (501).
     private func checkChunkedOnly() throws(HTTPParseError) {
         var codings: [Substring] = []
-        for value in transferEncodingValues {
+        for value in values(transferEncodingFields) {
             for element in value.split(separator: ",", omittingEmptySubsequences: false) {
                 codings.append(trimmingOptionalWhitespace(element))
             }
@@ -100,12 +148,20 @@ struct FramingFields {
 
 /// Parses a Content-Length value: one or more digits, nothing else, no overflow.
 func parseContentLength(_ value: String) throws(HTTPParseError) -> Int64 {
-    if value.utf8.contains(UInt8(ascii: ",")) {
+    let outcome = withUTF8Bytes(value) { bytes in
+        Result { () throws(HTTPParseError) in try parseContentLength(bytes) }
+    }
+    return try outcome.get()
+}
+
+/// `parseContentLength` over the bytes of the value.
+func parseContentLength(_ value: UnsafeRawBufferPointer) throws(HTTPParseError) -> Int64 {
+    if value.firstOffset(of: UInt8(ascii: ",")) != nil {
         throw HTTPParseError(.duplicateContentLength, "Content-Length is a list")
     }
-    guard !value.utf8.isEmpty else { throw HTTPParseError(.invalidContentLength, "Content-Length is empty") }
+    guard !value.isEmpty else { throw HTTPParseError(.invalidContentLength, "Content-Length is empty") }
     var length: Int64 = 0
-    for byte in value.utf8 {
+    for byte in value {
         guard ASCII.isDigit(byte) else {
             throw HTTPParseError(.invalidContentLength, "Content-Length has a character that is not a digit")
         }
@@ -130,36 +186,41 @@ func parseHTTPVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTPParseError) ->
     throw HTTPParseError(.invalidVersion, "the HTTP version is malformed")
 }
 
-/// The values of the fields with one name, in received order. Nearly every message has none or one of each
-/// framing field, so the first value is kept inline: an array here cost a heap allocation per message for its
-/// Host (requests) or Content-Length (responses).
-struct FieldValues: Sequence {
-    /// The first value, nil when there is none.
-    private(set) var first: String?
-    /// The values after the first. Invariant: empty while `first` is nil.
-    private var others: [String] = []
+/// The values of the fields with one name, in received order (`FramingFields` keeps the fields' positions in an
+/// `InlineList<Int>`). Nearly every message has none or one of each framing field, so the first element is kept
+/// inline: an array here cost a heap allocation per message for its Host (requests) or Content-Length (responses).
+typealias FieldValues = InlineList<String>
+
+/// A list whose first element is stored inline.
+struct InlineList<Element>: Sequence {
+    /// The first element, nil when there is none.
+    private(set) var first: Element?
+    /// The elements after the first. Invariant: empty while `first` is nil.
+    private var others: [Element] = []
+
+    init() {}
 
     var count: Int { first == nil ? 0 : 1 + others.count }
     var isEmpty: Bool { first == nil }
 
-    mutating func append(_ value: String) {
+    mutating func append(_ element: Element) {
         if first == nil {
-            first = value
+            first = element
         } else {
-            others.append(value)
+            others.append(element)
         }
     }
 
-    func makeIterator() -> Iterator { Iterator(values: self) }
+    func makeIterator() -> Iterator { Iterator(list: self) }
 
     struct Iterator: IteratorProtocol {
-        let values: FieldValues
+        let list: InlineList
         var position = 0
 
-        mutating func next() -> String? {
+        mutating func next() -> Element? {
             defer { position += 1 }
-            if position == 0 { return values.first }
-            return position - 1 < values.others.count ? values.others[position - 1] : nil
+            if position == 0 { return list.first }
+            return position - 1 < list.others.count ? list.others[position - 1] : nil
         }
     }
 }

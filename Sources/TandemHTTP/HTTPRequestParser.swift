@@ -117,10 +117,10 @@ struct RequestRole: HTTPMessageRole {
     ) throws(HTTPParseError) -> (HTTPRequestHead, BodyPlan, AfterMessage) {
         let fields = FramingFields(scanning: headers)
         let plan = try fields.declaredFraming(version: version) ?? .none
-        try checkHost(fields.hostValues)
+        try checkHost(fields)
         // A client waiting for 100 Continue only needs it when it has content to send.
         let hasContent = plan != .none && plan != .contentLength(0)
-        let expectsContinue = try checkExpectation(fields.expectValues) && hasContent
+        let expectsContinue = try checkExpectation(fields.values(fields.expectFields)) && hasContent
         let framing: BodyFraming
         switch plan {
         case .none: framing = .none
@@ -140,31 +140,32 @@ struct RequestRole: HTTPMessageRole {
 
     /// RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. The value must be a
     /// uri-host with an optional port (or empty).
-    private func checkHost(_ hostValues: FieldValues) throws(HTTPParseError) {
-        guard hostValues.count <= 1 else { throw HTTPParseError(.multipleHost, "more than one Host field") }
-        guard let host = hostValues.first else {
+    private func checkHost(_ fields: FramingFields) throws(HTTPParseError) {
+        guard fields.hostFields.count <= 1 else {
+            throw HTTPParseError(.multipleHost, "more than one Host field")
+        }
+        guard let position = fields.hostFields.first else {
             if version == .http1_1 { throw HTTPParseError(.missingHost, "an HTTP/1.1 request without Host") }
             return
         }
-        let valid =
-            host.utf8.withContiguousStorageIfAvailable { $0.allSatisfy(isHostCharacter) }
-            ?? host.utf8.allSatisfy(isHostCharacter)
-        guard valid else {
-            throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
-        }
-        // RFC 9112 section 3.2.2: with an absolute-form target the target's authority is the host, and Host is to
-        // be ignored. Tandem forwards both unchanged, so an app (or a route rule) that reads Host could pick
-        // another site than the one the request names: a disagreement is refused, as haproxy does.
-        if let authority = absoluteFormAuthority(target),
-            !asciiCaseInsensitiveEquals(Substring(authority), host)
-        {
-            throw HTTPParseError(.invalidHost, "the Host field disagrees with the absolute-form request target")
+        try fields.withValue(at: position) { host throws(HTTPParseError) in
+            for byte in host where !isHostCharacter(byte) {
+                throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
+            }
+            // RFC 9112 section 3.2.2: with an absolute-form target the target's authority is the host, and Host is
+            // to be ignored. Tandem forwards both unchanged, so an app (or a route rule) that reads Host could pick
+            // another site than the one the request names: a disagreement is refused, as haproxy does.
+            if let authority = absoluteFormAuthority(target),
+                !withUTF8Bytes(String(authority), { asciiCaseInsensitiveEquals($0, host) })
+            {
+                throw HTTPParseError(.invalidHost, "the Host field disagrees with the absolute-form request target")
+            }
         }
     }
 
     /// `100-continue` is the only expectation defined (RFC 9110 section 10.1.1); HTTP/1.0 requests must have it
     /// ignored. Any other expectation is refused with 417 rather than silently ignored.
-    private func checkExpectation(_ expectValues: FieldValues) throws(HTTPParseError) -> Bool {
+    private func checkExpectation(_ expectValues: [String]) throws(HTTPParseError) -> Bool {
         guard !expectValues.isEmpty else { return false }
         let all100Continue = expectValues.allSatisfy {
             asciiCaseInsensitiveEquals(trimmingOptionalWhitespace(Substring($0)), "100-continue")
