@@ -8,9 +8,12 @@ extension ProxyHeaders {
     /// `appendForwarding(clientAddress:)` and `setFraming(head.framing)` gives, in one pass over the fields and
     /// without a copy of them. `forwardedElement` is `forwardedElement(clientAddress:)`, which a caller that
     /// forwards many requests from one client computes once.
+    ///
+    /// `framing`, when given, is declared instead of `head.framing` (a body that arrived whole while the request
+    /// waited goes with its length): it saves the caller a copy of the head to change one field.
     public static func appendForwardedRequestHead(
         _ head: HTTPRequestHead, clientAddress: String, forwardedElement: String, keepUpgrade: Bool,
-        into buffer: inout [UInt8]
+        framing: BodyFraming? = nil, into buffer: inout [UInt8]
     ) {
         precondition(isClientAddress(clientAddress), "client address must be a numeric IP address")
         precondition(isSafeFieldValue(forwardedElement), "the Forwarded element contains CR, LF or NUL")
@@ -56,49 +59,47 @@ extension ProxyHeaders {
                 default: break
                 }
             }
-            buffer.appendUTF8(head.method)
-            buffer.append(ASCII.space)
-            buffer.appendUTF8(head.target)
-            buffer.appendASCII(" HTTP/1.1\r\n")
-            for index in spans.indices {
-                let span = spans[index]
-                let name = raw.slice(span.nameRange)
-                guard isForwarded(name) else { continue }
-                let value = raw.slice(span.valueRange)
-                if index == lastForwardedFor {
-                    withUTF8Bytes(clientAddress) {
-                        appendListField(name: name, value: value, element: $0, into: &buffer)
+            buffer.appendHead { writer in
+                writer.writeUTF8(head.method)
+                writer.write(ASCII.space)
+                writer.writeUTF8(head.target)
+                writer.write(" HTTP/1.1\r\n")
+                for index in spans.indices {
+                    let span = spans[index]
+                    let name = raw.slice(span.nameRange)
+                    guard isForwarded(name) else { continue }
+                    let value = raw.slice(span.valueRange)
+                    if index == lastForwardedFor {
+                        writeListField(name: name, value: value, element: clientAddress, into: &writer)
+                    } else if index == lastForwarded {
+                        writeListField(name: name, value: value, element: forwardedElement, into: &writer)
+                    } else {
+                        writer.writeField(name: name, value: value)
                     }
-                } else if index == lastForwarded {
-                    withUTF8Bytes(forwardedElement) {
-                        appendListField(name: name, value: value, element: $0, into: &buffer)
-                    }
-                } else {
-                    HTTPSerializer.appendValidatedField(name: name, value: value, into: &buffer)
                 }
-            }
-            if keepUpgrade && sawUpgrade { buffer.appendASCII("Connection: upgrade\r\n") }
-            // Both values were checked above.
-            if lastForwardedFor == nil {
-                buffer.appendASCII("X-Forwarded-For: ")
-                buffer.appendUTF8(clientAddress)
-                buffer.appendCRLF()
-            }
-            if lastForwarded == nil {
-                buffer.appendASCII("Forwarded: ")
-                buffer.appendUTF8(forwardedElement)
-                buffer.appendCRLF()
+                if keepUpgrade && sawUpgrade { writer.write("Connection: upgrade\r\n") }
+                // Both values were checked above.
+                if lastForwardedFor == nil {
+                    writer.write("X-Forwarded-For: ")
+                    writer.writeUTF8(clientAddress)
+                    writer.writeCRLF()
+                }
+                if lastForwarded == nil {
+                    writer.write("Forwarded: ")
+                    writer.writeUTF8(forwardedElement)
+                    writer.writeCRLF()
+                }
+                switch framing ?? head.framing {
+                case .none: break
+                case .contentLength(let length):
+                    writer.write("Content-Length: ")
+                    writer.writeDecimal(UInt64(length))
+                    writer.writeCRLF()
+                case .chunked: writer.write("Transfer-Encoding: chunked\r\n")
+                }
+                writer.writeCRLF()
             }
         }
-        switch head.framing {
-        case .none: break
-        case .contentLength(let length):
-            buffer.appendASCII("Content-Length: ")
-            buffer.appendDecimal(UInt64(length))
-            buffer.appendCRLF()
-        case .chunked: buffer.appendASCII("Transfer-Encoding: chunked\r\n")
-        }
-        buffer.appendCRLF()
     }
 
     /// Appends the status line and the fields of `headers` that `removeHopByHop` keeps, but not the empty line
@@ -107,7 +108,48 @@ extension ProxyHeaders {
     public static func appendForwardedResponseHeadStart(
         status: Int, reason: String, headers: HTTPHeaders, into buffer: inout [UInt8]
     ) {
-        HTTPSerializer.appendStatusLine(status: status, reason: reason, into: &buffer)
+        precondition(status >= 100 && status <= 999, "status \(status) is not three digits")
+        precondition(isSafeFieldValue(reason), "reason phrase contains CR, LF or NUL")
+        buffer.appendHead { writer in
+            writer.writeStatusLine(status: status, reason: reason, version: .http1_1)
+            writeEndToEndFields(of: headers, into: &writer)
+        }
+    }
+
+    /// Appends the whole response head Tandem sends its client for an app's response: the status line, the fields
+    /// `removeHopByHop` keeps, then Tandem's own: `Transfer-Encoding: chunked` when `chunked`, `Tandem-Position`
+    /// when `position` is given, `Connection` when `connectionOption` is (a token), and the empty line. The same
+    /// bytes as `appendForwardedResponseHeadStart` followed by those `HTTPSerializer.appendField` calls and
+    /// `HTTPSerializer.appendEndOfHead`, written with one copy into `buffer`.
+    public static func appendForwardedResponseHead(
+        status: Int, reason: String, headers: HTTPHeaders, chunked: Bool, position: UInt64?,
+        connectionOption: String?, into buffer: inout [UInt8]
+    ) {
+        precondition(status >= 100 && status <= 999, "status \(status) is not three digits")
+        precondition(isSafeFieldValue(reason), "reason phrase contains CR, LF or NUL")
+        if let connectionOption {
+            precondition(isSafeFieldValue(connectionOption), "the Connection option contains CR, LF or NUL")
+        }
+        buffer.appendHead { writer in
+            writer.writeStatusLine(status: status, reason: reason, version: .http1_1)
+            writeEndToEndFields(of: headers, into: &writer)
+            if chunked { writer.write("Transfer-Encoding: chunked\r\n") }
+            if let position {
+                writer.write("Tandem-Position: ")
+                writer.writeDecimal(position)
+                writer.writeCRLF()
+            }
+            if let connectionOption {
+                writer.write("Connection: ")
+                writer.writeUTF8(connectionOption)
+                writer.writeCRLF()
+            }
+            writer.writeCRLF()
+        }
+    }
+
+    /// The fields of `headers` that `removeHopByHop` keeps, in order.
+    private static func writeEndToEndFields(of headers: HTTPHeaders, into writer: inout HeadWriter) {
         headers.withFields { raw, spans in
             let sawConnection = spans.contains {
                 $0.nameCount == 10 && asciiCaseInsensitiveEquals(raw.slice($0.nameRange), "Connection")
@@ -116,7 +158,7 @@ extension ProxyHeaders {
             for span in spans {
                 let name = raw.slice(span.nameRange)
                 if isHopByHop(name, nominated: nominated) { continue }
-                HTTPSerializer.appendValidatedField(name: name, value: raw.slice(span.valueRange), into: &buffer)
+                writer.writeField(name: name, value: raw.slice(span.valueRange))
             }
         }
     }
@@ -155,18 +197,17 @@ extension ProxyHeaders {
     }
 
     /// A list field with one more element, as `appendForwarding` extends it.
-    private static func appendListField(
-        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, element: UnsafeRawBufferPointer,
-        into buffer: inout [UInt8]
+    private static func writeListField(
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, element: String, into writer: inout HeadWriter
     ) {
-        buffer.appendBytes(name)
-        buffer.appendASCII(": ")
+        writer.write(name)
+        writer.write(": ")
         if !value.isEmpty {
-            buffer.appendBytes(value)
-            buffer.appendASCII(", ")
+            writer.write(value)
+            writer.write(", ")
         }
-        buffer.appendBytes(element)
-        buffer.appendCRLF()
+        writer.writeUTF8(element)
+        writer.writeCRLF()
     }
 
     /// A non-empty numeric IP address (see `isAddressCharacter`).

@@ -396,9 +396,8 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         var end = line.count
         while start < end, ASCII.isWhitespace(line[start]) { start += 1 }
         while end > start, ASCII.isWhitespace(line[end - 1]) { end -= 1 }
-        let value = line.slice(start..<end)
-        try checkFieldValue(value)
-        fields.appendValidated(name: nameBytes, value: value)
+        try checkFieldValue(line.slice(start..<end))
+        fields.appendValidated(line: line, nameCount: colon, valueRange: start..<end)
         assert(fields.count <= limits.headerCountMax)
     }
 

@@ -349,16 +349,23 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         } else if machine.requestComplete {
             arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
         }
-        var head = exchange.head
-        if machine.requestComplete && head.framing != .none {
+        var framing = exchange.head.framing
+        if machine.requestComplete && framing != .none {
             // The whole body is here (it arrived while the read waited): it goes with its length, however it
             // was framed by the client.
-            head.framing = .contentLength(Int64(exchange.deferredBody.count))
+            framing = .contentLength(Int64(exchange.deferredBody.count))
         }
-        exchange.bodyChunkedToApp = head.framing == .chunked
-        proxy.writeForwardedRequestHead(
-            head, clientAddress: connection.peerAddress, forwardedElement: forwardedElement,
-            keepUpgrade: exchange.isUpgrade, to: upstream.connection)
+        exchange.bodyChunkedToApp = framing == .chunked
+        // The head is serialized from the exchange's own copy, with the framing above declared instead of the
+        // client's: copying the head to change that one field retained and released every part of it.
+        let clientAddress = connection.peerAddress
+        let forwardedElement = forwardedElement
+        let keepUpgrade = exchange.isUpgrade
+        proxy.writeSerializedHead(to: upstream.connection) { buffer in
+            ProxyHeaders.appendForwardedRequestHead(
+                exchange.head, clientAddress: clientAddress, forwardedElement: forwardedElement,
+                keepUpgrade: keepUpgrade, framing: framing, into: &buffer)
+        }
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
             releaseDeferredBody(exchange)
@@ -560,16 +567,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         let position = exchange.requestClass == .read ? exchange.readPosition : nil
         let connectionOption = !clientKeepAlive ? "close" : exchange.head.version == .http1_0 ? "keep-alive" : nil
         proxy.writeSerializedHead(to: connection) { buffer in
-            ProxyHeaders.appendForwardedResponseHeadStart(
-                status: head.status, reason: head.reason, headers: head.headers, into: &buffer)
-            if chunked { HTTPSerializer.appendField(name: "Transfer-Encoding", value: "chunked", into: &buffer) }
-            if let position {
-                HTTPSerializer.appendField(name: "Tandem-Position", value: String(position), into: &buffer)
-            }
-            if let connectionOption {
-                HTTPSerializer.appendField(name: "Connection", value: connectionOption, into: &buffer)
-            }
-            HTTPSerializer.appendEndOfHead(into: &buffer)
+            ProxyHeaders.appendForwardedResponseHead(
+                status: head.status, reason: head.reason, headers: head.headers, chunked: chunked, position: position,
+                connectionOption: connectionOption, into: &buffer)
         }
     }
 

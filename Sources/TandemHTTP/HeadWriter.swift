@@ -1,0 +1,110 @@
+// HeadWriter: heads serialized into a scratch buffer on the stack, then appended to the caller's array with one
+// copy. Appending each piece of a head (a name, ": ", a value, CRLF) to the array cost a call of the generic
+// `append(contentsOf:)` each, about ninety instructions apiece, for pieces of a few bytes.
+
+/// Writes the bytes of one head. Pieces go into the scratch buffer; a head larger than it goes on in `spill`.
+struct HeadWriter {
+    /// The scratch buffer's size: stack allocation is safe up to this size, and nearly every head fits.
+    static let scratchBytes = 1024
+
+    private let scratch: UnsafeMutableRawBufferPointer
+    // Invariant: 0 <= used <= scratch.count.
+    private var used = 0
+    /// The bytes written before the scratch buffer last filled up, in order.
+    private(set) var spill: [UInt8] = []
+
+    fileprivate init(scratch: UnsafeMutableRawBufferPointer) {
+        self.scratch = scratch
+    }
+
+    /// The bytes written since the last spill.
+    fileprivate var pending: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: scratch[0..<used]) }
+
+    private mutating func spillScratch() {
+        spill.appendBytes(pending)
+        used = 0
+    }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        let count = bytes.count
+        guard count > 0, let source = bytes.baseAddress, let base = scratch.baseAddress else { return }
+        if count > scratch.count - used {
+            spillScratch()
+            if count > scratch.count {
+                spill.appendBytes(bytes)
+                return
+            }
+        }
+        (base + used).copyMemory(from: source, byteCount: count)
+        used += count
+    }
+
+    mutating func write(_ byte: UInt8) {
+        if used == scratch.count { spillScratch() }
+        scratch[used] = byte
+        used += 1
+    }
+
+    mutating func write(_ literal: StaticString) {
+        write(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    mutating func writeUTF8(_ text: String) {
+        withUTF8Bytes(text) { write($0) }
+    }
+
+    mutating func writeCRLF() {
+        write(ASCII.carriageReturn)
+        write(ASCII.lineFeed)
+    }
+
+    mutating func writeDecimal(_ value: UInt64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max, written backwards
+        Swift.withUnsafeMutableBytes(of: &digits) { scratch in
+            var remaining = value
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            write(UnsafeRawBufferPointer(rebasing: scratch[index...]))
+        }
+    }
+
+    /// `name: value CRLF` for a field whose name and value were checked already.
+    mutating func writeField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        write(name)
+        write(ASCII.colon)
+        write(ASCII.space)
+        write(value)
+        writeCRLF()
+    }
+
+    /// `HTTP/1.1 SP status SP reason CRLF`; the reason must have been checked for CR, LF and NUL.
+    mutating func writeStatusLine(status: Int, reason: String, version: HTTPVersion) {
+        switch version {
+        case .http1_0: write("HTTP/1.0 ")
+        case .http1_1: write("HTTP/1.1 ")
+        }
+        write(UInt8(ascii: "0") + UInt8(status / 100))
+        write(UInt8(ascii: "0") + UInt8(status / 10 % 10))
+        write(UInt8(ascii: "0") + UInt8(status % 10))
+        write(ASCII.space)
+        writeUTF8(reason)
+        writeCRLF()
+    }
+}
+
+extension [UInt8] {
+    /// Runs `body` with a writer and appends what it wrote, with one copy for a head of up to
+    /// `HeadWriter.scratchBytes` bytes.
+    mutating func appendHead(_ body: (inout HeadWriter) -> Void) {
+        withUnsafeTemporaryAllocation(byteCount: HeadWriter.scratchBytes, alignment: 1) { scratch in
+            var writer = HeadWriter(scratch: scratch)
+            body(&writer)
+            if !writer.spill.isEmpty { append(contentsOf: writer.spill) }
+            appendBytes(writer.pending)
+        }
+    }
+}
