@@ -239,10 +239,11 @@ func isHostCharacter(_ byte: UInt8) -> Bool {
 /// path after the authority (`/` when it has none). The asterisk and authority forms are returned unchanged.
 public func requestPath(ofTarget target: String) -> Substring {
     let utf8 = target.utf8
-    // The origin form, nearly every request: up to the first `?`, found over bytes (targets are ASCII) instead of
-    // Characters.
+    // The origin form, nearly every request: up to the first `?`, found with memchr over the bytes (targets are
+    // ASCII) instead of over Characters or the generic UTF-8 view.
     if utf8.first == UInt8(ascii: "/") {
-        return target[..<(utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
+        guard let query = withUTF8Bytes(target, { $0.firstOffset(of: UInt8(ascii: "?")) }) else { return target[...] }
+        return target[..<utf8.index(utf8.startIndex, offsetBy: query)]
     }
     var rest = Substring(target)
     if !rest.hasPrefix("/") {

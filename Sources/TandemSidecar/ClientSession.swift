@@ -63,6 +63,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private var exchange: Exchange?
     private var timer: Timer!
     private var timerPurpose = TimerPurpose.idle
+    /// The last method of this connection classified without route rules, and its class (see `classify`).
+    private var lastRuleFreeClass: (method: String, requestClass: RequestClass)?
+    /// The last method of this connection found to be a read method and no case variant of a write method: such a
+    /// method is never refused, whatever its path and class (see `methodRefusal`).
+    private var lastAcceptedReadMethod: String?
     /// The client's `Forwarded` element, the same for every request of the connection.
     private lazy var forwardedElement = ProxyHeaders.forwardedElement(clientAddress: connection.peerAddress)
     /// Fires when a request body stops arriving for the header timeout (408 and close).
@@ -186,9 +191,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func beginExchange(_ head: HTTPRequestHead) {
-        // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
-        // `%2e` cannot dodge a route rule.
-        let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        let requestClass = classify(head)
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
         self.exchange = exchange
         machine.requestHeadParsed(keepAlive: head.keepAlive && !proxy.isDraining)
@@ -235,6 +238,23 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         admit(exchange, as: .read)
     }
 
+    /// The class of a request. Without route rules it depends on the method alone, so the class of the last
+    /// method of the connection is remembered: a keep-alive client's requests skip the path normalization and the
+    /// set lookup (the classifier is fixed for the life of the proxy).
+    private func classify(_ head: HTTPRequestHead) -> RequestClass {
+        let classifier = proxy.classifier
+        guard classifier.bypassRoutes.isEmpty && classifier.writeRoutes.isEmpty && classifier.readRoutes.isEmpty
+        else {
+            // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
+            // `%2e` cannot dodge a route rule.
+            return classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        }
+        if let last = lastRuleFreeClass, last.method == head.method { return last.requestClass }
+        let requestClass = classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        lastRuleFreeClass = (head.method, requestClass)
+        return requestClass
+    }
+
     /// Methods that are served as reads without a route rule. Methods are case-sensitive (RFC 9110 section 9.1):
     /// `get` is not `GET`, and `post` is not `POST`.
     static let readMethods: Set<String> = ["GET", "HEAD", "OPTIONS"]
@@ -244,11 +264,15 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// case variant of a write method (`post`, `Put`), which an app that ignores case would take as the write.
     private func methodRefusal(_ head: HTTPRequestHead, requestClass: RequestClass) -> TandemErrorResponse? {
         let method = head.method
+        if method == lastAcceptedReadMethod { return nil }
         let writeMethods = proxy.classifier.writeMethods
         let caseVariantOfWrite =
             !writeMethods.contains(method) && proxy.lowercasedWriteMethods.contains(Self.asciiLowercased(method))
+        let readMethod = Self.readMethods.contains(method)
+        // Neither test depends on the path or the class for such a method: it is never refused on this proxy.
+        if !caseVariantOfWrite && readMethod { lastAcceptedReadMethod = method }
         let unknownRead =
-            requestClass == .read && !Self.readMethods.contains(method)
+            requestClass == .read && !readMethod
             && !proxy.classifier.readRoutes.contains { $0.matches(method: method, path: String(head.path)) }
         guard caseVariantOfWrite || unknownRead else { return nil }
         return TandemErrorResponse(
