@@ -2,57 +2,37 @@
 // and the strict checks that stop a front end and a back end from disagreeing on where a message ends.
 
 /// The fields of a head that matter to framing and connection management, gathered in one pass over the bytes
-/// of the names. It keeps the positions of the fields, not their values: a value is read (as bytes, or as a
-/// String on the rare paths) only by the check that needs it.
+/// of the names. It keeps where the fields are, not their values, and holds no reference (copying it retains
+/// nothing): a value is read from the headers, as bytes or on the rare paths as a String, only by the check that
+/// needs it.
 struct FramingFields {
-    /// The fields scanned; the positions below are into it.
-    let headers: HTTPHeaders
-    var contentLengthFields = InlineList<Int>()
-    var transferEncodingFields = InlineList<Int>()
-    var hostFields = InlineList<Int>()
+    var contentLength = FieldOccurrences()
+    var transferEncoding = FieldOccurrences()
+    var host = FieldOccurrences()
     var connectionClose = false
     var connectionKeepAlive = false
     var connectionUpgrade = false
-    /// The first `Upgrade` field.
-    var upgradeField: Int?
-    var expectFields = InlineList<Int>()
+    var upgrade = FieldOccurrences()
+    var expect = FieldOccurrences()
 
     init(scanning headers: HTTPHeaders) {
-        self.headers = headers
         headers.withFields { raw, spans in
             for index in spans.indices {
                 let span = spans[index]
                 let name = raw.slice(span.nameRange)
                 // Dispatch on the length first: most fields are none of these and cost one integer compare.
                 switch span.nameCount {
-                case 4 where asciiCaseInsensitiveEquals(name, "host"): hostFields.append(index)
-                case 6 where asciiCaseInsensitiveEquals(name, "expect"): expectFields.append(index)
-                case 7 where asciiCaseInsensitiveEquals(name, "upgrade"): upgradeField = upgradeField ?? index
+                case 4 where asciiCaseInsensitiveEquals(name, "host"): host.note(index)
+                case 6 where asciiCaseInsensitiveEquals(name, "expect"): expect.note(index)
+                case 7 where asciiCaseInsensitiveEquals(name, "upgrade"): upgrade.note(index)
                 case 10 where asciiCaseInsensitiveEquals(name, "connection"):
                     noteConnectionOptions(raw.slice(span.valueRange))
-                case 14 where asciiCaseInsensitiveEquals(name, "content-length"): contentLengthFields.append(index)
-                case 17 where asciiCaseInsensitiveEquals(name, "transfer-encoding"):
-                    transferEncodingFields.append(index)
+                case 14 where asciiCaseInsensitiveEquals(name, "content-length"): contentLength.note(index)
+                case 17 where asciiCaseInsensitiveEquals(name, "transfer-encoding"): transferEncoding.note(index)
                 default: break
                 }
             }
         }
-    }
-
-    /// The value of the first `Upgrade` field, nil when there is none.
-    var upgradeValue: String? { upgradeField.map { headers.value(at: $0) } }
-
-    /// The values of the fields at these positions, in order.
-    func values(_ positions: InlineList<Int>) -> [String] { positions.map { headers.value(at: $0) } }
-
-    /// Calls `body` with the bytes of the value of the field at a position.
-    func withValue<R>(at position: Int, _ body: (UnsafeRawBufferPointer) throws(HTTPParseError) -> R)
-        throws(HTTPParseError) -> R
-    {
-        let outcome: Result<R, HTTPParseError> = headers.withFields { raw, spans in
-            Result { () throws(HTTPParseError) in try body(raw.slice(spans[position].valueRange)) }
-        }
-        return try outcome.get()
     }
 
     private mutating func noteConnectionOptions(_ value: UnsafeRawBufferPointer) {
@@ -93,38 +73,38 @@ struct FramingFields {
 
     /// The framing the headers declare: `.chunked`, `.contentLength(n)`, or nil when they declare none.
     /// Throws on every ambiguous combination (RFC 9112 section 6.3 items 3 to 5, applied strictly).
-    func declaredFraming(version: HTTPVersion) throws(HTTPParseError) -> BodyPlan? {
-        if !transferEncodingFields.isEmpty {
+    func declaredFraming(version: HTTPVersion, headers: HTTPHeaders) throws(HTTPParseError) -> BodyPlan? {
+        if !transferEncoding.isEmpty {
             // RFC 9112 section 6.1: HTTP/1.0 has no Transfer-Encoding, so a 1.0 message carrying one was framed
             // by something that disagrees with us about the version; the framing is faulty.
             guard version == .http1_1 else {
                 throw HTTPParseError(.transferEncodingInHTTP10, "Transfer-Encoding in an HTTP/1.0 message")
             }
             // CL.TE and TE.CL smuggling: never guess which one the other side used.
-            guard contentLengthFields.isEmpty else {
+            guard contentLength.isEmpty else {
                 throw HTTPParseError(.conflictingFraming, "both Content-Length and Transfer-Encoding")
             }
-            try checkChunkedOnly()
+            try checkChunkedOnly(headers.values(name: "Transfer-Encoding"))
             return .chunked
         }
         // Even two equal Content-Length fields (or a list "5, 5"), which RFC 9110 would let us merge, are rejected:
         // a recipient that keeps the first and one that keeps the last field need not agree, and no honest
         // client sends them.
-        guard contentLengthFields.count <= 1 else {
+        guard contentLength.count <= 1 else {
             throw HTTPParseError(.duplicateContentLength, "more than one Content-Length field")
         }
-        guard let position = contentLengthFields.first else { return nil }
+        guard let position = contentLength.first else { return nil }
         return .contentLength(
-            try withValue(at: position) { value throws(HTTPParseError) in try parseContentLength(value) })
+            try headers.withValue(at: position) { value throws(HTTPParseError) in try parseContentLength(value) })
     }
 
     /// Accepts exactly one `chunked` coding. A list that does not end in chunked, or applies it twice, leaves
     /// the body length undeterminable (400). RFC 9112 allows other codings before chunked, but the proxy
     /// re-frames every body and drops Transfer-Encoding, so a coding it does not decode would be silently lost:
     /// those are refused as not implemented (501).
-    private func checkChunkedOnly() throws(HTTPParseError) {
+    private func checkChunkedOnly(_ values: [String]) throws(HTTPParseError) {
         var codings: [Substring] = []
-        for value in values(transferEncodingFields) {
+        for value in values {
             for element in value.split(separator: ",", omittingEmptySubsequences: false) {
                 codings.append(trimmingOptionalWhitespace(element))
             }
@@ -186,8 +166,23 @@ func parseHTTPVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTPParseError) ->
     throw HTTPParseError(.invalidVersion, "the HTTP version is malformed")
 }
 
-/// The values of the fields with one name, in received order (`FramingFields` keeps the fields' positions in an
-/// `InlineList<Int>`). Nearly every message has none or one of each framing field, so the first element is kept
+/// Where the fields with one name are: how many, and the position of the first.
+struct FieldOccurrences {
+    private(set) var count = 0
+    /// The position of the first field. Invariant: meaningful only while `count > 0`.
+    private var firstPosition = 0
+
+    var isEmpty: Bool { count == 0 }
+    /// The position of the first field, nil when there is none.
+    var first: Int? { count > 0 ? firstPosition : nil }
+
+    mutating func note(_ position: Int) {
+        if count == 0 { firstPosition = position }
+        count += 1
+    }
+}
+
+/// The values of the fields with one name, in received order. Nearly every message has none or one of each framing field, so the first element is kept
 /// inline: an array here cost a heap allocation per message for its Host (requests) or Content-Length (responses).
 typealias FieldValues = InlineList<String>
 

@@ -118,6 +118,16 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
         try bytes.withUnsafeBytes { try body($0, spans) }
     }
 
+    /// Calls `body` with the bytes of the value of the field at a position.
+    func withValue<R>(at position: Int, _ body: (UnsafeRawBufferPointer) throws(HTTPParseError) -> R)
+        throws(HTTPParseError) -> R
+    {
+        let outcome: Result<R, HTTPParseError> = withFields { raw, spans in
+            Result { () throws(HTTPParseError) in try body(raw.slice(spans[position].valueRange)) }
+        }
+        return try outcome.get()
+    }
+
     /// The position of the first field with this name (any case), or nil.
     func firstIndex(name: String) -> Int? {
         withUTF8Bytes(name) { target in

@@ -405,8 +405,21 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
     /// must be valid UTF-8, so that the Strings `HTTPHeaders` builds from the bytes are exactly what was received
     /// (decoding them lossily would change the bytes the proxy forwards).
     private func checkFieldValue(_ value: UnsafeRawBufferPointer) throws(HTTPParseError) {
+        // Eight bytes at a time while all of them are SP or visible ASCII (0x20...0x7E), nearly every value: one
+        // word test says whether some byte is below 0x20 or above 0x7E. The word that has one, and what follows
+        // it, get the exact test byte by byte.
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        var start = 0
+        while start + 8 <= value.count {
+            let word = value.loadUnaligned(fromByteOffset: start, as: UInt64.self)
+            let someBelowSpace = (word &- ones &* 0x20) & ~word & highBits
+            let someAboveTilde = ((word &+ ones) | word) & highBits
+            if someBelowSpace | someAboveTilde != 0 { break }
+            start += 8
+        }
         var sawNonASCII = false
-        for byte in value {
+        for byte in value.slice(start..<value.count) {
             // One compare for the common case, SP and visible ASCII (0x20...0x7E).
             if byte &- ASCII.space < 0x5F || byte == ASCII.tab { continue }
             guard byte >= 0x80 else {

@@ -116,11 +116,12 @@ struct RequestRole: HTTPMessageRole {
         headers: HTTPHeaders
     ) throws(HTTPParseError) -> (HTTPRequestHead, BodyPlan, AfterMessage) {
         let fields = FramingFields(scanning: headers)
-        let plan = try fields.declaredFraming(version: version) ?? .none
-        try checkHost(fields)
+        let plan = try fields.declaredFraming(version: version, headers: headers) ?? .none
+        try checkHost(fields.host, in: headers)
         // A client waiting for 100 Continue only needs it when it has content to send.
         let hasContent = plan != .none && plan != .contentLength(0)
-        let expectsContinue = try checkExpectation(fields.values(fields.expectFields)) && hasContent
+        let expectsContinue =
+            try checkExpectation(fields.expect.isEmpty ? [] : headers.values(name: "Expect")) && hasContent
         let framing: BodyFraming
         switch plan {
         case .none: framing = .none
@@ -128,7 +129,8 @@ struct RequestRole: HTTPMessageRole {
         case .chunked: framing = .chunked
         case .untilClose: preconditionFailure("requests are never delimited by close (RFC 9112 section 6.3)")
         }
-        let upgrade = version == .http1_1 && fields.connectionUpgrade ? fields.upgradeValue : nil
+        let upgrade =
+            version == .http1_1 && fields.connectionUpgrade ? fields.upgrade.first.map { headers.value(at: $0) } : nil
         let head = HTTPRequestHead(
             method: method, target: target, version: version, headers: headers,
             keepAlive: fields.keepAlive(version: version), framing: framing,
@@ -140,15 +142,15 @@ struct RequestRole: HTTPMessageRole {
 
     /// RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. The value must be a
     /// uri-host with an optional port (or empty).
-    private func checkHost(_ fields: FramingFields) throws(HTTPParseError) {
-        guard fields.hostFields.count <= 1 else {
+    private func checkHost(_ host: FieldOccurrences, in headers: HTTPHeaders) throws(HTTPParseError) {
+        guard host.count <= 1 else {
             throw HTTPParseError(.multipleHost, "more than one Host field")
         }
-        guard let position = fields.hostFields.first else {
+        guard let position = host.first else {
             if version == .http1_1 { throw HTTPParseError(.missingHost, "an HTTP/1.1 request without Host") }
             return
         }
-        try fields.withValue(at: position) { host throws(HTTPParseError) in
+        try headers.withValue(at: position) { host throws(HTTPParseError) in
             for byte in host where !isHostCharacter(byte) {
                 throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
             }

@@ -355,6 +355,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     /// Drops the body held for an exchange and gives its bytes back to the global budget.
     func releaseDeferredBody(_ exchange: Exchange) {
+        // Nearly every exchange never held a body: nothing to free and nothing to give back.
+        guard exchange.deferredBody.capacity > 0 || exchange.budgetedBodyBytes > 0 else { return }
         exchange.deferredBody = []
         proxy.releaseBodyBytes(exchange.budgetedBodyBytes)
         exchange.budgetedBodyBytes = 0
