@@ -2,6 +2,35 @@
 // the field list first (remove the hop-by-hop fields, append the forwarding fields, restate the framing) and then
 // serializing it built and searched that copy several times on every request and every response.
 
+/// The client a forwarded request comes from, checked once for all the requests of its connection: its numeric IP
+/// address (for `X-Forwarded-For`) and its `Forwarded` element (`ProxyHeaders.forwardedElement`).
+public struct ForwardingClient: Sendable {
+    /// The numeric IPv4 or IPv6 address, without port.
+    public let address: String
+    /// `for=<address>;proto=<proto>`, the address quoted and bracketed when it is IPv6.
+    public let forwardedElement: String
+    /// The UTF-8 of `address` and `forwardedElement`, written into every forwarded head.
+    let addressBytes: [UInt8]
+    let forwardedElementBytes: [UInt8]
+
+    /// The client at a numeric IP address (anything else is a programmer error, so it traps).
+    public init(address: String, proto: String = "http") {
+        precondition(ProxyHeaders.isClientAddress(address), "client address must be a numeric IP address")
+        precondition(isValidFieldName(proto), "proto must be a token")
+        self.init(
+            checkedAddress: address,
+            forwardedElement: ProxyHeaders.forwardedElement(clientAddress: address, proto: proto))
+    }
+
+    /// A client whose address and element the caller has just checked.
+    fileprivate init(checkedAddress: String, forwardedElement: String) {
+        self.address = checkedAddress
+        self.forwardedElement = forwardedElement
+        self.addressBytes = Array(checkedAddress.utf8)
+        self.forwardedElementBytes = Array(forwardedElement.utf8)
+    }
+}
+
 extension ProxyHeaders {
     /// Appends the request head as the app receives it: byte for byte what serializing an HTTP/1.1 head with the
     /// fields of `head` after `removeHopByHop(keepUpgrade:)`, `removeTandemFields`, the removal of `Expect`,
@@ -17,6 +46,17 @@ extension ProxyHeaders {
     ) {
         precondition(isClientAddress(clientAddress), "client address must be a numeric IP address")
         precondition(isSafeFieldValue(forwardedElement), "the Forwarded element contains CR, LF or NUL")
+        appendForwardedRequestHead(
+            head, client: ForwardingClient(checkedAddress: clientAddress, forwardedElement: forwardedElement),
+            keepUpgrade: keepUpgrade, framing: framing, into: &buffer)
+    }
+
+    /// `appendForwardedRequestHead(_:clientAddress:forwardedElement:keepUpgrade:framing:into:)` for a client checked
+    /// once for all its requests.
+    public static func appendForwardedRequestHead(
+        _ head: HTTPRequestHead, client: ForwardingClient, keepUpgrade: Bool, framing: BodyFraming? = nil,
+        into buffer: inout [UInt8]
+    ) {
         precondition(isValidFieldName(head.method), "invalid method \(head.method.debugDescription)")
         precondition(isValidRequestTarget(head.target), "invalid request target")
         // The fields are read and copied as bytes: none of them becomes a String on the way through.
@@ -70,9 +110,10 @@ extension ProxyHeaders {
                     guard isForwarded(name) else { continue }
                     let value = raw.slice(span.valueRange)
                     if index == lastForwardedFor {
-                        writeListField(name: name, value: value, element: clientAddress, into: &writer)
+                        writeListField(name: name, value: value, element: client.addressBytes, into: &writer)
                     } else if index == lastForwarded {
-                        writeListField(name: name, value: value, element: forwardedElement, into: &writer)
+                        writeListField(
+                            name: name, value: value, element: client.forwardedElementBytes, into: &writer)
                     } else {
                         writer.writeField(name: name, value: value)
                     }
@@ -81,12 +122,12 @@ extension ProxyHeaders {
                 // Both values were checked above.
                 if lastForwardedFor == nil {
                     writer.write("X-Forwarded-For: ")
-                    writer.writeUTF8(clientAddress)
+                    client.addressBytes.withUnsafeBytes { writer.write($0) }
                     writer.writeCRLF()
                 }
                 if lastForwarded == nil {
                     writer.write("Forwarded: ")
-                    writer.writeUTF8(forwardedElement)
+                    client.forwardedElementBytes.withUnsafeBytes { writer.write($0) }
                     writer.writeCRLF()
                 }
                 switch framing ?? head.framing {
@@ -198,7 +239,7 @@ extension ProxyHeaders {
 
     /// A list field with one more element, as `appendForwarding` extends it.
     private static func writeListField(
-        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, element: String, into writer: inout HeadWriter
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, element: [UInt8], into writer: inout HeadWriter
     ) {
         writer.write(name)
         writer.write(": ")
@@ -206,7 +247,7 @@ extension ProxyHeaders {
             writer.write(value)
             writer.write(", ")
         }
-        writer.writeUTF8(element)
+        element.withUnsafeBytes { writer.write($0) }
         writer.writeCRLF()
     }
 

@@ -83,14 +83,18 @@ struct HeadWriter {
 
     /// `HTTP/1.1 SP status SP reason CRLF`; the reason must have been checked for CR, LF and NUL.
     mutating func writeStatusLine(status: Int, reason: String, version: HTTPVersion) {
-        switch version {
-        case .http1_0: write("HTTP/1.0 ")
-        case .http1_1: write("HTTP/1.1 ")
+        // `HTTP/1.x NNN ` in one piece.
+        var start: (UInt64, UInt64) = (0, 0)
+        Swift.withUnsafeMutableBytes(of: &start) { line in
+            let prefix: StaticString = "HTTP/1.1 "
+            line.copyMemory(from: UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
+            if version == .http1_0 { line[7] = UInt8(ascii: "0") }
+            line[9] = UInt8(ascii: "0") + UInt8(status / 100)
+            line[10] = UInt8(ascii: "0") + UInt8(status / 10 % 10)
+            line[11] = UInt8(ascii: "0") + UInt8(status % 10)
+            line[12] = ASCII.space
+            write(UnsafeRawBufferPointer(rebasing: line[0..<13]))
         }
-        write(UInt8(ascii: "0") + UInt8(status / 100))
-        write(UInt8(ascii: "0") + UInt8(status / 10 % 10))
-        write(UInt8(ascii: "0") + UInt8(status % 10))
-        write(ASCII.space)
         writeUTF8(reason)
         writeCRLF()
     }

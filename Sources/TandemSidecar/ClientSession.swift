@@ -68,8 +68,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// The last method of this connection found to be a read method and no case variant of a write method: such a
     /// method is never refused, whatever its path and class (see `methodRefusal`).
     private var lastAcceptedReadMethod: String?
-    /// The client's `Forwarded` element, the same for every request of the connection.
-    private lazy var forwardedElement = ProxyHeaders.forwardedElement(clientAddress: connection.peerAddress)
+    /// The client's address and `Forwarded` element, the same for every request of the connection (checked once).
+    private lazy var forwardingClient = ForwardingClient(address: connection.peerAddress)
+    /// The classifier has route rules: without any, the class of a request depends on its method alone.
+    private let classifierHasRules: Bool
     /// Fires when a request body stops arriving for the header timeout (408 and close).
     private var bodyTimer: Timer!
 
@@ -91,6 +93,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         self.connection = connection
         self.proxy = proxy
         self.parser = HTTPRequestParser(limits: proxy.settings.limits)
+        let classifier = proxy.classifier
+        self.classifierHasRules =
+            !(classifier.bypassRoutes.isEmpty && classifier.writeRoutes.isEmpty && classifier.readRoutes.isEmpty)
         self.timer = Timer(loop: proxy.loop) { [weak self] in self?.onTimer() }
         self.bodyTimer = Timer(loop: proxy.loop) { [weak self] in self?.onBodyTimeout() }
         connection.setReadHighWatermark(bytes: proxy.settings.bufferHighWaterBytes)
@@ -242,15 +247,13 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// method of the connection is remembered: a keep-alive client's requests skip the path normalization and the
     /// set lookup (the classifier is fixed for the life of the proxy).
     private func classify(_ head: HTTPRequestHead) -> RequestClass {
-        let classifier = proxy.classifier
-        guard classifier.bypassRoutes.isEmpty && classifier.writeRoutes.isEmpty && classifier.readRoutes.isEmpty
-        else {
+        guard !classifierHasRules else {
             // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
             // `%2e` cannot dodge a route rule.
-            return classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+            return proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
         }
         if let last = lastRuleFreeClass, last.method == head.method { return last.requestClass }
-        let requestClass = classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
         lastRuleFreeClass = (head.method, requestClass)
         return requestClass
     }
@@ -384,13 +387,11 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         exchange.bodyChunkedToApp = framing == .chunked
         // The head is serialized from the exchange's own copy, with the framing above declared instead of the
         // client's: copying the head to change that one field retained and released every part of it.
-        let clientAddress = connection.peerAddress
-        let forwardedElement = forwardedElement
+        let client = forwardingClient
         let keepUpgrade = exchange.isUpgrade
         proxy.writeSerializedHead(to: upstream.connection) { buffer in
             ProxyHeaders.appendForwardedRequestHead(
-                exchange.head, clientAddress: clientAddress, forwardedElement: forwardedElement,
-                keepUpgrade: keepUpgrade, framing: framing, into: &buffer)
+                exchange.head, client: client, keepUpgrade: keepUpgrade, framing: framing, into: &buffer)
         }
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
@@ -641,9 +642,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         exchange.upstream = fresh
-        proxy.writeForwardedRequestHead(
-            exchange.head, clientAddress: connection.peerAddress, forwardedElement: forwardedElement,
-            keepUpgrade: false, to: fresh.connection)
+        let client = forwardingClient
+        proxy.writeSerializedHead(to: fresh.connection) { buffer in
+            ProxyHeaders.appendForwardedRequestHead(exchange.head, client: client, keepUpgrade: false, into: &buffer)
+        }
         arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
     }
 

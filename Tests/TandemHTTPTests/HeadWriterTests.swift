@@ -91,3 +91,40 @@ final class HeadWriterTests: XCTestCase {
         XCTAssertEqual(headers, ["Host": "h", "X-Empty": "", "X-A": "b"])
     }
 }
+
+/// A client checked once gives the same forwarded head as its address and element passed with every request.
+final class ForwardingClientTests: XCTestCase {
+    func testAForwardingClientWritesWhatTheAddressAndElementWrite() {
+        let heads = [
+            HTTPRequestHead(method: "GET", target: "/a", headers: ["Host": "h"]),
+            HTTPRequestHead(
+                method: "GET", target: "/a",
+                headers: ["Host": "h", "X-Forwarded-For": "10.0.0.1", "Forwarded": "for=10.0.0.1", "Via": "x"]),
+            HTTPRequestHead(method: "GET", target: "/a", headers: ["X-Forwarded-For": "", "Forwarded": ""]),
+        ]
+        for address in ["192.0.2.1", "2001:db8::1"] {
+            let client = ForwardingClient(address: address)
+            XCTAssertEqual(client.forwardedElement, ProxyHeaders.forwardedElement(clientAddress: address))
+            for head in heads {
+                var viaClient: [UInt8] = []
+                ProxyHeaders.appendForwardedRequestHead(head, client: client, keepUpgrade: false, into: &viaClient)
+                var viaStrings: [UInt8] = []
+                ProxyHeaders.appendForwardedRequestHead(
+                    head, clientAddress: address, forwardedElement: client.forwardedElement, keepUpgrade: false,
+                    into: &viaStrings)
+                XCTAssertEqual(viaClient, viaStrings)
+                XCTAssertTrue(String(decoding: viaClient, as: UTF8.self).contains(address))
+            }
+        }
+    }
+
+    func testTheStatusLineCarriesTheVersionTheCodeAndTheReason() {
+        for (version, status, reason) in [
+            (HTTPVersion.http1_1, 200, "OK"), (.http1_0, 404, ""), (.http1_1, 999, "x y"),
+        ] {
+            var buffer: [UInt8] = []
+            buffer.appendHead { $0.writeStatusLine(status: status, reason: reason, version: version) }
+            XCTAssertEqual(String(decoding: buffer, as: UTF8.self), "\(version) \(status) \(reason)\r\n")
+        }
+    }
+}
