@@ -107,7 +107,8 @@ struct RequestRole: HTTPMessageRole {
         }
         version = try parseHTTPVersion(line.slice((lastSpace + 1)..<line.count))
         let targetBytes = line.slice((firstSpace + 1)..<lastSpace)
-        method = methodBytes.asciiString()
+        // A connection's requests nearly always repeat their method: keep the String when the bytes are the same.
+        if !methodBytes.equalsUTF8(of: method) { method = methodBytes.asciiString() }
         try checkTarget(targetBytes, method: method)
         target = targetBytes.asciiString()
     }

@@ -169,16 +169,18 @@ struct ResponseRole: HTTPMessageRole {
         guard code.allSatisfy(ASCII.isDigit), code[0] != UInt8(ascii: "0") else { throw malformed }
         status = code.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         guard status >= 100 else { throw malformed }
-        reason = ""
-        if line.count > 12 {
-            guard line[12] == ASCII.space else { throw malformed }
-            let phrase = line.slice(13..<line.count)
-            let valid = phrase.allSatisfy {
-                $0 == ASCII.tab || ($0 >= ASCII.space && $0 != ASCII.delete)
-            }
-            guard valid else { throw malformed }
-            reason = String(decoding: phrase, as: UTF8.self)
+        guard line.count > 12 else {
+            reason = ""
+            return
         }
+        guard line[12] == ASCII.space else { throw malformed }
+        let phrase = line.slice(13..<line.count)
+        let valid = phrase.allSatisfy {
+            $0 == ASCII.tab || ($0 >= ASCII.space && $0 != ASCII.delete)
+        }
+        guard valid else { throw malformed }
+        // An app's responses nearly always repeat their reason: keep the String when the bytes are the same.
+        if !phrase.equalsUTF8(of: reason) { reason = String(decoding: phrase, as: UTF8.self) }
     }
 
     mutating func onHeadComplete(

@@ -8,13 +8,19 @@ struct HeadWriter {
     static let scratchBytes = 1024
 
     private let scratch: UnsafeMutableRawBufferPointer
+    /// `scratch`'s start, unwrapped once.
+    private let base: UnsafeMutableRawPointer
     // Invariant: 0 <= used <= scratch.count.
     private var used = 0
     /// The bytes written before the scratch buffer last filled up, in order.
     private(set) var spill: [UInt8] = []
 
     fileprivate init(scratch: UnsafeMutableRawBufferPointer) {
+        guard let base = scratch.baseAddress, scratch.count >= 8 else {
+            preconditionFailure("the scratch buffer is allocated with room for a few bytes")
+        }
         self.scratch = scratch
+        self.base = base
     }
 
     /// The bytes written since the last spill.
@@ -25,26 +31,37 @@ struct HeadWriter {
         used = 0
     }
 
+    /// Writes bytes; inlined, so the common case (they fit) costs a compare and a copy.
+    @inline(__always)
     mutating func write(_ bytes: UnsafeRawBufferPointer) {
         let count = bytes.count
-        guard count > 0, let source = bytes.baseAddress, let base = scratch.baseAddress else { return }
-        if count > scratch.count - used {
-            spillScratch()
-            if count > scratch.count {
-                spill.appendBytes(bytes)
-                return
-            }
+        if count <= scratch.count &- used, let source = bytes.baseAddress {
+            (base + used).copyMemory(from: source, byteCount: count)
+            used &+= count
+        } else {
+            writeSpilling(bytes)
         }
-        (base + used).copyMemory(from: source, byteCount: count)
-        used += count
     }
 
+    /// `write` when the bytes do not fit in what is left of the scratch buffer (or there are none).
+    private mutating func writeSpilling(_ bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty else { return }
+        spillScratch()
+        if bytes.count > scratch.count {
+            spill.appendBytes(bytes)
+        } else {
+            write(bytes)
+        }
+    }
+
+    @inline(__always)
     mutating func write(_ byte: UInt8) {
         if used == scratch.count { spillScratch() }
-        scratch[used] = byte
-        used += 1
+        base.storeBytes(of: byte, toByteOffset: used, as: UInt8.self)
+        used &+= 1
     }
 
+    @inline(__always)
     mutating func write(_ literal: StaticString) {
         write(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
@@ -53,6 +70,7 @@ struct HeadWriter {
         withUTF8Bytes(text) { write($0) }
     }
 
+    @inline(__always)
     mutating func writeCRLF() {
         write(ASCII.carriageReturn)
         write(ASCII.lineFeed)
