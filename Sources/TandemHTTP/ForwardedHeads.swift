@@ -4,7 +4,10 @@
 
 /// The client a forwarded request comes from, checked once for all the requests of its connection: its numeric IP
 /// address (for `X-Forwarded-For`) and its `Forwarded` element (`ProxyHeaders.forwardedElement`).
-public struct ForwardingClient: Sendable {
+///
+/// A class: a connection hands the same client to every head it forwards, and a reference is one retain where the
+/// four Strings and arrays of a struct were four.
+public final class ForwardingClient: Sendable {
     /// The numeric IPv4 or IPv6 address, without port.
     public let address: String
     /// `for=<address>;proto=<proto>`, the address quoted and bracketed when it is IPv6.
@@ -14,7 +17,7 @@ public struct ForwardingClient: Sendable {
     let forwardedElementBytes: [UInt8]
 
     /// The client at a numeric IP address (anything else is a programmer error, so it traps).
-    public init(address: String, proto: String = "http") {
+    public convenience init(address: String, proto: String = "http") {
         precondition(ProxyHeaders.isClientAddress(address), "client address must be a numeric IP address")
         precondition(isValidFieldName(proto), "proto must be a token")
         self.init(

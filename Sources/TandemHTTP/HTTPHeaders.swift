@@ -400,9 +400,9 @@ func isTokenCharacter(_ byte: UInt8) -> Bool {
     // Bits 0...63: ! # $ % & ' * + - . 0-9 ^ (set below); bits 64...127: A-Z ^ _ ` a-z | ~.
     let lowMask: UInt64 = 0x03FF_6CFA_0000_0000
     let highMask: UInt64 = 0x57FF_FFFF_C7FF_FFFE
-    if byte < 64 { return lowMask & (1 << UInt64(byte)) != 0 }
-    if byte < 128 { return highMask & (1 << UInt64(byte - 64)) != 0 }
-    return false
+    // Branch-free: pick the mask, test the bit, and refuse everything above 0x7F.
+    let mask = byte < 64 ? lowMask : highMask
+    return byte < 128 && (mask >> UInt64(byte & 63)) & 1 != 0
 }
 
 /// True when the string is a non-empty token, so it can be a field name or a method.

@@ -74,6 +74,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private let classifierHasRules: Bool
     /// Fires when a request body stops arriving for the header timeout (408 and close).
     private var bodyTimer: Timer!
+    /// `bodyTimer` is scheduled (it fires once). Most requests have no body: their end needs no cancel.
+    private var bodyTimerScheduled = false
 
     private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse, resumeAfterShed }
 
@@ -167,7 +169,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 }
                 if used > 0 && parser.phase == .body && machine.isReading && exchange != nil {
                     // Every byte of a body restarts the wait for the next one.
-                    bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+                    scheduleBodyTimer()
                 }
                 return used
             }
@@ -422,7 +424,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func finishRequest(trailers: HTTPHeaders?) {
-        bodyTimer.cancel()
+        if bodyTimerScheduled {
+            bodyTimer.cancel()
+            bodyTimerScheduled = false
+        }
         guard let exchange else { return }
         let action = machine.requestEnded()
         // Nothing more is read from the client until this exchange is answered and its answer has left: a
@@ -738,10 +743,16 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// A request body stopped arriving for the header timeout: 408 and close (the body is incomplete, so the
     /// connection cannot carry another request). A body that waits because the app is not taking it (the
     /// client is not being read) is not stalled.
+    private func scheduleBodyTimer() {
+        bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+        bodyTimerScheduled = true
+    }
+
     private func onBodyTimeout() {
+        bodyTimerScheduled = false  // it fired
         guard let exchange, case .reading(_?) = machine.state else { return }
         if let upstream = exchange.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
-            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+            scheduleBodyTimer()
             return
         }
         proxy.metrics.recordParseError("body_timeout")
