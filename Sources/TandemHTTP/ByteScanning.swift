@@ -53,8 +53,15 @@ extension UnsafeRawBufferPointer {
     /// True when the bytes equal the ASCII string exactly.
     func equalsASCII(_ text: StaticString) -> Bool {
         guard count == text.utf8CodeUnitCount else { return false }
-        let expected = UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
-        return elementsEqual(expected)
+        guard let base = baseAddress else { return true }
+        return memcmp(base, text.utf8Start, count) == 0
+    }
+
+    /// True when the bytes are exactly the UTF-8 of `text`.
+    func equalsUTF8(of text: String) -> Bool {
+        guard count == text.utf8.count else { return false }
+        guard let base = baseAddress else { return true }
+        return withUTF8Bytes(text) { memcmp(base, $0.baseAddress!, count) == 0 }
     }
 
     /// The bytes as a String. Callers pass only bytes already checked to be ASCII, so no decoding can fail.

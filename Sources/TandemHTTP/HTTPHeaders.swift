@@ -2,23 +2,47 @@
 
 /// Ordered header fields, with names kept exactly as received (a proxy forwards them unchanged) and lookups that
 /// ignore ASCII case, as RFC 9110 section 5.1 requires.
+///
+/// The fields are kept as bytes, not as Strings: most of the fields of a proxied message are only looked at by
+/// name and copied through to the other side, and building two Strings per field (then retaining, releasing and
+/// destroying them, and copying their UTF-8 back out when serializing) was a large share of the proxy's work per
+/// request. A String is built only when a caller asks for one (`subscript`, iteration, `first(name:)`).
 public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionaryLiteral,
     CustomStringConvertible
 {
     /// One field.
     public typealias Element = (name: String, value: String)
 
-    // Invariant: no name or value contains CR, LF or NUL (checked where fields are added), so serializing the
-    // list can never split a message.
-    @usableFromInline var fields: [Element]
+    /// Where the name and the value of one field are in `bytes`.
+    @usableFromInline
+    struct Span: Sendable {
+        @usableFromInline var nameStart: Int
+        @usableFromInline var nameCount: Int
+        @usableFromInline var valueStart: Int
+        @usableFromInline var valueCount: Int
+
+        @inlinable var nameRange: Range<Int> { nameStart..<(nameStart + nameCount) }
+        @inlinable var valueRange: Range<Int> { valueStart..<(valueStart + valueCount) }
+    }
+
+    // Invariants: every name is a token and no value contains CR, LF or NUL (checked where fields are added), so
+    // serializing the list can never split a message; every value is valid UTF-8 (the parser refuses any other),
+    // so the Strings built from the bytes are exact. `bytes` may hold bytes no span refers to any more (a removed
+    // field, a replaced value); they are never read.
+    @usableFromInline var bytes: [UInt8]
+    /// The fields, in order.
+    @usableFromInline var spans: [Span]
 
     /// An empty list.
-    public init() { fields = [] }
+    public init() {
+        bytes = []
+        spans = []
+    }
 
     /// A list of the given fields, in order.
     public init(_ fields: [(String, String)]) {
-        self.fields = []
-        self.fields.reserveCapacity(fields.count)
+        self.init()
+        spans.reserveCapacity(fields.count)
         for (name, value) in fields { add(name: name, value: value) }
     }
 
@@ -27,43 +51,122 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
 
     // The parser has already validated every byte; skip the re-check on its hot path.
     init(validatedCapacity: Int) {
-        fields = []
-        fields.reserveCapacity(validatedCapacity)
+        bytes = []
+        bytes.reserveCapacity(validatedCapacity * 32)
+        spans = []
+        spans.reserveCapacity(validatedCapacity)
     }
 
-    mutating func appendValidated(name: String, value: String) { fields.append((name, value)) }
+    /// Appends a field whose name is a token and whose value is valid UTF-8 without CR, LF or NUL.
+    mutating func appendValidated(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        let nameStart = bytes.count
+        bytes.appendBytes(name)
+        bytes.appendBytes(value)
+        spans.append(
+            Span(
+                nameStart: nameStart, nameCount: name.count, valueStart: nameStart + name.count, valueCount: value.count
+            ))
+    }
+
+    /// Appends a field parsed from `line`, whose name is `line[0..<nameCount]` and whose value is
+    /// `line[valueRange]`, both checked. The line is copied up to the end of the value in one piece (the colon and
+    /// the whitespace in between stay in `bytes`, unreferenced): one copy per field instead of two.
+    mutating func appendValidated(line: UnsafeRawBufferPointer, nameCount: Int, valueRange: Range<Int>) {
+        precondition(nameCount <= valueRange.lowerBound && valueRange.upperBound <= line.count)
+        let start = bytes.count
+        bytes.appendBytes(line.slice(0..<valueRange.upperBound))
+        spans.append(
+            Span(
+                nameStart: start, nameCount: nameCount, valueStart: start + valueRange.lowerBound,
+                valueCount: valueRange.count))
+    }
 
     /// The number of fields (a field repeated on several lines counts once per line).
-    public var count: Int { fields.count }
+    public var count: Int { spans.count }
     /// True when there is no field.
-    public var isEmpty: Bool { fields.isEmpty }
+    public var isEmpty: Bool { spans.isEmpty }
     /// The field at a position, in received order.
-    public subscript(index: Int) -> Element { fields[index] }
+    public subscript(index: Int) -> Element { (name(at: index), value(at: index)) }
 
-    public func makeIterator() -> IndexingIterator<[Element]> { fields.makeIterator() }
+    /// The name of the field at a position, as received.
+    public func name(at index: Int) -> String { string(spans[index].nameRange) }
+
+    /// The value of the field at a position.
+    public func value(at index: Int) -> String { string(spans[index].valueRange) }
+
+    private func string(_ range: Range<Int>) -> String {
+        bytes.withUnsafeBytes { String(decoding: $0.slice(range), as: UTF8.self) }
+    }
+
+    /// Iterates the fields in order, building each name and value as it goes.
+    public struct Iterator: IteratorProtocol {
+        let headers: HTTPHeaders
+        var index = 0
+
+        public mutating func next() -> Element? {
+            guard index < headers.count else { return nil }
+            defer { index += 1 }
+            return headers[index]
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(headers: self) }
+
+    /// Calls `body` with the bytes of every field and the spans locating them (for the module's byte-level walks).
+    @inline(__always)
+    func withFields<R>(_ body: (UnsafeRawBufferPointer, [Span]) throws -> R) rethrows -> R {
+        try bytes.withUnsafeBytes { try body($0, spans) }
+    }
+
+    /// Calls `body` with the bytes of the value of the field at a position.
+    func withValue<R>(at position: Int, _ body: (UnsafeRawBufferPointer) throws(HTTPParseError) -> R)
+        throws(HTTPParseError) -> R
+    {
+        let outcome: Result<R, HTTPParseError> = withFields { raw, spans in
+            Result { () throws(HTTPParseError) in try body(raw.slice(spans[position].valueRange)) }
+        }
+        return try outcome.get()
+    }
+
+    /// The position of the first field with this name (any case), or nil.
+    func firstIndex(name: String) -> Int? {
+        withUTF8Bytes(name) { target in
+            withFields { raw, spans in
+                spans.firstIndex { asciiCaseInsensitiveEquals(raw.slice($0.nameRange), target) }
+            }
+        }
+    }
+
+    /// The positions of every field with this name (any case), in order.
+    func indices(name: String) -> [Int] {
+        withUTF8Bytes(name) { target in
+            withFields { raw, spans in
+                spans.indices.filter { asciiCaseInsensitiveEquals(raw.slice(spans[$0].nameRange), target) }
+            }
+        }
+    }
 
     /// The value of the first field with this name (any case), or nil.
     public func first(name: String) -> String? {
-        for field in fields where asciiCaseInsensitiveEquals(field.name, name) { return field.value }
-        return nil
+        firstIndex(name: name).map { value(at: $0) }
     }
 
     /// The values of every field with this name (any case), in order. Lines are not split at commas.
     public func values(name: String) -> [String] {
-        fields.compactMap { asciiCaseInsensitiveEquals($0.name, name) ? $0.value : nil }
+        indices(name: name).map { value(at: $0) }
     }
 
     /// True when at least one field has this name (any case).
     public func contains(name: String) -> Bool {
-        fields.contains { asciiCaseInsensitiveEquals($0.name, name) }
+        firstIndex(name: name) != nil
     }
 
     /// The comma-separated list elements of every field with this name, trimmed of whitespace, empty elements
     /// dropped (RFC 9110 section 5.6.1). Quoted strings are not treated specially: use it for token lists only.
     public func tokens(name: String) -> [Substring] {
         var result: [Substring] = []
-        for field in fields where asciiCaseInsensitiveEquals(field.name, name) {
-            for element in field.value.split(separator: ",", omittingEmptySubsequences: true) {
+        for value in values(name: name) {
+            for element in value.split(separator: ",", omittingEmptySubsequences: true) {
                 let trimmed = trimmingOptionalWhitespace(element)
                 if !trimmed.isEmpty { result.append(trimmed) }
             }
@@ -81,20 +184,41 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
     public mutating func add(name: String, value: String) {
         precondition(isValidFieldName(name), "invalid header field name \(name.debugDescription)")
         precondition(isSafeFieldValue(value), "header field value contains CR, LF or NUL")
-        fields.append((name, value))
+        withUTF8Bytes(name) { nameBytes in
+            withUTF8Bytes(value) { valueBytes in appendValidated(name: nameBytes, value: valueBytes) }
+        }
     }
 
     /// Removes every field with this name (any case); returns how many were removed.
     @discardableResult
     public mutating func remove(name: String) -> Int {
-        let before = fields.count
-        fields.removeAll { asciiCaseInsensitiveEquals($0.name, name) }
-        return before - fields.count
+        let before = spans.count
+        withUTF8Bytes(name) { target in
+            removeAll(whereName: { asciiCaseInsensitiveEquals($0, target) })
+        }
+        return before - spans.count
+    }
+
+    /// Removes every field whose name satisfies the predicate, given the name's bytes.
+    mutating func removeAll(whereName shouldRemove: (UnsafeRawBufferPointer) -> Bool) {
+        let bytes = self.bytes
+        bytes.withUnsafeBytes { raw in
+            spans.removeAll { shouldRemove(raw.slice($0.nameRange)) }
+        }
     }
 
     /// Removes every field whose name satisfies the predicate.
     public mutating func removeAll(where shouldRemove: (Element) -> Bool) {
-        fields.removeAll(where: shouldRemove)
+        let bytes = self.bytes
+        bytes.withUnsafeBytes { raw in
+            spans.removeAll { span in
+                shouldRemove(
+                    (
+                        String(decoding: raw.slice(span.nameRange), as: UTF8.self),
+                        String(decoding: raw.slice(span.valueRange), as: UTF8.self)
+                    ))
+            }
+        }
     }
 
     /// Replaces every field with this name by one field with this value, at the position of the first one (or at
@@ -102,32 +226,113 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
     public mutating func replace(name: String, value: String) {
         precondition(isValidFieldName(name), "invalid header field name \(name.debugDescription)")
         precondition(isSafeFieldValue(value), "header field value contains CR, LF or NUL")
-        guard let firstIndex = fields.firstIndex(where: { asciiCaseInsensitiveEquals($0.name, name) }) else {
-            fields.append((name, value))
+        guard let firstIndex = firstIndex(name: name) else {
+            add(name: name, value: value)
             return
         }
-        fields[firstIndex] = (name, value)
-        var index = fields.count - 1
-        while index > firstIndex {
-            if asciiCaseInsensitiveEquals(fields[index].name, name) { fields.remove(at: index) }
-            index -= 1
-        }
+        let later = indices(name: name).dropFirst()
+        for index in later.reversed() { spans.remove(at: index) }
+        let nameStart = bytes.count
+        withUTF8Bytes(name) { bytes.appendBytes($0) }
+        spans[firstIndex].nameStart = nameStart
+        spans[firstIndex].nameCount = bytes.count - nameStart
+        setValidatedValue(value, at: firstIndex)
     }
 
     /// Replaces the value of the field at a position.
     public mutating func setValue(_ value: String, at index: Int) {
         precondition(isSafeFieldValue(value), "header field value contains CR, LF or NUL")
-        fields[index].value = value
+        setValidatedValue(value, at: index)
     }
 
+    private mutating func setValidatedValue(_ value: String, at index: Int) {
+        precondition(index >= 0 && index < spans.count, "field index out of range")
+        let valueStart = bytes.count
+        withUTF8Bytes(value) { bytes.appendBytes($0) }
+        spans[index].valueStart = valueStart
+        spans[index].valueCount = bytes.count - valueStart
+    }
+
+    /// Fields are equal when their names and values are, in order. Names are ASCII tokens, compared as bytes;
+    /// values are compared as bytes first and, when those differ and are not ASCII, as Strings (canonical
+    /// equivalence), as they always were.
     public static func == (lhs: HTTPHeaders, rhs: HTTPHeaders) -> Bool {
-        lhs.fields.count == rhs.fields.count
-            && zip(lhs.fields, rhs.fields).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+        guard lhs.spans.count == rhs.spans.count else { return false }
+        return lhs.withFields { left, leftSpans in
+            rhs.withFields { right, rightSpans in
+                for (l, r) in zip(leftSpans, rightSpans) {
+                    guard left.slice(l.nameRange).elementsEqual(right.slice(r.nameRange)) else { return false }
+                    let leftValue = left.slice(l.valueRange)
+                    let rightValue = right.slice(r.valueRange)
+                    if leftValue.elementsEqual(rightValue) { continue }
+                    guard !leftValue.allSatisfy({ $0 < 0x80 }) || !rightValue.allSatisfy({ $0 < 0x80 }) else {
+                        return false
+                    }
+                    if String(decoding: leftValue, as: UTF8.self) != String(decoding: rightValue, as: UTF8.self) {
+                        return false
+                    }
+                }
+                return true
+            }
+        }
     }
 
     public var description: String {
-        fields.map { "\($0.name): \($0.value)" }.joined(separator: "\n")
+        map { "\($0.name): \($0.value)" }.joined(separator: "\n")
     }
+}
+
+extension [UInt8] {
+    /// Appends raw bytes with one copy (the generic `append(contentsOf:)` over a raw buffer went byte by byte).
+    @inline(__always)
+    mutating func appendBytes(_ raw: UnsafeRawBufferPointer) {
+        append(contentsOf: raw.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// Appends the UTF-8 of a String with one copy.
+    @inline(__always)
+    mutating func appendUTF8(_ text: String) {
+        withUTF8Bytes(text) { appendBytes($0) }
+    }
+
+    /// Appends the bytes of an ASCII literal with one copy.
+    @inline(__always)
+    mutating func appendASCII(_ text: StaticString) {
+        appendBytes(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Appends the decimal digits of a number.
+    mutating func appendDecimal(_ value: UInt64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max, written backwards
+        Swift.withUnsafeMutableBytes(of: &digits) { scratch in
+            var remaining = value
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            appendBytes(UnsafeRawBufferPointer(rebasing: scratch[index...]))
+        }
+    }
+
+    /// Appends CR LF.
+    @inline(__always)
+    mutating func appendCRLF() {
+        append(ASCII.carriageReturn)
+        append(ASCII.lineFeed)
+    }
+}
+
+/// Calls `body` with the UTF-8 of a String, without a copy for a native String.
+@inline(__always)
+func withUTF8Bytes<Text: StringProtocol, R>(
+    _ text: Text, _ body: (UnsafeRawBufferPointer) throws -> R
+) rethrows -> R {
+    if let result = try text.utf8.withContiguousStorageIfAvailable({ try body(UnsafeRawBufferPointer($0)) }) {
+        return result
+    }
+    return try Array(text.utf8).withUnsafeBytes(body)
 }
 
 // MARK: - ASCII helpers shared by the module
@@ -162,6 +367,13 @@ func asciiCaseInsensitiveEquals(_ left: UnsafeRawBufferPointer, _ right: UnsafeR
     return true
 }
 
+/// `asciiCaseInsensitiveEquals` against an ASCII literal.
+@inline(__always)
+func asciiCaseInsensitiveEquals(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+    asciiCaseInsensitiveEquals(
+        bytes, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+}
+
 @inlinable
 func asciiLowercased(_ byte: UInt8) -> UInt8 {
     (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) ? byte | 0x20 : byte
@@ -188,17 +400,31 @@ func isTokenCharacter(_ byte: UInt8) -> Bool {
     // Bits 0...63: ! # $ % & ' * + - . 0-9 ^ (set below); bits 64...127: A-Z ^ _ ` a-z | ~.
     let lowMask: UInt64 = 0x03FF_6CFA_0000_0000
     let highMask: UInt64 = 0x57FF_FFFF_C7FF_FFFE
-    if byte < 64 { return lowMask & (1 << UInt64(byte)) != 0 }
-    if byte < 128 { return highMask & (1 << UInt64(byte - 64)) != 0 }
-    return false
+    // Branch-free: pick the mask, test the bit, and refuse everything above 0x7F.
+    let mask = byte < 64 ? lowMask : highMask
+    return byte < 128 && (mask >> UInt64(byte & 63)) & 1 != 0
 }
 
 /// True when the string is a non-empty token, so it can be a field name or a method.
 func isValidFieldName(_ name: String) -> Bool {
-    !name.isEmpty && name.utf8.allSatisfy(isTokenCharacter)
+    withUTF8Bytes(name) { isValidFieldName($0) }
+}
+
+/// True when the bytes are a non-empty token. A plain loop over contiguous bytes: the same test over a String's
+/// UTF-8 view cost several times as much on every field the proxy adds.
+func isValidFieldName(_ name: UnsafeRawBufferPointer) -> Bool {
+    guard !name.isEmpty else { return false }
+    for byte in name where !isTokenCharacter(byte) { return false }
+    return true
 }
 
 /// True when the value cannot break the message framing when serialized (no CR, LF or NUL).
 func isSafeFieldValue(_ value: String) -> Bool {
-    !value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 }
+    withUTF8Bytes(value) { isSafeFieldValue($0) }
+}
+
+/// True when the bytes contain no CR, LF or NUL.
+func isSafeFieldValue(_ value: UnsafeRawBufferPointer) -> Bool {
+    for byte in value where byte == 0x0D || byte == 0x0A || byte == 0x00 { return false }
+    return true
 }

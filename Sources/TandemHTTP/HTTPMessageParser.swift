@@ -272,7 +272,7 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         let window = bytes.slice(index..<(index + searchable))
         guard let lineFeedOffset = window.firstOffset(of: ASCII.lineFeed) else {
             if available > searchable { throw sectionTooLongError }
-            lineBuffer.append(contentsOf: window)
+            lineBuffer.appendBytes(window)
             index += available
             return .needMoreBytes
         }
@@ -281,7 +281,7 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         if lineBuffer.isEmpty {
             return try completeLine(window.slice(0..<lineFeedOffset), onEvent)
         }
-        lineBuffer.append(contentsOf: window.slice(0..<lineFeedOffset))
+        lineBuffer.appendBytes(window.slice(0..<lineFeedOffset))
         // Move the buffer out so the line can be read while `self` is mutated, then give its storage back.
         var line: [UInt8] = []
         swap(&line, &lineBuffer)
@@ -389,23 +389,37 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
             throw HTTPParseError(.whitespaceBeforeColon, "whitespace between a field name and its colon")
         }
         let nameBytes = line.slice(0..<colon)
-        guard nameBytes.allSatisfy(isTokenCharacter) else {
+        guard isValidFieldName(nameBytes) else {
             throw HTTPParseError(.invalidHeaderName, "a field name contains a character that is not a token")
         }
         var start = colon + 1
         var end = line.count
         while start < end, ASCII.isWhitespace(line[start]) { start += 1 }
         while end > start, ASCII.isWhitespace(line[end - 1]) { end -= 1 }
-        let value = try fieldValueString(line.slice(start..<end))
-        fields.appendValidated(name: nameBytes.asciiString(), value: value)
+        try checkFieldValue(line.slice(start..<end))
+        fields.appendValidated(line: line, nameCount: colon, valueRange: start..<end)
         assert(fields.count <= limits.headerCountMax)
     }
 
-    /// Checks a field value (VCHAR, SP, HTAB, obs-text; no other control character) and decodes it. Values with
-    /// bytes above 0x7F must be valid UTF-8: decoding them lossily would change the bytes the proxy forwards.
-    private func fieldValueString(_ value: UnsafeRawBufferPointer) throws(HTTPParseError) -> String {
+    /// Checks a field value: VCHAR, SP, HTAB, obs-text; no other control character. Values with bytes above 0x7F
+    /// must be valid UTF-8, so that the Strings `HTTPHeaders` builds from the bytes are exactly what was received
+    /// (decoding them lossily would change the bytes the proxy forwards).
+    private func checkFieldValue(_ value: UnsafeRawBufferPointer) throws(HTTPParseError) {
+        // Eight bytes at a time while all of them are SP or visible ASCII (0x20...0x7E), nearly every value: one
+        // word test says whether some byte is below 0x20 or above 0x7E. The word that has one, and what follows
+        // it, get the exact test byte by byte.
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        var start = 0
+        while start + 8 <= value.count {
+            let word = value.loadUnaligned(fromByteOffset: start, as: UInt64.self)
+            let someBelowSpace = (word &- ones &* 0x20) & ~word & highBits
+            let someAboveTilde = ((word &+ ones) | word) & highBits
+            if someBelowSpace | someAboveTilde != 0 { break }
+            start += 8
+        }
         var sawNonASCII = false
-        for byte in value {
+        for byte in value.slice(start..<value.count) {
             // One compare for the common case, SP and visible ASCII (0x20...0x7E).
             if byte &- ASCII.space < 0x5F || byte == ASCII.tab { continue }
             guard byte >= 0x80 else {
@@ -413,11 +427,10 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
             }
             sawNonASCII = true
         }
-        guard sawNonASCII else { return value.asciiString() }
-        guard let decoded = String(validating: value, as: UTF8.self) else {
+        guard sawNonASCII else { return }
+        guard String(validating: value, as: UTF8.self) != nil else {
             throw HTTPParseError(.invalidHeaderValue, "a field value is not valid UTF-8")
         }
-        return decoded
     }
 
     // MARK: - Chunks

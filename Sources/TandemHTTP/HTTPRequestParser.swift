@@ -107,7 +107,8 @@ struct RequestRole: HTTPMessageRole {
         }
         version = try parseHTTPVersion(line.slice((lastSpace + 1)..<line.count))
         let targetBytes = line.slice((firstSpace + 1)..<lastSpace)
-        method = methodBytes.asciiString()
+        // A connection's requests nearly always repeat their method: keep the String when the bytes are the same.
+        if !methodBytes.equalsUTF8(of: method) { method = methodBytes.asciiString() }
         try checkTarget(targetBytes, method: method)
         target = targetBytes.asciiString()
     }
@@ -116,11 +117,12 @@ struct RequestRole: HTTPMessageRole {
         headers: HTTPHeaders
     ) throws(HTTPParseError) -> (HTTPRequestHead, BodyPlan, AfterMessage) {
         let fields = FramingFields(scanning: headers)
-        let plan = try fields.declaredFraming(version: version) ?? .none
-        try checkHost(fields.hostValues)
+        let plan = try fields.declaredFraming(version: version, headers: headers) ?? .none
+        try checkHost(fields.host, in: headers)
         // A client waiting for 100 Continue only needs it when it has content to send.
         let hasContent = plan != .none && plan != .contentLength(0)
-        let expectsContinue = try checkExpectation(fields.expectValues) && hasContent
+        let expectsContinue =
+            try checkExpectation(fields.expect.isEmpty ? [] : headers.values(name: "Expect")) && hasContent
         let framing: BodyFraming
         switch plan {
         case .none: framing = .none
@@ -128,7 +130,8 @@ struct RequestRole: HTTPMessageRole {
         case .chunked: framing = .chunked
         case .untilClose: preconditionFailure("requests are never delimited by close (RFC 9112 section 6.3)")
         }
-        let upgrade = version == .http1_1 && fields.connectionUpgrade ? fields.upgradeValue : nil
+        let upgrade =
+            version == .http1_1 && fields.connectionUpgrade ? fields.upgrade.first.map { headers.value(at: $0) } : nil
         let head = HTTPRequestHead(
             method: method, target: target, version: version, headers: headers,
             keepAlive: fields.keepAlive(version: version), framing: framing,
@@ -140,31 +143,32 @@ struct RequestRole: HTTPMessageRole {
 
     /// RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. The value must be a
     /// uri-host with an optional port (or empty).
-    private func checkHost(_ hostValues: FieldValues) throws(HTTPParseError) {
-        guard hostValues.count <= 1 else { throw HTTPParseError(.multipleHost, "more than one Host field") }
-        guard let host = hostValues.first else {
+    private func checkHost(_ host: FieldOccurrences, in headers: HTTPHeaders) throws(HTTPParseError) {
+        guard host.count <= 1 else {
+            throw HTTPParseError(.multipleHost, "more than one Host field")
+        }
+        guard let position = host.first else {
             if version == .http1_1 { throw HTTPParseError(.missingHost, "an HTTP/1.1 request without Host") }
             return
         }
-        let valid =
-            host.utf8.withContiguousStorageIfAvailable { $0.allSatisfy(isHostCharacter) }
-            ?? host.utf8.allSatisfy(isHostCharacter)
-        guard valid else {
-            throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
-        }
-        // RFC 9112 section 3.2.2: with an absolute-form target the target's authority is the host, and Host is to
-        // be ignored. Tandem forwards both unchanged, so an app (or a route rule) that reads Host could pick
-        // another site than the one the request names: a disagreement is refused, as haproxy does.
-        if let authority = absoluteFormAuthority(target),
-            !asciiCaseInsensitiveEquals(Substring(authority), host)
-        {
-            throw HTTPParseError(.invalidHost, "the Host field disagrees with the absolute-form request target")
+        try headers.withValue(at: position) { host throws(HTTPParseError) in
+            for byte in host where !isHostCharacter(byte) {
+                throw HTTPParseError(.invalidHost, "the Host field has a character not allowed in a host")
+            }
+            // RFC 9112 section 3.2.2: with an absolute-form target the target's authority is the host, and Host is
+            // to be ignored. Tandem forwards both unchanged, so an app (or a route rule) that reads Host could pick
+            // another site than the one the request names: a disagreement is refused, as haproxy does.
+            if let authority = absoluteFormAuthority(target),
+                !withUTF8Bytes(String(authority), { asciiCaseInsensitiveEquals($0, host) })
+            {
+                throw HTTPParseError(.invalidHost, "the Host field disagrees with the absolute-form request target")
+            }
         }
     }
 
     /// `100-continue` is the only expectation defined (RFC 9110 section 10.1.1); HTTP/1.0 requests must have it
     /// ignored. Any other expectation is refused with 417 rather than silently ignored.
-    private func checkExpectation(_ expectValues: FieldValues) throws(HTTPParseError) -> Bool {
+    private func checkExpectation(_ expectValues: [String]) throws(HTTPParseError) -> Bool {
         guard !expectValues.isEmpty else { return false }
         let all100Continue = expectValues.allSatisfy {
             asciiCaseInsensitiveEquals(trimmingOptionalWhitespace(Substring($0)), "100-continue")
@@ -238,10 +242,11 @@ func isHostCharacter(_ byte: UInt8) -> Bool {
 /// path after the authority (`/` when it has none). The asterisk and authority forms are returned unchanged.
 public func requestPath(ofTarget target: String) -> Substring {
     let utf8 = target.utf8
-    // The origin form, nearly every request: up to the first `?`, found over bytes (targets are ASCII) instead of
-    // Characters.
+    // The origin form, nearly every request: up to the first `?`, found with memchr over the bytes (targets are
+    // ASCII) instead of over Characters or the generic UTF-8 view.
     if utf8.first == UInt8(ascii: "/") {
-        return target[..<(utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
+        guard let query = withUTF8Bytes(target, { $0.firstOffset(of: UInt8(ascii: "?")) }) else { return target[...] }
+        return target[..<utf8.index(utf8.startIndex, offsetBy: query)]
     }
     var rest = Substring(target)
     if !rest.hasPrefix("/") {

@@ -113,10 +113,41 @@ enum RequestKind: Equatable, Sendable {
     }
 }
 
+/// The kinds of the requests awaiting their responses, oldest first. A connection nearly always has one request in
+/// flight: it is kept inline, and an array is allocated only for the pipelined ones after it (an array for the one
+/// request cost an allocation per exchange).
+struct PendingRequests {
+    /// The oldest request, nil when none is pending.
+    private(set) var first: RequestKind?
+    /// The requests after the first, oldest first. Invariant: empty while `first` is nil.
+    private var later: [RequestKind] = []
+
+    var count: Int { first == nil ? 0 : 1 + later.count }
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ kind: RequestKind) {
+        if first == nil {
+            first = kind
+        } else {
+            later.append(kind)
+        }
+    }
+
+    mutating func removeFirst() {
+        precondition(first != nil, "no request is pending")
+        first = later.isEmpty ? nil : later.removeFirst()
+    }
+
+    mutating func removeAll() {
+        first = nil
+        later.removeAll()
+    }
+}
+
 struct ResponseRole: HTTPMessageRole {
     static var startLineName: String { "status line" }
     // Invariant: pendingRequests.count <= HTTPResponseParser.pendingRequestsMax (checked in `expect`).
-    var pendingRequests: [RequestKind] = []
+    var pendingRequests = PendingRequests()
     private var status = 0
     private var reason = ""
     private var version = HTTPVersion.http1_1
@@ -138,27 +169,28 @@ struct ResponseRole: HTTPMessageRole {
         guard code.allSatisfy(ASCII.isDigit), code[0] != UInt8(ascii: "0") else { throw malformed }
         status = code.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         guard status >= 100 else { throw malformed }
-        reason = ""
-        if line.count > 12 {
-            guard line[12] == ASCII.space else { throw malformed }
-            let phrase = line.slice(13..<line.count)
-            let valid = phrase.allSatisfy {
-                $0 == ASCII.tab || ($0 >= ASCII.space && $0 != ASCII.delete)
-            }
-            guard valid else { throw malformed }
-            reason = String(decoding: phrase, as: UTF8.self)
+        guard line.count > 12 else {
+            reason = ""
+            return
         }
+        guard line[12] == ASCII.space else { throw malformed }
+        let phrase = line.slice(13..<line.count)
+        let valid = phrase.allSatisfy {
+            $0 == ASCII.tab || ($0 >= ASCII.space && $0 != ASCII.delete)
+        }
+        guard valid else { throw malformed }
+        // An app's responses nearly always repeat their reason: keep the String when the bytes are the same.
+        if !phrase.equalsUTF8(of: reason) { reason = String(decoding: phrase, as: UTF8.self) }
     }
 
     mutating func onHeadComplete(
         headers: HTTPHeaders
     ) throws(HTTPParseError) -> (HTTPResponseHead, BodyPlan, AfterMessage) {
-        precondition(!pendingRequests.isEmpty, "checked before the message started")
         let fields = FramingFields(scanning: headers)
         // Validate the framing fields even when the status says there is no body: a response carrying both
         // Content-Length and Transfer-Encoding is broken whatever it answers.
-        let declared = try fields.declaredFraming(version: version)
-        let request = pendingRequests[0]
+        let declared = try fields.declaredFraming(version: version, headers: headers)
+        guard let request = pendingRequests.first else { preconditionFailure("checked before the message started") }
         isInterim = status >= 100 && status < 200 && status != 101
         let switchesProtocols = status == 101 || (request == .connect && status >= 200 && status < 300)
         let plan: BodyPlan

@@ -45,6 +45,16 @@ public enum HTTPStatus {
     }
 }
 
+extension [UInt8] {
+    /// Appends `HTTP/1.0` or `HTTP/1.1`.
+    mutating func appendVersion(_ version: HTTPVersion) {
+        switch version {
+        case .http1_0: appendASCII("HTTP/1.0")
+        case .http1_1: appendASCII("HTTP/1.1")
+        }
+    }
+}
+
 /// Turns heads and chunk framing into bytes.
 public enum HTTPSerializer {
     static let crlf: [UInt8] = [ASCII.carriageReturn, ASCII.lineFeed]
@@ -59,15 +69,13 @@ public enum HTTPSerializer {
     /// and the target visible ASCII; anything else is a programmer error (it could split the request).
     public static func appendRequestHead(_ head: HTTPRequestHead, into buffer: inout [UInt8]) {
         precondition(isValidFieldName(head.method), "invalid method \(head.method.debugDescription)")
-        precondition(
-            !head.target.isEmpty && head.target.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F },
-            "invalid request target")
-        buffer.append(contentsOf: head.method.utf8)
+        precondition(isValidRequestTarget(head.target), "invalid request target")
+        buffer.appendUTF8(head.method)
         buffer.append(ASCII.space)
-        buffer.append(contentsOf: head.target.utf8)
+        buffer.appendUTF8(head.target)
         buffer.append(ASCII.space)
-        buffer.append(contentsOf: head.version.description.utf8)
-        buffer.append(contentsOf: crlf)
+        buffer.appendVersion(head.version)
+        buffer.appendCRLF()
         appendFields(head.headers, into: &buffer)
     }
 
@@ -84,14 +92,14 @@ public enum HTTPSerializer {
     ) {
         precondition(status >= 100 && status <= 999, "status \(status) is not three digits")
         precondition(isSafeFieldValue(reason), "reason phrase contains CR, LF or NUL")
-        buffer.append(contentsOf: version.description.utf8)
+        buffer.appendVersion(version)
         buffer.append(ASCII.space)
         buffer.append(UInt8(ascii: "0") + UInt8(status / 100))
         buffer.append(UInt8(ascii: "0") + UInt8(status / 10 % 10))
         buffer.append(UInt8(ascii: "0") + UInt8(status % 10))
         buffer.append(ASCII.space)
-        buffer.append(contentsOf: reason.utf8)
-        buffer.append(contentsOf: crlf)
+        buffer.appendUTF8(reason)
+        buffer.appendCRLF()
     }
 
     /// Appends one field line `name: value CRLF`. The name must be a token and the value must not contain CR, LF
@@ -102,18 +110,29 @@ public enum HTTPSerializer {
         appendValidatedField(name: name, value: value, into: &buffer)
     }
 
-    /// `appendField` for a field taken from an `HTTPHeaders`, which checked it when it was added.
+    /// `appendField` for a field whose name and value were checked already.
     static func appendValidatedField(name: String, value: String, into buffer: inout [UInt8]) {
-        buffer.append(contentsOf: name.utf8)
+        buffer.appendUTF8(name)
         buffer.append(ASCII.colon)
         buffer.append(ASCII.space)
-        buffer.append(contentsOf: value.utf8)
-        buffer.append(contentsOf: crlf)
+        buffer.appendUTF8(value)
+        buffer.appendCRLF()
+    }
+
+    /// `appendField` for a field taken from an `HTTPHeaders`, which checked it when it was added.
+    static func appendValidatedField(
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, into buffer: inout [UInt8]
+    ) {
+        buffer.appendBytes(name)
+        buffer.append(ASCII.colon)
+        buffer.append(ASCII.space)
+        buffer.appendBytes(value)
+        buffer.appendCRLF()
     }
 
     /// Appends the empty line that ends a head whose fields were appended one by one.
     public static func appendEndOfHead(into buffer: inout [UInt8]) {
-        buffer.append(contentsOf: crlf)
+        buffer.appendCRLF()
     }
 
     /// The bytes of a request head.
@@ -135,7 +154,7 @@ public enum HTTPSerializer {
     public static func appendChunkHeader(sizeBytes: Int, into buffer: inout [UInt8]) {
         precondition(sizeBytes > 0, "a zero-size chunk ends the body; use appendLastChunk")
         buffer.append(contentsOf: String(sizeBytes, radix: 16).utf8)
-        buffer.append(contentsOf: crlf)
+        buffer.appendCRLF()
     }
 
     /// The size line of a chunk of `sizeBytes` bytes.
@@ -149,14 +168,14 @@ public enum HTTPSerializer {
     public static func appendChunk(_ data: UnsafeRawBufferPointer, into buffer: inout [UInt8]) {
         guard !data.isEmpty else { return }
         appendChunkHeader(sizeBytes: data.count, into: &buffer)
-        buffer.append(contentsOf: data)
-        buffer.append(contentsOf: crlf)
+        buffer.appendBytes(data)
+        buffer.appendCRLF()
     }
 
     /// Appends the last chunk `0\r\n`, the trailer fields if any, and the final empty line.
     public static func appendLastChunk(trailers: HTTPHeaders? = nil, into buffer: inout [UInt8]) {
         buffer.append(UInt8(ascii: "0"))
-        buffer.append(contentsOf: crlf)
+        buffer.appendCRLF()
         appendFields(trailers ?? HTTPHeaders(), into: &buffer)
     }
 
@@ -170,7 +189,11 @@ public enum HTTPSerializer {
     /// Appends `name: value CRLF` for each field, then the empty line. `HTTPHeaders` guarantees no field can
     /// contain CR, LF or NUL, so the output always has exactly the fields given.
     public static func appendFields(_ fields: HTTPHeaders, into buffer: inout [UInt8]) {
-        for (name, value) in fields { appendValidatedField(name: name, value: value, into: &buffer) }
-        buffer.append(contentsOf: crlf)
+        fields.withFields { raw, spans in
+            for span in spans {
+                appendValidatedField(name: raw.slice(span.nameRange), value: raw.slice(span.valueRange), into: &buffer)
+            }
+        }
+        buffer.appendCRLF()
     }
 }

@@ -62,9 +62,7 @@ public enum ProxyHeaders {
     public static func appendForwarding(
         to headers: inout HTTPHeaders, clientAddress: String, proto: String = "http"
     ) {
-        precondition(
-            !clientAddress.isEmpty && clientAddress.utf8.allSatisfy(isAddressCharacter),
-            "client address must be a numeric IP address")
+        precondition(isClientAddress(clientAddress), "client address must be a numeric IP address")
         precondition(isValidFieldName(proto), "proto must be a token")
         if !headers.values(name: "Forwarded").allSatisfy(isWellFormedForwarded) {
             headers.remove(name: "Forwarded")
@@ -78,7 +76,11 @@ public enum ProxyHeaders {
     /// semicolon list of `token=token` or `token="quoted string"` pairs (optional whitespace around `,` and `;`,
     /// empty list elements tolerated).
     public static func isWellFormedForwarded(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
+        withUTF8Bytes(value) { isWellFormedForwarded($0) }
+    }
+
+    /// `isWellFormedForwarded` over the bytes of the value.
+    static func isWellFormedForwarded(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var index = 0
         func skipWhitespace() {
             while index < bytes.count && (bytes[index] == ASCII.space || bytes[index] == ASCII.tab) { index += 1 }
@@ -138,9 +140,17 @@ public enum ProxyHeaders {
 
     /// True for a field name that starts with `Tandem-`, in any case.
     public static func isTandemFieldName(_ name: String) -> Bool {
-        let prefix = "tandem-".utf8
-        guard name.utf8.count > prefix.count else { return false }
-        return zip(name.utf8, prefix).allSatisfy { asciiLowercased($0) == $1 }
+        withUTF8Bytes(name) { isTandemFieldName($0) }
+    }
+
+    /// `isTandemFieldName` over the bytes of the name.
+    static func isTandemFieldName(_ name: UnsafeRawBufferPointer) -> Bool {
+        let prefix: StaticString = "tandem-"
+        guard name.count > prefix.utf8CodeUnitCount else { return false }
+        for index in 0..<prefix.utf8CodeUnitCount where asciiLowercased(name[index]) != prefix.utf8Start[index] {
+            return false
+        }
+        return true
     }
 
     /// The `Forwarded` element for one hop: `for=192.0.2.1;proto=http` or `for="[2001:db8::1]";proto=http`.

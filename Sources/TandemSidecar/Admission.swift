@@ -36,6 +36,8 @@ final class Admission {
     private var perKey: GCRARateLimiter?
     private var global: GCRARateLimiter?
     private let rateLimitKey: RateLimitKey
+    /// Some rate limit is configured: without one, `checkRateLimits` has nothing to look at.
+    private let hasRateLimits: Bool
     private var sweepTimer: TandemNet.Timer!
     private let metrics: Metrics
 
@@ -46,6 +48,7 @@ final class Admission {
     ) {
         self.metrics = metrics
         self.rateLimitKey = rateLimitKey
+        self.hasRateLimits = rateLimit != nil || globalRateLimit != nil
         let codel = CoDelController.Configuration(targetMicros: max(1, queueTargetMs) * 1000, intervalMicros: 100_000)
         // No probing down to a tiny concurrency: at a floor of 4, 50 healthy clients queue behind the probe and
         // CoDel sheds them (Envoy #8337). The floors stay well above ordinary client concurrency.
@@ -99,6 +102,7 @@ final class Admission {
     /// Nil when the request may pass; else the 429 to answer. Per key first, so one abusive client is refused
     /// without spending the global budget.
     func checkRateLimits(head: HTTPRequestHead, clientAddress: String, nowMs: Int64) -> TandemErrorResponse? {
+        guard hasRateLimits else { return nil }
         if perKey != nil {
             let key: String
             switch rateLimitKey {
@@ -190,6 +194,8 @@ final class Admission {
     }
 
     private func drain(_ lane: Int, kind: Kind, now: Int64) {
+        // Nearly always nobody waits: nothing is stale and nothing is granted (an empty queue sheds nothing).
+        guard !lanes[lane].queue.isEmpty else { return }
         shed(lanes[lane].queue.removeStale(nowMicros: now))
         while !lanes[lane].queue.isEmpty && lanes[lane].limit.tryAcquire() {
             let result = lanes[lane].queue.dequeue(nowMicros: now, isAbandoned: { $0.isAbandoned })

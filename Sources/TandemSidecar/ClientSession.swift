@@ -63,10 +63,19 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private var exchange: Exchange?
     private var timer: Timer!
     private var timerPurpose = TimerPurpose.idle
-    /// The client's `Forwarded` element, the same for every request of the connection.
-    private lazy var forwardedElement = ProxyHeaders.forwardedElement(clientAddress: connection.peerAddress)
+    /// The last method of this connection classified without route rules, and its class (see `classify`).
+    private var lastRuleFreeClass: (method: String, requestClass: RequestClass)?
+    /// The last method of this connection found to be a read method and no case variant of a write method: such a
+    /// method is never refused, whatever its path and class (see `methodRefusal`).
+    private var lastAcceptedReadMethod: String?
+    /// The client's address and `Forwarded` element, the same for every request of the connection (checked once).
+    private lazy var forwardingClient = ForwardingClient(address: connection.peerAddress)
+    /// The classifier has route rules: without any, the class of a request depends on its method alone.
+    private let classifierHasRules: Bool
     /// Fires when a request body stops arriving for the header timeout (408 and close).
     private var bodyTimer: Timer!
+    /// `bodyTimer` is scheduled (it fires once). Most requests have no body: their end needs no cancel.
+    private var bodyTimerScheduled = false
 
     private enum TimerPurpose { case idle, header, upstreamConnect, upstreamResponse, resumeAfterShed }
 
@@ -86,6 +95,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         self.connection = connection
         self.proxy = proxy
         self.parser = HTTPRequestParser(limits: proxy.settings.limits)
+        let classifier = proxy.classifier
+        self.classifierHasRules =
+            !(classifier.bypassRoutes.isEmpty && classifier.writeRoutes.isEmpty && classifier.readRoutes.isEmpty)
         self.timer = Timer(loop: proxy.loop) { [weak self] in self?.onTimer() }
         self.bodyTimer = Timer(loop: proxy.loop) { [weak self] in self?.onBodyTimeout() }
         connection.setReadHighWatermark(bytes: proxy.settings.bufferHighWaterBytes)
@@ -157,7 +169,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 }
                 if used > 0 && parser.phase == .body && machine.isReading && exchange != nil {
                     // Every byte of a body restarts the wait for the next one.
-                    bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+                    scheduleBodyTimer()
                 }
                 return used
             }
@@ -186,9 +198,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func beginExchange(_ head: HTTPRequestHead) {
-        // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
-        // `%2e` cannot dodge a route rule.
-        let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        let requestClass = classify(head)
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
         self.exchange = exchange
         machine.requestHeadParsed(keepAlive: head.keepAlive && !proxy.isDraining)
@@ -235,6 +245,21 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         admit(exchange, as: .read)
     }
 
+    /// The class of a request. Without route rules it depends on the method alone, so the class of the last
+    /// method of the connection is remembered: a keep-alive client's requests skip the path normalization and the
+    /// set lookup (the classifier is fixed for the life of the proxy).
+    private func classify(_ head: HTTPRequestHead) -> RequestClass {
+        guard !classifierHasRules else {
+            // Normalized (dot segments removed, %-encoded unreserved characters decoded) so that `/a/../kv` or
+            // `%2e` cannot dodge a route rule.
+            return proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        }
+        if let last = lastRuleFreeClass, last.method == head.method { return last.requestClass }
+        let requestClass = proxy.classifier.classify(method: head.method, path: normalizedRoutePath(head.path))
+        lastRuleFreeClass = (head.method, requestClass)
+        return requestClass
+    }
+
     /// Methods that are served as reads without a route rule. Methods are case-sensitive (RFC 9110 section 9.1):
     /// `get` is not `GET`, and `post` is not `POST`.
     static let readMethods: Set<String> = ["GET", "HEAD", "OPTIONS"]
@@ -244,11 +269,15 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// case variant of a write method (`post`, `Put`), which an app that ignores case would take as the write.
     private func methodRefusal(_ head: HTTPRequestHead, requestClass: RequestClass) -> TandemErrorResponse? {
         let method = head.method
+        if method == lastAcceptedReadMethod { return nil }
         let writeMethods = proxy.classifier.writeMethods
         let caseVariantOfWrite =
             !writeMethods.contains(method) && proxy.lowercasedWriteMethods.contains(Self.asciiLowercased(method))
+        let readMethod = Self.readMethods.contains(method)
+        // Neither test depends on the path or the class for such a method: it is never refused on this proxy.
+        if !caseVariantOfWrite && readMethod { lastAcceptedReadMethod = method }
         let unknownRead =
-            requestClass == .read && !Self.readMethods.contains(method)
+            requestClass == .read && !readMethod
             && !proxy.classifier.readRoutes.contains { $0.matches(method: method, path: String(head.path)) }
         guard caseVariantOfWrite || unknownRead else { return nil }
         return TandemErrorResponse(
@@ -331,6 +360,8 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     /// Drops the body held for an exchange and gives its bytes back to the global budget.
     func releaseDeferredBody(_ exchange: Exchange) {
+        // Nearly every exchange never held a body: nothing to free and nothing to give back.
+        guard exchange.deferredBody.capacity > 0 || exchange.budgetedBodyBytes > 0 else { return }
         exchange.deferredBody = []
         proxy.releaseBodyBytes(exchange.budgetedBodyBytes)
         exchange.budgetedBodyBytes = 0
@@ -349,16 +380,21 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         } else if machine.requestComplete {
             arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
         }
-        var head = exchange.head
-        if machine.requestComplete && head.framing != .none {
+        var framing = exchange.head.framing
+        if machine.requestComplete && framing != .none {
             // The whole body is here (it arrived while the read waited): it goes with its length, however it
             // was framed by the client.
-            head.framing = .contentLength(Int64(exchange.deferredBody.count))
+            framing = .contentLength(Int64(exchange.deferredBody.count))
         }
-        exchange.bodyChunkedToApp = head.framing == .chunked
-        proxy.writeForwardedRequestHead(
-            head, clientAddress: connection.peerAddress, forwardedElement: forwardedElement,
-            keepUpgrade: exchange.isUpgrade, to: upstream.connection)
+        exchange.bodyChunkedToApp = framing == .chunked
+        // The head is serialized from the exchange's own copy, with the framing above declared instead of the
+        // client's: copying the head to change that one field retained and released every part of it.
+        let client = forwardingClient
+        let keepUpgrade = exchange.isUpgrade
+        proxy.writeSerializedHead(to: upstream.connection) { buffer in
+            ProxyHeaders.appendForwardedRequestHead(
+                exchange.head, client: client, keepUpgrade: keepUpgrade, framing: framing, into: &buffer)
+        }
         if !exchange.deferredBody.isEmpty {
             exchange.deferredBody.withUnsafeBytes { forwardRequestBody($0) }
             releaseDeferredBody(exchange)
@@ -388,7 +424,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     }
 
     private func finishRequest(trailers: HTTPHeaders?) {
-        bodyTimer.cancel()
+        if bodyTimerScheduled {
+            bodyTimer.cancel()
+            bodyTimerScheduled = false
+        }
         guard let exchange else { return }
         let action = machine.requestEnded()
         // Nothing more is read from the client until this exchange is answered and its answer has left: a
@@ -560,16 +599,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         let position = exchange.requestClass == .read ? exchange.readPosition : nil
         let connectionOption = !clientKeepAlive ? "close" : exchange.head.version == .http1_0 ? "keep-alive" : nil
         proxy.writeSerializedHead(to: connection) { buffer in
-            ProxyHeaders.appendForwardedResponseHeadStart(
-                status: head.status, reason: head.reason, headers: head.headers, into: &buffer)
-            if chunked { HTTPSerializer.appendField(name: "Transfer-Encoding", value: "chunked", into: &buffer) }
-            if let position {
-                HTTPSerializer.appendField(name: "Tandem-Position", value: String(position), into: &buffer)
-            }
-            if let connectionOption {
-                HTTPSerializer.appendField(name: "Connection", value: connectionOption, into: &buffer)
-            }
-            HTTPSerializer.appendEndOfHead(into: &buffer)
+            ProxyHeaders.appendForwardedResponseHead(
+                status: head.status, reason: head.reason, headers: head.headers, chunked: chunked, position: position,
+                connectionOption: connectionOption, into: &buffer)
         }
     }
 
@@ -615,9 +647,10 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
             return
         }
         exchange.upstream = fresh
-        proxy.writeForwardedRequestHead(
-            exchange.head, clientAddress: connection.peerAddress, forwardedElement: forwardedElement,
-            keepUpgrade: false, to: fresh.connection)
+        let client = forwardingClient
+        proxy.writeSerializedHead(to: fresh.connection) { buffer in
+            ProxyHeaders.appendForwardedRequestHead(exchange.head, client: client, keepUpgrade: false, into: &buffer)
+        }
         arm(.upstreamConnect, proxy.settings.upstreamConnectTimeoutMs)
     }
 
@@ -710,10 +743,16 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// A request body stopped arriving for the header timeout: 408 and close (the body is incomplete, so the
     /// connection cannot carry another request). A body that waits because the app is not taking it (the
     /// client is not being read) is not stalled.
+    private func scheduleBodyTimer() {
+        bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+        bodyTimerScheduled = true
+    }
+
     private func onBodyTimeout() {
+        bodyTimerScheduled = false  // it fired
         guard let exchange, case .reading(_?) = machine.state else { return }
         if let upstream = exchange.upstream, upstream.connection.outputCount > proxy.settings.bufferHighWaterBytes {
-            bodyTimer.schedule(afterMs: proxy.settings.headerTimeoutMs)
+            scheduleBodyTimer()
             return
         }
         proxy.metrics.recordParseError("body_timeout")

@@ -31,9 +31,52 @@ public final class Metrics {
         let status: Int
     }
 
+    /// The requests of one class: counts by status code and the latency histogram.
+    struct ClassRecord {
+        let requestClass: String
+        /// Counts of the status codes 0...999, indexed by the code.
+        var statusCounts = [UInt64](repeating: 0, count: 1000)
+        /// Counts of any other code (none is expected).
+        var otherStatusCounts: [Int: UInt64] = [:]
+        var latency = Histogram()
+
+        mutating func count(status: Int) {
+            if status >= 0 && status < statusCounts.count {
+                statusCounts[status] += 1
+            } else {
+                otherStatusCounts[status, default: 0] += 1
+            }
+        }
+
+        /// The codes counted at least once, with their counts, in ascending order of code.
+        var countsByStatus: [(status: Int, count: UInt64)] {
+            var result = otherStatusCounts.map { (status: $0.key, count: $0.value) }
+            for status in statusCounts.indices where statusCounts[status] > 0 {
+                result.append((status, statusCounts[status]))
+            }
+            return result.sorted { $0.status < $1.status }
+        }
+    }
+
+    /// One record per request class seen (read, write, bypass: a handful), found by a linear search on the name.
+    /// Two dictionaries keyed by the class (and the code) hashed a String twice on every request.
+    private var classRecords: [ClassRecord] = []
+
     /// Requests by class and status code.
-    private(set) var requestCounts: [RequestKey: UInt64] = [:]
-    private(set) var latencyByClass: [String: Histogram] = [:]
+    var requestCounts: [RequestKey: UInt64] {
+        var counts: [RequestKey: UInt64] = [:]
+        for record in classRecords {
+            for (status, count) in record.countsByStatus {
+                counts[RequestKey(requestClass: record.requestClass, status: status)] = count
+            }
+        }
+        return counts
+    }
+
+    /// Latency histograms by request class.
+    var latencyByClass: [String: Histogram] {
+        Dictionary(uniqueKeysWithValues: classRecords.map { ($0.requestClass, $0.latency) })
+    }
     private(set) var upstreamErrors: [String: UInt64] = [:]
     private(set) var parseErrors: [String: UInt64] = [:]
     /// Requests answered 503 overloaded, by the limit that was reached.
@@ -52,8 +95,11 @@ public final class Metrics {
     public init() {}
 
     public func recordRequest(class requestClass: String, status: Int, latencyMicros: Int64) {
-        requestCounts[RequestKey(requestClass: requestClass, status: status), default: 0] += 1
-        latencyByClass[requestClass, default: Histogram()].observe(micros: latencyMicros)
+        var index = 0
+        while index < classRecords.count && classRecords[index].requestClass != requestClass { index += 1 }
+        if index == classRecords.count { classRecords.append(ClassRecord(requestClass: requestClass)) }
+        classRecords[index].count(status: status)
+        classRecords[index].latency.observe(micros: latencyMicros)
     }
 
     public func recordUpstreamError(_ kind: String) {
@@ -98,12 +144,10 @@ public final class Metrics {
         out += "# HELP tandem_requests_total Client requests answered, by class (read, write, bypass) and status.\n"
         out += "# TYPE tandem_requests_total counter\n"
         // Ordered by class, then code (codes are three digits, so this is the order of their text too).
-        let keys = requestCounts.keys.sorted {
-            ($0.requestClass, $0.status) < ($1.requestClass, $1.status)
-        }
-        for key in keys {
-            out +=
-                "tandem_requests_total{class=\"\(key.requestClass)\",code=\"\(key.status)\"} \(requestCounts[key]!)\n"
+        for record in classRecords.sorted(by: { $0.requestClass < $1.requestClass }) {
+            for (status, count) in record.countsByStatus {
+                out += "tandem_requests_total{class=\"\(record.requestClass)\",code=\"\(status)\"} \(count)\n"
+            }
         }
         renderHistograms(into: &out)
         out += "# HELP tandem_upstream_errors_total Failures talking to the local app, by kind.\n"
@@ -153,8 +197,9 @@ public final class Metrics {
         out +=
             "# HELP tandem_request_duration_seconds Time from a complete request head to the end of the response, by class.\n"
         out += "# TYPE tandem_request_duration_seconds histogram\n"
-        for requestClass in latencyByClass.keys.sorted() {
-            let histogram = latencyByClass[requestClass]!
+        for record in classRecords.sorted(by: { $0.requestClass < $1.requestClass }) {
+            let requestClass = record.requestClass
+            let histogram = record.latency
             var cumulative: UInt64 = 0
             for (index, bound) in Metrics.latencyBucketsSeconds.enumerated() {
                 cumulative += histogram.bucketCounts[index]
