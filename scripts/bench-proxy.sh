@@ -4,11 +4,15 @@
 # haproxy configured as an equivalent HTTP reverse proxy (keep-alive to the app, one thread like tandem).
 # For each: requests/s, p50, p99, errors, the proxy's CPU per 1000 requests and its peak RSS, with the load
 # average. Prints Markdown tables for BENCHMARKS.md.
-# Usage: [BIN=.build/release] scripts/bench-proxy.sh [seconds-per-run] [connection counts, e.g. "50"]
+# Tandem and haproxy are measured BENCH_ROUNDS times (default 3) each, alternating which goes first, and each figure
+# is the median of its rounds (errors: the sum): on a shared 2-core machine one 10 s run of each swung the ratio by
+# up to 0.3, with wrk, the proxy and the app placed on the two cores differently from run to run.
+# Usage: [BIN=.build/release] [BENCH_ROUNDS=3] scripts/bench-proxy.sh [seconds-per-run] [connection counts, e.g. "50"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNECTION_COUNTS=${2:-"50"}
+ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP_SECONDS=2
 scripts/ensure-deps.sh
 source bench/lib.sh
@@ -63,18 +67,45 @@ measure() { # label connections port pid-of-the-proxy (the app's for the direct 
   RESULT[$label,$conns]="$r $(load1) $(per_k_requests "$before" "$after" "$(echo "$r" | cut -d' ' -f5)")"
   echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
 }
+# median_of_rounds LABEL CONNECTIONS: the per-field median of RESULT[LABEL,CONNECTIONS,1..ROUNDS] (errors summed).
+median_of_rounds() {
+  local label=$1 conns=$2 field_index r values out=""
+  for field_index in 1 2 3 4 5 6 7; do
+    values=""
+    for r in $(seq 1 "$ROUNDS"); do values+="$(echo "${RESULT[$label,$conns,$r]}" | cut -d' ' -f"$field_index") "; done
+    if [ "$field_index" = 4 ]; then
+      out+="$(echo "$values" | tr ' ' '\n' | awk 'NF {s += $1} END {print s + 0}') "
+    else
+      out+="$(echo "$values" | tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}') "
+    fi
+  done
+  echo "${out% }"
+}
 LOAD_BEFORE=$(loadavg)
 for c in $CONNECTION_COUNTS; do
   echo "== $c connections, ${DURATION}s each after ${WARMUP_SECONDS}s warm-up"
   measure direct "$c" "$APP_PORT" "$APP_PID"
-  measure tandem "$c" "$TANDEM_PORT" "$TANDEM_PID"
-  measure haproxy "$c" "$HAPROXY_PORT" "$HAPROXY_PID"
+  for round in $(seq 1 "$ROUNDS"); do
+    order="tandem haproxy"
+    [ $((round % 2)) = 0 ] && order="haproxy tandem"
+    for proxy in $order; do
+      if [ "$proxy" = tandem ]; then
+        measure tandem "$c" "$TANDEM_PORT" "$TANDEM_PID"
+      else
+        measure haproxy "$c" "$HAPROXY_PORT" "$HAPROXY_PID"
+      fi
+      RESULT[$proxy,$c,$round]=${RESULT[$proxy,$c]}
+    done
+    echo "   round $round c=$c: tandem/haproxy requests/s $(ratio "$(echo "${RESULT[tandem,$c,$round]}" | cut -d' ' -f1)" "$(echo "${RESULT[haproxy,$c,$round]}" | cut -d' ' -f1)")"
+  done
+  RESULT[tandem,$c]=$(median_of_rounds tandem "$c")
+  RESULT[haproxy,$c]=$(median_of_rounds haproxy "$c")
 done
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 
 echo
-echo "wrk -t2 (-t1 for one connection) --latency GET /kv/bench (128-byte value), ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
+echo "wrk -t2 (-t1 for one connection) --latency GET /kv/bench (128-byte value), ${DURATION}s per run after ${WARMUP_SECONDS}s warm-up, tandem and haproxy the median of $ROUNDS alternating runs each;" \
   "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
