@@ -98,11 +98,18 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
         let classifier = proxy.classifier
         self.classifierHasRules =
             !(classifier.bypassRoutes.isEmpty && classifier.writeRoutes.isEmpty && classifier.readRoutes.isEmpty)
-        self.timer = Timer(loop: proxy.loop) { [weak self] in self?.onTimer() }
-        self.bodyTimer = Timer(loop: proxy.loop) { [weak self] in self?.onBodyTimeout() }
+        // `unowned`, not `weak`: a weak reference would give the session a side table, and every retain and
+        // release of it would take the slow path. The timers live and die with the session.
+        self.timer = Timer(loop: proxy.loop) { [unowned self] in onTimer() }
+        self.bodyTimer = Timer(loop: proxy.loop) { [unowned self] in onBodyTimeout() }
         connection.setReadHighWatermark(bytes: proxy.settings.bufferHighWaterBytes)
         connection.setWriteLowWatermark(bytes: proxy.settings.bufferHighWaterBytes / 2)
         arm(.idle, proxy.settings.idleTimeoutMs)
+    }
+
+    deinit {
+        // The app connection points back here without a reference count: it must not outlive this session doing so.
+        if let upstream = exchange?.upstream, upstream.owner === self { proxy.pool.discard(upstream) }
     }
 
     var isIdle: Bool { exchange == nil && machine.isBetweenRequests && parser.phase == .idle }

@@ -15,7 +15,11 @@ protocol UpstreamOwner: AnyObject {
 /// connections whenever it likes: a pooled connection the app already closed must be redialled, not failed).
 final class UpstreamConnection: ConnectionDelegate {
     private(set) var connection: Connection!
-    weak var owner: UpstreamOwner?
+    /// The session whose exchange uses the connection. Not reference counted: a weak reference gave every session
+    /// a side table, which made each of the dozens of retains and releases of a session per request take the slow
+    /// path. The owner clears it when it lets the connection go (`UpstreamPool.release`/`discard`, or the
+    /// session's deinit), and every call through it holds a strong reference for the call.
+    unowned(unsafe) var owner: UpstreamOwner?
     unowned let pool: UpstreamPool
     private(set) var isConnected = false
     /// Exchanges completed on this connection: a reused connection may have been closed by the app meanwhile.
@@ -41,11 +45,11 @@ final class UpstreamConnection: ConnectionDelegate {
     func connectionDidConnect(_ connection: Connection) {
         isConnected = true
         pool.health.markReachable()
-        owner?.upstreamConnected(self)
+        if let owner { owner.upstreamConnected(self) }
     }
 
     func connectionHasInput(_ connection: Connection) {
-        if let owner {
+        if let owner {  // A strong reference for the call.
             owner.upstreamHasInput(self)
         } else {
             // Bytes from an idle app connection can belong to no request: drop the connection.
@@ -54,13 +58,13 @@ final class UpstreamConnection: ConnectionDelegate {
     }
 
     func connectionDidDrainOutput(_ connection: Connection) {
-        owner?.upstreamDrained(self)
+        if let owner { owner.upstreamDrained(self) }
     }
 
     func connectionDidClose(_ connection: Connection, reason: CloseReason) {
         pool.forget(self)
         if !isConnected { pool.health.connectFailed(reason) }
-        owner?.upstreamClosed(self, reason: reason)
+        if let owner { owner.upstreamClosed(self, reason: reason) }
     }
 }
 
