@@ -8,7 +8,7 @@
 #   failover  scripts/bench-failover.sh  kill -9 of the leader to the first acknowledged write; writes lost
 #   overload  scripts/bench-overload.sh  goodput at 10x the base load against the best step; /healthz worst
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 8 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   quick (default, about 10 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
 #   full (about 20 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
