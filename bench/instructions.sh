@@ -50,23 +50,7 @@ if [ "$WHICH" != haproxy ]; then
 fi
 if [ "$WHICH" != tandem ]; then
   HAPROXY_PORT=$(free_port)
-  cat >"$WORKDIR/haproxy.cfg" <<CFG
-global
-  maxconn 8000
-  nbthread 1
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 60s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend be
-backend be
-  server app 127.0.0.1:$APP_PORT maxconn 1000
-CFG
+  haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
   valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/haproxy.cg" haproxy -f "$WORKDIR/haproxy.cfg" -db \
     >"$WORKDIR/haproxy.log" 2>&1 &
   HPID=$!

@@ -15,6 +15,28 @@ bench_binaries() {
   done
 }
 
+# haproxy_reverse_proxy_config LISTEN_PORT APP_PORT: prints the haproxy configuration the read benchmarks compare
+# Tandem with: an HTTP reverse proxy on 127.0.0.1:LISTEN_PORT with keep-alive to the app, one thread like tandem.
+haproxy_reverse_proxy_config() {
+  cat <<CFG
+global
+  maxconn 8000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$1
+  default_backend be
+backend be
+  server app 127.0.0.1:$2 maxconn 1000
+CFG
+}
+
 # bench_install TOOL [PACKAGE]: installs a missing tool with apt-get (Debian package names).
 bench_install() {
   local tool=$1 pkg=${2:-$1}

@@ -30,23 +30,7 @@ declare -A ADMIN=([n1]=$ADMIN_PORT)
 wait_ready n1  # a node serves reads once it has elected itself and caught up (503 not_ready before)
 
 HAPROXY_PORT=$(free_port)
-cat >"$WORKDIR/haproxy.cfg" <<CFG
-global
-  maxconn 8000
-  nbthread 1
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 60s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend be
-backend be
-  server app 127.0.0.1:$APP_PORT maxconn 1000
-CFG
+haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
 haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 disown "$HAPROXY_PID"
