@@ -303,17 +303,7 @@ extension [UInt8] {
 
     /// Appends the decimal digits of a number.
     mutating func appendDecimal(_ value: UInt64) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max, written backwards
-        Swift.withUnsafeMutableBytes(of: &digits) { scratch in
-            var remaining = value
-            var index = scratch.count
-            repeat {
-                index -= 1
-                scratch[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                remaining /= 10
-            } while remaining > 0
-            appendBytes(UnsafeRawBufferPointer(rebasing: scratch[index...]))
-        }
+        withDecimalDigits(value) { appendBytes($0) }
     }
 
     /// Appends CR LF.
@@ -333,6 +323,22 @@ func withUTF8Bytes<Text: StringProtocol, R>(
         return result
     }
     return try Array(text.utf8).withUnsafeBytes(body)
+}
+
+/// Calls `body` with the decimal digits of `value` in ASCII, written on the stack (no String, no allocation).
+@inline(__always)
+func withDecimalDigits(_ value: UInt64, _ body: (UnsafeRawBufferPointer) -> Void) {
+    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max, written backwards
+    Swift.withUnsafeMutableBytes(of: &digits) { scratch in
+        var remaining = value
+        var index = scratch.count
+        repeat {
+            index -= 1
+            scratch[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
+            remaining /= 10
+        } while remaining > 0
+        body(UnsafeRawBufferPointer(rebasing: scratch[index...]))
+    }
 }
 
 // MARK: - ASCII helpers shared by the module

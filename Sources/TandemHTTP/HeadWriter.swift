@@ -77,17 +77,7 @@ struct HeadWriter {
     }
 
     mutating func writeDecimal(_ value: UInt64) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max, written backwards
-        Swift.withUnsafeMutableBytes(of: &digits) { scratch in
-            var remaining = value
-            var index = scratch.count
-            repeat {
-                index -= 1
-                scratch[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                remaining /= 10
-            } while remaining > 0
-            write(UnsafeRawBufferPointer(rebasing: scratch[index...]))
-        }
+        withDecimalDigits(value) { write($0) }
     }
 
     /// `name: value CRLF` for a field whose name and value were checked already.
