@@ -42,10 +42,6 @@ static inline int tandem_evtimer_add(struct event *ev, long long micros) {
 
 static inline int tandem_evtimer_del(struct event *ev) { return evtimer_del(ev); }
 
-static inline int tandem_evtimer_pending(struct event *ev) {
-    return evtimer_pending(ev, NULL);
-}
-
 static inline short tandem_bev_event_eof(void) { return BEV_EVENT_EOF; }
 static inline short tandem_bev_event_error(void) { return BEV_EVENT_ERROR; }
 static inline short tandem_bev_event_timeout(void) { return BEV_EVENT_TIMEOUT; }

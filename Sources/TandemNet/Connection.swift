@@ -46,8 +46,8 @@ extension ConnectionDelegate {
 /// so nothing else needs to keep it alive while it is open.
 ///
 /// Writes on a plain TCP connection are staged and sent at the end of the loop turn's callbacks (see
-/// `EventLoop.scheduleFlush`): everything one turn wrote leaves in one `writev`, and when the socket takes it all,
-/// straight from the staging buffer without arming a write event. A proxy that let the bufferevent write each
+/// `EventLoop.scheduleFlush`): everything one turn wrote leaves in one `send` (`sendmsg` across buffer chains),
+/// and when the socket takes it all, straight from the staging buffer without arming a write event. A proxy that let the bufferevent write each
 /// response paid two `epoll_ctl` calls per response (arm the write event, then disarm it once the buffer drained)
 /// and a loop turn between them. Only what the socket does not take is handed to the bufferevent, which writes
 /// it when the socket is writable, as before. TLS connections write through their bufferevent directly.
