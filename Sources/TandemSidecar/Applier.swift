@@ -301,6 +301,12 @@ final class Applier: ConnectionDelegate {
         let pending = window.removeAll() + Array(queue[queueHead...])
         queue = history + pending.filter { $0.index > (history.last?.index ?? index) }
         queueHead = 0
+        // The replay and what follows it leave no gap: an entry answered while a restore waited for it must be in
+        // the history (it was once missing, and the entry after the gap was applied out of order).
+        precondition(
+            queue.indices.allSatisfy { queue[$0].index == index + 1 + UInt64($0) },
+            "a replay after \(index) is contiguous: \(queue.first?.index ?? 0)...\(queue.last?.index ?? 0), \(queue.count) entries"
+        )
         appliedIndex = index
         self.digest = digest
         idempotency = table

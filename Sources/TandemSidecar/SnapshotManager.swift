@@ -359,10 +359,19 @@ final class SnapshotManager {
 
     // MARK: restoring
 
+    /// A restore that worked: Tandem's state saved in the snapshot, and the index the app had applied when its state
+    /// was replaced. The entries after the snapshot up to that index reached the app once and are replayed; it is
+    /// read after the pause settled, because entries in flight when the restore was asked for are answered while
+    /// it waits for them.
+    struct Restored {
+        let state: TandemSnapshotState
+        let replacedAppliedIndex: UInt64
+    }
+
     /// Replaces the app's state with `info`'s and Tandem's with the one saved beside it. The applier is paused
     /// meanwhile and resumes from the snapshot's index; `completion` hears whether it worked. A failed restore
     /// leaves the app's state unknown: the applier stays paused until a later restore succeeds.
-    func restore(_ info: SnapshotInfo, completion: @escaping (Result<TandemSnapshotState, RestoreError>) -> Void) {
+    func restore(_ info: SnapshotInfo, completion: @escaping (Result<Restored, RestoreError>) -> Void) {
         switch phase {
         case .idle, .restoreFailed: break
         case .taking, .restoring, .digesting:
@@ -410,6 +419,7 @@ final class SnapshotManager {
                     case .success:
                         restores += 1
                         phase = .idle
+                        let replaced = applier.appliedIndex
                         applier.reset(
                             to: state.appliedIndex, term: state.appliedTerm, timeMs: state.timeMs,
                             idempotency: state.idempotency, digest: ApplyDigest(state.digest))
@@ -419,7 +429,7 @@ final class SnapshotManager {
                             metadata: [
                                 "index": "\(info.id.index)", "ms": "\(EventLoop.preciseNowMs() - started)",
                             ])
-                        completion(.success(state))
+                        completion(.success(Restored(state: state, replacedAppliedIndex: replaced)))
                     case .failure(let error):
                         failRestore("the restore hook failed: \(error)", completion: completion)
                     }
@@ -437,7 +447,7 @@ final class SnapshotManager {
     }
 
     private func failRestore(
-        _ reason: String, completion: @escaping (Result<TandemSnapshotState, RestoreError>) -> Void
+        _ reason: String, completion: @escaping (Result<Restored, RestoreError>) -> Void
     ) {
         restoreFailures += 1
         phase = .restoreFailed(reason: reason)

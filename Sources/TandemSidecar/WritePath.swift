@@ -573,12 +573,14 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             applier.forgetRequestsToLostApp()
             snapshots.restore(snapshot) { [unowned self] result in
                 switch result {
-                case .success(let state):
+                case .success(let restored):
+                    let state = restored.state
+                    let through = max(through, restored.replacedAppliedIndex)
                     applier.replay(
                         history: runtime.entries(after: state.appliedIndex, through: through),
                         after: state.appliedIndex, idempotency: applier.idempotency, digest: applier.digest)
                     // A snapshot that covers every applied entry leaves nothing to replay: the replay is over.
-                    if state.appliedIndex >= through { replayingThrough = nil }
+                    replayingThrough = state.appliedIndex >= through ? nil : through
                     snapshots.resumeAfterRestore()
                     checkCaughtUp()
                 case .failure:
@@ -646,12 +648,14 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             completion(false)
             return
         }
-        // What the app had applied before: entries after the snapshot up to it are replayed (a repair replaces a
-        // state that was ahead of the leader's snapshot).
-        let through = max(applier.appliedIndex, replayingThrough ?? 0)
         snapshots.restore(snapshot) { [unowned self] result in
             switch result {
-            case .success(let state):
+            case .success(let restored):
+                let state = restored.state
+                // What the app had applied before: entries after the snapshot up to it are replayed (a repair
+                // replaces a state that was ahead of the leader's snapshot). Read now, not when the restore was
+                // asked for: the entries in flight then were answered while the restore waited for them.
+                let through = max(restored.replacedAppliedIndex, replayingThrough ?? 0)
                 reportedAppliedIndex = max(reportedAppliedIndex, state.appliedIndex)
                 replayingThrough = nil
                 awaitingAppRestart = false  // The app holds the snapshot's state now, whatever it held before.
