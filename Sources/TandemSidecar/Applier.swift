@@ -138,10 +138,13 @@ final class Applier: ConnectionDelegate {
             return "holding \(held.entry.index) until the app is known not to have restarted (\(link))"
         }
         if let first = window.first {
-            if isStalled { return "retrying \(first.entry.index) (the app is unreachable)" }
-            guard first.reachedApp else { return "connecting to apply \(first.entry.index)" }
+            // A pause (a snapshot, a state digest, a restore) waits for these answers before it starts.
+            let then = pausedBy == nil ? "" : ", then pausing"
+            if isStalled { return "retrying \(first.entry.index) (the app is unreachable)\(then)" }
+            guard first.reachedApp else { return "connecting to apply \(first.entry.index)\(then)" }
             let last = window.last?.entry.index ?? first.entry.index
-            return last == first.entry.index ? "applying \(last)" : "applying \(first.entry.index)...\(last)"
+            let range = last == first.entry.index ? "\(last)" : "\(first.entry.index)...\(last)"
+            return "applying \(range)\(then)"
         }
         if isPaused { return pausedBy == nil ? "paused" : "pausing" }
         if heldAtWindow { return "waiting for the applied index on disk" }
@@ -216,6 +219,18 @@ final class Applier: ConnectionDelegate {
         } else {
             pausedBy = completion
         }
+    }
+
+    /// A pause asked for is still waiting for the entries in flight.
+    var isPauseWaiting: Bool { pausedBy != nil }
+
+    /// Gives up a pause that has not settled: its completion is never called. For when the app the window's
+    /// requests went to is gone, so that their answers, which the pause waits for, cannot come.
+    func withdrawPause() {
+        loop.assertOnLoopThread()
+        precondition(isPaused && pausedBy != nil, "only a pause still waiting for the window is withdrawn")
+        pausedBy = nil
+        isPaused = false
     }
 
     /// The app process the window's requests were written to is gone (an in-memory app restarted): none of them

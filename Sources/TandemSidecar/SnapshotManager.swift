@@ -146,6 +146,9 @@ final class SnapshotManager {
     private(set) var restores: UInt64 = 0
     private(set) var restoreFailures: UInt64 = 0
     private(set) var lastTakeMs: Int64 = 0
+    /// How the take or state digest whose pause still waits for the entries in flight gives up
+    /// (`abandonPauseForLostApp`).
+    private var onPauseAbandoned: (() -> Void)?
 
     init(
         loop: EventLoop, runtime: ReplicaRuntime, applier: Applier, upstreamHost: String, upstreamPort: UInt16,
@@ -217,7 +220,13 @@ final class SnapshotManager {
     private func write(into store: SnapshotStore, asCopy: Bool, completion: ((SnapshotInfo?) -> Void)?) {
         phase = .taking(index: applier.appliedIndex)
         let started = EventLoop.preciseNowMs()
+        onPauseAbandoned = { [unowned self] in
+            failTake(
+                index: applier.appliedIndex, reason: "the app restarted while the snapshot waited for it",
+                asCopy: asCopy, completion: completion)
+        }
         applier.pause { [unowned self] in
+            onPauseAbandoned = nil
             let index = applier.appliedIndex
             let id = SnapshotID(index: index, term: applier.appliedTerm)
             let state = TandemSnapshotState(
@@ -336,7 +345,12 @@ final class SnapshotManager {
             return
         }
         phase = .digesting(index: applier.appliedIndex)
+        onPauseAbandoned = { [unowned self] in
+            phase = .idle
+            completion(applier.appliedIndex, nil)
+        }
         applier.pause { [unowned self] in
+            onPauseAbandoned = nil
             let index = applier.appliedIndex
             var hash = ApplyDigest.seed
             hooks.save(
@@ -355,6 +369,20 @@ final class SnapshotManager {
                 }
             }
         }
+    }
+
+    /// The in-memory app died while a take or a state digest waited for the entries in flight to it: their answers
+    /// cannot come, so that pause would never settle, and the app could never be rebuilt (a restore waits for
+    /// the take to end). The take gives up (a failed take: the next waits for the cadence), the digest leaves its
+    /// index unjudged, and the applier is free to forget its window. Whether one gave up.
+    @discardableResult
+    func abandonPauseForLostApp() -> Bool {
+        guard applier.isPauseWaiting, let abandoned = onPauseAbandoned else { return false }
+        onPauseAbandoned = nil
+        applier.withdrawPause()
+        log.warning("the app restarted while a snapshot or state digest waited for it: that one gives up")
+        abandoned()
+        return true
     }
 
     // MARK: restoring

@@ -560,6 +560,8 @@ final class WritePath: ReplicaDelegate, ReplicaSnapshotDelegate {
             applier.releaseHeld()
             return
         }
+        // A take or a digest waiting for answers from the process that died would wait for ever.
+        snapshots?.abandonPauseForLostApp()
         let through = applier.appliedIndex
         if let snapshots, snapshots.hasAppHooks, let snapshot = runtime.latestSnapshot, snapshot.id.index <= through,
             snapshot.id.index >= runtime.logBase.index

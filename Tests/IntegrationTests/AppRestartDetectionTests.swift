@@ -57,6 +57,64 @@ final class AppRestartDetectionTests: ClusterTestCase {
         XCTAssertEqual(counterValue(follower), "{\"name\":\"c\",\"value\":30}")
     }
 
+    /// An app that dies while a snapshot waits for the entries in flight to it: their answers never come, so the
+    /// snapshot's pause never settled, and the rebuild (which waits for the snapshot to end) was refused every
+    /// 500 ms for ever. The snapshot gives up, the app is rebuilt, and the replica applies and serves again.
+    func testAnAppKilledWhileASnapshotWaitsForItsEntriesInFlightIsRebuilt() throws {
+        extraEnvironment["TANDEM_SNAPSHOT_SAVE"] = "GET /snapshot"
+        extraEnvironment["TANDEM_SNAPSHOT_RESTORE"] = "PUT /snapshot"
+        extraEnvironment["TANDEM_SNAPSHOT_EVERY"] = "4"
+        // A slow app: a pipelined entry stays in flight for 300 ms while a snapshot waits for it.
+        appLauncher = { try self.startApp(extraArguments: ["--delay-ms", "300"]) }
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let follower = try XCTUnwrap(replicas.first { $0.id != leader.id })
+        let running = Locked(true)
+        let done = DispatchGroup()
+        let leaderPort = leader.fixedClientPort
+        for thread in 0..<4 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                var sequence = 0
+                while running.withValue({ $0 }) {
+                    sequence += 1
+                    // Without an Idempotency-Key, so that several are in flight to the app at once.
+                    _ = try? httpRequest(
+                        port: leaderPort, method: "PUT", path: "/kv/p\(thread)-\(sequence)", body: "x",
+                        timeoutSeconds: 10)
+                }
+            }.start()
+        }
+        defer {
+            running.withValue { $0 = false }
+            done.wait()
+        }
+        let pausing = waitUntil(seconds: 30) {
+            let app = self.status(follower)?["app"] as? [String: Any]
+            return (app?["applier"] as? String)?.contains("then pausing") == true
+        }
+        XCTAssertTrue(pausing, "the follower never waited for entries in flight to pause:\n\(divergenceReport())")
+        if let app = follower.app {
+            kill(app.pid, SIGKILL)
+            _ = app.waitForExit()
+        }
+        follower.app = try startApp(extraArguments: ["--delay-ms", "300"], port: follower.appPort).0
+        running.withValue { $0 = false }
+        done.wait()
+
+        XCTAssertEqual(
+            RetryingWriter { self.replicas.map(\.fixedClientPort) }.write(
+                method: "PUT", path: "/kv/last", body: "v", key: "last")?.status, 200)
+        XCTAssertTrue(
+            waitUntil(seconds: 30) {
+                (try? httpRequest(port: follower.appPort, method: "GET", path: "/kv/last").bodyText) == "v"
+            }, "the follower's restarted app was not rebuilt:\n\(divergenceReport())")
+        XCTAssertNotNil(waitForConvergence(seconds: 30), "the replicas did not converge:\n\(divergenceReport())")
+        XCTAssertGreaterThanOrEqual(
+            metric(follower, "tandem_snapshot_restores_total") ?? 0, 1, "the app was rebuilt without a restore")
+    }
+
     /// Without hooks a restarted in-memory app gets the whole log replayed; before the listener was compared, an app
     /// back before any connection was refused was never noticed, and kept only the writes made after it.
     func testWithoutHooksAnAppRestartedAtOnceGetsTheWholeLogReplayed() throws {
