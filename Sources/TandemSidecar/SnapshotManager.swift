@@ -371,16 +371,17 @@ final class SnapshotManager {
         }
     }
 
-    /// The in-memory app died while a take or a state digest waited for the entries in flight to it: their answers
-    /// cannot come, so that pause would never settle, and the app could never be rebuilt (a restore waits for
-    /// the take to end). The take gives up (a failed take: the next waits for the cadence), the digest leaves its
-    /// index unjudged, and the applier is free to forget its window. Whether one gave up.
+    /// The in-memory app died while a take, a state digest or a restore waited for the entries in flight to it:
+    /// their answers cannot come, so that pause would never settle, and the app could never be rebuilt (a restore
+    /// waits for the take to end). The take gives up (a failed take: the next waits for the cadence), the digest
+    /// leaves its index unjudged, the restore reports that it did not happen (its caller asks again; the app was not
+    /// touched), and the applier is free to forget its window. Whether one gave up.
     @discardableResult
     func abandonPauseForLostApp() -> Bool {
         guard applier.isPauseWaiting, let abandoned = onPauseAbandoned else { return false }
         onPauseAbandoned = nil
         applier.withdrawPause()
-        log.warning("the app restarted while a snapshot or state digest waited for it: that one gives up")
+        log.warning("the app restarted while a snapshot, digest or restore waited for it: that one gives up")
         abandoned()
         return true
     }
@@ -410,6 +411,7 @@ final class SnapshotManager {
         let started = EventLoop.preciseNowMs()
         let wasPaused = applier.isPaused
         let begin = { [unowned self] in
+            onPauseAbandoned = nil
             do {
                 let reader = try SnapshotReader(info)
                 let parsed: SnapshotPayload.Parsed
@@ -466,7 +468,17 @@ final class SnapshotManager {
                 failRestore("\(error)", completion: completion)
             }
         }
-        if wasPaused { begin() } else { applier.pause(begin) }
+        if wasPaused {
+            begin()
+        } else {
+            // Nothing touched the app yet: if it dies while the pause waits, the restore just did not happen.
+            onPauseAbandoned = { [unowned self] in
+                phase = .idle
+                log.warning("the app restarted before the restore could begin", metadata: ["index": "\(info.id.index)"])
+                completion(.failure(RestoreError(description: "the app restarted before the restore could begin")))
+            }
+            applier.pause(begin)
+        }
     }
 
     /// Resumes applying after a successful restore (the caller first moves the runtime and queues on).

@@ -296,6 +296,66 @@ final class DivergenceRepairClusterTests: ClusterTestCase {
         XCTAssertEqual(repairStatus(victim)?["completed"] as? Int, 1, "repaired once, not again and again")
     }
 
+    /// The repaired replica's app dies while the restore of the leader's snapshot waits for the entries in flight to
+    /// it: their answers never come. The restore gives up without having touched the app, the restarted app is
+    /// rebuilt, the repair asks for the snapshot again, and it completes (it once waited for ever).
+    func testAnAppKilledWhileTheRepairsRestoreWaitsForItIsRepairedAllTheSame() throws {
+        appLauncher = { try self.startApp(extraArguments: ["--delay-ms", "100"]) }
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let victim = try XCTUnwrap(replicas.first { $0.id != leader.id })
+        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
+        writeUntilStateDigestsAgree(writer)
+        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+
+        let running = Locked(true)
+        let done = DispatchGroup()
+        let leaderPort = leader.fixedClientPort
+        for thread in 0..<4 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                var sequence = 0
+                while running.withValue({ $0 }) {
+                    sequence += 1
+                    _ = try? httpRequest(
+                        port: leaderPort, method: "PUT", path: "/kv/load\(thread)-\(sequence)", body: "x",
+                        timeoutSeconds: 10)
+                }
+            }.start()
+        }
+        defer {
+            running.withValue { $0 = false }
+            done.wait()
+        }
+        let restoreWaits = waitUntil(seconds: 40) {
+            guard let status = self.status(victim), let app = status["app"] as? [String: Any] else { return false }
+            return (status["repair"] as? [String: Any])?["phase"] as? String == "fetching the leader's snapshot"
+                && (app["applier"] as? String)?.contains("then pausing") == true
+        }
+        XCTAssertTrue(restoreWaits, "the repair's restore never waited for entries in flight:\n\(divergenceReport())")
+        if let app = victim.app {
+            kill(app.pid, SIGKILL)
+            _ = app.waitForExit()
+        }
+        victim.app = try startApp(extraArguments: ["--delay-ms", "100"], port: victim.appPort).0
+        running.withValue { $0 = false }
+        done.wait()
+
+        XCTAssertTrue(
+            waitUntil(seconds: 40) { (self.repairStatus(victim)?["completed"] as? Int ?? 0) >= 1 },
+            "the repair did not complete after the app restarted:\n\(divergenceReport())")
+        XCTAssertEqual(
+            writer.write(method: "PUT", path: "/kv/last", body: "v", key: "last")?.status, 200, "the last write")
+        XCTAssertNotNil(waitForConvergence(seconds: 30), "the replicas did not converge:\n\(divergenceReport())")
+        XCTAssertEqual(
+            try? httpRequest(port: victim.appPort, method: "GET", path: "/kv/rogue").status, 404,
+            "the write made behind Tandem's back is back in the repaired app")
+        XCTAssertEqual(
+            try? httpRequest(port: victim.fixedClientPort, method: "GET", path: "/kv/last").bodyText, "v",
+            "the repaired replica does not serve the latest write:\n\(divergenceReport())")
+    }
+
     private func divergeAndRepair(victim: Replica) throws {
         let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
         writeUntilStateDigestsAgree(writer)
