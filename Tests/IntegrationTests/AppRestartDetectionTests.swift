@@ -20,11 +20,7 @@ final class AppRestartDetectionTests: ClusterTestCase {
     /// Kills the replica's app and starts a new one on the same port at once (a restart the health probe, one
     /// probe a second, usually never sees).
     private func restartAppAtOnce(_ replica: Replica) throws {
-        if let app = replica.app {
-            kill(app.pid, SIGKILL)
-            _ = app.waitForExit()
-        }
-        replica.app = try startApp(extraArguments: ["--idle-timeout", "1"], port: replica.appPort).0
+        try restartApp(replica, arguments: ["--idle-timeout", "1"])
     }
 
     func testAnAppClosingIdleConnectionsIsNeverRestoredButOneRestartedAtOnceIs() throws {
@@ -69,39 +65,16 @@ final class AppRestartDetectionTests: ClusterTestCase {
         try startCluster()
         let leader = try XCTUnwrap(waitForLeader())
         let follower = try XCTUnwrap(replicas.first { $0.id != leader.id })
-        let running = Locked(true)
-        let done = DispatchGroup()
-        let leaderPort = leader.fixedClientPort
-        for thread in 0..<4 {
-            done.enter()
-            Thread {
-                defer { done.leave() }
-                var sequence = 0
-                while running.withValue({ $0 }) {
-                    sequence += 1
-                    // Without an Idempotency-Key, so that several are in flight to the app at once.
-                    _ = try? httpRequest(
-                        port: leaderPort, method: "PUT", path: "/kv/p\(thread)-\(sequence)", body: "x",
-                        timeoutSeconds: 10)
-                }
-            }.start()
-        }
-        defer {
-            running.withValue { $0 = false }
-            done.wait()
-        }
+        // Writes without an Idempotency-Key: several are in flight to each app at any moment.
+        let load = UnkeyedWriteLoad(threads: 4, port: leader.fixedClientPort)
+        defer { load.stop() }
         let pausing = waitUntil(seconds: 30) {
             let app = self.status(follower)?["app"] as? [String: Any]
             return (app?["applier"] as? String)?.contains("then pausing") == true
         }
         XCTAssertTrue(pausing, "the follower never waited for entries in flight to pause:\n\(divergenceReport())")
-        if let app = follower.app {
-            kill(app.pid, SIGKILL)
-            _ = app.waitForExit()
-        }
-        follower.app = try startApp(extraArguments: ["--delay-ms", "300"], port: follower.appPort).0
-        running.withValue { $0 = false }
-        done.wait()
+        try restartApp(follower, arguments: ["--delay-ms", "300"])
+        load.stop()
 
         XCTAssertEqual(
             RetryingWriter { self.replicas.map(\.fixedClientPort) }.write(

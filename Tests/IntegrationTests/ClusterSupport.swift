@@ -131,6 +131,16 @@ class ClusterTestCase: ProcessTestCase {
         }
     }
 
+    /// Kills the replica's app with SIGKILL and starts a new one on the same port at once, with `arguments` (an
+    /// app process restarted by its supervisor).
+    func restartApp(_ replica: Replica, arguments: [String]) throws {
+        if let app = replica.app {
+            kill(app.pid, SIGKILL)
+            _ = app.waitForExit()
+        }
+        replica.app = try startApp(extraArguments: arguments, port: replica.appPort).0
+    }
+
     func status(_ replica: Replica) -> [String: Any]? {
         guard let response = try? httpRequest(port: replica.adminPort, method: "GET", path: "/status"),
             response.status == 200
@@ -222,6 +232,34 @@ struct RetryingWriter {
             usleep(50_000)
         }
         return nil
+    }
+}
+
+/// Threads that send writes without an Idempotency-Key to one port as fast as they are answered, ignoring the
+/// answers: such writes are pipelined to the apps, so several are in flight to each app at any moment.
+final class UnkeyedWriteLoad: Sendable {
+    private let running = Locked(true)
+    private let finished = DispatchGroup()
+
+    init(threads: Int, port: UInt16) {
+        for thread in 0..<threads {
+            finished.enter()
+            Thread { [running, finished] in
+                defer { finished.leave() }
+                var sequence = 0
+                while running.withValue({ $0 }) {
+                    sequence += 1
+                    _ = try? httpRequest(
+                        port: port, method: "PUT", path: "/kv/load\(thread)-\(sequence)", body: "x", timeoutSeconds: 10)
+                }
+            }.start()
+        }
+    }
+
+    /// Stops the threads and waits for their last requests (again: no effect).
+    func stop() {
+        running.withValue { $0 = false }
+        finished.wait()
     }
 }
 

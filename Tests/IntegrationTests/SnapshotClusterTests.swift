@@ -254,35 +254,12 @@ final class DivergenceRepairClusterTests: ClusterTestCase {
     /// must be replayed through the last of them (it once stopped short of them, the next entry came out of order,
     /// and the victim crashed).
     func testARepairWhileEntriesAreInFlightReplaysThroughTheLastOneAnswered() throws {
-        appLauncher = { try self.startApp(extraArguments: ["--delay-ms", "5"]) }
-        try startCluster()
-        let leader = try XCTUnwrap(waitForLeader())
-        let victim = try XCTUnwrap(replicas.first { $0.id != leader.id })
-        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
-        writeUntilStateDigestsAgree(writer)
-        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+        let (leader, victim, writer) = try startWithARogueWrite(appDelayMs: 5)
 
-        // Writes without an Idempotency-Key are pipelined to the app: several are in flight at any moment.
-        let running = Locked(true)
-        let done = DispatchGroup()
-        let leaderPort = leader.fixedClientPort
-        for thread in 0..<6 {
-            done.enter()
-            Thread {
-                defer { done.leave() }
-                var sequence = 0
-                while running.withValue({ $0 }) {
-                    sequence += 1
-                    _ = try? httpRequest(
-                        port: leaderPort, method: "PUT", path: "/kv/load\(thread)-\(sequence)", body: "x",
-                        timeoutSeconds: 5)
-                }
-            }.start()
-        }
+        let load = UnkeyedWriteLoad(threads: 6, port: leader.fixedClientPort)
         let repaired = waitUntil(seconds: 30) { (self.repairStatus(victim)?["completed"] as? Int ?? 0) >= 1 }
         usleep(500_000)  // the replay after the snapshot runs under the load too
-        running.withValue { $0 = false }
-        done.wait()
+        load.stop()
         XCTAssertTrue(repaired, "the diverged replica was not repaired:\n\(divergenceReport())")
         XCTAssertEqual(
             try? httpRequest(port: victim.appPort, method: "GET", path: "/kv/rogue").status, 404,
@@ -300,47 +277,18 @@ final class DivergenceRepairClusterTests: ClusterTestCase {
     /// it: their answers never come. The restore gives up without having touched the app, the restarted app is
     /// rebuilt, the repair asks for the snapshot again, and it completes (it once waited for ever).
     func testAnAppKilledWhileTheRepairsRestoreWaitsForItIsRepairedAllTheSame() throws {
-        appLauncher = { try self.startApp(extraArguments: ["--delay-ms", "100"]) }
-        try startCluster()
-        let leader = try XCTUnwrap(waitForLeader())
-        let victim = try XCTUnwrap(replicas.first { $0.id != leader.id })
-        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
-        writeUntilStateDigestsAgree(writer)
-        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+        let (leader, victim, writer) = try startWithARogueWrite(appDelayMs: 100)
 
-        let running = Locked(true)
-        let done = DispatchGroup()
-        let leaderPort = leader.fixedClientPort
-        for thread in 0..<4 {
-            done.enter()
-            Thread {
-                defer { done.leave() }
-                var sequence = 0
-                while running.withValue({ $0 }) {
-                    sequence += 1
-                    _ = try? httpRequest(
-                        port: leaderPort, method: "PUT", path: "/kv/load\(thread)-\(sequence)", body: "x",
-                        timeoutSeconds: 10)
-                }
-            }.start()
-        }
-        defer {
-            running.withValue { $0 = false }
-            done.wait()
-        }
+        let load = UnkeyedWriteLoad(threads: 4, port: leader.fixedClientPort)
+        defer { load.stop() }
         let restoreWaits = waitUntil(seconds: 40) {
             guard let status = self.status(victim), let app = status["app"] as? [String: Any] else { return false }
             return (status["repair"] as? [String: Any])?["phase"] as? String == "fetching the leader's snapshot"
                 && (app["applier"] as? String)?.contains("then pausing") == true
         }
         XCTAssertTrue(restoreWaits, "the repair's restore never waited for entries in flight:\n\(divergenceReport())")
-        if let app = victim.app {
-            kill(app.pid, SIGKILL)
-            _ = app.waitForExit()
-        }
-        victim.app = try startApp(extraArguments: ["--delay-ms", "100"], port: victim.appPort).0
-        running.withValue { $0 = false }
-        done.wait()
+        try restartApp(victim, arguments: ["--delay-ms", "100"])
+        load.stop()
 
         XCTAssertTrue(
             waitUntil(seconds: 40) { (self.repairStatus(victim)?["completed"] as? Int ?? 0) >= 1 },
@@ -354,6 +302,18 @@ final class DivergenceRepairClusterTests: ClusterTestCase {
         XCTAssertEqual(
             try? httpRequest(port: victim.fixedClientPort, method: "GET", path: "/kv/last").bodyText, "v",
             "the repaired replica does not serve the latest write:\n\(divergenceReport())")
+    }
+
+    /// A cluster of slow apps whose digests agreed once, then a write into one follower's app behind Tandem's back.
+    private func startWithARogueWrite(appDelayMs: Int) throws -> (leader: Replica, victim: Replica, RetryingWriter) {
+        appLauncher = { try self.startApp(extraArguments: ["--delay-ms", String(appDelayMs)]) }
+        try startCluster()
+        let leader = try XCTUnwrap(waitForLeader())
+        let victim = try XCTUnwrap(replicas.first { $0.id != leader.id })
+        let writer = RetryingWriter { self.replicas.map(\.fixedClientPort) }
+        writeUntilStateDigestsAgree(writer)
+        XCTAssertEqual(try httpRequest(port: victim.appPort, method: "PUT", path: "/kv/rogue", body: "x").status, 200)
+        return (leader, victim, writer)
     }
 
     private func divergeAndRepair(victim: Replica) throws {
