@@ -221,9 +221,6 @@ final class Applier: ConnectionDelegate {
         }
     }
 
-    /// A pause asked for is still waiting for the entries in flight.
-    var isPauseWaiting: Bool { pausedBy != nil }
-
     /// Gives up a pause that has not settled: its completion is never called. For when the app the window's
     /// requests went to is gone, so that their answers, which the pause waits for, cannot come.
     func withdrawPause() {

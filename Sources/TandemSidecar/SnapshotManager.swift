@@ -146,8 +146,9 @@ final class SnapshotManager {
     private(set) var restores: UInt64 = 0
     private(set) var restoreFailures: UInt64 = 0
     private(set) var lastTakeMs: Int64 = 0
-    /// How the take or state digest whose pause still waits for the entries in flight gives up
-    /// (`abandonPauseForLostApp`).
+    /// How the take, state digest or restore whose pause still waits for the entries in flight gives up
+    /// (`abandonPauseForLostApp`). Set just before that pause is asked for, cleared the moment it settles: while set,
+    /// the applier's pause is waiting.
     private var onPauseAbandoned: (() -> Void)?
 
     init(
@@ -378,10 +379,12 @@ final class SnapshotManager {
     /// touched), and the applier is free to forget its window. Whether one gave up.
     @discardableResult
     func abandonPauseForLostApp() -> Bool {
-        guard applier.isPauseWaiting, let abandoned = onPauseAbandoned else { return false }
+        guard let abandoned = onPauseAbandoned else { return false }
         onPauseAbandoned = nil
         applier.withdrawPause()
-        log.warning("the app restarted while a snapshot, digest or restore waited for it: that one gives up")
+        log.warning(
+            "the app restarted while a snapshot, digest or restore waited for it: that one gives up",
+            metadata: ["phase": "\(phase)"])
         abandoned()
         return true
     }
@@ -474,7 +477,6 @@ final class SnapshotManager {
             // Nothing touched the app yet: if it dies while the pause waits, the restore just did not happen.
             onPauseAbandoned = { [unowned self] in
                 phase = .idle
-                log.warning("the app restarted before the restore could begin", metadata: ["index": "\(info.id.index)"])
                 completion(.failure(RestoreError(description: "the app restarted before the restore could begin")))
             }
             applier.pause(begin)

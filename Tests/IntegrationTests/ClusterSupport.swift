@@ -256,7 +256,7 @@ final class UnkeyedWriteLoad: Sendable {
         }
     }
 
-    /// Stops the threads and waits for their last requests (again: no effect).
+    /// Stops the threads and waits for their last requests; calling it again does nothing.
     func stop() {
         running.withValue { $0 = false }
         finished.wait()
