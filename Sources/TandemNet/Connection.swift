@@ -46,16 +46,20 @@ extension ConnectionDelegate {
 /// so nothing else needs to keep it alive while it is open.
 ///
 /// Writes on a plain TCP connection are staged and sent at the end of the loop turn's callbacks (see
-/// `EventLoop.scheduleFlush`): everything one turn wrote leaves in one `send` (`sendmsg` across buffer chains),
-/// and when the socket takes it all, straight from the staging buffer without arming a write event. A proxy that let the bufferevent write each
+/// `EventLoop.scheduleFlush`): everything one turn wrote leaves in one `send`, and when the socket takes it all,
+/// straight from the staging buffer without arming a write event. A proxy that let the bufferevent write each
 /// response paid two `epoll_ctl` calls per response (arm the write event, then disarm it once the buffer drained)
 /// and a loop turn between them. Only what the socket does not take is handed to the bufferevent, which writes
 /// it when the socket is writable, as before. TLS connections write through their bufferevent directly.
 ///
-/// A plain TCP connection also reads its socket itself, with one `recv` into the bufferevent's input buffer from
-/// its own read event: libevent's read asks the kernel how much is waiting (`ioctl(FIONREAD)`) before every
-/// `readv`, one system call more per read, and walks its bufferevent machinery around it. The bufferevent then
-/// only writes, connects and reports write errors. TLS connections read through their bufferevent.
+/// A plain TCP connection also reads its socket itself, with one `recv` from its own read event: libevent's read
+/// asks the kernel how much is waiting (`ioctl(FIONREAD)`) before every `readv`, one system call more per read,
+/// and walks its bufferevent machinery around it. The bufferevent then only writes, connects and reports write
+/// errors. TLS connections read through their bufferevent.
+///
+/// What a plain TCP connection receives and stages lives in two `ByteQueue`s of its own rather than in evbuffers:
+/// an evbuffer allocates a chain for each message and frees it once drained, four allocations and four frees per
+/// proxied request and response; a queue keeps its storage between messages.
 public final class Connection {
     private var bev: OpaquePointer?
     /// The socket of a plain TCP connection (set once it is connected), which it reads with `readEvent`.
@@ -77,9 +81,14 @@ public final class Connection {
     /// The loop that flushes staged writes; nil for connections that write through the bufferevent directly.
     /// Unowned without a reference count: a bufferevent cannot outlive the event base of its loop anyway.
     private unowned(unsafe) let flushLoop: EventLoop?
+    /// A plain TCP connection: it reads its socket into `input` and stages its writes in `staging` itself (see
+    /// the type's comment); false for TLS connections, whose bufferevent does both.
+    private let isPlain: Bool
     /// Bytes written during this loop turn, not yet offered to the socket. Invariant: empty unless a flush is
     /// scheduled or the connection is closed; always ahead of nothing (the bufferevent's output is sent first).
-    private let staging: OpaquePointer?
+    private var staging = ByteQueue()
+    /// What a plain TCP connection received and the delegate has not consumed yet.
+    private var input = ByteQueue(initialCapacity: Connection.readChunkBytes)
     private var isFlushScheduled = false
     /// True once the socket is connected (accepted sockets at once, outbound ones at `BEV_EVENT_CONNECTED`): only
     /// then may staged bytes go to the socket without the bufferevent.
@@ -127,13 +136,15 @@ public final class Connection {
 
     /// The most one read callback takes from the socket (libevent took at most 4096).
     private static let readChunkBytes = 16 * 1024
+    /// A read waits for at least this much room in the input (moving what waits to the front, or growing it).
+    private static let readMinimumRoom = 4096
 
     /// Wraps an accepted socket. Reading starts disabled; call `enableReading()` once a delegate is set.
     init?(loop: EventLoop, acceptedFD fd: Int32, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
         self.flushLoop = loop
-        self.staging = evbuffer_new()
-        guard staging != nil, let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        self.isPlain = true
+        guard let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         else {
             return nil
         }
@@ -147,7 +158,7 @@ public final class Connection {
     init(bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
         self.flushLoop = nil
-        self.staging = nil
+        self.isPlain = false
         adopt(bev, priority: priority)
     }
 
@@ -155,22 +166,14 @@ public final class Connection {
     private init(loop: EventLoop, connectingBev bev: OpaquePointer, peerAddress: String, priority: EventPriority) {
         self.peerAddress = peerAddress
         self.flushLoop = loop
-        self.staging = evbuffer_new()
-        precondition(staging != nil, "evbuffer_new failed: out of memory")
+        self.isPlain = true
         adopt(bev, priority: priority)
-    }
-
-    deinit {
-        if let staging { evbuffer_free(staging) }
     }
 
     /// Creates the read event of a plain TCP connection on its connected socket, armed if reading is wanted.
     private func makeReadEvent(fd: Int32, base: OpaquePointer) {
-        precondition(staging != nil && readEvent == nil && fd >= 0, "a read event is made once, for plain TCP")
+        precondition(isPlain && readEvent == nil && fd >= 0, "a read event is made once, for plain TCP")
         self.fd = fd
-        // A socket bufferevent freezes the end of its input buffer, which only its own read may lift; it never
-        // reads here, and the read event's `recv` adds to the buffer instead.
-        if let bev { evbuffer_unfreeze(bufferevent_get_input(bev), 0) }
         readEvent = event_new(
             base, fd, Int16(EV_READ | EV_PERSIST), Connection.onSocketReadable,
             Unmanaged.passUnretained(self).toOpaque())
@@ -229,7 +232,7 @@ public final class Connection {
 
     public func enableReading() {
         guard let bev else { return }
-        if staging != nil {
+        if isPlain {
             enableOwnReading()
             return
         }
@@ -278,7 +281,7 @@ public final class Connection {
     /// Stops reading the socket: the kernel buffers fill and TCP pushes back on the sender.
     public func disableReading() {
         guard let bev else { return }
-        if staging != nil {
+        if isPlain {
             wantsReading = false
             updateReadInterest()
         } else {
@@ -289,7 +292,7 @@ public final class Connection {
     /// Above this many buffered input bytes the socket is not read (TCP backpressure). 0 = no limit.
     public func setReadHighWatermark(bytes: Int) {
         guard let bev else { return }
-        if staging != nil {
+        if isPlain {
             readHighWatermark = bytes
             updateReadInterest()
         } else {
@@ -308,7 +311,7 @@ public final class Connection {
 
     public var inputCount: Int {
         guard let bev else { return 0 }
-        return evbuffer_get_length(bufferevent_get_input(bev))
+        return isPlain ? input.count : evbuffer_get_length(bufferevent_get_input(bev))
     }
 
     /// Offers the buffered input to `body` chunk by chunk, in order, without copying. `body` returns how many bytes
@@ -317,8 +320,30 @@ public final class Connection {
     @discardableResult
     public func consumeInput(_ body: (UnsafeRawBufferPointer) -> Int) -> Int {
         guard let bev, !isConsumingInput else { return 0 }
-        let input = bufferevent_get_input(bev)
         isConsumingInput = true
+        var total = 0
+        if isPlain {
+            // One contiguous chunk: the delegate sees everything received in one call.
+            if !input.isEmpty {
+                let chunk = input.readable
+                total = body(chunk)
+                precondition(total >= 0 && total <= chunk.count, "consumeInput body consumed outside its chunk")
+                if !closeRequested { input.consume(total) }
+            }
+        } else {
+            total = consumeBufferedInput(bufferevent_get_input(bev), body)
+        }
+        isConsumingInput = false
+        if closeRequested {
+            finishClose()
+        } else if total > 0 && readHighWatermark > 0 {
+            updateReadInterest()
+        }
+        return total
+    }
+
+    /// `consumeInput` over a bufferevent's input (TLS connections): chunk by chunk as `evbuffer_peek` finds them.
+    private func consumeBufferedInput(_ input: OpaquePointer?, _ body: (UnsafeRawBufferPointer) -> Int) -> Int {
         var total = 0
         // On the stack: an array here cost a heap allocation (and a generic metadata lookup) on every read.
         withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.peekVectorCount) { vectors in
@@ -344,12 +369,6 @@ public final class Connection {
                 if stopped || count <= Self.peekVectorCount { break walk }
             }
         }
-        isConsumingInput = false
-        if closeRequested {
-            finishClose()
-        } else if total > 0 && readHighWatermark > 0 {
-            updateReadInterest()
-        }
         return total
     }
 
@@ -358,17 +377,16 @@ public final class Connection {
     /// Bytes written and not yet taken by the socket (staged ones included).
     public var outputCount: Int {
         guard let bev else { return 0 }
-        let staged = staging.map { evbuffer_get_length($0) } ?? 0
-        return evbuffer_get_length(bufferevent_get_output(bev)) + staged
+        return evbuffer_get_length(bufferevent_get_output(bev)) + staging.count
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard let bev, !closeRequested, let base = bytes.baseAddress, bytes.count > 0 else { return }
-        guard let staging else {
+        guard isPlain else {
             evbuffer_add(bufferevent_get_output(bev), base, bytes.count)
             return
         }
-        evbuffer_add(staging, base, bytes.count)
+        staging.append(bytes)
         scheduleFlush()
     }
 
@@ -384,41 +402,23 @@ public final class Connection {
     /// bufferevent to meet again and report through the delegate, so errors have one path.
     func flushStaged() {
         isFlushScheduled = false
-        guard let bev, let staging, !closeRequested else { return }
-        guard evbuffer_get_length(staging) > 0 else { return }
+        guard let bev, isPlain, !closeRequested, !staging.isEmpty else { return }
         let output = bufferevent_get_output(bev)
         if isEstablished && evbuffer_get_length(output) == 0 {
-            let written = send(staging)
-            if evbuffer_get_length(staging) == 0 {
+            let pending = staging.readable
+            // `send` skips the file layer `write` goes through.
+            let sent = Glibc.send(fd, pending.baseAddress, pending.count, Int32(Glibc.MSG_NOSIGNAL))
+            if sent > 0 { staging.consume(sent) }
+            if staging.isEmpty {
                 // Everything left: what libevent's write callback would report (the output is at 0, which is at
                 // or below any low-water mark).
-                if written > 0 { drained() }
+                drained()
                 return
             }
         }
-        evbuffer_add_buffer(output, staging)
-    }
-
-    /// Offers `buffer`'s bytes to the socket in one `send` (`sendmsg` when they span several chains) and drains
-    /// what it took. Returns that count, or -1 (errno set). `send` skips the file layer `writev` goes through.
-    private func send(_ buffer: OpaquePointer) -> Int {
-        withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.peekVectorCount) { vectors in
-            guard let base = vectors.baseAddress else { return -1 }
-            let chains = min(
-                Int(evbuffer_peek(buffer, -1, nil, base, Int32(Self.peekVectorCount))), Self.peekVectorCount)
-            guard chains > 0 else { return 0 }
-            let sent: Int
-            if chains == 1 {
-                sent = Glibc.send(fd, base[0].iov_base, base[0].iov_len, Int32(Glibc.MSG_NOSIGNAL))
-            } else {
-                var message = msghdr()
-                message.msg_iov = base
-                message.msg_iovlen = chains
-                sent = sendmsg(fd, &message, Int32(Glibc.MSG_NOSIGNAL))
-            }
-            if sent > 0 { evbuffer_drain(buffer, sent) }
-            return sent
-        }
+        let rest = staging.readable
+        evbuffer_add(output, rest.baseAddress, rest.count)
+        staging.removeAll()
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -430,20 +430,31 @@ public final class Connection {
         text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
     }
 
-    /// Moves up to `maxBytes` of this connection's input to `other`'s output without copying the bytes
-    /// (libevent relinks its buffer chains). Used by tunnels.
+    /// Moves up to `maxBytes` of this connection's input to `other`'s output (between two TLS connections
+    /// without copying: libevent relinks its buffer chains). Used by tunnels.
     @discardableResult
     public func moveInput(to other: Connection, maxBytes: Int = Int.max) -> Int {
-        guard let bev, let otherBev = other.bev, !other.closeRequested else { return 0 }
-        let input = bufferevent_get_input(bev)
-        let amount = min(evbuffer_get_length(input), maxBytes)
-        guard amount > 0 else { return 0 }
+        guard let bev, let otherBev = other.bev, !other.closeRequested, !isConsumingInput else { return 0 }
         let moved: Int
-        if let otherStaging = other.staging {
-            moved = Int(evbuffer_remove_buffer(input, otherStaging, amount))
-            if moved > 0 { other.scheduleFlush() }
+        if isPlain {
+            moved = min(input.count, maxBytes)
+            guard moved > 0 else { return 0 }
+            other.write(UnsafeRawBufferPointer(rebasing: input.readable.prefix(moved)))
+            input.consume(moved)
         } else {
-            moved = Int(evbuffer_remove_buffer(input, bufferevent_get_output(otherBev), amount))
+            let bufferedInput = bufferevent_get_input(bev)
+            let amount = min(evbuffer_get_length(bufferedInput), maxBytes)
+            guard amount > 0 else { return 0 }
+            if other.isPlain {
+                let space = other.staging.reserve(atLeast: amount)
+                moved = Int(evbuffer_remove(bufferedInput, space.baseAddress, amount))
+                if moved > 0 {
+                    other.staging.commit(moved)
+                    other.scheduleFlush()
+                }
+            } else {
+                moved = Int(evbuffer_remove_buffer(bufferedInput, bufferevent_get_output(otherBev), amount))
+            }
         }
         if moved > 0 && readHighWatermark > 0 { updateReadInterest() }
         return moved
@@ -480,7 +491,8 @@ public final class Connection {
             self.readEvent = nil
             isReadArmed = false
         }
-        if let staging { evbuffer_drain(staging, evbuffer_get_length(staging)) }
+        staging.removeAll()
+        input.removeAll()
         bufferevent_free(bev)
         self.bev = nil
         delegate = nil
@@ -513,7 +525,7 @@ public final class Connection {
         }
         var received = 0
         var ended: (events: Int16, errno: Int32)?
-        if isReadArmed { (received, ended) = receive(into: bufferevent_get_input(bev)) }
+        if isReadArmed { (received, ended) = receive() }
         if ended != nil { readSideEnded = true }
         let reportInput = received > 0 || pendingInputReport
         pendingInputReport = false
@@ -535,17 +547,14 @@ public final class Connection {
 
     /// One `recv` into `input`, at most `readChunkBytes` and never past the high-water mark: the bytes taken, or
     /// the read-side event the socket ended with (EOF, or an error other than "nothing to read").
-    private func receive(into input: OpaquePointer?) -> (received: Int, ended: (events: Int16, errno: Int32)?) {
+    private func receive() -> (received: Int, ended: (events: Int16, errno: Int32)?) {
         var room = Self.readChunkBytes
-        if readHighWatermark > 0 { room = min(room, readHighWatermark - evbuffer_get_length(input)) }
+        if readHighWatermark > 0 { room = min(room, readHighWatermark - input.count) }
         guard room > 0 else { return (0, nil) }
-        var vector = iovec()
-        let reserved = evbuffer_reserve_space(input, room, &vector, 1)
-        precondition(reserved == 1, "no room in an input buffer: out of memory, or its end is frozen")
-        let count = recv(fd, vector.iov_base, min(room, vector.iov_len), 0)
+        let space = input.reserve(atLeast: min(room, Self.readMinimumRoom))
+        let count = recv(fd, space.baseAddress, min(room, space.count), 0)
         if count > 0 {
-            vector.iov_len = count
-            evbuffer_commit_space(input, &vector, 1)
+            input.commit(count)
             return (count, nil)
         }
         if count == 0 { return (0, (tandem_bev_event_eof() | tandem_bev_event_reading(), 0)) }
@@ -570,7 +579,7 @@ public final class Connection {
     /// `closeAfterFlush()` marked before its bytes left. The flush reports the drain itself (see
     /// `flushStaged()`), or hands the bytes to the bufferevent, whose callback then reports it.
     private func bufferEventDrained() {
-        if let staging, evbuffer_get_length(staging) > 0 { return }
+        if isPlain && !staging.isEmpty { return }
         drained()
     }
 
@@ -597,7 +606,7 @@ public final class Connection {
             let fd = bufferevent_getfd(bev)
             if fd >= 0 {
                 setNoDelay(fd)
-                if staging != nil, readEvent == nil { makeReadEvent(fd: fd, base: bufferevent_get_base(bev)) }
+                if isPlain, readEvent == nil { makeReadEvent(fd: fd, base: bufferevent_get_base(bev)) }
             }
             isEstablished = true
             delegate?.connectionDidConnect(self)

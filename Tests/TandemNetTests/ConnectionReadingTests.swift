@@ -16,6 +16,8 @@ final class ConnectionReadingTests: XCTestCase {
         var consumeOnInput = true
         var pauseAfterFirstInput = false
         var highWatermark = 0
+        /// Nonzero: consume only whole records of this many bytes, leaving a partial one buffered.
+        var recordBytes = 0
 
         func listener(_ listener: Listener, accepted connection: Connection) {
             self.connection = connection
@@ -28,9 +30,11 @@ final class ConnectionReadingTests: XCTestCase {
             inputCallbacks += 1
             guard consumeOnInput else { return }
             connection.consumeInput { chunk in
-                received.append(contentsOf: chunk)
-                return chunk.count
+                let taken = recordBytes > 0 ? chunk.count - chunk.count % recordBytes : chunk.count
+                received.append(contentsOf: chunk.prefix(taken))
+                return taken
             }
+            if recordBytes > 0 { return }
             events.append("input \(String(decoding: received, as: UTF8.self))")
             if pauseAfterFirstInput && inputCallbacks == 1 { connection.pauseReading() }
         }
@@ -132,5 +136,37 @@ final class ConnectionReadingTests: XCTestCase {
         XCTAssertEqual(recorder.events, ["input abc"], "nothing is reported from inside enableReading()")
         XCTAssertTrue(run(loop) { recorder.events.count == 3 }, "\(recorder.events)")
         XCTAssertEqual(recorder.events, ["input abc", "input abcdef", "closed peer closed"])
+    }
+
+    func testAConsumerOfWholeRecordsGetsEveryByteOnceInOrderWhenRecordsArriveSplitAcrossReads() throws {
+        let loop = try EventLoop()
+        let recorder = Recorder()
+        recorder.recordBytes = 1000
+        let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
+        listener.delegate = recorder
+        let client = try connectClient(port: listener.port)
+        defer { close(client) }
+        let payload = (0..<1_000_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 9) }
+        // Odd-sized sends from another thread while the loop reads, so records straddle reads and a partial one
+        // waits in the input while more arrive behind it.
+        let sender = Thread {
+            var offset = 0
+            var size = 1
+            while offset < payload.count {
+                let count = min(size, payload.count - offset)
+                let sent = payload[offset..<offset + count].withUnsafeBytes {
+                    send(client, $0.baseAddress, $0.count, 0)
+                }
+                guard sent > 0 else { return }
+                offset += sent
+                size = size % 7919 * 3 + 1
+            }
+        }
+        sender.start()
+        XCTAssertTrue(
+            run(loop) { recorder.received.count == payload.count },
+            "\(recorder.received.count) of \(payload.count) bytes consumed")
+        XCTAssertEqual(recorder.received, payload)
+        XCTAssertEqual(try XCTUnwrap(recorder.connection).inputCount, 0)
     }
 }
