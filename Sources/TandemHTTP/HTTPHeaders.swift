@@ -179,6 +179,15 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
         tokens(name: name).contains { asciiCaseInsensitiveEquals($0, token) }
     }
 
+    /// Appends a field given as bytes, as `add(name:value:)` would, or appends nothing and returns false when the
+    /// name is not a token or the value is not valid UTF-8 or holds CR, LF or NUL: for fields read back from
+    /// storage, without a String built and checked for each name and value.
+    public mutating func add(checkedName name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
+        guard isValidFieldName(name), isSafeFieldValue(value), isValidUTF8(value) else { return false }
+        appendValidated(name: name, value: value)
+        return true
+    }
+
     /// Appends a field at the end. The name must be a token and the value must not contain CR, LF or NUL;
     /// anything else is a programmer error that could split a message, so it traps.
     public mutating func add(name: String, value: String) {
@@ -402,7 +411,7 @@ func trimmingOptionalWhitespace(_ text: Substring) -> Substring {
 /// load and no lazy-global check on the hot path.
 @inlinable
 @inline(__always)
-func isTokenCharacter(_ byte: UInt8) -> Bool {
+public func isTokenCharacter(_ byte: UInt8) -> Bool {
     // Bits 0...63: ! # $ % & ' * + - . 0-9 ^ (set below); bits 64...127: A-Z ^ _ ` a-z | ~.
     let lowMask: UInt64 = 0x03FF_6CFA_0000_0000
     let highMask: UInt64 = 0x57FF_FFFF_C7FF_FFFE
@@ -418,9 +427,15 @@ func isValidFieldName(_ name: String) -> Bool {
 
 /// True when the bytes are a non-empty token. A plain loop over contiguous bytes: the same test over a String's
 /// UTF-8 view cost several times as much on every field the proxy adds.
-func isValidFieldName(_ name: UnsafeRawBufferPointer) -> Bool {
+public func isValidFieldName(_ name: UnsafeRawBufferPointer) -> Bool {
     guard !name.isEmpty else { return false }
     for byte in name where !isTokenCharacter(byte) { return false }
+    return true
+}
+
+/// True when the bytes are valid UTF-8: at once when they are ASCII, as field values nearly always are.
+func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    for byte in bytes where byte >= 0x80 { return String(validating: bytes, as: UTF8.self) != nil }
     return true
 }
 

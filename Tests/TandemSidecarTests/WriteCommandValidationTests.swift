@@ -62,6 +62,36 @@ final class WriteCommandValidationTests: XCTestCase {
         XCTAssertEqual(try WriteCommand.decode(raw(method: "OPTIONS", target: "*")).target, "*")
     }
 
+    /// Fields are checked as bytes (no String per name and value): each refusal still names what is wrong, and
+    /// bytes that are not UTF-8 are refused as text, as when each was built into a String.
+    func testFieldsCheckedAsBytesAreRefusedForWhatIsWrongWithThem() {
+        func patched(_ bytes: [UInt8], replacing marker: UInt8, with byte: UInt8) -> [UInt8] {
+            bytes.map { $0 == marker ? byte : $0 }
+        }
+        let cases: [(String, [UInt8], WriteCommand.DecodeError)] = [
+            ("a name with a space", raw(fields: [("Bad Name", "v")]), .invalidFieldName),
+            (
+                "a name that is not UTF-8", patched(raw(fields: [("X~", "v")]), replacing: 0x7E, with: 0xC3),
+                .invalidText
+            ),
+            ("a name that is UTF-8 but not a token", raw(fields: [("X-é", "v")]), .invalidFieldName),
+            ("a value with CR LF", raw(fields: [("X-A", "v\r\nX: 1")]), .invalidFieldValue),
+            (
+                "a value that is not UTF-8", patched(raw(fields: [("X-A", "v~w")]), replacing: 0x7E, with: 0xFF),
+                .invalidText
+            ),
+            ("a value cut short", Array(raw(fields: [("X-A", "value")]).dropLast(6)), .truncated),
+        ]
+        for (what, bytes, expected) in cases {
+            XCTAssertThrowsError(try WriteCommand.decode(bytes), what) { error in
+                XCTAssertEqual(error as? WriteCommand.DecodeError, expected, what)
+            }
+        }
+        let accepted = try? WriteCommand.decode(raw(fields: [("X-A", "caf\u{E9} \u{1F600}"), ("B", "")]))
+        XCTAssertEqual(accepted?.headers.first(name: "X-A"), "caf\u{E9} \u{1F600}", "valid UTF-8 beyond ASCII is kept")
+        XCTAssertEqual(accepted?.headers.first(name: "B"), "", "an empty value is a value")
+    }
+
     func testDecodingRefusesWhatCannotBeSentAsARequest() {
         for (what, bytes) in invalid {
             XCTAssertThrowsError(try WriteCommand.decode(bytes), what)
