@@ -16,7 +16,14 @@ public struct RaftConfig: Sendable {
     /// Base of the randomized fallback election timeout, drawn from [1x, 2x).
     public var electionTimeoutMs: Int64 = 1000
     /// Phi above which a follower suspects its leader and starts a pre-vote.
-    public var phiThreshold: Double = 8
+    public var phiThreshold: Double = RaftConfig.defaultPhiThreshold {
+        didSet { phiThresholdScore = PhiAccrualDetector.standardScore(forPhi: phiThreshold) }
+    }
+    public static let defaultPhiThreshold: Double = 8
+    /// `PhiAccrualDetector.standardScore(forPhi: phiThreshold)`, kept rather than derived on each use: a node
+    /// reads its stickiness on every message from its leader and its lease on every heartbeat round, and the
+    /// bisection behind it costs tens of thousands of instructions (a per-read cost in a profile of the proxy).
+    private var phiThresholdScore = PhiAccrualDetector.standardScore(forPhi: RaftConfig.defaultPhiThreshold)
     /// Floor of the standard deviation the detector assumes, so a quiet LAN does not make it hair-triggered.
     public var phiMinStdDevMs: Double = 50
     /// Extra silence the detector tolerates, added to the mean inter-arrival time.
@@ -77,8 +84,7 @@ public struct RaftConfig: Sendable {
     /// inter-arrival time (one heartbeat interval), plus the acceptable pause, plus as many floor standard
     /// deviations as the threshold asks for (negative for a threshold below phi(mean) = 0.3).
     public var steadyDetectionMs: Int64 {
-        let deviations = PhiAccrualDetector.standardScore(forPhi: phiThreshold)
-        let ms = Double(heartbeatIntervalMs) + phiAcceptablePauseMs + deviations * phiMinStdDevMs
+        let ms = Double(heartbeatIntervalMs) + phiAcceptablePauseMs + phiThresholdScore * phiMinStdDevMs
         guard ms.isFinite else { return ms > 0 ? Int64.max / 4 : 0 }
         return Int64(min(max(ms, 0), Double(Int64.max / 4)))
     }

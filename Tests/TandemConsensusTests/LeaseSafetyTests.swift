@@ -118,6 +118,27 @@ final class LeaseSafetyTests: XCTestCase {
             "no pre-vote within the stickiness window (\(stickiness) ms) after the last heartbeat")
     }
 
+    /// The detector's standard score for the threshold is kept in the configuration, not derived on each use: it
+    /// follows every change of the threshold, and the default one equals the derivation's.
+    func testTheKeptDetectionTimeFollowsTheThresholdAsTheDerivationDoes() {
+        var config = RaftConfig(id: NodeID("n1"), peers: [NodeID("n1")])
+        func derived(_ config: RaftConfig) -> Int64 {
+            let ms =
+                Double(config.heartbeatIntervalMs) + config.phiAcceptablePauseMs
+                + PhiAccrualDetector.standardScore(forPhi: config.phiThreshold) * config.phiMinStdDevMs
+            return Int64(max(ms, 0))
+        }
+        XCTAssertEqual(config.steadyDetectionMs, derived(config))
+        XCTAssertEqual(config.steadyDetectionMs, 861, "the documented default")
+        for phi in [0.1, 1, 3, 8, 12, 99.9] {
+            config.phiThreshold = phi
+            config.phiMinStdDevMs = 40
+            XCTAssertEqual(config.steadyDetectionMs, derived(config), "phi \(phi)")
+        }
+        config.phiThreshold = 1
+        XCTAssertLessThan(config.steadyDetectionMs, 700, "lowering the threshold shortens detection")
+    }
+
     /// The derivation holds for every accepted combination at the edges of the failure-detection variables
     /// (the bounds of the README's configuration reference): stickiness below the election timeout, a positive
     /// lease, and a drift margin of at least an eighth of the stickiness.
