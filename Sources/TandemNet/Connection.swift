@@ -88,7 +88,10 @@ public final class Connection {
     /// scheduled or the connection is closed; always ahead of nothing (the bufferevent's output is sent first).
     private var staging = ByteQueue()
     /// What a plain TCP connection received and the delegate has not consumed yet.
-    private var input = ByteQueue(initialCapacity: Connection.readChunkBytes)
+    private var input = ByteQueue()
+    /// The last `recv` filled all the room it was given: more was probably waiting, so the next one asks for
+    /// `readChunkBytes` of room. A connection of small requests and answers keeps a small input; a stream grows it.
+    private var lastReceiveFilledItsRoom = false
     private var isFlushScheduled = false
     /// True once the socket is connected (accepted sockets at once, outbound ones at `BEV_EVENT_CONNECTED`): only
     /// then may staged bytes go to the socket without the bufferevent.
@@ -136,8 +139,8 @@ public final class Connection {
 
     /// The most one read callback takes from the socket (libevent took at most 4096).
     private static let readChunkBytes = 16 * 1024
-    /// A read waits for at least this much room in the input (moving what waits to the front, or growing it).
-    private static let readMinimumRoom = 4096
+    /// A read asks for at least this much room in the input (moving what waits to the front, or growing it).
+    private static let readMinimumRoom = 2048
 
     /// Wraps an accepted socket. Reading starts disabled; call `enableReading()` once a delegate is set.
     init?(loop: EventLoop, acceptedFD fd: Int32, peerAddress: String, priority: EventPriority) {
@@ -551,10 +554,13 @@ public final class Connection {
         var room = Self.readChunkBytes
         if readHighWatermark > 0 { room = min(room, readHighWatermark - input.count) }
         guard room > 0 else { return (0, nil) }
-        let space = input.reserve(atLeast: min(room, Self.readMinimumRoom))
-        let count = recv(fd, space.baseAddress, min(room, space.count), 0)
+        let space = input.reserve(
+            atLeast: min(room, lastReceiveFilledItsRoom ? Self.readChunkBytes : Self.readMinimumRoom))
+        let wanted = min(room, space.count)
+        let count = recv(fd, space.baseAddress, wanted, 0)
         if count > 0 {
             input.commit(count)
+            lastReceiveFilledItsRoom = count == wanted
             return (count, nil)
         }
         if count == 0 { return (0, (tandem_bev_event_eof() | tandem_bev_event_reading(), 0)) }
