@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# System calls per proxied read, tandem against haproxy, counted by `strace -c` over exactly N requests from
+# bench/fixed-load.py on C keep-alive connections (after 300 for warm-up). strace slows both proxies alike; the counts,
+# not the times, are what to compare.
+# Usage: BIN=<dir with tandem and example-kv> bench/syscalls.sh [connections] [requests]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONNECTIONS=${1:-1}
+REQUESTS=${2:-3000}
+source bench/lib.sh
+bench_binaries
+source scripts/lib.sh
+trap cleanup EXIT
+command -v strace >/dev/null || bench_install strace
+command -v haproxy >/dev/null || bench_install haproxy
+
+start_app app
+curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
+log="$WORKDIR/tandem.log"
+env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
+  TANDEM_UPSTREAM="127.0.0.1:$APP_PORT" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID=n1 TANDEM_DATA_DIR="$WORKDIR/data" \
+  "$BIN/tandem" >"$log" 2>&1 &
+TPID=$!
+PIDS+=("$TPID")
+line=$(wait_for_line "$log" '"msg":"listening"')
+TANDEM_PORT=$(echo "$line" | sed 's/.*"client":"[^"]*:\([0-9]*\)".*/\1/')
+HAPROXY_PORT=$(free_port)
+haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
+haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
+HPID=$!
+PIDS+=("$HPID")
+for port in "$TANDEM_PORT" "$HAPROXY_PORT"; do
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/kv/bench")" = 200 ] && break
+    sleep 0.1
+  done
+done
+for proxy in "tandem $TANDEM_PORT $TPID" "haproxy $HAPROXY_PORT $HPID"; do
+  read -r label port pid <<<"$proxy"
+  python3 bench/fixed-load.py 127.0.0.1 "$port" /kv/bench "$CONNECTIONS" 300 >/dev/null
+  strace -c -f -p "$pid" -o "$WORKDIR/$label.strace" &
+  SPID=$!
+  PIDS+=("$SPID")
+  sleep 0.5
+  python3 bench/fixed-load.py 127.0.0.1 "$port" /kv/bench "$CONNECTIONS" "$REQUESTS" >/dev/null
+  kill -INT "$SPID"
+  wait "$SPID" 2>/dev/null || true
+  echo "$label: system calls per request ($REQUESTS requests over $CONNECTIONS connections)"
+  awk -v n="$REQUESTS" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ && $4 / n >= 0.01 {
+      printf "  %-16s %6.2f\n", $NF, $4 / n }' "$WORKDIR/$label.strace" | sort -k2 -rn
+done
