@@ -7,7 +7,7 @@ import XCTest
 /// storage is kept between messages and given back once it grew large.
 final class ByteQueueTests: XCTestCase {
     func testRandomOperationsKeepTheSameBytesInTheSameOrderAsAnArray() {
-        var generator = SeededGenerator(seed: 0xB17E)
+        var generator = SplitMix64(state: 0xB17E)  // the module's seeded generator (DNSResolverTests.swift)
         for round in 0..<50 {
             var queue = ByteQueue(initialCapacity: [1, 16, 4096][round % 3])
             var model: [UInt8] = []
@@ -71,18 +71,5 @@ final class ByteQueueTests: XCTestCase {
         queue.consume(1)
         XCTAssertEqual(queue.capacity, 0, "given back once empty")
         XCTAssertTrue(queue.isEmpty)
-    }
-}
-
-/// SplitMix64: a small deterministic generator, so a failure names a reproducible sequence.
-private struct SeededGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
     }
 }
