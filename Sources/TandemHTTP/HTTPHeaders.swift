@@ -421,7 +421,7 @@ public func isTokenCharacter(_ byte: UInt8) -> Bool {
 }
 
 /// True when the string is a non-empty token, so it can be a field name or a method.
-func isValidFieldName(_ name: String) -> Bool {
+public func isValidFieldName(_ name: String) -> Bool {
     withUTF8Bytes(name) { isValidFieldName($0) }
 }
 

@@ -363,23 +363,13 @@ extension IdempotencyTable {
         for _ in 0..<fieldCount {
             let name = try reader.utf8String("header name", maxBytes: 1024)
             let value = try reader.utf8String("header value", maxBytes: 65536)
-            guard !name.isEmpty, name.utf8.allSatisfy(Self.isTokenByte), Self.isFieldValue(value) else {
+            guard isValidFieldName(name), Self.isFieldValue(value) else {
                 throw SnapshotStateError("a stored header field is malformed")
             }
             headers.add(name: name, value: value)
         }
         let body = try reader.bytes("response body")
         return AppliedResponse(status: Int(status), reason: reason, headers: headers, body: body)
-    }
-
-    /// RFC 9110 tchar.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-            UInt8(ascii: "A")...UInt8(ascii: "Z"):
-            return true
-        default: return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
-        }
     }
 
     /// Field content: tabs, visible characters, spaces and obs-text; never CR, LF, NUL or other controls.
