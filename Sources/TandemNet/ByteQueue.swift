@@ -11,17 +11,12 @@ struct ByteQueue: ~Copyable {
     private(set) var capacity = 0
     private var start = 0
     private var end = 0
-    /// The size of the storage when it is first made.
-    private let initialCapacity: Int
 
-    /// The default first size, and the most storage kept while the queue is empty.
+    /// The size of the storage when it is first made, and the most kept while the queue is empty.
     static let initialCapacity = 4096
     static let retainedCapacity = 64 * 1024
 
-    init(initialCapacity: Int = ByteQueue.initialCapacity) {
-        precondition(initialCapacity > 0 && initialCapacity <= Self.retainedCapacity, "a first size within bounds")
-        self.initialCapacity = initialCapacity
-    }
+    init() {}
 
     deinit { storage?.deallocate() }
 
@@ -42,7 +37,7 @@ struct ByteQueue: ~Copyable {
             if start > 0 && capacity - waiting >= minimum {
                 if waiting > 0 { memmove(storage!, storage! + start, waiting) }
             } else {
-                var newCapacity = max(capacity * 2, initialCapacity)
+                var newCapacity = max(capacity * 2, Self.initialCapacity)
                 while newCapacity - waiting < minimum { newCapacity *= 2 }
                 let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
                 if waiting > 0 { grown.copyMemory(from: storage! + start, byteCount: waiting) }
