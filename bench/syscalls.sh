@@ -16,26 +16,19 @@ command -v haproxy >/dev/null || bench_install haproxy
 
 start_app app
 curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
-log="$WORKDIR/tandem.log"
-env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
-  TANDEM_UPSTREAM="127.0.0.1:$APP_PORT" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID=n1 TANDEM_DATA_DIR="$WORKDIR/data" \
-  "$BIN/tandem" >"$log" 2>&1 &
-TPID=$!
-PIDS+=("$TPID")
-line=$(wait_for_line "$log" '"msg":"listening"')
-TANDEM_PORT=$(echo "$line" | sed 's/.*"client":"[^"]*:\([0-9]*\)".*/\1/')
+start_tandem n1 "$APP_PORT"
 HAPROXY_PORT=$(free_port)
 haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
 haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
 HPID=$!
 PIDS+=("$HPID")
-for port in "$TANDEM_PORT" "$HAPROXY_PORT"; do
+for port in "$CLIENT_PORT" "$HAPROXY_PORT"; do
   for _ in $(seq 1 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/kv/bench")" = 200 ] && break
     sleep 0.1
   done
 done
-for proxy in "tandem $TANDEM_PORT $TPID" "haproxy $HAPROXY_PORT $HPID"; do
+for proxy in "tandem $CLIENT_PORT $TANDEM_PID" "haproxy $HAPROXY_PORT $HPID"; do
   read -r label port pid <<<"$proxy"
   python3 bench/fixed-load.py 127.0.0.1 "$port" /kv/bench "$CONNECTIONS" 300 >/dev/null
   strace -c -f -p "$pid" -o "$WORKDIR/$label.strace" &
