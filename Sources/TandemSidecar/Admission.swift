@@ -90,8 +90,15 @@ final class Admission {
                 configuration: .init(count: $0.count, periodMs: $0.periodMs, burst: $0.burst, keyCapacity: 1))
         }
         sweepTimer = TandemNet.Timer(loop: loop) { [unowned self] in self.sweep() }
-        sweepTimer.scheduleRepeating(everyMs: 10)
     }
+
+    /// How often a waiting request is looked at, so a stalled lane still sheds its standing queue on time. The
+    /// sweep runs only while some request waits: an idle node does not wake for it (it woke 100 times a second).
+    static let sweepIntervalMs: Int64 = 10
+
+    /// Whether the sweep is running: exactly while some request waits, or until the first sweep after the last
+    /// one left.
+    var isSweeping: Bool { sweepTimer.isScheduled }
 
     func stop() { sweepTimer.invalidate() }
 
@@ -155,6 +162,7 @@ final class Admission {
         }
         switch lanes[lane].queue.enqueue(ticket, nowMicros: now) {
         case .accepted:
+            if !sweepTimer.isScheduled { sweepTimer.scheduleRepeating(everyMs: Self.sweepIntervalMs) }
             return true
         case .rejectedFull:
             metrics.recordShed(kind == .read ? "read_queue" : "pending_writes")
@@ -223,5 +231,6 @@ final class Admission {
         for lane in lanes.indices {
             shed(lanes[lane].queue.removeStale(nowMicros: now))
         }
+        if lanes.allSatisfy({ $0.queue.isEmpty }) { sweepTimer.cancel() }
     }
 }

@@ -1,5 +1,6 @@
 import TandemConfig
 import TandemNet
+import TandemOverload
 import XCTest
 
 @testable import TandemSidecar
@@ -57,5 +58,50 @@ final class AdmissionFastPathTests: XCTestCase {
             admission.release(slot, dropped: true)
         }
         XCTAssertEqual(admission.readLimit, 256, "fifty drops in a row take it down to the floor, not below")
+    }
+
+    /// The sweep that sheds a standing queue on time runs only while a request waits: an idle node is not woken
+    /// for it. A ticket that waits in a stalled lane is still shed by it, and the sweep stops once nothing waits.
+    func testTheSweepRunsOnlyWhileARequestWaitsAndStillShedsAStalledOne() throws {
+        let loop = try EventLoop()
+        let admission = makeAdmission(loop)
+        defer { admission.stop() }
+        XCTAssertFalse(admission.isSweeping, "nothing waits: no sweep")
+        var slots: [AdmissionSlot] = []
+        while let slot = admission.grantNow(.read) { slots.append(slot) }
+        XCTAssertFalse(admission.isSweeping, "slots granted at once need no sweep")
+
+        // A waiting ticket that gets a released slot: the sweep starts, then stops at its next round.
+        let granted = AdmissionTicket()
+        var grants = 0
+        granted.onGranted = { _ in grants += 1 }
+        XCTAssertTrue(admission.admit(.read, ticket: granted))
+        XCTAssertTrue(admission.isSweeping, "a waiting ticket starts the sweep")
+        admission.release(slots.removeLast(), dropped: false)
+        XCTAssertEqual(grants, 1)
+        run(loop, forMs: 5 * Admission.sweepIntervalMs)
+        XCTAssertFalse(admission.isSweeping, "the queue is empty again: the sweep stopped")
+
+        // A ticket in a stalled lane (no slot is ever released) is shed by the sweep alone.
+        let stalled = AdmissionTicket()
+        var shedReasons: [ShedReason] = []
+        stalled.onGranted = { _ in XCTFail("no slot was released") }
+        stalled.onShed = { shedReasons.append($0) }
+        XCTAssertTrue(admission.admit(.read, ticket: stalled))
+        XCTAssertTrue(admission.isSweeping)
+        let deadline = EventLoop.preciseNowMicros() + 5_000_000
+        while shedReasons.isEmpty && EventLoop.preciseNowMicros() < deadline { run(loop, forMs: 20) }
+        XCTAssertEqual(
+            shedReasons, [.standingQueue], "the ticket waited a whole CoDel interval in a queue that never emptied: shed")
+        XCTAssertEqual(admission.readQueueLength, 0)
+        run(loop, forMs: 5 * Admission.sweepIntervalMs)
+        XCTAssertFalse(admission.isSweeping, "nothing waits after the shed: the sweep stopped")
+    }
+
+    private func run(_ loop: EventLoop, forMs ms: Int64) {
+        let stopper = TandemNet.Timer(loop: loop) { loop.stop() }
+        stopper.schedule(afterMs: ms)
+        loop.run()
+        stopper.invalidate()
     }
 }
