@@ -116,10 +116,17 @@ extension RaftNode {
     }
 
     /// Check-quorum: has a quorum (this node included) been heard from within the last election timeout?
+    /// Asked on every tick of a leader, so it counts the voters in place instead of building a set of them.
     func hasActiveQuorum() -> Bool {
-        var active: Set<NodeID> = [config.id]
-        for peer in others where nowMs - progress[peer]!.lastHeardMs < config.electionTimeoutMs { active.insert(peer) }
-        return configuration.isQuorum(active)
+        var active = 0
+        for voter in configuration.voters {
+            if voter == config.id {
+                active += 1
+            } else if let heard = progress[voter]?.lastHeardMs, nowMs - heard < config.electionTimeoutMs {
+                active += 1
+            }
+        }
+        return active >= configuration.quorum
     }
 
     // MARK: Role changes
