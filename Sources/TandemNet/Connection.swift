@@ -434,7 +434,9 @@ public final class Connection {
     }
 
     /// Moves up to `maxBytes` of this connection's input to `other`'s output (between two TLS connections
-    /// without copying: libevent relinks its buffer chains). Used by tunnels.
+    /// without copying: libevent relinks its buffer chains; otherwise a copy). Used by tunnels. Moves nothing and
+    /// returns 0 while this connection's input is being handed to a consumer (`consumeInput`), whose view of the
+    /// bytes must not change under it, or when `other` is closing.
     @discardableResult
     public func moveInput(to other: Connection, maxBytes: Int = Int.max) -> Int {
         guard let bev, let otherBev = other.bev, !other.closeRequested, !isConsumingInput else { return 0 }
