@@ -92,7 +92,7 @@ final class AdmissionFastPathTests: XCTestCase {
         let deadline = EventLoop.preciseNowMicros() + 5_000_000
         while shedReasons.isEmpty && EventLoop.preciseNowMicros() < deadline { run(loop, forMs: 20) }
         XCTAssertEqual(
-            shedReasons, [.standingQueue], "the ticket waited a whole CoDel interval in a queue that never emptied: shed")
+            shedReasons, [.standingQueue], "it waited a whole CoDel interval in a queue that never emptied: shed")
         XCTAssertEqual(admission.readQueueLength, 0)
         run(loop, forMs: 5 * Admission.sweepIntervalMs)
         XCTAssertFalse(admission.isSweeping, "nothing waits after the shed: the sweep stopped")
