@@ -8,10 +8,12 @@
 #   failover  scripts/bench-failover.sh  kill -9 of the leader to the first acknowledged write; writes lost
 #   overload  scripts/bench-overload.sh  goodput at 10x the base load against the best step (each step the median
 #                                        of three alternating rounds); /healthz worst
+#   pairs     bench/overload-paired.sh   the same goal measured in pairs seconds apart: 10x against 1x and against
+#                                        2x, the median of 8 per-round ratios each (BENCHMARKS.md, section 5)
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 12 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   quick (default, about 15 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
-#   full (about 25 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
+#   full (about 30 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,8 @@ run reads scripts/bench-proxy.sh "$SECONDS_PER_ROW" "$READ_CONNS"
 run writes scripts/bench-writes.sh "$SECONDS_PER_ROW" "$WRITE_CONNS"
 run failover scripts/bench-failover.sh "$FAILOVERS"
 run overload scripts/bench-overload.sh "$OVERLOAD_STEP" 128
+run pairs-1x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 128 1280
+run pairs-2x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 256 1280
 
 # cell FILE TITLE CONNECTIONS COLUMN: the COLUMN-th cell (1-based: the title is cell 1) of the first table row whose
 # first cell is exactly TITLE (the ratio tables' rows: "" in bench-proxy's, the role in bench-writes') and whose
@@ -84,5 +88,9 @@ if [ -s "$OUT/overload.md" ]; then
   row overload "goodput at 10x load / best step, medians of 3 rounds" "$(awk -v a="$at10" -v p="$peak" 'BEGIN { if (p > 0) printf "%.2f", a / p }')" ">=" 0.9
   row overload "/healthz worst ms while loaded (sampled every 200 ms)" "$worst" "<" 50
 fi
+for pair in 1x 2x; do
+  row overload "goodput at 10x load / $pair, in pairs seconds apart, median of 8" \
+    "$(sed -n 's/^median of the per-round ratios: \([0-9.]*\).*/\1/p' "$OUT/pairs-$pair.md" 2>/dev/null)" ">=" 0.9
+done
 echo
 echo "Every script's own tables (with loads, latencies and the figures behind each ratio): $OUT"
