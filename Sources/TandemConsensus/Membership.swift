@@ -60,7 +60,14 @@ public struct ClusterConfiguration: Hashable, Sendable, CustomStringConvertible 
 
     /// Whether `agreeing` (any set of nodes) holds a quorum of the voters; non-voters in it count for nothing.
     public func isQuorum(_ agreeing: Set<NodeID>) -> Bool {
-        voters.filter { agreeing.contains($0) }.count >= quorum
+        isQuorum(where: agreeing.contains)
+    }
+
+    /// Whether the voters for which `agrees` is true make a quorum. Counts in place: a leader asks it on every tick.
+    public func isQuorum(where agrees: (NodeID) -> Bool) -> Bool {
+        var count = 0
+        for voter in voters where agrees(voter) { count += 1 }
+        return count >= quorum
     }
 
     /// Whether every majority of these voters shares a voter with every majority of `other`'s. Always true for

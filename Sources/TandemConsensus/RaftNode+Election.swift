@@ -116,17 +116,12 @@ extension RaftNode {
     }
 
     /// Check-quorum: has a quorum (this node included) been heard from within the last election timeout?
-    /// Asked on every tick of a leader, so it counts the voters in place instead of building a set of them.
     func hasActiveQuorum() -> Bool {
-        var active = 0
-        for voter in configuration.voters {
-            if voter == config.id {
-                active += 1
-            } else if let heard = progress[voter]?.lastHeardMs, nowMs - heard < config.electionTimeoutMs {
-                active += 1
-            }
+        configuration.isQuorum { voter in
+            if voter == config.id { return true }
+            guard let heard = progress[voter]?.lastHeardMs else { return false }
+            return nowMs - heard < config.electionTimeoutMs
         }
-        return active >= configuration.quorum
     }
 
     // MARK: Role changes
