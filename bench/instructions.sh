@@ -14,7 +14,6 @@ WHICH=${3:-tandem}
 source bench/lib.sh
 bench_binaries
 source scripts/lib.sh
-trap cleanup EXIT
 command -v valgrind >/dev/null || bench_install valgrind
 
 start_app app

@@ -179,12 +179,15 @@ wait_ready_or_diverged() {
 }
 
 # wait_ready NODE: waits up to 30 s for /readyz 200 on NODE.
-wait_ready() {
+wait_ready() { wait_ready_port "${ADMIN[$1]}" "$1"; }
+
+# wait_ready_port ADMIN_PORT [NAME]: waits up to 30 s for /readyz 200 on the node whose admin port is ADMIN_PORT.
+wait_ready_port() {
   for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:${ADMIN[$1]}/readyz")" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/readyz")" = 200 ] && return 0
     sleep 0.05
   done
-  echo "$1 not ready after 30 s: $(curl -s --max-time 1 "http://127.0.0.1:${ADMIN[$1]}/readyz")" >&2
+  echo "${2:-the node on admin port $1} not ready after 30 s: $(curl -s --max-time 1 "http://127.0.0.1:$1/readyz")" >&2
   return 1
 }
 

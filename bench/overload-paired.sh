@@ -17,16 +17,12 @@ HIGH=${4:-1280}
 source bench/lib.sh
 bench_binaries
 source scripts/lib.sh
-trap cleanup EXIT
 command -v wrk >/dev/null || bench_install wrk
 
 read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
 start_app app
 start_tandem n1 "$APP_PORT" "${TANDEM_ENV_EXTRA[@]}"
-for _ in $(seq 1 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break
-  sleep 0.1
-done
+wait_ready_port "$ADMIN_PORT"
 
 # goodput CONNECTIONS: prints "2xx/s 503/s" of one wrk run.
 goodput() {

@@ -10,7 +10,6 @@ REQUESTS=${2:-3000}
 source bench/lib.sh
 bench_binaries
 source scripts/lib.sh
-trap cleanup EXIT
 command -v strace >/dev/null || bench_install strace
 command -v haproxy >/dev/null || bench_install haproxy
 

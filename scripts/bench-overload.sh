@@ -24,9 +24,7 @@ source scripts/lib.sh
 read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
 start_app app
 start_tandem n1 "$APP_PORT" "${TANDEM_ENV_EXTRA[@]}"
-for _ in $(seq 1 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break; sleep 0.1
-done
+wait_ready_port "$ADMIN_PORT"
 
 echo "offered load: wrk -t2 -c<N> -d${SECONDS_PER_STEP}s -s bench/count-status.lua (POST /counters/load/incr), base N = $BASE, $(nproc) cores, $ROUNDS rounds"
 echo
