@@ -11,9 +11,9 @@
 #   pairs     bench/overload-paired.sh   the same goal measured in pairs seconds apart: 10x against 1x and against
 #                                        2x, the median of 8 per-round ratios each (BENCHMARKS.md, section 5)
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 15 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   quick (default, about 10 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
-#   full (about 30 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
+#   full (about 25 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
