@@ -26,8 +26,12 @@ protocol HTTPMessageRole: Sendable {
     func checkCanStartMessage() throws(HTTPParseError)
     /// Parses the start line (without its CRLF) and remembers it for `onHeadComplete`.
     mutating func onStartLine(_ line: UnsafeRawBufferPointer) throws(HTTPParseError)
-    /// Builds the head from the start line and the fields, and decides the framing.
-    mutating func onHeadComplete(headers: HTTPHeaders) throws(HTTPParseError) -> (Head, BodyPlan, AfterMessage)
+    /// Builds the head from the start line and the fields, and decides the framing (`plan`) and what follows the
+    /// message (`after`). Returned through `inout` rather than as a tuple with the head: a generic tuple is copied
+    /// and destroyed through its type metadata, which cost about 4 % of a proxied read's instructions.
+    mutating func onHeadComplete(
+        headers: HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
+    ) throws(HTTPParseError) -> Head
     /// The message ended (after its `.end` event).
     mutating func onMessageEnd()
 }
@@ -342,14 +346,16 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
     ) throws(HTTPParseError) -> StepOutcome {
         let headers = fields
         fields = HTTPHeaders()
-        let (head, plan, after) = try role.onHeadComplete(headers: headers)
+        var plan = BodyPlan.none
+        var after = AfterMessage.nextMessage
+        let head = try role.onHeadComplete(headers: headers, plan: &plan, after: &after)
         if case .contentLength(let length) = plan, length > limits.bodyMaxBytes {
             throw HTTPParseError(.bodyTooLarge, "Content-Length \(length) exceeds \(limits.bodyMaxBytes) bytes")
         }
         afterEnd = after
         bodyBytesSeen = 0
         sectionBytesUsed = 0
-        onEvent(.head(head))
+        onEvent(.head(consume head))
         switch plan {
         case .none, .contentLength(0): return finishMessage(trailers: nil, onEvent)
         case .contentLength(let length): state = .contentLengthBody(remainingBytes: length)

@@ -114,10 +114,10 @@ struct RequestRole: HTTPMessageRole {
     }
 
     mutating func onHeadComplete(
-        headers: HTTPHeaders
-    ) throws(HTTPParseError) -> (HTTPRequestHead, BodyPlan, AfterMessage) {
+        headers: HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
+    ) throws(HTTPParseError) -> HTTPRequestHead {
         let fields = FramingFields(scanning: headers)
-        let plan = try fields.declaredFraming(version: version, headers: headers) ?? .none
+        plan = try fields.declaredFraming(version: version, headers: headers) ?? .none
         try checkHost(fields.host, in: headers)
         // A client waiting for 100 Continue only needs it when it has content to send.
         let hasContent = plan != .none && plan != .contentLength(0)
@@ -132,11 +132,11 @@ struct RequestRole: HTTPMessageRole {
         }
         let upgrade =
             version == .http1_1 && fields.connectionUpgrade ? fields.upgrade.first.map { headers.value(at: $0) } : nil
-        let head = HTTPRequestHead(
+        after = .nextMessage
+        return HTTPRequestHead(
             method: method, target: target, version: version, headers: headers,
             keepAlive: fields.keepAlive(version: version), framing: framing,
             expectsContinue: expectsContinue, upgrade: upgrade)
-        return (head, plan, .nextMessage)
     }
 
     mutating func onMessageEnd() {}

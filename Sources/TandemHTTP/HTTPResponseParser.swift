@@ -184,8 +184,8 @@ struct ResponseRole: HTTPMessageRole {
     }
 
     mutating func onHeadComplete(
-        headers: HTTPHeaders
-    ) throws(HTTPParseError) -> (HTTPResponseHead, BodyPlan, AfterMessage) {
+        headers: HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
+    ) throws(HTTPParseError) -> HTTPResponseHead {
         let fields = FramingFields(scanning: headers)
         // Validate the framing fields even when the status says there is no body: a response carrying both
         // Content-Length and Transfer-Encoding is broken whatever it answers.
@@ -193,7 +193,6 @@ struct ResponseRole: HTTPMessageRole {
         guard let request = pendingRequests.first else { preconditionFailure("checked before the message started") }
         isInterim = status >= 100 && status < 200 && status != 101
         let switchesProtocols = status == 101 || (request == .connect && status >= 200 && status < 300)
-        let plan: BodyPlan
         if switchesProtocols || isInterim || request == .head || status == 204 || status == 304 {
             plan = .none
         } else {
@@ -207,10 +206,10 @@ struct ResponseRole: HTTPMessageRole {
         case .untilClose: framing = .untilClose
         }
         let keepAlive = plan != .untilClose && !switchesProtocols && fields.keepAlive(version: version)
-        let head = HTTPResponseHead(
+        after = switchesProtocols ? .tunnel : .nextMessage
+        return HTTPResponseHead(
             status: status, reason: reason, version: version, headers: headers, keepAlive: keepAlive,
             framing: framing, switchesProtocols: switchesProtocols)
-        return (head, plan, switchesProtocols ? .tunnel : .nextMessage)
     }
 
     mutating func onMessageEnd() {
