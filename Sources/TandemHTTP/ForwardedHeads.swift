@@ -192,8 +192,51 @@ extension ProxyHeaders {
         }
     }
 
+    /// Appends the whole head of the answer to a replicated write: the status line (HTTP/1.1), the fields of the
+    /// app's answer that `removeHopByHop` keeps except `Content-Length`, then `Content-Length: bodyCount`,
+    /// `Tandem-Position`, `Tandem-Leader`, `Tandem-Replayed: true` when `replayed`, the `Set-Cookie` that carries
+    /// the position (`tandem_pos=<position>; Path=/; SameSite=Lax`), `Connection` when `connectionOption` is given,
+    /// and the empty line. Byte for byte what `removeHopByHop`, `setFraming(.contentLength(bodyCount))`, adding
+    /// those fields and `HTTPSerializer.appendResponseHead` give, in one pass and with one copy.
+    public static func appendWriteAnswerHead(
+        status: Int, reason: String, headers: HTTPHeaders, bodyCount: Int, position: UInt64, leader: String,
+        replayed: Bool, connectionOption: String?, into buffer: inout [UInt8]
+    ) {
+        precondition(status >= 100 && status <= 999, "status \(status) is not three digits")
+        precondition(isSafeFieldValue(reason), "reason phrase contains CR, LF or NUL")
+        precondition(isSafeFieldValue(leader), "the leader's name contains CR, LF or NUL")
+        precondition(bodyCount >= 0, "a body has a non-negative length")
+        if let connectionOption {
+            precondition(isSafeFieldValue(connectionOption), "the Connection option contains CR, LF or NUL")
+        }
+        buffer.appendHead { writer in
+            writer.writeStatusLine(status: status, reason: reason, version: .http1_1)
+            writeEndToEndFields(of: headers, droppingContentLength: true, into: &writer)
+            writer.write("Content-Length: ")
+            writer.writeDecimal(UInt64(bodyCount))
+            writer.write("\r\nTandem-Position: ")
+            writer.writeDecimal(position)
+            writer.write("\r\nTandem-Leader: ")
+            writer.writeUTF8(leader)
+            writer.writeCRLF()
+            if replayed { writer.write("Tandem-Replayed: true\r\n") }
+            writer.write("Set-Cookie: tandem_pos=")
+            writer.writeDecimal(position)
+            writer.write("; Path=/; SameSite=Lax\r\n")
+            if let connectionOption {
+                writer.write("Connection: ")
+                writer.writeUTF8(connectionOption)
+                writer.writeCRLF()
+            }
+            writer.writeCRLF()
+        }
+    }
+
     /// The fields of `headers` that `removeHopByHop` keeps, in order.
-    private static func writeEndToEndFields(of headers: HTTPHeaders, into writer: inout HeadWriter) {
+    /// With `droppingContentLength`, `Content-Length` too (a head whose framing the caller restates).
+    private static func writeEndToEndFields(
+        of headers: HTTPHeaders, droppingContentLength: Bool = false, into writer: inout HeadWriter
+    ) {
         headers.withFields { raw, spans in
             let sawConnection = spans.contains {
                 $0.nameCount == 10 && asciiCaseInsensitiveEquals(raw.slice($0.nameRange), "Connection")
@@ -202,6 +245,9 @@ extension ProxyHeaders {
             for span in spans {
                 let name = raw.slice(span.nameRange)
                 if isHopByHop(name, nominated: nominated) { continue }
+                if droppingContentLength && span.nameCount == 14 && asciiCaseInsensitiveEquals(name, "Content-Length") {
+                    continue
+                }
                 writer.writeField(name: name, value: raw.slice(span.valueRange))
             }
         }
@@ -214,7 +260,8 @@ extension ProxyHeaders {
         }
     }
 
-    private static func isHopByHop(_ name: UnsafeRawBufferPointer, nominated: [Substring]) -> Bool {
+    /// True for a fixed hop-by-hop name or one a `Connection` field nominated (`nominated`), in any case.
+    static func isHopByHop(_ name: UnsafeRawBufferPointer, nominated: [Substring]) -> Bool {
         if isFixedHopByHopName(name) { return true }
         return nominated.contains { option in withUTF8Bytes(option) { asciiCaseInsensitiveEquals($0, name) } }
     }

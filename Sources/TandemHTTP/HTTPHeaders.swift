@@ -137,6 +137,15 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
         }
     }
 
+    /// The position of the last field with this name (any case), or nil.
+    func lastIndex(name: String) -> Int? {
+        withUTF8Bytes(name) { target in
+            withFields { raw, spans in
+                spans.lastIndex { asciiCaseInsensitiveEquals(raw.slice($0.nameRange), target) }
+            }
+        }
+    }
+
     /// The positions of every field with this name (any case), in order.
     func indices(name: String) -> [Int] {
         withUTF8Bytes(name) { target in

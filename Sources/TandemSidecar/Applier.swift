@@ -429,22 +429,18 @@ final class Applier: ConnectionDelegate {
 
     private func write(_ slot: ApplyWindow.Slot, firstTime: Bool, on connection: Connection) {
         let entry = slot.entry
-        var headers = slot.command.headers
-        // The client's session drops it; an older log may hold it: nothing here waits for 100 Continue.
-        headers.remove(name: "Expect")
-        headers.add(name: "Tandem-Index", value: String(entry.index))
-        headers.add(name: "Tandem-Term", value: String(entry.term))
-        headers.add(name: "Tandem-Time", value: String(entry.timeMs))
-        headers.add(name: "Tandem-Request-Id", value: "\(entry.term)-\(entry.index)")
-        if entry.index <= redeliveryThrough {
-            headers.add(name: "Tandem-Redelivery", value: "true")
-            if firstTime { redeliveredCount += 1 }
-        }
-        ProxyHeaders.setFraming(.contentLength(Int64(slot.command.body.count)), in: &headers)
+        let redelivery = entry.index <= redeliveryThrough
+        if redelivery && firstTime { redeliveredCount += 1 }
+        // `Expect` is dropped (the client's session drops it; an older log may hold it: nothing here waits for
+        // 100 Continue), the framing restated, Tandem's fields added, in one pass over the command's fields.
+        var head: [UInt8] = []
+        HTTPSerializer.appendAppliedWriteHead(
+            method: slot.command.method, target: slot.command.target, headers: slot.command.headers,
+            fields: AppliedWriteFields(
+                index: entry.index, term: entry.term, timeMs: entry.timeMs, redelivery: redelivery),
+            bodyCount: slot.command.body.count, into: &head)
         parser.expect(requestMethod: slot.command.method)
-        connection.write(
-            HTTPSerializer.requestHead(
-                HTTPRequestHead(method: slot.command.method, target: slot.command.target, headers: headers)))
+        connection.write(head)
         connection.write(slot.command.body)
     }
 

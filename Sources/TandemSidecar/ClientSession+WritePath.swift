@@ -52,22 +52,15 @@ extension ClientSession {
     private func answerWrite(
         _ exchange: Exchange, response: AppliedResponse, index: UInt64, leader: TandemConsensus.NodeID?
     ) {
-        var headers = response.headers
-        ProxyHeaders.removeHopByHop(from: &headers)
-        ProxyHeaders.setFraming(.contentLength(Int64(response.body.count)), in: &headers)
-        headers.add(name: "Tandem-Position", value: String(index))
-        headers.add(name: "Tandem-Leader", value: leader?.rawValue ?? proxy.nodeID)
-        if response.replayed { headers.add(name: "Tandem-Replayed", value: "true") }
-        headers.add(name: "Set-Cookie", value: "tandem_pos=\(index); Path=/; SameSite=Lax")
         let clientKeepAlive = recordWriteAnswered(draining: proxy.isDraining)
-        if !clientKeepAlive {
-            headers.add(name: "Connection", value: "close")
-        } else if exchange.head.version == .http1_0 {
-            headers.add(name: "Connection", value: "keep-alive")
-        }
-        connection.write(
-            HTTPSerializer.responseHead(
-                HTTPResponseHead(status: response.status, reason: response.reason, headers: headers)))
+        let connectionOption: String? =
+            !clientKeepAlive ? "close" : exchange.head.version == .http1_0 ? "keep-alive" : nil
+        var head: [UInt8] = []
+        ProxyHeaders.appendWriteAnswerHead(
+            status: response.status, reason: response.reason, headers: response.headers,
+            bodyCount: response.body.count, position: index, leader: leader?.rawValue ?? proxy.nodeID,
+            replayed: response.replayed, connectionOption: connectionOption, into: &head)
+        connection.write(head)
         connection.write(response.body)
         exchange.status = response.status
         completeCurrentExchange()
