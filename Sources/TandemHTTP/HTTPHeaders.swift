@@ -112,6 +112,20 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
 
     public func makeIterator() -> Iterator { Iterator(headers: self) }
 
+    /// Calls `body` with the name and the value of every field, in order, as bytes valid only during the call: for
+    /// callers that copy fields somewhere without a String for each.
+    public func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
+        withFields { raw, spans in
+            for span in spans { body(raw.slice(span.nameRange), raw.slice(span.valueRange)) }
+        }
+    }
+
+    /// Makes room for `fields` more fields holding `bytes` more bytes of names and values in all.
+    public mutating func reserveCapacity(fields: Int, bytes byteCount: Int) {
+        spans.reserveCapacity(spans.count + Swift.max(0, fields))
+        bytes.reserveCapacity(bytes.count + Swift.max(0, byteCount))
+    }
+
     /// Calls `body` with the bytes of every field and the spans locating them (for the module's byte-level walks).
     @inline(__always)
     func withFields<R>(_ body: (UnsafeRawBufferPointer, [Span]) throws -> R) rethrows -> R {

@@ -28,9 +28,11 @@ struct WriteCommand: Equatable {
         Self.appendText(method, lengthBytes: 2, into: &out)
         Self.appendText(target, lengthBytes: 4, into: &out)
         Self.append(UInt64(headers.count), bytes: 2, into: &out)
-        for (name, value) in headers {
-            Self.appendText(name, lengthBytes: 2, into: &out)
-            Self.appendText(value, lengthBytes: 4, into: &out)
+        headers.forEachField { name, value in
+            Self.append(UInt64(name.count), bytes: 2, into: &out)
+            out.append(contentsOf: name)
+            Self.append(UInt64(value.count), bytes: 4, into: &out)
+            out.append(contentsOf: value)
         }
         Self.append(UInt64(body.count), bytes: 4, into: &out)
         out.append(contentsOf: body)
@@ -47,9 +49,14 @@ struct WriteCommand: Equatable {
         guard isTarget(target) else { throw .invalidTarget }
         let count = try reader.integer(2)
         var headers = HTTPHeaders()
+        // Room for every field at once (at most what is left of the entry): growing the field list one field at
+        // a time reallocated it several times per entry applied.
+        headers.reserveCapacity(fields: Int(count), bytes: bytes.count - reader.offset)
         for _ in 0..<count {
             // Checked and copied as bytes: this runs for every entry applied, and a String for each name and
-            // value, checked on its UTF-8 view, was the costliest part of it.
+            // value, checked on its UTF-8 view, was the costliest part of it. The name is checked before the
+            // value is read (a bad name is reported as such even when the value is cut short); `add(checkedName:)`
+            // checks it again, which costs a few instructions per field.
             let name = try reader.bytes(Int(try reader.integer(2)))
             guard name.withUnsafeBytes(isValidFieldName) else {
                 throw String(validating: name, as: UTF8.self) == nil ? .invalidText : .invalidFieldName

@@ -45,4 +45,18 @@ final class HTTPHeadersStorageTests: XCTestCase {
             XCTAssertEqual(String(decoding: buffer, as: UTF8.self), "A\(value)")
         }
     }
+
+    func testForEachFieldGivesWhatIterationGivesAfterEdits() {
+        var headers: HTTPHeaders = ["Host": "a", "X-One": "1", "X-Two": "2"]
+        headers.reserveCapacity(fields: 10, bytes: 200)
+        headers.add(name: "X-Three", value: "3")
+        headers.remove(name: "x-one")
+        headers.setValue("two", at: 1)
+        var seen: [(String, String)] = []
+        headers.forEachField { name, value in
+            seen.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        }
+        XCTAssertEqual(seen.map { "\($0.0)=\($0.1)" }, headers.map { "\($0.name)=\($0.value)" })
+        XCTAssertEqual(seen.map { "\($0.0)=\($0.1)" }, ["Host=a", "X-Two=two", "X-Three=3"])
+    }
 }
