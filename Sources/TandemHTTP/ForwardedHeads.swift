@@ -233,7 +233,9 @@ extension ProxyHeaders {
     }
 
     /// The fields of `headers` that `removeHopByHop` keeps, in order.
-    /// With `droppingContentLength`, `Content-Length` too (a head whose framing the caller restates).
+    /// With `droppingContentLength`, `Content-Length` too (a head whose framing the caller restates). Inlined, so
+    /// that the proxied read's call, which never drops it, carries no test for it.
+    @inline(__always)
     private static func writeEndToEndFields(
         of headers: HTTPHeaders, droppingContentLength: Bool = false, into writer: inout HeadWriter
     ) {
