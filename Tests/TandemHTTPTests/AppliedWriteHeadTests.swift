@@ -20,7 +20,7 @@ final class AppliedWriteHeadTests: XCTestCase {
         return HTTPSerializer.requestHead(HTTPRequestHead(method: method, target: target, headers: headers))
     }
 
-    private func oneFast(
+    private func onePass(
         method: String, target: String, headers: HTTPHeaders, fields: AppliedWriteFields, bodyCount: Int
     ) -> [UInt8] {
         var buffer: [UInt8] = []
@@ -36,7 +36,7 @@ final class AppliedWriteHeadTests: XCTestCase {
         bodyCount: Int = 256, file: StaticString = #filePath, line: UInt = #line
     ) {
         let expected = reference(method: method, target: target, headers: headers, fields: fields, bodyCount: bodyCount)
-        let actual = oneFast(method: method, target: target, headers: headers, fields: fields, bodyCount: bodyCount)
+        let actual = onePass(method: method, target: target, headers: headers, fields: fields, bodyCount: bodyCount)
         XCTAssertEqual(
             String(decoding: actual, as: UTF8.self), String(decoding: expected, as: UTF8.self), file: file, line: line)
     }
@@ -45,7 +45,7 @@ final class AppliedWriteHeadTests: XCTestCase {
         let headers: HTTPHeaders = ["Host": "app", "Content-Type": "application/octet-stream"]
         assertSame(headers: headers)
         let text = String(
-            decoding: oneFast(
+            decoding: onePass(
                 method: "PUT", target: "/kv/a", headers: headers,
                 fields: AppliedWriteFields(index: 42, term: 7, timeMs: 5, redelivery: true), bodyCount: 3),
             as: UTF8.self)
@@ -63,7 +63,7 @@ final class AppliedWriteHeadTests: XCTestCase {
         ])
         assertSame(headers: headers)
         let text = String(
-            decoding: oneFast(
+            decoding: onePass(
                 method: "POST", target: "/c", headers: headers,
                 fields: AppliedWriteFields(index: 1, term: 1, timeMs: 0, redelivery: false), bodyCount: 0),
             as: UTF8.self)
@@ -93,7 +93,7 @@ final class AppliedWriteHeadTests: XCTestCase {
             "Host", "Expect", "expect", "Content-Length", "CONTENT-length", "Transfer-Encoding", "X-Forwarded-For",
             "Forwarded", "Idempotency-Key", "Content-Type", "Exp", "Expects", "Content-Lengths", "TE",
         ]
-        var generator = SplitMix(seed: 0xA991_1ED)
+        var generator = SplitMix64(seed: 0xA991_1ED)
         for _ in 0..<300 {
             var fields: [(String, String)] = []
             for _ in 0..<Int(generator.next() % 12) {
@@ -187,18 +187,5 @@ final class WriteAnswerHeadTests: XCTestCase {
         for number in 0..<80 { fields.append(("X-Answer-\(number)", String(repeating: "w", count: 30))) }
         answer.headers = HTTPHeaders(fields)
         XCTAssertEqual(onePass(answer), reference(answer))
-    }
-}
-
-/// A small seeded generator, so a failure repeats.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
