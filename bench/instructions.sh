@@ -36,15 +36,8 @@ count() { # label port pid callgrind-out
 }
 
 if [ "$WHICH" != haproxy ]; then
-  log="$WORKDIR/tandem.log"
-  env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
-    TANDEM_UPSTREAM="127.0.0.1:$APP_PORT" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID=n1 TANDEM_DATA_DIR="$WORKDIR/data" \
-    valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/tandem.cg" "$BIN/tandem" >"$log" 2>&1 &
-  TPID=$!
-  PIDS+=("$TPID")
-  line=$(wait_for_line "$log" '"msg":"listening"')
-  port=$(echo "$line" | sed 's/.*"client":"[^"]*:\([0-9]*\)".*/\1/')
-  count tandem "$port" "$TPID" "$WORKDIR/tandem.cg"
+  start_tandem_under_callgrind
+  count tandem "$CLIENT_PORT" "$TPID" "$WORKDIR/tandem.cg"
   echo "  per function: callgrind_annotate $WORKDIR/tandem.cg.1 (kept with KEEP_LOGS=1)"
 fi
 if [ "$WHICH" != tandem ]; then

@@ -16,16 +16,9 @@ source scripts/lib.sh
 command -v valgrind >/dev/null || bench_install valgrind
 
 start_app app
-log="$WORKDIR/tandem.log"
-env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
-  TANDEM_UPSTREAM="127.0.0.1:$APP_PORT" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID=n1 TANDEM_DATA_DIR="$WORKDIR/data" \
-  valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/tandem.cg" "$BIN/tandem" >"$log" 2>&1 &
-TPID=$!
-PIDS+=("$TPID")
-line=$(wait_for_line "$log" '"msg":"listening"')
-port=$(echo "$line" | sed 's/.*"client":"[^"]*:\([0-9]*\)".*/\1/')
-admin=$(echo "$line" | sed 's/.*"admin":"[^"]*:\([0-9]*\)".*/\1/')
-wait_ready_port "$admin"
+start_tandem_under_callgrind
+port=$CLIENT_PORT
+wait_ready_port "$ADMIN_PORT"
 wrk -t1 -c"$CONNECTIONS" -d5s -s bench/put-kv.lua "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
 rm -f "$WORKDIR"/tandem.cg.*
 callgrind_control --zero "$TPID" >/dev/null 2>&1
