@@ -15,7 +15,7 @@ struct FramingFields {
     var upgrade = FieldOccurrences()
     var expect = FieldOccurrences()
 
-    init(scanning headers: HTTPHeaders) {
+    init(scanning headers: borrowing HTTPHeaders) {
         headers.withFields { raw, spans in
             for index in spans.indices {
                 let span = spans[index]

@@ -19,7 +19,17 @@ public struct HTTPRequestHead: Sendable, Equatable {
     /// Content-Length): answer `100 Continue` (or a final status) before the client sends the body.
     public var expectsContinue: Bool
     /// The `Upgrade` field when `Connection` names `upgrade` (HTTP/1.1 only, RFC 9110 section 7.8), else nil.
-    public var upgrade: String?
+    public var upgrade: String? {
+        get { hasUpgrade ? upgradeValue : nil }
+        set {
+            hasUpgrade = newValue != nil
+            upgradeValue = newValue ?? ""
+        }
+    }
+    // Stored without an Optional: with an optional String among its fields, every initialization of the head
+    // built it twice, copying and destroying the whole head (two reference counts per array and String).
+    private var upgradeValue: String
+    private var hasUpgrade: Bool
 
     /// Creates a head; the defaults describe a keep-alive HTTP/1.1 request without a body.
     public init(
@@ -33,7 +43,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
         self.keepAlive = keepAlive
         self.framing = framing
         self.expectsContinue = expectsContinue
-        self.upgrade = upgrade
+        self.hasUpgrade = upgrade != nil
+        self.upgradeValue = upgrade ?? ""
     }
 
     /// The path of the target without its query: what route rules match against.
@@ -113,8 +124,9 @@ struct RequestRole: HTTPMessageRole {
         target = targetBytes.asciiString()
     }
 
+    @inline(__always)
     mutating func onHeadComplete(
-        headers: HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
+        headers: consuming HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
     ) throws(HTTPParseError) -> HTTPRequestHead {
         let fields = FramingFields(scanning: headers)
         plan = try fields.declaredFraming(version: version, headers: headers) ?? .none
@@ -130,8 +142,10 @@ struct RequestRole: HTTPMessageRole {
         case .chunked: framing = .chunked
         case .untilClose: preconditionFailure("requests are never delimited by close (RFC 9112 section 6.3)")
         }
-        let upgrade =
-            version == .http1_1 && fields.connectionUpgrade ? fields.upgrade.first.map { headers.value(at: $0) } : nil
+        var upgrade: String?
+        if version == .http1_1 && fields.connectionUpgrade, let position = fields.upgrade.first {
+            upgrade = headers.value(at: position)
+        }
         after = .nextMessage
         return HTTPRequestHead(
             method: method, target: target, version: version, headers: headers,

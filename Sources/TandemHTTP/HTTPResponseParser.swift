@@ -183,8 +183,9 @@ struct ResponseRole: HTTPMessageRole {
         if !phrase.equalsUTF8(of: reason) { reason = String(decoding: phrase, as: UTF8.self) }
     }
 
+    @inline(__always)
     mutating func onHeadComplete(
-        headers: HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
+        headers: consuming HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage
     ) throws(HTTPParseError) -> HTTPResponseHead {
         let fields = FramingFields(scanning: headers)
         // Validate the framing fields even when the status says there is no body: a response carrying both

@@ -31,11 +31,12 @@ final class Exchange {
     var ticket: AdmissionTicket?
 
     init(head: HTTPRequestHead, requestClass: RequestClass, startMicros: Int64) {
-        self.head = head
         self.requestClass = requestClass
         self.startMicros = startMicros
         self.isUpgrade = head.upgrade != nil && requestClass == .bypass
         responseParser.expect(requestMethod: head.method)
+        // Stored last, after its other uses: the head moves in instead of being copied and then destroyed.
+        self.head = head
     }
 
     var isRetriable: Bool {

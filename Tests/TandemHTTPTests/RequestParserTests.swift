@@ -177,6 +177,22 @@ final class RequestParserTests: XCTestCase {
         XCTAssertNil(feedRequests(http10).messages.first?.head?.upgrade)
     }
 
+    /// `upgrade` is stored as a String and a flag (see `HTTPRequestHead`): nil, empty and set stay distinct, and
+    /// equality follows the optional value.
+    func testUpgradeKeepsNilEmptyAndSetApart() {
+        var head = HTTPRequestHead(method: "GET", target: "/ws")
+        XCTAssertNil(head.upgrade)
+        head.upgrade = ""
+        XCTAssertEqual(head.upgrade, "")
+        XCTAssertNotEqual(head, HTTPRequestHead(method: "GET", target: "/ws"))
+        XCTAssertEqual(head, HTTPRequestHead(method: "GET", target: "/ws", upgrade: ""))
+        head.upgrade = "websocket"
+        XCTAssertEqual(head, HTTPRequestHead(method: "GET", target: "/ws", upgrade: "websocket"))
+        head.upgrade = nil
+        XCTAssertNil(head.upgrade)
+        XCTAssertEqual(head, HTTPRequestHead(method: "GET", target: "/ws"))
+    }
+
     func testAnUpgradeRequestStopsBeforeTheTunnelBytes() throws {
         let head = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
         var parser = HTTPRequestParser()
