@@ -81,6 +81,22 @@ public struct HTTPHeaders: Sendable, Sequence, Equatable, ExpressibleByDictionar
                 valueCount: valueRange.count))
     }
 
+    /// Whether the list has room for fields without allocating (an emptied list that kept its storage).
+    var hasReservedStorage: Bool { bytes.capacity > 0 && spans.capacity > 0 }
+
+    /// Removes every field. The storage is kept for the next fields when it holds at most `maxBytes` bytes of
+    /// fields and no other list shares it; otherwise it is freed.
+    mutating func removeAllKeepingCapacity(upToBytes maxBytes: Int) {
+        guard bytes.capacity <= maxBytes, spans.capacity <= maxBytes / MemoryLayout<Span>.stride else {
+            self = HTTPHeaders()
+            return
+        }
+        // Shared storage (a consumer kept the head) would be copied here: an allocation the next message's first
+        // field would make anyway.
+        bytes.removeAll(keepingCapacity: true)
+        spans.removeAll(keepingCapacity: true)
+    }
+
     /// The number of fields (a field repeated on several lines counts once per line).
     public var count: Int { spans.count }
     /// True when there is no field.

@@ -34,6 +34,10 @@ protocol HTTPMessageRole: Sendable {
     ) throws(HTTPParseError) -> Head
     /// The message ended (after its `.end` event).
     mutating func onMessageEnd()
+    /// Whether the next head is parsed into the storage of the last head's fields. Worth it when heads are
+    /// usually dropped after their event (the storage is then free again); otherwise the fields move into the
+    /// head and the next head gets new storage.
+    static var reusesFieldStorage: Bool { get }
 }
 
 enum StepOutcome {
@@ -98,6 +102,18 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
 
     /// Memory held for split lines between calls (for tests of the retention bound).
     var lineBufferCapacityBytes: Int { lineBuffer.capacity }
+
+    /// Trades the field list's storage for `other`'s between messages, both lists empty, so that the storage
+    /// outlives this parser and serves the next one; does nothing otherwise.
+    mutating func exchangeFieldStorage(with other: inout HTTPHeaders) {
+        guard phase == .idle, fields.isEmpty, other.isEmpty else { return }
+        swap(&fields, &other)
+    }
+
+    /// Where the field bytes are stored and how many bytes the storage holds (for tests of its reuse).
+    var fieldStorage: (address: UnsafeRawPointer?, capacityBytes: Int) {
+        fields.bytes.withUnsafeBytes { (UnsafeRawPointer($0.baseAddress), fields.bytes.capacity) }
+    }
 
     /// Discards any partial message and returns to the idle state.
     mutating func reset() {
@@ -322,7 +338,9 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
             try role.onStartLine(content)
             state = .headerLines
             sectionBytesUsed = 0
-            fields = HTTPHeaders(validatedCapacity: 16)
+            // The last head's storage when it was kept (see `HTTPMessageRole.reusesFieldStorage`).
+            assert(fields.isEmpty, "every path out of a message leaves no field behind")
+            if !fields.hasReservedStorage { fields = HTTPHeaders(validatedCapacity: 16) }
             return .proceed
         case .headerLines:
             if content.isEmpty { return try completeHead(onEvent) }
@@ -346,16 +364,14 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
     ) throws(HTTPParseError) -> StepOutcome {
         var plan = BodyPlan.none
         var after = AfterMessage.nextMessage
-        // The head is built into the event itself: built apart and then wrapped, it was copied and destroyed
-        // once more (two reference counts per array and String of the head).
-        let event = HTTPParserEvent.head(try role.onHeadComplete(headers: takeFields(), plan: &plan, after: &after))
-        if case .contentLength(let length) = plan, length > limits.bodyMaxBytes {
-            throw HTTPParseError(.bodyTooLarge, "Content-Length \(length) exceeds \(limits.bodyMaxBytes) bytes")
+        if Role.reusesFieldStorage {
+            // The head shares the storage during its event; once the event is over and the consumer has dropped
+            // the head, the storage is this parser's alone again and is emptied in place.
+            try deliverHead(headers: fields, plan: &plan, after: &after, onEvent)
+            fields.removeAllKeepingCapacity(upToBytes: Self.reusedFieldBytesMax)
+        } else {
+            try deliverHead(headers: takeFields(), plan: &plan, after: &after, onEvent)
         }
-        afterEnd = after
-        bodyBytesSeen = 0
-        sectionBytesUsed = 0
-        onEvent(event)
         switch plan {
         case .none, .contentLength(0): return finishMessage(trailers: nil, onEvent)
         case .contentLength(let length): state = .contentLengthBody(remainingBytes: length)
@@ -377,6 +393,28 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         if !fields.isEmpty { fields = HTTPHeaders() }
         return .messageEnded
     }
+
+    /// Builds the head, checks its declared length and reports it. The event ends with this function, so that the
+    /// caller can find the fields' storage free again.
+    private mutating func deliverHead(
+        headers: consuming HTTPHeaders, plan: inout BodyPlan, after: inout AfterMessage,
+        _ onEvent: (HTTPParserEvent<Role.Head>) -> Void
+    ) throws(HTTPParseError) {
+        // The head is built into the event itself: built apart and then wrapped, it was copied and destroyed
+        // once more (two reference counts per array and String of the head).
+        let event = HTTPParserEvent.head(try role.onHeadComplete(headers: headers, plan: &plan, after: &after))
+        if case .contentLength(let length) = plan, length > limits.bodyMaxBytes {
+            throw HTTPParseError(.bodyTooLarge, "Content-Length \(length) exceeds \(limits.bodyMaxBytes) bytes")
+        }
+        afterEnd = after
+        bodyBytesSeen = 0
+        sectionBytesUsed = 0
+        onEvent(event)
+    }
+
+    /// The largest field storage kept between messages: every response's head fits in it, and a parser between
+    /// messages holds no more than this (a larger head's storage is freed).
+    static var reusedFieldBytesMax: Int { 4096 }
 
     /// Moves the parsed fields out, leaving an empty list: without a copy, so the head that takes them holds the
     /// only reference (a copy and a release cost two atomic operations per array per message).

@@ -155,6 +155,9 @@ struct RequestRole: HTTPMessageRole {
 
     mutating func onMessageEnd() {}
 
+    /// A request's head is kept for its whole exchange: its storage is not free when the next request starts.
+    static var reusesFieldStorage: Bool { false }
+
     /// RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. The value must be a
     /// uri-host with an optional port (or empty).
     private func checkHost(_ host: FieldOccurrences, in headers: HTTPHeaders) throws(HTTPParseError) {

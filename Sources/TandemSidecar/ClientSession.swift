@@ -62,6 +62,9 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     /// Invariant: `exchange != nil` exactly when `machine.hasExchange` (outside the methods that end exchanges).
     private(set) var machine = ClientSessionMachine()
     private var exchange: Exchange?
+    /// The storage of the last response head's fields (emptied; at most the parser's bound), handed from each
+    /// exchange's response parser to the next one's, so that a head is parsed without allocating.
+    private var spareResponseFields = HTTPHeaders()
     private var timer: Timer!
     private var timerPurpose = TimerPurpose.idle
     /// The last method of this connection classified without route rules, and its class (see `classify`).
@@ -208,6 +211,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func beginExchange(_ head: HTTPRequestHead) {
         let requestClass = classify(head)
         let exchange = Exchange(head: head, requestClass: requestClass, startMicros: EventLoop.preciseNowMicros())
+        exchange.responseParser.exchangeFieldStorage(with: &spareResponseFields)
         self.exchange = exchange
         machine.requestHeadParsed(keepAlive: head.keepAlive && !proxy.isDraining)
         timer.cancel()
@@ -667,6 +671,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
     private func finishExchange() {
         guard let exchange else { return }
         self.exchange = nil
+        exchange.responseParser.exchangeFieldStorage(with: &spareResponseFields)
         releaseAdmission(exchange, dropped: false)
         proxy.metrics.recordRequest(
             class: exchange.requestClass.rawValue, status: exchange.status,

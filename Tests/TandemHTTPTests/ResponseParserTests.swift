@@ -198,3 +198,90 @@ final class ResponseEdgeTests: XCTestCase {
         XCTAssertNoThrow(try parser.finishAtEOF())
     }
 }
+
+/// A response parser parses each head into the storage of the last one's fields when the consumer dropped that
+/// head, and never changes a head the consumer kept.
+final class FieldStorageReuseTests: XCTestCase {
+    fileprivate func response(_ value: String) -> [UInt8] {
+        Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Value: \(value)\r\n\r\n".utf8)
+    }
+
+    fileprivate func parseOne(_ parser: inout HTTPResponseParser, _ bytes: [UInt8], _ onHead: (HTTPResponseHead) -> Void)
+        throws
+    {
+        parser.expect(requestMethod: "GET")
+        let used = try bytes.withUnsafeBytes { raw in
+            try parser.parse(raw) { event in
+                if case .head(let head) = event { onHead(head) }
+            }
+        }
+        XCTAssertEqual(used, bytes.count)
+        XCTAssertTrue(parser.isIdle)
+    }
+
+    func testADroppedHeadsStorageIsReusedForTheNextHead() throws {
+        var parser = HTTPResponseParser()
+        var values: [String?] = []
+        try parseOne(&parser, response("first")) { values.append($0.headers.first(name: "X-Value")) }
+        let storage = parser.fieldStorage
+        XCTAssertNotNil(storage.address)
+        XCTAssertGreaterThan(storage.capacityBytes, 0)
+        for round in 0..<5 {
+            try parseOne(&parser, response("value \(round)")) { values.append($0.headers.first(name: "X-Value")) }
+            XCTAssertEqual(parser.fieldStorage.address, storage.address, "round \(round)")
+        }
+        XCTAssertEqual(values, ["first"] + (0..<5).map { "value \($0)" })
+    }
+
+    func testAKeptHeadIsNeverChangedByTheNextOne() throws {
+        var parser = HTTPResponseParser()
+        var kept: [HTTPResponseHead] = []
+        for round in 0..<4 {
+            try parseOne(&parser, response("value \(round)")) { kept.append($0) }
+        }
+        XCTAssertEqual(kept.map { $0.headers.first(name: "X-Value") }, (0..<4).map { "value \($0)" })
+        XCTAssertEqual(kept.map { $0.headers.count }, [2, 2, 2, 2])
+    }
+
+    func testALargeHeadsStorageIsNotKept() throws {
+        var parser = HTTPResponseParser()
+        try parseOne(&parser, response(String(repeating: "v", count: 6000))) { _ in }
+        XCTAssertEqual(parser.fieldStorage.capacityBytes, 0, "storage over the bound is freed after its head")
+        try parseOne(&parser, response("small")) { _ in }
+        XCTAssertGreaterThan(parser.fieldStorage.capacityBytes, 0)
+    }
+}
+
+extension FieldStorageReuseTests {
+    func testTheStorageMovesToTheNextParserOnlyBetweenResponses() throws {
+        var first = HTTPResponseParser()
+        try parseOne(&first, response("first")) { _ in }
+        let storage = first.fieldStorage
+        var spare = HTTPHeaders()
+        first.exchangeFieldStorage(with: &spare)
+        XCTAssertEqual(first.fieldStorage.capacityBytes, 0, "the storage left the first parser")
+
+        var second = HTTPResponseParser()
+        second.exchangeFieldStorage(with: &spare)
+        XCTAssertEqual(second.fieldStorage.address, storage.address)
+        var value: String?
+        try parseOne(&second, response("second")) { value = $0.headers.first(name: "X-Value") }
+        XCTAssertEqual(value, "second")
+        XCTAssertEqual(second.fieldStorage.address, storage.address, "the second parser's head used it")
+
+        // In the middle of a head, the fields stay where they are and the spare is untouched.
+        second.expect(requestMethod: "GET")
+        let partial = Array("HTTP/1.1 200 OK\r\nX-Value: half".utf8)
+        _ = try partial.withUnsafeBytes { raw in try second.parse(raw) { _ in } }
+        var other = HTTPHeaders()
+        second.exchangeFieldStorage(with: &other)
+        XCTAssertEqual(other.count, 0)
+        XCTAssertEqual(second.fieldStorage.address, storage.address)
+        // A spare that holds fields is never swapped in.
+        var third = HTTPResponseParser()
+        var full: HTTPHeaders = ["X-Kept": "yes"]
+        third.exchangeFieldStorage(with: &full)
+        XCTAssertEqual(full.first(name: "X-Kept"), "yes")
+        XCTAssertEqual(third.fieldStorage.capacityBytes, 0)
+    }
+}
