@@ -206,9 +206,9 @@ final class FieldStorageReuseTests: XCTestCase {
         Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Value: \(value)\r\n\r\n".utf8)
     }
 
-    fileprivate func parseOne(_ parser: inout HTTPResponseParser, _ bytes: [UInt8], _ onHead: (HTTPResponseHead) -> Void)
-        throws
-    {
+    fileprivate func parseOne(
+        _ parser: inout HTTPResponseParser, _ bytes: [UInt8], _ onHead: (HTTPResponseHead) -> Void
+    ) throws {
         parser.expect(requestMethod: "GET")
         let used = try bytes.withUnsafeBytes { raw in
             try parser.parse(raw) { event in
