@@ -224,6 +224,13 @@ public struct RaftNode: Sendable {
             || log.hasUnstable || log.hasCommittedToApply || currentRoleChange != lastReportedRole
     }
 
+    /// Takes the pending batch of effects when there is one (`hasReady`), else nil. A mutating call, so that a
+    /// runtime holding the node in a class asks in place: calling the `hasReady` getter on a class's stored
+    /// struct copies the whole node first.
+    public mutating func takeReady() -> Ready? {
+        hasReady ? ready() : nil
+    }
+
     /// Takes the pending batch of effects. Carry it out in the order documented on `Ready`, then call `advance`.
     public mutating func ready() -> Ready {
         precondition(outstanding == nil, "advance the previous Ready before taking another")

@@ -399,9 +399,11 @@ extension ReplicaRuntime {
     /// leader. A member being removed stays reachable until its removal commits, and a leader until it is no longer
     /// the leader: a removed leader must still reach the others to commit its own removal and hand off.
     func syncAddressBook() {
-        let configuration = raft.configuration
-        let committed = raft.committedConfiguration
-        let leader = raft.knownLeader
+        // Read in place: each getter called on `raft` directly would copy the whole core first (this runs on
+        // every tick).
+        let (configuration, committed, leader) = withRaftInPlace {
+            ($0.configuration, $0.committedConfiguration, $0.knownLeader)
+        }
         if let sources = membership.bookSources, sources.configuration == configuration,
             sources.committed == committed, sources.leader == leader
         {

@@ -451,8 +451,7 @@ public final class ReplicaRuntime {
     private func processReady() {
         clock.assertOnOwnThread()
         readyScheduled = false
-        guard !persistInFlight, !stopped, raft.hasReady else { return }
-        let ready = raft.ready()
+        guard !persistInFlight, !stopped, let ready = raft.takeReady() else { return }
         // Step 0: what the core lets leave before the disk (a leader's appends: its fsync and the followers' run
         // side by side).
         for message in ready.messagesBeforePersist { send(message) }
@@ -759,4 +758,13 @@ extension ReplicaRuntime {
 
     /// The log's current start.
     public var logBase: LogBase { raft.logBase }
+}
+
+extension ReplicaRuntime {
+    /// Gives `body` the core in place. Calling a getter on `raft` (a class's stored struct) copies the whole core
+    /// first, log and all; an `inout` access does not. For the paths that run on every tick or every batch.
+    @inline(__always)
+    func withRaftInPlace<Result>(_ body: (inout RaftNode) -> Result) -> Result {
+        body(&raft)
+    }
 }
