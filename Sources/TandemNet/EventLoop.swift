@@ -52,10 +52,13 @@ public final class EventLoop {
     /// The thread that created the loop, and the only one that may touch it (see the threading rule above).
     private let ownerThread = pthread_self()
     /// Connections with staged writes, by priority, and the events that flush them once the callbacks of the
-    /// turn have run (an active event of the same priority runs after those already active).
-    private var pendingFlushes: [[Connection]] = [[], []]
+    /// turn have run (an active event of the same priority runs after those already active). Each entry holds
+    /// one retain of its connection, taken when it is scheduled and given back after its flush: one atomic
+    /// operation each way, where an array of strong references retained and released every connection again
+    /// to append it, iterate over it and empty the batch.
+    private var pendingFlushes: [[Unmanaged<Connection>]] = [[], []]
     /// The batch being flushed, kept between turns so that its storage is reused instead of allocated per turn.
-    private var flushingBatch: [Connection] = []
+    private var flushingBatch: [Unmanaged<Connection>] = []
     private var flushEvents: [OpaquePointer] = []
     private var flushContexts: [FlushContext] = []
 
@@ -72,8 +75,10 @@ public final class EventLoop {
 
     private static let flush: event_callback_fn = { _, _, context in
         guard let context else { return }
-        let flushContext = Unmanaged<FlushContext>.fromOpaque(context).takeUnretainedValue()
-        flushContext.loop.runFlushes(priority: flushContext.priority)
+        // The loop owns its flush contexts and outlives their events: no retain of the context for the call.
+        Unmanaged<FlushContext>.fromOpaque(context)._withUnsafeGuaranteedRef { flushContext in
+            flushContext.loop.runFlushes(priority: flushContext.priority)
+        }
     }
 
     public init() throws(NetError) {
@@ -99,6 +104,7 @@ public final class EventLoop {
     }
 
     deinit {
+        for batch in pendingFlushes { for connection in batch { connection.release() } }
         for event in flushEvents { event_free(event) }
         if let dns { evdns_base_free(dns, 0) }
         event_base_free(base)
@@ -118,14 +124,18 @@ public final class EventLoop {
     func scheduleFlush(_ connection: Connection) {
         let priority = Int(connection.priority.rawValue)
         if pendingFlushes[priority].isEmpty { event_active(flushEvents[priority], 0, 0) }
-        pendingFlushes[priority].append(connection)
+        pendingFlushes[priority].append(Unmanaged.passRetained(connection))
     }
 
     private func runFlushes(priority: Int) {
         // A flush can report a drain whose handler writes again: those join the next batch.
         while !pendingFlushes[priority].isEmpty {
             swap(&flushingBatch, &pendingFlushes[priority])
-            for connection in flushingBatch { connection.flushStaged() }
+            for connection in flushingBatch {
+                // Alive through the call: the batch holds its retain until the line after.
+                connection._withUnsafeGuaranteedRef { $0.flushStaged() }
+                connection.release()
+            }
             flushingBatch.removeAll(keepingCapacity: true)
         }
     }
