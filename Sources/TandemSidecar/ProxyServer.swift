@@ -161,7 +161,9 @@ final class ProxyServer: ListenerDelegate {
     private func writeHead(to connection: Connection, _ serialize: (inout [UInt8]) -> Void) {
         headBuffer.removeAll(keepingCapacity: true)
         serialize(&headBuffer)
-        connection.write(headBuffer)
+        // Written in place: passing the array would copy it out of this class first (a retain and a release).
+        // The write only stages the bytes, so nothing reaches `headBuffer` again during it.
+        headBuffer.withUnsafeMutableBytes { connection.write(UnsafeRawBufferPointer($0)) }
         // A huge head (up to the header limit) does not keep its memory for the life of the process.
         if headBuffer.capacity > Self.headBufferRetainedBytesMax { headBuffer = [] }
     }
