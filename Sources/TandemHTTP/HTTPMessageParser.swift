@@ -412,9 +412,9 @@ struct HTTPMessageParser<Role: HTTPMessageRole>: Sendable {
         onEvent(event)
     }
 
-    /// The largest field storage kept between messages: every response's head fits in it, and a parser between
-    /// messages holds no more than this (a larger head's storage is freed).
-    static var reusedFieldBytesMax: Int { 4096 }
+    /// The largest field storage kept between messages, in bytes of fields (and as many bytes of field positions,
+    /// 64 fields): typical heads fit, and an idle parser holds at most 4 KiB (a larger head's storage is freed).
+    static var reusedFieldBytesMax: Int { 2048 }
 
     /// Moves the parsed fields out, leaving an empty list: without a copy, so the head that takes them holds the
     /// only reference (a copy and a release cost two atomic operations per array per message).
