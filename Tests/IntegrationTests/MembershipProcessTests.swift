@@ -131,8 +131,13 @@ final class MembershipProcessTests: ClusterTestCase {
     func testRemovingTheLeaderHandsLeadershipOffAndTheRemovedNodeTakesNoPart() throws {
         let leader = try startFounders()
         let n4 = try join("n4", through: leader)
+        // Promoted and committed: a removal asked while n4's promotion is in the log but not committed yet is
+        // answered 409 change_in_progress (one change at a time), which is right but not what this test is about.
         XCTAssertTrue(
-            waitUntil(seconds: 60) { self.roles(leader)?.voters == ["n1", "n2", "n3", "n4"] },
+            waitUntil(seconds: 60) {
+                self.roles(leader)?.voters == ["n1", "n2", "n3", "n4"]
+                    && (self.members(leader)?["committed"] as? Bool) == true
+            },
             "\(members(leader) ?? [:])")
         _ = n4
         // Asked of a follower: relayed to the leader, which removes itself, then hands off.
