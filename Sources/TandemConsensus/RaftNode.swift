@@ -274,6 +274,33 @@ public struct RaftNode: Sendable {
         return batch
     }
 
+    /// Messages that may leave while a Ready is outstanding (its persistence still running), taken out of the next
+    /// batch: heartbeats and their answers in a term already durable here. They promise nothing about this node's
+    /// disk (no entry, no vote), and liveness must not wait for it. When they waited, a node whose fsync took longer
+    /// than the election timeout fell silent for that long: a leader whose followers' disks stalled together
+    /// stepped down through check-quorum, and followers suspected a leader whose own disk stalled, with no node
+    /// or link down. Empty when no Ready is outstanding (`ready()` hands everything out then) or when the term is
+    /// not yet durable.
+    public mutating func takeMessagesFreeOfDisk() -> [Message] {
+        guard outstanding != nil, term == durableHardState.term else { return [] }
+        let durableTerm = durableHardState.term
+        func isFree(_ message: Message) -> Bool {
+            switch message {
+            case .heartbeat(let beat): return beat.term == durableTerm
+            case .heartbeatResponse(let answer): return answer.term == durableTerm
+            default: return false
+            }
+        }
+        guard pending.messages.contains(where: isFree) else { return [] }
+        var free: [Message] = []
+        var held: [Message] = []
+        for message in pending.messages {
+            if isFree(message) { free.append(message) } else { held.append(message) }
+        }
+        pending.messages = held
+        return free
+    }
+
     /// The runtime carried out everything in `ready` (persisted, sent, applied, released).
     public mutating func advance(_ ready: Ready) {
         guard let done = outstanding else { preconditionFailure("advance without an outstanding Ready") }

@@ -451,7 +451,13 @@ public final class ReplicaRuntime {
     private func processReady() {
         clock.assertOnOwnThread()
         readyScheduled = false
-        guard !persistInFlight, !stopped, let ready = raft.takeReady() else { return }
+        guard !stopped else { return }
+        if persistInFlight {
+            // Heartbeats and their answers do not wait for the disk (see `RaftNode.takeMessagesFreeOfDisk`).
+            for message in raft.takeMessagesFreeOfDisk() { send(message) }
+            return
+        }
+        guard let ready = raft.takeReady() else { return }
         // Step 0: what the core lets leave before the disk (a leader's appends: its fsync and the followers' run
         // side by side).
         for message in ready.messagesBeforePersist { send(message) }

@@ -116,6 +116,21 @@ extension Simulation {
         }
     }
 
+    /// Messages sent while a node's persistence runs promise nothing about its disk: heartbeats and their answers
+    /// only, in the term its disk already holds.
+    func checkFreeOfDisk(_ index: Int, _ messages: [Message]) {
+        let durableTerm = nodes[index].disk.hardState.term
+        for message in messages {
+            switch message {
+            case .heartbeat(let beat) where beat.term == durableTerm: continue
+            case .heartbeatResponse(let answer) where answer.term == durableTerm: continue
+            default:
+                fail("\(nodes[index].id) sent \(message) while its persistence ran (durable term \(durableTerm))")
+                return
+            }
+        }
+    }
+
     /// Log matching, checked on every entry a node hands out for persistence.
     func checkReady(_ index: Int, _ ready: Ready) {
         let raft = nodes[index].raft!

@@ -413,6 +413,12 @@ public final class Simulation {
 
     /// Takes Ready batches while the node has them, carrying each out (at once, or after a simulated fsync).
     func pump(_ index: Int) {
+        if report.violation == nil, nodes[index].isUp, nodes[index].readyInFlight != nil {
+            // What may leave while the disk works goes now, as in the runtime.
+            let free = nodes[index].raft!.takeMessagesFreeOfDisk()
+            checkFreeOfDisk(index, free)
+            for message in free { send(message) }
+        }
         var rounds = 0
         while report.violation == nil, nodes[index].isUp, nodes[index].readyInFlight == nil,
             nodes[index].raft!.hasReady

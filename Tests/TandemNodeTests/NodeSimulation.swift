@@ -23,6 +23,9 @@ struct NodeSimulationOptions: CustomStringConvertible {
     /// The longest fsync on an ordinary disk, and on the one slow disk (if any).
     var diskLatencyMs: Int64 = 3
     var slowDiskLatencyMs: Int64 = 0
+    /// How many nodes (the first ones) have the slow disk, and from when in the run (0: from the start).
+    var slowDiskCount = 1
+    var slowDiskAfterMs: Int64 = 0
     var fsyncFailureChance = 0.0
     /// Some proposals are large (tens to hundreds of KiB) against a small message and frame limit.
     var largeEntries = false
@@ -66,6 +69,10 @@ struct NodeSimulationReport {
     var fsyncFailures = 0
     var appRestarts = 0
     var redeliveries = 0
+    /// Elections started over the whole run (`ReplicaCounters.elections` summed over the nodes at the end), and
+    /// up to the moment the slow disks began when `slowDiskAfterMs` is set.
+    var elections: UInt64 = 0
+    var electionsBeforeSlowDisks: UInt64 = 0
 }
 
 /// The app beside one node: durable across its sidecar's restarts, it records every index it is handed. It may
@@ -164,7 +171,7 @@ final class NodeSimulation {
         network = SimNetwork(world: world)
         for k in 1...options.nodeCount {
             let name = options.longIDs ? "tandem-replica-\(k)-" + String(repeating: "x", count: 24) : "n\(k)"
-            let slow = k == 1 && options.slowDiskLatencyMs > 0
+            let slow = k <= options.slowDiskCount && options.slowDiskLatencyMs > 0 && options.slowDiskAfterMs == 0
             slots.append(
                 Slot(id: NodeID(name), diskLatencyMs: slow ? options.slowDiskLatencyMs : options.diskLatencyMs))
         }
@@ -193,6 +200,16 @@ final class NodeSimulation {
         chaosEndsMicros = options.chaosMs * 1000
         scheduleClient()
         scheduleChaos()
+        if options.slowDiskAfterMs > 0 && options.slowDiskLatencyMs > 0 {
+            world.schedule(afterMicros: options.slowDiskAfterMs * 1000) { [weak self] in
+                guard let self else { return }
+                self.report.electionsBeforeSlowDisks = self.electionsSoFar
+                for slot in self.slots.prefix(self.options.slowDiskCount) {
+                    slot.diskLatencyMs = self.options.slowDiskLatencyMs
+                    slot.disk?.maxLatencyMs = self.options.slowDiskLatencyMs
+                }
+            }
+        }
         world.run(untilMicros: chaosEndsMicros) { report.violation != nil }
         guard report.violation == nil else { return report }
         // Calm: every node up, links healed, disks sound; the cluster must converge and keep committing.
@@ -207,8 +224,11 @@ final class NodeSimulation {
         world.run(untilMicros: world.nowMicros + options.settleMs * 1000) { report.violation != nil }
         guard report.violation == nil else { return report }
         checkConvergence()
+        report.elections = electionsSoFar
         return report
     }
+
+    private var electionsSoFar: UInt64 { slots.compactMap { $0.runtime?.counters.elections }.reduce(0, +) }
 
     private func checkConvergence() {
         let applied = slots.map { $0.app.lastIndex }

@@ -41,10 +41,39 @@ final class NodeSimulationTests: XCTestCase {
         XCTAssertGreaterThan(totals.committed, seeds.count * 10, "the runs did commit writes")
     }
 
+    /// Found by the stability benchmark, where one follower's writes were throttled to 20 IOPS on a disk the other
+    /// nodes share: the leader stepped down through check-quorum with every node and link up. A node carried out
+    /// nothing while an fsync ran, heartbeat answers included, so a node whose fsync outlasted the election
+    /// timeout fell silent for as long. Here every node's fsync takes up to 2.5 s (seconds, as on a saturated
+    /// or throttled device) from the 3rd second on, under a steady stream of writes: not one election may start,
+    /// and the writes still commit once the disks recover.
+    func testFsyncsSlowerThanTheElectionTimeoutOnEveryNodeStartNoElection() {
+        var options = NodeSimulationOptions(seed: 0x5107_d15c)
+        options.chaosMs = 30_000
+        options.crashesPerSecond = 0
+        options.gracefulRestartsPerSecond = 0
+        options.blipsPerSecond = 0
+        options.appRestartsPerSecond = 0
+        options.podCrashesPerSecond = 0
+        options.slowDiskLatencyMs = 2_500
+        options.slowDiskCount = options.nodeCount
+        options.slowDiskAfterMs = 3_000
+        let report = NodeSimulation(options: options).run()
+        XCTAssertNil(report.violation)
+        XCTAssertGreaterThan(report.electionsBeforeSlowDisks, 0, "a leader was elected before the disks slowed")
+        XCTAssertEqual(
+            report.elections, report.electionsBeforeSlowDisks,
+            "elections started while every node and link was up, only the disks slow")
+        XCTAssertGreaterThan(report.committed, 100, "the writes committed")
+    }
+
     /// Found by the swarm: a node crashed after its app got an entry the disk had not recorded as applied, came
     /// back, and was stopped gracefully before that entry came round again; the next start must still mark it.
+    /// The seed fails when a clean stop forgets the crash's redelivery window (checked by reverting that fix). It
+    /// changes when the runtime's timing does: the first one stopped reaching this schedule once heartbeats no
+    /// longer waited for the disk; the swarm's 150th, 162nd, 165th and 166th seeds reach it now.
     func testAGracefulStopAfterACrashStillMarksWhatTheCrashLeftUncertain() {
-        let options = NodeSimulationOptions.swarm(seed: 2_654_435_769)
+        let options = NodeSimulationOptions.swarm(seed: 398_165_365_350)
         let report = NodeSimulation(options: options).run()
         XCTAssertNil(report.violation, "\(options)")
         XCTAssertGreaterThan(report.redeliveries, 0, "the schedule still redelivers after the graceful restart")
