@@ -53,37 +53,6 @@ final class ConnectionSendNowTests: XCTestCase {
         }
     }
 
-    private func connectClient(port: UInt16) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(.EMFILE) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard result == 0 else {
-            close(fd)
-            throw POSIXError(.ECONNREFUSED)
-        }
-        return fd
-    }
-
-    /// Turns the loop until `condition` holds or `seconds` pass; returns whether it held.
-    private func run(_ loop: EventLoop, seconds: Double = 10, until condition: @escaping () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        let check = TandemNet.Timer(loop: loop) {
-            if condition() || Date() > deadline { loop.stop() }
-        }
-        check.scheduleRepeating(everyMs: 5)
-        loop.run()
-        check.invalidate()
-        return condition()
-    }
-
     /// One ping through a fresh server; returns the server after its drain (or after 10 s without one).
     private func ping(sendNow: Bool, writeAfterSending: String = "") throws -> (Server, rest: [UInt8]) {
         let loop = try EventLoop()
@@ -92,11 +61,11 @@ final class ConnectionSendNowTests: XCTestCase {
         server.writeAfterSending = Array(writeAfterSending.utf8)
         let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
         listener.delegate = server
-        let client = try connectClient(port: listener.port)
+        let client = try connectLoopbackClient(port: listener.port)
         defer { close(client) }
         server.clientFD = client
         XCTAssertEqual(send(client, "ping", 4, 0), 4)
-        XCTAssertTrue(run(loop) { server.drains > 0 }, "no drain was reported")
+        XCTAssertTrue(runLoop(loop) { server.drains > 0 }, "no drain was reported")
         // Whatever the callback did not see arrives once the turn's flush has run.
         var rest: [UInt8] = []
         let expected = 4 + server.writeAfterSending.count
