@@ -93,9 +93,6 @@ public final class Connection {
     /// `readChunkBytes` of room. A connection of small requests and answers keeps a small input; a stream grows it.
     private var lastReceiveFilledItsRoom = false
     private var isFlushScheduled = false
-    /// `sendStagedNow` emptied the staging buffer into the socket: the turn's flush still reports the drain, so
-    /// that the delegate hears of it at the same point of the turn as after any other flush.
-    private var drainOwed = false
     /// True once the socket is connected (accepted sockets at once, outbound ones at `BEV_EVENT_CONNECTED`): only
     /// then may staged bytes go to the socket without the bufferevent.
     private var isEstablished = false
@@ -408,13 +405,7 @@ public final class Connection {
     /// bufferevent to meet again and report through the delegate, so errors have one path.
     func flushStaged() {
         isFlushScheduled = false
-        let owed = drainOwed
-        drainOwed = false
-        guard let bev, isPlain, !closeRequested else { return }
-        guard !staging.isEmpty else {
-            if owed { drained() }
-            return
-        }
+        guard let bev, isPlain, !closeRequested, !staging.isEmpty else { return }
         let output = bufferevent_get_output(bev)
         if isEstablished && evbuffer_get_length(output) == 0 {
             let pending = staging.readable
@@ -431,22 +422,6 @@ public final class Connection {
         let rest = staging.readable
         evbuffer_add(output, rest.baseAddress, rest.count)
         staging.removeAll()
-    }
-
-    /// Offers what this turn staged to the socket now instead of after the turn's callbacks. For a caller that has
-    /// just staged the last byte of a message: on a request-response connection the peer can start on it while this
-    /// side finishes its bookkeeping, instead of after it. Only a socket with nothing queued ahead takes bytes here;
-    /// whatever it does not take, and the drain report, are left to the turn's flush as usual (no delegate call
-    /// from inside the caller).
-    public func sendStagedNow() {
-        guard isFlushScheduled, isEstablished, isPlain, !closeRequested, !staging.isEmpty, let bev,
-            evbuffer_get_length(bufferevent_get_output(bev)) == 0
-        else { return }
-        let pending = staging.readable
-        let sent = Glibc.send(fd, pending.baseAddress, pending.count, Int32(Glibc.MSG_NOSIGNAL))
-        guard sent > 0 else { return }
-        staging.consume(sent)
-        if staging.isEmpty { drainOwed = true }
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -610,10 +585,9 @@ public final class Connection {
     /// that output was empty all along (on connecting, or on a stale write event), while staged bytes wait for
     /// the turn's flush: the connection has not drained then, and reporting it would close a connection that
     /// `closeAfterFlush()` marked before its bytes left. The flush reports the drain itself (see
-    /// `flushStaged()`), or hands the bytes to the bufferevent, whose callback then reports it. Bytes that
-    /// `sendStagedNow()` sent count as staged until that flush: it owes their drain, reported once.
+    /// `flushStaged()`), or hands the bytes to the bufferevent, whose callback then reports it.
     private func bufferEventDrained() {
-        if isPlain && (!staging.isEmpty || drainOwed) { return }
+        if isPlain && !staging.isEmpty { return }
         drained()
     }
 

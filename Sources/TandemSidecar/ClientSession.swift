@@ -460,9 +460,7 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
                 if forwarded != nil { _ = ProxyHeaders.removeForbiddenTrailers(from: &forwarded!) }
                 upstream.connection.write(HTTPSerializer.lastChunk(trailers: forwarded))
             }
-            if let upstream = exchange.upstream, upstream.isConnected {
-                // The request is whole: the app starts on it while this turn goes on.
-                upstream.connection.sendStagedNow()
+            if exchange.upstream?.isConnected == true {
                 arm(.upstreamResponse, proxy.settings.upstreamResponseTimeoutMs)
             }
             if finish { finishExchange() }
@@ -672,8 +670,6 @@ final class ClientSession: ConnectionDelegate, UpstreamOwner {
 
     private func finishExchange() {
         guard let exchange else { return }
-        // The answer is whole: it leaves now, and the client reads it while the bookkeeping below runs.
-        connection.sendStagedNow()
         self.exchange = nil
         exchange.responseParser.exchangeFieldStorage(with: &spareResponseFields)
         releaseAdmission(exchange, dropped: false)
