@@ -7,10 +7,13 @@
 #                data disk (cgroup v1 blkio.throttle.write_iops_device): its fsyncs take ~200 ms instead of ~1.
 # A correct detector reports zero elections in both. The writes' answers are counted too (a write that fails is a
 # sign of trouble even without an election). Needs root for the cgroup (the slow-disk phase is skipped otherwise).
-# Usage: [BIN=.build/release] scripts/bench-stability.sh [minutes per phase, default 10]
+# At the end each node's longest fsync is printed (the throttled follower's, and what the shared disk did to the
+# others). BENCH_KEEP_LOGS=DIR keeps the nodes' logs (role changes with times).
+# Usage: [BIN=.build/release] [STABILITY_PHASES="cpu disk"] scripts/bench-stability.sh [minutes per phase, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
+PHASES=${STABILITY_PHASES:-cpu disk}
 scripts/ensure-deps.sh
 source bench/lib.sh
 bench_install stress-ng
@@ -62,17 +65,21 @@ phase() {
   echo "   $name: ${ROWS[-1]}" >&2
 }
 
-echo "== phase 1: CPU saturated ($(( $(nproc) * 2 )) stress-ng workers) for $MINUTES min" >&2
-stress-ng --cpu $(( $(nproc) * 2 )) --cpu-method matrixprod --timeout "$((MINUTES * 60 + 30))s" >/dev/null 2>&1 &
-STRESS=$!
-PIDS+=("$STRESS")
-phase "CPU saturated (stress-ng --cpu $(( $(nproc) * 2 )))"
-kill "$STRESS" 2>/dev/null || true; wait "$STRESS" 2>/dev/null || true; forget_pid "$STRESS"
+if [[ " $PHASES " == *" cpu "* ]]; then
+  echo "== phase 1: CPU saturated ($(( $(nproc) * 2 )) stress-ng workers) for $MINUTES min" >&2
+  stress-ng --cpu $(( $(nproc) * 2 )) --cpu-method matrixprod --timeout "$((MINUTES * 60 + 30))s" >/dev/null 2>&1 &
+  STRESS=$!
+  PIDS+=("$STRESS")
+  phase "CPU saturated (stress-ng --cpu $(( $(nproc) * 2 )))"
+  kill "$STRESS" 2>/dev/null || true; wait "$STRESS" 2>/dev/null || true; forget_pid "$STRESS"
+fi
 
 SLOW=""
 for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { SLOW=$n; break; }; done
 disk=$(stat -c '%d' "$BENCH_DATA"); major=$((disk >> 8)); minor=$((disk & 255))
-if [ "$(id -u)" = 0 ] && [ -d /sys/fs/cgroup/blkio ] && mkdir "$CGROUP" 2>/dev/null; then
+if [[ " $PHASES " != *" disk "* ]]; then
+  SLOW_NOTE="slow-disk phase not asked for"
+elif [ "$(id -u)" = 0 ] && [ -d /sys/fs/cgroup/blkio ] && mkdir "$CGROUP" 2>/dev/null; then
   echo "$major:$minor 20" >"$CGROUP/blkio.throttle.write_iops_device"
   echo "${TPID[$SLOW]}" >"$CGROUP/cgroup.procs"
   echo "== phase 2: follower $SLOW's disk writes throttled to 20 IOPS ($major:$minor) for $MINUTES min" >&2
@@ -87,6 +94,11 @@ fi
 echo "Elections without a failure: 3 Tandem nodes, default timing (heartbeat 100ms, phi threshold 8, election timeout" \
   "1s), a PUT every 50 ms through each node in turn; $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem" \
   "${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}; $SLOW_NOTE."
+longest=""
+for n in "${NODES[@]}"; do
+  longest+="$n $(awk -v s="$(tandem_metric "${ADMIN[$n]}" tandem_fsync_max_seconds)" 'BEGIN { printf "%.0f ms", s * 1000 }'), "
+done
+echo "Longest fsync per node over the run: ${longest%, }."
 echo
 echo "| phase | minutes | elections started | leader changes seen | terms before -> after | writes ok | writes failed | peak load (1 min) |"
 echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"

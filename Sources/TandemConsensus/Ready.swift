@@ -13,6 +13,9 @@
 /// 4. Then release `readyReads` (serve each once the local applied index reaches its index), fail `failedReads`,
 ///    and report `acceptedProposals` / `rejectedProposals` to whoever waits for them.
 /// 5. Then call `RaftNode.advance(_:)` with this Ready. Only one Ready may be outstanding at a time.
+///
+/// While one is outstanding, `RaftNode.takeMessagesFreeOfDisk()` hands out heartbeats and their answers in a term
+/// already durable: send them at once, so that a slow fsync does not silence the node.
 public struct Ready: Sendable {
     /// Non-nil when term, vote or commit index changed since the last Ready.
     public var hardState: HardState?
