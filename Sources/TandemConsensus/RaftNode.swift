@@ -103,6 +103,8 @@ public struct RaftNode: Sendable {
     var lastReportedRole: RoleChange
     /// The Ready handed out and not yet advanced.
     var outstanding: OutstandingReady?
+    /// When the outstanding Ready was handed out (this node's clock).
+    var outstandingSinceMs: Int64 = 0
     /// The last committed index the runtime carried out (handed to its applier and advanced past).
     var carriedOutIndex: UInt64
 
@@ -267,6 +269,7 @@ public struct RaftNode: Sendable {
             }
             batch.messages = held
         }
+        outstandingSinceMs = nowMs
         outstanding = OutstandingReady(
             hardState: batch.hardState,
             lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, handedOutThrough: log.handedOutIndex)
@@ -281,12 +284,17 @@ public struct RaftNode: Sendable {
     /// stepped down through check-quorum, and followers suspected a leader whose own disk stalled, with no node
     /// or link down. Empty when no Ready is outstanding (`ready()` hands everything out then) or when the term is
     /// not yet durable.
+    ///
+    /// A leader's heartbeats are free only for `leaderDiskStallLimitMs`: a leader whose disk has not finished one
+    /// Ready by then goes quiet again, so that a disk that hangs does not hold the leadership (and every write) while
+    /// the followers could elect a leader whose disk works.
     public mutating func takeMessagesFreeOfDisk() -> [Message] {
         guard outstanding != nil, term == durableHardState.term else { return [] }
         let durableTerm = durableHardState.term
+        let heartbeatsFree = role != .leader || nowMs - outstandingSinceMs < leaderDiskStallLimitMs
         func isFree(_ message: Message) -> Bool {
             switch message {
-            case .heartbeat(let beat): return beat.term == durableTerm
+            case .heartbeat(let beat): return heartbeatsFree && beat.term == durableTerm
             case .heartbeatResponse(let answer): return answer.term == durableTerm
             default: return false
             }
@@ -300,6 +308,10 @@ public struct RaftNode: Sendable {
         pending.messages = held
         return free
     }
+
+    /// How long a leader's disk may take over one Ready while the leader still heartbeats: twice the election
+    /// timeout (2 s by default). Followers then suspect it within about another election timeout.
+    public var leaderDiskStallLimitMs: Int64 { config.electionTimeoutMs * 2 }
 
     /// The runtime carried out everything in `ready` (persisted, sent, applied, released).
     public mutating func advance(_ ready: Ready) {

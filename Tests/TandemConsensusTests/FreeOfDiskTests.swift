@@ -108,6 +108,16 @@ final class FreeOfDiskTests: XCTestCase {
         XCTAssertEqual(
             Set(free.compactMap { if case .heartbeat(let beat) = $0 { beat.to } else { nil } }), [n2, n3], "\(free)")
         XCTAssertEqual(free.count, 2)
+
+        // A disk that has not finished by the stall limit is taken for hung: the leader goes quiet, so that its
+        // followers can elect a leader whose disk works. What it holds leaves after the sync, if that ever comes.
+        let limit = node.leaderDiskStallLimitMs
+        node.tick(nowMs: now + limit - 10)
+        XCTAssertEqual(node.takeMessagesFreeOfDisk().count, 2, "still heartbeating just before the limit")
+        node.tick(nowMs: now + limit + 100)
+        XCTAssertEqual(node.takeMessagesFreeOfDisk(), [], "quiet past the limit")
         node.advance(persisting)
+        let after = try XCTUnwrap(node.takeReady())
+        XCTAssertTrue(after.messagesBeforePersist.contains { if case .heartbeat = $0 { true } else { false } })
     }
 }
