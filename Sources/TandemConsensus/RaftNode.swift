@@ -103,8 +103,6 @@ public struct RaftNode: Sendable {
     var lastReportedRole: RoleChange
     /// The Ready handed out and not yet advanced.
     var outstanding: OutstandingReady?
-    /// When the outstanding Ready was handed out (this node's clock).
-    var outstandingSinceMs: Int64 = 0
     /// The last committed index the runtime carried out (handed to its applier and advanced past).
     var carriedOutIndex: UInt64
 
@@ -118,6 +116,8 @@ public struct RaftNode: Sendable {
         var hardState: HardState?
         var lastPersisted: (index: UInt64, term: UInt64)?
         var handedOutThrough: UInt64
+        /// When it was handed out (this node's clock).
+        var sinceMs: Int64
     }
 
     /// Creates a node from what its runtime recovered from disk. `seed` drives its election timeouts only.
@@ -269,10 +269,10 @@ public struct RaftNode: Sendable {
             }
             batch.messages = held
         }
-        outstandingSinceMs = nowMs
         outstanding = OutstandingReady(
             hardState: batch.hardState,
-            lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, handedOutThrough: log.handedOutIndex)
+            lastPersisted: unstable.entries.last.map { ($0.index, $0.term) }, handedOutThrough: log.handedOutIndex,
+            sinceMs: nowMs)
         checkInvariants()
         return batch
     }
@@ -289,9 +289,9 @@ public struct RaftNode: Sendable {
     /// Ready by then goes quiet again, so that a disk that hangs does not hold the leadership (and every write) while
     /// the followers could elect a leader whose disk works.
     public mutating func takeMessagesFreeOfDisk() -> [Message] {
-        guard outstanding != nil, term == durableHardState.term else { return [] }
+        guard let outstanding, term == durableHardState.term else { return [] }
         let durableTerm = durableHardState.term
-        let heartbeatsFree = role != .leader || nowMs - outstandingSinceMs < leaderDiskStallLimitMs
+        let heartbeatsFree = role != .leader || nowMs - outstanding.sinceMs < leaderDiskStallLimitMs
         func isFree(_ message: Message) -> Bool {
             switch message {
             case .heartbeat(let beat): return heartbeatsFree && beat.term == durableTerm

@@ -44,6 +44,38 @@ final class ConnectionReadingTests: XCTestCase {
         }
     }
 
+    /// A blocking client socket connected to `port`.
+    private func connectClient(port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
+        return fd
+    }
+
+    /// Turns the loop until `condition` holds or `seconds` pass; returns whether it held.
+    private func run(_ loop: EventLoop, seconds: Double = 10, until condition: @escaping () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        let check = TandemNet.Timer(loop: loop) {
+            if condition() || Date() > deadline { loop.stop() }
+        }
+        check.scheduleRepeating(everyMs: 5)
+        loop.run()
+        check.invalidate()
+        return condition()
+    }
+
     /// Turns the loop for `milliseconds`, whatever happens.
     private func idle(_ loop: EventLoop, milliseconds: Int64) {
         let stop = TandemNet.Timer(loop: loop) { loop.stop() }
@@ -59,12 +91,12 @@ final class ConnectionReadingTests: XCTestCase {
         recorder.highWatermark = 1000
         let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
         listener.delegate = recorder
-        let client = try connectLoopbackClient(port: listener.port)
+        let client = try connectClient(port: listener.port)
         defer { close(client) }
         let payload = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         // 50 kB fit in the loopback socket buffers: the send completes without the server reading.
         XCTAssertEqual(payload.withUnsafeBytes { send(client, $0.baseAddress, $0.count, 0) }, payload.count)
-        XCTAssertTrue(runLoop(loop) { recorder.connection?.inputCount ?? 0 > 0 })
+        XCTAssertTrue(run(loop) { recorder.connection?.inputCount ?? 0 > 0 })
         idle(loop, milliseconds: 100)
         let connection = try XCTUnwrap(recorder.connection)
         XCTAssertEqual(connection.inputCount, 1000, "buffered up to the mark, not beyond, however long the loop turns")
@@ -77,7 +109,7 @@ final class ConnectionReadingTests: XCTestCase {
             }
             XCTAssertLessThanOrEqual(received.count - before, 1000, "never more than the mark buffered")
             XCTAssertTrue(
-                runLoop(loop, seconds: 5) { connection.inputCount > 0 || received.count == payload.count },
+                run(loop, seconds: 5) { connection.inputCount > 0 || received.count == payload.count },
                 "reading did not resume after the input was consumed (\(received.count) of \(payload.count))")
         }
         XCTAssertEqual(received, payload)
@@ -89,9 +121,9 @@ final class ConnectionReadingTests: XCTestCase {
         recorder.pauseAfterFirstInput = true
         let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
         listener.delegate = recorder
-        let client = try connectLoopbackClient(port: listener.port)
+        let client = try connectClient(port: listener.port)
         XCTAssertEqual(send(client, "abc", 3, 0), 3)
-        XCTAssertTrue(runLoop(loop) { recorder.events == ["input abc"] }, "\(recorder.events)")
+        XCTAssertTrue(run(loop) { recorder.events == ["input abc"] }, "\(recorder.events)")
         // Paused now: more bytes and the EOF arrive, and nothing is reported.
         XCTAssertEqual(send(client, "def", 3, 0), 3)
         close(client)
@@ -102,7 +134,7 @@ final class ConnectionReadingTests: XCTestCase {
         XCTAssertTrue(connection.isOpen)
         connection.enableReading()
         XCTAssertEqual(recorder.events, ["input abc"], "nothing is reported from inside enableReading()")
-        XCTAssertTrue(runLoop(loop) { recorder.events.count == 3 }, "\(recorder.events)")
+        XCTAssertTrue(run(loop) { recorder.events.count == 3 }, "\(recorder.events)")
         XCTAssertEqual(recorder.events, ["input abc", "input abcdef", "closed peer closed"])
     }
 
@@ -112,7 +144,7 @@ final class ConnectionReadingTests: XCTestCase {
         recorder.recordBytes = 1000
         let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
         listener.delegate = recorder
-        let client = try connectLoopbackClient(port: listener.port)
+        let client = try connectClient(port: listener.port)
         defer { close(client) }
         let payload = (0..<1_000_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 9) }
         // Odd-sized sends from another thread while the loop reads, so records straddle reads and a partial one
@@ -132,7 +164,7 @@ final class ConnectionReadingTests: XCTestCase {
         }
         sender.start()
         XCTAssertTrue(
-            runLoop(loop) { recorder.received.count == payload.count },
+            run(loop) { recorder.received.count == payload.count },
             "\(recorder.received.count) of \(payload.count) bytes consumed")
         XCTAssertEqual(recorder.received, payload)
         XCTAssertEqual(try XCTUnwrap(recorder.connection).inputCount, 0)
