@@ -26,6 +26,9 @@ struct NodeSimulationOptions: CustomStringConvertible {
     /// How many nodes (the first ones) have the slow disk, and from when in the run (0: from the start).
     var slowDiskCount = 1
     var slowDiskAfterMs: Int64 = 0
+    /// From then, for that long, no fsync of the node leading at that moment completes (a hung device).
+    var hungLeaderDiskAtMs: Int64 = 0
+    var hungLeaderDiskForMs: Int64 = 0
     var fsyncFailureChance = 0.0
     /// Some proposals are large (tens to hundreds of KiB) against a small message and frame limit.
     var largeEntries = false
@@ -73,6 +76,11 @@ struct NodeSimulationReport {
     /// up to the moment the slow disks began when `slowDiskAfterMs` is set.
     var elections: UInt64 = 0
     var electionsBeforeSlowDisks: UInt64 = 0
+    /// With `hungLeaderDiskAtMs`: the leader whose disk hung, how long after the hang began another node led, and
+    /// how many entries the other nodes' apps applied during the hang (the fewest of them).
+    var hungLeader: NodeID?
+    var otherLeaderAfterHangMs: Int64?
+    var appliedElsewhereDuringHang: UInt64 = 0
 }
 
 /// The app beside one node: durable across its sidecar's restarts, it records every index it is handed. It may
@@ -210,6 +218,9 @@ final class NodeSimulation {
                 }
             }
         }
+        if options.hungLeaderDiskAtMs > 0 && options.hungLeaderDiskForMs > 0 {
+            world.schedule(afterMicros: options.hungLeaderDiskAtMs * 1000) { [weak self] in self?.hangLeaderDisk() }
+        }
         world.run(untilMicros: chaosEndsMicros) { report.violation != nil }
         guard report.violation == nil else { return report }
         // Calm: every node up, links healed, disks sound; the cluster must converge and keep committing.
@@ -226,6 +237,37 @@ final class NodeSimulation {
         checkConvergence()
         report.elections = electionsSoFar
         return report
+    }
+
+    /// Hangs the current leader's disk, then watches for another leader and for the others' progress meanwhile.
+    private func hangLeaderDisk() {
+        guard let leader = slots.first(where: { $0.runtime?.status.role == .leader }), let disk = leader.disk else {
+            return
+        }
+        let startMicros = world.nowMicros
+        let endMicros = startMicros + options.hungLeaderDiskForMs * 1000
+        disk.hungUntilMicros = endMicros
+        report.hungLeader = leader.id
+        note("disk of leader \(leader.id) hangs until t=\(endMicros / 1000)ms")
+        let others = slots.filter { $0 !== leader }
+        let appliedAtStart = others.map(\.app.lastIndex)
+        func watch() {
+            world.schedule(afterMicros: 1000) { [weak self] in
+                guard let self, self.world.nowMicros < endMicros else { return }
+                if self.report.otherLeaderAfterHangMs == nil,
+                    others.contains(where: { $0.runtime?.status.role == .leader })
+                {
+                    self.report.otherLeaderAfterHangMs = (self.world.nowMicros - startMicros) / 1000
+                }
+                watch()
+            }
+        }
+        watch()
+        world.schedule(afterMicros: endMicros - startMicros) { [weak self] in
+            guard let self else { return }
+            self.report.appliedElsewhereDuringHang =
+                zip(others, appliedAtStart).map { $0.app.lastIndex - $1 }.min() ?? 0
+        }
     }
 
     private var electionsSoFar: UInt64 { slots.compactMap { $0.runtime?.counters.elections }.reduce(0, +) }

@@ -172,7 +172,9 @@ final class SimDisk: NodeDisk {
     /// Per node and run: the longest fsync, and the chance that one fails (fatal for the node).
     var maxLatencyMs: Int64
     var failureChance: Double
-    private var pending: [PersistJob] = []
+    /// Until then, no job completes (a hung device): the ones due meanwhile complete, in order, when it ends.
+    var hungUntilMicros: Int64 = 0
+    private var pending: [(job: PersistJob, fails: Bool, completion: (PersistOutcome) -> Void)] = []
     private var lastCompletionMicros: Int64 = 0
 
     init(world: SimWorld, liveness: Liveness, durable: DurableDisk, maxLatencyMs: Int64, failureChance: Double) {
@@ -186,14 +188,23 @@ final class SimDisk: NodeDisk {
     func start() {}
 
     func submit(_ job: PersistJob, completion: @escaping (PersistOutcome) -> Void) {
-        pending.append(job)
         let latencyMicros = Int64(world.random(below: UInt64(maxLatencyMs * 1000 + 1)))
-        lastCompletionMicros = max(lastCompletionMicros, world.nowMicros + latencyMicros)
-        let fails = world.chance(failureChance)
+        pending.append((job, world.chance(failureChance), completion))
+        lastCompletionMicros = max(lastCompletionMicros, world.nowMicros + latencyMicros, hungUntilMicros)
+        completeFirst(atMicros: lastCompletionMicros)
+    }
+
+    /// One completion event: at `atMicros`, the first pending job completes (every event completes the first, so
+    /// the order holds however the events are moved by a hang).
+    private func completeFirst(atMicros: Int64) {
         let liveness = self.liveness
-        world.schedule(afterMicros: lastCompletionMicros - world.nowMicros) { [weak self] in
+        world.schedule(afterMicros: atMicros - world.nowMicros) { [weak self] in
             guard liveness.isAlive, let self, !self.pending.isEmpty else { return }
-            let job = self.pending.removeFirst()
+            if self.hungUntilMicros > self.world.nowMicros {
+                self.completeFirst(atMicros: self.hungUntilMicros)
+                return
+            }
+            let (job, fails, completion) = self.pending.removeFirst()
             if fails {
                 completion(PersistOutcome(error: .io(operation: "fsync", path: "sim", errno: 5)))
                 return
@@ -204,7 +215,7 @@ final class SimDisk: NodeDisk {
     }
 
     func stop() {
-        for job in pending { durable.apply(job) }  // A stop finishes the queue, as the disk thread does.
+        for (job, _, _) in pending { durable.apply(job) }  // A stop finishes the queue, as the disk thread does.
         pending.removeAll()
     }
 
