@@ -184,15 +184,8 @@ wait_ready() { wait_ready_port "${ADMIN[$1]}" "$1"; }
 # start_tandem_under_callgrind: a one-node tandem in front of $APP_PORT, run by valgrind's callgrind (output in
 # $WORKDIR/tandem.cg.*); sets TPID (valgrind's PID, which callgrind_control takes), CLIENT_PORT and ADMIN_PORT.
 start_tandem_under_callgrind() {
-  local log="$WORKDIR/tandem.log" line
-  env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
-    TANDEM_UPSTREAM="127.0.0.1:$APP_PORT" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID=n1 TANDEM_DATA_DIR="$WORKDIR/data" \
-    valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/tandem.cg" "$BIN/tandem" >"$log" 2>&1 &
-  TPID=$!
-  PIDS+=("$TPID")
-  line=$(wait_for_line "$log" '"msg":"listening"')
-  CLIENT_PORT=$(echo "$line" | sed 's/.*"client":"[^"]*:\([0-9]*\)".*/\1/')
-  ADMIN_PORT=$(echo "$line" | sed 's/.*"admin":"[^"]*:\([0-9]*\)".*/\1/')
+  RUN_TANDEM_UNDER="valgrind --tool=callgrind --callgrind-out-file=$WORKDIR/tandem.cg" start_tandem n1 "$APP_PORT"
+  TPID=$TANDEM_PID
 }
 
 # wait_ready_port ADMIN_PORT [NAME]: waits up to 30 s for /readyz 200 on the node whose admin port is ADMIN_PORT.

@@ -2,8 +2,9 @@
 # Flame graphs of two tandem builds proxying reads, made one right after the other in front of one example-kv:
 # each one-node tandem (read level local) is profiled by `perf record` (cpu-clock, 999 Hz, DWARF call graphs) for
 # SECONDS of `wrk --latency GET /kv/bench` on CONNECTIONS keep-alive connections, after a 2 s warm-up. Writes, for
-# each build, LABEL-<name>.svg and .folded into OUT (bench/profiles by default) and prints the requests/s, the
-# samples per 1000 requests (CPU time per request at 999 Hz, in ms) and the hottest frames.
+# each build, LABEL-<name>.svg into OUT (bench/profiles by default; the folded stacks, <name>.folded, stay in the
+# run's directory, kept with KEEP_LOGS=1) and prints the requests/s, the samples per 1000 requests (CPU time per
+# request at 999 Hz, in ms) and the hottest frames.
 # Usage: BEFORE=<dir with tandem> AFTER=<dir with tandem> [BIN=<dir with example-kv>] \
 #        bench/profile-reads.sh [connections] [seconds] [label] [out dir]
 set -euo pipefail

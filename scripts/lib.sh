@@ -43,13 +43,16 @@ start_app() {
 }
 
 # start_tandem NAME UPSTREAM_PORT [VAR=VALUE ...]: starts tandem on free ports; sets CLIENT_PORT, ADMIN_PORT, TANDEM_PID.
+# RUN_TANDEM_UNDER, if set, is the command (words split on spaces) that runs the binary, e.g. a profiler (not a
+# TANDEM_ name: tandem refuses variables of its prefix that it does not know).
 start_tandem() {
   local name=$1 upstream=$2
   shift 2
   local log="$WORKDIR/$name.log"
+  # shellcheck disable=SC2086
   env TANDEM_LISTEN=127.0.0.1:0 TANDEM_ADMIN_LISTEN=127.0.0.1:0 TANDEM_PEER_LISTEN=127.0.0.1:0 \
     TANDEM_UPSTREAM="127.0.0.1:$upstream" TANDEM_LOG_FORMAT=json TANDEM_NODE_ID="$name" \
-    TANDEM_DATA_DIR="$WORKDIR/$name-data" "$@" "$BIN/tandem" >"$log" 2>&1 &
+    TANDEM_DATA_DIR="$WORKDIR/$name-data" "$@" ${RUN_TANDEM_UNDER:-} "$BIN/tandem" >"$log" 2>&1 &
   TANDEM_PID=$!
   disown "$TANDEM_PID"
   PIDS+=("$TANDEM_PID")
