@@ -33,6 +33,17 @@ struct NodeSimulationOptions: CustomStringConvertible {
     /// Some proposals are large (tens to hundreds of KiB) against a small message and frame limit.
     var largeEntries = false
 
+    /// No crash, restart or link cut: only what a test sets on top (slow or hung disks).
+    static func withoutFaults(seed: UInt64) -> NodeSimulationOptions {
+        var options = NodeSimulationOptions(seed: seed)
+        options.crashesPerSecond = 0
+        options.gracefulRestartsPerSecond = 0
+        options.blipsPerSecond = 0
+        options.appRestartsPerSecond = 0
+        options.podCrashesPerSecond = 0
+        return options
+    }
+
     /// A random mix of faults for `seed` (a swarm: every run has a different profile).
     static func swarm(seed: UInt64) -> NodeSimulationOptions {
         var rng = SplitMix64(seed: seed ^ 0x5eed)

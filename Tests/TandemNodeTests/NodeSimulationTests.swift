@@ -48,13 +48,8 @@ final class NodeSimulationTests: XCTestCase {
     /// or throttled device; below the leader's stall limit of 2 s) from the 3rd second on, under a steady stream of
     /// writes: not one election may start, and the writes still commit once the disks recover.
     func testFsyncsSlowerThanTheElectionTimeoutOnEveryNodeStartNoElection() {
-        var options = NodeSimulationOptions(seed: 0x5107_d15c)
+        var options = NodeSimulationOptions.withoutFaults(seed: 0x5107_d15c)
         options.chaosMs = 30_000
-        options.crashesPerSecond = 0
-        options.gracefulRestartsPerSecond = 0
-        options.blipsPerSecond = 0
-        options.appRestartsPerSecond = 0
-        options.podCrashesPerSecond = 0
         options.slowDiskLatencyMs = 1_800
         options.slowDiskCount = options.nodeCount
         options.slowDiskAfterMs = 3_000
@@ -72,13 +67,8 @@ final class NodeSimulationTests: XCTestCase {
     /// leader must go quiet, another node must take over and commit the writes sent meanwhile, and once the disk
     /// comes back every node must converge on one log with nothing acknowledged lost.
     func testALeaderWhoseDiskHangsHandsTheLeadershipOver() throws {
-        var options = NodeSimulationOptions(seed: 0xd15c_4a96)
+        var options = NodeSimulationOptions.withoutFaults(seed: 0xd15c_4a96)
         options.chaosMs = 20_000
-        options.crashesPerSecond = 0
-        options.gracefulRestartsPerSecond = 0
-        options.blipsPerSecond = 0
-        options.appRestartsPerSecond = 0
-        options.podCrashesPerSecond = 0
         options.hungLeaderDiskAtMs = 4_000
         options.hungLeaderDiskForMs = 8_000
         let report = NodeSimulation(options: options).run()
