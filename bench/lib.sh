@@ -17,7 +17,13 @@ bench_binaries() {
 
 # haproxy_reverse_proxy_config LISTEN_PORT APP_PORT: prints the haproxy configuration the read benchmarks compare
 # Tandem with: an HTTP reverse proxy on 127.0.0.1:LISTEN_PORT with keep-alive to the app, one thread like tandem.
+# With BENCH_HAPROXY_FORWARDED=1, haproxy also adds the two fields Tandem adds to every request (X-Forwarded-For and
+# Forwarded, the same bytes), so that both proxies send the app the same request.
 haproxy_reverse_proxy_config() {
+  local forwarded=""
+  if [ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ]; then
+    forwarded=$'\n  option forwardfor\n  http-request add-header Forwarded "for=%[src];proto=http"'
+  fi
   cat <<CFG
 global
   maxconn 8000
@@ -31,7 +37,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$1
-  default_backend be
+  default_backend be$forwarded
 backend be
   server app 127.0.0.1:$2 maxconn 1000
 CFG

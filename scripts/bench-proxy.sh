@@ -7,7 +7,9 @@
 # Tandem and haproxy are measured BENCH_ROUNDS times (default 3) each, alternating which goes first, and each figure
 # is the median of its rounds (errors: the sum): on a shared 2-core machine one 10 s run of each swung the ratio by
 # up to 0.3, with wrk, the proxy and the app placed on the two cores differently from run to run.
-# Usage: [BIN=.build/release] [BENCH_ROUNDS=3] scripts/bench-proxy.sh [seconds-per-run] [connection counts, e.g. "50"]
+# BENCH_HAPROXY_FORWARDED=1 has haproxy add the X-Forwarded-For and Forwarded fields Tandem adds (by default it
+# forwards the request without them, less work than Tandem's).
+# Usage: [BIN=.build/release] [BENCH_ROUNDS=3] [BENCH_HAPROXY_FORWARDED=1] scripts/bench-proxy.sh [seconds-per-run] [connection counts, e.g. "50"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -90,7 +92,7 @@ field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 
 echo
 echo "wrk -t2 (-t1 for one connection) --latency GET /kv/bench (128-byte value), ${DURATION}s per run after ${WARMUP_SECONDS}s warm-up, tandem and haproxy the median of $ROUNDS alternating runs each;" \
-  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(haproxy -v | head -1 | cut -d' ' -f1-3)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ' adding X-Forwarded-For and Forwarded like tandem');" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
 echo "| path | connections | requests/s | p50 ms | p99 ms | errors | vs direct | proxy CPU ms per 1k requests | peak RSS MiB | load (1 min) |"
