@@ -76,6 +76,16 @@ bench_remove_data() { case "${BENCH_DATA:-}" in "$WORKDIR"/*|"") ;; *) rm -rf "$
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# tandem_commit_label: the commit the tables name for the tandem measured: BENCH_TANDEM_COMMIT when the binaries come
+# from elsewhere (BIN), else the checkout's HEAD.
+tandem_commit_label() { echo "${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}"; }
+# first_other EXCLUDED NAME...: prints the first NAME that is not EXCLUDED (a follower, given the leader), or nothing.
+first_other() {
+  local excluded=$1 name
+  shift
+  for name in "$@"; do [ "$name" != "$excluded" ] && { echo "$name"; return 0; }; done
+  return 0
+}
 load1() { cut -d' ' -f1 /proc/loadavg; }
 now_ns() { date +%s%N; }
 

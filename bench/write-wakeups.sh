@@ -24,10 +24,8 @@ start_etcd_cluster 3
 LEADER=$(wait_cluster_leader "${NODES[@]}")
 for n in "${NODES[@]}"; do wait_ready "$n"; done
 ETCD_LEADER_NAME=$(etcd_leader)
-FOLLOWER=""
-for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { FOLLOWER=$n; break; }; done
-ETCD_FOLLOWER_NAME=""
-for m in "${ETCD_MEMBERS[@]}"; do [ "$m" != "$ETCD_LEADER_NAME" ] && { ETCD_FOLLOWER_NAME=$m; break; }; done
+FOLLOWER=$(first_other "$LEADER" "${NODES[@]}")
+ETCD_FOLLOWER_NAME=$(first_other "$ETCD_LEADER_NAME" "${ETCD_MEMBERS[@]}")
 TANDEM_PIDS=()
 for n in "${NODES[@]}"; do TANDEM_PIDS+=("${TPID[$n]}" "${APPPID[$n]}"); done
 ETCD_PIDS=()
@@ -48,20 +46,21 @@ schedstat_sum() {
 
 # measure SYSTEM ROLE KIND PORT PID...: one run; prints a table row.
 measure() {
-  local system=$1 role=$2 kind=$3 port=$4 out run0 slices0 run1 slices1
+  local system=$1 role=$2 kind=$3 port=$4 out p50 p99 run0 slices0 run1 slices1
   shift 4
   read -r run0 slices0 < <(schedstat_sum "$@")
-  out=$(python3 bench/sequential-writes.py "$kind" "$port" "$WRITES" run)
+  out=$(python3 bench/sequential-writes.py "$kind" "$port" "$WRITES")  # a refused write stops the script here
+  read -r p50 p99 <<<"$out"
   read -r run1 slices1 < <(schedstat_sum "$@")
-  awk -v s="$system" -v r="$role" -v o="$out" -v run=$((run1 - run0)) -v sl=$((slices1 - slices0)) -v n="$WRITES" \
-    'BEGIN { split(o, f, " "); printf "| %s | %s | %s | %s | %.0f | %.1f |\n", s, r, f[7], f[11], run / n / 1000, sl / n }'
+  awk -v s="$system" -v r="$role" -v p50="$p50" -v p99="$p99" -v run=$((run1 - run0)) -v sl=$((slices1 - slices0)) \
+    -v n="$WRITES" 'BEGIN { printf "| %s | %s | %s | %s | %.0f | %.1f |\n", s, r, p50, p99, run / n / 1000, sl / n }'
 }
 
-python3 bench/sequential-writes.py tandem "${CLIENT[$LEADER]}" 300 warm-up >/dev/null
-python3 bench/sequential-writes.py etcd "${ETCD_CLIENT[$ETCD_LEADER_NAME]}" 300 warm-up >/dev/null
+python3 bench/sequential-writes.py tandem "${CLIENT[$LEADER]}" 300 >/dev/null
+python3 bench/sequential-writes.py etcd "${ETCD_CLIENT[$ETCD_LEADER_NAME]}" 300 >/dev/null
 echo
 echo "One client writing one after another, $WRITES writes per row, $ROUNDS rounds; $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores," \
-  "tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(etcd --version | head -1); load average $(loadavg)"
+  "tandem $(tandem_commit_label), $(etcd --version | head -1); load average $(loadavg)"
 echo
 echo "| system | through | p50 ms | p99 ms | CPU us per write, all processes | wake-ups per write, all threads |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"

@@ -62,7 +62,7 @@ verdict() {
 row() { printf '| %s | %s | %s | %s %s | %s |\n' "$1" "$2" "${3:-n/a}" "$4" "$5" "$(verdict "${3:-}" "$4" "$5")"; }
 
 echo "Tandem performance against its goals, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem" \
-  "${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, binaries $BIN, mode $MODE; load average now $(loadavg)."
+  "$(tandem_commit_label), binaries $BIN, mode $MODE; load average now $(loadavg)."
 echo "Ratios are Tandem's figure over the other tool's, measured side by side in the same script run."
 echo
 echo "| benchmark | measure | value | goal | verdict |"

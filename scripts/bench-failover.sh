@@ -90,7 +90,7 @@ read -r acked_total lost_total dumps_equal lost_examples <<<"$LOST"
 echo
 echo "$ROUNDS rounds of kill -9 of the leader's tandem with a client writing through the two others (a PUT every 10 ms," \
   "fresh connection each); default settings (heartbeat 100ms, phi threshold 8, election timeout 1s);" \
-  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')};" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem $(tandem_commit_label);" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
 echo "| from the kill of the leader to | p50 ms | max ms |"

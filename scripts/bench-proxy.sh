@@ -92,7 +92,7 @@ field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 
 echo
 echo "wrk -t2 (-t1 for one connection) --latency GET /kv/bench (128-byte value), ${DURATION}s per run after ${WARMUP_SECONDS}s warm-up, tandem and haproxy the median of $ROUNDS alternating runs each;" \
-  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(haproxy -v | head -1 | cut -d' ' -f1-3)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ' adding X-Forwarded-For and Forwarded like tandem');" \
+  "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem $(tandem_commit_label), $(haproxy -v | head -1 | cut -d' ' -f1-3)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ' adding X-Forwarded-For and Forwarded like tandem');" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
 echo "| path | connections | requests/s | p50 ms | p99 ms | errors | vs direct | proxy CPU ms per 1k requests | peak RSS MiB | load (1 min) |"

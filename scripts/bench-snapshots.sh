@@ -182,8 +182,8 @@ run_growth() {  # NODE_COUNT CONFIG_NAME VAR=VALUE...
   start_tandem_cluster "$count" "$@" "${TANDEM_ENV_EXTRA[@]}"
   LEADER=$(wait_cluster_leader "${NODES[@]}")
   for n in "${NODES[@]}"; do wait_ready "$n"; done
-  restart_node=$LEADER
-  for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { restart_node=$n; break; }; done
+  restart_node=$(first_other "$LEADER" "${NODES[@]}")
+  restart_node=${restart_node:-$LEADER}  # one node: it restarts itself
   echo "== $count node(s), $config: leader $LEADER, restarting $restart_node at each checkpoint" >&2
   for cp in ${CHECKPOINTS[$count]}; do
     local ok bad errs secs
@@ -229,7 +229,7 @@ if [ -n "${CHECKPOINTS[1]}${CHECKPOINTS[3]}" ]; then
   done
   echo
   echo "Growth: wrk -t2 -c$CONNECTIONS, PUT /kv/k<0..$((KEYS - 1))> with 1 KiB bodies, to the leader; $(nproc) cores;" \
-    "tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD)}"
+    "tandem $(tandem_commit_label)"
   echo
   echo "| nodes | config | writes | log entries | writes/s | non-2xx/socket errors | leader RSS MiB | leader peak RSS MiB | leader data dir MiB | WAL MiB | log start index | restart to /readyz s | RSS after restart MiB | load (1 min) |"
   echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -254,8 +254,7 @@ if [ "$BIG_VALUES" -gt 0 ]; then
     TANDEM_LOG_RETAIN=0 "${TANDEM_ENV_EXTRA[@]}"
   LEADER=$(wait_cluster_leader "${NODES[@]}")
   for n in "${NODES[@]}"; do wait_ready "$n"; done
-  WIPED=""
-  for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { WIPED=$n; break; }; done
+  WIPED=$(first_other "$LEADER" "${NODES[@]}")
   echo "== transfer: leader $LEADER, $BIG_VALUES x 8 MiB values ($STATE_MIB MiB), then wipe $WIPED" >&2
   # example-kv closes a connection idle for 60 s, and a tandem with hooks takes the close of its idle apply
   # connection for an app restart (a restore from the latest snapshot, then a replay). A small write every 10 s

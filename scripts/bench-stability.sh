@@ -74,8 +74,7 @@ if [[ " $PHASES " == *" cpu "* ]]; then
   kill "$STRESS" 2>/dev/null || true; wait "$STRESS" 2>/dev/null || true; forget_pid "$STRESS"
 fi
 
-SLOW=""
-for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { SLOW=$n; break; }; done
+SLOW=$(first_other "$LEADER" "${NODES[@]}")
 disk=$(stat -c '%d' "$BENCH_DATA"); major=$((disk >> 8)); minor=$((disk & 255))
 if [[ " $PHASES " != *" disk "* ]]; then
   SLOW_NOTE="slow-disk phase not asked for"
@@ -93,7 +92,7 @@ fi
 
 echo "Elections without a failure: 3 Tandem nodes, default timing (heartbeat 100ms, phi threshold 8, election timeout" \
   "1s), a PUT every 50 ms through each node in turn; $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tandem" \
-  "${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}; $SLOW_NOTE."
+  "$(tandem_commit_label); $SLOW_NOTE."
 longest=""
 for n in "${NODES[@]}"; do
   longest+="$n $(awk -v s="$(tandem_metric "${ADMIN[$n]}" tandem_fsync_max_seconds)" 'BEGIN { printf "%.0f ms", s * 1000 }'), "

@@ -31,11 +31,9 @@ start_tandem_cluster 3 "${TANDEM_ENV_EXTRA[@]}"
 start_etcd_cluster 3
 LEADER=$(wait_cluster_leader "${NODES[@]}")
 for n in "${NODES[@]}"; do wait_ready "$n"; done
-FOLLOWER=""
-for n in "${NODES[@]}"; do [ "$n" != "$LEADER" ] && { FOLLOWER=$n; break; }; done
+FOLLOWER=$(first_other "$LEADER" "${NODES[@]}")
 ETCD_LEADER_NAME=$(etcd_leader)
-ETCD_FOLLOWER_NAME=""
-for m in "${ETCD_MEMBERS[@]}"; do [ "$m" != "$ETCD_LEADER_NAME" ] && { ETCD_FOLLOWER_NAME=$m; break; }; done
+ETCD_FOLLOWER_NAME=$(first_other "$ETCD_LEADER_NAME" "${ETCD_MEMBERS[@]}")
 echo "== tandem leader $LEADER, follower $FOLLOWER; etcd leader $ETCD_LEADER_NAME, follower $ETCD_FOLLOWER_NAME"
 
 # A sanity check that each target really stores the value, before anything is timed.
@@ -116,7 +114,7 @@ field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 echo
 echo "PUT /kv/<random of 100k keys>, 256-byte value; wrk --latency, ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
   "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
-echo "tandem ${BENCH_TANDEM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
+echo "tandem $(tandem_commit_label), $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
 echo "| target | connections | requests/s | p50 ms | p99 ms | errors | requests/s vs app alone | CPU ms per 1k writes, all processes | load (1 min) |"
