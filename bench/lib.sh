@@ -274,3 +274,16 @@ tandem_metric() {
   # awk reads to the end (no early exit), so curl never fails with a broken pipe under pipefail.
   curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk -v name="$2" '$1 == name && !found { print $2; found = 1 }'
 }
+
+# schedstat_sum PID...: "<on-CPU ns> <times scheduled in>" summed over every thread of the processes.
+schedstat_sum() {
+  local pid task run slices total_run=0 total_slices=0
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/schedstat; do
+      read -r run _ slices <"$task" || continue
+      total_run=$((total_run + run))
+      total_slices=$((total_slices + slices))
+    done
+  done
+  echo "$total_run $total_slices"
+}

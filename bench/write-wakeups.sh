@@ -31,19 +31,6 @@ for n in "${NODES[@]}"; do TANDEM_PIDS+=("${TPID[$n]}" "${APPPID[$n]}"); done
 ETCD_PIDS=()
 for m in "${ETCD_MEMBERS[@]}"; do ETCD_PIDS+=("${ETCD_PID[$m]}"); done
 
-# schedstat_sum PID...: "<on-CPU ns> <times scheduled in>" summed over every thread of the processes.
-schedstat_sum() {
-  local pid task run slices total_run=0 total_slices=0
-  for pid in "$@"; do
-    for task in /proc/"$pid"/task/*/schedstat; do
-      read -r run _ slices <"$task" || continue
-      total_run=$((total_run + run))
-      total_slices=$((total_slices + slices))
-    done
-  done
-  echo "$total_run $total_slices"
-}
-
 # measure SYSTEM ROLE KIND PORT PID...: one run; prints a table row.
 measure() {
   local system=$1 role=$2 kind=$3 port=$4 out p50 p99 run0 slices0 run1 slices1

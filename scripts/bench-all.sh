@@ -5,17 +5,18 @@
 # from another machine or another day.
 #   reads     scripts/bench-proxy.sh     tandem / haproxy: requests/s, p99, CPU per request (1, 50, 256 connections)
 #   writes    scripts/bench-writes.sh    tandem / etcd through the leader and a follower: writes/s, CPU per write
+#                                        (each the median of BENCH_ROUNDS alternating rounds)
 #   failover  scripts/bench-failover.sh  kill -9 of the leader to the first acknowledged write; writes lost
 #   overload  scripts/bench-overload.sh  goodput at 10x the base load against the best step (each step the median
 #                                        of BENCH_ROUNDS alternating rounds, default 3); /healthz worst
 #   pairs     bench/overload-paired.sh   the same goal measured in pairs seconds apart: 10x against 1x and against
 #                                        2x, the median of 8 per-round ratios each (BENCHMARKS.md, section 5)
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 10 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   quick (default, about 14 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
-#   full (about 25 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
-# BENCH_ROUNDS (default 3) is how many alternating rounds the read and overload scripts measure; on a noisy machine
-# 5 gives steadier medians (about 3 minutes more).
+#   full (about 35 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
+# BENCH_ROUNDS (default 3) is how many alternating rounds the read, write and overload scripts measure; on a noisy
+# machine 5 gives steadier medians (about 6 minutes more).
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,13 +5,18 @@
 #     (which forwards the write to the leader over the peer link),
 #   - a three-member etcd cluster on loopback (Debian's etcd-server), POST /v3/kv/put through its HTTP/JSON gateway
 #     with the same key space and value size, through the leader and through a follower,
-# at each connection count (default 1 and 64). Prints Markdown tables for BENCHMARKS.md, with the load average.
-# Usage: [BIN=.build/release] scripts/bench-writes.sh [seconds-per-run] [connection counts, e.g. "1 64"]
+# at each connection count (default 1 and 64). Every configuration is measured BENCH_ROUNDS times (default 3), in
+# the order above in odd rounds and reversed in even ones, and each row is that configuration's median round by
+# requests/s (every round's figure in the last column): one 5-10 s sample moves by tens of percent on a shared
+# machine, and which system ran first or last in a quiet spell decided a single-sample ratio.
+# Prints Markdown tables for BENCHMARKS.md, with the load average.
+# Usage: [BIN=.build/release] [BENCH_ROUNDS=3] scripts/bench-writes.sh [seconds-per-run] [connection counts, e.g. "1 64"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNECTION_COUNTS=${2:-"1 64"}
 WARMUP_SECONDS=2
+ROUNDS=${BENCH_ROUNDS:-3}
 scripts/ensure-deps.sh
 source bench/lib.sh
 bench_install wrk
@@ -71,9 +76,9 @@ ETCD_PIDS=()
 for m in "${ETCD_MEMBERS[@]}"; do ETCD_PIDS+=("${ETCD_PID[$m]}"); done
 
 declare -A RESULT
-measure() { # label connections url lua pids...
-  local label=$1 conns=$2 url=$3 lua=$4 threads=2 before r
-  shift 4
+measure() { # label connections round url lua pids...
+  local label=$1 conns=$2 round=$3 url=$4 lua=$5 threads=2 before r
+  shift 5
   [ "$conns" -lt 2 ] && threads=1
   run_wrk "$threads" "$conns" "$WARMUP_SECONDS" "$url" "$lua" >/dev/null
   before=$(cpu_ms "$@")
@@ -81,8 +86,8 @@ measure() { # label connections url lua pids...
   fsyncs_before=$(tandem_metric "${ADMIN[$LEADER]}" tandem_fsync_total)
   commit_before=$(tandem_metric "${ADMIN[$LEADER]}" tandem_commit_index)
   r=$(run_wrk "$threads" "$conns" "$DURATION" "$url" "$lua")
-  RESULT[$label,$conns]="$r $(load1) $(per_k_requests "$before" "$(cpu_ms "$@")" "$(echo "$r" | cut -d' ' -f5)")"
-  echo "   $label c=$conns: ${RESULT[$label,$conns]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
+  RESULT[$label,$conns,$round]="$r $(load1) $(per_k_requests "$before" "$(cpu_ms "$@")" "$(echo "$r" | cut -d' ' -f5)")"
+  echo "   round $round $label c=$conns: ${RESULT[$label,$conns,$round]}  (rps p50ms p99ms errors requests load1 cpu-ms/1k)"
   if [[ $label == tandem-* ]]; then
     # The leader's own view: commit latency over its last 1024 commits and fsyncs per committed entry.
     local p50 p99 fsyncs commits
@@ -90,38 +95,61 @@ measure() { # label connections url lua pids...
     p99=$(tandem_metric "${ADMIN[$LEADER]}" 'tandem_commit_latency_seconds{quantile="0.99"}')
     fsyncs=$(( $(tandem_metric "${ADMIN[$LEADER]}" tandem_fsync_total) - fsyncs_before ))
     commits=$(( $(tandem_metric "${ADMIN[$LEADER]}" tandem_commit_index) - commit_before ))
-    INTERNALS[$label,$conns]="$(awk -v a="$p50" -v b="$p99" 'BEGIN { printf "%.2f %.2f", a*1000, b*1000 }') $commits $fsyncs"
+    INTERNALS[$label,$conns,$round]="$(awk -v a="$p50" -v b="$p99" 'BEGIN { printf "%.2f %.2f", a*1000, b*1000 }') $commits $fsyncs"
   fi
 }
-declare -A INTERNALS
+declare -A INTERNALS EACH
 LABELS=(alone tandem-leader tandem-follower etcd-leader etcd-follower)
 declare -A TITLE=([alone]="example-kv alone (no replication)" [tandem-leader]="Tandem, write to the leader"
   [tandem-follower]="Tandem, write to a follower" [etcd-leader]="etcd 3.4 gateway, leader"
   [etcd-follower]="etcd 3.4 gateway, follower")
 LOAD_BEFORE=$(loadavg)
+measure_label() { # label connections round
+  case $1 in
+    alone) measure "$@" "http://127.0.0.1:$ALONE_PORT" bench/put-kv.lua "${ALONE_PIDS[@]}" ;;
+    tandem-leader) measure "$@" "http://127.0.0.1:${CLIENT[$LEADER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}" ;;
+    tandem-follower) measure "$@" "http://127.0.0.1:${CLIENT[$FOLLOWER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}" ;;
+    etcd-leader) measure "$@" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_LEADER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}" ;;
+    etcd-follower) measure "$@" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_FOLLOWER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}" ;;
+  esac
+}
 for c in $CONNECTION_COUNTS; do
-  echo "== $c connection(s), ${DURATION}s each after ${WARMUP_SECONDS}s warm-up"
-  measure alone "$c" "http://127.0.0.1:$ALONE_PORT" bench/put-kv.lua "${ALONE_PIDS[@]}"
-  measure tandem-leader "$c" "http://127.0.0.1:${CLIENT[$LEADER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}"
-  measure tandem-follower "$c" "http://127.0.0.1:${CLIENT[$FOLLOWER]}" bench/put-kv.lua "${TANDEM_PIDS[@]}"
-  measure etcd-leader "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_LEADER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}"
-  measure etcd-follower "$c" "http://127.0.0.1:${ETCD_CLIENT[$ETCD_FOLLOWER_NAME]}" bench/etcd-put.lua "${ETCD_PIDS[@]}"
+  echo "== $c connection(s), ${DURATION}s each after ${WARMUP_SECONDS}s warm-up, $ROUNDS rounds"
+  for round in $(seq 1 "$ROUNDS"); do
+    order=("${LABELS[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+      order=()
+      for ((i = ${#LABELS[@]} - 1; i >= 0; i--)); do order+=("${LABELS[$i]}"); done
+    fi
+    for l in "${order[@]}"; do measure_label "$l" "$c" "$round"; done
+  done
+  # Each configuration's median round by requests/s stands for it; every round's requests/s goes in EACH.
+  for l in "${LABELS[@]}"; do
+    median=$(for round in $(seq 1 "$ROUNDS"); do echo "$(echo "${RESULT[$l,$c,$round]}" | cut -d' ' -f1) $round"; done |
+      sort -n | awk '{ r[NR] = $2 } END { print r[int((NR + 1) / 2)] }')
+    # ... except its errors, which are every round's: a refused write in any round is reported.
+    errors=$(for round in $(seq 1 "$ROUNDS"); do echo "${RESULT[$l,$c,$round]}" | cut -d' ' -f4; done | awk '{ n += $1 } END { print n }')
+    RESULT[$l,$c]=$(echo "${RESULT[$l,$c,$median]}" | awk -v e="$errors" '{ $4 = e; print }')
+    [[ $l == tandem-* ]] && INTERNALS[$l,$c]=${INTERNALS[$l,$c,$median]}
+    EACH[$l,$c]=$(for round in $(seq 1 "$ROUNDS"); do echo "${RESULT[$l,$c,$round]}" | cut -d' ' -f1; done | paste -sd/ | sed 's|/| / |g')
+  done
 done
 LEADER_AFTER=$(tandem_status "${ADMIN[$LEADER]}" role)
 [ "$LEADER_AFTER" = leader ] || echo "WARNING: $LEADER is no longer the Tandem leader (role $LEADER_AFTER): an election happened during the run" >&2
 
 field() { echo "${RESULT[$1,$2]}" | cut -d' ' -f"$3"; }
 echo
-echo "PUT /kv/<random of 100k keys>, 256-byte value; wrk --latency, ${DURATION}s per row after ${WARMUP_SECONDS}s warm-up;" \
+echo "PUT /kv/<random of 100k keys>, 256-byte value; wrk --latency, ${DURATION}s per run after ${WARMUP_SECONDS}s warm-up," \
+  "each row the median of $ROUNDS alternating rounds;" \
   "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
 echo "tandem $(tandem_commit_label), $(etcd --version | head -1); disk fdatasync p50 $FSYNC_P50_MS ms;" \
   "load average before $LOAD_BEFORE, after $(loadavg)"
 echo
-echo "| target | connections | requests/s | p50 ms | p99 ms | errors | requests/s vs app alone | CPU ms per 1k writes, all processes | load (1 min) |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | connections | requests/s | p50 ms | p99 ms | errors | requests/s vs app alone | CPU ms per 1k writes, all processes | load (1 min) | requests/s each round |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for c in $CONNECTION_COUNTS; do
   for l in "${LABELS[@]}"; do
-    echo "| ${TITLE[$l]} | $c | $(field $l $c 1) | $(field $l $c 2) | $(field $l $c 3) | $(field $l $c 4) | $(ratio "$(field $l $c 1)" "$(field alone $c 1)") | $(field $l $c 7) | $(field $l $c 6) |"
+    echo "| ${TITLE[$l]} | $c | $(field $l $c 1) | $(field $l $c 2) | $(field $l $c 3) | $(field $l $c 4) | $(ratio "$(field $l $c 1)" "$(field alone $c 1)") | $(field $l $c 7) | $(field $l $c 6) | ${EACH[$l,$c]} |"
   done
 done
 echo

@@ -51,6 +51,14 @@ public final class EventLoop {
     let dns: OpaquePointer?
     /// The thread that created the loop, and the only one that may touch it (see the threading rule above).
     private let ownerThread = pthread_self()
+    /// Where this loop's repeating timers fire within their period: every one fires at `phase + k * interval`
+    /// (CLOCK_MONOTONIC microseconds), so that timers whose intervals divide one another (the 10 ms tick, a 50 ms
+    /// sweep, a 1 s flush) fire in the same wake-up instead of each in its own. Random per loop, so that the
+    /// processes of one machine do not all wake at the same instant.
+    let repeatingTimerPhaseMicros = Int64.random(in: 0..<1_000_000)
+    /// The kernel timers of the repeating timers, one per priority (see `TimerCadence`); empty when the kernel
+    /// refused one, and repeating timers then run on libevent's timers.
+    private var cadences: [TimerCadence] = []
     /// Connections with staged writes, by priority, and the events that flush them once the callbacks of the
     /// turn have run (an active event of the same priority runs after those already active). Each entry holds
     /// one retain of its connection, taken when it is scheduled and given back after its flush: one atomic
@@ -101,13 +109,28 @@ public final class EventLoop {
             flushContexts.append(context)
             flushEvents.append(event!)
         }
+        // Made now, before the loop has any socket, and kept to its end (see `TimerCadence` for why).
+        let made = [EventPriority.control, .normal].compactMap {
+            TimerCadence(base: base, priority: $0, phaseMicros: repeatingTimerPhaseMicros)
+        }
+        if made.count == 2 {
+            cadences = made
+        } else {
+            made.forEach { $0.close() }
+        }
     }
 
     deinit {
+        for cadence in cadences { cadence.close() }
         for batch in pendingFlushes { for connection in batch { connection.release() } }
         for event in flushEvents { event_free(event) }
         if let dns { evdns_base_free(dns, 0) }
         event_base_free(base)
+    }
+
+    /// The cadence of the repeating timers of `priority`; nil when the kernel refused a timer.
+    func cadence(for priority: EventPriority) -> TimerCadence? {
+        cadences.isEmpty ? nil : cadences[Int(priority.rawValue)]
     }
 
     /// Runs until `stop()` is called or no events remain.
@@ -174,6 +197,12 @@ public final class EventLoop {
 /// timer heap. The libevent event stays armed for the earliest deadline asked for; when it fires, a deadline
 /// that moved later arms it again for the rest, and a cancelled one does nothing. Only an earlier deadline
 /// re-adds the event. So the handler runs at the latest deadline set, as before, and never for a cancelled one.
+///
+/// A repeating timer runs on its loop's cadence (`TimerCadence`, a kernel timer), not on a libevent timer re-armed
+/// at each firing: libevent's timers run on CLOCK_MONOTONIC_COARSE, which lags the clock `epoll_wait` sleeps on by
+/// up to a jiffy, so that woken when the 10 ms were up, the loop found its timer not yet due and slept again for
+/// 1-2 ms, two wake-ups per tick, and the re-arming from the late firing stretched the tick to ~12.6 ms. If the
+/// kernel refuses a timer (out of file descriptors), repeating timers run on libevent's clock as before.
 public final class Timer {
     private var event: OpaquePointer?
     private var handler: (() -> Void)?
@@ -183,6 +212,13 @@ public final class Timer {
     /// When the libevent event will fire (monotonic microseconds), at or before `deadlineMicros`; nil when the
     /// event is not armed.
     private var armedForMicros: Int64?
+    private weak var loop: EventLoop?
+    private let priority: EventPriority
+    /// The cadence this timer repeats on, while it does (nil for one-shots and on libevent's fallback).
+    private var cadence: TimerCadence?
+    /// On the cadence: the interval and the next instant due (CLOCK_MONOTONIC microseconds).
+    var cadenceIntervalMicros: Int64 = 0
+    var cadenceDueMicros: Int64 = 0
 
     private static let fire: event_callback_fn = { _, _, context in
         guard let context else { return }
@@ -193,17 +229,21 @@ public final class Timer {
     /// Creates a stopped timer. `handler` may capture what it needs; call `cancel()` to break cycles.
     public init(loop: EventLoop, priority: EventPriority = .normal, handler: @escaping () -> Void) {
         self.handler = handler
+        self.loop = loop
+        self.priority = priority
         self.event = tandem_evtimer_new(loop.base, Timer.fire, Unmanaged.passUnretained(self).toOpaque())
         precondition(event != nil, "evtimer_new failed: out of memory")
         event_priority_set(event, priority.rawValue)
     }
 
     deinit {
+        leaveCadence()
         if let event { event_free(event) }
     }
 
     /// Fires once after `delayMs`, replacing any earlier schedule.
     public func schedule(afterMs delayMs: Int64) {
+        leaveCadence()
         repeatingIntervalMs = nil
         let now = Self.monotonicMicros()
         let deadline = now + max(0, delayMs) * 1000
@@ -212,11 +252,18 @@ public final class Timer {
         arm(micros: deadline - now, until: deadline)
     }
 
-    /// Fires every `intervalMs`, starting one interval from now.
+    /// Fires every `intervalMs` on the loop's cadence (see `TimerCadence`): first within one interval from now,
+    /// then every interval.
     public func scheduleRepeating(everyMs intervalMs: Int64) {
         precondition(intervalMs > 0, "a repeating timer needs a positive interval")
+        leaveCadence()
         repeatingIntervalMs = intervalMs
         deadlineMicros = nil
+        if let cadence = loop?.cadence(for: priority) {
+            self.cadence = cadence
+            cadence.join(self, intervalMicros: intervalMs * 1000)
+            return
+        }
         arm(micros: intervalMs * 1000, until: Self.monotonicMicros() + intervalMs * 1000)
     }
 
@@ -225,6 +272,7 @@ public final class Timer {
     /// Stops the timer: its handler does not run until it is scheduled again. The libevent event may stay armed
     /// (see the type's comment) and then fires once with nothing to do.
     public func cancel() {
+        leaveCadence()
         repeatingIntervalMs = nil
         deadlineMicros = nil
     }
@@ -237,6 +285,16 @@ public final class Timer {
         handler = nil
     }
 
+    /// Called by the cadence when this timer is due.
+    func cadenceFired() {
+        handler?()
+    }
+
+    private func leaveCadence() {
+        cadence?.leave(self)
+        cadence = nil
+    }
+
     private func arm(micros: Int64, until deadline: Int64) {
         guard let event else { return }
         _ = tandem_evtimer_add(event, max(0, micros))
@@ -246,6 +304,7 @@ public final class Timer {
     private func onFire() {
         armedForMicros = nil
         if let interval = repeatingIntervalMs {
+            guard cadence == nil else { return }  // A one-shot's leftover firing; the cadence repeats this one.
             arm(micros: interval * 1000, until: Self.monotonicMicros() + interval * 1000)
             handler?()
             return
@@ -265,6 +324,146 @@ public final class Timer {
     private static func monotonicMicros() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
+    }
+}
+
+/// The repeating timers of one loop and priority, on one kernel timer (timerfd, CLOCK_MONOTONIC).
+///
+/// Every repeating timer is due at `phase + k * interval`, with one phase per loop (`EventLoop`'s
+/// `repeatingTimerPhaseMicros`), and the kernel timer is armed for the earliest instant due. So the kernel wakes the
+/// loop once per period, on time, and timers whose intervals divide one another (the 10 ms tick, a 50 ms sweep, the
+/// 250 ms keepalive, a 1 s flush) are due in the same wake-up instead of each in its own. A timer due several
+/// times over while the loop was busy runs once, then keeps its cadence.
+///
+/// The descriptor is made with the loop, before any socket, and closed with it. A first version gave each timer
+/// a descriptor of its own, closed when the timer was freed, and a transport test that races two dials failed
+/// every time: a descriptor number closed and taken again by a socket in the same loop turn does not mix with the
+/// epoll changelist (`EventLoop.init`), which applies one turn's registrations and removals together. The read
+/// event is added only while a timer is on the cadence, so that a loop with nothing else to do still returns from
+/// `run()`.
+final class TimerCadence {
+    private let descriptor: Int32
+    private let event: OpaquePointer
+    private let phaseMicros: Int64
+    /// The timers on the cadence, unretained: each leaves when cancelled, rescheduled or freed.
+    private var members: [Unmanaged<Timer>] = []
+    /// The timers due in the wake-up being handled whose handlers have not run yet, unretained too: a timer that
+    /// leaves (cancelled, rescheduled or freed by an earlier handler) leaves this list as well, so its handler does
+    /// not run.
+    private var firing: [Unmanaged<Timer>] = []
+    /// The instant the kernel timer is armed for; nil when disarmed.
+    private var armedForMicros: Int64?
+    private var eventAdded = false
+    private var closed = false
+
+    private static let fire: event_callback_fn = { _, _, context in
+        guard let context else { return }
+        Unmanaged<TimerCadence>.fromOpaque(context)._withUnsafeGuaranteedRef { $0.onFire() }
+    }
+
+    /// Nil when the kernel refuses a timer or libevent an event.
+    init?(base: OpaquePointer, priority: EventPriority, phaseMicros: Int64) {
+        let descriptor = tandem_timerfd_open()
+        guard descriptor >= 0 else { return nil }
+        self.descriptor = descriptor
+        self.phaseMicros = phaseMicros
+        guard let made = event_new(base, descriptor, tandem_ev_read_persist(), nil, nil) else {
+            Glibc.close(descriptor)
+            return nil
+        }
+        self.event = made
+        // The context can only be given once self exists: assign the callback now.
+        event_assign(
+            made, base, descriptor, tandem_ev_read_persist(), TimerCadence.fire,
+            Unmanaged.passUnretained(self).toOpaque())
+        event_priority_set(made, priority.rawValue)
+    }
+
+    /// Puts `timer` on the cadence, first due within one interval from now.
+    func join(_ timer: Timer, intervalMicros: Int64) {
+        guard !closed else { return }
+        timer.cadenceIntervalMicros = intervalMicros
+        timer.cadenceDueMicros = Self.nextCadenceInstant(
+            afterMicros: Self.nowMicros(), intervalMicros: intervalMicros, phaseMicros: phaseMicros)
+        members.append(Unmanaged.passUnretained(timer))
+        if let armed = armedForMicros, armed <= timer.cadenceDueMicros { return }
+        rearm()
+    }
+
+    /// Takes `timer` off the cadence. The kernel timer stays armed unless no timer is left: a wake-up for a timer
+    /// that left re-arms for the others.
+    func leave(_ timer: Timer) {
+        let identity = Unmanaged.passUnretained(timer).toOpaque()
+        if let index = firing.firstIndex(where: { $0.toOpaque() == identity }) { firing.remove(at: index) }
+        guard let index = members.firstIndex(where: { $0.toOpaque() == identity }) else { return }
+        members.remove(at: index)
+        if members.isEmpty { rearm() }
+    }
+
+    /// At the loop's end.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        members.removeAll()
+        event_del(event)
+        event_free(event)
+        Glibc.close(descriptor)
+    }
+
+    private func onFire() {
+        _ = tandem_timerfd_take(descriptor)
+        armedForMicros = nil
+        let now = Self.nowMicros()
+        for member in members {
+            let timer = member.takeUnretainedValue()
+            guard timer.cadenceDueMicros <= now else { continue }
+            timer.cadenceDueMicros = Self.nextCadenceInstant(
+                afterMicros: now, intervalMicros: timer.cadenceIntervalMicros, phaseMicros: phaseMicros)
+            firing.append(member)
+        }
+        while !firing.isEmpty {
+            // Still on the cadence, so alive; the strong reference holds it for its own handler's duration.
+            let timer = firing.removeFirst().takeUnretainedValue()
+            timer.cadenceFired()
+        }
+        if armedForMicros == nil { rearm() }
+    }
+
+    /// Arms the kernel timer for the earliest instant due, or disarms it and removes the read event when no timer
+    /// is left.
+    private func rearm() {
+        guard !closed else { return }
+        guard let earliest = members.lazy.map({ $0.takeUnretainedValue().cadenceDueMicros }).min() else {
+            if armedForMicros != nil { _ = tandem_timerfd_disarm(descriptor) }
+            armedForMicros = nil
+            if eventAdded { event_del(event) }
+            eventAdded = false
+            return
+        }
+        if !eventAdded {
+            event_add(event, nil)
+            eventAdded = true
+        }
+        if armedForMicros == earliest { return }
+        // A due instant already past (a handler ran long) expires at once; the kernel accepts it.
+        precondition(tandem_timerfd_arm(descriptor, earliest, 0) == 0, "timerfd_settime failed on a valid timer")
+        armedForMicros = earliest
+    }
+
+    /// The first instant strictly after `now` of the form `phase + k * interval` (k any integer).
+    static func nextCadenceInstant(afterMicros now: Int64, intervalMicros: Int64, phaseMicros: Int64) -> Int64 {
+        precondition(intervalMicros > 0, "a cadence needs a positive interval")
+        let offset = now - phaseMicros
+        var periods = offset / intervalMicros
+        if offset < 0 && offset % intervalMicros != 0 { periods -= 1 }  // Floor, not truncation toward zero.
+        return phaseMicros + (periods + 1) * intervalMicros
+    }
+
+    /// The clock the kernel timer runs on, in microseconds: CLOCK_MONOTONIC.
+    private static func nowMicros() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
         return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 }

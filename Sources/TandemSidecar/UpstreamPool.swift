@@ -228,6 +228,9 @@ final class AppProbe: ConnectionDelegate {
     private let health: AppHealth
     private var timer: Timer?
     private var inFlight: Connection?
+    /// When `inFlight` was dialled (monotonic ms).
+    private var inFlightSinceMs: Int64 = 0
+    private var intervalMs: Int64 = 0
 
     init(loop: EventLoop, host: String, port: UInt16, health: AppHealth) {
         self.loop = loop
@@ -237,6 +240,7 @@ final class AppProbe: ConnectionDelegate {
     }
 
     func start(intervalMs: Int64) {
+        self.intervalMs = intervalMs
         timer = Timer(loop: loop, priority: .control) { [weak self] in self?.probe() }
         timer?.scheduleRepeating(everyMs: intervalMs)
         probe()
@@ -250,12 +254,16 @@ final class AppProbe: ConnectionDelegate {
     }
 
     private func probe() {
-        // A probe still pending after a whole interval means the app accepts nothing: count it as down.
+        let nowMs = EventLoop.preciseNowMs()
+        // A probe still pending after a whole interval means the app accepts nothing: count it as down. A younger
+        // one waits: the timer's first firing can come sooner than an interval after the first probe.
         if let pending = inFlight {
+            guard nowMs - inFlightSinceMs >= intervalMs else { return }
             pending.close()
             inFlight = nil
             health.markUnreachable()
         }
+        inFlightSinceMs = nowMs
         inFlight = Connection.connect(loop: loop, host: host, port: port, priority: .control, delegate: self)
         if inFlight == nil { health.markUnreachable() }
     }

@@ -131,8 +131,10 @@ final class PeerTransportTests: XCTestCase {
             XCTAssertTrue(
                 runLoop(loop) { !nodes[0].recorder.frames.isEmpty && !nodes[2].recorder.frames.isEmpty },
                 "round \(round)")
+            let disconnects = nodes.map { $0.recorder.disconnected }
             XCTAssertTrue(
-                nodes.allSatisfy { $0.recorder.disconnected.isEmpty }, "the swap is invisible to the delegate")
+                disconnects.allSatisfy { $0.isEmpty },
+                "round \(round): the swap is visible to the delegate: \(disconnects)")
             duplicatesClosed += nodes.reduce(0) { $0 + $1.transport.duplicateLinksClosed }
             nodes.forEach { $0.transport.stop() }
         }
