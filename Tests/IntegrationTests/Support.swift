@@ -27,10 +27,20 @@ final class ManagedProcess: @unchecked Sendable {  // output is guarded by `lock
     private var captured = Data()
     private var drained = false
 
+    private static let setpriv = "/usr/bin/setpriv"
+
     init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
         self.name = name
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        // Started through setpriv, which asks the kernel to kill the child when the thread that started it (the
+        // test runner's) exits, then executes the program in its place (same PID): a runner killed mid-test does
+        // not leave nodes running that load the machine and hold ports.
+        if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+            process.executableURL = URL(fileURLWithPath: Self.setpriv)
+            process.arguments = ["--pdeathsig", "KILL", "--", executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TANDEM_") }
         env.merge(environment) { _, new in new }
         process.environment = env
