@@ -17,11 +17,7 @@ source scripts/lib.sh
 trap 'bench_keep_logs; cleanup; bench_remove_data' EXIT
 bench_data_root
 
-start_tandem_cluster 3
-start_etcd_cluster 3
-LEADER=$(wait_cluster_leader "${NODES[@]}")
-for n in "${NODES[@]}"; do wait_ready "$n"; done
-ETCD_LEADER_NAME=$(etcd_leader)
+start_tandem_and_etcd_clusters
 sleep 3  # the elections' and the first connections' work is not what this measures
 
 # row SYSTEM PROCESS PID: one process's wake-ups and CPU per second over the idle window, from the two samples

@@ -167,6 +167,18 @@ start_cluster_tandem() {
   CLIENT[$n]=$CLIENT_PORT; ADMIN[$n]=$ADMIN_PORT; TPID[$n]=$TANDEM_PID
 }
 
+# start_tandem_and_etcd_clusters [TANDEM SETTINGS...]: a three-node Tandem cluster (with its apps; the settings go to
+# every node) and a three-member etcd cluster side by side; returns once both have a leader and every Tandem node is
+# ready. Sets LEADER and ETCD_LEADER_NAME besides what the two start functions set.
+start_tandem_and_etcd_clusters() {
+  local n
+  start_tandem_cluster 3 "$@"
+  start_etcd_cluster 3
+  LEADER=$(wait_cluster_leader "${NODES[@]}")
+  for n in "${NODES[@]}"; do wait_ready "$n"; done
+  ETCD_LEADER_NAME=$(etcd_leader)
+}
+
 # wait_cluster_leader [NODES...]: waits up to 20 s until a node of the list reports itself leader; prints its id.
 wait_cluster_leader() {
   local n

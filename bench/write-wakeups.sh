@@ -19,11 +19,7 @@ source scripts/lib.sh
 trap 'bench_keep_logs; cleanup; bench_remove_data' EXIT
 bench_data_root
 
-start_tandem_cluster 3
-start_etcd_cluster 3
-LEADER=$(wait_cluster_leader "${NODES[@]}")
-for n in "${NODES[@]}"; do wait_ready "$n"; done
-ETCD_LEADER_NAME=$(etcd_leader)
+start_tandem_and_etcd_clusters
 FOLLOWER=$(first_other "$LEADER" "${NODES[@]}")
 ETCD_FOLLOWER_NAME=$(first_other "$ETCD_LEADER_NAME" "${ETCD_MEMBERS[@]}")
 TANDEM_PIDS=()

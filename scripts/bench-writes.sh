@@ -32,12 +32,8 @@ ALONE_PORT=$APP_PORT
 ALONE_PID=$APP_PID
 # BENCH_TANDEM_ENV adds settings to every node, e.g. BENCH_TANDEM_ENV="TANDEM_APP_STATE=memory".
 read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
-start_tandem_cluster 3 "${TANDEM_ENV_EXTRA[@]}"
-start_etcd_cluster 3
-LEADER=$(wait_cluster_leader "${NODES[@]}")
-for n in "${NODES[@]}"; do wait_ready "$n"; done
+start_tandem_and_etcd_clusters "${TANDEM_ENV_EXTRA[@]}"
 FOLLOWER=$(first_other "$LEADER" "${NODES[@]}")
-ETCD_LEADER_NAME=$(etcd_leader)
 ETCD_FOLLOWER_NAME=$(first_other "$ETCD_LEADER_NAME" "${ETCD_MEMBERS[@]}")
 echo "== tandem leader $LEADER, follower $FOLLOWER; etcd leader $ETCD_LEADER_NAME, follower $ETCD_FOLLOWER_NAME"
 
