@@ -499,3 +499,13 @@ final class PeerTransportTests: XCTestCase {
         XCTAssertEqual(node.transport.send(type: 0x10, payload: [1], to: NodeID("n2")), .droppedNotConnected)
     }
 }
+
+final class FreePortTests: XCTestCase {
+    /// A cluster's ports are all chosen before any node binds one; two nodes given the same port made one of them
+    /// fail to listen ("Address already in use") once in a CI run.
+    func testPortsHandedOutInOneProcessAreNeverTheSame() throws {
+        let loop = try EventLoop()
+        let ports = try (0..<600).map { _ in try freePort(loop) }
+        XCTAssertEqual(Set(ports).count, ports.count)
+    }
+}

@@ -53,18 +53,40 @@ func runLoop(_ loop: EventLoop, forMs durationMs: Int64) {
 }
 
 /// A port that was free a moment ago, for configuring peers before they start. It is drawn below the kernel's
-/// ephemeral range (32768 and up), so that no outbound connection of the tests can take it in the meantime.
+/// ephemeral range (32768 and up), so that no outbound connection of the tests can take it in the meantime, and
+/// never handed out twice in one process: a cluster's ports are all chosen before any node binds one, so two nodes
+/// could otherwise be given the same port and one fail to listen.
 func freePort(_ loop: EventLoop) throws -> UInt16 {
-    for _ in 0..<200 {
+    for _ in 0..<500 {
         let candidate = UInt16.random(in: 20_000...32_000)
-        if let listener = try? Listener(loop: loop, host: "127.0.0.1", port: candidate) {
-            listener.close()
-            return candidate
-        }
+        guard !handedOutPorts.contains(candidate),
+            let listener = try? Listener(loop: loop, host: "127.0.0.1", port: candidate)
+        else { continue }
+        listener.close()
+        handedOutPorts.insert(candidate)
+        return candidate
     }
     let listener = try Listener(loop: loop, host: "127.0.0.1", port: 0)
     defer { listener.close() }
     return listener.port
+}
+
+/// Ports `freePort` returned. The suite calls it from the test thread only; the lock keeps that an assumption
+/// that cannot corrupt the set.
+private let handedOutPorts = PortSet()
+
+private final class PortSet: @unchecked Sendable {  // guarded by `lock`
+    private let lock = NSLock()
+    private var ports = Set<UInt16>()
+
+    func contains(_ port: UInt16) -> Bool { lock.withLock { ports.contains(port) } }
+
+    func insert(_ port: UInt16) {
+        lock.withLock {
+            if ports.count > 8_000 { ports.removeAll() }
+            ports.insert(port)
+        }
+    }
 }
 
 /// Records every callback of a transport.
