@@ -11,10 +11,12 @@
 #                                        of BENCH_ROUNDS alternating rounds, default 3); /healthz worst
 #   pairs     bench/overload-paired.sh   the same goal measured in pairs seconds apart: 10x against 1x and against
 #                                        2x, the median of 8 per-round ratios each (BENCHMARKS.md, section 5)
+#   read pairs bench/reads-paired.sh     the read goals measured in pairs seconds apart: tandem / haproxy, the
+#                                        median of 10 per-pair ratios at each connection count (section 3)
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
-#   quick (default, about 14 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
+#   quick (default, about 17 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
-#   full (about 35 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
+#   full (about 40 minutes): 10 s per row, "1 50 256" and "1 64 256", 20 failovers.
 # BENCH_ROUNDS (default 3) is how many alternating rounds the read, write and overload scripts measure; on a noisy
 # machine 5 gives steadier medians (about 6 minutes more).
 # BENCH_ALL_OUT keeps every script's full output in that directory (default: a temporary one, printed at the end).
@@ -22,8 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-quick}
 case "$MODE" in
-  quick) SECONDS_PER_ROW=5 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=8 OVERLOAD_STEP=5 ;;
-  full) SECONDS_PER_ROW=10 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=20 OVERLOAD_STEP=8 ;;
+  quick) SECONDS_PER_ROW=5 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=8 OVERLOAD_STEP=5 READ_PAIR_SECONDS=2 ;;
+  full) SECONDS_PER_ROW=10 READ_CONNS="1 50 256" WRITE_CONNS="1 64 256" FAILOVERS=20 OVERLOAD_STEP=8 READ_PAIR_SECONDS=4 ;;
   *) echo "usage: scripts/bench-all.sh [quick|full]" >&2; exit 2 ;;
 esac
 OUT=${BENCH_ALL_OUT:-$(mktemp -d /tmp/tandem-bench-all-XXXXXX)}
@@ -46,6 +48,8 @@ run failover scripts/bench-failover.sh "$FAILOVERS"
 run overload scripts/bench-overload.sh "$OVERLOAD_STEP" 128
 run pairs-1x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 128 1280
 run pairs-2x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 256 1280
+# shellcheck disable=SC2086 # one argument per connection count
+run read-pairs bench/reads-paired.sh 10 "$READ_PAIR_SECONDS" $READ_CONNS
 
 # cell FILE TITLE CONNECTIONS COLUMN: the COLUMN-th cell (1-based: the title is cell 1) of the first table row whose
 # first cell is exactly TITLE (the ratio tables' rows: "" in bench-proxy's, the role in bench-writes') and whose
@@ -72,6 +76,11 @@ for c in $READ_CONNS; do
   row reads "requests/s, tandem / haproxy, $c conn" "$(cell "$OUT/reads.md" "" "$c" 3)" ">=" 1.0
   row reads "p99, tandem / haproxy, $c conn" "$(cell "$OUT/reads.md" "" "$c" 5)" "<=" 1.0
   row reads "CPU per request, tandem / haproxy, $c conn" "$(cell "$OUT/reads.md" "" "$c" 6)" "<=" 1.0
+done
+for c in $READ_CONNS; do
+  row reads "requests/s, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 3)" ">=" 1.0
+  row reads "p99, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 4)" "<=" 1.0
+  row reads "CPU per request, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 5)" "<=" 1.0
 done
 for c in $WRITE_CONNS; do
   for role in leader follower; do
