@@ -34,8 +34,11 @@ for _ in $(seq 1 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAPROXY_PORT/kv/bench")" = 200 ] && break
   sleep 0.1
 done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CLIENT_PORT/kv/bench")" = 200 ] ||
-  { echo "tandem does not answer GET /kv/bench" >&2; exit 1; }
+for proxy in "tandem $CLIENT_PORT" "haproxy $HAPROXY_PORT"; do
+  read -r name port <<<"$proxy"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/kv/bench")" = 200 ] ||
+    { echo "$name (port $port) does not answer GET /kv/bench with 200" >&2; tail -5 "$WORKDIR"/*.log >&2; exit 1; }
+done
 
 # half NAME PORT PID CONNECTIONS: prints "rps p99ms errors proxy-cpu-us-per-request app-cpu-us-per-request" of one
 # wrk run through one proxy. The app's CPU is shown because the proxies do not send it the same bytes: Tandem adds
