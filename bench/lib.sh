@@ -226,6 +226,32 @@ wait_ready_port() {
   return 1
 }
 
+# start_read_proxies: the read benchmarks' setup. example-kv holding a 128-byte value at /kv/bench, a one-node tandem
+# in front of it (ready: it has elected itself and caught up) and haproxy in front of it too
+# (haproxy_reverse_proxy_config). Sets APP_PORT/APP_PID, CLIENT_PORT/ADMIN_PORT/TANDEM_PID, HAPROXY_PORT/HAPROXY_PID;
+# returns 1 with a message unless a GET of /kv/bench answers the value directly and through both proxies.
+start_read_proxies() {
+  start_app app
+  curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
+  start_tandem n1 "$APP_PORT"
+  wait_ready_port "$ADMIN_PORT" n1 || return 1
+  HAPROXY_PORT=$(free_port)
+  haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
+  haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  disown "$HAPROXY_PID"
+  PIDS+=("$HAPROXY_PID")
+  for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$HAPROXY_PORT/kv/bench" && break; sleep 0.05; done
+  local port
+  for port in "$APP_PORT" "$CLIENT_PORT" "$HAPROXY_PORT"; do
+    [ "$(curl -s "http://127.0.0.1:$port/kv/bench" | wc -c)" = 128 ] || {
+      echo "GET /kv/bench through port $port is not the value" >&2
+      tail -5 "$WORKDIR"/*.log >&2
+      return 1
+    }
+  done
+}
+
 # start_etcd_cluster N: starts an N-member etcd cluster on loopback (Debian's etcd-server), data on a real disk,
 # default fsync and timing settings. Sets ETCD_MEMBERS, ETCD_CLIENT[name], ETCD_PID[name].
 declare -a ETCD_MEMBERS=()

@@ -21,24 +21,7 @@ source scripts/lib.sh
 command -v wrk >/dev/null || bench_install wrk
 command -v haproxy >/dev/null || bench_install haproxy
 
-start_app app
-curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
-start_tandem n1 "$APP_PORT"
-wait_ready_port "$ADMIN_PORT"
-HAPROXY_PORT=$(free_port)
-haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
-haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
-HAPROXY_PID=$!
-PIDS+=("$HAPROXY_PID")
-for _ in $(seq 1 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAPROXY_PORT/kv/bench")" = 200 ] && break
-  sleep 0.1
-done
-for proxy in "tandem $CLIENT_PORT" "haproxy $HAPROXY_PORT"; do
-  read -r name port <<<"$proxy"
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/kv/bench")" = 200 ] ||
-    { echo "$name (port $port) does not answer GET /kv/bench with 200" >&2; tail -5 "$WORKDIR"/*.log >&2; exit 1; }
-done
+start_read_proxies
 
 # half NAME PORT PID CONNECTIONS: prints "rps p99ms errors proxy-cpu-us-per-request app-cpu-us-per-request" of one
 # wrk run through one proxy. The app's CPU is shown because the proxies do not send it the same bytes: Tandem adds

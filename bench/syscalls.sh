@@ -13,21 +13,8 @@ source scripts/lib.sh
 command -v strace >/dev/null || bench_install strace
 command -v haproxy >/dev/null || bench_install haproxy
 
-start_app app
-curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
-start_tandem n1 "$APP_PORT"
-HAPROXY_PORT=$(free_port)
-haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
-haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
-HPID=$!
-PIDS+=("$HPID")
-for port in "$CLIENT_PORT" "$HAPROXY_PORT"; do
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/kv/bench")" = 200 ] && break
-    sleep 0.1
-  done
-done
-for proxy in "tandem $CLIENT_PORT $TANDEM_PID" "haproxy $HAPROXY_PORT $HPID"; do
+start_read_proxies
+for proxy in "tandem $CLIENT_PORT $TANDEM_PID" "haproxy $HAPROXY_PORT $HAPROXY_PID"; do
   read -r label port pid <<<"$proxy"
   python3 bench/fixed-load.py 127.0.0.1 "$port" /kv/bench "$CONNECTIONS" 300 >/dev/null
   strace -c -f -p "$pid" -o "$WORKDIR/$label.strace" &

@@ -24,23 +24,7 @@ bench_binaries
 source scripts/lib.sh
 trap 'bench_keep_logs; cleanup' EXIT
 
-start_app app
-curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
-start_tandem n1 "$APP_PORT"
-TANDEM_PORT=$CLIENT_PORT
-declare -A ADMIN=([n1]=$ADMIN_PORT)
-wait_ready n1  # a node serves reads once it has elected itself and caught up (503 not_ready before)
-
-HAPROXY_PORT=$(free_port)
-haproxy_reverse_proxy_config "$HAPROXY_PORT" "$APP_PORT" >"$WORKDIR/haproxy.cfg"
-haproxy -f "$WORKDIR/haproxy.cfg" -db >"$WORKDIR/haproxy.log" 2>&1 &
-HAPROXY_PID=$!
-disown "$HAPROXY_PID"
-PIDS+=("$HAPROXY_PID")
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$HAPROXY_PORT/kv/bench" && break; sleep 0.05; done
-for port in "$APP_PORT" "$TANDEM_PORT" "$HAPROXY_PORT"; do
-  [ "$(curl -s "http://127.0.0.1:$port/kv/bench" | wc -c)" = 128 ] || { echo "GET through port $port is not the value" >&2; exit 1; }
-done
+start_read_proxies
 
 declare -A RESULT
 measure() { # label connections port pid-of-the-proxy (the app's for the direct row)
@@ -76,7 +60,7 @@ for c in $CONNECTION_COUNTS; do
     [ $((round % 2)) = 0 ] && order="haproxy tandem"
     for proxy in $order; do
       if [ "$proxy" = tandem ]; then
-        measure tandem "$c" "$TANDEM_PORT" "$TANDEM_PID"
+        measure tandem "$c" "$CLIENT_PORT" "$TANDEM_PID"
       else
         measure haproxy "$c" "$HAPROXY_PORT" "$HAPROXY_PID"
       fi
