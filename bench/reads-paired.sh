@@ -7,6 +7,8 @@
 # Why pairs: scripts/bench-proxy.sh runs each proxy for 5 s, about 15 s apart, and on a shared 2-core host the cost
 # of waking a process moves tenfold from one minute to the next; single rounds of the same build then range from
 # 0.5x to 1.8x. Two halves of a pair share the host's state far more often than two runs 15 s apart do.
+# With BENCH_HAPROXY_FORWARDED=1 haproxy adds the two forwarding fields Tandem adds, so that the app is sent the same
+# request through both (by default haproxy forwards it as it came, and the app has two fields less to parse).
 # Usage: BIN=<dir with tandem and example-kv> bench/reads-paired.sh [rounds] [seconds] [connections...]
 #        (defaults 10 rounds of 2 s per half, connections "1 50 256").
 set -euo pipefail
@@ -46,7 +48,7 @@ median() {
 
 echo "reads in pairs: wrk GET /kv/bench (128-byte value), ${SECONDS_PER_HALF}s per half, $ROUNDS rounds per" \
   "connection count, tandem $(tandem_commit_label), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nproc) cores," \
-  "load $(loadavg)"
+  "load $(loadavg)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ', haproxy adding X-Forwarded-For and Forwarded like tandem')"
 SUMMARY=()
 for conns in $CONNECTIONS; do
   # Warm both paths (connections to the app, caches) before the first pair.
