@@ -9,6 +9,9 @@
 # 0.5x to 1.8x. Two halves of a pair share the host's state far more often than two runs 15 s apart do.
 # With BENCH_HAPROXY_FORWARDED=1 haproxy adds the two forwarding fields Tandem adds, so that the app is sent the same
 # request through both (by default haproxy forwards it as it came, and the app has two fields less to parse).
+# With BENCH_PIN=1 the app and both proxies run on the last CPU and wrk on the others (taskset): where the scheduler
+# puts each process, and what waking a process on the other CPU costs under a hypervisor, then no longer moves from
+# one half to the next; without it the figures are of the machine as it schedules them.
 # Usage: BIN=<dir with tandem and example-kv> bench/reads-paired.sh [rounds] [seconds] [connections...]
 #        (defaults 10 rounds of 2 s per half, connections "1 50 256").
 set -euo pipefail
@@ -24,6 +27,16 @@ command -v wrk >/dev/null || bench_install wrk
 command -v haproxy >/dev/null || bench_install haproxy
 
 start_read_proxies
+CORES=$(nproc) # before pinning: nproc counts the CPUs this shell may use
+PINNING=""
+if [ "${BENCH_PIN:-0}" = 1 ]; then
+  last=$((CORES - 1))
+  [ "$last" -ge 1 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; exit 1; }
+  others=$([ "$last" -eq 1 ] && echo 0 || echo "0-$((last - 1))")
+  for pid in "$APP_PID" "$TANDEM_PID" "$HAPROXY_PID"; do taskset -a -p -c "$last" "$pid" >/dev/null; done
+  taskset -p -c "$others" $$ >/dev/null # wrk, started from here, inherits it
+  PINNING=", app and proxies pinned to CPU $last, wrk to CPU $others"
+fi
 
 # half NAME PORT PID CONNECTIONS: prints "rps p99ms errors proxy-cpu-us-per-request app-cpu-us-per-request" of one
 # wrk run through one proxy. The app's CPU is shown because the proxies do not send it the same bytes: Tandem adds
@@ -47,8 +60,8 @@ median() {
 }
 
 echo "reads in pairs: wrk GET /kv/bench (128-byte value), ${SECONDS_PER_HALF}s per half, $ROUNDS rounds per" \
-  "connection count, tandem $(tandem_commit_label), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nproc) cores," \
-  "load $(loadavg)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ', haproxy adding X-Forwarded-For and Forwarded like tandem')"
+  "connection count, tandem $(tandem_commit_label), $(haproxy -v | head -1 | cut -d' ' -f1-3), $CORES cores," \
+  "load $(loadavg)$([ "${BENCH_HAPROXY_FORWARDED:-0}" = 1 ] && echo ', haproxy adding X-Forwarded-For and Forwarded like tandem')$PINNING"
 SUMMARY=()
 for conns in $CONNECTIONS; do
   # Warm both paths (connections to the app, caches) before the first pair.

@@ -13,8 +13,9 @@
 #                                        2x, the median of 8 per-round ratios each (BENCHMARKS.md, section 5)
 #   read pairs bench/reads-paired.sh     the read goals measured in pairs seconds apart: tandem / haproxy, the
 #                                        median of 10 per-pair ratios at each connection count (section 3), once
-#                                        as configured by default and once with haproxy adding the forwarding
-#                                        fields Tandem adds (the app then parses the same request behind both)
+#                                        as the machine schedules them and once with the proxies alone compared:
+#                                        haproxy adding the forwarding fields Tandem adds, the app and the proxies
+#                                        on one CPU and wrk on the other
 # Usage: [BIN=.build/release] scripts/bench-all.sh [quick|full]
 #   quick (default, about 21 minutes): 5 s per row, connections "1 50 256" (reads) and "1 64 256" (writes), 8
 #   failovers.
@@ -52,10 +53,11 @@ run pairs-1x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 128 1280
 run pairs-2x bench/overload-paired.sh 8 "$OVERLOAD_STEP" 256 1280
 # shellcheck disable=SC2086 # one argument per connection count
 run read-pairs bench/reads-paired.sh 10 "$READ_PAIR_SECONDS" $READ_CONNS
-# The same pairs with haproxy adding X-Forwarded-For and Forwarded as Tandem does: the app gets the same request
-# through both, so the ratio is the proxies' alone.
+# The same pairs with the proxies alone compared: haproxy adds X-Forwarded-For and Forwarded as Tandem does (the app
+# gets the same request through both), and the app and the proxies share one CPU while wrk has the other, so that
+# where the scheduler puts each process, and the price of a wake-up on the other CPU, do not change between halves.
 # shellcheck disable=SC2086
-run read-pairs-same env BENCH_HAPROXY_FORWARDED=1 bench/reads-paired.sh 10 "$READ_PAIR_SECONDS" $READ_CONNS
+run read-pairs-pinned env BENCH_HAPROXY_FORWARDED=1 BENCH_PIN=1 bench/reads-paired.sh 10 "$READ_PAIR_SECONDS" $READ_CONNS
 
 # cell FILE TITLE CONNECTIONS COLUMN: the COLUMN-th cell (1-based: the title is cell 1) of the first table row whose
 # first cell is exactly TITLE (the ratio tables' rows: "" in bench-proxy's, the role in bench-writes') and whose
@@ -89,10 +91,10 @@ for c in $READ_CONNS; do
   row reads "CPU per request, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 5)" "<=" 1.0
 done
 for c in $READ_CONNS; do
-  same="$c conn, in pairs, haproxy adding the same forwarding fields"
-  row reads "requests/s, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-same.md" "" "$c" 3)" ">=" 1.0
-  row reads "p99, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-same.md" "" "$c" 4)" "<=" 1.0
-  row reads "CPU per request, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-same.md" "" "$c" 5)" "<=" 1.0
+  same="$c conn, in pairs, pinned, haproxy adding the same forwarding fields"
+  row reads "requests/s, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 3)" ">=" 1.0
+  row reads "p99, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 4)" "<=" 1.0
+  row reads "CPU per request, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 5)" "<=" 1.0
 done
 for c in $WRITE_CONNS; do
   for role in leader follower; do
