@@ -325,3 +325,18 @@ schedstat_sum() {
   done
   echo "$total_run $total_slices"
 }
+
+# pin_servers PID...: with BENCH_PIN=1, runs the given processes (every thread) on the last CPU and this shell, so
+# the load generator it starts later, on the others; sets PINNING to a phrase for the header ("" unpinned) and CORES
+# to the machine's CPU count (read before pinning: nproc counts the CPUs this shell may use).
+pin_servers() {
+  CORES=$(nproc)
+  PINNING=""
+  [ "${BENCH_PIN:-0}" = 1 ] || return 0
+  local last=$((CORES - 1)) others pid
+  [ "$last" -ge 1 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; return 1; }
+  others=$([ "$last" -eq 1 ] && echo 0 || echo "0-$((last - 1))")
+  for pid in "$@"; do taskset -a -p -c "$last" "$pid" >/dev/null; done
+  taskset -p -c "$others" $$ >/dev/null
+  PINNING=", pinned: the app and the server(s) measured on CPU $last, the load generator on CPU $others"
+}

@@ -8,8 +8,9 @@
 # Usage: BIN=<dir with tandem and example-kv> bench/overload-paired.sh [rounds] [seconds] [low] [high]
 #        (defaults 8 rounds of 5 s, 256 against 1280 connections: 2x and 10x of scripts/bench-overload.sh's base 128).
 # BENCH_TANDEM_ENV adds settings to the node, as in scripts/bench-overload.sh.
-# With BENCH_PIN=1 tandem (all its threads) and the app run on the last CPU and wrk on the others, as clients on
-# other machines would: wrk's own CPU grows with its connections, and unpinned it takes that from the node measured.
+# With BENCH_PIN=1 (pin_servers in bench/lib.sh) tandem, all its threads, and the app run on the last CPU and wrk on
+# the others, as clients on other machines would: wrk's own CPU grows with its connections, and unpinned it takes
+# that from the node measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-8}
@@ -25,16 +26,7 @@ read -r -a TANDEM_ENV_EXTRA <<<"${BENCH_TANDEM_ENV:-}"
 start_app app
 start_tandem n1 "$APP_PORT" "${TANDEM_ENV_EXTRA[@]}"
 wait_ready_port "$ADMIN_PORT"
-CORES=$(nproc) # before pinning: nproc counts the CPUs this shell may use
-PINNING=""
-if [ "${BENCH_PIN:-0}" = 1 ]; then
-  last=$((CORES - 1))
-  [ "$last" -ge 1 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; exit 1; }
-  others=$([ "$last" -eq 1 ] && echo 0 || echo "0-$((last - 1))")
-  for pid in "$APP_PID" "$TANDEM_PID"; do taskset -a -p -c "$last" "$pid" >/dev/null; done
-  taskset -p -c "$others" $$ >/dev/null # wrk, started from here, inherits it
-  PINNING=", tandem and the app pinned to CPU $last, wrk to CPU $others"
-fi
+pin_servers "$APP_PID" "$TANDEM_PID"
 
 # goodput CONNECTIONS: prints "2xx/s 503/s" of one wrk run.
 goodput() {

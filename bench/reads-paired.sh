@@ -27,16 +27,7 @@ command -v wrk >/dev/null || bench_install wrk
 command -v haproxy >/dev/null || bench_install haproxy
 
 start_read_proxies
-CORES=$(nproc) # before pinning: nproc counts the CPUs this shell may use
-PINNING=""
-if [ "${BENCH_PIN:-0}" = 1 ]; then
-  last=$((CORES - 1))
-  [ "$last" -ge 1 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; exit 1; }
-  others=$([ "$last" -eq 1 ] && echo 0 || echo "0-$((last - 1))")
-  for pid in "$APP_PID" "$TANDEM_PID" "$HAPROXY_PID"; do taskset -a -p -c "$last" "$pid" >/dev/null; done
-  taskset -p -c "$others" $$ >/dev/null # wrk, started from here, inherits it
-  PINNING=", app and proxies pinned to CPU $last, wrk to CPU $others"
-fi
+pin_servers "$APP_PID" "$TANDEM_PID" "$HAPROXY_PID"
 
 # half NAME PORT PID CONNECTIONS: prints "rps p99ms errors proxy-cpu-us-per-request app-cpu-us-per-request" of one
 # wrk run through one proxy. The app's CPU is shown because the proxies do not send it the same bytes: Tandem adds
