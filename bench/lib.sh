@@ -231,6 +231,7 @@ wait_ready_port() {
 # (haproxy_reverse_proxy_config). Sets APP_PORT/APP_PID, CLIENT_PORT/ADMIN_PORT/TANDEM_PID, HAPROXY_PORT/HAPROXY_PID;
 # returns 1 with a message unless a GET of /kv/bench answers the value directly and through both proxies.
 start_read_proxies() {
+  bench_install haproxy
   start_app app
   curl -s -X PUT "http://127.0.0.1:$APP_PORT/kv/bench" --data "$(head -c 128 /dev/zero | tr '\0' 'v')" >/dev/null
   start_tandem n1 "$APP_PORT"
@@ -326,9 +327,9 @@ schedstat_sum() {
   echo "$total_run $total_slices"
 }
 
-# pin_servers PID...: with BENCH_PIN=1, runs the given processes (every thread) on the last CPU and this shell, so
-# the load generator it starts later, on the others; sets PINNING to a phrase for the header ("" unpinned) and CORES
-# to the machine's CPU count (read before pinning: nproc counts the CPUs this shell may use).
+# pin_servers PID...: with BENCH_PIN=1, runs the given processes (every thread) on the last CPU, and this shell on
+# the others, so that the load generator it starts later runs there too. Sets PINNING to a phrase for the header
+# ("" unpinned) and CORES to the machine's CPU count (read before pinning: nproc counts the CPUs this shell may use).
 pin_servers() {
   CORES=$(nproc)
   PINNING=""

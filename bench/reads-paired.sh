@@ -23,8 +23,7 @@ CONNECTIONS=${*:-1 50 256}
 source bench/lib.sh
 bench_binaries
 source scripts/lib.sh
-command -v wrk >/dev/null || bench_install wrk
-command -v haproxy >/dev/null || bench_install haproxy
+bench_install wrk
 
 start_read_proxies
 pin_servers "$APP_PID" "$TANDEM_PID" "$HAPROXY_PID"

@@ -11,7 +11,6 @@ source bench/lib.sh
 bench_binaries
 source scripts/lib.sh
 command -v strace >/dev/null || bench_install strace
-command -v haproxy >/dev/null || bench_install haproxy
 
 start_read_proxies
 for proxy in "tandem $CLIENT_PORT $TANDEM_PID" "haproxy $HAPROXY_PORT $HAPROXY_PID"; do

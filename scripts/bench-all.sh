@@ -85,16 +85,15 @@ for c in $READ_CONNS; do
   row reads "p99, tandem / haproxy, $c conn" "$(cell "$OUT/reads.md" "" "$c" 5)" "<=" 1.0
   row reads "CPU per request, tandem / haproxy, $c conn" "$(cell "$OUT/reads.md" "" "$c" 6)" "<=" 1.0
 done
-for c in $READ_CONNS; do
-  row reads "requests/s, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 3)" ">=" 1.0
-  row reads "p99, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 4)" "<=" 1.0
-  row reads "CPU per request, tandem / haproxy, $c conn, in pairs, median of 10" "$(cell "$OUT/read-pairs.md" "" "$c" 5)" "<=" 1.0
-done
-for c in $READ_CONNS; do
-  same="$c conn, in pairs, pinned, haproxy adding the same forwarding fields"
-  row reads "requests/s, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 3)" ">=" 1.0
-  row reads "p99, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 4)" "<=" 1.0
-  row reads "CPU per request, tandem / haproxy, $same" "$(cell "$OUT/read-pairs-pinned.md" "" "$c" 5)" "<=" 1.0
+# The two read-pair runs: the output file, and how its rows are labelled after the connection count.
+for pairs in "read-pairs:in pairs, median of 10" "read-pairs-pinned:in pairs, pinned, haproxy adding the same forwarding fields"; do
+  file="$OUT/${pairs%%:*}.md"
+  for c in $READ_CONNS; do
+    how="$c conn, ${pairs#*:}"
+    row reads "requests/s, tandem / haproxy, $how" "$(cell "$file" "" "$c" 3)" ">=" 1.0
+    row reads "p99, tandem / haproxy, $how" "$(cell "$file" "" "$c" 4)" "<=" 1.0
+    row reads "CPU per request, tandem / haproxy, $how" "$(cell "$file" "" "$c" 5)" "<=" 1.0
+  done
 done
 for c in $WRITE_CONNS; do
   for role in leader follower; do

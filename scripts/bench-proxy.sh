@@ -19,7 +19,6 @@ WARMUP_SECONDS=2
 scripts/ensure-deps.sh
 source bench/lib.sh
 bench_install wrk
-bench_install haproxy
 bench_binaries
 source scripts/lib.sh
 trap 'bench_keep_logs; cleanup' EXIT
